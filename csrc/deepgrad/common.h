@@ -1,0 +1,25 @@
+// Shared definitions for every deepgrad kernel: host/device qualifiers, index type, threading.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define DG_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define DG_HOST_DEVICE inline
+#endif
+
+namespace dg {
+
+using index_t = std::int64_t;
+
+// Below this many scalar operations a kernel runs on one thread: an OpenMP fork costs a few
+// microseconds, more than a tiny layer's whole forward pass.
+constexpr index_t kParallelGrain = 1 << 15;
+
+// Number of threads kernels may use (OpenMP's setting, or 1 without OpenMP).
+int max_threads();
+// Threads to use for `work` scalar operations.
+int threads_for(index_t work);
+
+}  // namespace dg
