@@ -105,4 +105,146 @@ DG_HOST_DEVICE bool act_needs_pre(Act a) {
   return !(a == Act::identity || a == Act::step || a == Act::sigmoid || a == Act::tanh_);
 }
 
+// ---- losses: per-element terms and their derivatives (PyTorch's definitions) -----------------
+enum class Loss : int { mse = 0, bce, bce_logits, cross_entropy };
+enum class Reduction : int { none = 0, mean, sum };
+
+inline bool parse_loss(const char* name, Loss* out) {
+  struct Entry { const char* n; Loss l; };
+  static const Entry table[] = {{"mse", Loss::mse}, {"bce", Loss::bce},
+                                {"bce_logits", Loss::bce_logits}, {"cross_entropy", Loss::cross_entropy}};
+  for (const Entry& e : table)
+    if (std::strcmp(e.n, name) == 0) { *out = e.l; return true; }
+  return false;
+}
+inline const char* loss_names() { return "mse, bce, bce_logits, cross_entropy"; }
+
+inline bool parse_reduction(const char* name, Reduction* out) {
+  if (std::strcmp(name, "mean") == 0) { *out = Reduction::mean; return true; }
+  if (std::strcmp(name, "sum") == 0) { *out = Reduction::sum; return true; }
+  if (std::strcmp(name, "none") == 0) { *out = Reduction::none; return true; }
+  return false;
+}
+inline const char* reduction_names() { return "mean, sum, none"; }
+
+// Mean squared error: (p - t)^2 and d/dp = 2 (p - t).
+template <class T> DG_HOST_DEVICE T mse_term(T p, T t) { const T d = p - t; return d * d; }
+template <class T> DG_HOST_DEVICE T mse_grad(T p, T t) { return T(2) * (p - t); }
+
+// Binary cross-entropy on probabilities p in [0, 1]; each log is clamped at -100 (PyTorch).
+template <class T> DG_HOST_DEVICE T bce_term(T p, T t) {
+  T lp = std::log(p);
+  T l1p = std::log1p(-p);
+  lp = lp > T(-100) ? lp : T(-100);
+  l1p = l1p > T(-100) ? l1p : T(-100);
+  return (t - T(1)) * l1p - t * lp;
+}
+// d/dp = (p - t) / max(p (1 - p), 1e-12), PyTorch's clamped form.
+template <class T> DG_HOST_DEVICE T bce_grad(T p, T t) {
+  T d = (T(1) - p) * p;
+  d = d > T(1e-12) ? d : T(1e-12);
+  return (p - t) / d;
+}
+
+// Binary cross-entropy from logits x, stable: max(x, 0) - x t + log1p(e^{-|x|}); d/dx = sigmoid(x) - t.
+template <class T> DG_HOST_DEVICE T bce_logits_term(T x, T t) {
+  return (x > T(0) ? x : T(0)) - x * t + std::log1p(std::exp(-std::fabs(x)));
+}
+template <class T> DG_HOST_DEVICE T bce_logits_grad(T x, T t) { return sigmoid_(x) - t; }
+
+// Softmax cross-entropy for one row of logits with max m and s = sum_j e^{x_j - m}:
+// loss = m + log(s) - x_label; d/dx_j = e^{x_j - m} / s - [j == label].
+template <class T> DG_HOST_DEVICE T ce_row_loss(T x_label, T row_max, T sum_exp) {
+  return row_max + std::log(sum_exp) - x_label;
+}
+template <class T> DG_HOST_DEVICE T ce_grad(T x, T row_max, T inv_sum_exp, bool is_label) {
+  return std::exp(x - row_max) * inv_sum_exp - (is_label ? T(1) : T(0));
+}
+
+// ---- optimizers: per-element updates (torch.optim's formulas, single-tensor path) -------------
+// Hyper-parameters are passed by value in small structs so a CUDA kernel can take them as one
+// argument. Scalars derived from the step count (bias corrections) are computed once on the host.
+
+// SGD: d = g + wd p; with momentum: buf = d on the first step, else momentum buf + (1 - dampening) d;
+// d = nesterov ? d + momentum buf : buf; p -= lr d. buf is untouched when momentum == 0.
+template <class T> struct SgdHyper {
+  T lr, momentum, dampening, weight_decay;
+  bool nesterov, first_step;
+};
+template <class T> DG_HOST_DEVICE void sgd_update(const SgdHyper<T>& h, T& p, T g, T& buf) {
+  T d = g;
+  if (h.weight_decay != T(0)) d = d + h.weight_decay * p;
+  if (h.momentum != T(0)) {
+    const T b = h.first_step ? d : h.momentum * buf + (T(1) - h.dampening) * d;
+    buf = b;
+    d = h.nesterov ? d + h.momentum * b : b;
+  }
+  p = p - h.lr * d;
+}
+
+// Adam (decoupled = false: L2 term wd p added to the gradient) and AdamW (decoupled = true:
+// p *= 1 - lr wd before the update). m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
+// p -= step_size m / (sqrt(v) / bc2_sqrt + eps) with step_size = lr / (1 - beta1^t),
+// bc2_sqrt = sqrt(1 - beta2^t). Build the struct with make_adam_hyper.
+template <class T> struct AdamHyper {
+  T one_minus_beta1, beta2, one_minus_beta2, eps;
+  T weight_decay;  // the L2 coefficient (Adam) or 0 (AdamW)
+  T decay_factor;  // 1 - lr wd for AdamW, 1 for Adam
+  T step_size, bc2_sqrt;
+};
+template <class T>
+inline AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, double eps,
+                                    double weight_decay, long long step, bool decoupled) {
+  const double bc1 = 1.0 - std::pow(beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(beta2, static_cast<double>(step));
+  AdamHyper<T> h;
+  h.one_minus_beta1 = T(1.0 - beta1);
+  h.beta2 = T(beta2);
+  h.one_minus_beta2 = T(1.0 - beta2);
+  h.eps = T(eps);
+  h.weight_decay = decoupled ? T(0) : T(weight_decay);
+  h.decay_factor = decoupled ? T(1.0 - lr * weight_decay) : T(1);
+  h.step_size = T(lr / bc1);
+  h.bc2_sqrt = T(std::sqrt(bc2));
+  return h;
+}
+template <class T> DG_HOST_DEVICE void adam_update(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
+  const T pp = p * h.decay_factor;
+  if (h.weight_decay != T(0)) g = g + h.weight_decay * pp;
+  const T mm = m + h.one_minus_beta1 * (g - m);
+  const T vv = h.beta2 * v + h.one_minus_beta2 * (g * g);
+  m = mm;
+  v = vv;
+  p = pp - h.step_size * (mm / (std::sqrt(vv) / h.bc2_sqrt + h.eps));
+}
+
+// RMSprop: g += wd p; sq = alpha sq + (1 - alpha) g^2; centered: ga = lerp(ga, g, 1 - alpha),
+// avg = sqrt(sq - ga^2) + eps, else avg = sqrt(sq) + eps; with momentum: buf = momentum buf + g / avg,
+// p -= lr buf; else p -= lr g / avg. buf / ga are untouched when momentum == 0 / not centered.
+template <class T> struct RmspropHyper {
+  T lr, alpha, eps, weight_decay, momentum;
+  bool centered;
+};
+template <class T>
+DG_HOST_DEVICE void rmsprop_update(const RmspropHyper<T>& h, T& p, T g, T& sq, T& buf, T& ga) {
+  if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+  const T s = h.alpha * sq + (T(1) - h.alpha) * (g * g);
+  sq = s;
+  T avg;
+  if (h.centered) {
+    const T a = ga + (T(1) - h.alpha) * (g - ga);
+    ga = a;
+    avg = std::sqrt(s - a * a) + h.eps;
+  } else {
+    avg = std::sqrt(s) + h.eps;
+  }
+  if (h.momentum > T(0)) {
+    const T b = h.momentum * buf + g / avg;
+    buf = b;
+    p = p - h.lr * b;
+  } else {
+    p = p - h.lr * (g / avg);
+  }
+}
+
 }  // namespace dg
