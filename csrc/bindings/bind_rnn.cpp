@@ -1,0 +1,145 @@
+// Checked entry points for the fused LSTM/GRU cell kernels (csrc/cpu/rnn.cpp).
+#include "bindings/check.h"
+#include "bindings/registry.h"
+#include "deepgrad/rnn.h"
+
+namespace dg::bind {
+namespace {
+
+// a must be (rows, cols) with the given dtype.
+void shape_is(const char* fn, const py::array& a, const char* name, py::ssize_t rows,
+              py::ssize_t cols, const char* hint) {
+  ndim_is(fn, a, name, 2);
+  if (a.shape(0) != rows || a.shape(1) != cols)
+    fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be (" +
+                       std::to_string(rows) + ", " + std::to_string(cols) + ") " + hint);
+}
+
+py::array empty_like_dtype(const py::array& ref, py::ssize_t rows, py::ssize_t cols) {
+  return py::array(ref.dtype(), std::vector<py::ssize_t>{rows, cols});
+}
+
+py::tuple lstm_cell_forward(py::handle gates_o, py::handle c_prev_o) {
+  const char* fn = "lstm_cell_forward";
+  py::array gates = float_input(gates_o, fn, "gates");
+  py::array c_prev = float_input(c_prev_o, fn, "c_prev");
+  ndim_is(fn, gates, "gates", 2);
+  same_dtype(fn, gates, "gates", c_prev, "c_prev");
+  if (gates.shape(1) % 4 != 0)
+    fail_value(fn, "gates has shape " + shape_str(gates) +
+                       " but its second dimension must be 4*hidden_size (i, f, g, o)");
+  const py::ssize_t B = gates.shape(0), H = gates.shape(1) / 4;
+  shape_is(fn, c_prev, "c_prev", B, H, "(batch, hidden_size)");
+  py::array h = empty_like_dtype(gates, B, H), c = empty_like_dtype(gates, B, H);
+  py::array act = empty_like_dtype(gates, B, 4 * H);
+  dispatch_float(gates, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cpu::lstm_cell_forward<T>(data_of<T>(h), data_of<T>(c), data_of<T>(act), cdata_of<T>(gates),
+                              cdata_of<T>(c_prev), B, H);
+  });
+  return py::make_tuple(h, c, act);
+}
+
+py::tuple lstm_cell_backward(py::handle dh_o, py::handle dc_o, py::handle c_prev_o,
+                             py::handle c_o, py::handle act_o) {
+  const char* fn = "lstm_cell_backward";
+  py::array act = float_input(act_o, fn, "act");
+  py::array c_prev = float_input(c_prev_o, fn, "c_prev");
+  py::array c = float_input(c_o, fn, "c");
+  ndim_is(fn, act, "act", 2);
+  if (act.shape(1) % 4 != 0) fail_value(fn, "act must be (batch, 4*hidden_size), got " + shape_str(act));
+  const py::ssize_t B = act.shape(0), H = act.shape(1) / 4;
+  same_dtype(fn, act, "act", c_prev, "c_prev");
+  same_dtype(fn, act, "act", c, "c");
+  shape_is(fn, c_prev, "c_prev", B, H, "(batch, hidden_size)");
+  shape_is(fn, c, "c", B, H, "(batch, hidden_size)");
+  py::array dh, dc;
+  const bool has_dh = !dh_o.is_none(), has_dc = !dc_o.is_none();
+  if (has_dh) {
+    dh = float_input(dh_o, fn, "dh");
+    same_dtype(fn, act, "act", dh, "dh");
+    shape_is(fn, dh, "dh", B, H, "(batch, hidden_size)");
+  }
+  if (has_dc) {
+    dc = float_input(dc_o, fn, "dc");
+    same_dtype(fn, act, "act", dc, "dc");
+    shape_is(fn, dc, "dc", B, H, "(batch, hidden_size)");
+  }
+  py::array dgates = empty_like_dtype(act, B, 4 * H), dc_prev = empty_like_dtype(act, B, H);
+  dispatch_float(act, [&](auto tag) {
+    using T = decltype(tag);
+    const T* pdh = has_dh ? cdata_of<T>(dh) : nullptr;
+    const T* pdc = has_dc ? cdata_of<T>(dc) : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::lstm_cell_backward<T>(data_of<T>(dgates), data_of<T>(dc_prev), pdh, pdc,
+                               cdata_of<T>(c_prev), cdata_of<T>(c), cdata_of<T>(act), B, H);
+  });
+  return py::make_tuple(dgates, dc_prev);
+}
+
+py::tuple gru_cell_forward(py::handle xg_o, py::handle hg_o, py::handle h_prev_o) {
+  const char* fn = "gru_cell_forward";
+  py::array xg = float_input(xg_o, fn, "xg");
+  py::array hg = float_input(hg_o, fn, "hg");
+  py::array h_prev = float_input(h_prev_o, fn, "h_prev");
+  ndim_is(fn, xg, "xg", 2);
+  if (xg.shape(1) % 3 != 0)
+    fail_value(fn, "xg has shape " + shape_str(xg) +
+                       " but its second dimension must be 3*hidden_size (r, z, n)");
+  const py::ssize_t B = xg.shape(0), H = xg.shape(1) / 3;
+  same_dtype(fn, xg, "xg", hg, "hg");
+  same_dtype(fn, xg, "xg", h_prev, "h_prev");
+  shape_is(fn, hg, "hg", B, 3 * H, "(batch, 3*hidden_size), like xg");
+  shape_is(fn, h_prev, "h_prev", B, H, "(batch, hidden_size)");
+  py::array h = empty_like_dtype(xg, B, H), act = empty_like_dtype(xg, B, 4 * H);
+  dispatch_float(xg, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cpu::gru_cell_forward<T>(data_of<T>(h), data_of<T>(act), cdata_of<T>(xg), cdata_of<T>(hg),
+                             cdata_of<T>(h_prev), B, H);
+  });
+  return py::make_tuple(h, act);
+}
+
+py::tuple gru_cell_backward(py::handle dh_o, py::handle h_prev_o, py::handle act_o) {
+  const char* fn = "gru_cell_backward";
+  py::array dh = float_input(dh_o, fn, "dh");
+  py::array h_prev = float_input(h_prev_o, fn, "h_prev");
+  py::array act = float_input(act_o, fn, "act");
+  ndim_is(fn, act, "act", 2);
+  if (act.shape(1) % 4 != 0) fail_value(fn, "act must be (batch, 4*hidden_size), got " + shape_str(act));
+  const py::ssize_t B = act.shape(0), H = act.shape(1) / 4;
+  same_dtype(fn, act, "act", dh, "dh");
+  same_dtype(fn, act, "act", h_prev, "h_prev");
+  shape_is(fn, dh, "dh", B, H, "(batch, hidden_size)");
+  shape_is(fn, h_prev, "h_prev", B, H, "(batch, hidden_size)");
+  py::array dxg = empty_like_dtype(act, B, 3 * H), dhg = empty_like_dtype(act, B, 3 * H);
+  py::array dh_prev = empty_like_dtype(act, B, H);
+  dispatch_float(act, [&](auto tag) {
+    using T = decltype(tag);
+    py::gil_scoped_release nogil;
+    cpu::gru_cell_backward<T>(data_of<T>(dxg), data_of<T>(dhg), data_of<T>(dh_prev),
+                              cdata_of<T>(dh), cdata_of<T>(h_prev), cdata_of<T>(act), B, H);
+  });
+  return py::make_tuple(dxg, dhg, dh_prev);
+}
+
+void bind_rnn(py::module_& m) {
+  m.def("lstm_cell_forward", &lstm_cell_forward, py::arg("gates"), py::arg("c_prev"),
+        "LSTM gate arithmetic. gates (B, 4H) pre-activations in order (i, f, g, o), c_prev (B, H)"
+        " -> (h (B, H), c (B, H), act (B, 4H) activated gates saved for backward).");
+  m.def("lstm_cell_backward", &lstm_cell_backward, py::arg("dh"), py::arg("dc"), py::arg("c_prev"),
+        py::arg("c"), py::arg("act"),
+        "dh, dc (B, H) or None -> (dgates (B, 4H), dc_prev (B, H)).");
+  m.def("gru_cell_forward", &gru_cell_forward, py::arg("xg"), py::arg("hg"), py::arg("h_prev"),
+        "GRU gate arithmetic. xg = x W_ih + b_ih and hg = h_prev W_hh + b_hh, both (B, 3H) in "
+        "order (r, z, n); h_prev (B, H) -> (h (B, H), act (B, 4H) = (r, z, n, hg_n)).");
+  m.def("gru_cell_backward", &gru_cell_backward, py::arg("dh"), py::arg("h_prev"), py::arg("act"),
+        "dh (B, H) -> (dxg (B, 3H), dhg (B, 3H), dh_prev (B, H) the direct part z*dh).");
+}
+
+DG_REGISTER_BINDINGS(bind_rnn);
+
+}  // namespace
+}  // namespace dg::bind

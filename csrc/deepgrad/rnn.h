@@ -1,0 +1,89 @@
+// Fused recurrent-cell gate arithmetic: the elementwise part of one LSTM or GRU time step.
+// The matmuls (x·W_ih, h·W_hh) stay in gemm; these kernels take the gate pre-activations and do
+// everything after them in one pass, forward and backward. The per-unit scalar formulas are
+// DG_HOST_DEVICE so the CUDA kernels run exactly the math the CPU tests check.
+#pragma once
+#include "deepgrad/common.h"
+#include "deepgrad/math.h"
+
+namespace dg {
+
+// ---- LSTM (gate order i, f, g, o as in PyTorch) ------------------------------------------------
+// i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o); c = f·c_prev + i·g; h = o·tanh(c).
+template <class T>
+DG_HOST_DEVICE void lstm_unit_forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T* i, T* f, T* g,
+                                      T* o, T* c, T* h) {
+  *i = sigmoid_(a_i);
+  *f = sigmoid_(a_f);
+  *g = std::tanh(a_g);
+  *o = sigmoid_(a_o);
+  *c = *f * c_prev + *i * *g;
+  *h = *o * std::tanh(*c);
+}
+
+// Given dL/dh and dL/dc (the cell state's gradient from the next step and from outside), returns
+// dL/d(a_i, a_f, a_g, a_o) and dL/dc_prev.
+template <class T>
+DG_HOST_DEVICE void lstm_unit_backward(T dh, T dc, T i, T f, T g, T o, T c_prev, T c, T* da_i,
+                                       T* da_f, T* da_g, T* da_o, T* dc_prev) {
+  const T tc = std::tanh(c);
+  const T dct = dc + dh * o * (T(1) - tc * tc);  // total gradient reaching c
+  *da_o = dh * tc * o * (T(1) - o);
+  *da_i = dct * g * i * (T(1) - i);
+  *da_f = dct * c_prev * f * (T(1) - f);
+  *da_g = dct * i * (T(1) - g * g);
+  *dc_prev = dct * f;
+}
+
+// ---- GRU (gate order r, z, n as in PyTorch) ----------------------------------------------------
+// r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r·h_n), h = (1 − z)·n + z·h_prev,
+// where x_* = x·W_ih + b_ih and h_* = h_prev·W_hh + b_hh.
+template <class T>
+DG_HOST_DEVICE void gru_unit_forward(T x_r, T x_z, T x_n, T h_r, T h_z, T h_n, T h_prev, T* r,
+                                     T* z, T* n, T* h) {
+  *r = sigmoid_(x_r + h_r);
+  *z = sigmoid_(x_z + h_z);
+  *n = std::tanh(x_n + *r * h_n);
+  *h = (T(1) - *z) * *n + *z * h_prev;
+}
+
+// Given dL/dh, returns dL/d(x_r, x_z, x_n), dL/d(h_r, h_z, h_n) and the direct part of
+// dL/dh_prev (the part through W_hh is added by the caller's matmul).
+template <class T>
+DG_HOST_DEVICE void gru_unit_backward(T dh, T r, T z, T n, T h_n, T h_prev, T* dx_r, T* dx_z,
+                                      T* dx_n, T* dh_r, T* dh_z, T* dh_n, T* dh_prev) {
+  const T dan = dh * (T(1) - z) * (T(1) - n * n);
+  const T daz = dh * (h_prev - n) * z * (T(1) - z);
+  const T dar = dan * h_n * r * (T(1) - r);
+  *dx_r = dar;
+  *dh_r = dar;
+  *dx_z = daz;
+  *dh_z = daz;
+  *dx_n = dan;
+  *dh_n = dan * r;
+  *dh_prev = dh * z;
+}
+
+namespace cpu {
+
+// gates (B, 4H), c_prev (B, H) -> h (B, H), c (B, H), act (B, 4H) = activated (i, f, g, o)
+template <class T>
+void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, index_t H);
+
+// dh (B, H) or null, dc (B, H) or null, c_prev (B, H), c (B, H), act (B, 4H)
+//   -> dgates (B, 4H) (overwritten), dc_prev (B, H) (overwritten)
+template <class T>
+void lstm_cell_backward(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev,
+                        const T* c, const T* act, index_t B, index_t H);
+
+// xg (B, 3H), hg (B, 3H), h_prev (B, H) -> h (B, H), act (B, 4H) = (r, z, n, h_n)
+template <class T>
+void gru_cell_forward(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B, index_t H);
+
+// dh (B, H), h_prev (B, H), act (B, 4H) -> dxg (B, 3H), dhg (B, 3H), dh_prev (B, H) (overwritten)
+template <class T>
+void gru_cell_backward(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act,
+                       index_t B, index_t H);
+
+}  // namespace cpu
+}  // namespace dg

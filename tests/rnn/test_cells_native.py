@@ -1,0 +1,128 @@
+"""Fused LSTM/GRU cell kernels (deepgrad._C) against numpy float64 references and central
+finite differences."""
+import numpy as np
+import pytest
+
+from deepgrad import _C
+
+
+def sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def lstm_ref(gates, c_prev):
+    H = c_prev.shape[1]
+    i, f, g, o = (gates[:, k * H:(k + 1) * H] for k in range(4))
+    i, f, g, o = sig(i), sig(f), np.tanh(g), sig(o)
+    c = f * c_prev + i * g
+    return o * np.tanh(c), c
+
+
+def gru_ref(xg, hg, h_prev):
+    H = h_prev.shape[1]
+    xr, xz, xn = (xg[:, k * H:(k + 1) * H] for k in range(3))
+    hr, hz, hn = (hg[:, k * H:(k + 1) * H] for k in range(3))
+    r, z = sig(xr + hr), sig(xz + hz)
+    n = np.tanh(xn + r * hn)
+    return (1 - z) * n + z * h_prev
+
+
+def num_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f() with respect to every entry of x (modified in place)."""
+    g = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        idx = it.multi_index
+        old = x[idx]
+        x[idx] = old + eps
+        fp = f()
+        x[idx] = old - eps
+        fm = f()
+        x[idx] = old
+        g[idx] = (fp - fm) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_lstm_forward_matches_numpy(dtype, tol):
+    rng = np.random.default_rng(0)
+    B, H = 5, 7
+    gates = rng.normal(0, 2, (B, 4 * H))
+    c_prev = rng.normal(0, 1, (B, H))
+    h, c, act = _C.lstm_cell_forward(gates.astype(dtype), c_prev.astype(dtype))
+    assert h.dtype == dtype and c.dtype == dtype and act.shape == (B, 4 * H)
+    h_ref, c_ref = lstm_ref(gates, c_prev)
+    np.testing.assert_allclose(h, h_ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(c, c_ref, rtol=tol, atol=tol)
+
+
+def test_lstm_backward_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    B, H = 3, 4
+    gates = rng.normal(0, 1.5, (B, 4 * H))
+    c_prev = rng.normal(0, 1, (B, H))
+    wh = rng.normal(size=(B, H))
+    wc = rng.normal(size=(B, H))
+
+    def loss():
+        h, c = lstm_ref(gates, c_prev)
+        return float((wh * h).sum() + (wc * c).sum())
+
+    h, c, act = _C.lstm_cell_forward(gates, c_prev)
+    dgates, dc_prev = _C.lstm_cell_backward(wh, wc, c_prev, c, act)
+    np.testing.assert_allclose(dgates, num_grad(loss, gates), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dc_prev, num_grad(loss, c_prev), rtol=1e-7, atol=1e-9)
+    # None means a zero gradient for that output
+    dg_h, dcp_h = _C.lstm_cell_backward(wh, None, c_prev, c, act)
+    dg_0, _ = _C.lstm_cell_backward(wh, np.zeros_like(wh), c_prev, c, act)
+    np.testing.assert_array_equal(dg_h, dg_0)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_gru_forward_matches_numpy(dtype, tol):
+    rng = np.random.default_rng(2)
+    B, H = 4, 6
+    xg, hg = rng.normal(0, 2, (B, 3 * H)), rng.normal(0, 2, (B, 3 * H))
+    h_prev = rng.normal(0, 1, (B, H))
+    h, act = _C.gru_cell_forward(xg.astype(dtype), hg.astype(dtype), h_prev.astype(dtype))
+    assert h.dtype == dtype and act.shape == (B, 4 * H)
+    np.testing.assert_allclose(h, gru_ref(xg, hg, h_prev), rtol=tol, atol=tol)
+
+
+def test_gru_backward_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    B, H = 3, 4
+    xg, hg = rng.normal(0, 1.5, (B, 3 * H)), rng.normal(0, 1.5, (B, 3 * H))
+    h_prev = rng.normal(0, 1, (B, H))
+    w = rng.normal(size=(B, H))
+
+    def loss():
+        return float((w * gru_ref(xg, hg, h_prev)).sum())
+
+    h, act = _C.gru_cell_forward(xg, hg, h_prev)
+    dxg, dhg, dh_prev = _C.gru_cell_backward(w, h_prev, act)
+    np.testing.assert_allclose(dxg, num_grad(loss, xg), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dhg, num_grad(loss, hg), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(dh_prev, num_grad(loss, h_prev), rtol=1e-7, atol=1e-9)
+
+
+def test_cells_are_stable_for_large_pre_activations():
+    gates = np.array([[800.0, -800.0, 50.0, -900.0]])
+    h, c, act = _C.lstm_cell_forward(gates, np.array([[3.0]]))
+    assert np.all(np.isfinite(h)) and np.all(np.isfinite(act))
+    np.testing.assert_allclose(c, [[1.0]], atol=1e-12)
+
+
+def test_cell_kernels_reject_bad_input():
+    with pytest.raises(ValueError, match="4\\*hidden_size"):
+        _C.lstm_cell_forward(np.zeros((2, 6)), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="c_prev has shape"):
+        _C.lstm_cell_forward(np.zeros((2, 8)), np.zeros((3, 2)))
+    with pytest.raises(TypeError, match="dtype"):
+        _C.lstm_cell_forward(np.zeros((2, 8)), np.zeros((2, 2), np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _C.gru_cell_forward(np.zeros((2, 6), np.int32), np.zeros((2, 6)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="hg has shape"):
+        _C.gru_cell_forward(np.zeros((2, 6)), np.zeros((2, 3)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="dh has shape"):
+        _C.gru_cell_backward(np.zeros((1, 2)), np.zeros((2, 2)), np.zeros((2, 8)))
