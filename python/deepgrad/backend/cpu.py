@@ -1,0 +1,512 @@
+"""The CPU backend: the primitive set every deepgrad Tensor op is built from.
+
+This module is the backend interface definition. ``backend/cuda.py`` provides the same
+functions, with the same signatures and semantics, over ``deepgrad._C.CudaArray``; nothing above
+the backend knows which device it runs on.
+
+Conventions (both backends):
+- "array" means the backend's array type: a numpy ndarray here. Arrays expose ``.shape``
+  (tuple of ints), ``.ndim``, ``.size`` and ``.dtype`` (a numpy dtype: float32, float64, or int64
+  for class labels and indices).
+- Functions return new arrays unless their name ends in ``_`` (in place, returns None). Returned
+  arrays may share memory with an input only where the docstring says "view".
+- Float inputs to one call share one dtype; the Tensor layer checks this before calling.
+- ``scalar`` arguments are Python floats/ints. Shapes are tuples of ints.
+- Callers never modify an array returned by a backend function in place unless they allocated it
+  (``empty``/``zeros``/``full``/``copy``): returned arrays may be shared by several gradients.
+- Heavy kernels (gemm, dense layers, activations, softmax, losses, arena norms and optimizer
+  steps) are deepgrad's native C++ kernels (``deepgrad._C``); elementwise glue is numpy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _C
+from .. import random as _random
+
+DEVICE = "cpu"
+
+# ---------------------------------------------------------------------------------------------
+# creation and transfer
+
+
+def from_numpy(a: np.ndarray, dtype=None) -> np.ndarray:
+    """A new C-contiguous backend array holding a copy of numpy array ``a`` (cast to ``dtype``
+    when given). int64 arrays (labels, indices) are kept as int64."""
+    return np.array(a, dtype=dtype, order="C", copy=True)
+
+
+def to_numpy(a: np.ndarray) -> np.ndarray:
+    """The array's values as a numpy array on the host (here: the array itself, no copy)."""
+    return a
+
+
+def empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised array of ``shape`` and ``dtype``."""
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape: tuple, dtype) -> np.ndarray:
+    """An array of zeros."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def full(shape: tuple, value: float, dtype) -> np.ndarray:
+    """An array filled with ``value``."""
+    return np.full(shape, value, dtype=dtype)
+
+
+def copy(a: np.ndarray) -> np.ndarray:
+    """A contiguous copy of ``a`` that the caller owns."""
+    return np.array(a, order="C", copy=True)
+
+
+def astype(a: np.ndarray, dtype) -> np.ndarray:
+    """``a`` converted to ``dtype`` (a copy, or ``a`` itself when it already has that dtype)."""
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def copy_(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst[...] = src in place (same shape; src may broadcast)."""
+    np.copyto(dst, src)
+
+
+def add_(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst += src in place (same shape and dtype): gradient accumulation into leaf grads."""
+    np.add(dst, src, out=dst)
+
+
+def has_nonfinite(a: np.ndarray) -> bool:
+    """True if a float array holds any NaN or Inf (anomaly mode)."""
+    return bool(_C.has_nonfinite(a))
+
+
+def item(a: np.ndarray) -> float:
+    """The single value of a one-element array as a Python float."""
+    return float(a.reshape(-1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise, with numpy broadcasting; either operand of a binary op may be a Python scalar
+
+
+def add(a, b):
+    """a + b."""
+    return np.add(a, b)
+
+
+def sub(a, b):
+    """a - b."""
+    return np.subtract(a, b)
+
+
+def mul(a, b):
+    """a * b."""
+    return np.multiply(a, b)
+
+
+def div(a, b):
+    """a / b."""
+    return np.true_divide(a, b)
+
+
+def pow(a, b):  # noqa: A001 - mirrors the operator name
+    """a ** b."""
+    return np.power(a, b)
+
+
+def maximum(a, b):
+    """Elementwise max(a, b)."""
+    return np.maximum(a, b)
+
+
+def minimum(a, b):
+    """Elementwise min(a, b)."""
+    return np.minimum(a, b)
+
+
+def _mask(m, like):
+    dt = like.dtype if isinstance(like, np.ndarray) else np.float32
+    return m.astype(dt)
+
+
+def eq(a, b):
+    """(a == b) as a float mask (1.0/0.0) in the dtype of ``a``."""
+    return _mask(np.equal(a, b), a)
+
+
+def ne(a, b):
+    """(a != b) as a float mask."""
+    return _mask(np.not_equal(a, b), a)
+
+
+def lt(a, b):
+    """(a < b) as a float mask."""
+    return _mask(np.less(a, b), a)
+
+
+def le(a, b):
+    """(a <= b) as a float mask."""
+    return _mask(np.less_equal(a, b), a)
+
+
+def gt(a, b):
+    """(a > b) as a float mask."""
+    return _mask(np.greater(a, b), a)
+
+
+def ge(a, b):
+    """(a >= b) as a float mask."""
+    return _mask(np.greater_equal(a, b), a)
+
+
+def where(cond, a, b):
+    """cond ? a : b elementwise with broadcasting; ``cond`` is a float mask (nonzero = true)."""
+    return np.where(cond != 0, a, b)
+
+
+def neg(a):
+    """-a."""
+    return np.negative(a)
+
+
+def exp(a):
+    """e ** a."""
+    return np.exp(a)
+
+
+def log(a):
+    """Natural logarithm."""
+    return np.log(a)
+
+
+def sqrt(a):
+    """Square root."""
+    return np.sqrt(a)
+
+
+def abs(a):  # noqa: A001
+    """|a|."""
+    return np.abs(a)
+
+
+def sign(a):
+    """-1, 0 or 1 elementwise (the derivative of abs)."""
+    return np.sign(a)
+
+
+def clip(a, lo, hi):
+    """a clamped to [lo, hi]; either bound may be None."""
+    return np.clip(a, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------------
+# activations (native)
+
+
+def act_forward(x, activation: str, alpha: float = 0.01):
+    """y = act(x) elementwise for a native activation name (identity, step, sigmoid, tanh, relu,
+    leaky_relu, elu, selu, gelu, softplus, silu, softsign)."""
+    return _C.act_forward(x, activation, alpha)
+
+
+def act_backward(dy, z, y, activation: str, alpha: float = 0.01):
+    """dz = dy * act'(z), given the input z and output y of act_forward."""
+    return _C.act_backward(dy, z, y, activation, alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+
+def sum(a, axis=None, keepdims: bool = False):  # noqa: A001
+    """Sum over ``axis`` (None = all, int or tuple), as an array (0-d for a full reduction)."""
+    return np.asarray(np.sum(a, axis=axis, keepdims=keepdims))
+
+
+def mean(a, axis=None, keepdims: bool = False):
+    """Mean over ``axis`` (None = all, int or tuple)."""
+    return np.asarray(np.mean(a, axis=axis, keepdims=keepdims))
+
+
+def max(a, axis=None, keepdims: bool = False):  # noqa: A001
+    """Maximum over ``axis`` (None = all, int or tuple)."""
+    return np.asarray(np.max(a, axis=axis, keepdims=keepdims))
+
+
+def argmax(a, axis=None):
+    """Index of the maximum along ``axis`` as an int64 array (flat index when axis is None)."""
+    return np.asarray(np.argmax(a, axis=axis))
+
+
+def sum_to_shape(g, shape: tuple):
+    """Reduce a broadcast gradient ``g`` back to ``shape`` by summing the broadcast axes (the
+    backward of numpy broadcasting). Returns ``g`` itself when the shapes already match."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    s = np.sum(g, axis=axes, keepdims=True) if axes else g
+    return s.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear algebra and dense layers (native)
+
+
+def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
+    """op(a) @ op(b) for 2-D arrays, op = transpose when the flag is set (native gemm)."""
+    return _C.gemm(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
+def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01):
+    """Fused dense layer: z = x @ w + b, y = act(z). x (N, IN), w (IN, OUT), b (OUT,) or None.
+    Returns (y, z); z is None when the activation's derivative needs only y."""
+    return _C.dense_forward(x, w, b, activation, alpha)
+
+
+def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: float = 0.01,
+                   need_dx: bool = True):
+    """Backward of dense_forward: accumulates dw (IN, OUT) += x^T dz and db (OUT,) += sum(dz)
+    in place (db may be None) and returns dx (N, IN), or None when need_dx is False."""
+    return _C.dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax (native, row-wise over the last axis of a 2-D array)
+
+
+def softmax(x):
+    """Row-wise softmax of a 2-D array."""
+    return _C.softmax(x)
+
+
+def log_softmax(x):
+    """Row-wise log-softmax of a 2-D array."""
+    return _C.log_softmax(x)
+
+
+def softmax_backward(dy, y):
+    """dx for y = softmax(x): y * (dy - sum(dy * y, row))."""
+    return _C.softmax_backward(dy, y)
+
+
+def log_softmax_backward(dy, y):
+    """dx for y = log_softmax(x): dy - exp(y) * sum(dy, row)."""
+    return _C.log_softmax_backward(dy, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# losses (native)
+
+
+def loss_forward(kind: str, pred, target, reduction: str):
+    """Loss value. kind: mse, bce (pred = probabilities), bce_logits, cross_entropy (pred =
+    logits (N, C), target = int64 labels (N,)). reduction: mean, sum (0-d array) or none
+    (per-element for mse/bce, per-sample (N,) for cross_entropy)."""
+    out = _C.loss_forward(kind, pred, target, reduction)
+    return out if isinstance(out, np.ndarray) else np.asarray(out, dtype=pred.dtype)
+
+
+def loss_backward(kind: str, pred, target, reduction: str, grad):
+    """d loss / d pred, scaled by ``grad`` (a 0-d array for mean/sum, an array of the
+    per-sample losses' shape for none)."""
+    g = float(grad) if reduction != "none" else grad
+    return _C.loss_backward(kind, pred, target, reduction, g)
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (fused; numpy on the CPU)
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool,
+                       momentum: float, eps: float):
+    """Batch norm over axis 0 of x (N, C). Training: batch statistics, and running_mean /
+    running_var (C,) are updated in place with PyTorch's rule (unbiased variance, ``momentum``
+    weight on the new value). Eval: the running statistics. gamma/beta (C,) may be None.
+    Returns (y, xhat, inv_std) where xhat (N, C) and inv_std (C,) are saved for backward."""
+    if training:
+        n = x.shape[0]
+        mu = x.mean(axis=0)
+        xc = x - mu
+        var = np.mean(xc * xc, axis=0)
+        if running_mean is not None:
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mu
+        if running_var is not None:
+            running_var *= 1.0 - momentum
+            running_var += momentum * var * (n / (n - 1))
+    else:
+        xc = x - running_mean
+        var = running_var
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat = xc * inv_std
+    y = xhat * gamma if gamma is not None else xhat.copy()
+    if beta is not None:
+        y += beta
+    return y, xhat, inv_std
+
+
+def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
+    """Backward of batch_norm_forward: returns (dx, dgamma, dbeta); dgamma/dbeta are computed
+    even when gamma/beta are None (the caller drops them)."""
+    dbeta = dy.sum(axis=0)
+    dgamma = (dy * xhat).sum(axis=0)
+    dxhat = dy * gamma if gamma is not None else dy
+    if not training:
+        return dxhat * inv_std, dgamma, dbeta
+    n = dy.shape[0]
+    dx = (inv_std / n) * (n * dxhat - dxhat.sum(axis=0) - xhat * (dxhat * xhat).sum(axis=0))
+    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+def layer_norm_forward(x, gamma, beta, eps: float):
+    """Layer norm over the last axis of x (..., D); gamma/beta (D,) may be None.
+    Returns (y, xhat, inv_std) with inv_std of shape (..., 1)."""
+    mu = x.mean(axis=-1, keepdims=True)
+    xc = x - mu
+    var = np.mean(xc * xc, axis=-1, keepdims=True)
+    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat = xc * inv_std
+    y = xhat * gamma if gamma is not None else xhat.copy()
+    if beta is not None:
+        y += beta
+    return y, xhat, inv_std
+
+
+def layer_norm_backward(dy, xhat, inv_std, gamma):
+    """Backward of layer_norm_forward: returns (dx, dgamma (D,), dbeta (D,))."""
+    lead = tuple(range(dy.ndim - 1))
+    dbeta = dy.sum(axis=lead)
+    dgamma = (dy * xhat).sum(axis=lead)
+    dxhat = dy * gamma if gamma is not None else dy
+    d = dy.shape[-1]
+    dx = (inv_std / d) * (d * dxhat - dxhat.sum(axis=-1, keepdims=True)
+                          - xhat * (dxhat * xhat).sum(axis=-1, keepdims=True))
+    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------------
+# shape and indexing
+
+
+def reshape(a, shape: tuple):
+    """``a`` with a new shape (a view when possible; -1 infers one dimension)."""
+    return np.reshape(a, shape)
+
+
+def transpose(a, axes: tuple | None = None):
+    """Axes permuted (reversed when None), as a contiguous array."""
+    return np.ascontiguousarray(np.transpose(a, axes))
+
+
+def getitem(a, index):
+    """a[index] with numpy semantics: basic slicing and integer-array (int64) indexing. ``index``
+    holds ints, slices, None, Ellipsis and int64 arrays of this backend."""
+    return np.ascontiguousarray(a[index])
+
+
+def index_add_(dst, index, values) -> None:
+    """dst[index] += values in place, summing repeated indices (the backward of getitem)."""
+    if _is_basic(index):
+        dst[index] += values
+    else:
+        np.add.at(dst, index, values)
+
+
+def setitem_(dst, index, values) -> None:
+    """dst[index] = values in place (values: array or scalar, broadcast to the selection)."""
+    dst[index] = values
+
+
+def _is_basic(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    for i in items:
+        if not (i is None or i is Ellipsis or isinstance(i, (int, slice))):
+            return False
+    return True
+
+
+def concat(arrays: list, axis: int = 0):
+    """Arrays joined along an existing axis."""
+    return np.concatenate(arrays, axis=axis)
+
+
+def stack(arrays: list, axis: int = 0):
+    """Arrays of one shape joined along a new axis."""
+    return np.stack(arrays, axis=axis)
+
+
+def split(a, sizes: list, axis: int = 0) -> list:
+    """``a`` cut along ``axis`` into contiguous pieces of the given sizes (sum(sizes) ==
+    a.shape[axis]); the backward of concat."""
+    bounds = np.cumsum(sizes)[:-1].tolist()
+    return [np.ascontiguousarray(p) for p in np.split(a, bounds, axis=axis)]
+
+
+# ---------------------------------------------------------------------------------------------
+# random (all draws come from deepgrad.random's single seeded generator)
+
+
+def normal(shape: tuple, mean: float, std: float, dtype):
+    """Samples from N(mean, std^2)."""
+    return (_random.generator().standard_normal(shape) * std + mean).astype(dtype)
+
+
+def uniform(shape: tuple, low: float, high: float, dtype):
+    """Samples from U[low, high)."""
+    return _random.generator().uniform(low, high, shape).astype(dtype)
+
+
+def bernoulli(shape: tuple, p: float, dtype):
+    """A float mask of 1.0 with probability p, else 0.0 (dropout keep masks)."""
+    return (_random.generator().random(shape) < p).astype(dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# arena helpers: one pass over a model's flat parameter/gradient buffers (native)
+
+
+def segment_norms(buf, offsets):
+    """Per-segment L2 norms of a flat buffer: offsets int64 (S+1,) with offsets[0] = 0 and
+    offsets[-1] = buf.size. Returns (norms float64 numpy (S,), total norm float, number of
+    non-finite values int). Deterministic."""
+    return _C.segment_norms(buf, offsets)
+
+
+def scale_(buf, factor: float) -> None:
+    """buf *= factor in place (gradient-norm clipping)."""
+    _C.scale_(buf, factor)
+
+
+def clip_value_(buf, clip: float) -> None:
+    """buf clamped to [-clip, clip] in place."""
+    _C.clip_value_(buf, clip)
+
+
+def fill_(buf, value: float) -> None:
+    """buf[...] = value in place (zero_grad)."""
+    _C.fill_(buf, value)
+
+
+def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
+             first_step) -> None:
+    """One SGD update in place with PyTorch semantics (momentum_buf may be None when
+    momentum == 0)."""
+    _C.sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
+                first_step)
+
+
+def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None:
+    """One Adam (decoupled=False: L2 weight decay) or AdamW (decoupled=True) update in place;
+    ``step`` counts from 1."""
+    _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
+def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum, momentum_buf,
+                 centered, grad_avg) -> None:
+    """One RMSprop update in place with PyTorch semantics (momentum_buf / grad_avg may be None
+    when unused)."""
+    _C.rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
+                    momentum_buf, centered, grad_avg)
