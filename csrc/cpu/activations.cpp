@@ -1,0 +1,77 @@
+// Activation forward/backward over contiguous buffers. The activation is a template parameter
+// so the switch in math.h folds away and simple activations (relu, leaky_relu, ...) vectorize.
+#include <type_traits>
+
+#include "cpu/ew_parallel.h"
+#include "deepgrad/kernels.h"
+
+namespace dg::cpu {
+namespace {
+
+// Rough cost per element in "scalar operations" for the threading grain: transcendental
+// activations are ~20x a multiply-add.
+constexpr index_t act_cost(Act a) {
+  return (a == Act::identity || a == Act::step || a == Act::relu || a == Act::leaky_relu ||
+          a == Act::softsign) ? 1 : 20;
+}
+
+template <Act A, class T>
+DG_CLONES void act_fwd_range(T* y, const T* x, index_t n, T alpha) {
+  for (index_t i = 0; i < n; ++i) y[i] = dg::act_forward<T>(A, x[i], alpha);
+}
+
+// kHaveY: y is given; otherwise y is recomputed from z where the derivative needs it.
+template <Act A, class T, bool kHaveY>
+DG_CLONES void act_bwd_range(T* dz, const T* dy, const T* z, const T* y, index_t n, T alpha) {
+  for (index_t i = 0; i < n; ++i) {
+    const T zi = z[i];
+    const T yi = kHaveY ? y[i] : dg::act_forward<T>(A, zi, alpha);
+    dz[i] = dy[i] * dg::act_derivative<T>(A, zi, yi, alpha);
+  }
+}
+
+template <Act A, class T>
+void act_forward_t(T* y, const T* x, index_t n, T alpha) {
+  parallel_ranges(n, act_cost(A), [&](index_t lo, index_t hi) { act_fwd_range<A, T>(y + lo, x + lo, hi - lo, alpha); });
+}
+
+template <Act A, class T>
+void act_backward_t(T* dz, const T* dy, const T* z, const T* y, index_t n, T alpha) {
+  // Activations whose derivative ignores z may be called without it: y stands in for z.
+  if (z == nullptr) z = y;
+  const index_t cost = act_cost(A) * (y ? 1 : 2);
+  parallel_ranges(n, cost, [&](index_t lo, index_t hi) {
+    if (y) act_bwd_range<A, T, true>(dz + lo, dy + lo, z + lo, y + lo, hi - lo, alpha);
+    else act_bwd_range<A, T, false>(dz + lo, dy + lo, z + lo, nullptr, hi - lo, alpha);
+  });
+}
+
+// Calls f with std::integral_constant<Act, a> for the runtime activation a.
+template <class F>
+void with_act(Act a, F&& f) {
+  switch (a) {
+#define DG_ACT_CASE(name) case Act::name: f(std::integral_constant<Act, Act::name>{}); return;
+    DG_ACT_CASE(identity) DG_ACT_CASE(step) DG_ACT_CASE(sigmoid) DG_ACT_CASE(tanh_)
+    DG_ACT_CASE(relu) DG_ACT_CASE(leaky_relu) DG_ACT_CASE(elu) DG_ACT_CASE(selu)
+    DG_ACT_CASE(gelu) DG_ACT_CASE(softplus) DG_ACT_CASE(silu) DG_ACT_CASE(softsign)
+#undef DG_ACT_CASE
+  }
+}
+
+}  // namespace
+
+template <class T> void act_forward(T* y, const T* x, index_t n, Act a, T alpha) {
+  with_act(a, [&](auto A) { act_forward_t<decltype(A)::value, T>(y, x, n, alpha); });
+}
+
+template <class T>
+void act_backward(T* dz, const T* dy, const T* z, const T* y, index_t n, Act a, T alpha) {
+  with_act(a, [&](auto A) { act_backward_t<decltype(A)::value, T>(dz, dy, z, y, n, alpha); });
+}
+
+template void act_forward<float>(float*, const float*, index_t, Act, float);
+template void act_forward<double>(double*, const double*, index_t, Act, double);
+template void act_backward<float>(float*, const float*, const float*, const float*, index_t, Act, float);
+template void act_backward<double>(double*, const double*, const double*, const double*, index_t, Act, double);
+
+}  // namespace dg::cpu

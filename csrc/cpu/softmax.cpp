@@ -1,0 +1,85 @@
+// Row-wise softmax / log_softmax and their backward passes. Stable: each row subtracts its max
+// before exponentiating; row sums are accumulated in double.
+#include <cmath>
+
+#include "cpu/ew_parallel.h"
+#include "deepgrad/kernels.h"
+
+namespace dg::cpu {
+namespace {
+
+template <class T>
+DG_CLONES T row_max(const T* x, index_t c) {
+  T m = x[0];
+  for (index_t j = 1; j < c; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// x (rows, cols) -> y (rows, cols) for rows [0, rows).
+template <class T>
+void softmax_rows(T* y, const T* x, index_t rows, index_t c, bool log) {
+  for (index_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * c;
+    T* yr = y + r * c;
+    const T m = row_max(xr, c);
+    double s = 0;
+    for (index_t j = 0; j < c; ++j) {
+      const T e = std::exp(xr[j] - m);
+      if (!log) yr[j] = e;
+      s += e;
+    }
+    if (log) {
+      const T lse = T(std::log(s));
+      for (index_t j = 0; j < c; ++j) yr[j] = xr[j] - m - lse;
+    } else {
+      const T inv = T(1.0 / s);
+      for (index_t j = 0; j < c; ++j) yr[j] *= inv;
+    }
+  }
+}
+
+// softmax:     dx = y * (dy - sum(dy * y))
+// log_softmax: dx = dy - exp(y) * sum(dy)
+template <class T>
+void softmax_backward_rows(T* dx, const T* dy, const T* y, index_t rows, index_t c, bool log) {
+  for (index_t r = 0; r < rows; ++r) {
+    const T* dyr = dy + r * c;
+    const T* yr = y + r * c;
+    T* dxr = dx + r * c;
+    double s = 0;
+    if (log) {
+      for (index_t j = 0; j < c; ++j) s += dyr[j];
+      const T st = T(s);
+      for (index_t j = 0; j < c; ++j) dxr[j] = dyr[j] - std::exp(yr[j]) * st;
+    } else {
+      for (index_t j = 0; j < c; ++j) s += double(dyr[j]) * double(yr[j]);
+      const T st = T(s);
+      for (index_t j = 0; j < c; ++j) dxr[j] = yr[j] * (dyr[j] - st);
+    }
+  }
+}
+
+}  // namespace
+
+template <class T> void softmax_forward(T* y, const T* x, index_t rows, index_t cols, bool log) {
+  if (cols == 0) return;
+  // Threads split whole rows; the cost estimate counts one exp per element.
+  parallel_ranges(rows, cols * 20, [&](index_t lo, index_t hi) {
+    softmax_rows(y + lo * cols, x + lo * cols, hi - lo, cols, log);
+  });
+}
+
+template <class T>
+void softmax_backward(T* dx, const T* dy, const T* y, index_t rows, index_t cols, bool log) {
+  if (cols == 0) return;
+  parallel_ranges(rows, cols * (log ? 20 : 3), [&](index_t lo, index_t hi) {
+    softmax_backward_rows(dx + lo * cols, dy + lo * cols, y + lo * cols, hi - lo, cols, log);
+  });
+}
+
+template void softmax_forward<float>(float*, const float*, index_t, index_t, bool);
+template void softmax_forward<double>(double*, const double*, index_t, index_t, bool);
+template void softmax_backward<float>(float*, const float*, const float*, index_t, index_t, bool);
+template void softmax_backward<double>(double*, const double*, const double*, index_t, index_t, bool);
+
+}  // namespace dg::cpu

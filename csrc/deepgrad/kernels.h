@@ -1,0 +1,65 @@
+// CPU kernels for the elementwise families: activations, softmax, losses, fused norms and
+// in-place buffer ops, optimizer updates. Plain functions over raw contiguous buffers; outputs
+// first, then inputs, then sizes. Instantiated for float and double. The callers (bindings)
+// have already checked every argument. The per-element formulas are in deepgrad/math.h.
+#pragma once
+#include <cstdint>
+
+#include "deepgrad/common.h"
+#include "deepgrad/math.h"
+
+namespace dg::cpu {
+
+// ---- activations (activations.cpp) -----------------------------------------------------------
+// x (n) -> y (n): y = act(x)
+template <class T> void act_forward(T* y, const T* x, index_t n, Act a, T alpha);
+// dy, z, y (n) -> dz (n): dz = dy * act'(z). Writes (does not accumulate). z may be null when
+// !act_needs_pre(a); y may be null (recomputed from z where the derivative needs it).
+template <class T>
+void act_backward(T* dz, const T* dy, const T* z, const T* y, index_t n, Act a, T alpha);
+
+// ---- softmax (softmax.cpp), row-wise over the last axis ------------------------------------
+// x (rows, cols) -> y (rows, cols): softmax, or log_softmax when log = true. Stable (row max).
+template <class T> void softmax_forward(T* y, const T* x, index_t rows, index_t cols, bool log);
+// dy, y (rows, cols) -> dx (rows, cols), y being the forward output (softmax or log_softmax).
+template <class T>
+void softmax_backward(T* dx, const T* dy, const T* y, index_t rows, index_t cols, bool log);
+
+// ---- losses (losses.cpp) ---------------------------------------------------------------------
+// Elementwise losses (mse, bce, bce_logits): pred, target (n) -> per-element terms into `terms`
+// (n) when non-null; returns the sum of the terms, accumulated in double in a fixed order.
+template <class T> double loss_forward(T* terms, Loss kind, const T* pred, const T* target, index_t n);
+// dpred (n) = d loss / d pred, scaled by `scale` (grad_terms null) or by grad_terms[i] (n).
+template <class T>
+void loss_backward(T* dpred, Loss kind, const T* pred, const T* target, const T* grad_terms,
+                   T scale, index_t n);
+// Softmax cross-entropy: logits (N, C), labels (N) in [0, C) -> per-row losses (N) when non-null;
+// returns their sum (double, fixed order).
+template <class T>
+double cross_entropy_forward(T* losses, const T* logits, const std::int64_t* labels, index_t N, index_t C);
+// dlogits (N, C) = (softmax(logits) - onehot(labels)) * (grad_rows ? grad_rows[i] : scale).
+template <class T>
+void cross_entropy_backward(T* dlogits, const T* logits, const std::int64_t* labels,
+                            const T* grad_rows, T scale, index_t N, index_t C);
+
+// ---- norms and in-place buffer ops (reduce.cpp) ----------------------------------------------
+// x (offsets[S]) with segments [offsets[s], offsets[s+1]) -> norms (S) L2 norm of each segment,
+// *total the global L2 norm; returns the number of NaN/Inf elements. Accumulates in double over
+// fixed-size chunks combined in a fixed order: the same bits for any thread count.
+template <class T>
+index_t segment_norms(double* norms, double* total, const T* x, const index_t* offsets, index_t S);
+template <class T> void scale_inplace(T* x, index_t n, T factor);
+template <class T> void clip_value_inplace(T* x, index_t n, T clip);  // clamp to [-clip, clip]
+template <class T> void fill_inplace(T* x, index_t n, T value);
+
+// ---- optimizers (optim.cpp), one pass over flat buffers, in place --------------------------
+// param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.
+template <class T> void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHyper<T>& h);
+// param, grad, m, v (n)
+template <class T> void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h);
+// param, grad, square_avg (n); momentum_buf null unless h.momentum > 0; grad_avg null unless centered.
+template <class T>
+void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T* grad, index_t n,
+                  const RmspropHyper<T>& h);
+
+}  // namespace dg::cpu
