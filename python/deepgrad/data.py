@@ -274,3 +274,4 @@ def load_arrays(path: str | os.PathLike, label_column: int = -1,
     if not np.all(np.isfinite(X)):
         raise ValueError(f"load_arrays: {path!r} has NaN or infinite feature values")
     return np.ascontiguousarray(X, dtype=dtype), y
+from ._seqdata import ADDING_BASELINE_MSE, adding_problem, temporal_order  # noqa: E402,F401  (sequence tasks)
