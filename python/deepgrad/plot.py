@@ -1,0 +1,137 @@
+"""Gradient-flow plots from monitor histories (``GradientMonitor.to_dict()``), saved as PNG.
+
+matplotlib is an optional extra (``pip install deepgrad[plot]``); it is imported only when a
+plot is drawn, with the headless Agg backend, so plotting works on servers and in CI.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["plot_layer_norms", "plot_heatmap", "plot_global_norm", "plot_flow_comparison",
+           "plot_loss_curves"]
+
+_LABELS = {
+    "signal_norm": "backward signal ||dL/d(layer output)||",
+    "layer_grad_norm": "weight-gradient norm ||dL/dW||",
+    "layer_grad_ratio": "||dL/dW|| / ||W||",
+    "layer_update_ratio": "||ΔW|| / ||W||",
+}
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("deepgrad plots need matplotlib: pip install 'deepgrad[plot]'") from e
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _matrix(history: Mapping, quantity: str) -> np.ndarray:
+    if quantity not in history:
+        raise ValueError(f"history has no {quantity!r}; known: {sorted(k for k in _LABELS if k in history)}")
+    rows = history[quantity]
+    m = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+    if m.size == 0:
+        raise ValueError(f"history has no recorded steps for {quantity!r}; call monitor.step() after backward()")
+    return m
+
+
+def _save(fig, path: str) -> str:
+    path = os.fspath(path)
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return path
+
+
+def plot_layer_norms(history: Mapping, path: str, step: int = -1,
+                     quantity: str = "signal_norm") -> str:
+    """Bar chart (log scale) of one recorded step's per-layer ``quantity``; returns ``path``."""
+    plt = _pyplot()
+    m = _matrix(history, quantity)
+    row = m[step]
+    layers = history["layers"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers)), 4))
+    x = np.arange(1, len(row) + 1)
+    ok = np.isfinite(row) & (row > 0)
+    ax.bar(x[ok], row[ok], color="tab:blue")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel(_LABELS.get(quantity, quantity))
+    ax.set_title(f"step {history['steps'][step]}")
+    ax.set_xticks(x)
+    return _save(fig, path)
+
+
+def plot_heatmap(history: Mapping, path: str, quantity: str = "signal_norm") -> str:
+    """Layer × step heatmap of log10(``quantity``); returns ``path``."""
+    plt = _pyplot()
+    m = _matrix(history, quantity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lg = np.log10(np.where(m > 0, m, np.nan))
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * m.shape[1])))
+    steps = history["steps"]
+    im = ax.imshow(lg.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                   extent=(steps[0] - 0.5, steps[-1] + 0.5, 0.5, m.shape[1] + 0.5))
+    fig.colorbar(im, ax=ax, label="log10 " + _LABELS.get(quantity, quantity))
+    ax.set_xlabel("step")
+    ax.set_ylabel("layer")
+    return _save(fig, path)
+
+
+def plot_global_norm(history: Mapping, path: str) -> str:
+    """Global gradient norm over the recorded steps (log scale); returns ``path``."""
+    plt = _pyplot()
+    g = np.array([np.nan if v is None else v for v in history["global_grad_norm"]], dtype=np.float64)
+    if g.size == 0:
+        raise ValueError("history has no recorded steps; call monitor.step() after backward()")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["steps"], g, color="tab:red")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("global gradient norm")
+    return _save(fig, path)
+
+
+def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int = 0,
+                         quantity: str = "signal_norm") -> str:
+    """One line per configuration: per-layer ``quantity`` at one recorded step (log scale)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, h in histories.items():
+        try:
+            row = _matrix(h, quantity)[step]
+        except (ValueError, IndexError):
+            continue
+        ax.plot(np.arange(1, len(row) + 1), row, marker="o", ms=3, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel(_LABELS.get(quantity, quantity))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_loss_curves(curves: Mapping[str, Sequence[float]], path: str) -> str:
+    """Training loss over steps, one line per configuration (log scale when all positive)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    allpos = True
+    for name, c in curves.items():
+        c = np.asarray([np.nan if v is None else v for v in c], dtype=np.float64)
+        allpos &= bool(np.all(c[np.isfinite(c)] > 0))
+        ax.plot(np.arange(len(c)), c, label=name)
+    if allpos:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
