@@ -1,0 +1,132 @@
+// Checked entry points for the fused optimizer updates (kernels in csrc/cpu/optim.cpp). Every
+// buffer is updated in place and must be C-contiguous, writeable and shaped like param.
+#include <cmath>
+#include <string>
+
+#include "bindings/check.h"
+#include "bindings/registry.h"
+#include "deepgrad/kernels.h"
+
+namespace dg::bind {
+namespace {
+
+void check_hyper(const char* fn, const char* name, double v, double lo, bool lo_open = false) {
+  if (!std::isfinite(v) || v < lo || (lo_open && v == lo))
+    fail_value(fn, std::string(name) + " must be finite and " + (lo_open ? "> " : ">= ") +
+                       std::to_string(lo) + ", got " + std::to_string(v));
+}
+void check_beta(const char* fn, const char* name, double v) {
+  if (!(v >= 0.0 && v < 1.0)) fail_value(fn, std::string(name) + " must be in [0, 1), got " + std::to_string(v));
+}
+
+// param is the reference: every other buffer must match its dtype and shape.
+py::array state_arg(const char* fn, py::handle o, const char* name, const py::array& param) {
+  if (o.is_none()) fail_value(fn, std::string(name) + " is None but this configuration needs it");
+  py::array a = float_output(o, fn, name);
+  same_dtype(fn, param, "param", a, name);
+  same_shape(fn, param, "param", a, name);
+  return a;
+}
+py::array grad_arg(const char* fn, py::handle o, const py::array& param) {
+  py::array g = float_input(o, fn, "grad");
+  same_dtype(fn, param, "param", g, "grad");
+  same_shape(fn, param, "param", g, "grad");
+  return g;
+}
+
+void sgd_step(py::handle param_o, py::handle grad_o, py::handle buf_o, double lr, double momentum,
+              double dampening, bool nesterov, double weight_decay, bool first_step) {
+  const char* fn = "sgd_step";
+  check_hyper(fn, "lr", lr, 0);
+  check_hyper(fn, "momentum", momentum, 0);
+  check_hyper(fn, "weight_decay", weight_decay, 0);
+  if (!std::isfinite(dampening)) fail_value(fn, "dampening must be finite");
+  if (nesterov && (momentum <= 0 || dampening != 0))
+    fail_value(fn, "Nesterov momentum requires momentum > 0 and dampening = 0");
+  py::array param = float_output(param_o, fn, "param");
+  py::array grad = grad_arg(fn, grad_o, param);
+  py::array buf;
+  if (momentum != 0) buf = state_arg(fn, buf_o, "momentum_buf", param);
+  dispatch_float(param, [&](auto tag) {
+    using T = decltype(tag);
+    const SgdHyper<T> h{T(lr), T(momentum), T(dampening), T(weight_decay), nesterov, first_step};
+    T* p = data_of<T>(param);
+    T* b = momentum != 0 ? data_of<T>(buf) : nullptr;
+    const T* g = cdata_of<T>(grad);
+    py::gil_scoped_release nogil;
+    cpu::sgd_step<T>(p, b, g, param.size(), h);
+  });
+}
+
+void adam_step(py::handle param_o, py::handle grad_o, py::handle m_o, py::handle v_o, long long step,
+               double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
+  const char* fn = "adam_step";
+  if (step < 1) fail_value(fn, "step counts from 1, got " + std::to_string(step));
+  check_hyper(fn, "lr", lr, 0);
+  check_beta(fn, "beta1", beta1);
+  check_beta(fn, "beta2", beta2);
+  check_hyper(fn, "eps", eps, 0);
+  check_hyper(fn, "weight_decay", weight_decay, 0);
+  py::array param = float_output(param_o, fn, "param");
+  py::array grad = grad_arg(fn, grad_o, param);
+  py::array m = state_arg(fn, m_o, "m", param);
+  py::array v = state_arg(fn, v_o, "v", param);
+  dispatch_float(param, [&](auto tag) {
+    using T = decltype(tag);
+    const AdamHyper<T> h = make_adam_hyper<T>(lr, beta1, beta2, eps, weight_decay, step, decoupled);
+    T* p = data_of<T>(param);
+    T* pm = data_of<T>(m);
+    T* pv = data_of<T>(v);
+    const T* g = cdata_of<T>(grad);
+    py::gil_scoped_release nogil;
+    cpu::adam_step<T>(p, pm, pv, g, param.size(), h);
+  });
+}
+
+void rmsprop_step(py::handle param_o, py::handle grad_o, py::handle sq_o, double lr, double alpha,
+                  double eps, double weight_decay, double momentum, py::handle buf_o, bool centered,
+                  py::handle ga_o) {
+  const char* fn = "rmsprop_step";
+  check_hyper(fn, "lr", lr, 0);
+  check_hyper(fn, "alpha", alpha, 0);
+  check_hyper(fn, "eps", eps, 0);
+  check_hyper(fn, "weight_decay", weight_decay, 0);
+  check_hyper(fn, "momentum", momentum, 0);
+  py::array param = float_output(param_o, fn, "param");
+  py::array grad = grad_arg(fn, grad_o, param);
+  py::array sq = state_arg(fn, sq_o, "square_avg", param);
+  py::array buf, ga;
+  if (momentum > 0) buf = state_arg(fn, buf_o, "momentum_buf", param);
+  if (centered) ga = state_arg(fn, ga_o, "grad_avg", param);
+  dispatch_float(param, [&](auto tag) {
+    using T = decltype(tag);
+    const RmspropHyper<T> h{T(lr), T(alpha), T(eps), T(weight_decay), T(momentum), centered};
+    T* p = data_of<T>(param);
+    T* s = data_of<T>(sq);
+    T* b = momentum > 0 ? data_of<T>(buf) : nullptr;
+    T* a = centered ? data_of<T>(ga) : nullptr;
+    const T* g = cdata_of<T>(grad);
+    py::gil_scoped_release nogil;
+    cpu::rmsprop_step<T>(p, s, b, a, g, param.size(), h);
+  });
+}
+
+void bind_optim(py::module_& m) {
+  m.def("sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buf"), py::arg("lr"),
+        py::arg("momentum") = 0.0, py::arg("dampening") = 0.0, py::arg("nesterov") = false,
+        py::arg("weight_decay") = 0.0, py::arg("first_step") = false,
+        "torch.optim.SGD's update in place; momentum_buf may be None when momentum == 0.");
+  m.def("adam_step", &adam_step, py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"),
+        py::arg("step"), py::arg("lr") = 1e-3, py::arg("beta1") = 0.9, py::arg("beta2") = 0.999,
+        py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0, py::arg("decoupled") = false,
+        "torch.optim.Adam (decoupled=False) / AdamW (decoupled=True) update in place; step counts from 1.");
+  m.def("rmsprop_step", &rmsprop_step, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
+        py::arg("lr") = 1e-2, py::arg("alpha") = 0.99, py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0,
+        py::arg("momentum") = 0.0, py::arg("momentum_buf") = py::none(), py::arg("centered") = false,
+        py::arg("grad_avg") = py::none(), "torch.optim.RMSprop's update in place.");
+}
+
+DG_REGISTER_BINDINGS(bind_optim);
+
+}  // namespace
+}  // namespace dg::bind
