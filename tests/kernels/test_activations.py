@@ -1,0 +1,138 @@
+"""Activation kernels against float64 numpy references and central finite differences."""
+import math
+
+import numpy as np
+import pytest
+
+from deepgrad import _C
+
+ALPHA = 0.2
+SELU_A = 1.6732632423543772848170429916717
+SELU_S = 1.0507009873554804934193349852946
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _sig(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def ref_forward(name, z, alpha=ALPHA):
+    z = z.astype(np.float64)
+    return {
+        "identity": lambda: z,
+        "step": lambda: (z > 0).astype(np.float64),
+        "sigmoid": lambda: _sig(z),
+        "tanh": lambda: np.tanh(z),
+        "relu": lambda: np.maximum(z, 0),
+        "leaky_relu": lambda: np.where(z > 0, z, alpha * z),
+        "elu": lambda: np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0))),
+        "selu": lambda: SELU_S * np.where(z > 0, z, SELU_A * np.expm1(np.minimum(z, 0))),
+        "gelu": lambda: 0.5 * z * (1 + _erf(z / math.sqrt(2))),
+        "softplus": lambda: np.logaddexp(0, z),
+        "silu": lambda: z * _sig(z),
+        "softsign": lambda: z / (1 + np.abs(z)),
+    }[name]()
+
+
+def ref_derivative(name, z, alpha=ALPHA):
+    z = z.astype(np.float64)
+    s = _sig(z)
+    return {
+        "identity": lambda: np.ones_like(z),
+        "step": lambda: np.zeros_like(z),
+        "sigmoid": lambda: s * (1 - s),
+        "tanh": lambda: 1 - np.tanh(z) ** 2,
+        "relu": lambda: (z > 0).astype(np.float64),
+        "leaky_relu": lambda: np.where(z > 0, 1.0, alpha),
+        "elu": lambda: np.where(z > 0, 1.0, alpha * np.exp(np.minimum(z, 0))),
+        "selu": lambda: SELU_S * np.where(z > 0, 1.0, SELU_A * np.exp(np.minimum(z, 0))),
+        "gelu": lambda: 0.5 * (1 + _erf(z / math.sqrt(2))) + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi),
+        "softplus": lambda: s,
+        "silu": lambda: s * (1 + z * (1 - s)),
+        "softsign": lambda: 1 / (1 + np.abs(z)) ** 2,
+    }[name]()
+
+
+ACTS = ["identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu",
+        "softplus", "silu", "softsign"]
+NEEDS_Z = {"relu", "leaky_relu", "elu", "selu", "gelu", "softplus", "silu", "softsign"}
+SHAPES = [(1,), (7,), (33,), (257,), (3, 11), (2, 5, 7)]
+
+
+def _inputs(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=3.0, size=shape)
+    z[np.abs(z) < 1e-3] = 0.5  # keep away from the kinks of relu/step/leaky_relu
+    return z.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ACTS)
+@pytest.mark.parametrize("dtype,rtol,atol", [(np.float64, 1e-12, 1e-13), (np.float32, 2e-6, 2e-6)])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_matches_numpy(name, dtype, rtol, atol, shape):
+    z = _inputs(shape, dtype)
+    y = _C.act_forward(z, name, alpha=ALPHA)
+    assert y.dtype == dtype and y.shape == z.shape
+    np.testing.assert_allclose(y, ref_forward(name, z), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", ACTS)
+@pytest.mark.parametrize("dtype,rtol,atol", [(np.float64, 1e-11, 1e-12), (np.float32, 1e-5, 1e-5)])
+@pytest.mark.parametrize("shape", [(1,), (7,), (33,), (257,), (4, 9)])
+def test_backward_matches_numpy(name, dtype, rtol, atol, shape):
+    z = _inputs(shape, dtype, seed=1)
+    dy = np.random.default_rng(2).normal(size=shape).astype(dtype)
+    y = _C.act_forward(z, name, alpha=ALPHA)
+    want = dy.astype(np.float64) * ref_derivative(name, z)
+    np.testing.assert_allclose(_C.act_backward(dy, z, y, name, alpha=ALPHA), want, rtol=rtol, atol=atol)
+    # y may be omitted: it is recomputed from z.
+    np.testing.assert_allclose(_C.act_backward(dy, z, None, name, alpha=ALPHA), want, rtol=rtol, atol=atol)
+    if name not in NEEDS_Z:
+        np.testing.assert_allclose(_C.act_backward(dy, None, y, name, alpha=ALPHA), want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", ACTS)
+def test_backward_vs_finite_differences(name):
+    z = _inputs((257,), np.float64, seed=3)
+    dy = np.random.default_rng(4).normal(size=z.shape)
+    h = 1e-6
+    fd = (_C.act_forward(z + h, name, alpha=ALPHA) - _C.act_forward(z - h, name, alpha=ALPHA)) / (2 * h)
+    got = _C.act_backward(dy, z, _C.act_forward(z, name, alpha=ALPHA), name, alpha=ALPHA)
+    np.testing.assert_allclose(got, dy * fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "gelu", "relu", "silu"])
+def test_threaded_path_matches_serial(name):
+    # Large enough to be split over threads; compare with element-by-element small calls' math.
+    z = _inputs((300_000,), np.float32, seed=5)
+    y = _C.act_forward(z, name)
+    np.testing.assert_array_equal(y[:1000], _C.act_forward(z[:1000], name))
+    np.testing.assert_array_equal(y[-1000:], _C.act_forward(z[-1000:], name))
+    dz = _C.act_backward(np.ones_like(z), z, y, name)
+    np.testing.assert_array_equal(dz[-777:], _C.act_backward(np.ones_like(z[-777:]), z[-777:], y[-777:], name))
+
+
+def test_extremes_are_stable():
+    z = np.array([-1e4, -80.0, 0.0, 80.0, 1e4], dtype=np.float32)
+    for name in ACTS:
+        y = _C.act_forward(z, name)
+        assert np.all(np.isfinite(y)), name
+    np.testing.assert_allclose(_C.act_forward(z, "sigmoid"), [0, _sig(-80.0), 0.5, 1, 1], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(_C.act_forward(z, "softplus"), [0, np.logaddexp(0, -80.0), math.log(2), 80, 1e4],
+                               rtol=1e-6, atol=0)
+
+
+def test_nan_propagates():
+    z = np.array([np.nan, 1.0, -np.inf, np.inf])
+    y = _C.act_forward(z, "tanh")
+    assert np.isnan(y[0]) and y[2] == -1 and y[3] == 1
+    assert np.isnan(_C.act_forward(z, "sigmoid")[0]) and np.isnan(_C.act_forward(z, "gelu")[0])
+
+
+def test_swish_alias_and_empty():
+    z = _inputs((7,), np.float64)
+    np.testing.assert_array_equal(_C.act_forward(z, "swish"), _C.act_forward(z, "silu"))
+    e = _C.act_forward(np.zeros((0, 3)), "gelu")
+    assert e.shape == (0, 3)
+    assert _C.act_backward(np.zeros((0,)), np.zeros((0,)), None, "relu").shape == (0,)
