@@ -22,4 +22,20 @@ def get_num_threads() -> int:
     return int(_C.get_num_threads())
 
 
-__all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__"]
+from . import random
+from .autograd import (detect_anomaly, enable_grad, gradcheck, is_anomaly_enabled,
+                       is_grad_enabled, no_grad, set_detect_anomaly, set_grad_enabled)
+from .random import manual_seed
+from .tensor import (Tensor, arange, cat, concat, float32, float64, full, full_like, int64,
+                     matmul, maximum, minimum, ones, ones_like, rand, rand_like, randn,
+                     randn_like, stack, tensor, where, zeros, zeros_like)
+from . import functional, losses
+
+__all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
+           # tensors and the tape
+           "Tensor", "tensor", "zeros", "ones", "full", "rand", "randn", "arange", "zeros_like",
+           "ones_like", "full_like", "rand_like", "randn_like", "float32", "float64", "int64",
+           "matmul", "concat", "cat", "stack", "where", "maximum", "minimum",
+           "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
+           "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "gradcheck",
+           "manual_seed", "random", "functional", "losses"]

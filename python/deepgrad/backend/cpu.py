@@ -239,6 +239,12 @@ def argmax(a, axis=None):
     return np.asarray(np.argmax(a, axis=axis))
 
 
+def broadcast_to(a, shape: tuple):
+    """``a`` broadcast to ``shape`` with numpy rules (may be a read-only view; the backward of
+    sum/mean)."""
+    return np.broadcast_to(a, shape)
+
+
 def sum_to_shape(g, shape: tuple):
     """Reduce a broadcast gradient ``g`` back to ``shape`` by summing the broadcast axes (the
     backward of numpy broadcasting). Returns ``g`` itself when the shapes already match."""

@@ -1,0 +1,354 @@
+"""The reverse-mode tape: grad mode, the backward walk, anomaly mode, gradcheck.
+
+Every differentiable op that sees an input with ``requires_grad`` attaches a ``Node`` to its
+output: the inputs, a backward closure ``g -> tuple of input gradients`` (None where an input
+needs none) that captured only the arrays it needs, and the op's name. ``backward()`` orders
+the graph once (iterative DFS, so deep or long graphs do not hit the recursion limit), walks it
+in reverse and sums the gradients that reach the same tensor.
+
+Module stack: ``nn.Module.__call__`` brackets its forward with ``_push_module(qualified_name)``
+and ``_pop_module()`` so anomaly mode can say which layer produced a NaN/Inf.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+class _S:
+    """Process-wide tape switches (read on every op, so plain class attributes)."""
+    grad_enabled = True
+    anomaly = False
+    modules: list = []
+
+
+class Node:
+    """One recorded op: ``inputs`` (tuple of Tensors), ``backward`` (closure, None once freed),
+    ``name`` (op name), ``saved`` ((tensor, version) pairs checked before backward) and
+    ``module`` (innermost module name when recorded in anomaly mode)."""
+    __slots__ = ("inputs", "backward", "name", "saved", "module")
+
+    def __init__(self, inputs, backward, name, saved=None):
+        self.inputs = inputs
+        self.backward = backward
+        self.name = name
+        self.saved = saved
+        self.module = _S.modules[-1] if (_S.anomaly and _S.modules) else None
+
+    def __repr__(self) -> str:
+        return f"<{self.name}Backward>"
+
+
+# ---------------------------------------------------------------------------------------------
+# grad mode
+
+
+class _Switch:
+    """Base for context managers that also work as decorators."""
+    __slots__ = ("_prev",)
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__():
+                return fn(*args, **kwargs)
+        return wrapper
+
+
+class no_grad(_Switch):
+    """Context manager / decorator: ops inside record nothing (inference, manual updates)."""
+    __slots__ = ()
+
+    def __enter__(self):
+        self._prev = _S.grad_enabled
+        _S.grad_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        _S.grad_enabled = self._prev
+        return False
+
+
+class enable_grad(_Switch):
+    """Context manager / decorator: re-enables recording inside a no_grad block."""
+    __slots__ = ()
+
+    def __enter__(self):
+        self._prev = _S.grad_enabled
+        _S.grad_enabled = True
+        return self
+
+    def __exit__(self, *exc):
+        _S.grad_enabled = self._prev
+        return False
+
+
+def is_grad_enabled() -> bool:
+    """True when ops record the tape."""
+    return _S.grad_enabled
+
+
+def set_grad_enabled(mode: bool) -> None:
+    """Turn tape recording on or off globally."""
+    _S.grad_enabled = bool(mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# anomaly mode and the module stack
+
+
+class detect_anomaly(_Switch):
+    """Context manager / decorator: raise on the first NaN or Inf produced by an op in the
+    forward pass or by a backward function, naming the op and the module that ran it.
+    Costs one scan of every op output, so use it to debug, not to train."""
+    __slots__ = ()
+
+    def __enter__(self):
+        self._prev = _S.anomaly
+        _S.anomaly = True
+        return self
+
+    def __exit__(self, *exc):
+        _S.anomaly = self._prev
+        return False
+
+
+def set_detect_anomaly(mode: bool) -> None:
+    """Function form of detect_anomaly: switch anomaly mode on or off globally."""
+    _S.anomaly = bool(mode)
+
+
+def is_anomaly_enabled() -> bool:
+    """True while anomaly mode is on."""
+    return _S.anomaly
+
+
+def _push_module(name: str) -> None:
+    """Called by nn.Module.__call__ before forward with the module's qualified name."""
+    _S.modules.append(name)
+
+
+def _pop_module() -> None:
+    """Called by nn.Module.__call__ after forward (also when forward raised)."""
+    if _S.modules:
+        _S.modules.pop()
+
+
+def current_module() -> str | None:
+    """The innermost module whose forward is running, or None."""
+    return _S.modules[-1] if _S.modules else None
+
+
+class AnomalyError(RuntimeError):
+    """Raised by anomaly mode on the first NaN/Inf."""
+
+
+def _where(module) -> str:
+    return f" in module '{module}'" if module else ""
+
+
+def _check_forward(t, name: str) -> None:
+    if t.data.dtype.kind == "f" and t._be.has_nonfinite(t.data):
+        raise AnomalyError(f"detect_anomaly: op '{name}'{_where(current_module())} produced "
+                           f"NaN/Inf in its forward output of shape {tuple(t.data.shape)}")
+
+
+def _check_backward(node, grads) -> None:
+    for i, g in enumerate(grads):
+        if g is not None and node.inputs[i]._be.has_nonfinite(g):
+            raise AnomalyError(
+                f"detect_anomaly: the backward of op '{node.name}'{_where(node.module)} produced "
+                f"NaN/Inf in the gradient of its input {i} (shape {tuple(g.shape)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# the backward walk
+
+_FREED = ("Trying to backward through the graph a second time: its saved buffers were freed "
+          "by the first backward() (op '{}'). Call backward(retain_graph=True) the first time "
+          "if you need to backward twice, or recompute the forward pass.")
+
+
+def _topo(root) -> list:
+    """Tensors that require grad and reach ``root``, each after all of its inputs."""
+    order, seen = [], set()
+    stack = [(root, False)]
+    while stack:
+        t, done = stack.pop()
+        if done:
+            order.append(t)
+            continue
+        k = id(t)
+        if k in seen:
+            continue
+        seen.add(k)
+        stack.append((t, True))
+        node = t._node
+        if node is not None:
+            for i in node.inputs:
+                if i is not None and i.requires_grad and id(i) not in seen:
+                    stack.append((i, False))
+    return order
+
+
+def _run_hooks(t, g):
+    from .tensor import _new
+    for fn in list(t._hooks.values()):
+        r = fn(_new(g, t._be))
+        if r is not None:
+            g = r.data if hasattr(r, "data") and not isinstance(r, np.ndarray) else r
+            if tuple(g.shape) != tuple(t.data.shape):
+                raise ValueError(f"hook returned a gradient of shape {tuple(g.shape)} for a "
+                                 f"tensor of shape {tuple(t.data.shape)}")
+    return g
+
+
+def backward(root, grad=None, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) into every leaf's ``.grad`` (see Tensor.backward)."""
+    from .tensor import Tensor, _new
+    be = root._be
+    if not root.requires_grad:
+        raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn; "
+                           "create the inputs with requires_grad=True")
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(f"backward(): grad can be implicitly created only for a scalar "
+                               f"output, but this tensor has shape {tuple(root.data.shape)}; "
+                               f"pass backward(grad) with a gradient of that shape, or reduce "
+                               f"it first (e.g. .sum())")
+        g = be.full(tuple(root.data.shape), 1.0, root.data.dtype)
+    else:
+        if isinstance(grad, Tensor):
+            if grad._be is not be:
+                raise ValueError("backward(grad): grad is on another device than the tensor")
+            g = grad.data
+        else:
+            g = be.from_numpy(np.asarray(grad), root.data.dtype)
+        if tuple(g.shape) != tuple(root.data.shape):
+            raise ValueError(f"backward(grad): grad has shape {tuple(g.shape)} but the tensor "
+                             f"has shape {tuple(root.data.shape)}")
+        if g.dtype != root.data.dtype:
+            g = be.astype(g, root.data.dtype)
+
+    anomaly = _S.anomaly
+    grads = {id(root): g}
+    prev_mode = _S.grad_enabled
+    _S.grad_enabled = False  # backward closures run primitives only; never record
+    try:
+        for t in reversed(_topo(root)):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            if t._hooks:
+                g = _run_hooks(t, g)
+            node = t._node
+            if node is None:  # a leaf: accumulate into .grad (own a copy the first time)
+                if t.grad is None:
+                    t.grad = _new(t._be.copy(g), t._be)
+                else:
+                    t._be.add_(t.grad.data, g)
+                continue
+            if t._retain:
+                t.grad = _new(t._be.copy(g), t._be)
+            fn = node.backward
+            if fn is None:
+                raise RuntimeError(_FREED.format(node.name))
+            if node.saved:
+                for s, v in node.saved:
+                    if s._version != v:
+                        raise RuntimeError(
+                            f"a tensor of shape {tuple(s.data.shape)} saved by op '{node.name}' "
+                            f"for backward was modified in place after it was used (version "
+                            f"{s._version}, expected {v}). Hint: use an out-of-place op "
+                            f"(x = x + y instead of x += y) or clone() it before modifying it")
+            in_grads = fn(g)
+            if anomaly:
+                _check_backward(node, in_grads)
+            if not retain_graph:
+                node.backward = None
+                node.saved = None
+            for inp, ig in zip(node.inputs, in_grads):
+                if ig is None or inp is None or not inp.requires_grad:
+                    continue
+                k = id(inp)
+                prev = grads.get(k)
+                grads[k] = ig if prev is None else inp._be.add(prev, ig)
+    finally:
+        _S.grad_enabled = prev_mode
+
+
+# ---------------------------------------------------------------------------------------------
+# gradcheck
+
+
+class GradcheckError(AssertionError):
+    """gradcheck found analytic and numerical gradients that disagree."""
+
+
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              raise_exception: bool = True, seed: int = 0) -> list:
+    """Compare the tape's gradients of ``fn(*inputs)`` with central finite differences, in
+    float64. ``inputs``: a Tensor or a sequence of Tensors (float32 ones are checked as float64
+    copies); only those with requires_grad are checked. A non-scalar output is reduced with a
+    fixed random projection sum(out * r). An element passes when
+    |analytic - numeric| <= atol + rtol * |numeric|.
+    Returns the max absolute error per input (0.0 for inputs not checked); raises
+    GradcheckError with a readable report on mismatch (unless raise_exception=False)."""
+    from .tensor import Tensor
+    if isinstance(inputs, Tensor):
+        inputs = (inputs,)
+    xs = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.data.dtype.kind == "f":
+            if x.device != "cpu":
+                raise ValueError("gradcheck runs on the CPU; move the inputs with .cpu()")
+            c = Tensor(np.array(x.data, dtype=np.float64), requires_grad=x.requires_grad)
+            xs.append(c)
+        else:
+            xs.append(x)
+
+    def evaluate():
+        out = fn(*xs)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+        return out
+
+    out = evaluate()
+    r = np.random.default_rng(seed).uniform(0.5, 1.5, out.data.shape)
+    proj = Tensor(r.astype(out.data.dtype))
+    (out * proj).sum().backward()
+    analytic = [x.grad.data.copy() if isinstance(x, Tensor) and x.requires_grad and
+                x.grad is not None else None for x in xs]
+
+    errors, report = [], []
+    with no_grad():
+        for i, x in enumerate(xs):
+            if not (isinstance(x, Tensor) and x.requires_grad):
+                errors.append(0.0)
+                continue
+            flat = x.data.reshape(-1)
+            num = np.zeros(flat.size)
+            for j in range(flat.size):
+                v = flat[j]
+                flat[j] = v + eps
+                fp = float(np.sum(evaluate().data * r))
+                flat[j] = v - eps
+                fm = float(np.sum(evaluate().data * r))
+                flat[j] = v
+                num[j] = (fp - fm) / (2 * eps)
+            num = num.reshape(x.data.shape)
+            ana = analytic[i] if analytic[i] is not None else np.zeros_like(num)
+            err = np.abs(ana - num)
+            errors.append(float(err.max()) if err.size else 0.0)
+            bad = err > atol + rtol * np.abs(num)
+            if bad.any():
+                j = np.unravel_index(int(np.argmax(np.where(bad, err, -1.0))), num.shape)
+                report.append(f"  input {i} shape {tuple(num.shape)}: {int(bad.sum())} of "
+                              f"{num.size} elements differ; worst at index {tuple(int(k) for k in j)}: "
+                              f"analytic {ana[j]:.8g} vs numeric {num[j]:.8g} "
+                              f"(abs error {err[j]:.3g}, max abs error {errors[-1]:.3g})")
+    if report and raise_exception:
+        raise GradcheckError(f"gradcheck failed (eps={eps}, atol={atol}, rtol={rtol}):\n"
+                             + "\n".join(report))
+    return errors

@@ -1,0 +1,954 @@
+"""deepgrad.Tensor: an n-d array (float32 by default, or float64) on a device, with the reverse-mode
+tape. Every op calls the tensor's backend module (backend/cpu.py or backend/cuda.py) and, when an
+input requires grad, records a Node whose backward closure keeps only the arrays it needs."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import autograd as _ag
+from .autograd import Node, _S
+from .backend import cpu as _cpu
+from .backend import get_backend, normalize_device
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int64 = np.dtype(np.int64)
+
+_DTYPES = {"float32": float32, "float": float32, "float64": float64, "double": float64,
+           "int64": int64, "long": int64}
+
+
+def as_dtype(dtype) -> np.dtype | None:
+    """A numpy dtype (float32, float64 or int64) for a dtype spec, None for None."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        d = _DTYPES.get(dtype)
+    else:
+        try:
+            d = np.dtype(dtype)
+        except TypeError:
+            d = None
+        if d not in (float32, float64, int64):
+            d = None
+    if d is None:
+        raise TypeError(f"unsupported dtype {dtype!r}; deepgrad tensors are float32, float64 "
+                        f"(or int64 for labels and indices)")
+    return d
+
+
+def _new(data, be) -> "Tensor":
+    """A tensor wrapping ``data`` without copying (internal fast path)."""
+    t = Tensor.__new__(Tensor)
+    t.data = data
+    t._be = be
+    t.grad = None
+    t.requires_grad = False
+    t._node = None
+    t._version = 0
+    t._hooks = None
+    t._retain = False
+    return t
+
+
+def _result(data, be, inputs, backward, name, saved=None) -> "Tensor":
+    """Wrap an op's output and record its node when recording is on and an input needs grad."""
+    t = _new(data, be)
+    if _S.grad_enabled:
+        for i in inputs:
+            if i.requires_grad:
+                t.requires_grad = True
+                t._node = Node(inputs, backward, name,
+                               tuple((s, s._version) for s in saved) if saved else None)
+                break
+    if _S.anomaly:
+        _ag._check_forward(t, name)
+    return t
+
+
+def _device_mismatch(op, a, b):
+    return ValueError(f"{op}: tensors are on different devices ({a.device} and {b.device}); "
+                      f"move one with .to(device)")
+
+
+def _dtype_mismatch(op, a, b):
+    return TypeError(f"{op}: operands have dtypes {a.data.dtype} and {b.data.dtype}; convert "
+                     f"one with .float() or .double()")
+
+
+def _operand(op, a, b):
+    """The other operand of a binary op: a Tensor (same device and dtype) or a Python scalar."""
+    if isinstance(b, Tensor):
+        if b._be is not a._be:
+            raise _device_mismatch(op, a, b)
+        if b.data.dtype != a.data.dtype:
+            raise _dtype_mismatch(op, a, b)
+        return b
+    if isinstance(b, numbers.Number) and not isinstance(b, bool):
+        return float(b)
+    if isinstance(b, (np.ndarray, list, tuple)) or isinstance(b, np.generic):
+        return Tensor(b, dtype=a.data.dtype, device=a.device)
+    raise TypeError(f"{op}: unsupported operand type {type(b).__name__}")
+
+
+def _reduce_axes(axis, ndim):
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for ax in axes:
+        if not -ndim <= ax < max(ndim, 1):
+            raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
+        out.append(ax % ndim if ndim else 0)
+    return tuple(out)
+
+
+def _keep_shape(shape, axes):
+    if axes is None:
+        return (1,) * len(shape)
+    return tuple(1 if i in axes else n for i, n in enumerate(shape))
+
+
+class Tensor:
+    """An n-d array with autodiff. ``Tensor(data, dtype=None, device=None, requires_grad=False)``
+    is the same as ``deepgrad.tensor``. ``.data`` is the backend array (numpy on "cpu")."""
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_be", "_version", "_hooks",
+                 "_retain", "__weakref__")
+    __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray + Tensor)
+
+    def __init__(self, data, dtype=None, device=None, requires_grad: bool = False):
+        be = get_backend(device) if device is not None else _cpu
+        dt = as_dtype(dtype)
+        if isinstance(data, Tensor):
+            arr = data._be.to_numpy(data.data)
+            keep = True
+        else:
+            keep = isinstance(data, (np.ndarray, np.generic))
+            arr = np.asarray(data)
+        if dt is None:
+            dt = arr.dtype if keep and arr.dtype in (float32, float64) else float32
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"tensor(): cannot make a tensor from data of dtype {arr.dtype}")
+        self.data = be.from_numpy(arr, dt)
+        self._be = be
+        self.grad = None
+        self._node = None
+        self._version = 0
+        self._hooks = None
+        self._retain = False
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return self._be.DEVICE
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self):
+        """The node that produced this tensor (None for leaves)."""
+        return self._node
+
+    def numel(self) -> int:
+        return int(self.data.size)
+
+    def size(self, dim: int | None = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def __len__(self) -> int:
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __repr__(self) -> str:
+        body = np.array2string(self._be.to_numpy(self.data), separator=", ", precision=4,
+                               prefix="tensor(")
+        extra = ""
+        if self.data.dtype != float32:
+            extra += f", dtype={self.data.dtype}"
+        if self.device != "cpu":
+            extra += f", device='{self.device}'"
+        if self._node is not None:
+            extra += f", grad_fn={self._node.name}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    # ---- conversion ------------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The values as a numpy array (shares memory on the CPU)."""
+        return self._be.to_numpy(self.data)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item(): only one-element tensors can be converted to a Python "
+                             f"number, this one has shape {self.shape}")
+        v = self._be.to_numpy(self.data).reshape(-1)[0]
+        return int(v) if self.data.dtype == int64 else float(v)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor with {self.data.size} elements is "
+                             f"ambiguous; use .any() / .all() on .numpy()")
+        return bool(self.item())
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this data, cut from the tape."""
+        return _new(self.data, self._be)
+
+    def requires_grad_(self, mode: bool = True) -> "Tensor":
+        if mode and self.data.dtype.kind != "f":
+            raise TypeError(f"only float tensors can require grad, this one is {self.data.dtype}")
+        if not mode and self._node is not None:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor; use detach()")
+        self.requires_grad = bool(mode)
+        return self
+
+    def to(self, device=None, dtype=None) -> "Tensor":
+        """A copy on another device and/or dtype (``to("cuda")``, ``to(deepgrad.float64)``,
+        ``to("cpu", "float64")``); returns self when nothing changes. Differentiable."""
+        if dtype is None and device is not None and not _is_device(device):
+            device, dtype = None, device
+        be = self._be if device is None else get_backend(normalize_device(device))
+        dt = self.data.dtype if dtype is None else as_dtype(dtype)
+        if be is self._be and dt == self.data.dtype:
+            return self
+        src_be, src_dt = self._be, self.data.dtype
+        if be is src_be:
+            data = be.astype(self.data, dt)
+        else:
+            data = be.from_numpy(src_be.to_numpy(self.data), dt)
+
+        def backward(g):
+            if be is src_be:
+                return (src_be.astype(g, src_dt),)
+            return (src_be.from_numpy(be.to_numpy(g), src_dt),)
+        return _result(data, be, (self,), backward, "to")
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def float(self) -> "Tensor":
+        return self.to(dtype=float32)
+
+    def double(self) -> "Tensor":
+        return self.to(dtype=float64)
+
+    def clone(self) -> "Tensor":
+        """A differentiable copy with its own memory."""
+        return _result(self._be.copy(self.data), self._be, (self,), lambda g: (g,), "clone")
+
+    # ---- autograd --------------------------------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into each leaf's ``.grad``. A non-scalar tensor needs
+        ``grad`` (its shape). The graph's buffers are freed unless retain_graph=True."""
+        _ag.backward(self, grad, retain_graph)
+
+    def register_hook(self, fn):
+        """Call ``fn(grad)`` when the gradient w.r.t. this tensor is complete during backward;
+        fn may return a replacement gradient. Returns a handle with ``remove()``."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad")
+        if self._hooks is None:
+            self._hooks = {}
+        handle = _HookHandle(self)
+        self._hooks[handle.id] = fn
+        return handle
+
+    def retain_grad(self) -> None:
+        """Keep ``.grad`` on this non-leaf tensor after backward (leaves always keep it)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        if self._node is not None:
+            self._retain = True
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ---- in-place updates (version-counted; refused on tensors that record grad) ----------
+    def _inplace(self, op):
+        if self.requires_grad and _S.grad_enabled:
+            raise RuntimeError(
+                f"{op}: in-place operation on a tensor that requires grad; do manual updates "
+                f"inside `with deepgrad.no_grad():`, or use the out-of-place op")
+        self._version += 1
+
+    def _inplace_arith(self, op, name, other):
+        self._inplace(name)
+        o = _operand(name, self, other)
+        o = o.data if isinstance(o, Tensor) else o
+        res = op(self.data, o)
+        if tuple(res.shape) != tuple(self.data.shape):
+            raise ValueError(f"{name}: result shape {tuple(res.shape)} does not match the "
+                             f"tensor's shape {self.shape}")
+        self._be.copy_(self.data, res)
+        return self
+
+    def add_(self, other) -> "Tensor":
+        return self._inplace_arith(self._be.add, "add_", other)
+
+    def sub_(self, other) -> "Tensor":
+        return self._inplace_arith(self._be.sub, "sub_", other)
+
+    def mul_(self, other) -> "Tensor":
+        return self._inplace_arith(self._be.mul, "mul_", other)
+
+    def div_(self, other) -> "Tensor":
+        return self._inplace_arith(self._be.div, "div_", other)
+
+    __iadd__ = add_
+    __isub__ = sub_
+    __imul__ = mul_
+    __itruediv__ = div_
+
+    def fill_(self, value: float) -> "Tensor":
+        self._inplace("fill_")
+        self._be.copy_(self.data, self._be.full(self.shape, float(value), self.data.dtype))
+        return self
+
+    def zero_(self) -> "Tensor":
+        return self.fill_(0.0)
+
+    def copy_(self, src) -> "Tensor":
+        """Copy src's values into this tensor in place (src broadcasts to this shape)."""
+        self._inplace("copy_")
+        s = src if isinstance(src, Tensor) else Tensor(src, dtype=self.data.dtype)
+        if s._be is not self._be:
+            s = s.to(self.device)
+        self._be.copy_(self.data, self._be.astype(s.data, self.data.dtype))
+        return self
+
+    def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
+        self._inplace("normal_")
+        self._be.copy_(self.data, self._be.normal(self.shape, mean, std, self.data.dtype))
+        return self
+
+    def uniform_(self, low: float = 0.0, high: float = 1.0) -> "Tensor":
+        self._inplace("uniform_")
+        self._be.copy_(self.data, self._be.uniform(self.shape, low, high, self.data.dtype))
+        return self
+
+    def __setitem__(self, index, value) -> None:
+        self._inplace("__setitem__")
+        v = value.data if isinstance(value, Tensor) else (
+            float(value) if isinstance(value, numbers.Number) else
+            self._be.from_numpy(np.asarray(value), self.data.dtype))
+        self._be.setitem_(self.data, _index(index, self._be), v)
+
+    # ---- arithmetic --------------------------------------------------------------------------
+    def __add__(self, other):
+        be = self._be
+        o = _operand("add", self, other)
+        if o.__class__ is float:
+            return _result(be.add(self.data, o), be, (self,), lambda g: (g,), "add")
+        a_shape, b_shape = self.data.shape, o.data.shape
+        a, b = self, o
+
+        def backward(g):
+            return (be.sum_to_shape(g, a_shape) if a.requires_grad else None,
+                    be.sum_to_shape(g, b_shape) if b.requires_grad else None)
+        return _result(be.add(self.data, o.data), be, (self, o), backward, "add")
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        be = self._be
+        o = _operand("sub", self, other)
+        if o.__class__ is float:
+            return _result(be.sub(self.data, o), be, (self,), lambda g: (g,), "sub")
+        a_shape, b_shape = self.data.shape, o.data.shape
+        a, b = self, o
+
+        def backward(g):
+            return (be.sum_to_shape(g, a_shape) if a.requires_grad else None,
+                    be.neg(be.sum_to_shape(g, b_shape)) if b.requires_grad else None)
+        return _result(be.sub(self.data, o.data), be, (self, o), backward, "sub")
+
+    def __rsub__(self, other):
+        return (-self).__add__(other)
+
+    def __mul__(self, other):
+        be = self._be
+        o = _operand("mul", self, other)
+        if o.__class__ is float:
+            return _result(be.mul(self.data, o), be, (self,), lambda g: (be.mul(g, o),), "mul")
+        a, b = self, o
+        ad, bd = self.data, o.data
+
+        def backward(g):
+            return (be.sum_to_shape(be.mul(g, bd), ad.shape) if a.requires_grad else None,
+                    be.sum_to_shape(be.mul(g, ad), bd.shape) if b.requires_grad else None)
+        return _result(be.mul(ad, bd), be, (self, o), backward, "mul", (self, o))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        be = self._be
+        o = _operand("div", self, other)
+        if o.__class__ is float:
+            return _result(be.div(self.data, o), be, (self,), lambda g: (be.div(g, o),), "div")
+        a, b = self, o
+        ad, bd = self.data, o.data
+
+        def backward(g):
+            ga = be.div(g, bd)
+            gb = None
+            if b.requires_grad:
+                gb = be.sum_to_shape(be.neg(be.div(be.mul(ga, ad), bd)), bd.shape)
+            return (be.sum_to_shape(ga, ad.shape) if a.requires_grad else None, gb)
+        return _result(be.div(ad, bd), be, (self, o), backward, "div", (self, o))
+
+    def __rtruediv__(self, other):
+        be = self._be
+        o = _operand("div", self, other)
+        if isinstance(o, Tensor):
+            return o.__truediv__(self)
+        ad = self.data
+        out = be.div(o, ad)
+        return _result(out, be, (self,), lambda g: (be.neg(be.div(be.mul(g, out), ad)),),
+                       "rdiv", (self,))
+
+    def __pow__(self, other):
+        be = self._be
+        o = _operand("pow", self, other)
+        ad = self.data
+        if o.__class__ is float:
+            def backward_s(g):
+                return (be.mul(g, be.mul(be.pow(ad, o - 1.0), o)),)
+            return _result(be.pow(ad, o), be, (self,), backward_s, "pow", (self,))
+        a, b = self, o
+        bd = o.data
+        out = be.pow(ad, bd)
+
+        def backward(g):
+            ga = gb = None
+            if a.requires_grad:
+                ga = be.sum_to_shape(be.mul(g, be.mul(bd, be.pow(ad, be.sub(bd, 1.0)))), ad.shape)
+            if b.requires_grad:
+                gb = be.sum_to_shape(be.mul(g, be.mul(out, be.log(ad))), bd.shape)
+            return ga, gb
+        return _result(out, be, (self, o), backward, "pow", (self, o))
+
+    def __rpow__(self, other):
+        be = self._be
+        o = _operand("pow", self, other)
+        if isinstance(o, Tensor):
+            return o.__pow__(self)
+        out = be.pow(o, self.data)
+        lo = float(np.log(o))
+        return _result(out, be, (self,), lambda g: (be.mul(be.mul(g, out), lo),), "rpow")
+
+    def __neg__(self):
+        be = self._be
+        return _result(be.neg(self.data), be, (self,), lambda g: (be.neg(g),), "neg")
+
+    def __pos__(self):
+        return self
+
+    def __matmul__(self, other):
+        if not isinstance(other, Tensor):
+            other = _operand("matmul", self, other)
+            if not isinstance(other, Tensor):
+                raise TypeError("matmul: the other operand must be a tensor or an array")
+        return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        o = _operand("matmul", self, other)
+        if not isinstance(o, Tensor):
+            raise TypeError("matmul: the other operand must be a tensor or an array")
+        return matmul(o, self)
+
+    # ---- comparisons (float masks, not recorded) -----------------------------------------
+    def _cmp(self, other, fn):
+        o = _operand("compare", self, other)
+        return _new(fn(self.data, o.data if isinstance(o, Tensor) else o), self._be)
+
+    def __lt__(self, other):
+        return self._cmp(other, self._be.lt)
+
+    def __le__(self, other):
+        return self._cmp(other, self._be.le)
+
+    def __gt__(self, other):
+        return self._cmp(other, self._be.gt)
+
+    def __ge__(self, other):
+        return self._cmp(other, self._be.ge)
+
+    def __eq__(self, other):  # elementwise, like numpy and PyTorch
+        return self._cmp(other, self._be.eq)
+
+    def __ne__(self, other):
+        return self._cmp(other, self._be.ne)
+
+    # ---- elementwise functions ---------------------------------------------------------------
+    def exp(self):
+        be = self._be
+        out = be.exp(self.data)
+        return _result(out, be, (self,), lambda g: (be.mul(g, out),), "exp")
+
+    def log(self):
+        be = self._be
+        ad = self.data
+        return _result(be.log(ad), be, (self,), lambda g: (be.div(g, ad),), "log", (self,))
+
+    def sqrt(self):
+        be = self._be
+        out = be.sqrt(self.data)
+        return _result(out, be, (self,), lambda g: (be.div(be.mul(g, 0.5), out),), "sqrt")
+
+    def abs(self):
+        be = self._be
+        ad = self.data
+        return _result(be.abs(ad), be, (self,), lambda g: (be.mul(g, be.sign(ad)),), "abs",
+                       (self,))
+
+    __abs__ = abs
+
+    def clamp(self, min: float | None = None, max: float | None = None):  # noqa: A002
+        """Values limited to [min, max]; the gradient passes where the value was inside."""
+        be = self._be
+        ad = self.data
+        out = be.clip(ad, min, max)
+
+        def backward(g):
+            m = be.eq(out, ad)
+            return (be.mul(g, m),)
+        return _result(out, be, (self,), backward, "clamp", (self,))
+
+    def sigmoid(self):
+        from .functional import sigmoid
+        return sigmoid(self)
+
+    def tanh(self):
+        from .functional import tanh
+        return tanh(self)
+
+    def relu(self):
+        from .functional import relu
+        return relu(self)
+
+    # ---- reductions -------------------------------------------------------------------------
+    def sum(self, axis=None, keepdims: bool = False):
+        """Sum over all elements or ``axis`` (int or tuple)."""
+        be = self._be
+        shape = self.data.shape
+        axes = _reduce_axes(axis, len(shape))
+        kshape = _keep_shape(shape, axes)
+
+        def backward(g):
+            return (be.broadcast_to(be.reshape(g, kshape), shape),)
+        return _result(be.sum(self.data, axes, keepdims), be, (self,), backward, "sum")
+
+    def mean(self, axis=None, keepdims: bool = False):
+        """Mean over all elements or ``axis`` (int or tuple)."""
+        be = self._be
+        shape = self.data.shape
+        axes = _reduce_axes(axis, len(shape))
+        kshape = _keep_shape(shape, axes)
+        n = self.data.size if axes is None else int(np.prod([shape[a] for a in axes]))
+        if n == 0:
+            raise ValueError(f"mean(): reduction over zero elements (shape {tuple(shape)})")
+        inv = 1.0 / n
+
+        def backward(g):
+            return (be.broadcast_to(be.reshape(be.mul(g, inv), kshape), shape),)
+        return _result(be.mean(self.data, axes, keepdims), be, (self,), backward, "mean")
+
+    def max(self, axis=None, keepdims: bool = False):
+        """Maximum over all elements or ``axis``; ties share the gradient equally."""
+        be = self._be
+        ad = self.data
+        if ad.size == 0:
+            raise ValueError("max(): empty tensor")
+        axes = _reduce_axes(axis, ad.ndim)
+        kshape = _keep_shape(ad.shape, axes)
+        out = be.max(ad, axes, keepdims)
+
+        def backward(g):
+            mask = be.eq(ad, be.reshape(out, kshape))
+            cnt = be.sum(mask, axes, True)
+            return (be.mul(mask, be.div(be.reshape(g, kshape), cnt)),)
+        return _result(out, be, (self,), backward, "max", (self,))
+
+    def argmax(self, axis=None) -> "Tensor":
+        """Indices of the maxima (int64, not differentiable)."""
+        return _new(self._be.argmax(self.data, axis), self._be)
+
+    # ---- shape --------------------------------------------------------------------------------
+    def reshape(self, *shape):
+        """The same values in a new shape (-1 infers one dimension)."""
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        be = self._be
+        old = self.data.shape
+        try:
+            out = be.reshape(self.data, shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot reshape a tensor of shape {tuple(old)} "
+                             f"({self.data.size} elements) into shape {shape}") from None
+        return _result(out, be, (self,), lambda g: (be.reshape(g, old),), "reshape")
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 0):
+        s = self.shape
+        start_dim %= max(len(s), 1)
+        return self.reshape(*s[:start_dim], -1)
+
+    def transpose(self, *axes):
+        """Axes permuted: no argument reverses them; two ints swap those two axes (PyTorch's
+        transpose(dim0, dim1)); a tuple, or more than two ints, is a full permutation."""
+        nd = self.data.ndim
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            perm = tuple(a % nd for a in axes[0])
+        elif not axes:
+            perm = tuple(range(nd))[::-1]
+        elif len(axes) == 2:
+            p = list(range(nd))
+            i, j = axes[0] % max(nd, 1), axes[1] % max(nd, 1)
+            p[i], p[j] = p[j], p[i]
+            perm = tuple(p)
+        else:
+            perm = tuple(a % nd for a in axes)
+        if sorted(perm) != list(range(nd)):
+            raise ValueError(f"transpose: {axes} is not a permutation of {nd} axes")
+        inv = tuple(np.argsort(perm).tolist())
+        be = self._be
+        return _result(be.transpose(self.data, perm), be, (self,),
+                       lambda g: (be.transpose(g, inv),), "transpose")
+
+    def permute(self, *dims):
+        """Axes reordered by the permutation ``dims``."""
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return self.transpose(tuple(dims))
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def __getitem__(self, index):
+        be = self._be
+        idx = _index(index, be)
+        shape, dt = self.data.shape, self.data.dtype
+        try:
+            out = be.getitem(self.data, idx)
+        except IndexError as e:
+            raise IndexError(f"index {index!r} into a tensor of shape {tuple(shape)}: {e}") from None
+
+        def backward(g):
+            z = be.zeros(shape, dt)
+            be.index_add_(z, idx, g)
+            return (z,)
+        return _result(out, be, (self,), backward, "getitem")
+
+
+class _HookHandle:
+    __slots__ = ("tensor", "id")
+    _next = 0
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+        _HookHandle._next += 1
+        self.id = _HookHandle._next
+
+    def remove(self) -> None:
+        hooks = self.tensor._hooks
+        if hooks is not None:
+            hooks.pop(self.id, None)
+            if not hooks:
+                self.tensor._hooks = None
+
+
+def _is_device(x) -> bool:
+    if not isinstance(x, str):
+        return False
+    try:
+        normalize_device(x)
+        return True
+    except ValueError:
+        return False
+
+
+def _index(index, be):
+    """A backend index: Tensors and lists become int64 (or bool) arrays on the backend."""
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    for i in items:
+        if isinstance(i, Tensor):
+            a = i._be.to_numpy(i.data)
+            i = _int_index(a)
+        elif isinstance(i, (list, np.ndarray)):
+            i = _int_index(np.asarray(i))
+        elif isinstance(i, (bool, np.bool_)):
+            raise IndexError("a boolean scalar is not a valid index")
+        elif isinstance(i, numbers.Integral):
+            i = int(i)
+        out.append(i if not isinstance(i, np.ndarray) or be is _cpu else be.from_numpy(i))
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
+def _int_index(a):
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64) if a.dtype.kind in "iu" else a
+    if a.dtype.kind == "f" and a.size and np.all(a == np.round(a)):
+        return a.astype(np.int64)
+    if a.size == 0:
+        return a.astype(np.int64)
+    raise IndexError(f"tensors used as indices must hold integers or booleans, got {a.dtype}")
+
+
+# ---------------------------------------------------------------------------------------------
+# ops on several tensors
+
+
+def _same(op, tensors):
+    a = tensors[0]
+    for b in tensors[1:]:
+        if b._be is not a._be:
+            raise _device_mismatch(op, a, b)
+        if b.data.dtype != a.data.dtype:
+            raise _dtype_mismatch(op, a, b)
+    return a._be
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Matrix product of 1-D or 2-D tensors (native gemm); 1-D operands are treated as a row
+    (left) or a column (right) vector and that axis is dropped from the result."""
+    be = _same("matmul", (a, b))
+    if a.data.ndim == 1:
+        r = matmul(a.reshape(1, -1), b)
+        return r.reshape(-1) if r.data.ndim == 2 else r.reshape(())
+    if b.data.ndim == 1:
+        return matmul(a, b.reshape(-1, 1)).reshape(-1)
+    if a.data.ndim != 2 or b.data.ndim != 2:
+        raise ValueError(f"matmul: only 1-D and 2-D tensors are supported, got shapes "
+                         f"{a.shape} and {b.shape}")
+    if a.data.shape[1] != b.data.shape[0]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
+                         f"{a.data.shape[1]} (dim 1) != {b.data.shape[0]} (dim 0)")
+    ad, bd = a.data, b.data
+
+    def backward(g):
+        return (be.matmul(g, bd, False, True) if a.requires_grad else None,
+                be.matmul(ad, g, True, False) if b.requires_grad else None)
+    return _result(be.matmul(ad, bd), be, (a, b), backward, "matmul", (a, b))
+
+
+def concat(tensors, axis: int = 0) -> Tensor:
+    """Tensors joined along an existing axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concat: needs at least one tensor")
+    be = _same("concat", tensors)
+    nd = tensors[0].data.ndim
+    ax = _reduce_axes(axis, nd)[0]
+    for t in tensors[1:]:
+        if t.data.ndim != nd or any(t.shape[i] != tensors[0].shape[i] for i in range(nd) if i != ax):
+            raise ValueError(f"concat: shapes {tensors[0].shape} and {t.shape} differ outside "
+                             f"axis {axis}")
+    sizes = [t.data.shape[ax] for t in tensors]
+    out = be.concat([t.data for t in tensors], ax)
+    return _result(out, be, tuple(tensors), lambda g: tuple(be.split(g, sizes, ax)), "concat")
+
+
+cat = concat
+
+
+def stack(tensors, axis: int = 0) -> Tensor:
+    """Tensors of one shape joined along a new axis."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: needs at least one tensor")
+    be = _same("stack", tensors)
+    shape = tensors[0].shape
+    for t in tensors[1:]:
+        if t.shape != shape:
+            raise ValueError(f"stack: all tensors need one shape, got {shape} and {t.shape}")
+    ax = _reduce_axes(axis, len(shape) + 1)[0]
+    out = be.stack([t.data for t in tensors], ax)
+
+    def backward(g):
+        return tuple(be.reshape(p, shape) for p in be.split(g, [1] * len(tensors), ax))
+    return _result(out, be, tuple(tensors), backward, "stack")
+
+
+def where(cond, a, b) -> Tensor:
+    """Elementwise ``a`` where cond is true (nonzero), else ``b``; a/b may be scalars."""
+    ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else None
+    if ref is None:
+        raise TypeError("where: a or b must be a tensor")
+    be = ref._be
+    a = _operand("where", ref, a)
+    b = _operand("where", ref, b)
+    c = cond.data if isinstance(cond, Tensor) else be.from_numpy(np.asarray(cond), ref.data.dtype)
+    if isinstance(cond, Tensor) and cond.data.dtype != ref.data.dtype:
+        c = be.astype(c, ref.data.dtype)
+    ad = a.data if isinstance(a, Tensor) else a
+    bd = b.data if isinstance(b, Tensor) else b
+    out = be.where(c, ad, bd)
+    ins = tuple(t for t in (a, b) if isinstance(t, Tensor))
+
+    def backward(g):
+        res = []
+        for t, keep in ((a, True), (b, False)):
+            if isinstance(t, Tensor):
+                if not t.requires_grad:
+                    res.append(None)
+                    continue
+                gg = be.where(c, g, 0.0) if keep else be.where(c, 0.0, g)
+                res.append(be.sum_to_shape(be.astype(gg, g.dtype), t.data.shape))
+        return tuple(res)
+    return _result(out, be, ins, backward, "where")
+
+
+def _minmax(a, b, name, is_max):
+    ref = a if isinstance(a, Tensor) else b
+    be = ref._be
+    a = _operand(name, ref, a)
+    b = _operand(name, ref, b)
+    ad = a.data if isinstance(a, Tensor) else a
+    bd = b.data if isinstance(b, Tensor) else b
+    out = be.maximum(ad, bd) if is_max else be.minimum(ad, bd)
+    ins = tuple(t for t in (a, b) if isinstance(t, Tensor))
+
+    def backward(g):
+        m = be.astype(be.ge(ad, bd) if is_max else be.le(ad, bd), g.dtype)  # ties: to a
+        res = []
+        if isinstance(a, Tensor):
+            res.append(be.sum_to_shape(be.mul(g, m), ad.shape) if a.requires_grad else None)
+        if isinstance(b, Tensor):
+            res.append(be.sum_to_shape(be.mul(g, be.sub(1.0, m)), bd.shape)
+                       if b.requires_grad else None)
+        return tuple(res)
+    return _result(out, be, ins, backward, name, ins)
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise maximum; at ties the gradient goes to ``a``."""
+    return _minmax(a, b, "maximum", True)
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise minimum; at ties the gradient goes to ``a``."""
+    return _minmax(a, b, "minimum", False)
+
+
+# ---------------------------------------------------------------------------------------------
+# creation
+
+
+def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of ``data`` (array-like or Tensor). Float numpy arrays and
+    Tensors keep their dtype; Python numbers, lists and integer arrays become float32 unless
+    ``dtype`` says otherwise (int64 is allowed for labels and indices)."""
+    return Tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
+
+
+def _shape(shape) -> tuple:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for n in shape:
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"invalid shape {shape}: sizes must be non-negative ints")
+    return tuple(int(n) for n in shape)
+
+
+def _make(data_fn, shape, dtype, device, requires_grad) -> Tensor:
+    be = get_backend(device) if device is not None else _cpu
+    dt = as_dtype(dtype) or float32
+    t = _new(data_fn(be, _shape(shape), dt), be)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of zeros."""
+    return _make(lambda be, s, d: be.zeros(s, d), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor of ones."""
+    return _make(lambda be, s, d: be.full(s, 1.0, d), shape, dtype, device, requires_grad)
+
+
+def full(shape, value: float, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """A tensor filled with ``value``."""
+    return _make(lambda be, s, d: be.full(s, float(value), d), (shape,) if not isinstance(
+        shape, (tuple, list)) else (tuple(shape),), dtype, device, requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Standard normal samples from deepgrad's seeded generator."""
+    return _make(lambda be, s, d: be.normal(s, 0.0, 1.0, d), shape, dtype, device, requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    """Uniform [0, 1) samples from deepgrad's seeded generator."""
+    return _make(lambda be, s, d: be.uniform(s, 0.0, 1.0, d), shape, dtype, device, requires_grad)
+
+
+def _like(t, fn, dtype, device, requires_grad):
+    return fn(*t.shape, dtype=dtype or t.dtype, device=device or t.device,
+              requires_grad=requires_grad)
+
+
+def zeros_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(t, zeros, dtype, device, requires_grad)
+
+
+def ones_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(t, ones, dtype, device, requires_grad)
+
+
+def randn_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(t, randn, dtype, device, requires_grad)
+
+
+def rand_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _like(t, rand, dtype, device, requires_grad)
+
+
+def full_like(t: Tensor, value: float, dtype=None, device=None,
+              requires_grad: bool = False) -> Tensor:
+    return full(t.shape, value, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def arange(*args, dtype=None, device=None) -> Tensor:
+    """Evenly spaced values, like numpy.arange (float32 unless dtype is given)."""
+    return Tensor(np.arange(*args), dtype=dtype, device=device)
