@@ -14,6 +14,8 @@ Conventions (both backends):
 - ``scalar`` arguments are Python floats/ints. Shapes are tuples of ints.
 - Callers never modify an array returned by a backend function in place unless they allocated it
   (``empty``/``zeros``/``full``/``copy``): returned arrays may be shared by several gradients.
+- Floating-point edge cases give IEEE results (inf, nan) silently, as in PyTorch; anomaly mode
+  is the tool that reports them.
 - Heavy kernels (gemm, dense layers, activations, softmax, losses, arena norms and optimizer
   steps) are deepgrad's native C++ kernels (``deepgrad._C``); elementwise glue is numpy.
 """
@@ -107,12 +109,14 @@ def mul(a, b):
 
 def div(a, b):
     """a / b."""
-    return np.true_divide(a, b)
+    with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
+        return np.true_divide(a, b)
 
 
 def pow(a, b):  # noqa: A001 - mirrors the operator name
     """a ** b."""
-    return np.power(a, b)
+    with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
+        return np.power(a, b)
 
 
 def maximum(a, b):
@@ -172,17 +176,20 @@ def neg(a):
 
 def exp(a):
     """e ** a."""
-    return np.exp(a)
+    with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
+        return np.exp(a)
 
 
 def log(a):
     """Natural logarithm."""
-    return np.log(a)
+    with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
+        return np.log(a)
 
 
 def sqrt(a):
     """Square root."""
-    return np.sqrt(a)
+    with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
+        return np.sqrt(a)
 
 
 def abs(a):  # noqa: A001
