@@ -1,0 +1,182 @@
+"""The parameter arena: a model's parameters live in ONE flat buffer and their gradients in
+another, so zero_grad, gradient norms, clipping and optimizer steps are single native passes.
+
+Every Parameter's ``.data`` and ``.grad.data`` are views into ``arena.params`` / ``arena.grads``
+at its segment (name, offset, size, shape, module). Both buffers are backend arrays (numpy on
+the CPU, CudaArray on the GPU).
+
+Layout rule (re-layout):
+- A Module lays its parameters out lazily, on its first top-level call or parameters() access
+  (or explicitly with ``module.arena``), in ``named_parameters()`` order; a parameter shared by
+  several modules gets one segment, named after its first occurrence.
+- A parameter lives in exactly one arena. A module whose parameters all live in one live arena
+  uses it as is (a submodule uses its parent's arena). Otherwise (a parameter was added or
+  replaced, or two separately laid-out models were combined) a NEW arena is built for the
+  module: current values and gradients are copied into it, every parameter's views are rebound,
+  and every arena a parameter left is *retired* (``arena.retired`` is True).
+- Optimizers notice a retired arena on their next step() and rebuild their flat state for the
+  new layout, carrying each parameter's state over (see deepgrad.optim).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Arena", "Segment"]
+
+# Bumped whenever an arena is created or retired; modules compare it to a cached stamp so that
+# the per-call "is my layout still valid" check is O(1).
+_EPOCH = [0]
+_IDS = itertools.count(1)
+
+
+class Segment(NamedTuple):
+    """One parameter's place in the arena."""
+    name: str        # qualified parameter name, e.g. "layers.0.weight"
+    offset: int      # first element in the flat buffers
+    size: int        # number of elements
+    shape: tuple     # the parameter's shape
+    module: str      # qualified name of the module that owns it ("" for the root)
+
+
+def flat_view(buf, offset: int, shape: tuple):
+    """A view of ``prod(shape)`` elements of the flat backend array ``buf`` starting at
+    ``offset``, with ``shape``."""
+    n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+    if isinstance(buf, np.ndarray):
+        return buf[offset:offset + n].reshape(shape)
+    return buf.view(offset, list(shape))
+
+
+def _backend(device):
+    from ..backend import get_backend
+    return get_backend(device)
+
+
+class Arena:
+    """Flat parameter and gradient buffers for a list of named parameters (see module doc)."""
+
+    def __init__(self, named_params, dtype=None, device=None):
+        """Lay out ``named_params`` (a list of (qualified name, Parameter), no duplicates):
+        allocate the buffers (of ``dtype``/``device``, default: the first parameter's), copy
+        every parameter's value and gradient in, rebind its views and retire its old arena."""
+        named_params = list(named_params)
+        if not named_params:
+            raise ValueError("Arena: no parameters to lay out")
+        first = named_params[0][1]
+        self.dtype = np.dtype(dtype if dtype is not None else first.data.dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"Arena: parameters must be float32 or float64, got {self.dtype}")
+        from ..backend import normalize_device
+        self.device = normalize_device(device if device is not None else first.device)
+        be = _backend(self.device)
+        segs, off = [], 0
+        for name, p in named_params:
+            if device is None and normalize_device(p.device) != self.device:
+                raise ValueError(f"Arena: parameter {name!r} is on {p.device} but "
+                                 f"{named_params[0][0]!r} is on {self.device}; move the whole "
+                                 "model with .to(device)")
+            if dtype is None and np.dtype(p.data.dtype) != self.dtype:
+                raise TypeError(f"Arena: parameter {name!r} is {np.dtype(p.data.dtype)} but the first "
+                                f"parameter is {self.dtype}; convert the model with .to(dtype) "
+                                "(or .double()/.float())")
+            shape = tuple(p.data.shape)
+            size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            mod = name.rpartition(".")[0]
+            segs.append(Segment(name, off, size, shape, mod))
+            off += size
+        self.numel = off
+        self.params = be.zeros((off,), self.dtype)
+        self.grads = be.zeros((off,), self.dtype)
+        self.segments: tuple[Segment, ...] = tuple(segs)
+        self.offsets = np.array([s.offset for s in segs] + [off], dtype=np.int64)
+        self.names = tuple(s.name for s in segs)
+        self.parameters = tuple(p for _, p in named_params)
+        self.id = next(_IDS)
+        self.retired = False
+        old = set()
+        for i, ((_, p), s) in enumerate(zip(named_params, segs)):
+            pv = flat_view(self.params, s.offset, s.shape)
+            gv = flat_view(self.grads, s.offset, s.shape)
+            _copy_into(be, pv, p.data)
+            g = p.grad
+            if g is not None:
+                _copy_into(be, gv, g.data)
+            prev = getattr(p, "_arena", None)
+            if prev is not None and prev is not self:
+                old.add(prev)
+            if hasattr(p, "_bind"):
+                p._bind(self, i, pv, gv, be)
+            else:  # a bare Tensor (optimizer's private arena): rebind its attributes
+                from ..tensor import _new
+                p.data = pv
+                p._be = be
+                p.grad = _new(gv, be)
+        for a in old:
+            a.retired = True
+        _EPOCH[0] += 1
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def __repr__(self) -> str:
+        state = ", retired" if self.retired else ""
+        return (f"Arena({len(self.segments)} segments, {self.numel} elements, {self.dtype.name}, "
+                f"{self.device}{state})")
+
+    def index(self, param) -> int:
+        """The segment index of ``param`` in this arena (ValueError when it is not here)."""
+        if param._arena is not self:
+            raise ValueError("Arena.index: this parameter does not live in this arena")
+        return param._slot
+
+    def param_view(self, i: int):
+        """The parameter values of segment ``i`` (a view, shaped)."""
+        s = self.segments[i]
+        return flat_view(self.params, s.offset, s.shape)
+
+    def grad_view(self, i: int):
+        """The gradient of segment ``i`` (a view, shaped)."""
+        s = self.segments[i]
+        return flat_view(self.grads, s.offset, s.shape)
+
+    def slice(self, buf, start: int, stop: int):
+        """Elements [start, stop) of one of the flat buffers, as a 1-D view."""
+        return flat_view(buf, start, (stop - start,))
+
+    def zero_grad(self) -> None:
+        """Every gradient to zero in one native pass."""
+        _backend(self.device).fill_(self.grads, 0.0)
+
+    def grad_norms(self):
+        """(per-segment L2 norms float64 (S,), total norm, number of non-finite values) of the
+        gradients, in one native pass."""
+        return _backend(self.device).segment_norms(self.grads, self.offsets)
+
+    def param_norms(self):
+        """As grad_norms, over the parameter values."""
+        return _backend(self.device).segment_norms(self.params, self.offsets)
+
+
+def _copy_into(be, dst, src) -> None:
+    """dst[...] = src for backend arrays that may live on different devices or dtypes."""
+    if type(dst) is type(src):
+        be.copy_(dst, be.astype(src, dst.dtype))
+        return
+    # crossing devices: go through host memory
+    host = src if isinstance(src, np.ndarray) else _backend("cuda").to_numpy(src)
+    be.copy_(dst, be.from_numpy(np.asarray(host), dtype=dst.dtype))
+
+
+def runs(arena: Arena, slots) -> list[tuple[int, int]]:
+    """Maximal contiguous [start, stop) element ranges covered by segment indices ``slots``."""
+    out: list[list[int]] = []
+    for i in sorted(set(slots)):
+        s = arena.segments[i]
+        if out and out[-1][1] == s.offset:
+            out[-1][1] = s.offset + s.size
+        else:
+            out.append([s.offset, s.offset + s.size])
+    return [(a, b) for a, b in out if b > a]

@@ -1,0 +1,322 @@
+"""Layers: Dense, activation modules, Sequential, Residual, BatchNorm1d, LayerNorm, Dropout,
+Perceptron. Inputs are (N, features) Tensors (numpy arrays are converted)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from .. import functional as F
+from .. import init as _init
+from ..tensor import Tensor
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["Dense", "Linear", "Sequential", "Residual", "BatchNorm1d", "LayerNorm", "Dropout",
+           "Perceptron", "Activation", "Identity", "Step", "Sigmoid", "Tanh", "ReLU",
+           "LeakyReLU", "ELU", "SELU", "GELU", "Softplus", "SiLU", "Swish", "Softsign",
+           "Softmax", "LogSoftmax"]
+
+_ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
+                "gelu", "softplus", "silu", "softsign")
+_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "swish": "silu"}
+
+
+def _act_name(activation) -> str:
+    name = _ALIASES.get(activation.lower() if isinstance(activation, str) else activation,
+                        activation.lower() if isinstance(activation, str) else activation)
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; use one of "
+                         f"{', '.join(_ACTIVATIONS)} (or None)")
+    return name
+
+
+def _dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype if dtype is not None else np.float32)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"parameters must be float32 or float64, got {dt}")
+    return dt
+
+
+def _as_input(x, layer: str, features: int | None = None) -> Tensor:
+    """x as a Tensor with at least one sample, checking the feature axis."""
+    if not isinstance(x, Tensor):
+        x = Tensor(np.asarray(x, dtype=np.float32) if np.asarray(x).dtype.kind in "biu" else x)
+    shape = tuple(x.shape)
+    if len(shape) == 0:
+        raise ValueError(f"{layer}: expected an input of shape (N, features), got a scalar")
+    if shape[0] == 0:
+        raise ValueError(f"{layer}: empty batch (input shape {shape}); need at least one sample")
+    if features is not None and shape[-1] != features:
+        raise ValueError(f"{layer}: input has {shape[-1]} features (shape {shape}) but the layer "
+                         f"expects {features}")
+    return x
+
+
+class Dense(Module):
+    """y = act(x @ W + b), one fused native op forward and backward.
+
+    x (N, in_features) -> y (N, out_features); W (in_features, out_features), b (out_features,).
+    Default init (``init=None``): He/Kaiming normal with the activation's gain for the ReLU
+    family (relu, leaky_relu, elu, gelu, silu, softplus), LeCun normal for selu, Xavier/Glorot
+    uniform otherwise (gain 5/3 for tanh); biases start at zero. ``init`` also takes any name of
+    deepgrad.init.INITIALIZERS or a callable filling the weight in place. ``alpha`` is the
+    leaky_relu slope / elu scale."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str | None = None,
+                 bias: bool = True, init=None, alpha: float = 0.01, dtype=None):
+        super().__init__()
+        for n, v in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"Dense: {n} must be a positive int, got {v!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.activation = _act_name(activation)
+        self.alpha = float(alpha)
+        dt = _dtype(dtype)
+        self.weight = Parameter(np.zeros((self.in_features, self.out_features), dtype=dt))
+        _init.get(init, self.activation, self.alpha)(self.weight)
+        self.bias = Parameter(np.zeros(self.out_features, dtype=dt)) if bias else None
+
+    def forward(self, x) -> Tensor:
+        x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})", self.in_features)
+        return F.dense(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_features} -> {self.out_features}"
+        if self.activation != "identity":
+            s += f", activation={self.activation}"
+            if self.activation in ("leaky_relu", "elu"):
+                s += f", alpha={self.alpha}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+Linear = Dense
+
+
+class Activation(Module):
+    """Applies a native activation by name (``alpha`` for leaky_relu / elu)."""
+
+    def __init__(self, activation: str, alpha: float = 0.01):
+        super().__init__()
+        self.activation = _act_name(activation)
+        self.alpha = float(alpha)
+
+    def forward(self, x) -> Tensor:
+        x = _as_input(x, type(self).__name__)
+        return F.activation(x, self.activation, self.alpha)
+
+    def extra_repr(self) -> str:
+        if type(self) is Activation:
+            return repr(self.activation)
+        return f"alpha={self.alpha}" if self.activation in ("leaky_relu", "elu") else ""
+
+
+def _act_class(cls_name: str, act: str, default_alpha: float | None = None, doc: str = ""):
+    if default_alpha is None:
+        def __init__(self):
+            Activation.__init__(self, act)
+    else:
+        def __init__(self, alpha: float = default_alpha):
+            Activation.__init__(self, act, alpha)
+    return type(cls_name, (Activation,), {"__init__": __init__, "__doc__": doc,
+                                          "__module__": __name__})
+
+
+Identity = _act_class("Identity", "identity", doc="y = x.")
+Step = _act_class("Step", "step", doc="y = 1 if x > 0 else 0 (the perceptron's threshold; "
+                  "its derivative is zero).")
+Sigmoid = _act_class("Sigmoid", "sigmoid", doc="y = 1 / (1 + exp(-x)).")
+Tanh = _act_class("Tanh", "tanh", doc="y = tanh(x).")
+ReLU = _act_class("ReLU", "relu", doc="y = max(x, 0).")
+LeakyReLU = _act_class("LeakyReLU", "leaky_relu", 0.01, doc="y = x if x > 0 else alpha·x.")
+ELU = _act_class("ELU", "elu", 1.0, doc="y = x if x > 0 else alpha·(exp(x) - 1).")
+SELU = _act_class("SELU", "selu", doc="Scaled ELU (Klambauer et al. 2017).")
+GELU = _act_class("GELU", "gelu", doc="y = x·Φ(x).")
+Softplus = _act_class("Softplus", "softplus", doc="y = log(1 + exp(x)).")
+SiLU = _act_class("SiLU", "silu", doc="y = x·sigmoid(x) (swish).")
+Swish = SiLU
+Softsign = _act_class("Softsign", "softsign", doc="y = x / (1 + |x|).")
+
+
+class Softmax(Module):
+    """Row-wise softmax over the last axis of (N, C)."""
+
+    def forward(self, x) -> Tensor:
+        return F.softmax(_as_input(x, "Softmax"))
+
+
+class LogSoftmax(Module):
+    """Row-wise log-softmax over the last axis of (N, C)."""
+
+    def forward(self, x) -> Tensor:
+        return F.log_softmax(_as_input(x, "LogSoftmax"))
+
+
+class Sequential(Module):
+    """Modules applied in order. Supports indexing (an int gives the module, a slice a new
+    Sequential sharing the modules), len(), iteration and append()."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (list, tuple)):
+            modules = tuple(modules[0])
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> "Sequential":
+        if not isinstance(module, Module):
+            raise TypeError(f"Sequential: expected a Module, got {type(module).__name__}")
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        mods = list(self._modules.values())
+        if isinstance(idx, slice):
+            return Sequential(*mods[idx])
+        try:
+            return mods[idx]
+        except IndexError:
+            raise IndexError(f"Sequential index {idx} out of range for {len(mods)} modules") from None
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+
+class Residual(Module):
+    """y = f(x) + x, or y = f(x) + skip(x) with a projection.
+
+    ``projection`` is None (identity skip; f must keep the shape), a Module (a learned skip, e.g.
+    ``Dense(in, out, bias=False)``) or a fixed (in, out) matrix (array/Tensor) W_skip giving
+    x @ W_skip (stored as a buffer, not trained)."""
+
+    def __init__(self, block: Module, projection=None):
+        super().__init__()
+        if not isinstance(block, Module):
+            raise TypeError(f"Residual: block must be a Module, got {type(block).__name__}")
+        self.block = block
+        self.fixed = None
+        if isinstance(projection, Module):
+            self.projection = projection
+        elif projection is None:
+            self.projection = None
+        else:
+            w = projection.numpy() if isinstance(projection, Tensor) else np.asarray(projection)
+            if w.ndim != 2:
+                raise ValueError(f"Residual: a fixed projection must be a 2-D (in, out) matrix, "
+                                 f"got shape {w.shape}")
+            self.projection = None
+            self.register_buffer("fixed", Tensor(np.ascontiguousarray(w, dtype=np.float32)))
+
+    def forward(self, x):
+        x = x if isinstance(x, Tensor) else _as_input(x, "Residual")
+        fx = self.block(x)
+        if self.projection is not None:
+            skip = self.projection(x)
+        elif self.fixed is not None:
+            w = self.fixed
+            if w.dtype != x.dtype:
+                w = Tensor(w.numpy().astype(x.dtype))
+            if x.shape[-1] != w.shape[0]:
+                raise ValueError(f"Residual: input has {x.shape[-1]} features but the fixed "
+                                 f"projection is {tuple(w.shape)}")
+            skip = x @ w
+        else:
+            skip = x
+        if tuple(fx.shape) != tuple(skip.shape):
+            raise ValueError(f"Residual: block output {tuple(fx.shape)} and skip path "
+                             f"{tuple(skip.shape)} differ; pass projection= to map the input")
+        return fx + skip
+
+    def extra_repr(self) -> str:
+        return f"fixed projection {tuple(self.fixed.shape)}" if self.fixed is not None else ""
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation over the batch axis of (N, C): batch statistics in training (running
+    averages updated with ``momentum``, unbiased variance, as PyTorch), running averages in eval.
+    ``affine`` adds a learned scale (init 1) and shift (init 0)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, dtype=None):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        dt = _dtype(dtype)
+        self.weight = Parameter(np.ones(self.num_features, dtype=dt)) if affine else None
+        self.bias = Parameter(np.zeros(self.num_features, dtype=dt)) if affine else None
+        self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, dtype=dt)))
+        self.register_buffer("running_var", Tensor(np.ones(self.num_features, dtype=dt)))
+
+    def forward(self, x) -> Tensor:
+        x = _as_input(x, f"BatchNorm1d({self.num_features})", self.num_features)
+        if x.ndim != 2:
+            raise ValueError(f"BatchNorm1d: expected (N, {self.num_features}), got {tuple(x.shape)}")
+        if self.training and x.shape[0] < 2:
+            raise ValueError("BatchNorm1d: training needs at least 2 samples per batch to "
+                             "estimate the variance (call .eval() for single samples)")
+        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var,
+                            training=self.training, momentum=self.momentum, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.weight is not None}")
+
+
+class LayerNorm(Module):
+    """Normalises the last axis of (..., D) per sample; learned scale/shift when affine."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True,
+                 dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, (tuple, list)):
+            if len(normalized_shape) != 1:
+                raise ValueError("LayerNorm: only the last axis can be normalised")
+            normalized_shape = normalized_shape[0]
+        self.normalized_shape, self.eps = int(normalized_shape), float(eps)
+        dt = _dtype(dtype)
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype=dt)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dt)) if elementwise_affine else None
+
+    def forward(self, x) -> Tensor:
+        x = _as_input(x, f"LayerNorm({self.normalized_shape})", self.normalized_shape)
+        return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Zeroes each element with probability p in training and scales the rest by 1/(1-p)
+    (inverted dropout); the identity in eval."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x) -> Tensor:
+        x = _as_input(x, "Dropout")
+        return F.dropout(x, self.p, training=self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Perceptron(Dense):
+    """A single unit y = out(x @ w + w0) with a step (the classic perceptron) or sigmoid output.
+    x (N, in_features) -> y (N, 1)."""
+
+    def __init__(self, in_features: int, output: str = "step", init=None, dtype=None):
+        if output not in ("step", "sigmoid"):
+            raise ValueError(f"Perceptron: output must be 'step' or 'sigmoid', got {output!r}")
+        super().__init__(in_features, 1, activation=output, bias=True, init=init, dtype=dtype)

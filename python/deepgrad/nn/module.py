@@ -1,0 +1,351 @@
+"""nn.Module: the base class of every layer and model (PyTorch-like), with an arena layout.
+
+Assigning a Parameter or a Module to an attribute registers it (in assignment order); buffers
+(running statistics) are registered with ``register_buffer``. See nn/arena.py for how and when
+a model's parameters are laid out in one flat buffer.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+from ..autograd import _S
+from . import arena as _arena_mod
+from .arena import Arena, runs
+from .parameter import Parameter
+
+__all__ = ["Module", "IncompatibleKeys"]
+
+# Bumped on every (un)registration of a parameter or submodule anywhere, so a module's cached
+# layout check is O(1) when nothing changed.
+_STRUCT = [0]
+# Depth of nested Module calls: only the outermost call checks the layout.
+_DEPTH = [0]
+
+
+class IncompatibleKeys(NamedTuple):
+    missing_keys: list
+    unexpected_keys: list
+
+
+class Module:
+    """Base class: subclasses set parameters/submodules as attributes in __init__ and define
+    forward(). Calling the module runs forward (and lays out the arena on the first call)."""
+
+    training: bool
+
+    def __init__(self) -> None:
+        d = self.__dict__
+        d["_parameters"] = OrderedDict()
+        d["_modules"] = OrderedDict()
+        d["_buffers"] = OrderedDict()
+        d["training"] = True
+        d["_arena_cache"] = None
+        d["_stamp"] = None
+        d["_runs"] = None
+        d["_qualname"] = ""
+
+    # -- registration --------------------------------------------------------------------------
+
+    def __setattr__(self, name: str, value) -> None:
+        d = self.__dict__
+        if "_parameters" not in d:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
+                                 "assigning attributes")
+        params, mods, bufs = d["_parameters"], d["_modules"], d["_buffers"]
+        if isinstance(value, Parameter):
+            mods.pop(name, None)
+            bufs.pop(name, None)
+            params[name] = value
+            _STRUCT[0] += 1
+        elif isinstance(value, Module):
+            params.pop(name, None)
+            bufs.pop(name, None)
+            mods[name] = value
+            _STRUCT[0] += 1
+        elif name in bufs:
+            bufs[name] = value
+        elif name in params or name in mods:
+            if value is not None:
+                kind = "a Parameter" if name in params else "a Module"
+                raise TypeError(f"{type(self).__name__}.{name} is {kind}; assign {kind} or None "
+                                f"(got {type(value).__name__})")
+            params.pop(name, None)
+            mods.pop(name, None)
+            _STRUCT[0] += 1
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        d = self.__dict__
+        if d["_parameters"].pop(name, None) is not None or d["_modules"].pop(name, None) is not None:
+            _STRUCT[0] += 1
+        d["_buffers"].pop(name, None)
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value) -> None:
+        """A non-trainable tensor saved in state_dict (running statistics, fixed matrices)."""
+        self.__dict__["_buffers"][name] = value
+        object.__setattr__(self, name, value)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Same as ``setattr(self, name, param)``."""
+        setattr(self, name, param)
+
+    def add_module(self, name: str, module: "Module | None") -> None:
+        """Same as ``setattr(self, name, module)``."""
+        setattr(self, name, module)
+
+    # -- traversal -----------------------------------------------------------------------------
+
+    def children(self) -> Iterator["Module"]:
+        """Direct submodules."""
+        for m in self._modules.values():
+            if m is not None:
+                yield m
+
+    def named_children(self) -> Iterator[tuple[str, "Module"]]:
+        for n, m in self._modules.items():
+            if m is not None:
+                yield n, m
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """(qualified name, module) for this module ("" or `prefix`) and all descendants, each
+        module once."""
+        seen: set[int] = set()
+        stack = [(prefix, self)]
+        while stack:
+            name, m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            yield name, m
+            kids = [(f"{name}.{n}" if name else n, c) for n, c in m._modules.items() if c is not None]
+            stack.extend(reversed(kids))
+
+    def modules(self) -> Iterator["Module"]:
+        for _, m in self.named_modules():
+            yield m
+
+    def _named_parameters_raw(self) -> list[tuple[str, Parameter]]:
+        out, seen = [], set()
+        for mname, m in self.named_modules():
+            for pname, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                out.append((f"{mname}.{pname}" if mname else pname, p))
+        return out
+
+    def named_parameters(self) -> Iterator[tuple[str, Parameter]]:
+        """(qualified name, Parameter), each shared parameter once; lays out the arena."""
+        self._layout()
+        return iter(self._named_parameters_raw())
+
+    def parameters(self) -> Iterator[Parameter]:
+        """All parameters (each shared one once); lays out the arena."""
+        self._layout()
+        return iter([p for _, p in self._named_parameters_raw()])
+
+    def named_buffers(self) -> Iterator[tuple[str, object]]:
+        for mname, m in self.named_modules():
+            for bname, b in m._buffers.items():
+                if b is not None:
+                    yield (f"{mname}.{bname}" if mname else bname), b
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of scalar parameters (shared ones counted once)."""
+        return sum(int(np.prod(p.data.shape, dtype=np.int64)) for _, p in self._named_parameters_raw()
+                   if p.requires_grad or not trainable_only)
+
+    # -- the arena -----------------------------------------------------------------------------
+
+    def _layout(self) -> Arena | None:
+        """The arena holding this module's parameters, laid out now if needed (see arena.py)."""
+        stamp = (_STRUCT[0], _arena_mod._EPOCH[0])
+        if self._stamp == stamp:
+            return self._arena_cache
+        named = self._named_parameters_raw()
+        for n, m in self.named_modules():
+            m.__dict__["_qualname"] = n
+        a = None
+        if named:
+            a = named[0][1]._arena
+            if a is None or a.retired or any(p._arena is not a for _, p in named):
+                a = Arena(named)
+        d = self.__dict__
+        d["_arena_cache"] = a
+        d["_runs"] = runs(a, [p._slot for _, p in named]) if a is not None else []
+        d["_stamp"] = (_STRUCT[0], _arena_mod._EPOCH[0])
+        return a
+
+    @property
+    def arena(self) -> Arena | None:
+        """The arena of this module's parameters (None when it has none). A submodule of a laid
+        out model shares its parent's arena."""
+        return self._layout()
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Every gradient to zero: one native fill over the gradient arena (one per contiguous
+        run when this module is part of a larger model). `set_to_none` is accepted for PyTorch
+        compatibility; arena gradients are always zero-filled instead."""
+        a = self._layout()
+        if a is None:
+            return
+        be = _arena_mod._backend(a.device)
+        if len(self._runs) == 1 and self._runs[0] == (0, a.numel):
+            be.fill_(a.grads, 0.0)
+        else:
+            for s, e in self._runs:
+                be.fill_(a.slice(a.grads, s, e), 0.0)
+
+    # -- modes and conversion ------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (batch statistics, dropout on) for this module and its descendants."""
+        for m in self.modules():
+            m.__dict__["training"] = bool(mode)
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: running statistics, no dropout."""
+        return self.train(False)
+
+    def requires_grad_(self, flag: bool = True) -> "Module":
+        for _, p in self._named_parameters_raw():
+            p.requires_grad = bool(flag)
+        return self
+
+    def to(self, device=None, dtype=None) -> "Module":
+        """Move/convert every parameter (re-laid out into a new arena of that device/dtype) and
+        buffer. ``to("cuda")``, ``to(dtype=np.float64)`` or ``to(np.float64)``."""
+        if device is not None and not isinstance(device, str):
+            try:
+                dtype, device = np.dtype(device), None
+            except TypeError:
+                pass
+        named = self._named_parameters_raw()
+        if named:
+            Arena(named, dtype=dtype, device=device)
+        for m in self.modules():
+            for bname, b in list(m._buffers.items()):
+                if b is not None and hasattr(b, "to"):
+                    nb = b
+                    if device is not None:
+                        nb = nb.to(device)
+                    if dtype is not None and np.dtype(nb.dtype).kind == "f":
+                        nb = nb.to(dtype=dtype) if _tensor_to_takes_dtype(nb) else nb
+                    m._buffers[bname] = nb
+                    object.__setattr__(m, bname, nb)
+        self._layout()
+        return self
+
+    def double(self) -> "Module":
+        """Parameters and buffers to float64 (gradient checks)."""
+        return self.to(dtype=np.float64)
+
+    def float(self) -> "Module":
+        """Parameters and buffers to float32."""
+        return self.to(dtype=np.float32)
+
+    def cpu(self) -> "Module":
+        return self.to("cpu")
+
+    def cuda(self) -> "Module":
+        return self.to("cuda")
+
+    # -- state dicts ---------------------------------------------------------------------------
+
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """Qualified name -> a numpy copy of every parameter and buffer."""
+        out = OrderedDict()
+        for n, p in self._named_parameters_raw():
+            out[n] = np.array(p.numpy(), copy=True)
+        for n, b in self.named_buffers():
+            out[n] = np.array(b.numpy() if hasattr(b, "numpy") else b, copy=True)
+        return out
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
+        """Copy values in place (parameters stay in their arena). With ``strict`` any missing or
+        unexpected key is an error; a shape mismatch always is. The error names every key."""
+        if not isinstance(state, dict):
+            raise TypeError(f"load_state_dict: expected a dict, got {type(state).__name__}")
+        targets = dict(self._named_parameters_raw())
+        buffers = dict(self.named_buffers())
+        own = list(targets) + list(buffers)
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in targets and k not in buffers]
+        bad_shape = []
+        values = {}
+        for k in own:
+            if k not in state:
+                continue
+            v = state[k]
+            v = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+            want = tuple((targets.get(k) if k in targets else buffers[k]).shape)
+            if tuple(v.shape) != want:
+                bad_shape.append(f"{k}: checkpoint {tuple(v.shape)} vs model {want}")
+            values[k] = v
+        problems = []
+        if strict and missing:
+            problems.append("missing keys: " + ", ".join(missing))
+        if strict and unexpected:
+            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if bad_shape:
+            problems.append("shape mismatches: " + "; ".join(bad_shape))
+        if problems:
+            raise ValueError(f"load_state_dict for {type(self).__name__}: " + " | ".join(problems))
+        for k, v in values.items():
+            t = targets[k] if k in targets else buffers[k]
+            _assign(t, v)
+        return IncompatibleKeys(missing, unexpected)
+
+    # -- calling and printing ------------------------------------------------------------------
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        if _DEPTH[0] == 0 and self._stamp != (_STRUCT[0], _arena_mod._EPOCH[0]):
+            self._layout()
+        _DEPTH[0] += 1
+        _S.modules.append(self._qualname or type(self).__name__)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            _S.modules.pop()
+            _DEPTH[0] -= 1
+
+    def extra_repr(self) -> str:
+        """The text inside the parentheses of this module's repr line."""
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        for name, m in self._modules.items():
+            child = repr(m).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child}")
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n" + "\n".join(lines) + "\n)"
+
+
+def _tensor_to_takes_dtype(t) -> bool:
+    import inspect
+    try:
+        return "dtype" in inspect.signature(t.to).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _assign(t, value: np.ndarray) -> None:
+    """t's values = value (in place: arena views stay views)."""
+    data = t.data if hasattr(t, "data") else t
+    if isinstance(data, np.ndarray):
+        np.copyto(data, value, casting="unsafe")
+    else:
+        from ..backend import get_backend
+        be = get_backend(t.device)
+        be.copy_(data, be.from_numpy(np.asarray(value), dtype=data.dtype))

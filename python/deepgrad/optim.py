@@ -1,0 +1,530 @@
+"""Optimizers (SGD, RMSprop, Adam, AdamW) and learning-rate schedules, PyTorch semantics.
+
+Each optimizer steps contiguous slices of the parameter arena with ONE native call per slice:
+a whole model given as ``model`` or ``model.parameters()`` is one slice, so one call per step;
+param groups are one slice each when their parameters are contiguous in the arena (several
+otherwise). State (momentum, m, v, ...) lives in flat buffers on the parameters' device, one
+per slice. Parameters outside any arena (a list of bare Tensors) are packed into a private
+arena at construction: their ``.data``/``.grad`` become views into it.
+
+Re-layout: when a model's arena is rebuilt after the optimizer was created (a layer was added,
+the model was moved with .to()), the next step()/zero_grad() notices it and rebuilds the flat
+state, carrying every parameter's state over. Arena gradients are never None, so unlike
+PyTorch a parameter that got no gradient is still stepped with a zero gradient (momentum and
+weight decay still act on it).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+from .nn import arena as _arena_mod
+from .nn.arena import Arena, flat_view, runs as _runs
+from .tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "LRScheduler", "StepLR",
+           "ExponentialLR", "CosineAnnealingLR", "LinearWarmup"]
+
+
+def _backend(device):
+    from .backend import get_backend
+    return get_backend(device)
+
+
+class _Run:
+    """One contiguous slice [start, stop) of an arena stepped by one native call."""
+    __slots__ = ("arena", "start", "stop", "p", "g", "state")
+
+    def __init__(self, arena: Arena, start: int, stop: int):
+        self.arena, self.start, self.stop = arena, start, stop
+        self.p = arena.slice(arena.params, start, stop)
+        self.g = arena.slice(arena.grads, start, stop)
+        self.state: dict = {}
+
+
+class Optimizer:
+    """Base class. Subclasses set ``_state_names(group)`` and ``_update(run, group, step)``."""
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict] = []
+        for g in _as_groups(params):
+            group = dict(self.defaults)
+            group.update({k: v for k, v in g.items() if k != "params"})
+            unknown = set(group) - set(self.defaults)
+            if unknown:
+                raise TypeError(f"{type(self).__name__}: unknown option(s) "
+                                f"{', '.join(sorted(unknown))} in a param group")
+            group["params"] = g["params"]
+            self._check_group(group)
+            self.param_groups.append(group)
+        seen: set[int] = set()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if id(p) in seen:
+                    raise ValueError(f"{type(self).__name__}: a parameter appears in more than "
+                                     "one param group (or twice in one)")
+                seen.add(id(p))
+        self._steps = [0 for _ in self.param_groups]
+        # bare (non-Parameter) Tensors packed into a private arena:
+        # id -> (tensor, arena, slot, param view, grad view)
+        self._plain: dict[int, tuple] = {}
+        self._build(carry=None)
+
+    # -- hooks for subclasses ------------------------------------------------------------------
+
+    def _check_group(self, group: dict) -> None:
+        if not (isinstance(group["lr"], (int, float)) and group["lr"] >= 0):
+            raise ValueError(f"{type(self).__name__}: lr must be a number >= 0, got {group['lr']!r}")
+
+    def _state_names(self, group: dict) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _update(self, run: _Run, group: dict, step: int) -> None:
+        raise NotImplementedError
+
+    # -- layout of the flat state --------------------------------------------------------------
+
+    def _build(self, carry) -> None:
+        """Lay out runs and zeroed state for every group, then load `carry` (per-parameter
+        numpy state, by parameter id) into it."""
+        from .nn.parameter import Parameter
+        loose = [p for g in self.param_groups for p in g["params"]
+                 if (p._arena is None if isinstance(p, Parameter) else id(p) not in self._plain)]
+        if loose:
+            a = Arena([(f"param{i}", p) for i, p in enumerate(loose)])
+            for i, p in enumerate(loose):
+                if not isinstance(p, Parameter):
+                    self._plain[id(p)] = (p, a, i, a.param_view(i), a.grad_view(i))
+        self._locs: list[list[tuple]] = []     # per group, per param: (run idx, offset, shape)
+        self._group_runs: list[list[_Run]] = []
+        self._where: list[tuple] = []          # (Parameter, arena, slot) to validate the layout
+        for group in self.param_groups:
+            by_arena: dict[int, tuple[Arena, list[int]]] = {}
+            placed = []
+            for p in group["params"]:
+                if isinstance(p, Parameter):
+                    a, slot = p._arena, p._slot
+                    self._where.append((p, a, slot))
+                else:
+                    a, slot = self._plain[id(p)][1:3]
+                by_arena.setdefault(id(a), (a, []))[1].append(slot)
+                placed.append((a, slot))
+            grs: list[_Run] = []
+            for a, slots in by_arena.values():
+                grs.extend(_Run(a, s, e) for s, e in _runs(a, slots))
+            locs = []
+            for a, slot in placed:
+                seg = a.segments[slot]
+                ri = next(i for i, r in enumerate(grs)
+                          if r.arena is a and r.start <= seg.offset < r.stop)
+                locs.append((ri, seg.offset - grs[ri].start, seg.shape))
+            names = self._state_names(group)
+            for r in grs:
+                be = _backend(r.arena.device)
+                r.state = {n: be.zeros((r.stop - r.start,), r.arena.dtype) for n in names}
+            self._group_runs.append(grs)
+            self._locs.append(locs)
+        self._epoch = _arena_mod._EPOCH[0]
+        if carry:
+            self._import(carry)
+
+    def _sync(self) -> None:
+        """Notice re-layouts (rebuild the state, carried over) and re-attach bare Tensors whose
+        data/grad the user replaced."""
+        if self._epoch != _arena_mod._EPOCH[0]:
+            if any(p._arena is not a or p._slot != s for p, a, s in self._where):
+                self._build(self._export())
+            self._epoch = _arena_mod._EPOCH[0]
+        for t, a, i, pv, gv in self._plain.values():
+            if t.data is not pv:
+                if tuple(t.data.shape) != tuple(pv.shape):
+                    raise ValueError(f"{type(self).__name__}: a parameter's shape changed from "
+                                     f"{tuple(pv.shape)} to {tuple(t.data.shape)}; create a new "
+                                     "optimizer")
+                _copy_values(pv, t.data)
+                t.data = pv
+            g = t.grad
+            if g is None or g.data is not gv:
+                if g is None:
+                    _backend(a.device).fill_(gv, 0.0)
+                else:
+                    _copy_values(gv, g.data)
+                t.grad = _view_tensor(gv, t)
+
+    def _export(self) -> dict:
+        """Per-parameter state as numpy copies: {id(param): {name: array, "step": int}}."""
+        out = {}
+        for gi, group in enumerate(self.param_groups):
+            grs = self._group_runs[gi]
+            for p, (ri, off, shape) in zip(group["params"], self._locs[gi]):
+                r = grs[ri]
+                be = _backend(r.arena.device)
+                st = {n: np.array(be.to_numpy(flat_view(b, off, shape)), copy=True)
+                      for n, b in r.state.items()}
+                st["step"] = self._steps[gi]
+                out[id(p)] = st
+        return out
+
+    def _import(self, carry: dict) -> None:
+        for gi, group in enumerate(self.param_groups):
+            grs = self._group_runs[gi]
+            steps = []
+            for p, (ri, off, shape) in zip(group["params"], self._locs[gi]):
+                st = carry.get(id(p))
+                if not st:
+                    continue
+                r = grs[ri]
+                for n, b in r.state.items():
+                    if n in st:
+                        _copy_values(flat_view(b, off, shape), np.asarray(st[n]))
+                steps.append(int(st.get("step", 0)))
+            if steps:
+                self._steps[gi] = max(steps)
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Every gradient of every group to zero (one native fill per slice). `set_to_none` is
+        accepted for PyTorch compatibility; arena gradients are zero-filled."""
+        self._sync()
+        for grs in self._group_runs:
+            for r in grs:
+                _backend(r.arena.device).fill_(r.g, 0.0)
+
+    def step(self, closure=None):
+        """One update of every parameter; returns closure() when given (evaluated first)."""
+        loss = None
+        if closure is not None:
+            from .autograd import enable_grad
+            with enable_grad():
+                loss = closure()
+        self._sync()
+        for gi, group in enumerate(self.param_groups):
+            self._steps[gi] += 1
+            step = self._steps[gi]
+            for r in self._group_runs[gi]:
+                self._update(r, group, step)
+        return loss
+
+    def state_dict(self) -> dict:
+        """{"state": {param index: {name: numpy array, "step": int}}, "param_groups": [options
+        with "params": [indices]]}, as torch.optim (indices count over all groups in order)."""
+        self._sync()
+        exported = self._export()
+        state, groups, k = {}, [], 0
+        for gi, group in enumerate(self.param_groups):
+            idx = []
+            for p in group["params"]:
+                if self._steps[gi] > 0:
+                    state[k] = exported[id(p)]
+                idx.append(k)
+                k += 1
+            g = {n: v for n, v in group.items() if n != "params"}
+            g["params"] = idx
+            groups.append(g)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore options and state saved by state_dict() (same parameter structure)."""
+        try:
+            groups, state = state_dict["param_groups"], state_dict["state"]
+        except (KeyError, TypeError):
+            raise ValueError("load_state_dict: expected a dict with 'state' and 'param_groups'") from None
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"load_state_dict: the state has {len(groups)} param groups, this "
+                             f"optimizer has {len(self.param_groups)}")
+        carry, k = {}, 0
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"load_state_dict: param group {gi} has {len(saved['params'])} "
+                                 f"parameters in the state but {len(group['params'])} here")
+            for idx, p, loc in zip(saved["params"], group["params"], self._locs[gi]):
+                st = state.get(idx, state.get(str(idx)))
+                if st is None:
+                    continue
+                for n, v in st.items():
+                    if n != "step" and tuple(np.shape(v)) != tuple(loc[2]):
+                        raise ValueError(f"load_state_dict: state {n!r} of parameter {idx} has "
+                                         f"shape {tuple(np.shape(v))}, the parameter {tuple(loc[2])}")
+                carry[id(p)] = {n: (v.numpy() if isinstance(v, Tensor) else v) for n, v in st.items()}
+        for saved, group in zip(groups, self.param_groups):
+            for n, v in saved.items():
+                if n != "params":
+                    group[n] = tuple(v) if isinstance(v, list) else v
+        self._sync()
+        for grs in self._group_runs:
+            for r in grs:
+                be = _backend(r.arena.device)
+                for b in r.state.values():
+                    be.fill_(b, 0.0)
+        self._steps = [0 for _ in self.param_groups]
+        self._import(carry)
+
+    def add_param_group(self, group: dict) -> None:
+        """Add a group of parameters with its own options (state is rebuilt, carried over)."""
+        carry = self._export()
+        g = dict(self.defaults)
+        g.update({k: v for k, v in group.items() if k != "params"})
+        g["params"] = _as_groups([group])[0]["params"]
+        self._check_group(g)
+        self.param_groups.append(g)
+        self._steps.append(0)
+        self._build(carry)
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            opts = ", ".join(f"{k}={v}" for k, v in g.items() if k != "params")
+            lines.append(f"  group {i}: {len(g['params'])} tensors, {opts}")
+        return "\n".join(lines + [")"])
+
+
+def _as_groups(params) -> list[dict]:
+    from .nn.module import Module
+    if isinstance(params, Module):
+        params = params.parameters()
+    if isinstance(params, Tensor):
+        raise TypeError("optimizer params must be an iterable of Tensors, a Module or a list of "
+                        "param-group dicts, not a single Tensor")
+    params = list(params)
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    if all(isinstance(g, dict) for g in params):
+        groups = []
+        for g in params:
+            if "params" not in g:
+                raise ValueError("a param group dict needs a 'params' entry")
+            ps = g["params"]
+            ps = list(ps.parameters()) if isinstance(ps, Module) else (
+                [ps] if isinstance(ps, Tensor) else list(ps))
+            groups.append({**g, "params": _check_params(ps)})
+        return groups
+    return [{"params": _check_params(params)}]
+
+
+def _check_params(ps: list) -> list:
+    if not ps:
+        raise ValueError("optimizer got an empty parameter list")
+    for p in ps:
+        if not isinstance(p, Tensor):
+            raise TypeError(f"optimizer params must be Tensors, got {type(p).__name__}")
+        if not p.requires_grad:
+            raise ValueError("optimizer got a tensor with requires_grad=False; only trainable "
+                             "tensors can be optimized")
+        if np.dtype(p.dtype) not in (np.float32, np.float64):
+            raise TypeError(f"optimizer params must be float32/float64, got {p.dtype}")
+    return ps
+
+
+def _copy_values(dst, src) -> None:
+    if isinstance(dst, np.ndarray) and isinstance(src, np.ndarray):
+        np.copyto(dst, src.reshape(dst.shape), casting="unsafe")
+        return
+    from .nn.arena import _copy_into
+    be = _backend("cpu" if isinstance(dst, np.ndarray) else "cuda")
+    _copy_into(be, dst, src if not isinstance(src, np.ndarray) else np.asarray(src).reshape(dst.shape))
+
+
+def _view_tensor(arr, like):
+    from .tensor import _new
+    return _new(arr, like._be)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay,
+    as torch.optim.SGD."""
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=nesterov, weight_decay=weight_decay))
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        if group["momentum"] < 0 or group["weight_decay"] < 0:
+            raise ValueError("SGD: momentum and weight_decay must be >= 0")
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum requires momentum > 0 and dampening = 0")
+
+    def _state_names(self, group):
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _update(self, r, group, step):
+        m = group["momentum"]
+        buf = r.state.get("momentum_buffer")
+        if m != 0 and buf is None:  # momentum switched on after construction
+            buf = r.state["momentum_buffer"] = _backend(r.arena.device).zeros(
+                (r.stop - r.start,), r.arena.dtype)
+        _backend(r.arena.device).sgd_step(r.p, r.g, buf if m != 0 else None, group["lr"], m,
+                                          group["dampening"], group["nesterov"],
+                                          group["weight_decay"], step == 1)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with L2 weight decay added to the gradient, as torch.optim.Adam."""
+    _decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        b1, b2 = group["betas"]
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {group['betas']}")
+        if group["eps"] < 0 or group["weight_decay"] < 0:
+            raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0")
+
+    def _state_names(self, group):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _update(self, r, group, step):
+        b1, b2 = group["betas"]
+        _backend(r.arena.device).adam_step(r.p, r.g, r.state["exp_avg"], r.state["exp_avg_sq"],
+                                           step, group["lr"], b1, b2, group["eps"],
+                                           group["weight_decay"], self._decoupled)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as torch.optim.AdamW."""
+    _decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), optionally centered and with momentum, as torch.optim.RMSprop."""
+
+    def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered))
+
+    def _check_group(self, group):
+        super()._check_group(group)
+        for k in ("alpha", "eps", "weight_decay", "momentum"):
+            if group[k] < 0:
+                raise ValueError(f"RMSprop: {k} must be >= 0, got {group[k]}")
+
+    def _state_names(self, group):
+        names = ("square_avg",)
+        if group["momentum"] > 0:
+            names += ("momentum_buffer",)
+        if group["centered"]:
+            names += ("grad_avg",)
+        return names
+
+    def _update(self, r, group, step):
+        st = r.state
+        for n in self._state_names(group):
+            if n not in st:
+                st[n] = _backend(r.arena.device).zeros((r.stop - r.start,), r.arena.dtype)
+        _backend(r.arena.device).rmsprop_step(
+            r.p, r.g, st["square_avg"], group["lr"], group["alpha"], group["eps"],
+            group["weight_decay"], group["momentum"], st.get("momentum_buffer"),
+            group["centered"], st.get("grad_avg"))
+
+
+# ---------------------------------------------------------------------------------------------
+# learning-rate schedules (closed forms of torch.optim.lr_scheduler)
+
+
+class LRScheduler:
+    """Base: sets every group's lr to ``factor(epoch) * base_lr`` (or a closed form). Call
+    ``step()`` once per epoch/iteration after ``optimizer.step()``, as in PyTorch."""
+
+    def __init__(self, optimizer: Optimizer, last_epoch: int = -1):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: expected an Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        if last_epoch == -1:
+            for g in optimizer.param_groups:
+                g.setdefault("initial_lr", g["lr"])
+        self.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self.step()
+
+    def lr_at(self, base_lr: float, epoch: int) -> float:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = self.lr_at(base, self.last_epoch)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list[float]:
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class StepLR(LRScheduler):
+    """lr = base · gamma^(epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
+        if step_size < 1:
+            raise ValueError(f"StepLR: step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = int(step_size), float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, base, epoch):
+        return base * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(LRScheduler):
+    """lr = base · gamma^epoch."""
+
+    def __init__(self, optimizer, gamma: float, last_epoch: int = -1):
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, base, epoch):
+        return base * self.gamma ** epoch
+
+
+class CosineAnnealingLR(LRScheduler):
+    """lr = eta_min + (base - eta_min)·(1 + cos(pi·epoch / T_max)) / 2 (SGDR without restarts;
+    continues periodically past T_max like PyTorch's)."""
+
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
+        if T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
+        self.T_max, self.eta_min = int(T_max), float(eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, base, epoch):
+        return self.eta_min + (base - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+
+
+class LinearWarmup(LRScheduler):
+    """lr = base · (start_factor + (1 - start_factor) · min(epoch, warmup_steps) / warmup_steps):
+    a linear ramp from start_factor·base to base, then constant (torch LinearLR with
+    end_factor=1, total_iters=warmup_steps)."""
+
+    def __init__(self, optimizer, warmup_steps: int, start_factor: float = 0.1,
+                 last_epoch: int = -1):
+        if warmup_steps < 1:
+            raise ValueError(f"LinearWarmup: warmup_steps must be >= 1, got {warmup_steps}")
+        if not 0.0 < start_factor <= 1.0:
+            raise ValueError(f"LinearWarmup: start_factor must be in (0, 1], got {start_factor}")
+        self.warmup_steps, self.start_factor = int(warmup_steps), float(start_factor)
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, base, epoch):
+        t = min(epoch, self.warmup_steps) / self.warmup_steps
+        return base * (self.start_factor + (1.0 - self.start_factor) * t)
