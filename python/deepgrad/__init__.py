@@ -30,6 +30,8 @@ from .tensor import (Tensor, arange, cat, concat, float32, float64, full, full_l
                      matmul, maximum, minimum, ones, ones_like, rand, rand_like, randn,
                      randn_like, stack, tensor, where, zeros, zeros_like)
 from . import functional, losses
+from . import data, init, nn, optim
+from .serialization import load, save
 
 __all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
            # tensors and the tape
@@ -38,4 +40,6 @@ __all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
            "matmul", "concat", "cat", "stack", "where", "maximum", "minimum",
            "no_grad", "enable_grad", "is_grad_enabled", "set_grad_enabled",
            "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "gradcheck",
-           "manual_seed", "random", "functional", "losses"]
+           "manual_seed", "random", "functional", "losses",
+           # modules, optimizers, data, saving
+           "nn", "optim", "init", "data", "save", "load"]
