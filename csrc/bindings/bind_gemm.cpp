@@ -1,0 +1,232 @@
+// Checked entry points for GEMM and the fused dense layer (csrc/cpu/gemm.cpp, csrc/cpu/dense.cpp).
+#include "bindings/check.h"
+#include "bindings/registry.h"
+#include "deepgrad/gemm.h"
+
+#include <type_traits>
+
+namespace dg::bind {
+namespace {
+
+py::array new_matrix(const py::array& like, py::ssize_t rows, py::ssize_t cols) {
+  return py::array(like.dtype(), std::vector<py::ssize_t>{rows, cols});
+}
+
+std::string dims(py::ssize_t r, py::ssize_t c) {
+  return "(" + std::to_string(r) + ", " + std::to_string(c) + ")";
+}
+
+// True when the byte ranges of a and b overlap (an output that aliases an input).
+bool overlaps(const py::array& a, const py::array& b) {
+  if (a.nbytes() == 0 || b.nbytes() == 0) return false;
+  const char* a0 = static_cast<const char*>(a.data());
+  const char* b0 = static_cast<const char*>(b.data());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+Act parse_activation(const char* fn, const std::string& name) {
+  Act act;
+  if (!parse_act(name.c_str(), &act))
+    fail_value(fn, "unknown activation '" + name + "'; valid names: " + act_names());
+  return act;
+}
+
+template <class T>
+using GemmFn = void (*)(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,
+                        index_t, bool, bool, T, T);
+
+// gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0) -> out
+template <GemmFn<float> F32, GemmFn<double> F64>
+py::array gemm_entry(const char* fn, py::handle a_o, py::handle b_o, py::handle out_o,
+                     bool trans_a, bool trans_b, double alpha, double beta) {
+  py::array a = float_input(a_o, fn, "a");
+  py::array b = float_input(b_o, fn, "b");
+  ndim_is(fn, a, "a", 2);
+  ndim_is(fn, b, "b", 2);
+  same_dtype(fn, a, "a", b, "b");
+  const py::ssize_t m = trans_a ? a.shape(1) : a.shape(0), k = trans_a ? a.shape(0) : a.shape(1);
+  const py::ssize_t kb = trans_b ? b.shape(1) : b.shape(0), n = trans_b ? b.shape(0) : b.shape(1);
+  if (k != kb)
+    fail_value(fn, std::string("op(a) has shape ") + dims(m, k) + " but op(b) has shape " +
+                       dims(kb, n) + "; the inner dimensions must match (a " + shape_str(a) +
+                       (trans_a ? " transposed" : "") + ", b " + shape_str(b) +
+                       (trans_b ? " transposed" : "") + ")");
+  py::array out;
+  if (out_o.is_none()) {
+    out = new_matrix(a, m, n);
+    beta = 0.0;  // a fresh output holds nothing to accumulate into
+  } else {
+    out = float_output(out_o, fn, "out");
+    same_dtype(fn, a, "a", out, "out");
+    if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n)
+      fail_value(fn, "out has shape " + shape_str(out) + " but op(a) op(b) has shape " + dims(m, n));
+    if (overlaps(out, a) || overlaps(out, b))
+      fail_value(fn, "out shares memory with an input; pass a separate output array");
+  }
+  const index_t lda = a.shape(1), ldb = b.shape(1);
+  dispatch_float(a, [&](auto tag) {
+    using T = decltype(tag);
+    T* c = data_of<T>(out);
+    const T* pa = cdata_of<T>(a);
+    const T* pb = cdata_of<T>(b);
+    py::gil_scoped_release nogil;
+    if constexpr (std::is_same_v<T, float>)
+      F32(c, pa, pb, m, n, k, lda, ldb, n, trans_a, trans_b, float(alpha), float(beta));
+    else
+      F64(c, pa, pb, m, n, k, lda, ldb, n, trans_a, trans_b, alpha, beta);
+  });
+  return out;
+}
+
+py::tuple dense_forward_entry(py::handle x_o, py::handle w_o, py::handle b_o,
+                              const std::string& activation, double alpha) {
+  const char* fn = "dense_forward";
+  py::array x = float_input(x_o, fn, "x");
+  py::array w = float_input(w_o, fn, "w");
+  ndim_is(fn, x, "x", 2);
+  ndim_is(fn, w, "w", 2);
+  same_dtype(fn, x, "x", w, "w");
+  const Act act = parse_activation(fn, activation);
+  const py::ssize_t n = x.shape(0), in = w.shape(0), out = w.shape(1);
+  if (x.shape(1) != in)
+    fail_value(fn, "x has shape " + shape_str(x) + " but w expects " + std::to_string(in) +
+                       " input features (w has shape " + shape_str(w) + ")");
+  py::array b;
+  const bool has_b = !b_o.is_none();
+  if (has_b) {
+    b = float_input(b_o, fn, "b");
+    same_dtype(fn, x, "x", b, "b");
+    if (b.ndim() != 1 || b.shape(0) != out)
+      fail_value(fn, "b has shape " + shape_str(b) + " but w has " + std::to_string(out) +
+                         " output features; b must be (" + std::to_string(out) + ",)");
+  }
+  const bool keep_z = act_needs_pre(act);
+  py::array y = new_matrix(x, n, out);
+  py::array z = keep_z ? new_matrix(x, n, out) : py::array();
+  dispatch_float(x, [&](auto tag) {
+    using T = decltype(tag);
+    T* py_ = data_of<T>(y);
+    T* pz = keep_z ? data_of<T>(z) : nullptr;
+    const T* pb = has_b ? cdata_of<T>(b) : nullptr;
+    const T* px = cdata_of<T>(x);
+    const T* pw = cdata_of<T>(w);
+    py::gil_scoped_release nogil;
+    dense_forward<T>(py_, pz, px, pw, pb, n, in, out, act, T(alpha));
+  });
+  return py::make_tuple(y, keep_z ? py::object(z) : py::object(py::none()));
+}
+
+py::object dense_backward_entry(py::handle dy_o, py::handle x_o, py::handle w_o, py::handle z_o,
+                                py::handle y_o, py::handle dw_o, py::handle db_o,
+                                const std::string& activation, double alpha, bool need_dx) {
+  const char* fn = "dense_backward";
+  py::array dy = float_input(dy_o, fn, "dy");
+  py::array x = float_input(x_o, fn, "x");
+  py::array w = float_input(w_o, fn, "w");
+  ndim_is(fn, dy, "dy", 2);
+  ndim_is(fn, x, "x", 2);
+  ndim_is(fn, w, "w", 2);
+  same_dtype(fn, x, "x", w, "w");
+  same_dtype(fn, x, "x", dy, "dy");
+  const Act act = parse_activation(fn, activation);
+  const py::ssize_t n = x.shape(0), in = w.shape(0), out = w.shape(1);
+  if (x.shape(1) != in)
+    fail_value(fn, "x has shape " + shape_str(x) + " but w expects " + std::to_string(in) +
+                       " input features (w has shape " + shape_str(w) + ")");
+  if (dy.shape(0) != n || dy.shape(1) != out)
+    fail_value(fn, "dy has shape " + shape_str(dy) + " but the layer output is " + dims(n, out) +
+                       " (x " + shape_str(x) + ", w " + shape_str(w) + ")");
+  auto activation_input = [&](py::handle o, const char* name) {
+    py::array a = float_input(o, fn, name);
+    same_dtype(fn, x, "x", a, name);
+    if (a.ndim() != 2 || a.shape(0) != n || a.shape(1) != out)
+      fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but dy has shape " +
+                         shape_str(dy) + "; they must match");
+    return a;
+  };
+  py::array z, y;
+  const bool has_z = !z_o.is_none(), has_y = !y_o.is_none();
+  if (has_z) z = activation_input(z_o, "z");
+  if (has_y) y = activation_input(y_o, "y");
+  if (act_needs_pre(act) && !has_z)
+    fail_value(fn, "activation '" + activation +
+                       "' needs z, the pre-activation that dense_forward returned");
+  if (act != Act::identity && act != Act::step && !has_z && !has_y)
+    fail_value(fn, "activation '" + activation + "' needs y (the layer output) or z");
+  py::array dw = float_output(dw_o, fn, "dw");
+  same_dtype(fn, x, "x", dw, "dw");
+  if (dw.ndim() != 2 || dw.shape(0) != in || dw.shape(1) != out)
+    fail_value(fn, "dw has shape " + shape_str(dw) + " but w has shape " + shape_str(w) +
+                       "; the gradient is accumulated into dw and must match w");
+  py::array db;
+  const bool has_db = !db_o.is_none();
+  if (has_db) {
+    db = float_output(db_o, fn, "db");
+    same_dtype(fn, x, "x", db, "db");
+    if (db.ndim() != 1 || db.shape(0) != out)
+      fail_value(fn, "db has shape " + shape_str(db) + " but the layer has " + std::to_string(out) +
+                         " outputs; db must be (" + std::to_string(out) + ",)");
+  }
+  for (const py::array* in_arr : {&dy, &x, &w, &z, &y}) {  // z, y may be empty arrays
+    if (overlaps(dw, *in_arr) || (has_db && overlaps(db, *in_arr)))
+      fail_value(fn, "dw/db share memory with an input; pass separate gradient buffers");
+  }
+  py::array dx = need_dx ? new_matrix(x, n, in) : py::array();
+  dispatch_float(x, [&](auto tag) {
+    using T = decltype(tag);
+    T* pdx = need_dx ? data_of<T>(dx) : nullptr;
+    T* pdw = data_of<T>(dw);
+    T* pdb = has_db ? data_of<T>(db) : nullptr;
+    const T* pz = has_z ? cdata_of<T>(z) : nullptr;
+    const T* pyy = has_y ? cdata_of<T>(y) : nullptr;
+    const T* pdy = cdata_of<T>(dy);
+    const T* px = cdata_of<T>(x);
+    const T* pw = cdata_of<T>(w);
+    py::gil_scoped_release nogil;
+    dense_backward<T>(pdx, pdw, pdb, pdy, px, pw, pz, pyy, n, in, out, act, T(alpha));
+  });
+  return need_dx ? py::object(dx) : py::object(py::none());
+}
+
+void bind_gemm(py::module_& m) {
+  m.def(
+      "gemm",
+      [](py::handle a, py::handle b, py::handle out, bool ta, bool tb, double alpha, double beta) {
+        return gemm_entry<&gemm<float>, &gemm<double>>("gemm", a, b, out, ta, tb, alpha, beta);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
+      py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
+      "out (M,N) = alpha * op(a) @ op(b) + beta * out; op transposes when trans_a/trans_b.");
+  m.def(
+      "gemm_naive",
+      [](py::handle a, py::handle b, py::handle out, bool ta, bool tb, double alpha, double beta) {
+        return gemm_entry<&gemm_naive<float>, &gemm_naive<double>>("gemm_naive", a, b, out, ta,
+                                                                    tb, alpha, beta);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
+      py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
+      "The reference triple-loop GEMM (same contract as gemm).");
+  m.def(
+      "_gemm_portable",
+      [](py::handle a, py::handle b, py::handle out, bool ta, bool tb, double alpha, double beta) {
+        return gemm_entry<&gemm_portable<float>, &gemm_portable<double>>(
+            "_gemm_portable", a, b, out, ta, tb, alpha, beta);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
+      py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
+      "The blocked GEMM with the portable micro-kernel (for tests).");
+  m.def("dense_forward", &dense_forward_entry, py::arg("x"), py::arg("w"), py::arg("b"),
+        py::arg("activation") = "identity", py::arg("alpha") = 0.01,
+        "x (N,IN), w (IN,OUT), b (OUT,) or None -> (y, z): y = act(x w + b); z = x w + b, or "
+        "None when the activation's derivative needs only y.");
+  m.def("dense_backward", &dense_backward_entry, py::arg("dy"), py::arg("x"), py::arg("w"),
+        py::arg("z"), py::arg("y"), py::arg("dw"), py::arg("db"),
+        py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("need_dx") = true,
+        "Accumulates dw += x^T dz and db += colsum(dz) with dz = dy * act'(z); returns "
+        "dx = dz w^T (or None when need_dx is False).");
+}
+
+DG_REGISTER_BINDINGS(bind_gemm);
+
+}  // namespace
+}  // namespace dg::bind

@@ -1,0 +1,115 @@
+// Fused dense layer: forward Y = act(X W + b) and backward (dX, dW +=, db +=) in one call each.
+// The GEMM writes X W; one pass over the output then adds the bias and applies the activation
+// with the shared scalar formulas of math.h (the pass costs O(N*OUT) against the GEMM's O(N*OUT*IN)).
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "deepgrad/gemm.h"
+
+namespace dg {
+namespace {
+
+// Calls f(std::integral_constant<Act, a>) so the per-element switch in math.h folds away and
+// the elementwise loops vectorize where the formula allows.
+template <class F>
+void with_act(Act a, F&& f) {
+  using A = Act;
+  switch (a) {
+    case A::identity: f(std::integral_constant<A, A::identity>{}); break;
+    case A::step: f(std::integral_constant<A, A::step>{}); break;
+    case A::sigmoid: f(std::integral_constant<A, A::sigmoid>{}); break;
+    case A::tanh_: f(std::integral_constant<A, A::tanh_>{}); break;
+    case A::relu: f(std::integral_constant<A, A::relu>{}); break;
+    case A::leaky_relu: f(std::integral_constant<A, A::leaky_relu>{}); break;
+    case A::elu: f(std::integral_constant<A, A::elu>{}); break;
+    case A::selu: f(std::integral_constant<A, A::selu>{}); break;
+    case A::gelu: f(std::integral_constant<A, A::gelu>{}); break;
+    case A::softplus: f(std::integral_constant<A, A::softplus>{}); break;
+    case A::silu: f(std::integral_constant<A, A::silu>{}); break;
+    case A::softsign: f(std::integral_constant<A, A::softsign>{}); break;
+  }
+}
+
+}  // namespace
+
+template <class T>
+void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, index_t in,
+                   index_t out, Act act, T alpha) {
+  // x (N,IN), w (IN,OUT), b (OUT) -> y (N,OUT), z (N,OUT) when not null
+  T* pre = z ? z : y;
+  gemm<T>(pre, x, w, n, out, in, in, out, out, false, false, T(1), T(0));
+  const int nt = threads_for(n * out * (act == Act::identity ? 1 : 16));
+  with_act(act, [&](auto kind) {
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (index_t i = 0; i < n; ++i) {
+      T* pi = pre + i * out;
+      T* yi = y + i * out;
+      if (b)
+        for (index_t j = 0; j < out; ++j) pi[j] += b[j];
+      if (kind.value != Act::identity || pi != yi)
+        for (index_t j = 0; j < out; ++j) yi[j] = act_forward(kind.value, pi[j], alpha);
+    }
+  });
+}
+
+template <class T>
+void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* z,
+                    const T* y, index_t n, index_t in, index_t out, Act act, T alpha) {
+  // dy (N,OUT), x (N,IN), w (IN,OUT), z/y (N,OUT) -> dx (N,IN); dw (IN,OUT) +=; db (OUT) +=
+  if (n <= 0) {
+    return;  // no samples: no contribution to dw/db, and dx is empty
+  }
+  const index_t size = n * out;
+  std::vector<T> dz_buf;
+  const T* dz = dy;
+  if (act != Act::identity) {
+    dz_buf.resize(size);
+    T* d = dz_buf.data();
+    const int nt = threads_for(size * 16);
+    with_act(act, [&](auto kind) {
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+      for (index_t i = 0; i < size; ++i) {
+        const T zi = z ? z[i] : T(0);
+        const T yi = y ? y[i] : act_forward(kind.value, zi, alpha);
+        d[i] = dy[i] * act_derivative(kind.value, zi, yi, alpha);
+      }
+    });
+    dz = d;
+  }
+  if (dx) gemm<T>(dx, dz, w, n, in, out, out, out, in, false, true, T(1), T(0));
+  gemm<T>(dw, x, dz, in, out, n, in, out, out, true, false, T(1), T(1));
+  if (db) {
+    // Column sums, parallel over columns only, so the result does not depend on thread count.
+    const int nt = threads_for(size);
+    const index_t chunk = 64;
+    const index_t nchunks = (out + chunk - 1) / chunk;
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+#endif
+    for (index_t cidx = 0; cidx < nchunks; ++cidx) {
+      const index_t j0 = cidx * chunk, j1 = std::min(out, j0 + chunk);
+      T acc[chunk] = {};
+      for (index_t i = 0; i < n; ++i) {
+        const T* di = dz + i * out;
+        for (index_t j = j0; j < j1; ++j) acc[j - j0] += di[j];
+      }
+      for (index_t j = j0; j < j1; ++j) db[j] += acc[j - j0];
+    }
+  }
+}
+
+#define DG_INSTANTIATE_DENSE(T)                                                                  \
+  template void dense_forward<T>(T*, T*, const T*, const T*, const T*, index_t, index_t, index_t, \
+                                 Act, T);                                                        \
+  template void dense_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,  \
+                                  index_t, index_t, index_t, Act, T);
+DG_INSTANTIATE_DENSE(float)
+DG_INSTANTIATE_DENSE(double)
+#undef DG_INSTANTIATE_DENSE
+
+}  // namespace dg

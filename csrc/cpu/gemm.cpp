@@ -1,0 +1,351 @@
+// GEMM: the blocked/packed driver, the portable micro-kernel and the naive reference.
+// C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C, row-major.
+//
+// Large problems follow the BLIS/GotoBLAS structure: B is packed in KC x NC blocks (NR-wide
+// panels, shared by all threads), A in MC x KC blocks (MR-tall panels, one region per thread),
+// and an MR x NR register-blocked micro-kernel sweeps the tiles. Small problems (dense layers
+// of width 32..256) skip packing: the micro-kernel reads A in place through its row/column
+// strides and B rows in place, because packing would cost as much as the multiply itself.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "deepgrad/cpu_features.h"
+#include "deepgrad/gemm.h"
+#ifdef DG_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+namespace dg {
+namespace {
+
+// Cache blocking for Zen/Skylake-class cores (32-48 KiB L1d, >= 512 KiB L2): a KC x NR panel of
+// B stays in L1 while the MC x KC block of A streams from L2; the KC x NC block of B sits in L3.
+template <class T> struct Blocking;
+template <> struct Blocking<float> { static constexpr index_t MC = 144, KC = 512, NC = 4080; };
+template <> struct Blocking<double> { static constexpr index_t MC = 96, KC = 384, NC = 2040; };
+
+// Problems up to this many multiply-adds take the unpacked path when B's rows can be read in
+// place (not transposed) and are short enough to stay cached.
+constexpr index_t kSmallWork = index_t(1) << 21;
+
+// ---- scratch buffers: grown on demand, kept per calling thread --------------------------------
+struct AlignedBuffer {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+  ~AlignedBuffer() { std::free(p); }
+  void* get(std::size_t want) {
+    if (want > bytes) {
+      std::free(p);
+      bytes = (want + 4095) & ~std::size_t(4095);
+      p = std::aligned_alloc(64, bytes);
+      if (!p) { bytes = 0; throw std::bad_alloc(); }
+    }
+    return p;
+  }
+};
+
+template <class T>
+T* scratch(int slot, std::size_t count) {
+  thread_local AlignedBuffer bufs[3];
+  return static_cast<T*>(bufs[slot].get(count * sizeof(T)));
+}
+
+// ---- portable micro-kernel ----------------------------------------------------------------------
+template <class T>
+void ukernel_portable(index_t kc, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb,
+                      T* c, index_t ldc, T alpha, T beta, int m, int n) {
+  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
+  T acc[MR][NR] = {};
+  const T* r[MR];
+  for (int i = 0; i < MR; ++i) r[i] = a + (i < m ? i : 0) * rsa;
+  for (index_t p = 0; p < kc; ++p) {
+    const T* bp = b + p * rsb;
+    for (int i = 0; i < MR; ++i) {
+      const T av = r[i][p * csa];
+      for (int j = 0; j < NR; ++j) acc[i][j] += av * bp[j];
+    }
+  }
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) {
+      T* cij = c + i * ldc + j;
+      *cij = beta != T(0) ? alpha * acc[i][j] + beta * *cij : alpha * acc[i][j];
+    }
+}
+
+template <class T> MicroKernel<T> best_ukernel();
+template <> MicroKernel<float> best_ukernel<float>() {
+#ifdef DG_HAVE_AVX2_BUILD
+  if (cpu_has_avx2_fma()) return &avx2::ukernel_f32;
+#endif
+  return &ukernel_portable<float>;
+}
+template <> MicroKernel<double> best_ukernel<double>() {
+#ifdef DG_HAVE_AVX2_BUILD
+  if (cpu_has_avx2_fma()) return &avx2::ukernel_f64;
+#endif
+  return &ukernel_portable<double>;
+}
+
+// ---- packing ----------------------------------------------------------------------------------
+// A block (mc, kc) with A(i,p) = a[i*rsa + p*csa] -> MR-tall panels, p-major, zero padded.
+// Packs panels [ip0, ip1) only.
+template <class T>
+void pack_a(T* dst, const T* a, index_t rsa, index_t csa, index_t mc, index_t kc, index_t ip0,
+            index_t ip1) {
+  constexpr int MR = GemmTile<T>::MR;
+  for (index_t ip = ip0; ip < ip1; ++ip) {
+    T* d = dst + ip * MR * kc;
+    const index_t r0 = ip * MR;
+    const int mr = static_cast<int>(std::min<index_t>(MR, mc - r0));
+    if (csa == 1) {
+      for (int i = 0; i < mr; ++i) {
+        const T* s = a + (r0 + i) * rsa;
+        for (index_t p = 0; p < kc; ++p) d[p * MR + i] = s[p];
+      }
+      for (int i = mr; i < MR; ++i)
+        for (index_t p = 0; p < kc; ++p) d[p * MR + i] = T(0);
+    } else {
+      for (index_t p = 0; p < kc; ++p) {
+        const T* s = a + p * csa + r0;
+        for (int i = 0; i < mr; ++i) d[p * MR + i] = s[i];
+        for (int i = mr; i < MR; ++i) d[p * MR + i] = T(0);
+      }
+    }
+  }
+}
+
+// B block (kc, nc) with B(p,j) = b[p*rsb + j*csb] -> NR-wide panels, p-major, zero padded.
+template <class T>
+void pack_b(T* dst, const T* b, index_t rsb, index_t csb, index_t kc, index_t nc, index_t jp0,
+            index_t jp1) {
+  constexpr int NR = GemmTile<T>::NR;
+  for (index_t jp = jp0; jp < jp1; ++jp) {
+    T* d = dst + jp * NR * kc;
+    const index_t c0 = jp * NR;
+    const int nr = static_cast<int>(std::min<index_t>(NR, nc - c0));
+    if (csb == 1) {
+      for (index_t p = 0; p < kc; ++p) {
+        const T* s = b + p * rsb + c0;
+        for (int j = 0; j < nr; ++j) d[p * NR + j] = s[j];
+        for (int j = nr; j < NR; ++j) d[p * NR + j] = T(0);
+      }
+    } else {
+      for (int j = 0; j < nr; ++j) {
+        const T* s = b + (c0 + j) * csb;
+        for (index_t p = 0; p < kc; ++p) d[p * NR + j] = s[p];
+      }
+      for (int j = nr; j < NR; ++j)
+        for (index_t p = 0; p < kc; ++p) d[p * NR + j] = T(0);
+    }
+  }
+}
+
+inline void split(index_t total, int parts, int idx, index_t* lo, index_t* hi) {
+  const index_t q = total / parts, r = total % parts;
+  *lo = idx * q + std::min<index_t>(idx, r);
+  *hi = *lo + q + (idx < r ? 1 : 0);
+}
+
+inline int thread_id() {
+#ifdef DG_HAVE_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+inline int team_size() {
+#ifdef DG_HAVE_OPENMP
+  return omp_get_num_threads();
+#else
+  return 1;
+#endif
+}
+inline void barrier() {
+#ifdef DG_HAVE_OPENMP
+#pragma omp barrier
+#endif
+}
+
+// C = beta * C (the K == 0 or alpha == 0 case).
+template <class T>
+void scale_c(T* c, index_t m, index_t n, index_t ldc, T beta) {
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) c[i * ldc + j] = beta != T(0) ? beta * c[i * ldc + j] : T(0);
+}
+
+// ---- the unpacked path --------------------------------------------------------------------------
+// A is read in place through (rsa, csa); B in place when its rows are contiguous, except the last
+// partial NR panel (and all of B when transposed), which is packed once up front.
+template <class T>
+void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
+                   index_t k, index_t rsa, index_t csa, index_t ldb, index_t ldc, bool trans_b,
+                   T alpha, T beta, int nt) {
+  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
+  const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
+  T* bp = nullptr;  // packed panels
+  index_t first_packed = npn;
+  if (trans_b) {
+    first_packed = 0;
+    bp = scratch<T>(0, std::size_t(npn) * NR * k);
+    pack_b(bp, b, 1, ldb, k, n, 0, npn);
+  } else if (n % NR) {
+    first_packed = npn - 1;
+    bp = scratch<T>(0, std::size_t(npn) * NR * k);
+    pack_b(bp, b, ldb, 1, k, n, first_packed, npn);
+  }
+  auto run = [&](index_t ip0, index_t ip1, index_t jp0, index_t jp1) {
+    for (index_t jp = jp0; jp < jp1; ++jp) {
+      const bool packed = jp >= first_packed;
+      const T* bj = packed ? bp + jp * NR * k : b + jp * NR;
+      const index_t rsb = packed ? NR : ldb;
+      const int nr = static_cast<int>(std::min<index_t>(NR, n - jp * NR));
+      for (index_t ip = ip0; ip < ip1; ++ip) {
+        const int mr = static_cast<int>(std::min<index_t>(MR, m - ip * MR));
+        uk(k, a + ip * MR * rsa, rsa, csa, bj, rsb, c + ip * MR * ldc + jp * NR, ldc, alpha, beta,
+           mr, nr);
+      }
+    }
+  };
+  if (nt <= 1) {
+    run(0, npm, 0, npn);
+    return;
+  }
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = thread_id(), nth = team_size();
+    index_t lo, hi;
+    if (npm >= npn) {
+      split(npm, nth, tid, &lo, &hi);
+      run(lo, hi, 0, npn);
+    } else {
+      split(npn, nth, tid, &lo, &hi);
+      run(0, npm, lo, hi);
+    }
+  }
+#endif
+}
+
+// ---- the packed path ------------------------------------------------------------------------------
+template <class T>
+void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
+                 index_t k, index_t rsa, index_t csa, index_t rsb, index_t csb, index_t ldc,
+                 T alpha, T beta, int nt) {
+  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
+  constexpr index_t MC = Blocking<T>::MC, KC = Blocking<T>::KC, NC = Blocking<T>::NC;
+  const index_t kc_max = std::min(k, KC), nc_max = std::min(n, NC);
+  const std::size_t b_size = std::size_t((nc_max + NR - 1) / NR) * NR * kc_max;
+  const std::size_t a_size = std::size_t(MC) * kc_max;
+  T* bp = scratch<T>(0, b_size);
+  T* ap_all = scratch<T>(1, a_size * std::max(nt, 1));
+
+  auto body = [&](int tid, int nth) {
+    T* ap = ap_all + tid * a_size;
+    for (index_t jc = 0; jc < n; jc += NC) {
+      const index_t nc = std::min(NC, n - jc), npn = (nc + NR - 1) / NR;
+      for (index_t pc = 0; pc < k; pc += KC) {
+        const index_t kc = std::min(KC, k - pc);
+        const T beta_eff = pc == 0 ? beta : T(1);
+        index_t lo, hi;
+        split(npn, nth, tid, &lo, &hi);
+        if (nth > 1) barrier();  // everyone is done reading the previous B block
+        pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, lo, hi);
+        if (nth > 1) barrier();
+        for (index_t ic = 0; ic < m; ic += MC) {
+          const index_t mc = std::min(MC, m - ic), npm = (mc + MR - 1) / MR;
+          // Enough row panels: each thread packs and sweeps its own rows. Otherwise each packs
+          // the whole (small) A block and takes a share of the column panels.
+          index_t ip0 = 0, ip1 = npm, jp0 = 0, jp1 = npn;
+          if (npm >= 2 * nth) split(npm, nth, tid, &ip0, &ip1);
+          else split(npn, nth, tid, &jp0, &jp1);
+          pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, ip0, ip1);
+          for (index_t jp = jp0; jp < jp1; ++jp) {
+            const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp * NR));
+            const T* bj = bp + jp * NR * kc;
+            for (index_t ip = ip0; ip < ip1; ++ip) {
+              const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip * MR));
+              uk(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR,
+                 ldc, alpha, beta_eff, mr, nr);
+            }
+          }
+        }
+      }
+    }
+  };
+  if (nt <= 1) {
+    body(0, 1);
+    return;
+  }
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel num_threads(nt)
+  body(thread_id(), team_size());
+#endif
+}
+
+template <class T>
+void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
+                 index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
+                 T beta) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0 || alpha == T(0)) {
+    scale_c(c, m, n, ldc, beta);
+    return;
+  }
+  const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+  const index_t work = m * n * k;
+  // A GEMM does about 16 multiply-adds per cycle; fork only when each thread gets ~100 us.
+  const int nt = threads_for(work / 16);
+  const bool small = work <= kSmallWork && (trans_b ? n * k : k * std::min<index_t>(n, 64)) <= (1 << 16);
+  if (small) {
+    gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, alpha, beta, nt);
+  } else {
+    const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+    gemm_packed(uk, c, a, b, m, n, k, rsa, csa, rsb, csb, ldc, alpha, beta, nt);
+  }
+}
+
+}  // namespace
+
+template <class T>
+void gemm(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda, index_t ldb,
+          index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
+  static const MicroKernel<T> uk = best_ukernel<T>();
+  gemm_driver(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta);
+}
+
+template <class T>
+void gemm_portable(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                   index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
+  gemm_driver(&ukernel_portable<T>, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha,
+              beta);
+}
+
+template <class T>
+void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
+  for (index_t i = 0; i < m; ++i)
+    for (index_t j = 0; j < n; ++j) {
+      T acc = T(0);
+      for (index_t p = 0; p < k; ++p) {
+        const T av = trans_a ? a[p * lda + i] : a[i * lda + p];
+        const T bv = trans_b ? b[j * ldb + p] : b[p * ldb + j];
+        acc += av * bv;
+      }
+      T* cij = c + i * ldc + j;
+      *cij = beta != T(0) ? alpha * acc + beta * *cij : alpha * acc;
+    }
+}
+
+#define DG_INSTANTIATE_GEMM(T)                                                                  \
+  template void gemm<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,    \
+                        index_t, bool, bool, T, T);                                             \
+  template void gemm_portable<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t,    \
+                                 index_t, index_t, bool, bool, T, T);                           \
+  template void gemm_naive<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t,       \
+                              index_t, index_t, bool, bool, T, T);
+DG_INSTANTIATE_GEMM(float)
+DG_INSTANTIATE_GEMM(double)
+#undef DG_INSTANTIATE_GEMM
+
+}  // namespace dg

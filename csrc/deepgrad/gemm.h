@@ -1,0 +1,58 @@
+// Matrix multiplication and the fused dense-layer kernels. Row-major, float and double.
+//   gemm:  C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C
+// op(A) = A (M,K) with row stride lda, or A^T when trans_a (A stored (K,M)); likewise for B.
+// beta == 0 overwrites C without reading it (BLAS semantics: NaN in an old C does not leak).
+#pragma once
+#include "deepgrad/common.h"
+#include "deepgrad/math.h"
+
+namespace dg {
+
+// Blocked, packed GEMM: cache blocking, packed panels, register-blocked micro-kernel (AVX2/FMA
+// when the CPU has it), OpenMP across tiles. Small problems skip packing and run on one thread.
+template <class T>
+void gemm(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+          index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta);
+
+// The triple loop: the test oracle.
+template <class T>
+void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta);
+
+// The blocked driver with the portable micro-kernel, whatever the CPU (so tests cover it).
+template <class T>
+void gemm_portable(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                   index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta);
+
+// x (N,IN), w (IN,OUT), b (OUT) or null -> y (N,OUT) = act(x w + b); z (N,OUT) = x w + b is
+// written only when z is not null (the caller passes it when act_needs_pre(act)).
+template <class T>
+void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, index_t in,
+                   index_t out, Act act, T alpha);
+
+// dy, z, y (N,OUT), x (N,IN), w (IN,OUT) -> dx (N,IN) (overwritten; skipped when null),
+// dw (IN,OUT) += x^T dz, db (OUT) += colsum(dz) (skipped when null), with dz = dy * act'(z).
+// z may be null when !act_needs_pre(act); y may be null (it is then recomputed from z).
+template <class T>
+void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* z,
+                    const T* y, index_t n, index_t in, index_t out, Act act, T alpha);
+
+// ---- micro-kernel interface (shared by gemm.cpp and the ISA-specific files) -------------------
+// C tile (m,n) = alpha * sum_p A(i,p) B(p,j) + beta * C over p < kc, where A(i,p) = a[i*rsa + p*csa]
+// and B(p,j) = b[p*rsb + j] (NR values readable per p even when n < NR); m <= MR, n <= NR.
+template <class T>
+using MicroKernel = void (*)(index_t kc, const T* a, index_t rsa, index_t csa, const T* b,
+                             index_t rsb, T* c, index_t ldc, T alpha, T beta, int m, int n);
+
+template <class T> struct GemmTile;
+template <> struct GemmTile<float> { static constexpr int MR = 6, NR = 16; };
+template <> struct GemmTile<double> { static constexpr int MR = 6, NR = 8; };
+
+namespace avx2 {
+void ukernel_f32(index_t kc, const float* a, index_t rsa, index_t csa, const float* b,
+                 index_t rsb, float* c, index_t ldc, float alpha, float beta, int m, int n);
+void ukernel_f64(index_t kc, const double* a, index_t rsa, index_t csa, const double* b,
+                 index_t rsb, double* c, index_t ldc, double alpha, double beta, int m, int n);
+}  // namespace avx2
+
+}  // namespace dg
