@@ -1,0 +1,299 @@
+"""Recurrent layers: RNN (tanh or relu), LSTM and GRU over batch-first sequences, trained by
+backpropagation through time on the tape.
+
+x (B, T, input_size) -> (outputs (B, T, hidden_size), last state). The input projection of the
+whole sequence is one matmul (x @ W_ih + b); each time step is then ONE tape node doing
+h_prev @ W_hh (native gemm) and the gate arithmetic (fused native kernel for LSTM and GRU),
+forward and backward. Gate order follows PyTorch: LSTM (i, f, g, o), GRU (r, z, n), so weights
+transpose to and from ``torch.nn.LSTM``/``GRU`` (which store W as (4H, in); ours is (in, 4H)).
+
+While a GradientMonitor watches a recurrent layer it records ||dL/dh_t|| for every time step t,
+so decay through time is visible exactly like decay through depth.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _C
+from .. import functional as F
+from .. import init as _init
+from ..tensor import Tensor, _result
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["RNN", "LSTM", "GRU"]
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _cells(be):
+    """The module holding the fused cell kernels for this backend (a backend may provide its
+    own ``lstm_cell_forward`` etc.; the CPU uses deepgrad._C directly)."""
+    if hasattr(be, "lstm_cell_forward"):
+        return be
+    if getattr(be, "DEVICE", "cpu") == "cpu":
+        return _C
+    raise NotImplementedError(f"the {be.DEVICE} backend has no fused LSTM/GRU cell kernels yet; "
+                              "run recurrent layers on the CPU")
+
+
+class _SeqGrad:
+    """The gradient of the (B, T, G) input projection, filled one time slice at a time by the
+    step nodes and handed to the tape by step 0's node, which the reverse walk always reaches
+    last (every later step depends on it). Avoids T full-size (B, T, G) gradients."""
+    __slots__ = ("be", "shape", "dtype", "buf")
+
+    def __init__(self, be, shape, dtype):
+        self.be, self.shape, self.dtype, self.buf = be, shape, dtype, None
+
+    def put(self, t: int, g):
+        if self.buf is None:
+            self.buf = self.be.zeros(self.shape, self.dtype)
+        self.be.setitem_(self.buf, (slice(None), t), g)
+        if t == 0:
+            out, self.buf = self.buf, None
+            return out
+        return None
+
+
+class _RecurrentBase(Module):
+    _kind = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, init=None,
+                 recurrent_init=None, dtype=None):
+        super().__init__()
+        for n, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{type(self).__name__}: {n} must be a positive int, got {v!r}")
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        dt = np.dtype(dtype if dtype is not None else np.float32)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {dt}")
+        G = _GATES[self._kind] * self.hidden_size
+        k = 1.0 / math.sqrt(self.hidden_size)
+        self.weight_ih = Parameter(np.zeros((self.input_size, G), dtype=dt))
+        self.weight_hh = Parameter(np.zeros((self.hidden_size, G), dtype=dt))
+        for w, how in ((self.weight_ih, init), (self.weight_hh, recurrent_init)):
+            if how is None:  # PyTorch's default: U(-1/sqrt(H), 1/sqrt(H))
+                _init.uniform_(w, -k, k)
+            else:
+                _init.get(how, self._init_activation())(w)
+        self.bias = Parameter(np.zeros(G, dtype=dt)) if bias else None
+        if self.bias is not None:
+            _init.uniform_(self.bias, -k, k)
+        # Filled during forward while a GradientMonitor watches this layer: the tensors holding
+        # each step's state, and how many leading columns of them are h.
+        self._watch_states = False
+        self._states: list = []
+
+    def _init_activation(self) -> str:
+        return "tanh"
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size} -> {self.hidden_size}"
+        return s + (", bias=False" if self.bias is None else "")
+
+    # -- shared driver -------------------------------------------------------------------------
+    def _check_input(self, x) -> Tensor:
+        name = type(self).__name__
+        if not isinstance(x, Tensor):
+            x = Tensor(np.asarray(x, dtype=self.weight_ih.dtype))
+        if x.ndim != 3:
+            raise ValueError(f"{name}: expected a batch-first input (batch, time, {self.input_size}), "
+                             f"got shape {tuple(x.shape)}")
+        B, T, Fin = x.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"{name}: empty input of shape {tuple(x.shape)}; need at least one "
+                             "sample and one time step")
+        if Fin != self.input_size:
+            raise ValueError(f"{name}: input has {Fin} features (shape {tuple(x.shape)}) but the "
+                             f"layer expects input_size={self.input_size}")
+        if x.dtype != self.weight_ih.dtype:
+            raise TypeError(f"{name}: input is {x.dtype} but the layer's weights are "
+                            f"{self.weight_ih.dtype}; convert with .to(dtype) on one of them")
+        if x.device != self.weight_ih.device:
+            raise ValueError(f"{name}: input is on {x.device} but the layer is on "
+                             f"{self.weight_ih.device}")
+        return x
+
+    def _state(self, h0, B: int, width: int, what: str) -> Tensor:
+        if h0 is None:
+            return Tensor(np.zeros((B, width), dtype=self.weight_ih.dtype), device=self.weight_ih.device)
+        if not isinstance(h0, Tensor):
+            h0 = Tensor(np.asarray(h0, dtype=self.weight_ih.dtype))
+        if tuple(h0.shape) != (B, width):
+            raise ValueError(f"{type(self).__name__}: initial {what} has shape {tuple(h0.shape)} "
+                             f"but must be (batch, {width}) = ({B}, {width})")
+        return h0
+
+    def _project(self, x: Tensor) -> Tensor:
+        B, T, Fin = x.shape
+        xw = F.dense(x.reshape(B * T, Fin), self.weight_ih, self.bias)
+        return xw.reshape(B, T, xw.shape[-1])
+
+    def _run(self, x, state0: Tensor, step_fn, h_cols: int):
+        """Unroll: step_fn(xw, t, state, seq_grad) -> new state tensor; returns (outputs, states)."""
+        x = self._check_input(x)
+        xw = self._project(x)
+        B, T, G = xw.shape
+        seq = _SeqGrad(xw._be, (B, T, G), xw.data.dtype)
+        state = state0
+        states = []
+        for t in range(T):
+            state = step_fn(xw, t, state, seq)
+            states.append(state)
+        hs = states if h_cols == state.shape[1] else [s[:, :h_cols] for s in states]
+        out = F.stack(hs, axis=1) if hasattr(F, "stack") else _stack(hs)
+        self._states = [(s, h_cols) for s in states] if self._watch_states else []
+        return out, states[-1]
+
+
+def _stack(ts):
+    from ..tensor import stack
+    return stack(ts, axis=1)
+
+
+class RNN(_RecurrentBase):
+    """Elman RNN: h_t = act(x_t W_ih + b + h_{t-1} W_hh), act = tanh or relu.
+    forward(x (B, T, in), h0 (B, H) or None) -> (outputs (B, T, H), h_T (B, H))."""
+    _kind = "rnn"
+
+    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh",
+                 bias: bool = True, init=None, recurrent_init=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.__dict__["nonlinearity"] = nonlinearity
+        super().__init__(input_size, hidden_size, bias, init, recurrent_init, dtype)
+        self.nonlinearity = nonlinearity
+
+    def _init_activation(self) -> str:
+        return self.__dict__.get("nonlinearity", "tanh")
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", nonlinearity={self.nonlinearity}"
+
+    def forward(self, x, h0=None):
+        x = self._check_input(x)
+        act = self.nonlinearity
+        W = self.weight_hh
+
+        def step(xw, t, h_prev, seq):
+            be = xw._be
+            hp, w = h_prev.data, W.data
+            a = be.add(be.getitem(xw.data, (slice(None), t)), be.matmul(hp, w))
+            h = be.act_forward(a, act)
+
+            def backward(g):
+                da = be.act_backward(g, a, h, act)
+                return (seq.put(t, da), be.matmul(da, w, trans_b=True),
+                        be.matmul(hp, da, trans_a=True))
+            return _result(h, be, (xw, h_prev, W), backward, "rnn_cell")
+
+        out, h = self._run(x, self._state(h0, x.shape[0], self.hidden_size, "state h0"), step,
+                           self.hidden_size)
+        return out, h
+
+
+class LSTM(_RecurrentBase):
+    """LSTM (Hochreiter & Schmidhuber 1997, with forget gate): gates (i, f, g, o) from
+    x_t W_ih + b + h_{t-1} W_hh; the gate arithmetic is one fused native kernel.
+    ``forget_bias`` (default 1) initialises the forget gate's bias so early training remembers.
+    forward(x (B, T, in), state0=(h0, c0) or None) -> (outputs (B, T, H), (h_T, c_T))."""
+    _kind = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
+                 forget_bias: float = 1.0, init=None, recurrent_init=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, init, recurrent_init, dtype)
+        self.forget_bias = float(forget_bias)
+        if self.bias is not None:
+            H = self.hidden_size
+            b = self.bias.data
+            if isinstance(b, np.ndarray):
+                b[H:2 * H] = self.forget_bias
+            else:
+                self.bias._be.setitem_(b, slice(H, 2 * H), self.forget_bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", forget_bias={self.forget_bias}"
+
+    def forward(self, x, state0=None):
+        x = self._check_input(x)
+        B, H = x.shape[0], self.hidden_size
+        if state0 is None:
+            hc0 = self._state(None, B, 2 * H, "state")
+        else:
+            if not (isinstance(state0, (tuple, list)) and len(state0) == 2):
+                raise ValueError("LSTM: state0 must be a pair (h0, c0) of (batch, hidden_size) tensors")
+            h0 = self._state(state0[0], B, H, "state h0")
+            c0 = self._state(state0[1], B, H, "state c0")
+            from ..tensor import concat
+            hc0 = concat([h0, c0], axis=1)
+        W = self.weight_hh
+        cells = _cells(x._be)
+
+        def step(xw, t, hc_prev, seq):
+            be = xw._be
+            hcp, w = hc_prev.data, W.data
+            h_prev = be.getitem(hcp, (slice(None), slice(0, H)))
+            c_prev = be.getitem(hcp, (slice(None), slice(H, 2 * H)))
+            gates = be.add(be.getitem(xw.data, (slice(None), t)), be.matmul(h_prev, w))
+            h, c, act = cells.lstm_cell_forward(gates, c_prev)
+
+            def backward(g):
+                dh = be.getitem(g, (slice(None), slice(0, H)))
+                dc = be.getitem(g, (slice(None), slice(H, 2 * H)))
+                dgates, dc_prev = cells.lstm_cell_backward(dh, dc, c_prev, c, act)
+                dh_prev = be.matmul(dgates, w, trans_b=True)
+                return (seq.put(t, dgates), be.concat([dh_prev, dc_prev], axis=1),
+                        be.matmul(h_prev, dgates, trans_a=True))
+            return _result(be.concat([h, c], axis=1), be, (xw, hc_prev, W), backward, "lstm_cell")
+
+        out, hc = self._run(x, hc0, step, H)
+        return out, (hc[:, :H], hc[:, H:])
+
+
+class GRU(_RecurrentBase):
+    """GRU (Cho et al. 2014) as in PyTorch: r, z from x_t W_ih + b + h W_hh + b_hh,
+    n = tanh(x_t W_in + b_in + r·(h W_hn + b_hn)), h_t = (1 − z)·n + z·h_{t−1}; the gate
+    arithmetic is one fused native kernel.
+    forward(x (B, T, in), h0 (B, H) or None) -> (outputs (B, T, H), h_T (B, H))."""
+    _kind = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, init=None,
+                 recurrent_init=None, dtype=None):
+        super().__init__(input_size, hidden_size, bias, init, recurrent_init, dtype)
+        if bias:
+            k = 1.0 / math.sqrt(self.hidden_size)
+            self.bias_hh = Parameter(np.zeros(3 * self.hidden_size, dtype=self.weight_hh.dtype))
+            _init.uniform_(self.bias_hh, -k, k)
+        else:
+            self.bias_hh = None
+
+    def forward(self, x, h0=None):
+        x = self._check_input(x)
+        B, H = x.shape[0], self.hidden_size
+        W, bh = self.weight_hh, self.bias_hh
+        cells = _cells(x._be)
+
+        def step(xw, t, h_prev, seq):
+            be = xw._be
+            hp, w = h_prev.data, W.data
+            hg = be.matmul(hp, w)
+            if bh is not None:
+                hg = be.add(hg, bh.data)
+            h, act = cells.gru_cell_forward(be.getitem(xw.data, (slice(None), t)), hg, hp)
+
+            def backward(g):
+                dxg, dhg, dh_direct = cells.gru_cell_backward(g, hp, act)
+                grads = [seq.put(t, dxg), be.add(dh_direct, be.matmul(dhg, w, trans_b=True)),
+                         be.matmul(hp, dhg, trans_a=True)]
+                if bh is not None:
+                    grads.append(be.sum(dhg, axis=0))
+                return tuple(grads)
+            inputs = (xw, h_prev, W) if bh is None else (xw, h_prev, W, bh)
+            return _result(h, be, inputs, backward, "gru_cell")
+
+        out, h = self._run(x, self._state(h0, B, H, "state h0"), step, H)
+        return out, h
