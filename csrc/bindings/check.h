@@ -80,7 +80,14 @@ inline py::array_t<std::int64_t, py::array::c_style> int_labels(py::handle obj, 
   const char kind = a.dtype().kind();
   if (kind != 'i' && kind != 'u')
     fail_type(fn, std::string(name) + " has dtype " + dtype_str(a) + " but class labels must be integers");
-  return py::array_t<std::int64_t, py::array::c_style>::ensure(a);
+  // forcecast: uint64 (or any other integer dtype) converts too; without it ensure() returns a
+  // null array for "unsafe" casts.
+  py::array out = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  if (!out) {
+    PyErr_Clear();
+    fail_type(fn, std::string(name) + " with dtype " + dtype_str(a) + " could not be converted to int64");
+  }
+  return py::array_t<std::int64_t, py::array::c_style>(out);
 }
 
 inline void same_dtype(const char* fn, const py::array& a, const char* an, const py::array& b,

@@ -135,14 +135,14 @@ template <class T> DG_HOST_DEVICE T mse_grad(T p, T t) { return T(2) * (p - t); 
 template <class T> DG_HOST_DEVICE T bce_term(T p, T t) {
   T lp = std::log(p);
   T l1p = std::log1p(-p);
-  lp = lp > T(-100) ? lp : T(-100);
-  l1p = l1p > T(-100) ? l1p : T(-100);
+  lp = lp < T(-100) ? T(-100) : lp;  // written so that NaN passes through, like std::max(lp, -100)
+  l1p = l1p < T(-100) ? T(-100) : l1p;
   return (t - T(1)) * l1p - t * lp;
 }
 // d/dp = (p - t) / max(p (1 - p), 1e-12), PyTorch's clamped form.
 template <class T> DG_HOST_DEVICE T bce_grad(T p, T t) {
   T d = (T(1) - p) * p;
-  d = d > T(1e-12) ? d : T(1e-12);
+  d = d < T(1e-12) ? T(1e-12) : d;
   return (p - t) / d;
 }
 
