@@ -8,6 +8,7 @@ from .tensor import Tensor, _new, _result, _device_mismatch
 
 ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
                "gelu", "softplus", "silu", "softsign")
+_ACT_SET = frozenset(ACTIVATIONS)
 _ALIASES = {"swish": "silu", "linear": "identity", "none": "identity", None: "identity"}
 _DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 
@@ -159,9 +160,14 @@ def _grad_buffer(p: Tensor, be):
 
 
 def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "identity",
-          alpha: float = 0.01) -> Tensor:
+          alpha: float | None = None) -> Tensor:
     """y = act(x @ w + b) as ONE tape node on the native fused kernels.
-    x (N, IN), w (IN, OUT), b (OUT,) or None; ``activation`` is a native name."""
+    x (N, IN), w (IN, OUT), b (OUT,) or None; ``activation`` is an activation name, ``alpha``
+    the leaky_relu slope (default 0.01) or elu scale (default 1.0)."""
+    if activation not in _ACT_SET:
+        activation = activation_name(activation)
+    if alpha is None:
+        alpha = _DEFAULT_ALPHA.get(activation, 0.01)
     be = x._be
     if w._be is not be or (b is not None and b._be is not be):
         raise _device_mismatch("dense", x, w if w._be is not be else b)
