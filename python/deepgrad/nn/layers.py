@@ -38,10 +38,14 @@ def _dtype(dtype) -> np.dtype:
     return dt
 
 
-def _as_input(x, layer: str, features: int | None = None) -> Tensor:
-    """x as a Tensor with at least one sample, checking the feature axis."""
+def _as_input(x, layer: str, features: int | None = None, dtype=None) -> Tensor:
+    """x as a Tensor with at least one sample, checking the feature axis. Arrays are converted
+    (to `dtype`, the layer's parameter dtype, when given)."""
     if not isinstance(x, Tensor):
-        x = Tensor(np.asarray(x, dtype=np.float32) if np.asarray(x).dtype.kind in "biu" else x)
+        a = np.asarray(x)
+        if dtype is None and a.dtype.kind in "biu":
+            dtype = np.float32
+        x = Tensor(a, dtype=dtype)
     shape = tuple(x.shape)
     if len(shape) == 0:
         raise ValueError(f"{layer}: expected an input of shape (N, features), got a scalar")
@@ -78,7 +82,8 @@ class Dense(Module):
         self.bias = Parameter(np.zeros(self.out_features, dtype=dt)) if bias else None
 
     def forward(self, x) -> Tensor:
-        x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})", self.in_features)
+        x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})", self.in_features,
+                      self.weight.dtype)
         return F.dense(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
 
     def extra_repr(self) -> str:
@@ -215,10 +220,13 @@ class Residual(Module):
                 raise ValueError(f"Residual: a fixed projection must be a 2-D (in, out) matrix, "
                                  f"got shape {w.shape}")
             self.projection = None
-            self.register_buffer("fixed", Tensor(np.ascontiguousarray(w, dtype=np.float32)))
+            dt = w.dtype if w.dtype in (np.float32, np.float64) else np.float32
+            self.register_buffer("fixed", Tensor(np.ascontiguousarray(w, dtype=dt)))
 
     def forward(self, x):
-        x = x if isinstance(x, Tensor) else _as_input(x, "Residual")
+        if not isinstance(x, Tensor):
+            a = self._layout()
+            x = _as_input(x, "Residual", dtype=None if a is None else a.dtype)
         fx = self.block(x)
         if self.projection is not None:
             skip = self.projection(x)
@@ -257,7 +265,8 @@ class BatchNorm1d(Module):
         self.register_buffer("running_var", Tensor(np.ones(self.num_features, dtype=dt)))
 
     def forward(self, x) -> Tensor:
-        x = _as_input(x, f"BatchNorm1d({self.num_features})", self.num_features)
+        x = _as_input(x, f"BatchNorm1d({self.num_features})", self.num_features,
+                      self.running_mean.dtype)
         if x.ndim != 2:
             raise ValueError(f"BatchNorm1d: expected (N, {self.num_features}), got {tuple(x.shape)}")
         if self.training and x.shape[0] < 2:
@@ -287,7 +296,8 @@ class LayerNorm(Module):
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dt)) if elementwise_affine else None
 
     def forward(self, x) -> Tensor:
-        x = _as_input(x, f"LayerNorm({self.normalized_shape})", self.normalized_shape)
+        x = _as_input(x, f"LayerNorm({self.normalized_shape})", self.normalized_shape,
+                      None if self.weight is None else self.weight.dtype)
         return F.layer_norm(x, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ..autograd import _S
+from ..autograd import _pop_module, _push_module
 from . import arena as _arena_mod
 from .arena import Arena, runs
 from .parameter import Parameter
@@ -310,11 +310,11 @@ class Module:
         if _DEPTH[0] == 0 and self._stamp != (_STRUCT[0], _arena_mod._EPOCH[0]):
             self._layout()
         _DEPTH[0] += 1
-        _S.modules.append(self._qualname or type(self).__name__)
+        _push_module(self._qualname or type(self).__name__)
         try:
             return self.forward(*args, **kwargs)
         finally:
-            _S.modules.pop()
+            _pop_module()
             _DEPTH[0] -= 1
 
     def extra_repr(self) -> str:
