@@ -1,0 +1,136 @@
+// Launchers of deepgrad's hand-written CUDA compute kernels (csrc/cuda/gemm.cu, dense.cu,
+// activations.cu, softmax_loss.cu, norms.cu, optim.cu, norm_layers.cu).
+//
+// Conventions: float32, row-major, contiguous device pointers. Outputs first, then inputs, then
+// sizes, then the stream. Backward kernels accumulate (+=) into parameter gradients (dw, db,
+// dgamma, dbeta) and overwrite input gradients (dx). Every launcher checks cudaGetLastError()
+// and throws std::runtime_error naming the call. Reductions are deterministic: per-block partial
+// sums combined in a fixed order, no float atomics. Callers (bindings/bind_cuda_kernels.cpp)
+// validate shapes; launchers trust their arguments.
+//
+// This header needs no CUDA header, so host-only translation units can include it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "deepgrad/common.h"
+#include "deepgrad/math.h"
+
+struct CUstream_st;
+typedef struct CUstream_st* cudaStream_t;  // the same declaration as the CUDA runtime's
+
+namespace dg::cuda {
+
+// ---- gemm.cu ----------------------------------------------------------------------------------
+// a (M, K) or (K, M) when trans_a, b (K, N) or (N, K) when trans_b -> c (M, N):
+// c = alpha op(a) op(b) + beta c. beta == 0 never reads c (NaN in c does not propagate).
+// Shared-memory tiling with register blocking and float4 loads where the rows are aligned.
+void gemm(float* c, const float* a, const float* b, index_t M, index_t N, index_t K, bool trans_a,
+          bool trans_b, float alpha, float beta, cudaStream_t stream);
+// The same contract, one thread per output: the test oracle.
+void gemm_naive(float* c, const float* a, const float* b, index_t M, index_t N, index_t K,
+                bool trans_a, bool trans_b, float alpha, float beta, cudaStream_t stream);
+
+// GEMM with the dense-layer epilogue fused: z = op(a) op(b) + bias (bias (N) or null),
+// y = act(z); z is written only when z_out is non-null.
+void gemm_bias_act(float* y, float* z_out, const float* a, const float* b, const float* bias,
+                   index_t M, index_t N, index_t K, bool trans_a, bool trans_b, Act act,
+                   float act_alpha, cudaStream_t stream);
+
+// ---- dense.cu ---------------------------------------------------------------------------------
+// x (N, IN), w (IN, OUT), b (OUT) or null -> y (N, OUT) = act(x w + b), z (N, OUT) = x w + b
+// (written only when z is non-null).
+void dense_forward(float* y, float* z, const float* x, const float* w, const float* b, index_t n,
+                   index_t in, index_t out, Act act, float alpha, cudaStream_t stream);
+// dy (N, OUT), x (N, IN), w (IN, OUT), z / y (N, OUT) -> dx (N, IN) = dz wᵀ (overwritten; null
+// skips it), dw (IN, OUT) += xᵀ dz, db (OUT) += column sums of dz (null skips it), where
+// dz = dy act'(z). work: N*OUT floats of scratch for dz (unused, may be null, for identity).
+// z may be null when !act_needs_pre(act); y may be null when the activation does not need it.
+void dense_backward(float* dx, float* dw, float* db, float* work, const float* dy, const float* x,
+                    const float* w, const float* z, const float* y, index_t n, index_t in,
+                    index_t out, Act act, float alpha, cudaStream_t stream);
+// db (OUT) += column sums of g (N, OUT), in a fixed order (deterministic).
+void column_sum_add(float* db, const float* g, index_t n, index_t out, cudaStream_t stream);
+
+// ---- activations.cu ---------------------------------------------------------------------------
+// x (n) -> y (n) = act(x)
+void act_forward(float* y, const float* x, index_t n, Act act, float alpha, cudaStream_t stream);
+// dy, z, y (n) -> dz (n) = dy act'(z); z or y may be null when the derivative does not need it.
+void act_backward(float* dz, const float* dy, const float* z, const float* y, index_t n, Act act,
+                  float alpha, cudaStream_t stream);
+
+// ---- softmax_loss.cu --------------------------------------------------------------------------
+// x (rows, cols) -> y (rows, cols): softmax (or log_softmax when log) over each row.
+void softmax(float* y, const float* x, index_t rows, index_t cols, bool log, cudaStream_t stream);
+// dy, y (rows, cols) -> dx: softmax: y (dy - Σ dy y); log_softmax: dy - e^y Σ dy.
+void softmax_backward(float* dx, const float* dy, const float* y, index_t rows, index_t cols,
+                      bool log, cudaStream_t stream);
+
+// Losses. pred (n) and target (n) float for mse / bce / bce_logits; for cross_entropy pred is
+// (rows, cols) logits and labels (rows) int64. `count` is n (elementwise) or rows (cross-entropy).
+// Per-element (or per-row) losses -> terms (count). Cross-entropy lowers *bad_row (device int64
+// the caller sets to `rows` beforehand) to the smallest row whose label is outside [0, cols);
+// such rows get NaN. For the elementwise kinds rows * cols is the element count.
+void loss_terms(float* terms, std::int64_t* bad_row, Loss kind, const float* pred,
+                const float* target, const std::int64_t* labels, index_t rows, index_t cols,
+                cudaStream_t stream);
+// Deterministic sum of x (n) in double -> *out (one block, fixed order); scale multiplies it.
+void sum_to_double(double* out, const float* x, index_t n, double scale, cudaStream_t stream);
+// dpred (same shape as pred) = d loss / d pred times the upstream gradient: either the scalar
+// `scale` (mean: grad / count, sum: grad) when grad_terms is null, or grad_terms (count) for
+// reduction none.
+void loss_backward(float* dpred, Loss kind, const float* pred, const float* target,
+                   const std::int64_t* labels, const float* grad_terms, float scale, index_t rows,
+                   index_t cols, cudaStream_t stream);
+
+// ---- norms.cu ---------------------------------------------------------------------------------
+// buf (n) with segment offsets (S + 1, on the device; offsets[0] = 0, offsets[S] = n) ->
+// norms (S) float64 L2 norm per segment, *total (float64) the global L2 norm, *nonfinite
+// (int64) the count of NaN/Inf elements. Two launches (per-tile partials, then one block that
+// combines them in a fixed order); deterministic. workspace: segment_norms_workspace(n, S) bytes.
+std::size_t segment_norms_workspace(index_t n, index_t segments);
+void segment_norms(double* norms, double* total, std::int64_t* nonfinite, void* workspace,
+                   const float* buf, const std::int64_t* offsets, index_t n, index_t segments,
+                   cudaStream_t stream);
+// In place over buf (n): buf *= factor; buf = clamp(buf, -clip, clip); buf = value.
+void scale_(float* buf, index_t n, float factor, cudaStream_t stream);
+void clip_value_(float* buf, index_t n, float clip, cudaStream_t stream);
+void fill_(float* buf, index_t n, float value, cudaStream_t stream);
+
+// ---- optim.cu ---------------------------------------------------------------------------------
+// One launch over the whole flat buffer each; per-element formulas from math.h.
+// param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.
+void sgd_step(float* param, float* momentum_buf, const float* grad, index_t n,
+              const SgdHyper<float>& h, cudaStream_t stream);
+void adam_step(float* param, float* m, float* v, const float* grad, index_t n,
+               const AdamHyper<float>& h, cudaStream_t stream);
+// momentum_buf null when h.momentum == 0; grad_avg null when !h.centered.
+void rmsprop_step(float* param, float* square_avg, float* momentum_buf, float* grad_avg,
+                  const float* grad, index_t n, const RmspropHyper<float>& h, cudaStream_t stream);
+
+// ---- norm_layers.cu ---------------------------------------------------------------------------
+// Batch norm over the rows of x (N, C). training: batch mean / biased variance, saved as
+// save_mean / save_invstd (C), running stats (C, may be null) updated with momentum using the
+// unbiased variance (PyTorch). Not training: the running stats normalize, and save_mean /
+// save_invstd receive them. gamma / beta (C) may be null (affine = False). -> y (N, C).
+void batch_norm_forward(float* y, float* save_mean, float* save_invstd, float* running_mean,
+                        float* running_var, const float* x, const float* gamma, const float* beta,
+                        index_t n, index_t c, float eps, float momentum, bool training,
+                        cudaStream_t stream);
+// dy, x (N, C), gamma (C) or null, save_mean / save_invstd (C) -> dx (N, C) (overwritten; null
+// skips it), dgamma / dbeta (C) += (null skips them). training selects the batch-statistics
+// derivative; otherwise the statistics are constants.
+void batch_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                         const float* gamma, const float* save_mean, const float* save_invstd,
+                         index_t n, index_t c, bool training, cudaStream_t stream);
+// Layer norm over the last axis of x (N, D): y = gamma (x - mean) invstd + beta; gamma / beta
+// (D) may be null. save_mean / save_invstd (N).
+void layer_norm_forward(float* y, float* save_mean, float* save_invstd, const float* x,
+                        const float* gamma, const float* beta, index_t n, index_t d, float eps,
+                        cudaStream_t stream);
+// -> dx (N, D) overwritten (null skips), dgamma / dbeta (D) += (null skips).
+void layer_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
+                         const float* gamma, const float* save_mean, const float* save_invstd,
+                         index_t n, index_t d, cudaStream_t stream);
+
+}  // namespace dg::cuda
