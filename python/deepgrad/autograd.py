@@ -170,110 +170,125 @@ _FREED = ("Trying to backward through the graph a second time: its saved buffers
           "if you need to backward twice, or recompute the forward pass.")
 
 
-def _topo(root) -> list:
-    """Tensors that require grad and reach ``root``, each after all of its inputs."""
-    order, seen = [], set()
-    stack = [(root, False)]
+def _dependencies(root) -> dict:
+    """For every tensor that requires grad and reaches ``root``: how many recorded uses it has
+    inside this graph (a tensor is ready for its backward once that many gradients arrived)."""
+    deps = {}
+    stack = [root]
     while stack:
-        t, done = stack.pop()
-        if done:
-            order.append(t)
-            continue
-        k = id(t)
-        if k in seen:
-            continue
-        seen.add(k)
-        stack.append((t, True))
-        node = t._node
-        if node is not None:
-            for i in node.inputs:
-                if i is not None and i.requires_grad and id(i) not in seen:
-                    stack.append((i, False))
-    return order
+        node = stack.pop()._node
+        for i in node.inputs:
+            if i is not None and i.requires_grad:
+                k = id(i)
+                if k in deps:
+                    deps[k] += 1
+                else:
+                    deps[k] = 1
+                    if i._node is not None:
+                        stack.append(i)
+    return deps
 
 
 def _run_hooks(t, g):
-    from .tensor import _new
     for fn in list(t._hooks.values()):
-        r = fn(_new(g, t._be))
+        r = fn(_tensor._new(g, t._be))
         if r is not None:
-            g = r.data if hasattr(r, "data") and not isinstance(r, np.ndarray) else r
+            g = r.data if isinstance(r, _tensor.Tensor) else r
             if tuple(g.shape) != tuple(t.data.shape):
                 raise ValueError(f"hook returned a gradient of shape {tuple(g.shape)} for a "
                                  f"tensor of shape {tuple(t.data.shape)}")
     return g
 
 
-def backward(root, grad=None, retain_graph: bool = False) -> None:
-    """Accumulate d(root)/d(leaf) into every leaf's ``.grad`` (see Tensor.backward)."""
-    from .tensor import Tensor, _new
+def _check_saved(node) -> None:
+    for s, v in node.saved:
+        if s._version != v:
+            raise RuntimeError(
+                f"a tensor of shape {tuple(s.data.shape)} saved by op '{node.name}' for backward "
+                f"was modified in place after it was used (version {s._version}, expected {v}). "
+                f"Hint: use an out-of-place op (x = x + y instead of x += y) or clone() it "
+                f"before modifying it")
+
+
+def _root_grad(root, grad):
     be = root._be
-    if not root.requires_grad:
-        raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn; "
-                           "create the inputs with requires_grad=True")
     if grad is None:
         if root.data.size != 1:
             raise RuntimeError(f"backward(): grad can be implicitly created only for a scalar "
                                f"output, but this tensor has shape {tuple(root.data.shape)}; "
                                f"pass backward(grad) with a gradient of that shape, or reduce "
                                f"it first (e.g. .sum())")
-        g = be.full(tuple(root.data.shape), 1.0, root.data.dtype)
+        return be.full(tuple(root.data.shape), 1.0, root.data.dtype)
+    if isinstance(grad, _tensor.Tensor):
+        if grad._be is not be:
+            raise ValueError("backward(grad): grad is on another device than the tensor")
+        g = grad.data
     else:
-        if isinstance(grad, Tensor):
-            if grad._be is not be:
-                raise ValueError("backward(grad): grad is on another device than the tensor")
-            g = grad.data
-        else:
-            g = be.from_numpy(np.asarray(grad), root.data.dtype)
-        if tuple(g.shape) != tuple(root.data.shape):
-            raise ValueError(f"backward(grad): grad has shape {tuple(g.shape)} but the tensor "
-                             f"has shape {tuple(root.data.shape)}")
-        if g.dtype != root.data.dtype:
-            g = be.astype(g, root.data.dtype)
+        g = be.from_numpy(np.asarray(grad), root.data.dtype)
+    if tuple(g.shape) != tuple(root.data.shape):
+        raise ValueError(f"backward(grad): grad has shape {tuple(g.shape)} but the tensor has "
+                         f"shape {tuple(root.data.shape)}")
+    return g if g.dtype == root.data.dtype else be.astype(g, root.data.dtype)
 
+
+def backward(root, grad=None, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) into every leaf's ``.grad`` (see Tensor.backward).
+
+    Dependency counting (as PyTorch's engine does): one pass counts each tensor's uses in the
+    graph, then the walk runs a tensor's backward once all its gradients have arrived, so each
+    node runs once with the summed gradient and hooks see the complete gradient."""
+    if not root.requires_grad:
+        raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn; "
+                           "create the inputs with requires_grad=True")
+    g = _root_grad(root, grad)
     anomaly = _S.anomaly
+    deps = _dependencies(root) if root._node is not None else {}
     grads = {id(root): g}
+    ready = [root]
     prev_mode = _S.grad_enabled
     _S.grad_enabled = False  # backward closures run primitives only; never record
     try:
-        for t in reversed(_topo(root)):
+        while ready:
+            t = ready.pop()
             g = grads.pop(id(t), None)
-            if g is None:
-                continue
-            if t._hooks:
-                g = _run_hooks(t, g)
             node = t._node
-            if node is None:  # a leaf: accumulate into .grad (own a copy the first time)
-                if t.grad is None:
-                    t.grad = _new(t._be.copy(g), t._be)
-                else:
-                    t._be.add_(t.grad.data, g)
+            if g is not None:
+                if t._hooks:
+                    g = _run_hooks(t, g)
+                if node is None:  # a leaf: accumulate into .grad (own a copy the first time)
+                    if t.grad is None:
+                        t.grad = _tensor._new(t._be.copy(g), t._be)
+                    else:
+                        t._be.add_(t.grad.data, g)
+                    continue
+                if t._retain:
+                    t.grad = _tensor._new(t._be.copy(g), t._be)
+                fn = node.backward
+                if fn is None:
+                    raise RuntimeError(_FREED.format(node.name))
+                if node.saved:
+                    _check_saved(node)
+                in_grads = fn(g)
+                if anomaly:
+                    _check_backward(node, in_grads)
+                if not retain_graph:
+                    node.backward = None
+                    node.saved = None
+            elif node is None:
                 continue
-            if t._retain:
-                t.grad = _new(t._be.copy(g), t._be)
-            fn = node.backward
-            if fn is None:
-                raise RuntimeError(_FREED.format(node.name))
-            if node.saved:
-                for s, v in node.saved:
-                    if s._version != v:
-                        raise RuntimeError(
-                            f"a tensor of shape {tuple(s.data.shape)} saved by op '{node.name}' "
-                            f"for backward was modified in place after it was used (version "
-                            f"{s._version}, expected {v}). Hint: use an out-of-place op "
-                            f"(x = x + y instead of x += y) or clone() it before modifying it")
-            in_grads = fn(g)
-            if anomaly:
-                _check_backward(node, in_grads)
-            if not retain_graph:
-                node.backward = None
-                node.saved = None
+            else:
+                in_grads = (None,) * len(node.inputs)  # no gradient reached t: pass the count on
             for inp, ig in zip(node.inputs, in_grads):
-                if ig is None or inp is None or not inp.requires_grad:
+                if inp is None or not inp.requires_grad:
                     continue
                 k = id(inp)
-                prev = grads.get(k)
-                grads[k] = ig if prev is None else inp._be.add(prev, ig)
+                if ig is not None:
+                    prev = grads.get(k)
+                    grads[k] = ig if prev is None else inp._be.add(prev, ig)
+                d = deps[k] - 1
+                deps[k] = d
+                if d == 0:
+                    ready.append(inp)
     finally:
         _S.grad_enabled = prev_mode
 
@@ -352,3 +367,6 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         raise GradcheckError(f"gradcheck failed (eps={eps}, atol={atol}, rtol={rtol}):\n"
                              + "\n".join(report))
     return errors
+
+
+from . import tensor as _tensor  # noqa: E402  (bottom: tensor.py imports this module first)
