@@ -203,7 +203,8 @@ py::array loss_backward(const std::string& kind, py::handle pred_o, py::handle t
     same_shape(fn, g, "grad", ref, "the per-sample losses");
   } else {
     if (py::isinstance<py::array>(grad_o) && py::reinterpret_borrow<py::array>(grad_o).size() != 1)
-      fail_value(fn, "with reduction '" + reduction + "', grad must be a scalar (the loss's gradient)");
+      fail_value(fn, "grad has shape " + shape_str(py::reinterpret_borrow<py::array>(grad_o)) +
+                         " but with reduction '" + reduction + "' it must be a scalar (the loss's gradient)");
     try {
       scale = py::cast<double>(grad_o);
     } catch (const py::cast_error&) {
