@@ -90,9 +90,12 @@ def save(obj, path: str | os.PathLike) -> None:
     enc = _Encoder()
     tree = enc.encode(obj, "")
     data_size = enc.offset
-    crc = 0
-    for a in enc.arrays:
-        crc = zlib.crc32(memoryview(a).cast("B"), crc) if a.nbytes else crc
+    crc, pos = 0, 0   # over the whole data block, padding included
+    for a, m in zip(enc.arrays, enc.meta):
+        crc = zlib.crc32(b"\0" * (m["offset"] - pos), crc)
+        if a.nbytes:
+            crc = zlib.crc32(memoryview(a).cast("B"), crc)
+        pos = m["offset"] + a.nbytes
     header = json.dumps({"format": "deepgrad", "version": VERSION, "tree": tree,
                          "arrays": enc.meta, "data_size": data_size, "crc32": crc},
                         separators=(",", ":")).encode("utf-8")
@@ -158,10 +161,7 @@ def load(path: str | os.PathLike):
     if len(blob) > start + data_size:
         raise _bad(path, "has trailing bytes after the data block (corrupted)")
     data = memoryview(blob)[start:start + data_size]
-    got = 0
-    for m in arrays:
-        got = zlib.crc32(data[m["offset"]:m["offset"] + m["nbytes"]], got) if m["nbytes"] else got
-    if got != crc:
+    if zlib.crc32(data) != crc:
         raise _bad(path, "is corrupted (data checksum mismatch)")
 
     def array(i: int) -> np.ndarray:
