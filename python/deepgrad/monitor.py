@@ -191,6 +191,358 @@ def diagnose(history: Mapping, thresholds: Thresholds | None = None) -> list[Fin
 
 
 # ---------------------------------------------------------------------------------------------
+# the monitor
+
+_SATURATING = ("sigmoid", "tanh", "softsign")
+_DEAD = ("relu",)
+
+
+def _has_params(m) -> bool:
+    return any(True for _ in m._named_parameters_raw())
+
+
+def _default_layers(model) -> list:
+    """A Sequential model (possibly wrapped in modules with no parameters of their own): its
+    children that hold parameters. Otherwise: every module that holds parameters itself."""
+    from .nn.layers import Sequential
+    root = model
+    while True:
+        if isinstance(root, Sequential):
+            kids = [c for c in root.children() if _has_params(c)]
+            if kids:
+                return kids
+            break
+        kids = list(root.children())
+        if len(kids) == 1 and not root._parameters:
+            root = kids[0]
+            continue
+        break
+    return [m for m in model.modules() if any(p is not None for p in m._parameters.values())]
+
+
+def _act_of(m) -> str | None:
+    a = getattr(m, "activation", None)
+    return a if isinstance(a, str) and a != "identity" else None
+
+
+def _host(be, a) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else np.asarray(be.to_numpy(a))
+
+
+def _norm(be, a) -> float:
+    """L2 norm with float64 accumulation (the native deterministic reduction)."""
+    flat = be.reshape(a, (int(a.size),)) if not isinstance(a, np.ndarray) else a.reshape(-1)
+    if not isinstance(flat, np.ndarray) or not flat.flags.c_contiguous:
+        flat = be.copy(flat)
+    _, total, bad = be.segment_norms(flat, np.array([0, flat.size], dtype=np.int64))
+    return float("nan") if bad else float(total)
+
+
+class GradientMonitor:
+    """Records gradient flow through ``model`` every ``every`` calls of ``step()``.
+
+    ``layers``: the modules whose outputs count as layers (default: the children of a
+    Sequential model that hold parameters, else every module with parameters of its own).
+    Recurrent layers also record ||dL/dh_t|| per time step. ``thresholds`` configures
+    ``diagnose()``; with ``warn=True`` each new finding is issued once as a GradientWarning.
+
+    Usage: forward, backward (and optimizer step), then ``monitor.step(loss)``. The forward of a
+    recorded step must run with gradients enabled; forwards under ``no_grad`` are ignored.
+    """
+
+    def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
+                 warn: bool = False, activation_stats: bool = True):
+        from .nn.module import Module
+        if not isinstance(model, Module):
+            raise TypeError(f"GradientMonitor: model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or int(every) != every or every < 1:
+            raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
+        self.model = model
+        self.every = int(every)
+        self.thresholds = thresholds or Thresholds()
+        self.warn = bool(warn)
+        self._warned: set = set()
+        names = {id(m): n for n, m in model.named_modules()}
+        if layers is None:
+            layers = _default_layers(model)
+        else:
+            mods = dict(model.named_modules())
+            resolved = []
+            for l in layers:
+                if isinstance(l, str):
+                    if l not in mods:
+                        raise ValueError(f"GradientMonitor: no submodule named {l!r}; "
+                                         f"known: {', '.join(n for n in mods if n)}")
+                    l = mods[l]
+                if id(l) not in names:
+                    raise ValueError("GradientMonitor: a layer passed in is not part of the model")
+                resolved.append(l)
+            layers = resolved
+        if not layers:
+            raise ValueError("GradientMonitor: the model has no layers with parameters to monitor")
+        self.layers = list(layers)
+        self.layer_names = [f"{names[id(m)]}:{type(m).__name__}" if names[id(m)] else type(m).__name__
+                            for m in self.layers]
+        self._layer_prefix = [names[id(m)] for m in self.layers]
+        L = len(self.layers)
+
+        # Which module's forward provides each layer's activation statistics.
+        self._act_src: dict[int, int] = {}
+        if activation_stats:
+            for i, m in enumerate(self.layers):
+                src = m if _act_of(m) else None
+                if src is None:
+                    for sub in m.modules():
+                        if _act_of(sub):
+                            src = sub  # the last one: the activation that feeds the next layer
+                if src is not None:
+                    self._act_src[id(src)] = i
+        self._recurrent = {i for i, m in enumerate(self.layers) if hasattr(m, "_watch_states")}
+        self._wrapped = []
+        targets = {id(m): m for m in self.layers}
+        for m in self.layers:
+            for sub in m.modules():
+                if id(sub) in self._act_src:
+                    targets[id(sub)] = sub
+        self._layer_index = {id(m): i for i, m in enumerate(self.layers)}
+        for m in targets.values():
+            self._wrap(m)
+        for i in self._recurrent:
+            self.layers[i]._watch_states = True
+
+        self._n = 0
+        self._seg_cache = None  # (arena id, arena epoch object, segment->layer index)
+        self._prev_params = None
+        self._pending_signal = [None] * L
+        self._pending_stats = [None] * L
+        self._pending_time: dict[int, list] = {}
+        self._h = {k: [] for k in ("steps", "loss", "global_grad_norm", "global_param_norm",
+                                   "param_grad_norm", "param_norm", "update_norm") + _LAYER_KEYS}
+        self._h["time_signal"] = {}
+        self._params: list[str] = []
+        self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
+
+    # -- hooks -----------------------------------------------------------------------------------
+    def _wrap(self, m) -> None:
+        orig = m.forward
+        mon = self
+
+        def forward(*args, **kwargs):
+            out = orig(*args, **kwargs)
+            if mon._n % mon.every == 0:
+                mon._on_forward(m, args, out)
+            return out
+        object.__setattr__(m, "forward", forward)
+        self._wrapped.append(m)
+
+    def close(self) -> None:
+        """Remove the monitor's hooks from the model (recorded history stays)."""
+        for m in self._wrapped:
+            m.__dict__.pop("forward", None)
+        for i in self._recurrent:
+            self.layers[i]._watch_states = False
+            self.layers[i]._states = []
+        self._wrapped = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def _on_forward(self, m, args, out) -> None:
+        from .autograd import is_grad_enabled
+        if not is_grad_enabled():
+            return
+        import time
+        t0 = time.perf_counter()
+        i = self._layer_index.get(id(m))
+        y = out[0] if isinstance(out, tuple) else out
+        if i is not None and getattr(y, "requires_grad", False):
+            self._pending_signal[i] = None
+
+            def hook(g, i=i):
+                self._pending_signal[i] = _norm(g._be, g.data)
+            y.register_hook(hook)
+            if i in self._recurrent:
+                states = getattr(m, "_states", [])
+                row = [None] * len(states)
+                self._pending_time[i] = row
+                for t, (s, cols) in enumerate(states):
+                    if s.requires_grad:
+                        def thook(g, t=t, cols=cols, row=row):
+                            be = g._be
+                            d = g.data if cols == g.data.shape[1] else be.getitem(g.data, (slice(None), slice(0, cols)))
+                            row[t] = _norm(be, d)
+                        s.register_hook(thook)
+                m._states = []
+        j = self._act_src.get(id(m))
+        if j is not None and args:
+            self._pending_stats[j] = self._stats(m, args[0], y)
+        self.seconds += time.perf_counter() - t0
+
+    def _stats(self, m, x, y):
+        """(pre-activation mean, std, saturated fraction or None, dead fraction or None)."""
+        act = _act_of(m)
+        be = y._be
+        yd = _host(be, y.data).astype(np.float64, copy=False)
+        if yd.ndim != 2 or yd.shape[0] == 0:
+            return None
+        if hasattr(m, "weight") and getattr(m, "weight", None) is not None and \
+                getattr(m, "in_features", None) is not None:
+            xd = _host(be, getattr(x, "data", x)).astype(np.float64, copy=False)
+            z = xd @ _host(be, m.weight.data)
+            if getattr(m, "bias", None) is not None:
+                z = z + _host(be, m.bias.data)
+        else:
+            z = _host(be, getattr(x, "data", x)).astype(np.float64, copy=False)
+        sat = dead = None
+        lim = self.thresholds.saturation_derivative
+        if act == "sigmoid":
+            sat = float(np.mean(yd * (1.0 - yd) < 0.25 * lim))
+        elif act == "tanh":
+            sat = float(np.mean(1.0 - yd * yd < lim))
+        elif act == "softsign":
+            sat = float(np.mean(1.0 / (1.0 + np.abs(z)) ** 2 < lim))
+        if act in _DEAD:
+            dead = float(np.mean(np.all(yd <= 0.0, axis=0)))
+        return float(z.mean()), float(z.std()), sat, dead
+
+    # -- recording ---------------------------------------------------------------------------------
+    def _seg_layers(self, arena) -> np.ndarray:
+        if self._seg_cache is not None and self._seg_cache[0] is arena:
+            return self._seg_cache[1]
+        idx = np.full(len(arena.segments), -1, dtype=np.int64)
+        # the longest matching layer prefix owns a parameter (a layer inside another layer)
+        order = sorted(range(len(self.layers)), key=lambda i: -len(self._layer_prefix[i]))
+        for s, seg in enumerate(arena.segments):
+            for i in order:
+                p = self._layer_prefix[i]
+                if p == "" or seg.name.startswith(p + "."):
+                    idx[s] = i
+                    break
+        self._seg_cache = (arena, idx)
+        self._params = list(arena.names)
+        return idx
+
+    def step(self, loss=None) -> bool:
+        """Record this step if it is one of every ``every``; returns True when it recorded."""
+        import time
+        t0 = time.perf_counter()
+        n = self._n
+        self._n += 1
+        arena = self.model.arena
+        if n % self.every != 0:
+            if (n + 1) % self.every == 0 and arena is not None:
+                self._prev_params = (arena, _backend_of(arena).copy(arena.params))
+            self.seconds += time.perf_counter() - t0
+            return False
+        h = self._h
+        L = len(self.layers)
+        h["steps"].append(n)
+        h["loss"].append(None if loss is None else float(loss.item() if hasattr(loss, "item") else loss))
+        if arena is not None:
+            be = _backend_of(arena)
+            gn, gtot, gbad = arena.grad_norms()
+            pn, ptot, _ = arena.param_norms()
+            gn, pn = np.asarray(gn, dtype=np.float64), np.asarray(pn, dtype=np.float64)
+            un = None
+            prev = self._prev_params
+            if prev is not None and prev[0] is arena:
+                un = np.asarray(be.segment_norms(be.sub(arena.params, prev[1]), arena.offsets)[0],
+                                dtype=np.float64)
+            self._prev_params = (arena, be.copy(arena.params))
+            seg = self._seg_layers(arena)
+            ok = seg >= 0
+            lg = np.sqrt(np.bincount(seg[ok], weights=gn[ok] ** 2, minlength=L))
+            lw = np.sqrt(np.bincount(seg[ok], weights=pn[ok] ** 2, minlength=L))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = np.where(lw > 0, lg / lw, np.nan)
+                if un is not None:
+                    lu = np.sqrt(np.bincount(seg[ok], weights=un[ok] ** 2, minlength=L))
+                    uratio = np.where(lw > 0, lu / lw, np.nan)
+            h["global_grad_norm"].append(float("nan") if gbad else float(gtot))
+            h["global_param_norm"].append(float(ptot))
+            h["param_grad_norm"].append(gn.tolist())
+            h["param_norm"].append(pn.tolist())
+            h["update_norm"].append(None if un is None else un.tolist())
+            h["layer_grad_norm"].append(lg.tolist())
+            h["layer_weight_norm"].append(lw.tolist())
+            h["layer_grad_ratio"].append(ratio.tolist())
+            h["layer_update_ratio"].append([None] * L if un is None else uratio.tolist())
+        else:
+            for k in ("global_grad_norm", "global_param_norm"):
+                h[k].append(float("nan"))
+            for k in ("param_grad_norm", "param_norm", "update_norm"):
+                h[k].append(None)
+            for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio"):
+                h[k].append([None] * L)
+        h["signal_norm"].append(list(self._pending_signal))
+        stats = self._pending_stats
+        for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
+            h[k].append([None if s is None else s[pos] for s in stats])
+        for i in self._recurrent:
+            h["time_signal"].setdefault(self.layer_names[i], []).append(self._pending_time.get(i) or [])
+        self._pending_signal = [None] * L
+        self._pending_stats = [None] * L
+        self._pending_time = {}
+        self.seconds += time.perf_counter() - t0
+        if self.warn:
+            for f in diagnose(self._h | {"layers": self.layer_names}, self.thresholds):
+                key = (f.kind, f.where, f.layer)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    warnings.warn(GradientWarning(f.message), stacklevel=2)
+        return True
+
+    # -- results ----------------------------------------------------------------------------------
+    @property
+    def num_records(self) -> int:
+        return len(self._h["steps"])
+
+    def to_dict(self) -> dict:
+        """The history as plain Python data (lists of floats; None where nothing was recorded)."""
+        out = {"layers": list(self.layer_names), "params": list(self._params), "every": self.every,
+               "thresholds": asdict(self.thresholds)}
+        for k, v in self._h.items():
+            out[k] = json.loads(json.dumps(_jsonable(v)))
+        return out
+
+    def diagnose(self) -> list[Finding]:
+        """Findings for the recorded history, using this monitor's thresholds (see Thresholds)."""
+        return diagnose(self.to_dict(), self.thresholds)
+
+    def to_json(self, path: str) -> str:
+        """Write ``to_dict()`` plus the findings as JSON; returns the path."""
+        d = self.to_dict()
+        d["findings"] = [f.to_dict() for f in diagnose(d, self.thresholds)]
+        path = os.fspath(path)
+        with open(path, "w") as fh:
+            json.dump(_jsonable(d), fh)
+        return path
+
+    def to_csv(self, path: str) -> str:
+        """One row per (recorded step, layer); returns the path."""
+        return history_to_csv(self.to_dict(), path)
+
+    def plot(self, folder: str, prefix: str = "") -> list[str]:
+        """Write the three standard plots (per-layer bars of the last step, layer × step heatmap,
+        global norm over steps) as PNG files into ``folder``; returns their paths."""
+        from . import plot as P
+        d = self.to_dict()
+        os.makedirs(folder, exist_ok=True)
+        return [P.plot_layer_norms(d, os.path.join(folder, prefix + "layer_norms.png")),
+                P.plot_heatmap(d, os.path.join(folder, prefix + "heatmap.png")),
+                P.plot_global_norm(d, os.path.join(folder, prefix + "global_norm.png"))]
+
+
+def _backend_of(arena):
+    from .backend import get_backend
+    return get_backend(arena.device)
+
+
+# ---------------------------------------------------------------------------------------------
 # export
 
 
