@@ -15,7 +15,6 @@ __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 
 def _groups(params_or_model) -> list:
     """[(arena or None, slots, [params])]: the parameters with a gradient, grouped by arena."""
-    from .arena import Arena  # noqa: F401  (documents the dependency)
     if hasattr(params_or_model, "parameters") and callable(params_or_model.parameters):
         params = list(params_or_model.parameters())
     else:
@@ -50,7 +49,12 @@ def _range_views(arena, slots) -> list:
 
 
 def _be(p):
-    return p._be if hasattr(p, "_be") else __import__("deepgrad.backend", fromlist=["get_backend"]).get_backend(p.device)
+    """The backend module of a parameter's device."""
+    be = getattr(p, "_be", None)
+    if be is None:
+        from ..backend import get_backend
+        be = get_backend(p.device)
+    return be
 
 
 def clip_grad_norm_(params_or_model, max_norm: float, norm_type: float = 2.0,

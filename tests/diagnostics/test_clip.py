@@ -1,0 +1,100 @@
+"""nn.utils.clip_grad_norm_ / clip_grad_value_ over the arena, against numpy and PyTorch."""
+import math
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import nn
+from deepgrad.nn.utils import clip_grad_norm_, clip_grad_value_
+
+
+def model_with_grads(seed=0, dtype=np.float64):
+    dg.manual_seed(seed)
+    m = nn.Sequential(nn.Dense(3, 4, "tanh", dtype=dtype), nn.Dense(4, 2, dtype=dtype))
+    rng = np.random.default_rng(seed)
+    for p in m.parameters():
+        p.grad = dg.tensor(rng.normal(size=p.shape), dtype=dtype)
+    return m
+
+
+def test_the_3_4_5_example():
+    m = nn.Dense(1, 2, bias=False, dtype=np.float64)
+    m.weight.grad = dg.tensor(np.array([[3.0, 4.0]]), dtype=np.float64)
+    total = clip_grad_norm_(m, 1.0)
+    assert total == pytest.approx(5.0, rel=1e-15)
+    np.testing.assert_allclose(m.weight.grad.numpy(), [[0.6, 0.8]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, math.inf])
+def test_matches_numpy(norm_type):
+    m = model_with_grads()
+    grads = [p.grad.numpy().copy() for p in m.parameters()]
+    flat = np.concatenate([g.ravel() for g in grads])
+    ref = np.max(np.abs(flat)) if norm_type == math.inf else np.sum(np.abs(flat) ** norm_type) ** (1 / norm_type)
+    total = clip_grad_norm_(m.parameters(), 0.5, norm_type=norm_type)
+    assert total == pytest.approx(ref, rel=1e-12)
+    coef = 0.5 / (ref + 1e-6)
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_allclose(p.grad.numpy(), g * coef, rtol=1e-12)
+
+
+def test_no_clipping_below_max_and_subset_of_params():
+    m = model_with_grads(1)
+    before = [p.grad.numpy().copy() for p in m.parameters()]
+    total = clip_grad_norm_(m, 1e6)
+    for p, g in zip(m.parameters(), before):
+        np.testing.assert_array_equal(p.grad.numpy(), g)
+    # clipping only the second layer leaves the first untouched
+    sub = list(m[1].parameters())
+    ref = np.sqrt(sum(np.sum(p.grad.numpy() ** 2) for p in sub))
+    assert clip_grad_norm_(sub, 0.1) == pytest.approx(ref, rel=1e-12)
+    np.testing.assert_array_equal(m[0].weight.grad.numpy(), before[0])
+    got = np.sqrt(sum(np.sum(p.grad.numpy() ** 2) for p in sub))
+    assert got == pytest.approx(0.1, rel=1e-5)
+    assert total > 0
+
+
+def test_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    m = model_with_grads(2)
+    tp = [torch.nn.Parameter(torch.from_numpy(p.numpy().copy())) for p in m.parameters()]
+    for t, p in zip(tp, m.parameters()):
+        t.grad = torch.from_numpy(p.grad.numpy().copy())
+    ours = clip_grad_norm_(m, 0.7)
+    theirs = float(torch.nn.utils.clip_grad_norm_(tp, 0.7))
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    for t, p in zip(tp, m.parameters()):
+        np.testing.assert_allclose(p.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+
+
+def test_nonfinite():
+    m = model_with_grads(3)
+    g = m[0].weight.grad.numpy().copy()
+    g[0, 0] = np.nan
+    m[0].weight.grad = dg.tensor(g, dtype=np.float64)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        clip_grad_norm_(m, 1.0, error_if_nonfinite=True)
+    assert math.isnan(clip_grad_norm_(m, 1.0))
+
+
+def test_clip_value():
+    m = model_with_grads(4)
+    before = [p.grad.numpy().copy() for p in m.parameters()]
+    clip_grad_value_(m, 0.3)
+    for p, g in zip(m.parameters(), before):
+        np.testing.assert_array_equal(p.grad.numpy(), np.clip(g, -0.3, 0.3))
+    with pytest.raises(ValueError):
+        clip_grad_value_(m, -1.0)
+    with pytest.raises(ValueError):
+        clip_grad_norm_(m, -1.0)
+
+
+def test_float32_arena_and_plain_tensors():
+    m = model_with_grads(5, dtype=np.float32)
+    ref = np.sqrt(sum(np.sum(p.grad.numpy().astype(np.float64) ** 2) for p in m.parameters()))
+    assert clip_grad_norm_(m, 1.0) == pytest.approx(ref, rel=1e-6)
+    t = dg.tensor(np.array([3.0, 4.0]), dtype=np.float64, requires_grad=True)
+    t.grad = dg.tensor(np.array([3.0, 4.0]), dtype=np.float64)
+    assert clip_grad_norm_([t], 1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(t.grad.numpy(), [0.6, 0.8], rtol=1e-6)
