@@ -151,18 +151,9 @@ void bind_cuda(py::module_& m) {
         return a.view(off, shape_arg(shape, "CudaArray.view"));
       }, py::arg("offset"), py::arg("shape"),
          "A view of prod(shape) elements starting `offset` elements in (shares storage).")
-      .def("reshape", [](const CudaArray& a, py::args shape) {
-        py::handle s = shape.size() == 1 ? shape[0] : py::handle(shape);
-        std::vector<index_t> shp = shape_arg(s, "CudaArray.reshape");
-        // One -1 is inferred, as in numpy.
-        index_t known = 1, infer = -1;
-        for (std::size_t i = 0; i < shp.size(); ++i) {
-          if (shp[i] == -1 && infer < 0) infer = static_cast<index_t>(i);
-          else known *= shp[i];
-        }
-        if (infer >= 0 && known > 0) shp[infer] = a.numel() / known;
-        return a.reshape(shp);
-      })
+      .def("reshape", [](const CudaArray& a, py::handle shape) {
+        return a.reshape(shape_arg(shape, "CudaArray.reshape"));
+      }, py::arg("shape"), "The same elements with a new shape (a view; no -1 inference).")
       .def("copy", &copy_of, "A new device array with the same contents.")
       .def("copy_", [](CudaArray& a, py::handle src) { copy_into(a, src); return a; }, py::arg("src"),
            "Copy src (CudaArray or numpy array of the same size) into this array in place.")

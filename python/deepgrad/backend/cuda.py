@@ -1,0 +1,764 @@
+"""The CUDA backend: backend/cpu.py's primitive set over ``deepgrad._C.CudaArray``.
+
+Same functions, signatures and semantics as backend/cpu.py (its docstrings are the interface).
+Arrays live in device memory and are C-contiguous; views (``reshape``, arena slices) share
+storage, everything else (transpose, slicing, broadcast_to) materialises with one strided-copy
+kernel. Glue ops (elementwise with broadcasting, reductions, copies, indexing) are deepgrad's own
+kernels in csrc/cuda/{elementwise,reduce_ops,copy}.cu; the compute kernels (gemm, dense,
+activations, softmax, losses, norms, optimizers) are csrc/cuda's, bound in bind_cuda_kernels.cpp.
+
+Notes:
+- Random draws (normal/uniform/bernoulli) come from deepgrad.random on the host and are copied
+  to the device, so a seeded run gives the same numbers on both devices.
+- Indexing with integer/boolean arrays computes flat element positions on the host (numpy) and
+  gathers/scatters them on the device; repeated positions in index_add_ are summed in a fixed
+  order (deterministic, no atomics).
+- Passing a numpy array where a device array is expected raises ValueError naming both devices.
+"""
+from __future__ import annotations
+
+import builtins
+import math
+import numbers
+
+import numpy as np
+
+from .. import _C
+from .. import random as _random
+
+DEVICE = "cuda"
+CudaArray = _C.CudaArray
+
+_py_sum, _py_max = builtins.sum, builtins.max
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (numbers.Number, np.generic)) and not isinstance(x, (bool, np.bool_))
+
+
+def _dev(x, fn: str, name: str = "argument"):
+    """x itself when it is a device array; a clear error when it lives on the host."""
+    if isinstance(x, CudaArray):
+        return x
+    if isinstance(x, np.ndarray):
+        raise ValueError(f"{fn}: arrays are on different devices: {name} is on cpu (a numpy "
+                         "array) but this op runs on cuda; move it with .to('cuda')")
+    raise TypeError(f"{fn}: {name} must be a cuda array, got {type(x).__name__}")
+
+
+def _strides(shape) -> list:
+    st, s = [0] * len(shape), 1
+    for d in range(len(shape) - 1, -1, -1):
+        st[d] = s
+        s *= int(shape[d])
+    return st
+
+
+def _bcast_strides(shape, to_shape, fn="broadcast_to") -> list:
+    """Element strides that read an array of ``shape`` broadcast to ``to_shape``."""
+    shape, to_shape = tuple(shape), tuple(to_shape)
+    if len(shape) > len(to_shape):
+        raise ValueError(f"{fn}: cannot broadcast shape {shape} to {to_shape}")
+    lead = len(to_shape) - len(shape)
+    st = _strides(shape)
+    out = [0] * len(to_shape)
+    for d, n in enumerate(shape):
+        if n == to_shape[lead + d]:
+            out[lead + d] = st[d] if n != 1 else 0
+        elif n == 1:
+            out[lead + d] = 0
+        else:
+            raise ValueError(f"{fn}: cannot broadcast shape {shape} to {to_shape}")
+    return out
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _dtype_name(dtype) -> str:
+    return np.dtype(dtype).name
+
+
+# ---------------------------------------------------------------------------------------------
+# creation and transfer
+
+
+def from_numpy(a, dtype=None):
+    """A new device array holding a copy of ``a`` (cast to ``dtype`` when given). A boolean
+    array with no dtype is an index mask: it stays a host numpy array (getitem reads it)."""
+    arr = np.asarray(a, dtype=dtype)
+    if dtype is None and arr.dtype.kind == "b":
+        return arr
+    return CudaArray(np.ascontiguousarray(arr))
+
+
+def to_numpy(a) -> np.ndarray:
+    """The array's values copied to a numpy array on the host."""
+    return _dev(a, "to_numpy", "a").numpy()
+
+
+def empty(shape: tuple, dtype):
+    """An uninitialised device array."""
+    return CudaArray.empty(tuple(int(d) for d in shape), _dtype_name(dtype))
+
+
+def zeros(shape: tuple, dtype):
+    """A device array of zeros."""
+    return CudaArray.zeros(tuple(int(d) for d in shape), _dtype_name(dtype))
+
+
+def full(shape: tuple, value: float, dtype):
+    """A device array filled with ``value``."""
+    return empty(shape, dtype).fill_(float(value))
+
+
+def copy(a):
+    """A copy the caller owns."""
+    return _dev(a, "copy", "a").copy()
+
+
+def astype(a, dtype):
+    """``a`` converted to ``dtype`` (``a`` itself when it already has that dtype)."""
+    _dev(a, "astype", "a")
+    return a if a.dtype == np.dtype(dtype) else a.astype(_dtype_name(dtype))
+
+
+def copy_(dst, src) -> None:
+    """dst[...] = src in place (src may broadcast, or be a scalar)."""
+    _dev(dst, "copy_", "dst")
+    if _is_scalar(src):
+        dst.fill_(float(src))
+        return
+    _dev(src, "copy_", "src")
+    if tuple(src.shape) == tuple(dst.shape):
+        dst.copy_(src)
+        return
+    if src.dtype != dst.dtype:
+        src = src.astype(dst.dtype.name)
+    _C.cuda_strided_copy(dst, 0, _strides(dst.shape), src, 0,
+                         _bcast_strides(src.shape, dst.shape, "copy_"), list(dst.shape), False)
+
+
+def add_(dst, src) -> None:
+    """dst += src in place (gradient accumulation)."""
+    _C.cuda_binary("add", _dev(dst, "add_", "dst"), _dev(src, "add_", "src"), out=dst)
+
+
+def has_nonfinite(a) -> bool:
+    """True if a float array holds any NaN or Inf (anomaly mode)."""
+    return bool(_C.cuda_has_nonfinite(_dev(a, "has_nonfinite", "a")))
+
+
+def item(a) -> float:
+    """The single value of a one-element array as a Python float."""
+    return float(to_numpy(a).reshape(-1)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise
+
+
+def _binary(op: str, a, b):
+    if _is_scalar(b):
+        return _C.cuda_binary_scalar(op, _dev(a, op, "a"), float(b), False)
+    if _is_scalar(a):
+        return _C.cuda_binary_scalar(op, _dev(b, op, "b"), float(a), True)
+    return _C.cuda_binary(op, _dev(a, op, "a"), _dev(b, op, "b"))
+
+
+def add(a, b):
+    """a + b."""
+    return _binary("add", a, b)
+
+
+def sub(a, b):
+    """a - b."""
+    return _binary("sub", a, b)
+
+
+def mul(a, b):
+    """a * b."""
+    return _binary("mul", a, b)
+
+
+def div(a, b):
+    """a / b."""
+    return _binary("div", a, b)
+
+
+def pow(a, b):  # noqa: A001
+    """a ** b."""
+    return _binary("pow", a, b)
+
+
+def maximum(a, b):
+    """Elementwise max(a, b)."""
+    return _binary("maximum", a, b)
+
+
+def minimum(a, b):
+    """Elementwise min(a, b)."""
+    return _binary("minimum", a, b)
+
+
+def eq(a, b):
+    """(a == b) as a 1/0 mask in the operands' dtype."""
+    return _binary("eq", a, b)
+
+
+def ne(a, b):
+    """(a != b) as a mask."""
+    return _binary("ne", a, b)
+
+
+def lt(a, b):
+    """(a < b) as a mask."""
+    return _binary("lt", a, b)
+
+
+def le(a, b):
+    """(a <= b) as a mask."""
+    return _binary("le", a, b)
+
+
+def gt(a, b):
+    """(a > b) as a mask."""
+    return _binary("gt", a, b)
+
+
+def ge(a, b):
+    """(a >= b) as a mask."""
+    return _binary("ge", a, b)
+
+
+def where(cond, a, b):
+    """cond ? a : b elementwise with broadcasting (cond: nonzero = true)."""
+    cond = _dev(cond, "where", "cond")
+    like = a if isinstance(a, CudaArray) else b
+    dt = like.dtype if isinstance(like, CudaArray) else cond.dtype
+    if _is_scalar(a):
+        a = full((), a, dt)
+    if _is_scalar(b):
+        b = full((), b, dt)
+    a, b = _dev(a, "where", "a"), _dev(b, "where", "b")
+    if cond.dtype != a.dtype:
+        cond = cond.astype(a.dtype.name)
+    return _C.cuda_where(cond, a, b)
+
+
+def _unary(op, a, p0=0.0, p1=0.0):
+    return _C.cuda_unary(op, _dev(a, op, "a"), p0, p1)
+
+
+def neg(a):
+    """-a."""
+    return _unary("neg", a)
+
+
+def exp(a):
+    """e ** a."""
+    return _unary("exp", a)
+
+
+def log(a):
+    """Natural logarithm."""
+    return _unary("log", a)
+
+
+def sqrt(a):
+    """Square root."""
+    return _unary("sqrt", a)
+
+
+def abs(a):  # noqa: A001
+    """|a|."""
+    return _unary("abs", a)
+
+
+def sign(a):
+    """-1, 0 or 1 elementwise."""
+    return _unary("sign", a)
+
+
+def clip(a, lo, hi):
+    """a clamped to [lo, hi]; either bound may be None."""
+    return _unary("clip", a, -math.inf if lo is None else float(lo),
+                  math.inf if hi is None else float(hi))
+
+
+# ---------------------------------------------------------------------------------------------
+# activations
+
+
+def act_forward(x, activation: str, alpha: float = 0.01):
+    """y = act(x) elementwise."""
+    return _C.cuda_act_forward(_dev(x, "act_forward", "x"), activation, alpha)
+
+
+def act_backward(dy, z, y, activation: str, alpha: float = 0.01):
+    """dz = dy * act'(z)."""
+    return _C.cuda_act_backward(dy, z, y, activation, alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+
+def _axis(axis):
+    if axis is None or isinstance(axis, int):
+        return axis
+    return tuple(int(a) for a in axis)
+
+
+def sum(a, axis=None, keepdims: bool = False):  # noqa: A001
+    """Sum over ``axis`` (None = all, int or tuple)."""
+    return _C.cuda_reduce("sum", _dev(a, "sum", "a"), _axis(axis), keepdims)
+
+
+def mean(a, axis=None, keepdims: bool = False):
+    """Mean over ``axis``."""
+    return _C.cuda_reduce("mean", _dev(a, "mean", "a"), _axis(axis), keepdims)
+
+
+def max(a, axis=None, keepdims: bool = False):  # noqa: A001
+    """Maximum over ``axis``."""
+    return _C.cuda_reduce("max", _dev(a, "max", "a"), _axis(axis), keepdims)
+
+
+def argmax(a, axis=None):
+    """Index of the maximum along ``axis`` as int64 (flat index when axis is None)."""
+    return _C.cuda_reduce("argmax", _dev(a, "argmax", "a"), _axis(axis), False)
+
+
+def broadcast_to(a, shape: tuple):
+    """``a`` broadcast to ``shape`` (materialised on the device)."""
+    _dev(a, "broadcast_to", "a")
+    shape = tuple(int(d) for d in shape)
+    if tuple(a.shape) == shape:
+        return a
+    st = _bcast_strides(a.shape, shape)
+    out = empty(shape, a.dtype)
+    _C.cuda_strided_copy(out, 0, _strides(shape), a, 0, st, list(shape), False)
+    return out
+
+
+def sum_to_shape(g, shape: tuple):
+    """Reduce a broadcast gradient back to ``shape`` by summing the broadcast axes."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and g.shape[i + lead] != 1)
+    s = sum(g, axis=axes, keepdims=True) if axes else g
+    return reshape(s, shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear algebra and dense layers (csrc/cuda/gemm.cu, dense.cu)
+
+
+def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
+    """op(a) @ op(b) for 2-D arrays."""
+    return _C.cuda_gemm(_dev(a, "matmul", "a"), _dev(b, "matmul", "b"),
+                        trans_a=trans_a, trans_b=trans_b)
+
+
+def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01):
+    """Fused dense layer; returns (y, z or None)."""
+    return _C.cuda_dense_forward(_dev(x, "dense_forward", "x"), _dev(w, "dense_forward", "w"),
+                                 b, activation, alpha)
+
+
+def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: float = 0.01,
+                   need_dx: bool = True):
+    """Accumulates dw, db in place; returns dx or None."""
+    return _C.cuda_dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax
+
+
+def softmax(x):
+    """Row-wise softmax of a 2-D array."""
+    return _C.cuda_softmax(_dev(x, "softmax", "x"))
+
+
+def log_softmax(x):
+    """Row-wise log-softmax of a 2-D array."""
+    return _C.cuda_log_softmax(_dev(x, "log_softmax", "x"))
+
+
+def softmax_backward(dy, y):
+    """dx for y = softmax(x)."""
+    return _C.cuda_softmax_backward(dy, y)
+
+
+def log_softmax_backward(dy, y):
+    """dx for y = log_softmax(x)."""
+    return _C.cuda_log_softmax_backward(dy, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+
+
+def loss_forward(kind: str, pred, target, reduction: str):
+    """Loss value: a 0-d array for mean/sum, per-element/per-sample array for none."""
+    out = _C.cuda_loss_forward(kind, _dev(pred, "loss_forward", "pred"),
+                               _dev(target, "loss_forward", "target"), reduction)
+    if isinstance(out, CudaArray):
+        return out
+    return full((), float(out), pred.dtype)
+
+
+def loss_backward(kind: str, pred, target, reduction: str, grad):
+    """d loss / d pred scaled by ``grad``."""
+    g = item(grad) if reduction != "none" and not _is_scalar(grad) else grad
+    if _is_scalar(g):
+        g = float(g)
+    return _C.cuda_loss_backward(kind, pred, target, reduction, g)
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (csrc/cuda/norm_layers.cu). The saved values are opaque to callers: here
+# "xhat" is (x, batch mean) and inv_std the per-feature (or per-row) inverse std.
+
+
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool,
+                       momentum: float, eps: float):
+    """Batch norm over axis 0 of x (N, C); returns (y, saved, inv_std)."""
+    y, mu, inv_std = _C.cuda_batch_norm_forward(_dev(x, "batch_norm", "x"), gamma, beta,
+                                                running_mean, running_var, training,
+                                                momentum, eps)
+    return y, (x, mu), inv_std
+
+
+def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
+    """Returns (dx, dgamma, dbeta)."""
+    x, mu = xhat
+    c = x.shape[1]
+    dgamma, dbeta = zeros((c,), x.dtype), zeros((c,), x.dtype)
+    dx = _C.cuda_batch_norm_backward(dy, x, gamma, mu, inv_std, dgamma, dbeta, training, True)
+    return dx, dgamma, dbeta
+
+
+def layer_norm_forward(x, gamma, beta, eps: float):
+    """Layer norm over the last axis of x (..., D); returns (y, saved, inv_std)."""
+    _dev(x, "layer_norm", "x")
+    shape = tuple(x.shape)
+    x2 = x.reshape((_numel(shape[:-1]), shape[-1]))
+    y, mu, inv_std = _C.cuda_layer_norm_forward(x2, gamma, beta, eps)
+    return y.reshape(shape), (x2, mu), inv_std
+
+
+def layer_norm_backward(dy, xhat, inv_std, gamma):
+    """Returns (dx, dgamma (D,), dbeta (D,))."""
+    x2, mu = xhat
+    d = x2.shape[1]
+    dgamma, dbeta = zeros((d,), x2.dtype), zeros((d,), x2.dtype)
+    shape = tuple(dy.shape)
+    dx = _C.cuda_layer_norm_backward(dy.reshape(tuple(x2.shape)), x2, gamma, mu, inv_std,
+                                     dgamma, dbeta, True)
+    return dx.reshape(shape), dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------------
+# shape and indexing
+
+
+def reshape(a, shape: tuple):
+    """``a`` with a new shape (always a view; -1 infers one dimension)."""
+    _dev(a, "reshape", "a")
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = [int(d) for d in shape]
+    if shape.count(-1) > 1:
+        raise ValueError("reshape: can only specify one unknown dimension")
+    if -1 in shape:
+        known = _numel([d for d in shape if d != -1])
+        if known == 0 or a.size % known:
+            raise ValueError(f"reshape: cannot reshape array of size {a.size} into shape "
+                             f"{tuple(shape)}")
+        shape[shape.index(-1)] = a.size // known
+    if _numel(shape) != a.size:
+        raise ValueError(f"reshape: cannot reshape array of size {a.size} into shape "
+                         f"{tuple(shape)}")
+    return a.reshape(tuple(shape))
+
+
+def transpose(a, axes: tuple | None = None):
+    """Axes permuted (reversed when None), as a contiguous array."""
+    _dev(a, "transpose", "a")
+    nd = a.ndim
+    axes = tuple(range(nd - 1, -1, -1)) if axes is None else tuple(int(x) % nd if nd else 0
+                                                                       for x in axes)
+    if sorted(axes) != list(range(nd)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation of {nd} dims")
+    st = _strides(a.shape)
+    shape = tuple(a.shape[d] for d in axes)
+    out = empty(shape, a.dtype)
+    _C.cuda_strided_copy(out, 0, _strides(shape), a, 0, [st[d] for d in axes], list(shape),
+                         False)
+    return out
+
+
+def _host_items(index) -> tuple:
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    for i in items:
+        if isinstance(i, CudaArray):
+            i = i.numpy()
+        out.append(i)
+    return tuple(out)
+
+
+def _is_basic(items) -> bool:
+    return all(i is None or i is Ellipsis or isinstance(i, (int, np.integer, slice))
+               for i in items)
+
+
+def _basic_view(shape, items):
+    """(offset, out shape, strides) in elements for a basic index into a C-contiguous array."""
+    n_real = _py_sum(1 for i in items if i is not None and i is not Ellipsis)
+    if n_real > len(shape):
+        raise IndexError(f"too many indices for array: array is {len(shape)}-dimensional, but "
+                         f"{n_real} were indexed")
+    if _py_sum(1 for i in items if i is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if Ellipsis in [i for i in items if i is Ellipsis]:
+        k = [j for j, i in enumerate(items) if i is Ellipsis][0]
+        items = items[:k] + (slice(None),) * (len(shape) - n_real) + items[k + 1:]
+    items = tuple(items) + (slice(None),) * (len(shape) - n_real)
+    st = _strides(shape)
+    off, out_shape, out_st, d = 0, [], [], 0
+    for i in items:
+        if i is None:
+            out_shape.append(1)
+            out_st.append(0)
+            continue
+        n = int(shape[d])
+        if isinstance(i, slice):
+            start, stop, step = i.indices(n)
+            length = len(range(start, stop, step))
+            off += start * st[d] if length else 0
+            out_shape.append(length)
+            out_st.append(st[d] * step)
+        else:
+            j = int(i)
+            if not -n <= j < n:
+                raise IndexError(f"index {j} is out of bounds for axis {d} with size {n}")
+            off += (j % n) * st[d]
+        d += 1
+    return off, tuple(out_shape), out_st
+
+
+def _positions(shape, items) -> np.ndarray:
+    """Flat element positions selected by an advanced (array) index, with numpy semantics:
+    the index is applied to per-axis coordinate grids that are broadcast views (no copy of the
+    array's size is made)."""
+    st = _strides(shape)
+    pos = None
+    for d, n in enumerate(shape):
+        grid = np.arange(n, dtype=np.int64).reshape((1,) * d + (n,) + (1,) * (len(shape) - d - 1))
+        sel = np.broadcast_to(grid, shape)[items] * st[d]
+        pos = sel if pos is None else pos + sel
+    if pos is None:  # 0-d array
+        pos = np.zeros((), dtype=np.int64)[items]
+    return np.asarray(pos, dtype=np.int64)
+
+
+def getitem(a, index):
+    """a[index] with numpy semantics (ints, slices, None, Ellipsis, int64/bool arrays)."""
+    _dev(a, "getitem", "a")
+    items = _host_items(index)
+    if _is_basic(items):
+        off, shape, st = _basic_view(tuple(a.shape), items)
+        out = empty(shape, a.dtype)
+        if _numel(shape):
+            _C.cuda_strided_copy(out, 0, _strides(shape), a, off, st, list(shape), False)
+        return out
+    pos = _positions(tuple(a.shape), items)
+    return _C.cuda_gather_flat(a, pos.reshape(-1), list(pos.shape))
+
+
+def _values_like(values, shape, dtype, fn):
+    if _is_scalar(values):
+        return full(shape, values, dtype)
+    values = _dev(values, fn, "values")
+    if values.dtype != np.dtype(dtype):
+        values = values.astype(np.dtype(dtype).name)
+    return broadcast_to(values, shape)
+
+
+def index_add_(dst, index, values) -> None:
+    """dst[index] += values in place, summing repeated indices (deterministic)."""
+    _dev(dst, "index_add_", "dst")
+    items = _host_items(index)
+    if _is_basic(items):
+        off, shape, st = _basic_view(tuple(dst.shape), items)
+        if _is_scalar(values):
+            values = full((), values, dst.dtype)
+        values = _dev(values, "index_add_", "values")
+        _C.cuda_strided_copy(dst, off, st, values, 0, _bcast_strides(values.shape, shape,
+                                                                      "index_add_"),
+                             list(shape), True)
+        return
+    pos = _positions(tuple(dst.shape), items)
+    v = _values_like(values, pos.shape, dst.dtype, "index_add_")
+    _C.cuda_scatter_flat(dst, pos.reshape(-1), v.reshape((v.size,)), True)
+
+
+def setitem_(dst, index, values) -> None:
+    """dst[index] = values in place (values: array or scalar, broadcast to the selection)."""
+    _dev(dst, "setitem_", "dst")
+    items = _host_items(index)
+    if _is_basic(items):
+        off, shape, st = _basic_view(tuple(dst.shape), items)
+        if _is_scalar(values):
+            values = full((), values, dst.dtype)
+        values = _dev(values, "setitem_", "values")
+        if values.dtype != dst.dtype:
+            values = values.astype(dst.dtype.name)
+        _C.cuda_strided_copy(dst, off, st, values, 0, _bcast_strides(values.shape, shape,
+                                                                      "setitem_"),
+                             list(shape), False)
+        return
+    pos = _positions(tuple(dst.shape), items)
+    v = _values_like(values, pos.shape, dst.dtype, "setitem_")
+    _C.cuda_scatter_flat(dst, pos.reshape(-1), v.reshape((v.size,)), False)
+
+
+def concat(arrays: list, axis: int = 0):
+    """Arrays joined along an existing axis."""
+    arrays = [_dev(x, "concat", f"arrays[{i}]") for i, x in enumerate(arrays)]
+    if not arrays:
+        raise ValueError("concat: need at least one array")
+    first = arrays[0]
+    nd = first.ndim
+    if nd == 0:
+        raise ValueError("concat: zero-dimensional arrays cannot be concatenated")
+    ax = axis % nd
+    for i, x in enumerate(arrays):
+        if x.ndim != nd or any(x.shape[d] != first.shape[d] for d in range(nd) if d != ax):
+            raise ValueError(f"concat: arrays[{i}] has shape {tuple(x.shape)} but arrays[0] has "
+                             f"{tuple(first.shape)}; all but axis {ax} must match")
+        if x.dtype != first.dtype:
+            raise TypeError(f"concat: arrays[{i}] has dtype {x.dtype} but arrays[0] has "
+                            f"{first.dtype}")
+    shape = list(first.shape)
+    shape[ax] = _py_sum(x.shape[ax] for x in arrays)
+    out = empty(tuple(shape), first.dtype)
+    ost = _strides(shape)
+    start = 0
+    for x in arrays:
+        if x.size:
+            _C.cuda_strided_copy(out, start * ost[ax], ost, x, 0, _strides(x.shape),
+                                 list(x.shape), False)
+        start += x.shape[ax]
+    return out
+
+
+def stack(arrays: list, axis: int = 0):
+    """Arrays of one shape joined along a new axis."""
+    arrays = [_dev(x, "stack", f"arrays[{i}]") for i, x in enumerate(arrays)]
+    if not arrays:
+        raise ValueError("stack: need at least one array")
+    shape = tuple(arrays[0].shape)
+    for i, x in enumerate(arrays):
+        if tuple(x.shape) != shape:
+            raise ValueError(f"stack: arrays[{i}] has shape {tuple(x.shape)} but arrays[0] has "
+                             f"{shape}; all must match")
+    ax = axis % (len(shape) + 1)
+    new = shape[:ax] + (1,) + shape[ax:]
+    return concat([x.reshape(new) for x in arrays], axis=ax)
+
+
+def split(a, sizes: list, axis: int = 0) -> list:
+    """``a`` cut along ``axis`` into contiguous pieces of the given sizes."""
+    _dev(a, "split", "a")
+    ax = axis % a.ndim
+    if _py_sum(sizes) != a.shape[ax]:
+        raise ValueError(f"split: sizes {list(sizes)} do not add up to {a.shape[ax]}")
+    st = _strides(a.shape)
+    out, start = [], 0
+    for s in sizes:
+        shape = list(a.shape)
+        shape[ax] = int(s)
+        piece = empty(tuple(shape), a.dtype)
+        if piece.size:
+            _C.cuda_strided_copy(piece, 0, _strides(shape), a, start * st[ax], st, shape, False)
+        out.append(piece)
+        start += int(s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# random: drawn on the host from deepgrad.random, then copied to the device
+
+
+def normal(shape: tuple, mean: float, std: float, dtype):
+    """Samples from N(mean, std^2)."""
+    return from_numpy((_random.generator().standard_normal(shape) * std + mean).astype(dtype))
+
+
+def uniform(shape: tuple, low: float, high: float, dtype):
+    """Samples from U[low, high)."""
+    return from_numpy(_random.generator().uniform(low, high, shape).astype(dtype))
+
+
+def bernoulli(shape: tuple, p: float, dtype):
+    """A 1.0/0.0 mask with P(1) = p."""
+    return from_numpy((_random.generator().random(shape) < p).astype(dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# arena helpers (csrc/cuda/norms.cu, optim.cu)
+
+
+def segment_norms(buf, offsets):
+    """(per-segment norms float64 numpy (S,), total norm, non-finite count); deterministic."""
+    return _C.cuda_segment_norms(_dev(buf, "segment_norms", "buf"), np.asarray(offsets))
+
+
+def scale_(buf, factor: float) -> None:
+    """buf *= factor in place."""
+    _C.cuda_scale_(_dev(buf, "scale_", "buf"), float(factor))
+
+
+def clip_value_(buf, clip: float) -> None:
+    """buf clamped to [-clip, clip] in place."""
+    _C.cuda_clip_value_(_dev(buf, "clip_value_", "buf"), float(clip))
+
+
+def fill_(buf, value: float) -> None:
+    """buf[...] = value in place."""
+    _dev(buf, "fill_", "buf").fill_(float(value))
+
+
+def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
+             first_step) -> None:
+    """One SGD update in place (PyTorch semantics)."""
+    _C.cuda_sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
+                     first_step)
+
+
+def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None:
+    """One Adam / AdamW update in place."""
+    _C.cuda_adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+
+
+def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum, momentum_buf,
+                 centered, grad_avg) -> None:
+    """One RMSprop update in place (PyTorch semantics)."""
+    _C.cuda_rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
+                         momentum_buf, centered, grad_avg)
