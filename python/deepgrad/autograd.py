@@ -271,14 +271,16 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                 in_grads = fn(g)
                 if anomaly:
                     _check_backward(node, in_grads)
-                if not retain_graph:
-                    node.backward = None
-                    node.saved = None
             elif node is None:
                 continue
             else:
                 in_grads = (None,) * len(node.inputs)  # no gradient reached t: pass the count on
-            for inp, ig in zip(node.inputs, in_grads):
+            inputs = node.inputs
+            if not retain_graph:  # free the saved arrays and the links to intermediate tensors
+                node.backward = None
+                node.saved = None
+                node.inputs = ()
+            for inp, ig in zip(inputs, in_grads):
                 if inp is None or not inp.requires_grad:
                     continue
                 k = id(inp)

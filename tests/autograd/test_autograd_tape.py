@@ -252,3 +252,18 @@ def test_no_grad_ops_record_nothing_and_are_fast_path():
     with dg.no_grad():
         y = dg.functional.dense(dg.ones(4, 3, dtype="float64"), w, None, "relu")
     assert y.grad_fn is None and not y.requires_grad
+
+
+def test_backward_frees_intermediates_but_keeps_the_error_for_a_second_backward():
+    import gc
+    import weakref
+    x = dg.tensor(np.ones(1000), requires_grad=True)
+    h = x.exp()
+    ref = weakref.ref(h)
+    loss = (h * 2).sum()
+    del h
+    loss.backward()
+    gc.collect()
+    assert ref() is None  # the intermediate and its array are gone while `loss` lives on
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
