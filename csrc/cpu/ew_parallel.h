@@ -20,7 +20,10 @@
 namespace dg::cpu {
 
 // Calls f(lo, hi) on disjoint sub-ranges covering [0, n), on threads_for(n * cost) threads.
-// Split points are multiples of 64 elements so vector loops see whole cache lines.
+// The range is cut into ~8 blocks per thread (multiples of 64 elements, so vector loops see whole
+// cache lines) handed out dynamically: on a machine shared with other processes a thread that
+// gets descheduled does not hold the others up at the barrier. Elementwise results do not depend
+// on the cut.
 template <class F>
 void parallel_ranges(index_t n, index_t cost, F&& f) {
   const int nt = threads_for(n * cost);
@@ -29,14 +32,12 @@ void parallel_ranges(index_t n, index_t cost, F&& f) {
     return;
   }
 #ifdef DG_HAVE_OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    const index_t t = omp_get_thread_num(), T = omp_get_num_threads();
-    const index_t blocks = (n + 63) / 64;
-    const index_t lo = std::min(n, blocks * t / T * 64);
-    const index_t hi = std::min(n, blocks * (t + 1) / T * 64);
-    if (lo < hi) f(lo, hi);
-  }
+  // Each block carries at least a quarter of the grain's work, so the hand-out stays cheap.
+  const index_t min_block = std::max<index_t>(64, kParallelGrain / (4 * std::max<index_t>(cost, 1)));
+  const index_t block = (std::max(min_block, n / (8 * index_t(nt))) + 63) / 64 * 64;
+  const index_t nblocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+  for (index_t k = 0; k < nblocks; ++k) f(k * block, std::min(n, (k + 1) * block));
 #else
   f(index_t(0), n);
 #endif
@@ -52,7 +53,7 @@ double chunked_sum(index_t n, index_t chunk, index_t cost, F&& f) {
   std::vector<double> part(static_cast<size_t>(nchunks));
   const int nt = threads_for(n * cost);
 #ifdef DG_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
 #endif
   for (index_t k = 0; k < nchunks; ++k) part[k] = f(k * chunk, std::min(n, (k + 1) * chunk));
   double s = 0;

@@ -79,7 +79,7 @@ index_t segment_norms(double* norms, double* total, const T* x, const index_t* o
   std::vector<double> part(static_cast<size_t>(P));
   const int nt = threads_for(offsets[S]);
 #ifdef DG_HAVE_OPENMP
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
 #endif
   for (index_t p = 0; p < P; ++p) part[p] = sumsq_range(x + pieces[p].begin, pieces[p].end - pieces[p].begin);
 
