@@ -7,7 +7,7 @@ namespace dg::cpu {
 
 template <class T>
 void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, index_t H) {
-  const int nt = threads_for(B * H * 40);
+  const int nt = threads_for(B * H * 4);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (index_t b = 0; b < B; ++b) {
     const T* a = gates + b * 4 * H;
@@ -22,7 +22,7 @@ void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, inde
 template <class T>
 void lstm_cell_backward(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev,
                         const T* c, const T* act, index_t B, index_t H) {
-  const int nt = threads_for(B * H * 30);
+  const int nt = threads_for(B * H * 4);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (index_t b = 0; b < B; ++b) {
     const T* s = act + b * 4 * H;
@@ -38,7 +38,7 @@ void lstm_cell_backward(T* dgates, T* dc_prev, const T* dh, const T* dc, const T
 
 template <class T>
 void gru_cell_forward(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B, index_t H) {
-  const int nt = threads_for(B * H * 40);
+  const int nt = threads_for(B * H * 4);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (index_t b = 0; b < B; ++b) {
     const T* x = xg + b * 3 * H;
@@ -56,7 +56,7 @@ void gru_cell_forward(T* h, T* act, const T* xg, const T* hg, const T* h_prev, i
 template <class T>
 void gru_cell_backward(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act,
                        index_t B, index_t H) {
-  const int nt = threads_for(B * H * 30);
+  const int nt = threads_for(B * H * 4);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
   for (index_t b = 0; b < B; ++b) {
     const T* s = act + b * 4 * H;
