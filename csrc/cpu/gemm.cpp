@@ -25,9 +25,9 @@ template <class T> struct Blocking;
 template <> struct Blocking<float> { static constexpr index_t MC = 144, KC = 512, NC = 4080; };
 template <> struct Blocking<double> { static constexpr index_t MC = 96, KC = 384, NC = 2040; };
 
-// Problems up to this many multiply-adds take the unpacked path when B's rows can be read in
-// place (not transposed) and are short enough to stay cached.
-constexpr index_t kSmallWork = index_t(1) << 21;
+// Problems up to kSmallWork multiply-adds (e.g. 32x512x512, 128x256x256) skip packing A: the
+// micro-kernel reads it in place, and packing would cost as much as it saves. Measured on Zen 4.
+constexpr index_t kSmallWork = index_t(1) << 23, kTinyWork = index_t(1) << 21;
 
 // ---- scratch buffers: grown on demand, kept per calling thread --------------------------------
 struct AlignedBuffer {
@@ -180,15 +180,16 @@ void scale_c(T* c, index_t m, index_t n, index_t ldc, T beta) {
 template <class T>
 void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
                    index_t k, index_t rsa, index_t csa, index_t ldb, index_t ldc, bool trans_b,
-                   T alpha, T beta, int nt) {
+                   bool pack_all_b, T alpha, T beta, int nt) {
   constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
   const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
   T* bp = nullptr;  // packed panels
   index_t first_packed = npn;
-  if (trans_b) {
+  if (trans_b || pack_all_b) {
     first_packed = 0;
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
-    pack_b(bp, b, 1, ldb, k, n, 0, npn);
+    if (trans_b) pack_b(bp, b, 1, ldb, k, n, 0, npn);
+    else pack_b(bp, b, ldb, 1, k, n, 0, npn);
   } else if (n % NR) {
     first_packed = npn - 1;
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
@@ -294,11 +295,16 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
   }
   const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const index_t work = m * n * k;
-  // A GEMM does about 16 multiply-adds per cycle; fork only when each thread gets ~100 us.
-  const int nt = threads_for(work / 16);
-  const bool small = work <= kSmallWork && (trans_b ? n * k : k * std::min<index_t>(n, 64)) <= (1 << 16);
-  if (small) {
-    gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, alpha, beta, nt);
+  // About 16 multiply-adds per cycle: fork only above ~128^3 (20 us on one core), where the
+  // fork and barriers (a few us) are paid back.
+  const int nt = threads_for(work / 64);
+  if (work <= kSmallWork && n * k <= (index_t(1) << 20)) {
+    // B is read in place only when its rows are contiguous and it fits in L1/L2 comfortably
+    // (wide row strides alias in L1); otherwise its panels are packed once for all of M.
+    const bool pack_all_b = trans_b || n * k * index_t(sizeof(T)) > (64 << 10) ||
+                            (trans_a && work > kTinyWork);
+    gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, pack_all_b, alpha, beta,
+                  nt);
   } else {
     const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
     gemm_packed(uk, c, a, b, m, n, k, rsa, csa, rsb, csb, ldc, alpha, beta, nt);
