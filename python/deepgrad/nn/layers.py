@@ -82,9 +82,12 @@ class Dense(Module):
         self.bias = Parameter(np.zeros(self.out_features, dtype=dt)) if bias else None
 
     def forward(self, x) -> Tensor:
-        x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})", self.in_features,
-                      self.weight.dtype)
-        return F.dense(x, self.weight, self.bias, activation=self.activation, alpha=self.alpha)
+        d = getattr(x, "data", None)
+        if not isinstance(x, Tensor) or d.ndim != 2 or d.shape[1] != self.in_features \
+                or d.shape[0] == 0:
+            x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})",
+                          self.in_features, self.weight.dtype)
+        return F.dense(x, self.weight, self.bias, self.activation, self.alpha)
 
     def extra_repr(self) -> str:
         s = f"{self.in_features} -> {self.out_features}"
