@@ -289,7 +289,7 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                     grads[k] = ig if prev is None else inp._be.add(prev, ig)
                 d = deps[k] - 1
                 deps[k] = d
-                if d == 0:
+                if d == 0 and (inp._node is not None or k in grads):
                     ready.append(inp)
     finally:
         _S.grad_enabled = prev_mode
