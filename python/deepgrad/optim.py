@@ -306,16 +306,18 @@ def _as_groups(params) -> list[dict]:
 
 
 def _check_params(ps: list) -> list:
+    """The trainable tensors of `ps` (frozen ones, requires_grad=False, are left out, as they
+    would never get a gradient in PyTorch either)."""
     if not ps:
         raise ValueError("optimizer got an empty parameter list")
     for p in ps:
         if not isinstance(p, Tensor):
             raise TypeError(f"optimizer params must be Tensors, got {type(p).__name__}")
-        if not p.requires_grad:
-            raise ValueError("optimizer got a tensor with requires_grad=False; only trainable "
-                             "tensors can be optimized")
         if np.dtype(p.dtype) not in (np.float32, np.float64):
             raise TypeError(f"optimizer params must be float32/float64, got {p.dtype}")
+    ps = [p for p in ps if p.requires_grad]
+    if not ps:
+        raise ValueError("optimizer got only tensors with requires_grad=False; nothing to train")
     return ps
 
 

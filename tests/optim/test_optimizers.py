@@ -213,6 +213,11 @@ def test_bad_optimizer_arguments():
         optim.Adam(m, betas=(1.0, 0.9))
     with pytest.raises(ValueError, match="empty"):
         optim.Adam([])
+    m[0].requires_grad_(False)                 # frozen layer: left out of the optimizer
+    opt = optim.SGD(m, lr=0.1)
+    assert len(opt.param_groups[0]["params"]) == 2
+    with pytest.raises(ValueError, match="nothing to train"):
+        optim.SGD(list(m[0].parameters()), lr=0.1)
     with pytest.raises(TypeError, match="unknown option"):
         optim.SGD([{"params": list(m.parameters()), "foo": 1}], lr=0.1)
 
