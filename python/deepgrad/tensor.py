@@ -201,6 +201,15 @@ class Tensor:
         """The values as a numpy array (shares memory on the CPU)."""
         return self._be.to_numpy(self.data)
 
+    def __array__(self, dtype=None, copy=None):
+        a = self._be.to_numpy(self.data)
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __format__(self, spec: str) -> str:
+        if spec and self.data.size == 1:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
     def tolist(self):
         return self.numpy().tolist()
 

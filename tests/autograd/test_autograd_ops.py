@@ -254,3 +254,12 @@ def test_tensor_basics():
     assert "requires_grad=True" in repr(t)
     with pytest.raises(ValueError, match="one-element"):
         t.item()
+
+
+def test_numpy_interop_and_formatting():
+    t = dg.tensor([[1.0, 2.0]])
+    np.testing.assert_array_equal(np.asarray(t), [[1.0, 2.0]])
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    loss = dg.tensor(0.123456)
+    assert f"{loss:.3f}" == "0.123"
+    assert "tensor(" in f"{t}"

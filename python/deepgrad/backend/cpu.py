@@ -5,6 +5,7 @@ functions, with the same signatures and semantics, over ``deepgrad._C.CudaArray`
 the backend knows which device it runs on.
 
 Conventions (both backends):
+- ``DEVICE`` is the module's device name ("cpu" / "cuda"); ``Tensor.device`` reads it.
 - "array" means the backend's array type: a numpy ndarray here. Arrays expose ``.shape``
   (tuple of ints), ``.ndim``, ``.size`` and ``.dtype`` (a numpy dtype: float32, float64, or int64
   for class labels and indices).
