@@ -184,13 +184,14 @@ template <class T> DG_HOST_DEVICE void sgd_update(const SgdHyper<T>& h, T& p, T 
 
 // Adam (decoupled = false: L2 term wd p added to the gradient) and AdamW (decoupled = true:
 // p *= 1 - lr wd before the update). m = lerp(m, g, 1 - beta1); v = beta2 v + (1 - beta2) g^2;
-// p -= step_size m / (sqrt(v) / bc2_sqrt + eps) with step_size = lr / (1 - beta1^t),
-// bc2_sqrt = sqrt(1 - beta2^t). Build the struct with make_adam_hyper.
+// p -= step_size m / (sqrt(v) / sqrt(1 - beta2^t) + eps) with step_size = lr / (1 - beta1^t); the
+// division by sqrt(1 - beta2^t) is a multiply by its reciprocal (one divide per element fewer; the
+// result stays within an ulp of torch's). Build the struct with make_adam_hyper.
 template <class T> struct AdamHyper {
   T one_minus_beta1, beta2, one_minus_beta2, eps;
   T weight_decay;  // the L2 coefficient (Adam) or 0 (AdamW)
   T decay_factor;  // 1 - lr wd for AdamW, 1 for Adam
-  T step_size, bc2_sqrt;
+  T step_size, inv_bc2_sqrt;
 };
 template <class T>
 inline AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, double eps,
@@ -205,7 +206,7 @@ inline AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, doubl
   h.weight_decay = decoupled ? T(0) : T(weight_decay);
   h.decay_factor = decoupled ? T(1.0 - lr * weight_decay) : T(1);
   h.step_size = T(lr / bc1);
-  h.bc2_sqrt = T(std::sqrt(bc2));
+  h.inv_bc2_sqrt = T(1.0 / std::sqrt(bc2));
   return h;
 }
 template <class T> DG_HOST_DEVICE void adam_update(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
@@ -215,7 +216,7 @@ template <class T> DG_HOST_DEVICE void adam_update(const AdamHyper<T>& h, T& p, 
   const T vv = h.beta2 * v + h.one_minus_beta2 * (g * g);
   m = mm;
   v = vv;
-  p = pp - h.step_size * (mm / (std::sqrt(vv) / h.bc2_sqrt + h.eps));
+  p = pp - h.step_size * (mm / (std::sqrt(vv) * h.inv_bc2_sqrt + h.eps));
 }
 
 // RMSprop: g += wd p; sq = alpha sq + (1 - alpha) g^2; centered: ga = lerp(ga, g, 1 - alpha),
