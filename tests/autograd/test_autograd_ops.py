@@ -263,3 +263,12 @@ def test_numpy_interop_and_formatting():
     loss = dg.tensor(0.123456)
     assert f"{loss:.3f}" == "0.123"
     assert "tensor(" in f"{t}"
+
+
+def test_scalar_results_stay_zero_dimensional():
+    t = dg.tensor([1.0, 2.0], requires_grad=True)
+    assert t[0].shape == () and [a.shape for a in t] == [(), ()]
+    assert dg.tensor(5.0).T.shape == ()
+    assert t.sum().shape == () and t.max().shape == ()
+    (t[0] * 3 + t[1]).backward()
+    np.testing.assert_array_equal(t.grad.numpy(), [3.0, 1.0])

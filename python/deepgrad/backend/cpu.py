@@ -410,15 +410,21 @@ def reshape(a, shape: tuple):
     return np.reshape(a, shape)
 
 
+def _contiguous(r):
+    # np.ascontiguousarray would turn 0-d results into 1-d ones
+    r = np.asarray(r)
+    return r if r.flags.c_contiguous else np.ascontiguousarray(r)
+
+
 def transpose(a, axes: tuple | None = None):
     """Axes permuted (reversed when None), as a contiguous array."""
-    return np.ascontiguousarray(np.transpose(a, axes))
+    return _contiguous(np.transpose(a, axes))
 
 
 def getitem(a, index):
     """a[index] with numpy semantics: basic slicing and integer-array (int64) indexing. ``index``
     holds ints, slices, None, Ellipsis and int64 arrays of this backend."""
-    return np.ascontiguousarray(a[index])
+    return _contiguous(a[index])
 
 
 def index_add_(dst, index, values) -> None:
