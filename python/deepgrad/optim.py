@@ -35,10 +35,10 @@ def _backend(device):
 
 class _Run:
     """One contiguous slice [start, stop) of an arena stepped by one native call."""
-    __slots__ = ("arena", "start", "stop", "p", "g", "state")
+    __slots__ = ("arena", "be", "start", "stop", "p", "g", "state")
 
     def __init__(self, arena: Arena, start: int, stop: int):
-        self.arena, self.start, self.stop = arena, start, stop
+        self.arena, self.be, self.start, self.stop = arena, arena.be, start, stop
         self.p = arena.slice(arena.params, start, stop)
         self.g = arena.slice(arena.grads, start, stop)
         self.state: dict = {}
@@ -123,7 +123,7 @@ class Optimizer:
                 locs.append((ri, seg.offset - grs[ri].start, seg.shape))
             names = self._state_names(group)
             for r in grs:
-                be = _backend(r.arena.device)
+                be = r.be
                 r.state = {n: be.zeros((r.stop - r.start,), r.arena.dtype) for n in names}
             self._group_runs.append(grs)
             self._locs.append(locs)
@@ -149,7 +149,7 @@ class Optimizer:
             g = t.grad
             if g is None or g.data is not gv:
                 if g is None:
-                    _backend(a.device).fill_(gv, 0.0)
+                    a.be.fill_(gv, 0.0)
                 else:
                     _copy_values(gv, g.data)
                 t.grad = _view_tensor(gv, t)
@@ -161,7 +161,7 @@ class Optimizer:
             grs = self._group_runs[gi]
             for p, (ri, off, shape) in zip(group["params"], self._locs[gi]):
                 r = grs[ri]
-                be = _backend(r.arena.device)
+                be = r.be
                 st = {n: np.array(be.to_numpy(flat_view(b, off, shape)), copy=True)
                       for n, b in r.state.items()}
                 st["step"] = self._steps[gi]
@@ -192,7 +192,7 @@ class Optimizer:
         self._sync()
         for grs in self._group_runs:
             for r in grs:
-                _backend(r.arena.device).fill_(r.g, 0.0)
+                r.be.fill_(r.g, 0.0)
 
     def step(self, closure=None):
         """One update of every parameter; returns closure() when given (evaluated first)."""
@@ -257,7 +257,7 @@ class Optimizer:
         self._sync()
         for grs in self._group_runs:
             for r in grs:
-                be = _backend(r.arena.device)
+                be = r.be
                 for b in r.state.values():
                     be.fill_(b, 0.0)
         self._steps = [0 for _ in self.param_groups]
@@ -361,9 +361,9 @@ class SGD(Optimizer):
         m = group["momentum"]
         buf = r.state.get("momentum_buffer")
         if m != 0 and buf is None:  # momentum switched on after construction
-            buf = r.state["momentum_buffer"] = _backend(r.arena.device).zeros(
+            buf = r.state["momentum_buffer"] = r.be.zeros(
                 (r.stop - r.start,), r.arena.dtype)
-        _backend(r.arena.device).sgd_step(r.p, r.g, buf if m != 0 else None, group["lr"], m,
+        r.be.sgd_step(r.p, r.g, buf if m != 0 else None, group["lr"], m,
                                           group["dampening"], group["nesterov"],
                                           group["weight_decay"], step == 1)
 
@@ -389,7 +389,7 @@ class Adam(Optimizer):
 
     def _update(self, r, group, step):
         b1, b2 = group["betas"]
-        _backend(r.arena.device).adam_step(r.p, r.g, r.state["exp_avg"], r.state["exp_avg_sq"],
+        r.be.adam_step(r.p, r.g, r.state["exp_avg"], r.state["exp_avg_sq"],
                                            step, group["lr"], b1, b2, group["eps"],
                                            group["weight_decay"], self._decoupled)
 
@@ -429,8 +429,8 @@ class RMSprop(Optimizer):
         st = r.state
         for n in self._state_names(group):
             if n not in st:
-                st[n] = _backend(r.arena.device).zeros((r.stop - r.start,), r.arena.dtype)
-        _backend(r.arena.device).rmsprop_step(
+                st[n] = r.be.zeros((r.stop - r.start,), r.arena.dtype)
+        r.be.rmsprop_step(
             r.p, r.g, st["square_avg"], group["lr"], group["alpha"], group["eps"],
             group["weight_decay"], group["momentum"], st.get("momentum_buffer"),
             group["centered"], st.get("grad_avg"))

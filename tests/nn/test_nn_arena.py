@@ -201,3 +201,14 @@ def test_anomaly_mode_names_the_module():
     with pytest.raises(dg.autograd.AnomalyError, match="'1'"):
         with dg.detect_anomaly():
             m(np.ones((1, 2)))
+
+
+def test_deepcopy_gets_its_own_arena():
+    m = _mlp()
+    m(np.zeros((1, 3)))
+    c = copy.deepcopy(m)
+    assert c.arena is not m.arena
+    np.testing.assert_array_equal(c.arena.params, m.arena.params)
+    c.arena.params[:] = 0.0
+    assert m.arena.params.any() and not c[0].weight.numpy().any()
+    assert all(p._arena is c.arena for p in c.parameters())

@@ -71,7 +71,7 @@ class Arena:
             raise TypeError(f"Arena: parameters must be float32 or float64, got {self.dtype}")
         from ..backend import normalize_device
         self.device = normalize_device(device if device is not None else first.device)
-        be = _backend(self.device)
+        be = self.be = _backend(self.device)   # the backend module of the buffers
         segs, off = [], 0
         for name, p in named_params:
             if device is None and normalize_device(p.device) != self.device:
@@ -148,16 +148,16 @@ class Arena:
 
     def zero_grad(self) -> None:
         """Every gradient to zero in one native pass."""
-        _backend(self.device).fill_(self.grads, 0.0)
+        self.be.fill_(self.grads, 0.0)
 
     def grad_norms(self):
         """(per-segment L2 norms float64 (S,), total norm, number of non-finite values) of the
         gradients, in one native pass."""
-        return _backend(self.device).segment_norms(self.grads, self.offsets)
+        return self.be.segment_norms(self.grads, self.offsets)
 
     def param_norms(self):
         """As grad_norms, over the parameter values."""
-        return _backend(self.device).segment_norms(self.params, self.offsets)
+        return self.be.segment_norms(self.params, self.offsets)
 
 
 def _copy_into(be, dst, src) -> None:

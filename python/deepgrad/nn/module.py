@@ -6,6 +6,7 @@ a model's parameters are laid out in one flat buffer.
 """
 from __future__ import annotations
 
+import copy as _copy
 from collections import OrderedDict
 from typing import Iterator, NamedTuple
 
@@ -193,12 +194,24 @@ class Module:
         a = self._layout()
         if a is None:
             return
-        be = _arena_mod._backend(a.device)
+        be = a.be
         if len(self._runs) == 1 and self._runs[0] == (0, a.numel):
             be.fill_(a.grads, 0.0)
         else:
             for s, e in self._runs:
                 be.fill_(a.slice(a.grads, s, e), 0.0)
+
+    def __deepcopy__(self, memo):
+        # The copy gets fresh parameters outside any arena and lays out its own on first use.
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k in ("_arena_cache", "_stamp", "_runs"):
+                new.__dict__[k] = None
+            else:
+                new.__dict__[k] = _copy.deepcopy(v, memo)
+        _STRUCT[0] += 1
+        return new
 
     # -- modes and conversion ------------------------------------------------------------------
 
