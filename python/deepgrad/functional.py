@@ -5,6 +5,7 @@ from __future__ import annotations
 from .autograd import Node, _S
 from .autograd import _check_forward
 from .tensor import Tensor, _new, _result, _device_mismatch
+from .tensor import concat, matmul, maximum, minimum, stack, where  # noqa: F401 (re-exported)
 
 ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
                "gelu", "softplus", "silu", "softsign")
