@@ -535,10 +535,9 @@ def _basic_view(shape, items):
                          f"{n_real} were indexed")
     if _py_sum(1 for i in items if i is Ellipsis) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
-    if Ellipsis in [i for i in items if i is Ellipsis]:
-        k = [j for j, i in enumerate(items) if i is Ellipsis][0]
-        items = items[:k] + (slice(None),) * (len(shape) - n_real) + items[k + 1:]
-    items = tuple(items) + (slice(None),) * (len(shape) - n_real)
+    k = next((j for j, i in enumerate(items) if i is Ellipsis), None)
+    fill = (slice(None),) * (len(shape) - n_real)
+    items = tuple(items) + fill if k is None else tuple(items[:k]) + fill + tuple(items[k + 1:])
     st = _strides(shape)
     off, out_shape, out_st, d = 0, [], [], 0
     for i in items:
