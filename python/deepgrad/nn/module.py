@@ -12,18 +12,15 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from ..autograd import _pop_module, _push_module
-from . import arena as _arena_mod
-from .arena import Arena, runs
+from ..autograd import _S
+from .arena import _EPOCH, Arena, runs
 from .parameter import Parameter
 
 __all__ = ["Module", "IncompatibleKeys"]
 
-# Bumped on every (un)registration of a parameter or submodule anywhere, so a module's cached
-# layout check is O(1) when nothing changed.
-_STRUCT = [0]
-# Depth of nested Module calls: only the outermost call checks the layout.
-_DEPTH = [0]
+# arena._EPOCH is bumped on every arena creation and on every (un)registration of a parameter
+# or submodule anywhere, so a module's cached layout check is one int comparison.
+_STRUCT = _EPOCH
 
 
 class IncompatibleKeys(NamedTuple):
@@ -47,6 +44,7 @@ class Module:
         d["_stamp"] = None
         d["_runs"] = None
         d["_qualname"] = ""
+        d["_callname"] = type(self).__name__   # pushed on autograd's module stack when called
 
     # -- registration --------------------------------------------------------------------------
 
@@ -164,12 +162,12 @@ class Module:
 
     def _layout(self) -> Arena | None:
         """The arena holding this module's parameters, laid out now if needed (see arena.py)."""
-        stamp = (_STRUCT[0], _arena_mod._EPOCH[0])
-        if self._stamp == stamp:
+        if self._stamp == _EPOCH[0]:
             return self._arena_cache
         named = self._named_parameters_raw()
         for n, m in self.named_modules():
             m.__dict__["_qualname"] = n
+            m.__dict__["_callname"] = n or type(m).__name__
         a = None
         if named:
             a = named[0][1]._arena
@@ -178,7 +176,7 @@ class Module:
         d = self.__dict__
         d["_arena_cache"] = a
         d["_runs"] = runs(a, [p._slot for _, p in named]) if a is not None else []
-        d["_stamp"] = (_STRUCT[0], _arena_mod._EPOCH[0])
+        d["_stamp"] = _EPOCH[0]
         return a
 
     @property
@@ -320,15 +318,17 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        if _DEPTH[0] == 0 and self._stamp != (_STRUCT[0], _arena_mod._EPOCH[0]):
+        # The hot path of every layer: autograd's module-name stack is pushed/popped inline
+        # (what autograd._push_module/_pop_module do); an empty stack means a top-level call,
+        # the only place where the layout is checked.
+        stack = _S.modules
+        if not stack and self._stamp != _EPOCH[0]:
             self._layout()
-        _DEPTH[0] += 1
-        _push_module(self._qualname or type(self).__name__)
+        stack.append(self._callname)
         try:
             return self.forward(*args, **kwargs)
         finally:
-            _pop_module()
-            _DEPTH[0] -= 1
+            stack.pop()
 
     def extra_repr(self) -> str:
         """The text inside the parentheses of this module's repr line."""
