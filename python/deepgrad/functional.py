@@ -36,7 +36,7 @@ def _act(x: Tensor, name: str, alpha: float) -> Tensor:
     be = x._be
     xd = x.data
     y = be.act_forward(xd, name, alpha)
-    return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name)
+    return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name, (x,))
 
 
 def identity(x: Tensor) -> Tensor:
@@ -188,7 +188,8 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
             return (dx, None if w_direct else dw) if b is None else \
                 (dx, None if w_direct else dw, None if b_direct else db)
         out.requires_grad = True
-        out._node = Node((x, w) if b is None else (x, w, b), backward, "dense")
+        out._node = Node((x, w) if b is None else (x, w, b), backward, "dense",
+                         ((x, x._version), (w, w._version)))
     if _S.anomaly:
         _check_forward(out, "dense")
     return out
@@ -240,7 +241,7 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
         if bias is not None:
             res.append(dbeta)
         return tuple(res)
-    return _result(y, be, ins, backward, "batch_norm")
+    return _result(y, be, ins, backward, "batch_norm", (weight,) if weight is not None else None)
 
 
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -265,7 +266,7 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
         if bias is not None:
             res.append(dbeta)
         return tuple(res)
-    return _result(y, be, ins, backward, "layer_norm")
+    return _result(y, be, ins, backward, "layer_norm", (weight,) if weight is not None else None)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

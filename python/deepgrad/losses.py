@@ -46,7 +46,7 @@ def _elementwise(fn, kind, pred, target, reduction, target_grad_sign):
         d = be.loss_backward(kind, pd, td, reduction, g)
         return (d if pred.requires_grad else None,
                 be.neg(d) if target.requires_grad else None)
-    return _result(out, be, (pred, target), backward, fn)
+    return _result(out, be, (pred, target), backward, fn, (pred, target))
 
 
 def mse(pred: Tensor, target, reduction: str = "mean") -> Tensor:
@@ -105,7 +105,7 @@ def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
     out = be.loss_forward("cross_entropy", pd, td, reduction)
     return _result(out, be, (logits,),
                    lambda g: (be.loss_backward("cross_entropy", pd, td, reduction, g),),
-                   "cross_entropy")
+                   "cross_entropy", (logits,))
 
 
 def nll(log_probs: Tensor, labels, reduction: str = "mean") -> Tensor:

@@ -267,3 +267,13 @@ def test_backward_frees_intermediates_but_keeps_the_error_for_a_second_backward(
     assert ref() is None  # the intermediate and its array are gone while `loss` lives on
     with pytest.raises(RuntimeError, match="second time"):
         loss.backward()
+
+
+def test_manual_update_between_forward_and_backward_is_detected_for_dense():
+    x = dg.ones(2, 3)
+    w = dg.ones(3, 2, requires_grad=True)
+    loss = dg.functional.dense(x, w, None, "tanh").sum()
+    with dg.no_grad():
+        w -= 0.1
+    with pytest.raises(RuntimeError, match="saved by op 'dense'.*modified in place"):
+        loss.backward()
