@@ -193,3 +193,13 @@ def test_bad_inputs_raise_clear_errors():
         losses.cross_entropy(out, np.array([0, 1, 2, 5]))
     with pytest.raises(ValueError, match="p must be"):
         nn.Dropout(1.5)
+
+
+@pytest.mark.parametrize("module", [nn.Identity(), nn.Sigmoid(), nn.Tanh(), nn.ReLU(),
+                                    nn.LeakyReLU(0.2), nn.ELU(0.5), nn.SELU(), nn.GELU(),
+                                    nn.Softplus(), nn.SiLU(), nn.Softsign()],
+                         ids=lambda m: type(m).__name__)
+def test_activation_module_gradcheck(module, module_gradcheck):
+    dg.manual_seed(2)
+    x = np.random.default_rng(8).normal(size=(3, 4))
+    module_gradcheck(nn.Sequential(nn.Dense(4, 3), module), x + np.sign(x) * 0.05)
