@@ -376,21 +376,12 @@ py::tuple segment_norms(py::handle buf_o, py::handle offsets_o) {
   if (o[S] != n)
     fail_value(fn, "offsets[-1] = " + std::to_string(o[S]) + " but buf has " + std::to_string(n) +
                        " elements; the last offset must equal buf.size");
-  CudaArray doff = CudaArray::empty({S + 1}, CDType::i64);
-  dc::memcpy_h2d(doff.raw(), o, static_cast<std::size_t>(S + 1) * sizeof(std::int64_t));
-  const index_t ws = static_cast<index_t>((dc::segment_norms_workspace(n, S) + 7) / 8);
-  CudaArray work = CudaArray::empty({ws}, CDType::f64);
-  CudaArray res = CudaArray::empty({S + 2}, CDType::f64);  // norms, total, nonfinite (int64 bits)
-  double* r = res.data<double>();
-  dc::segment_norms(r, r + S, reinterpret_cast<std::int64_t*>(r + S + 1), work.raw(),
-                    buf.data<float>(), doff.data<std::int64_t>(), n, S, dc::current_stream());
-  std::vector<double> host(static_cast<std::size_t>(S + 2));
-  dc::memcpy_d2h(host.data(), r, host.size() * sizeof(double));
   py::array_t<double> norms(S);
-  if (S) std::memcpy(norms.mutable_data(), host.data(), static_cast<std::size_t>(S) * sizeof(double));
-  std::int64_t nonfinite;
-  std::memcpy(&nonfinite, &host[static_cast<std::size_t>(S + 1)], sizeof(nonfinite));
-  return py::make_tuple(norms, host[static_cast<std::size_t>(S)], nonfinite);
+  double total = 0.0;
+  std::int64_t nonfinite = 0;
+  dc::segment_norms_host(norms.mutable_data(), &total, &nonfinite, buf.data<float>(), o, n, S,
+                         dc::current_stream());
+  return py::make_tuple(norms, total, nonfinite);
 }
 
 // ---- optimizers -------------------------------------------------------------------------------

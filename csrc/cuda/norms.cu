@@ -12,6 +12,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "deepgrad/cuda_array.h"
 #include "deepgrad/cuda_kernels.h"
@@ -186,6 +189,84 @@ void segment_norms(double* norms, double* total, std::int64_t* nonfinite, void* 
   norms_final_kernel<<<1, kFinalThreads, 0, stream>>>(norms, total, nonfinite, part, cnt, offsets,
                                                       (int)segments, tile);
   check_launch("cuda segment_norms (final pass)");
+}
+
+namespace {
+
+// Scratch kept between host calls: device memory for [offsets | partials | results] and pinned
+// host memory for the transfers. Outside the caching allocator on purpose (it is small, lives as
+// long as the process, and must not show up in memory_allocated()). Offsets identical to the
+// previous call's (the arena's, every step) are not uploaded again.
+struct NormScratch {
+  std::mutex mu;
+  std::vector<std::int64_t> offsets;  // what the device copy holds
+  void* dev = nullptr;
+  std::size_t dev_bytes = 0;
+  void* pinned = nullptr;
+  std::size_t pinned_bytes = 0;
+};
+
+NormScratch& norm_scratch() {
+  static NormScratch* s = new NormScratch();  // never destroyed: no CUDA calls at exit
+  return *s;
+}
+
+std::size_t round8(std::size_t b) { return (b + 7) & ~std::size_t(7); }
+
+}  // namespace
+
+void segment_norms_host(double* norms, double* total, std::int64_t* nonfinite, const float* buf,
+                        const std::int64_t* offsets, index_t n, index_t segments,
+                        cudaStream_t stream) {
+  NormScratch& sc = norm_scratch();
+  std::lock_guard<std::mutex> lock(sc.mu);
+  const std::size_t off_bytes = round8(sizeof(std::int64_t) * (std::size_t)(segments + 1));
+  const std::size_t ws_bytes = round8(segment_norms_workspace(n, segments));
+  const std::size_t res_bytes = sizeof(double) * (std::size_t)(segments + 2);
+  const std::size_t need = off_bytes + ws_bytes + res_bytes;
+  if (sc.dev_bytes < need) {
+    if (sc.dev) check_status(cudaFree(sc.dev), "cudaFree (segment_norms scratch)");
+    sc.dev = nullptr;
+    sc.dev_bytes = 0;
+    sc.offsets.clear();
+    check_status(cudaMalloc(&sc.dev, need), "cudaMalloc (segment_norms scratch)");
+    sc.dev_bytes = need;
+  }
+  const std::size_t pin_need = std::max(off_bytes, res_bytes);
+  if (sc.pinned_bytes < pin_need) {
+    if (sc.pinned) check_status(cudaFreeHost(sc.pinned), "cudaFreeHost (segment_norms)");
+    sc.pinned = nullptr;
+    sc.pinned_bytes = 0;
+    check_status(cudaMallocHost(&sc.pinned, pin_need), "cudaMallocHost (segment_norms)");
+    sc.pinned_bytes = pin_need;
+  }
+  char* base = static_cast<char*>(sc.dev);
+  auto* d_off = reinterpret_cast<std::int64_t*>(base);
+  void* d_ws = base + off_bytes;
+  auto* d_res = reinterpret_cast<double*>(base + off_bytes + ws_bytes);
+  const std::size_t nb = sizeof(std::int64_t) * (std::size_t)(segments + 1);
+  if (sc.offsets.size() != (std::size_t)(segments + 1) ||
+      std::memcmp(sc.offsets.data(), offsets, nb) != 0) {
+    std::memcpy(sc.pinned, offsets, nb);
+    check_status(cudaMemcpyAsync(d_off, sc.pinned, nb, cudaMemcpyHostToDevice, stream),
+                 "cudaMemcpyAsync (segment_norms offsets)");
+    sc.offsets.assign(offsets, offsets + segments + 1);
+  }
+  try {
+    segment_norms(d_res, d_res + segments, reinterpret_cast<std::int64_t*>(d_res + segments + 1),
+                  d_ws, buf, d_off, n, segments, stream);
+  } catch (...) {
+    sc.offsets.clear();
+    throw;
+  }
+  // The pinned buffer is free again: the upload above completes before the kernels that follow it.
+  check_status(cudaMemcpyAsync(sc.pinned, d_res, res_bytes, cudaMemcpyDeviceToHost, stream),
+               "cudaMemcpyAsync (segment_norms results)");
+  check_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize (segment_norms)");
+  const double* h = static_cast<const double*>(sc.pinned);
+  if (segments) std::memcpy(norms, h, sizeof(double) * (std::size_t)segments);
+  *total = h[segments];
+  std::memcpy(nonfinite, h + segments + 1, sizeof(std::int64_t));
 }
 
 void scale_(float* buf, index_t n, float factor, cudaStream_t stream) {

@@ -92,6 +92,13 @@ std::size_t segment_norms_workspace(index_t n, index_t segments);
 void segment_norms(double* norms, double* total, std::int64_t* nonfinite, void* workspace,
                    const float* buf, const std::int64_t* offsets, index_t n, index_t segments,
                    cudaStream_t stream);
+// The whole host call: offsets (S + 1) and the outputs norms (S), *total, *nonfinite live in
+// host memory. Uploads the offsets (skipped when they equal the previous call's), runs
+// segment_norms in scratch kept between calls (not from the caching allocator), copies the
+// results back through pinned memory and synchronizes the stream.
+void segment_norms_host(double* norms, double* total, std::int64_t* nonfinite, const float* buf,
+                        const std::int64_t* offsets, index_t n, index_t segments,
+                        cudaStream_t stream);
 // In place over buf (n): buf *= factor; buf = clamp(buf, -clip, clip); buf = value.
 void scale_(float* buf, index_t n, float factor, cudaStream_t stream);
 void clip_value_(float* buf, index_t n, float clip, cudaStream_t stream);
