@@ -169,6 +169,8 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         activation = activation_name(activation)
     if alpha is None:
         alpha = _DEFAULT_ALPHA.get(activation, 0.01)
+    if not isinstance(x, Tensor):
+        x = Tensor(x, dtype=w.dtype, device=w.device)
     be = x._be
     if w._be is not be or (b is not None and b._be is not be):
         raise _device_mismatch("dense", x, w if w._be is not be else b)

@@ -205,3 +205,10 @@ def test_dropout_is_inverted_and_seeded():
     assert F.dropout(x, 0.3, training=False) is x
     with pytest.raises(ValueError, match="p must be in"):
         F.dropout(x, 1.5)
+
+
+def test_dense_accepts_array_input_in_the_weight_dtype():
+    w = dg.ones(3, 2, requires_grad=True)
+    y = F.dense([[1, 2, 3]], w, None, "identity")
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.numpy(), [[6.0, 6.0]])
