@@ -14,6 +14,7 @@ import numpy as np
 
 from ..autograd import _S
 from .arena import _EPOCH, Arena, runs
+from ..tensor import Tensor
 from .parameter import Parameter
 
 __all__ = ["Module", "IncompatibleKeys"]
@@ -229,24 +230,34 @@ class Module:
         return self
 
     def to(self, device=None, dtype=None) -> "Module":
-        """Move/convert every parameter (re-laid out into a new arena of that device/dtype) and
-        buffer. ``to("cuda")``, ``to(dtype=np.float64)`` or ``to(np.float64)``."""
-        if device is not None and not isinstance(device, str):
+        """Move/convert every parameter (re-laid out into ONE new arena of that device/dtype,
+        values and gradients copied) and every buffer. ``to("cuda")``, ``to("float64")``,
+        ``to(deepgrad.float64)``, ``to("cuda", "float32")``. Optimizers built before notice
+        the new layout on their next step and carry their state over."""
+        from ..backend import normalize_device
+        from ..tensor import as_dtype
+        if device is not None:
             try:
-                dtype, device = np.dtype(device), None
-            except TypeError:
-                pass
+                normalize_device(device)
+            except ValueError:
+                try:
+                    as_dtype(device)
+                except TypeError:
+                    raise ValueError(f"Module.to: {device!r} is neither a device ('cpu', "
+                                     "'cuda') nor a dtype ('float32', 'float64')") from None
+                if dtype is not None:
+                    raise
+                device, dtype = None, device     # to(dtype) written positionally
+        dt = as_dtype(dtype)
+        if dt is not None and dt.kind != "f":
+            raise TypeError(f"Module.to: parameters must be float32 or float64, got {dt}")
         named = self._named_parameters_raw()
         if named:
-            Arena(named, dtype=dtype, device=device)
+            Arena(named, dtype=dt, device=device)
         for m in self.modules():
             for bname, b in list(m._buffers.items()):
-                if b is not None and hasattr(b, "to"):
-                    nb = b
-                    if device is not None:
-                        nb = nb.to(device)
-                    if dtype is not None and np.dtype(nb.dtype).kind == "f":
-                        nb = nb.to(dtype=dtype) if _tensor_to_takes_dtype(nb) else nb
+                if isinstance(b, Tensor):
+                    nb = b.to(device=device, dtype=dt if b.dtype.kind == "f" else None)
                     m._buffers[bname] = nb
                     object.__setattr__(m, bname, nb)
         self._layout()
@@ -343,14 +354,6 @@ class Module:
         if not lines:
             return head + ")"
         return head + "\n" + "\n".join(lines) + "\n)"
-
-
-def _tensor_to_takes_dtype(t) -> bool:
-    import inspect
-    try:
-        return "dtype" in inspect.signature(t.to).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _assign(t, value: np.ndarray) -> None:
