@@ -212,3 +212,19 @@ def test_deepcopy_gets_its_own_arena():
     c.arena.params[:] = 0.0
     assert m.arena.params.any() and not c[0].weight.numpy().any()
     assert all(p._arena is c.arena for p in c.parameters())
+
+
+def test_to_accepts_dtype_spellings_and_rejects_nonsense():
+    m = nn.Sequential(nn.Dense(2, 3), nn.BatchNorm1d(3))
+    opt = optim.Adam(m, lr=0.1)
+    m.to("float64")
+    assert m.arena.dtype == np.float64 and m[1].running_var.dtype == np.float64
+    losses.mse(m(np.ones((4, 2))), np.zeros((4, 3))).backward()
+    opt.step()                                 # the optimizer follows the converted arena
+    assert opt._group_runs[0][0].arena is m.arena
+    m.to(dg.float32)
+    assert m.arena.dtype == np.float32
+    with pytest.raises(ValueError, match="neither a device"):
+        m.to("tpu")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        m.to("int64")
