@@ -103,7 +103,7 @@ def plot_global_norm(history: Mapping, path: str) -> str:
 
 
 def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int = 0,
-                         quantity: str = "signal_norm") -> str:
+                         quantity: str = "signal_norm", xlabel: str = "layer (input → output)") -> str:
     """One line per configuration: per-layer ``quantity`` at one recorded step (log scale)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -114,7 +114,7 @@ def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int 
             continue
         ax.plot(np.arange(1, len(row) + 1), row, marker="o", ms=3, label=name)
     ax.set_yscale("log")
-    ax.set_xlabel("layer (input → output)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(_LABELS.get(quantity, quantity))
     ax.legend(fontsize=8)
     return _save(fig, path)

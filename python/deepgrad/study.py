@@ -1,0 +1,534 @@
+"""The vanishing/exploding-gradient study behind ``deepgrad study``.
+
+Trains a grid of configurations with a GradientMonitor attached and writes a report folder:
+
+    summary.csv               one row per run (signal ratios at init and end, loss, accuracy, time)
+    runs/<name>.json          config, result, loss curve and the full monitor history of each run
+    plots/<name>_flow.png     layer × step heatmap of the backward signal, one per run
+    flow_init.png             backward signal per layer at initialisation, all MLP runs
+    flow_final.png            the same at the end of training
+    loss_curves.png           training loss of every run
+    time_signal.png           ||dL/dh_t|| over time steps at init, recurrent runs
+
+Each finished run is saved immediately, so an interrupted study keeps its finished runs and a
+rerun with the same options resumes from them (``fresh=True`` starts over).
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["RunConfig", "classic_grid", "build_grid", "run_one", "run_study", "write_report",
+           "SUMMARY_FIELDS"]
+
+#: The classic comparison: (label, activation, init, norm, residual).
+CLASSIC_MLP = (
+    ("sigmoid-normal", "sigmoid", "normal", "none", False),
+    ("tanh-xavier", "tanh", "xavier", "none", False),
+    ("relu-he", "relu", "he", "none", False),
+    ("leaky_relu-he", "leaky_relu", "he", "none", False),
+    ("sigmoid-batchnorm", "sigmoid", "xavier", "batch", False),
+    ("sigmoid-residual", "sigmoid", "xavier", "none", True),
+)
+BUILTIN_DATASETS = ("spirals", "moons", "circles", "gaussian_mixture", "xor")
+
+
+@dataclass
+class RunConfig:
+    """One training run. ``model`` is mlp, rnn, lstm or gru; recurrent runs use the adding
+    problem of length ``seq_len`` with ``hidden`` units."""
+    name: str
+    model: str = "mlp"
+    dataset: str = "spirals"
+    depth: int = 20
+    width: int = 64
+    activation: str = "sigmoid"
+    init: str = "xavier"
+    norm: str = "none"
+    residual: bool = False
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    steps: int = 400
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+    seq_len: int = 50
+    hidden: int = 32
+    every: int = 0  # monitor every k steps; 0 = about 25 records per run
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp_name(depth, width, act, init, norm, residual) -> str:
+    s = f"mlp-d{depth}-w{width}-{act}-{init}"
+    if norm != "none":
+        s += f"-{norm}norm"
+    if residual:
+        s += "-residual"
+    return s
+
+
+def classic_grid(depths=(20,), widths=(64,), rnn: bool = True, **common) -> list[RunConfig]:
+    """The six classic MLP configurations per (depth, width), plus RNN vs LSTM on the adding
+    problem. ``common`` sets the shared options (steps, lr, optimizer, dataset, ...)."""
+    runs = []
+    rnn_opts = {k: common.pop(k) for k in ("rnn_steps", "rnn_lr") if k in common}
+    for d, w in itertools.product(depths, widths):
+        for label, act, init, norm, res in CLASSIC_MLP:
+            runs.append(RunConfig(name=_mlp_name(d, w, act, init, norm, res), depth=d, width=w,
+                                  activation=act, init=init, norm=norm, residual=res, **common))
+    if rnn:
+        runs += rnn_grid(**common, **rnn_opts)
+    return runs
+
+
+def rnn_grid(steps: int = 400, lr: float = 1e-3, rnn_steps: int | None = None,
+             rnn_lr: float | None = None, **common) -> list[RunConfig]:
+    """A tanh RNN and an LSTM of the same size on the adding problem."""
+    keep = {k: v for k, v in common.items() if k in ("seed", "device", "seq_len", "hidden",
+                                                    "batch_size", "optimizer")}
+    T = keep.get("seq_len", 50)
+    return [RunConfig(name=f"{cell}-adding-T{T}", model=cell, dataset="adding",
+                      activation="tanh", init="default", depth=1,
+                      width=keep.get("hidden", 32), steps=rnn_steps or steps,
+                      lr=rnn_lr or 0.02, **keep)
+            for cell in ("rnn", "lstm")]
+
+
+def build_grid(depths, widths, activations, inits, norms, residuals, rnn: bool = True,
+               **common) -> list[RunConfig]:
+    """Every combination of the given options; ``inits`` may contain "auto" (He for the ReLU
+    family, Xavier otherwise)."""
+    from .init import default_for
+    runs, seen = [], set()
+    rnn_opts = {k: common.pop(k) for k in ("rnn_steps", "rnn_lr") if k in common}
+    for d, w, act, init, norm, res in itertools.product(depths, widths, activations, inits,
+                                                         norms, residuals):
+        if init == "auto":
+            init = "he" if default_for(act) == "he" else "xavier"
+        name = _mlp_name(d, w, act, init, norm, res)
+        if name in seen:
+            continue
+        seen.add(name)
+        runs.append(RunConfig(name=name, depth=d, width=w, activation=act, init=init, norm=norm,
+                              residual=res, **common))
+    if rnn:
+        runs += rnn_grid(**common, **rnn_opts)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# data and models
+
+
+def load_dataset(name: str, seed: int):
+    """(X float32 (n, f), y) for a built-in name or a user .npz/.csv path."""
+    from . import data
+    if name in BUILTIN_DATASETS:
+        if name == "xor":
+            return data.xor()
+        fn = getattr(data, name)
+        return fn(600, seed=seed) if name != "gaussian_mixture" else fn(600, seed=seed)
+    if name.endswith((".npz", ".csv")):
+        return data.load_arrays(name)
+    raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_DATASETS)} or a "
+                     "path to a .npz (arrays X, y) or .csv (label in the last column) file")
+
+
+def build_mlp(cfg: RunConfig, n_in: int, n_out: int):
+    """depth layers: input layer, depth-2 hidden blocks (plain, batch-norm or residual), output."""
+    from . import nn
+    if cfg.depth < 2:
+        raise ValueError(f"depth must be >= 2 (input and output layers), got {cfg.depth}")
+    act, init, w = cfg.activation, cfg.init, cfg.width
+
+    def hidden(n_from):
+        if cfg.norm == "batch":
+            return nn.Sequential(nn.Dense(n_from, w, None, init=init), nn.BatchNorm1d(w),
+                                 nn.Activation(act))
+        if cfg.norm != "none":
+            raise ValueError(f"normalization must be 'none' or 'batch', got {cfg.norm!r}")
+        return nn.Dense(n_from, w, act, init=init)
+
+    layers = [hidden(n_in)]
+    for _ in range(cfg.depth - 2):
+        block = hidden(w)
+        layers.append(nn.Residual(block) if cfg.residual else block)
+    layers.append(nn.Dense(w, n_out, init=init))
+    return nn.Sequential(*layers)
+
+
+def _build_rnn(cfg: RunConfig):
+    from . import nn
+    cell = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cfg.model](2, cfg.hidden)
+    return _Regressor(cell, cfg.hidden)
+
+
+def _regressor_cls():
+    from . import nn
+
+    class Regressor(nn.Module):
+        """A recurrent layer followed by a linear read-out of its last hidden state."""
+
+        def __init__(self, cell, hidden):
+            super().__init__()
+            self.cell = cell
+            self.head = nn.Dense(hidden, 1)
+
+        def forward(self, x):
+            _, last = self.cell(x)
+            return self.head(last[0] if isinstance(last, tuple) else last)
+    return Regressor
+
+
+def _Regressor(cell, hidden):
+    return _regressor_cls()(cell, hidden)
+
+
+def _optimizer(cfg: RunConfig, params):
+    from . import optim
+    name = cfg.optimizer.lower()
+    if name == "adam":
+        return optim.Adam(params, lr=cfg.lr)
+    if name == "adamw":
+        return optim.AdamW(params, lr=cfg.lr)
+    if name == "sgd":
+        return optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    if name == "rmsprop":
+        return optim.RMSprop(params, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use adam, adamw, sgd or rmsprop")
+
+
+def _ratio(row) -> float | None:
+    vals = [v for v in (row or []) if v is not None and math.isfinite(v)]
+    if len(vals) < 2 or vals[-1] == 0:
+        return None
+    return vals[0] / vals[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+
+def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None) -> dict:
+    """Train one configuration with a monitor; returns a JSON-able record
+    {config, result, loss_curve, history}."""
+    import deepgrad as dg
+    from . import losses
+    from .monitor import GradientMonitor
+
+    dg.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.model == "mlp":
+        X, y = load_dataset(cfg.dataset, cfg.seed)
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2 or len(X) < 4:
+            raise ValueError(f"dataset {cfg.dataset!r}: need X of shape (n >= 4, features), got {X.shape}")
+        classify = np.asarray(y).dtype.kind in "iu"
+        perm = rng.permutation(len(X))
+        n_test = max(1, len(X) // 5)
+        te, tr = perm[:n_test], perm[n_test:]
+        if classify:
+            y = np.asarray(y, dtype=np.int64).reshape(-1)
+            n_out = int(y.max()) + 1
+        else:
+            y = np.asarray(y, dtype=np.float32).reshape(len(X), -1)
+            n_out = y.shape[1]
+        model = build_mlp(cfg, X.shape[1], n_out)
+
+        def loss_fn(pred, target):
+            return losses.cross_entropy(pred, target) if classify else losses.mse(pred, target)
+    elif cfg.model in ("rnn", "lstm", "gru"):
+        from ._seqdata import adding_problem
+        X, y = adding_problem(4096 + 512, cfg.seq_len, seed=cfg.seed)
+        tr, te = np.arange(4096), np.arange(4096, 4096 + 512)
+        classify = False
+        model = _build_rnn(cfg)
+        loss_fn = losses.mse
+    else:
+        raise ValueError(f"unknown model kind {cfg.model!r}: use mlp, rnn, lstm or gru")
+    if cfg.device != "cpu":
+        model.to(cfg.device)
+    opt = _optimizer(cfg, model.parameters())
+    every = cfg.every or max(1, cfg.steps // 25)
+    mon = GradientMonitor(model, every=every)
+    Xt = dg.tensor(X[tr], device=cfg.device)
+    yt = dg.tensor(y[tr], device=cfg.device)
+    curve = []
+    bs = min(cfg.batch_size, len(tr))
+    Xtr, ytr = X[tr], y[tr]
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        idx = rng.integers(0, len(tr), bs)
+        xb = dg.tensor(Xtr[idx], device=cfg.device)
+        yb = dg.tensor(ytr[idx], device=cfg.device)
+        loss = loss_fn(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.step(loss)
+        curve.append(float(loss.item()))
+        if progress is not None:
+            progress(step + 1, curve[-1])
+    seconds = time.perf_counter() - t0
+    # a final record of the trained model's gradient flow (forward + backward, no update)
+    final = _final_record(model, mon, loss_fn, Xt, yt, bs, rng)
+    model.eval()
+    with dg.no_grad():
+        train_loss = float(loss_fn(model(Xt), yt).item())
+        Xe = dg.tensor(X[te], device=cfg.device)
+        pe = model(Xe).numpy()
+    model.train()
+    mon.close()
+    if classify:
+        acc = float(np.mean(pe.argmax(axis=1) == y[te]))
+        test_mse = None
+    else:
+        acc = None
+        test_mse = float(np.mean((pe.astype(np.float64) - y[te]) ** 2))
+    hist = mon.to_dict()
+    from .monitor import diagnose
+    findings = diagnose(hist, mon.thresholds)
+    if cfg.model == "mlp":
+        r0 = _ratio(hist["signal_norm"][0]) if hist["signal_norm"] else None
+        r1 = _ratio(final)
+    else:
+        ts = next(iter(hist["time_signal"].values()), [])
+        r0 = _ratio(ts[0]) if ts else None
+        r1 = _ratio(ts[-1]) if ts else None
+    result = {"signal_ratio_init": r0, "signal_ratio_final": r1, "final_loss": train_loss,
+              "accuracy": acc, "test_mse": test_mse, "seconds": seconds,
+              "monitor_seconds": mon.seconds,
+              "findings": [f.message for f in findings]}
+    return {"config": cfg.to_dict(), "result": result, "loss_curve": curve, "history": hist,
+            "final_signal": final}
+
+
+def _final_record(model, mon, loss_fn, Xt, yt, bs, rng):
+    """Per-layer backward signal of the trained model on one batch (not a training step)."""
+    import deepgrad as dg
+    n = Xt.shape[0]
+    idx = rng.integers(0, n, bs)
+    row = [None] * len(mon.layers)
+    handles = []
+    saved = {}
+    for i, layer in enumerate(mon.layers):
+        orig = layer.forward
+
+        def fwd(*a, i=i, orig=orig, **k):
+            out = orig(*a, **k)
+            y = out[0] if isinstance(out, tuple) else out
+            if y.requires_grad:
+                y.register_hook(lambda g, i=i: row.__setitem__(i, float(np.linalg.norm(
+                    np.asarray(g.numpy(), dtype=np.float64)))))
+            return out
+        saved[i] = layer.__dict__.get("forward")
+        object.__setattr__(layer, "forward", fwd)
+        handles.append(layer)
+    try:
+        xb = dg.tensor(Xt.numpy()[idx], device=Xt.device)
+        yb = dg.tensor(yt.numpy()[idx], device=yt.device)
+        loss = loss_fn(model(xb), yb)
+        model.zero_grad()
+        loss.backward()
+    finally:
+        for i, layer in enumerate(handles):
+            if saved[i] is None:
+                layer.__dict__.pop("forward", None)
+            else:
+                object.__setattr__(layer, "forward", saved[i])
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# the study: runs with resume, the summary table and the report folder
+
+SUMMARY_FIELDS = ("name", "model", "dataset", "depth", "width", "activation", "init", "norm",
+                  "residual", "optimizer", "lr", "steps", "signal_ratio_init",
+                  "signal_ratio_final", "final_loss", "accuracy", "test_mse", "seconds",
+                  "monitor_overhead", "findings")
+
+
+def _run_path(out: str, name: str) -> str:
+    return os.path.join(out, "runs", name + ".json")
+
+
+def _load_finished(out: str, cfg: RunConfig) -> dict | None:
+    """The saved record of this exact configuration, or None."""
+    path = _run_path(out, cfg.name)
+    try:
+        with open(path) as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("config") == cfg.to_dict() and "result" in rec else None
+
+
+def _save(out: str, rec: dict) -> None:
+    path = _run_path(out, rec["config"]["name"])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(rec, fh)
+    os.replace(tmp, path)  # atomic: an interrupted write never leaves a half file
+
+
+def _fmt(v, kind="g") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if kind == "pct":
+            return f"{100 * v:.1f}%"
+        if kind == "s":
+            return f"{v:.1f}"
+        return f"{v:.2e}" if (v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4)) else f"{v:.3f}"
+    return str(v)
+
+
+def summary_rows(records: Sequence[dict]) -> list[dict]:
+    rows = []
+    for rec in records:
+        c, r = rec["config"], rec["result"]
+        row = {k: c.get(k) for k in SUMMARY_FIELDS if k in c}
+        row.update({k: r.get(k) for k in ("signal_ratio_init", "signal_ratio_final", "final_loss",
+                                          "accuracy", "test_mse", "seconds")})
+        sec = r.get("seconds") or 0.0
+        row["monitor_overhead"] = (r.get("monitor_seconds", 0.0) / sec) if sec > 0 else None
+        row["findings"] = "; ".join(r.get("findings", []))
+        rows.append(row)
+    return rows
+
+
+def format_table(records: Sequence[dict]) -> str:
+    """The summary table printed at the end of a study."""
+    head = ("run", "signal 1/L init", "signal 1/L end", "final loss", "accuracy", "test MSE",
+            "time s", "monitor")
+    lines = [head]
+    for row in summary_rows(records):
+        lines.append((row["name"], _fmt(row["signal_ratio_init"]), _fmt(row["signal_ratio_final"]),
+                      _fmt(row["final_loss"]), _fmt(row["accuracy"], "pct"), _fmt(row["test_mse"]),
+                      _fmt(row["seconds"], "s"), _fmt(row["monitor_overhead"], "pct")))
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    out = []
+    for j, l in enumerate(lines):
+        out.append("  ".join(x.ljust(widths[i]) if i == 0 else x.rjust(widths[i])
+                             for i, x in enumerate(l)))
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    out.append("signal 1/L: backward-signal norm at the first layer over the last layer "
+               "(recurrent runs: at time step 1 over step T); ~1 is healthy, tiny is vanishing.")
+    return "\n".join(out)
+
+
+def write_report(out: str, records: Sequence[dict], plots: bool = True,
+                 stream=None) -> list[str]:
+    """summary.csv and the plots for the finished runs; returns the paths written."""
+    os.makedirs(out, exist_ok=True)
+    written = []
+    path = os.path.join(out, "summary.csv")
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(SUMMARY_FIELDS))
+        w.writeheader()
+        for row in summary_rows(records):
+            w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    written.append(path)
+    if not plots or not records:
+        return written
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if stream is not None:
+            print("matplotlib is not installed: skipping plots (pip install 'deepgrad[plot]')",
+                  file=stream)
+        return written
+    from . import plot as P
+    mlp = {r["config"]["name"]: r["history"] for r in records if r["config"]["model"] == "mlp"}
+    for rec in records:
+        h = rec["history"]
+        if h.get("signal_norm") and any(v is not None for row in h["signal_norm"] for v in row):
+            written.append(P.plot_heatmap(h, os.path.join(out, "plots", rec["config"]["name"] + "_flow.png")))
+    if mlp:
+        written.append(P.plot_flow_comparison(mlp, os.path.join(out, "flow_init.png"), step=0))
+        final = {}
+        for rec in records:
+            if rec["config"]["model"] == "mlp" and rec.get("final_signal"):
+                final[rec["config"]["name"]] = {"layers": rec["history"]["layers"],
+                                                "signal_norm": [rec["final_signal"]]}
+        if final:
+            written.append(P.plot_flow_comparison(final, os.path.join(out, "flow_final.png"), step=0))
+    written.append(P.plot_loss_curves({r["config"]["name"]: r["loss_curve"] for r in records},
+                                      os.path.join(out, "loss_curves.png")))
+    ts = {}
+    for rec in records:
+        for _, rows in (rec["history"].get("time_signal") or {}).items():
+            if rows and rows[0]:
+                ts[rec["config"]["name"]] = {"layers": [str(t) for t in range(len(rows[0]))],
+                                             "signal_norm": [rows[0]]}
+    if ts:
+        written.append(P.plot_flow_comparison(ts, os.path.join(out, "time_signal.png"), step=0,
+                                              xlabel="time step t"))
+    return written
+
+
+def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots: bool = True,
+              stream=None) -> list[dict]:
+    """Run (or resume) every configuration, saving each as it finishes; then write the report
+    and print the summary table to ``stream`` (default stdout). KeyboardInterrupt keeps the
+    finished runs, writes the report for them and re-raises."""
+    stream = stream if stream is not None else sys.stdout
+    names = [c.name for c in configs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"duplicate run names in the study grid: {', '.join(sorted(dup))}")
+    os.makedirs(out, exist_ok=True)
+    records = []
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    n = len(configs)
+    try:
+        for i, cfg in enumerate(configs, 1):
+            rec = _load_finished(out, cfg) if resume else None
+            if rec is not None:
+                print(f"[{i}/{n}] {cfg.name}: finished earlier, reusing runs/{cfg.name}.json",
+                      file=stream, flush=True)
+                records.append(rec)
+                continue
+            print(f"[{i}/{n}] {cfg.name}: training {cfg.steps} steps ...", file=stream, flush=True)
+            last = [time.perf_counter()]
+
+            def progress(step, loss, cfg=cfg):
+                now = time.perf_counter()
+                if step == cfg.steps or now - last[0] > (0.5 if tty else 10.0):
+                    last[0] = now
+                    msg = f"    step {step}/{cfg.steps}  loss {loss:.4f}"
+                    print(("\r" + msg) if tty else msg, end="" if tty else "\n", file=stream,
+                          flush=True)
+            rec = run_one(cfg, progress)
+            if tty:
+                print(file=stream)
+            _save(out, rec)
+            r = rec["result"]
+            metric = (f"accuracy {100 * r['accuracy']:.1f}%" if r["accuracy"] is not None
+                      else f"test MSE {r['test_mse']:.4f}")
+            print(f"    done in {r['seconds']:.1f} s: loss {r['final_loss']:.4f}, {metric}",
+                  file=stream, flush=True)
+            records.append(rec)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(records)} finished run(s) kept in {out}; rerun the same "
+              "command to resume", file=stream, flush=True)
+        write_report(out, records, plots=False, stream=stream)
+        raise
+    write_report(out, records, plots=plots, stream=stream)
+    print("\n" + format_table(records), file=stream)
+    print(f"\nreport written to {out}/ (summary.csv, runs/*.json"
+          + (", *.png" if plots else "") + ")", file=stream, flush=True)
+    return records
