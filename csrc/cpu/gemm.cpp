@@ -22,8 +22,8 @@ namespace {
 // Cache blocking for Zen/Skylake-class cores (32-48 KiB L1d, >= 512 KiB L2): a KC x NR panel of
 // B stays in L1 while the MC x KC block of A streams from L2; the KC x NC block of B sits in L3.
 template <class T> struct Blocking;
-template <> struct Blocking<float> { static constexpr index_t MC = 144, KC = 512, NC = 4080; };
-template <> struct Blocking<double> { static constexpr index_t MC = 96, KC = 384, NC = 2040; };
+template <> struct Blocking<float> { static constexpr index_t MC = 144, KC = 512, NC = 2048; };
+template <> struct Blocking<double> { static constexpr index_t MC = 72, KC = 512, NC = 1024; };
 
 // Problems up to kSmallWork multiply-adds (e.g. 32x512x512, 128x256x256) skip packing A: the
 // micro-kernel reads it in place, and packing would cost as much as it saves. Measured on Zen 4.
