@@ -57,10 +57,12 @@ py::tuple shape_tuple(const std::vector<index_t>& s) {
 // int64); anything else is a TypeError.
 CudaArray from_numpy(py::handle obj) {
   const char* fn = "CudaArray.from_numpy";
-  if (!py::isinstance<py::array>(obj))
-    obj = py::array::ensure(obj);
-  if (!obj) fail_type(fn, "expected a numpy array");
-  py::array a = py::reinterpret_borrow<py::array>(obj);
+  py::array a = py::isinstance<py::array>(obj) ? py::reinterpret_borrow<py::array>(obj)
+                                                : py::array::ensure(obj);
+  if (!a) {
+    PyErr_Clear();
+    fail_type(fn, "expected a numpy array, got " + py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  }
   const char kind = a.dtype().kind();
   DType t;
   if (kind == 'f' && a.itemsize() == 4) t = DType::f32;

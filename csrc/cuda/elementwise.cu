@@ -40,7 +40,7 @@ __device__ __forceinline__ T un_apply(UnOp op, T x, T p0, T p1) {
   switch (op) {
     case UnOp::neg: return -x;
     case UnOp::abs: return x < T(0) ? -x : x;
-    case UnOp::sign: return T((x > T(0)) - (x < T(0)));
+    case UnOp::sign: return is_nan(x) ? x : T((x > T(0)) - (x < T(0)));
     case UnOp::square: return x * x;
     case UnOp::clip:
       if (is_nan(x)) return x;

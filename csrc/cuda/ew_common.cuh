@@ -58,7 +58,7 @@ struct OffsetCalc {
         stride[k][d] = static_cast<I>(d < ix.ndim ? ix.stride[first_operand + k][d] : 0);
     }
   }
-  __device__ __forceinline__ void get(I linear, I* offs) const {
+  __host__ __device__ __forceinline__ void get(I linear, I* offs) const {
 #pragma unroll
     for (int k = 0; k < NOP; ++k) offs[k] = 0;
     for (int d = ndim - 1; d >= 0; --d) {

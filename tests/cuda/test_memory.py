@@ -1,6 +1,8 @@
 """Device arrays and the caching allocator: host<->device round trips, views into one storage
 (the arena), copies, casts, allocator statistics, steady state without cudaMalloc, and a clean
 out-of-memory error."""
+import gc
+
 import numpy as np
 import pytest
 
@@ -97,6 +99,7 @@ def test_copy_is_independent_and_astype(rng):
 
 
 def test_allocator_statistics_and_empty_cache():
+    gc.collect()  # arrays held by cycles from earlier tests must not be freed mid-test
     cuda.empty_cache()
     base_alloc = cuda.memory_allocated()
     d = CudaArray.empty((1 << 20,))  # 4 MiB
