@@ -62,10 +62,10 @@ template <class T> DG_HOST_DEVICE T softplus_(T x) {
 template <class T> DG_HOST_DEVICE T act_forward(Act a, T z, T alpha) {
   switch (a) {
     case Act::identity: return z;
-    case Act::step: return z > T(0) ? T(1) : T(0);
+    case Act::step: return z > T(0) ? T(1) : (z <= T(0) ? T(0) : z);  // NaN stays NaN
     case Act::sigmoid: return sigmoid_(z);
     case Act::tanh_: return std::tanh(z);
-    case Act::relu: return z > T(0) ? z : T(0);
+    case Act::relu: return z <= T(0) ? T(0) : z;  // NaN propagates, as in PyTorch
     case Act::leaky_relu: return z > T(0) ? z : alpha * z;
     case Act::elu: return z > T(0) ? z : alpha * std::expm1(z);
     case Act::selu: return T(kSeluScale) * (z > T(0) ? z : T(kSeluAlpha) * std::expm1(z));
