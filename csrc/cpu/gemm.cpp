@@ -2,8 +2,8 @@
 // C (M,N) = alpha * op(A) (M,K) * op(B) (K,N) + beta * C, row-major.
 //
 // Large problems follow the BLIS/GotoBLAS structure: B is packed in KC x NC blocks (NR-wide
-// panels, shared by all threads), A in MC x KC blocks (MR-tall panels, one region per thread),
-// and an MR x NR register-blocked micro-kernel sweeps the tiles. Small problems (dense layers
+// panels), A in MC x KC blocks (MR-tall panels), and an MR x NR register-blocked micro-kernel
+// sweeps the tiles. Threads split C into blocks (see gemm_driver). Small problems (dense layers
 // of width 32..256) skip packing: the micro-kernel reads A in place through its row/column
 // strides and B rows in place, because packing would cost as much as the multiply itself.
 #include <algorithm>
@@ -12,9 +12,6 @@
 
 #include "deepgrad/cpu_features.h"
 #include "deepgrad/gemm.h"
-#ifdef DG_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace dg {
 namespace {
@@ -147,26 +144,6 @@ inline void split(index_t total, int parts, int idx, index_t* lo, index_t* hi) {
   *hi = *lo + q + (idx < r ? 1 : 0);
 }
 
-inline int thread_id() {
-#ifdef DG_HAVE_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-inline int team_size() {
-#ifdef DG_HAVE_OPENMP
-  return omp_get_num_threads();
-#else
-  return 1;
-#endif
-}
-inline void barrier() {
-#ifdef DG_HAVE_OPENMP
-#pragma omp barrier
-#endif
-}
-
 // C = beta * C (the K == 0 or alpha == 0 case).
 template <class T>
 void scale_c(T* c, index_t m, index_t n, index_t ldc, T beta) {
@@ -180,7 +157,7 @@ void scale_c(T* c, index_t m, index_t n, index_t ldc, T beta) {
 template <class T>
 void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
                    index_t k, index_t rsa, index_t csa, index_t ldb, index_t ldc, bool trans_b,
-                   bool pack_all_b, T alpha, T beta, int nt) {
+                   bool pack_all_b, T alpha, T beta) {
   constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
   const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
   T* bp = nullptr;  // packed panels
@@ -195,95 +172,75 @@ void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, i
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
     pack_b(bp, b, ldb, 1, k, n, first_packed, npn);
   }
-  auto run = [&](index_t ip0, index_t ip1, index_t jp0, index_t jp1) {
-    for (index_t jp = jp0; jp < jp1; ++jp) {
-      const bool packed = jp >= first_packed;
-      const T* bj = packed ? bp + jp * NR * k : b + jp * NR;
-      const index_t rsb = packed ? NR : ldb;
-      const int nr = static_cast<int>(std::min<index_t>(NR, n - jp * NR));
-      for (index_t ip = ip0; ip < ip1; ++ip) {
-        const int mr = static_cast<int>(std::min<index_t>(MR, m - ip * MR));
-        uk(k, a + ip * MR * rsa, rsa, csa, bj, rsb, c + ip * MR * ldc + jp * NR, ldc, alpha, beta,
-           mr, nr);
-      }
-    }
-  };
-  if (nt <= 1) {
-    run(0, npm, 0, npn);
-    return;
-  }
-#ifdef DG_HAVE_OPENMP
-#pragma omp parallel num_threads(nt)
-  {
-    const int tid = thread_id(), nth = team_size();
-    index_t lo, hi;
-    if (npm >= npn) {
-      split(npm, nth, tid, &lo, &hi);
-      run(lo, hi, 0, npn);
-    } else {
-      split(npn, nth, tid, &lo, &hi);
-      run(0, npm, lo, hi);
+  for (index_t jp = 0; jp < npn; ++jp) {
+    const bool packed = jp >= first_packed;
+    const T* bj = packed ? bp + jp * NR * k : b + jp * NR;
+    const index_t rsb = packed ? NR : ldb;
+    const int nr = static_cast<int>(std::min<index_t>(NR, n - jp * NR));
+    for (index_t ip = 0; ip < npm; ++ip) {
+      const int mr = static_cast<int>(std::min<index_t>(MR, m - ip * MR));
+      uk(k, a + ip * MR * rsa, rsa, csa, bj, rsb, c + ip * MR * ldc + jp * NR, ldc, alpha, beta,
+         mr, nr);
     }
   }
-#endif
 }
 
 // ---- the packed path ------------------------------------------------------------------------------
 template <class T>
 void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
                  index_t k, index_t rsa, index_t csa, index_t rsb, index_t csb, index_t ldc,
-                 T alpha, T beta, int nt) {
+                 T alpha, T beta) {
   constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
   constexpr index_t MC = Blocking<T>::MC, KC = Blocking<T>::KC, NC = Blocking<T>::NC;
   const index_t kc_max = std::min(k, KC), nc_max = std::min(n, NC);
-  const std::size_t b_size = std::size_t((nc_max + NR - 1) / NR) * NR * kc_max;
-  const std::size_t a_size = std::size_t(MC) * kc_max;
-  T* bp = scratch<T>(0, b_size);
-  T* ap_all = scratch<T>(1, a_size * std::max(nt, 1));
-
-  auto body = [&](int tid, int nth) {
-    T* ap = ap_all + tid * a_size;
-    for (index_t jc = 0; jc < n; jc += NC) {
-      const index_t nc = std::min(NC, n - jc), npn = (nc + NR - 1) / NR;
-      for (index_t pc = 0; pc < k; pc += KC) {
-        const index_t kc = std::min(KC, k - pc);
-        const T beta_eff = pc == 0 ? beta : T(1);
-        index_t lo, hi;
-        split(npn, nth, tid, &lo, &hi);
-        if (nth > 1) barrier();  // everyone is done reading the previous B block
-        pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, lo, hi);
-        if (nth > 1) barrier();
-        for (index_t ic = 0; ic < m; ic += MC) {
-          const index_t mc = std::min(MC, m - ic), npm = (mc + MR - 1) / MR;
-          // Enough row panels: each thread packs and sweeps its own rows. Otherwise each packs
-          // the whole (small) A block and takes a share of the column panels.
-          index_t ip0 = 0, ip1 = npm, jp0 = 0, jp1 = npn;
-          if (npm >= 2 * nth) split(npm, nth, tid, &ip0, &ip1);
-          else split(npn, nth, tid, &jp0, &jp1);
-          pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, ip0, ip1);
-          for (index_t jp = jp0; jp < jp1; ++jp) {
-            const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp * NR));
-            const T* bj = bp + jp * NR * kc;
-            for (index_t ip = ip0; ip < ip1; ++ip) {
-              const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip * MR));
-              uk(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR,
-                 ldc, alpha, beta_eff, mr, nr);
-            }
+  T* bp = scratch<T>(0, std::size_t((nc_max + NR - 1) / NR) * NR * kc_max);
+  T* ap = scratch<T>(1, std::size_t(MC) * kc_max);
+  for (index_t jc = 0; jc < n; jc += NC) {
+    const index_t nc = std::min(NC, n - jc), npn = (nc + NR - 1) / NR;
+    for (index_t pc = 0; pc < k; pc += KC) {
+      const index_t kc = std::min(KC, k - pc);
+      const T beta_eff = pc == 0 ? beta : T(1);
+      pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, 0, npn);
+      for (index_t ic = 0; ic < m; ic += MC) {
+        const index_t mc = std::min(MC, m - ic), npm = (mc + MR - 1) / MR;
+        pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, 0, npm);
+        for (index_t jp = 0; jp < npn; ++jp) {
+          const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp * NR));
+          const T* bj = bp + jp * NR * kc;
+          for (index_t ip = 0; ip < npm; ++ip) {
+            const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip * MR));
+            uk(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR, ldc,
+               alpha, beta_eff, mr, nr);
           }
         }
       }
     }
-  };
-  if (nt <= 1) {
-    body(0, 1);
-    return;
   }
-#ifdef DG_HAVE_OPENMP
-#pragma omp parallel num_threads(nt)
-  body(thread_id(), team_size());
-#endif
 }
 
+// One thread's GEMM: picks the unpacked or the packed path for this (sub)problem.
+template <class T>
+void gemm_serial(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
+                 index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
+                 T beta) {
+  const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+  const index_t work = m * n * k;
+  if (work <= kSmallWork && n * k <= (index_t(1) << 20)) {
+    // B is read in place only when its rows are contiguous and it fits in L1/L2 comfortably
+    // (wide row strides alias in L1); otherwise its panels are packed once for all of M.
+    const bool pack_all_b = trans_b || n * k * index_t(sizeof(T)) > (64 << 10) ||
+                            (trans_a && work > kTinyWork);
+    gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, pack_all_b, alpha, beta);
+  } else {
+    const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
+    gemm_packed(uk, c, a, b, m, n, k, rsa, csa, rsb, csb, ldc, alpha, beta);
+  }
+}
+
+// Threads take disjoint blocks of C on a pm x pn grid and run independent serial GEMMs (each
+// packs what it reads): no barriers, so a thread that the OS preempts delays only itself, and
+// every element of C is computed by one thread in a fixed order. The grid minimises the
+// duplicated packing pn*M + pm*N.
 template <class T>
 void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
                  index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
@@ -293,23 +250,46 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
     scale_c(c, m, n, ldc, beta);
     return;
   }
-  const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
-  const index_t work = m * n * k;
+  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
   // About 16 multiply-adds per cycle: fork only above ~128^3 (20 us on one core), where the
-  // fork and barriers (a few us) are paid back.
-  const int nt = threads_for(work / 64);
-  if (work <= kSmallWork && n * k <= (index_t(1) << 20)) {
-    // B is read in place only when its rows are contiguous and it fits in L1/L2 comfortably
-    // (wide row strides alias in L1); otherwise its panels are packed once for all of M.
-    const bool pack_all_b = trans_b || n * k * index_t(sizeof(T)) > (64 << 10) ||
-                            (trans_a && work > kTinyWork);
-    gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, pack_all_b, alpha, beta,
-                  nt);
-  } else {
-    const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
-    gemm_packed(uk, c, a, b, m, n, k, rsa, csa, rsb, csb, ldc, alpha, beta, nt);
+  // fork (a few us) is paid back.
+  int nt = threads_for(m * n * k / 64);
+  const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
+  if (nt > npm * npn) nt = static_cast<int>(npm * npn);
+  if (nt <= 1) {
+    gemm_serial(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta);
+    return;
+  }
+  int pm = 0, pn = 0;
+  index_t best = -1;
+  for (int d = 1; d <= nt; ++d) {  // d column blocks, nt/d row blocks
+    const int q = nt / d;
+    if (nt % d || q > npm || d > npn) continue;
+    const index_t cost = d * m + q * n;
+    if (best < 0 || cost < best) best = cost, pm = q, pn = d;
+  }
+  if (best < 0) {  // no exact grid (few tiles): use fewer threads
+    pm = static_cast<int>(std::min<index_t>(nt, npm));
+    pn = static_cast<int>(std::min<index_t>(nt / pm, npn));
+    nt = pm * pn;
+  }
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static, 1)
+#endif
+  for (int t = 0; t < nt; ++t) {
+    index_t i0, i1, j0, j1;
+    split(npm, pm, t / pn, &i0, &i1);
+    split(npn, pn, t % pn, &j0, &j1);
+    i0 *= MR, j0 *= NR;
+    i1 = std::min(m, i1 * MR), j1 = std::min(n, j1 * NR);
+    if (i1 <= i0 || j1 <= j0) continue;
+    const T* at = trans_a ? a + i0 : a + i0 * lda;
+    const T* bt = trans_b ? b + j0 * ldb : b + j0;
+    gemm_serial(uk, c + i0 * ldc + j0, at, bt, i1 - i0, j1 - j0, k, lda, ldb, ldc, trans_a,
+                trans_b, alpha, beta);
   }
 }
+
 
 }  // namespace
 
