@@ -10,13 +10,20 @@ per step (a deep, tiny network where the kernels cost next to nothing).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 
-import numpy as np
+if "--threads" in sys.argv[:-1]:  # BLAS pools read these once, when numpy/torch are imported
+    _n = sys.argv[sys.argv.index("--threads") + 1]
+    for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_v] = _n
 
-import deepgrad as dg
-from deepgrad import losses, nn, optim
+import numpy as np  # noqa: E402
+
+import deepgrad as dg  # noqa: E402
+from deepgrad import losses, nn, optim  # noqa: E402
 
 CONFIGS = [(10, 64, 128), (50, 64, 128), (100, 32, 64), (10, 256, 256), (5, 1024, 512)]
 
