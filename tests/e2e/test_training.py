@@ -57,3 +57,15 @@ def test_minibatch_training_with_scheduler_and_checkpoint(tmp_path):
     fresh = nn.Sequential(nn.Dense(2, 16, "tanh"), nn.Dense(16, 2))
     fresh.load_state_dict(dg.load(tmp_path / "moons.dg"))
     np.testing.assert_array_equal(fresh(X).numpy(), net(X).numpy())
+
+
+def test_examples_run(capsys):
+    import pathlib
+    import runpy
+    root = pathlib.Path(__file__).resolve().parents[2] / "examples"
+    for name in ("perceptron.py", "xor.py", "dag_weight_reuse.py", "spirals.py"):
+        runpy.run_path(str(root / name), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "= 0.94" in out and "= 0.01" in out                       # perceptron example
+    assert "y_hat=0.60  BCE=0.92" in out and "y_hat=0.66  BCE=1.07" in out
+    assert "dL/dw = -12, dL/db = -4" in out
