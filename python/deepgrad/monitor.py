@@ -383,31 +383,37 @@ class GradientMonitor:
         self.seconds += time.perf_counter() - t0
 
     def _stats(self, m, x, y):
-        """(pre-activation mean, std, saturated fraction or None, dead fraction or None)."""
+        """(pre-activation mean, std, saturated fraction or None, dead fraction or None).
+        One matmul (fused Dense layers keep z to themselves) and a few single-pass reductions."""
         act = _act_of(m)
         be = y._be
-        yd = _host(be, y.data).astype(np.float64, copy=False)
+        yd = _host(be, y.data)
         if yd.ndim != 2 or yd.shape[0] == 0:
             return None
-        if hasattr(m, "weight") and getattr(m, "weight", None) is not None and \
-                getattr(m, "in_features", None) is not None:
-            xd = _host(be, getattr(x, "data", x)).astype(np.float64, copy=False)
+        xd = _host(be, getattr(x, "data", x))
+        if getattr(m, "in_features", None) is not None and getattr(m, "weight", None) is not None:
             z = xd @ _host(be, m.weight.data)
             if getattr(m, "bias", None) is not None:
-                z = z + _host(be, m.bias.data)
+                z += _host(be, m.bias.data)
         else:
-            z = _host(be, getattr(x, "data", x)).astype(np.float64, copy=False)
-        sat = dead = None
+            z = xd
+        zf = z.reshape(-1)
+        n = zf.size
+        mean = float(zf.sum(dtype=np.float64)) / n
+        var = max(float(np.dot(zf, zf)) / n - mean * mean, 0.0)
         lim = self.thresholds.saturation_derivative
-        if act == "sigmoid":
-            sat = float(np.mean(yd * (1.0 - yd) < 0.25 * lim))
-        elif act == "tanh":
-            sat = float(np.mean(1.0 - yd * yd < lim))
-        elif act == "softsign":
-            sat = float(np.mean(1.0 / (1.0 + np.abs(z)) ** 2 < lim))
+        sat = dead = None
+        # derivative below lim × its maximum, written as a bound on |y| (one comparison)
+        if act == "sigmoid":  # y(1 - y) < lim/4  <=>  |y - 1/2| > sqrt(1 - lim)/2
+            sat = np.count_nonzero(np.abs(yd - 0.5) > 0.5 * math.sqrt(1.0 - lim)) / n
+        elif act == "tanh":  # 1 - y² < lim  <=>  |y| > sqrt(1 - lim)
+            sat = np.count_nonzero(np.abs(yd) > math.sqrt(1.0 - lim)) / n
+        elif act == "softsign":  # 1/(1 + |z|)² < lim  <=>  |z| > 1/sqrt(lim) - 1
+            sat = np.count_nonzero(np.abs(zf) > 1.0 / math.sqrt(lim) - 1.0) / n
         if act in _DEAD:
-            dead = float(np.mean(np.all(yd <= 0.0, axis=0)))
-        return float(z.mean()), float(z.std()), sat, dead
+            dead = 1.0 - np.count_nonzero((yd > 0).any(axis=0)) / yd.shape[1]
+        return mean, math.sqrt(var), (None if sat is None else float(sat)), \
+            (None if dead is None else float(dead))
 
     # -- recording ---------------------------------------------------------------------------------
     def _seg_layers(self, arena) -> np.ndarray:
