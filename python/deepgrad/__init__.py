@@ -31,6 +31,7 @@ from .tensor import (Tensor, arange, cat, concat, float32, float64, full, full_l
                      randn_like, stack, tensor, where, zeros, zeros_like)
 from . import functional, losses
 from . import data, init, nn, optim
+from . import cuda
 from .serialization import load, save
 
 __all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
@@ -42,4 +43,4 @@ __all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
            "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "gradcheck",
            "manual_seed", "random", "functional", "losses",
            # modules, optimizers, data, saving
-           "nn", "optim", "init", "data", "save", "load"]
+           "nn", "optim", "init", "data", "save", "load", "cuda"]
