@@ -118,8 +118,8 @@ def _study(args) -> int:
         run_study(configs, args.out, resume=not args.fresh, plots=args.plots)
     except KeyboardInterrupt:
         return 130
-    except ValueError as e:
-        print(f"deepgrad study: {e}", file=sys.stderr)
+    except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as e:
+        print(f"deepgrad study: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -137,8 +137,7 @@ def load_dataset(name: str, seed: int):
     if name in BUILTIN_DATASETS:
         if name == "xor":
             return data.xor()
-        fn = getattr(data, name)
-        return fn(600, seed=seed) if name != "gaussian_mixture" else fn(600, seed=seed)
+        return getattr(data, name)(600, seed=seed)
     if name.endswith((".npz", ".csv")):
         return data.load_arrays(name)
     raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_DATASETS)} or a "
