@@ -33,6 +33,7 @@ from . import functional, losses
 from . import data, init, nn, optim
 from . import cuda
 from .serialization import load, save
+from . import monitor  # GradientMonitor, diagnose (the diagnostics part)
 
 __all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
            # tensors and the tape
@@ -43,4 +44,6 @@ __all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
            "detect_anomaly", "set_detect_anomaly", "is_anomaly_enabled", "gradcheck",
            "manual_seed", "random", "functional", "losses",
            # modules, optimizers, data, saving
-           "nn", "optim", "init", "data", "save", "load", "cuda"]
+           "nn", "optim", "init", "data", "save", "load", "cuda",
+           # gradient-flow diagnostics
+           "monitor"]
