@@ -248,6 +248,15 @@ class GradientMonitor:
 
     Usage: forward, backward (and optimizer step), then ``monitor.step(loss)``. The forward of a
     recorded step must run with gradients enabled; forwards under ``no_grad`` are ignored.
+
+    Recorded per step (``to_dict()`` keys): ``global_grad_norm``, ``param_grad_norm`` and
+    ``param_norm`` (per arena segment, from one native ``segment_norms`` call each),
+    ``update_norm`` (||w - w at the previous call||, so called after ``opt.step()`` it is this
+    step's update), per layer ``layer_grad_norm``, ``layer_weight_norm`` (all parameters of the
+    layer), ``layer_grad_ratio``, ``layer_update_ratio``, ``signal_norm`` (||dL/d output||),
+    ``act_mean``/``act_std`` (pre-activation), ``saturated``, ``dead``; and ``time_signal``
+    ({recurrent layer: per step, ||dL/dh_t|| for t = 1..T}). ``seconds`` is the time the monitor
+    itself has spent (hooks and step()), for overhead reports.
     """
 
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
