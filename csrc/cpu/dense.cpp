@@ -2,8 +2,8 @@
 // The GEMM writes X W; one pass over the output then adds the bias and applies the activation
 // with the shared scalar formulas of math.h (the pass costs O(N*OUT) against the GEMM's O(N*OUT*IN)).
 #include <algorithm>
+#include <memory>
 #include <type_traits>
-#include <vector>
 
 #include "deepgrad/gemm.h"
 
@@ -31,6 +31,20 @@ void with_act(Act a, F&& f) {
   }
 }
 
+// Runs f(i) for i in [0, n) on nt threads; a plain loop when nt == 1 (no OpenMP entry cost,
+// which matters for the small layers this library is mostly used with).
+template <class F>
+void parallel_for(index_t n, int nt, F&& f) {
+  if (nt <= 1) {
+    for (index_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static)
+#endif
+  for (index_t i = 0; i < n; ++i) f(i);
+}
+
 }  // namespace
 
 template <class T>
@@ -41,17 +55,14 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   gemm<T>(pre, x, w, n, out, in, in, out, out, false, false, T(1), T(0));
   const int nt = threads_for(n * out * (act == Act::identity ? 1 : 16));
   with_act(act, [&](auto kind) {
-#ifdef DG_HAVE_OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (index_t i = 0; i < n; ++i) {
+    parallel_for(n, nt, [&](index_t i) {
       T* pi = pre + i * out;
       T* yi = y + i * out;
       if (b)
         for (index_t j = 0; j < out; ++j) pi[j] += b[j];
       if (kind.value != Act::identity || pi != yi)
         for (index_t j = 0; j < out; ++j) yi[j] = act_forward(kind.value, pi[j], alpha);
-    }
+    });
   });
 }
 
@@ -63,21 +74,22 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
     return;  // no samples: no contribution to dw/db, and dx is empty
   }
   const index_t size = n * out;
-  std::vector<T> dz_buf;
+  std::unique_ptr<T[]> dz_buf;  // dz = dy * act'(z), formed once for the three uses below
   const T* dz = dy;
   if (act != Act::identity) {
-    dz_buf.resize(size);
-    T* d = dz_buf.data();
+    dz_buf.reset(new T[size]);
+    T* d = dz_buf.get();
     const int nt = threads_for(size * 16);
+    // z or y may be null (see gemm.h); -O3 unswitches the loop on those tests.
     with_act(act, [&](auto kind) {
-#ifdef DG_HAVE_OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-      for (index_t i = 0; i < size; ++i) {
-        const T zi = z ? z[i] : T(0);
-        const T yi = y ? y[i] : act_forward(kind.value, zi, alpha);
-        d[i] = dy[i] * act_derivative(kind.value, zi, yi, alpha);
-      }
+      parallel_for(n, nt, [&](index_t r) {
+        const index_t o = r * out;
+        for (index_t j = 0; j < out; ++j) {
+          const T zi = z ? z[o + j] : T(0);
+          const T yi = y ? y[o + j] : act_forward(kind.value, zi, alpha);
+          d[o + j] = dy[o + j] * act_derivative(kind.value, zi, yi, alpha);
+        }
+      });
     });
     dz = d;
   }
@@ -85,13 +97,9 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
   gemm<T>(dw, x, dz, in, out, n, in, out, out, true, false, T(1), T(1));
   if (db) {
     // Column sums, parallel over columns only, so the result does not depend on thread count.
-    const int nt = threads_for(size);
-    const index_t chunk = 64;
+    constexpr index_t chunk = 64;
     const index_t nchunks = (out + chunk - 1) / chunk;
-#ifdef DG_HAVE_OPENMP
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-#endif
-    for (index_t cidx = 0; cidx < nchunks; ++cidx) {
+    parallel_for(nchunks, threads_for(size), [&](index_t cidx) {
       const index_t j0 = cidx * chunk, j1 = std::min(out, j0 + chunk);
       T acc[chunk] = {};
       for (index_t i = 0; i < n; ++i) {
@@ -99,7 +107,7 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
         for (index_t j = j0; j < j1; ++j) acc[j - j0] += di[j];
       }
       for (index_t j = j0; j < j1; ++j) db[j] += acc[j - j0];
-    }
+    });
   }
 }
 

@@ -86,12 +86,10 @@ template <> MicroKernel<double> best_ukernel<double>() {
 
 // ---- packing ----------------------------------------------------------------------------------
 // A block (mc, kc) with A(i,p) = a[i*rsa + p*csa] -> MR-tall panels, p-major, zero padded.
-// Packs panels [ip0, ip1) only.
 template <class T>
-void pack_a(T* dst, const T* a, index_t rsa, index_t csa, index_t mc, index_t kc, index_t ip0,
-            index_t ip1) {
+void pack_a(T* dst, const T* a, index_t rsa, index_t csa, index_t mc, index_t kc) {
   constexpr int MR = GemmTile<T>::MR;
-  for (index_t ip = ip0; ip < ip1; ++ip) {
+  for (index_t ip = 0; ip * MR < mc; ++ip) {
     T* d = dst + ip * MR * kc;
     const index_t r0 = ip * MR;
     const int mr = static_cast<int>(std::min<index_t>(MR, mc - r0));
@@ -113,11 +111,12 @@ void pack_a(T* dst, const T* a, index_t rsa, index_t csa, index_t mc, index_t kc
 }
 
 // B block (kc, nc) with B(p,j) = b[p*rsb + j*csb] -> NR-wide panels, p-major, zero padded.
+// Packs panels [jp0, npn) (the unpacked path packs only B's last, partial panel).
 template <class T>
-void pack_b(T* dst, const T* b, index_t rsb, index_t csb, index_t kc, index_t nc, index_t jp0,
-            index_t jp1) {
+void pack_b(T* dst, const T* b, index_t rsb, index_t csb, index_t kc, index_t nc,
+            index_t jp0 = 0) {
   constexpr int NR = GemmTile<T>::NR;
-  for (index_t jp = jp0; jp < jp1; ++jp) {
+  for (index_t jp = jp0; jp * NR < nc; ++jp) {
     T* d = dst + jp * NR * kc;
     const index_t c0 = jp * NR;
     const int nr = static_cast<int>(std::min<index_t>(NR, nc - c0));
@@ -165,12 +164,12 @@ void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, i
   if (trans_b || pack_all_b) {
     first_packed = 0;
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
-    if (trans_b) pack_b(bp, b, 1, ldb, k, n, 0, npn);
-    else pack_b(bp, b, ldb, 1, k, n, 0, npn);
+    if (trans_b) pack_b(bp, b, 1, ldb, k, n);
+    else pack_b(bp, b, ldb, 1, k, n);
   } else if (n % NR) {
     first_packed = npn - 1;
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
-    pack_b(bp, b, ldb, 1, k, n, first_packed, npn);
+    pack_b(bp, b, ldb, 1, k, n, first_packed);
   }
   for (index_t jp = 0; jp < npn; ++jp) {
     const bool packed = jp >= first_packed;
@@ -200,10 +199,10 @@ void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
     for (index_t pc = 0; pc < k; pc += KC) {
       const index_t kc = std::min(KC, k - pc);
       const T beta_eff = pc == 0 ? beta : T(1);
-      pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, 0, npn);
+      pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc);
       for (index_t ic = 0; ic < m; ic += MC) {
         const index_t mc = std::min(MC, m - ic), npm = (mc + MR - 1) / MR;
-        pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc, 0, npm);
+        pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc);
         for (index_t jp = 0; jp < npn; ++jp) {
           const int nr = static_cast<int>(std::min<index_t>(NR, nc - jp * NR));
           const T* bj = bp + jp * NR * kc;

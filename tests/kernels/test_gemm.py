@@ -8,9 +8,9 @@ import deepgrad
 from deepgrad import _C
 
 KERNELS = {"gemm": _C.gemm, "gemm_naive": _C.gemm_naive, "portable": _C._gemm_portable}
-# Odd sizes and non-multiples of the 6x16 / 6x8 tiles; the last two cross the cache blocks
-# (MC, KC, NC) or pack only B.
+# Odd sizes and non-multiples of the 6x16 / 6x8 tiles (the unpacked small-problem path).
 SHAPES = [(1, 1, 1), (7, 33, 5), (33, 7, 257), (257, 1, 33), (6, 16, 8), (65, 130, 97)]
+# Mid-size (packs only B) and large shapes that cross the cache blocks MC, KC, NC.
 BIG_SHAPES = [(40, 300, 250), (150, 300, 530), (257, 33, 1100), (7, 4100, 300)]
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
