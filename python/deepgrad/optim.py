@@ -16,7 +16,7 @@ weight decay still act on it).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+import numbers
 
 import numpy as np
 
@@ -76,7 +76,8 @@ class Optimizer:
     # -- hooks for subclasses ------------------------------------------------------------------
 
     def _check_group(self, group: dict) -> None:
-        if not (isinstance(group["lr"], (int, float)) and group["lr"] >= 0):
+        lr = group["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
             raise ValueError(f"{type(self).__name__}: lr must be a number >= 0, got {group['lr']!r}")
 
     def _state_names(self, group: dict) -> tuple[str, ...]:
