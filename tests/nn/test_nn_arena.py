@@ -228,3 +228,37 @@ def test_to_accepts_dtype_spellings_and_rejects_nonsense():
         m.to("tpu")
     with pytest.raises(TypeError, match="float32 or float64"):
         m.to("int64")
+
+
+class _Affine(nn.Module):
+    """A user-written module: its own Parameters, a numpy buffer and a Tensor expression."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(np.array([2.0], dtype=np.float32))
+        self.shift = nn.Parameter(np.array([0.5], dtype=np.float32))
+        self.register_buffer("calls", np.zeros(1))
+
+    def forward(self, x):
+        self.calls += 1
+        return x * self.scale + self.shift
+
+
+def test_user_defined_module_buffers_and_gradients():
+    m = _Affine()
+    x = dg.tensor([[1.0], [3.0]])
+    (m(x) ** 2).sum().backward()
+    # d/dscale sum((s x + b)^2) = sum(2 (s x + b) x), d/dshift = sum(2 (s x + b))
+    assert np.allclose(m.arena.grads, [2 * (2.5 * 1 + 6.5 * 3), 2 * (2.5 + 6.5)])
+    sd = m.state_dict()
+    assert list(sd) == ["scale", "shift", "calls"] and sd["calls"].tolist() == [1.0]
+    m2 = _Affine()
+    m2.load_state_dict(sd)
+    assert m2.calls.tolist() == [1.0] and m2.scale.item() == 2.0
+    with pytest.raises(TypeError, match="is a Parameter"):
+        m.scale = np.ones(1)
+    with pytest.raises(AttributeError, match="super"):
+        class Broken(nn.Module):
+            def __init__(self):
+                self.w = nn.Parameter(np.ones(1))
+        Broken()

@@ -358,7 +358,7 @@ class Module:
 
 def _assign(t, value: np.ndarray) -> None:
     """t's values = value (in place: arena views stay views)."""
-    data = t.data if hasattr(t, "data") else t
+    data = t.data if isinstance(t, Tensor) else t
     if isinstance(data, np.ndarray):
         np.copyto(data, value, casting="unsafe")
     else:
