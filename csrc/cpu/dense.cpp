@@ -1,35 +1,14 @@
 // Fused dense layer: forward Y = act(X W + b) and backward (dX, dW +=, db +=) in one call each.
-// The GEMM writes X W; one pass over the output then adds the bias and applies the activation
-// with the shared scalar formulas of math.h (the pass costs O(N*OUT) against the GEMM's O(N*OUT*IN)).
+// The GEMM writes X W; then one pass adds the bias and the activation kernels of activations.cpp
+// (the math.h formulas, vectorized) finish, in O(N*OUT) against the GEMM's O(N*OUT*IN).
 #include <algorithm>
 #include <memory>
-#include <type_traits>
 
 #include "deepgrad/gemm.h"
+#include "deepgrad/kernels.h"
 
 namespace dg {
 namespace {
-
-// Calls f(std::integral_constant<Act, a>) so the per-element switch in math.h folds away and
-// the elementwise loops vectorize where the formula allows.
-template <class F>
-void with_act(Act a, F&& f) {
-  using A = Act;
-  switch (a) {
-    case A::identity: f(std::integral_constant<A, A::identity>{}); break;
-    case A::step: f(std::integral_constant<A, A::step>{}); break;
-    case A::sigmoid: f(std::integral_constant<A, A::sigmoid>{}); break;
-    case A::tanh_: f(std::integral_constant<A, A::tanh_>{}); break;
-    case A::relu: f(std::integral_constant<A, A::relu>{}); break;
-    case A::leaky_relu: f(std::integral_constant<A, A::leaky_relu>{}); break;
-    case A::elu: f(std::integral_constant<A, A::elu>{}); break;
-    case A::selu: f(std::integral_constant<A, A::selu>{}); break;
-    case A::gelu: f(std::integral_constant<A, A::gelu>{}); break;
-    case A::softplus: f(std::integral_constant<A, A::softplus>{}); break;
-    case A::silu: f(std::integral_constant<A, A::silu>{}); break;
-    case A::softsign: f(std::integral_constant<A, A::softsign>{}); break;
-  }
-}
 
 // Runs f(i) for i in [0, n) on nt threads; a plain loop when nt == 1 (no OpenMP entry cost,
 // which matters for the small layers this library is mostly used with).
@@ -53,17 +32,12 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   // x (N,IN), w (IN,OUT), b (OUT) -> y (N,OUT), z (N,OUT) when not null
   T* pre = z ? z : y;
   gemm<T>(pre, x, w, n, out, in, in, out, out, false, false, T(1), T(0));
-  const int nt = threads_for(n * out * (act == Act::identity ? 1 : 16));
-  with_act(act, [&](auto kind) {
-    parallel_for(n, nt, [&](index_t i) {
+  if (b)
+    parallel_for(n, threads_for(n * out), [&](index_t i) {
       T* pi = pre + i * out;
-      T* yi = y + i * out;
-      if (b)
-        for (index_t j = 0; j < out; ++j) pi[j] += b[j];
-      if (kind.value != Act::identity || pi != yi)
-        for (index_t j = 0; j < out; ++j) yi[j] = act_forward(kind.value, pi[j], alpha);
+      for (index_t j = 0; j < out; ++j) pi[j] += b[j];
     });
-  });
+  if (act != Act::identity || pre != y) cpu::act_forward<T>(y, pre, n * out, act, alpha);
 }
 
 template <class T>
@@ -73,24 +47,17 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
   if (n <= 0) {
     return;  // no samples: no contribution to dw/db, and dx is empty
   }
+  if (act == Act::step) {  // act' = 0: no gradient flows (z and y may both be null)
+    if (dx) std::fill(dx, dx + n * in, T(0));
+    return;
+  }
   const index_t size = n * out;
   std::unique_ptr<T[]> dz_buf;  // dz = dy * act'(z), formed once for the three uses below
   const T* dz = dy;
   if (act != Act::identity) {
     dz_buf.reset(new T[size]);
     T* d = dz_buf.get();
-    const int nt = threads_for(size * 16);
-    // z or y may be null (see gemm.h); -O3 unswitches the loop on those tests.
-    with_act(act, [&](auto kind) {
-      parallel_for(n, nt, [&](index_t r) {
-        const index_t o = r * out;
-        for (index_t j = 0; j < out; ++j) {
-          const T zi = z ? z[o + j] : T(0);
-          const T yi = y ? y[o + j] : act_forward(kind.value, zi, alpha);
-          d[o + j] = dy[o + j] * act_derivative(kind.value, zi, yi, alpha);
-        }
-      });
-    });
+    cpu::act_backward<T>(d, dy, z, y, size, act, alpha);
     dz = d;
   }
   if (dx) gemm<T>(dx, dz, w, n, in, out, out, out, in, false, true, T(1), T(0));

@@ -164,6 +164,14 @@ def test_backward_from_z_or_y_alone(act):
     np.testing.assert_allclose(db, db_ref, rtol=1e-13, atol=1e-13)
 
 
+def test_step_passes_no_gradient():
+    rng = np.random.default_rng(8)
+    x, w, b = layer(rng, 5, 4, 3, np.float32)
+    dw, db = np.ones_like(w), np.ones_like(b)
+    dx = _C.dense_backward(np.ones((5, 3), np.float32), x, w, None, None, dw, db, "step")
+    assert (dx == 0).all() and (dw == 1).all() and (db == 1).all()
+
+
 def test_backward_accumulates():
     # A weight used twice receives both contributions; db=None and need_dx=False are honoured.
     rng = np.random.default_rng(3)
