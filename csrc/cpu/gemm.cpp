@@ -4,11 +4,13 @@
 // Large problems follow the BLIS/GotoBLAS structure: B is packed in KC x NC blocks (NR-wide
 // panels), A in MC x KC blocks (MR-tall panels), and an MR x NR register-blocked micro-kernel
 // sweeps the tiles. Threads split C into blocks (see gemm_driver). Small problems (dense layers
-// of width 32..256) skip packing: the micro-kernel reads A in place through its row/column
-// strides and B rows in place, because packing would cost as much as the multiply itself.
+// of width 32..256) skip packing A: the micro-kernel reads it in place through its row/column
+// strides, and B's rows too when B is small and not transposed, because packing would cost as
+// much as the multiply itself.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "deepgrad/cpu_features.h"
 #include "deepgrad/gemm.h"
@@ -44,7 +46,7 @@ struct AlignedBuffer {
 
 template <class T>
 T* scratch(int slot, std::size_t count) {
-  thread_local AlignedBuffer bufs[3];
+  thread_local AlignedBuffer bufs[2];  // 0: packed B, 1: packed A
   return static_cast<T*>(bufs[slot].get(count * sizeof(T)));
 }
 
