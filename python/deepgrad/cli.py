@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="residual variants for a custom grid (yes/no)")
     s.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     s.add_argument("--lr", type=_positive_float, default=1e-3, help="MLP learning rate")
-    s.add_argument("--steps", type=_positive_int, default=400, help="MLP training steps")
+    s.add_argument("--steps", type=_positive_int, default=1000, help="MLP training steps")
     s.add_argument("--batch-size", type=_positive_int, default=64)
     s.add_argument("--dataset", default="spirals",
                    help="spirals, moons, circles, gaussian_mixture, xor, or a .npz (X, y) / .csv "

@@ -72,7 +72,13 @@ def plot_layer_norms(history: Mapping, path: str, step: int = -1,
     return _save(fig, path)
 
 
-def plot_heatmap(history: Mapping, path: str, quantity: str = "signal_norm") -> str:
+def _integer_axis(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def plot_heatmap(history: Mapping, path: str, quantity: str = "signal_norm",
+                 title: str | None = None) -> str:
     """Layer × step heatmap of log10(``quantity``); returns ``path``."""
     plt = _pyplot()
     m = _matrix(history, quantity)
@@ -85,6 +91,9 @@ def plot_heatmap(history: Mapping, path: str, quantity: str = "signal_norm") -> 
     fig.colorbar(im, ax=ax, label="log10 " + _LABELS.get(quantity, quantity))
     ax.set_xlabel("step")
     ax.set_ylabel("layer")
+    _integer_axis(ax.yaxis)
+    if title:
+        ax.set_title(title)
     return _save(fig, path)
 
 
@@ -103,7 +112,8 @@ def plot_global_norm(history: Mapping, path: str) -> str:
 
 
 def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int = 0,
-                         quantity: str = "signal_norm", xlabel: str = "layer (input → output)") -> str:
+                         quantity: str = "signal_norm", xlabel: str = "layer (input → output)",
+                         title: str | None = None) -> str:
     """One line per configuration: per-layer ``quantity`` at one recorded step (log scale)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -116,6 +126,9 @@ def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int 
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(_LABELS.get(quantity, quantity))
+    _integer_axis(ax.xaxis)
+    if title:
+        ax.set_title(title)
     ax.legend(fontsize=8)
     return _save(fig, path)
 

@@ -455,16 +455,20 @@ def write_report(out: str, records: Sequence[dict], plots: bool = True,
     for rec in records:
         h = rec["history"]
         if h.get("signal_norm") and any(v is not None for row in h["signal_norm"] for v in row):
-            written.append(P.plot_heatmap(h, os.path.join(out, "plots", rec["config"]["name"] + "_flow.png")))
+            name = rec["config"]["name"]
+            written.append(P.plot_heatmap(h, os.path.join(out, "plots", name + "_flow.png"),
+                                          title=f"{name}: backward signal per layer"))
     if mlp:
-        written.append(P.plot_flow_comparison(mlp, os.path.join(out, "flow_init.png"), step=0))
+        written.append(P.plot_flow_comparison(mlp, os.path.join(out, "flow_init.png"), step=0,
+                                              title="backward signal at initialisation"))
         final = {}
         for rec in records:
             if rec["config"]["model"] == "mlp" and rec.get("final_signal"):
                 final[rec["config"]["name"]] = {"layers": rec["history"]["layers"],
                                                 "signal_norm": [rec["final_signal"]]}
         if final:
-            written.append(P.plot_flow_comparison(final, os.path.join(out, "flow_final.png"), step=0))
+            written.append(P.plot_flow_comparison(final, os.path.join(out, "flow_final.png"), step=0,
+                                                  title="backward signal after training"))
     written.append(P.plot_loss_curves({r["config"]["name"]: r["loss_curve"] for r in records},
                                       os.path.join(out, "loss_curves.png")))
     ts = {}
@@ -475,7 +479,8 @@ def write_report(out: str, records: Sequence[dict], plots: bool = True,
                                              "signal_norm": [rows[0]]}
     if ts:
         written.append(P.plot_flow_comparison(ts, os.path.join(out, "time_signal.png"), step=0,
-                                              xlabel="time step t"))
+                                              xlabel="time step t",
+                                              title="||dL/dh_t|| at initialisation"))
     return written
 
 
