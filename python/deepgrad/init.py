@@ -17,7 +17,10 @@ from . import random as _random
 __all__ = ["calculate_gain", "constant_", "zeros_", "ones_", "normal_", "uniform_",
            "xavier_uniform_", "xavier_normal_", "glorot_uniform_", "glorot_normal_",
            "kaiming_uniform_", "kaiming_normal_", "he_uniform_", "he_normal_", "lecun_normal_",
-           "orthogonal_", "get", "INITIALIZERS"]
+           "orthogonal_", "get", "default_for", "INITIALIZERS",
+           "constant", "zeros", "ones", "normal", "uniform", "xavier_uniform", "xavier_normal",
+           "glorot_uniform", "glorot_normal", "kaiming_uniform", "kaiming_normal", "he_uniform",
+           "he_normal", "lecun_normal", "orthogonal"]
 
 
 def calculate_gain(nonlinearity: str | None, param: float | None = None) -> float:
@@ -154,6 +157,14 @@ glorot_uniform_ = xavier_uniform_
 glorot_normal_ = xavier_normal_
 he_uniform_ = kaiming_uniform_
 he_normal_ = kaiming_normal_
+
+# The same functions without the in-place underscore (Keras/JAX-style spelling).
+constant, zeros, ones, normal, uniform = constant_, zeros_, ones_, normal_, uniform_
+xavier_uniform, xavier_normal, glorot_uniform, glorot_normal = (
+    xavier_uniform_, xavier_normal_, xavier_uniform_, xavier_normal_)
+kaiming_uniform, kaiming_normal, he_uniform, he_normal = (
+    kaiming_uniform_, kaiming_normal_, kaiming_uniform_, kaiming_normal_)
+lecun_normal, orthogonal = lecun_normal_, orthogonal_
 
 #: names accepted by layers' ``init=`` (gain chosen from the layer's activation where it applies)
 INITIALIZERS = ("he", "he_normal", "he_uniform", "kaiming", "kaiming_normal", "kaiming_uniform",
