@@ -61,12 +61,16 @@ struct OffsetCalc {
   __host__ __device__ __forceinline__ void get(I linear, I* offs) const {
 #pragma unroll
     for (int k = 0; k < NOP; ++k) offs[k] = 0;
-    for (int d = ndim - 1; d >= 0; --d) {
-      const I q = linear / shape[d];
-      const I r = linear - q * shape[d];
-      linear = q;
+    // Fully unrolled so every shape/stride read is a constant-bank load, not local memory.
 #pragma unroll
-      for (int k = 0; k < NOP; ++k) offs[k] += r * stride[k][d];
+    for (int d = kMaxDims - 1; d >= 0; --d) {
+      if (d < ndim) {
+        const I q = linear / shape[d];
+        const I r = linear - q * shape[d];
+        linear = q;
+#pragma unroll
+        for (int k = 0; k < NOP; ++k) offs[k] += r * stride[k][d];
+      }
     }
   }
 };
