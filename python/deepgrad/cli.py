@@ -90,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _study(args) -> int:
     from .study import build_grid, classic_grid, run_study
-    from .data import load_arrays  # noqa: F401  (import errors surface before any training)
     if args.device != "cpu":
         from .backend import get_backend
         try:

@@ -22,10 +22,12 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
 import numpy as np
+
+from . import nn, optim
 
 __all__ = ["RunConfig", "classic_grid", "build_grid", "run_one", "run_study", "write_report",
            "SUMMARY_FIELDS"]
@@ -144,9 +146,8 @@ def load_dataset(name: str, seed: int):
                      "path to a .npz (arrays X, y) or .csv (label in the last column) file")
 
 
-def build_mlp(cfg: RunConfig, n_in: int, n_out: int):
+def build_mlp(cfg: RunConfig, n_in: int, n_out: int) -> nn.Sequential:
     """depth layers: input layer, depth-2 hidden blocks (plain, batch-norm or residual), output."""
-    from . import nn
     if cfg.depth < 2:
         raise ValueError(f"depth must be >= 2 (input and output layers), got {cfg.depth}")
     act, init, w = cfg.activation, cfg.init, cfg.width
@@ -167,35 +168,25 @@ def build_mlp(cfg: RunConfig, n_in: int, n_out: int):
     return nn.Sequential(*layers)
 
 
-def _build_rnn(cfg: RunConfig):
-    from . import nn
+class _Regressor(nn.Module):
+    """A recurrent layer followed by a linear read-out of its last hidden state."""
+
+    def __init__(self, cell: nn.Module, hidden: int):
+        super().__init__()
+        self.cell = cell
+        self.head = nn.Dense(hidden, 1)
+
+    def forward(self, x):
+        _, last = self.cell(x)
+        return self.head(last[0] if isinstance(last, tuple) else last)
+
+
+def _build_rnn(cfg: RunConfig) -> nn.Module:
     cell = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[cfg.model](2, cfg.hidden)
     return _Regressor(cell, cfg.hidden)
 
 
-def _regressor_cls():
-    from . import nn
-
-    class Regressor(nn.Module):
-        """A recurrent layer followed by a linear read-out of its last hidden state."""
-
-        def __init__(self, cell, hidden):
-            super().__init__()
-            self.cell = cell
-            self.head = nn.Dense(hidden, 1)
-
-        def forward(self, x):
-            _, last = self.cell(x)
-            return self.head(last[0] if isinstance(last, tuple) else last)
-    return Regressor
-
-
-def _Regressor(cell, hidden):
-    return _regressor_cls()(cell, hidden)
-
-
 def _optimizer(cfg: RunConfig, params):
-    from . import optim
     name = cfg.optimizer.lower()
     if name == "adam":
         return optim.Adam(params, lr=cfg.lr)

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _C
 from .. import functional as F
 from .. import init as _init
-from ..tensor import Tensor, _result
+from ..tensor import Tensor, _result, concat, stack
 from .module import Module
 from .parameter import Parameter
 
@@ -145,14 +145,9 @@ class _RecurrentBase(Module):
             state = step_fn(xw, t, state, seq)
             states.append(state)
         hs = states if h_cols == state.shape[1] else [s[:, :h_cols] for s in states]
-        out = F.stack(hs, axis=1) if hasattr(F, "stack") else _stack(hs)
+        out = stack(hs, axis=1)
         self._states = [(s, h_cols) for s in states] if self._watch_states else []
         return out, states[-1]
-
-
-def _stack(ts):
-    from ..tensor import stack
-    return stack(ts, axis=1)
 
 
 class RNN(_RecurrentBase):
@@ -228,7 +223,6 @@ class LSTM(_RecurrentBase):
                 raise ValueError("LSTM: state0 must be a pair (h0, c0) of (batch, hidden_size) tensors")
             h0 = self._state(state0[0], B, H, "state h0")
             c0 = self._state(state0[1], B, H, "state c0")
-            from ..tensor import concat
             hc0 = concat([h0, c0], axis=1)
         W = self.weight_hh
         cells = _cells(x._be)

@@ -6,7 +6,6 @@ and the rescale one native ``scale_`` pass per contiguous range (one for a whole
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import numpy as np
 
