@@ -262,3 +262,13 @@ def test_user_defined_module_buffers_and_gradients():
             def __init__(self):
                 self.w = nn.Parameter(np.ones(1))
         Broken()
+
+
+def test_anomaly_mode_names_nested_modules_by_qualified_name():
+    m = nn.Sequential(nn.Dense(2, 2), nn.Residual(nn.Dense(2, 2)))
+    m(np.ones((1, 2)))                          # laid out before, outside anomaly mode
+    m[1].block.bias.data = np.array([np.nan, 0.0], dtype=np.float32)
+    with pytest.raises(dg.autograd.AnomalyError, match="'1.block'"):
+        with dg.detect_anomaly():
+            m(np.ones((1, 2)))
+    assert dg.autograd.current_module() is None  # the stack is balanced after the error

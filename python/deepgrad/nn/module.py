@@ -44,7 +44,6 @@ class Module:
         d["_arena_cache"] = None
         d["_stamp"] = None
         d["_runs"] = None
-        d["_qualname"] = ""
         d["_callname"] = type(self).__name__   # pushed on autograd's module stack when called
 
     # -- registration --------------------------------------------------------------------------
@@ -166,9 +165,6 @@ class Module:
         if self._stamp == _EPOCH[0]:
             return self._arena_cache
         named = self._named_parameters_raw()
-        for n, m in self.named_modules():
-            m.__dict__["_qualname"] = n
-            m.__dict__["_callname"] = n or type(m).__name__
         a = None
         if named:
             a = named[0][1]._arena
@@ -329,12 +325,18 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        # The hot path of every layer: autograd's module-name stack is pushed/popped inline
-        # (what autograd._push_module/_pop_module do); an empty stack means a top-level call,
-        # the only place where the layout is checked.
-        stack = _S.modules
-        if not stack and self._stamp != _EPOCH[0]:
+        # The hot path of every layer. The layout check is one int comparison (a stale stamp
+        # runs _layout, which keeps the arena when all parameters already live in one, e.g. a
+        # submodule in its parent's). The module-name stack only serves anomaly mode, so it is
+        # pushed/popped (inline, what autograd._push_module/_pop_module do) only then.
+        if self._stamp != _EPOCH[0]:
             self._layout()
+        if not _S.anomaly:
+            return self.forward(*args, **kwargs)
+        stack = _S.modules
+        if not stack:  # a top-level call: name every submodule by its qualified name
+            for n, m in self.named_modules():
+                m.__dict__["_callname"] = n or type(m).__name__
         stack.append(self._callname)
         try:
             return self.forward(*args, **kwargs)
