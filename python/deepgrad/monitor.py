@@ -17,6 +17,7 @@ step. Parameter and gradient norms come from one native ``segment_norms`` call o
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
@@ -220,6 +221,26 @@ def _default_layers(model) -> list:
     return [m for m in model.modules() if any(p is not None for p in m._parameters.values())]
 
 
+def _followers(model, names: dict, layer) -> list:
+    """The parameter-free modules right after ``layer`` in its parent Sequential."""
+    from .nn.layers import Sequential
+    name = names.get(id(layer), "")
+    if not name:
+        return []
+    parent_name = name.rpartition(".")[0]
+    parent = dict(model.named_modules()).get(parent_name)
+    if not isinstance(parent, Sequential):
+        return []
+    kids = list(parent.children())
+    k = next((j for j, c in enumerate(kids) if c is layer), None)
+    out = []
+    for c in kids[k + 1:] if k is not None else []:
+        if _has_params(c):
+            break
+        out.append(c)
+    return out
+
+
 def _act_of(m) -> str | None:
     a = getattr(m, "activation", None)
     return a if isinstance(a, str) and a != "identity" else None
@@ -295,25 +316,31 @@ class GradientMonitor:
         self._layer_prefix = [names[id(m)] for m in self.layers]
         L = len(self.layers)
 
+        # A layer's output is its own, or that of the parameter-free modules (activations,
+        # dropout) that directly follow it in a Sequential: Dense -> ReLU counts as one layer.
+        self._followers = [_followers(model, names, m) for m in self.layers]
+        out_mod = [f[-1] if f else m for m, f in zip(self.layers, self._followers)]
         # Which module's forward provides each layer's activation statistics.
         self._act_src: dict[int, int] = {}
         if activation_stats:
             for i, m in enumerate(self.layers):
-                src = m if _act_of(m) else None
-                if src is None:
-                    for sub in m.modules():
-                        if _act_of(sub):
-                            src = sub  # the last one: the activation that feeds the next layer
+                src = None
+                for sub in list(m.modules()) + self._followers[i]:
+                    if _act_of(sub):
+                        src = sub  # the last one: the activation that feeds the next layer
                 if src is not None:
                     self._act_src[id(src)] = i
         self._recurrent = {i for i, m in enumerate(self.layers) if hasattr(m, "_watch_states")}
+        self._out_index = {id(m): i for i, m in enumerate(out_mod)}
+        self._rec_index = {id(self.layers[i]): i for i in self._recurrent}
         self._wrapped = []
-        targets = {id(m): m for m in self.layers}
-        for m in self.layers:
-            for sub in m.modules():
+        targets = {id(m): m for m in out_mod}
+        for i in self._recurrent:
+            targets[id(self.layers[i])] = self.layers[i]
+        for i, m in enumerate(self.layers):
+            for sub in list(m.modules()) + self._followers[i]:
                 if id(sub) in self._act_src:
                     targets[id(sub)] = sub
-        self._layer_index = {id(m): i for i, m in enumerate(self.layers)}
         for m in targets.values():
             self._wrap(m)
         for i in self._recurrent:
@@ -366,7 +393,7 @@ class GradientMonitor:
             return
         import time
         t0 = time.perf_counter()
-        i = self._layer_index.get(id(m))
+        i = self._out_index.get(id(m))
         y = out[0] if isinstance(out, tuple) else out
         if i is not None and getattr(y, "requires_grad", False):
             self._pending_signal[i] = None
@@ -374,22 +401,27 @@ class GradientMonitor:
             def hook(g, i=i):
                 self._pending_signal[i] = _norm(g._be, g.data)
             y.register_hook(hook)
-            if i in self._recurrent:
-                states = getattr(m, "_states", [])
-                row = [None] * len(states)
-                self._pending_time[i] = row
-                for t, (s, cols) in enumerate(states):
-                    if s.requires_grad:
-                        def thook(g, t=t, cols=cols, row=row):
-                            be = g._be
-                            d = g.data if cols == g.data.shape[1] else be.getitem(g.data, (slice(None), slice(0, cols)))
-                            row[t] = _norm(be, d)
-                        s.register_hook(thook)
-                m._states = []
+        i = self._rec_index.get(id(m))
+        if i is not None and getattr(y, "requires_grad", False):
+            states = getattr(m, "_states", [])
+            row = [None] * len(states)
+            self._pending_time[i] = row
+            for t, (s, cols) in enumerate(states):
+                if s.requires_grad:
+                    s.register_hook(functools.partial(self._time_hook, row, t, cols))
+            m._states = []
         j = self._act_src.get(id(m))
         if j is not None and args:
             self._pending_stats[j] = self._stats(m, args[0], y)
         self.seconds += time.perf_counter() - t0
+
+    @staticmethod
+    def _time_hook(row: list, t: int, cols: int, g) -> None:
+        """||dL/dh_t||: the first ``cols`` columns of the state's gradient (LSTM keeps (h, c))."""
+        be, d = g._be, g.data
+        if cols != d.shape[1]:
+            d = be.getitem(d, (slice(None), slice(0, cols)))
+        row[t] = _norm(be, d)
 
     def _stats(self, m, x, y):
         """(pre-activation mean, std, saturated fraction or None, dead fraction or None).

@@ -258,3 +258,29 @@ def test_bad_arguments():
     assert mon.layer_names == ["0:Dense", "2:Dense"]
     mon.close()
     assert "forward" not in m[0].__dict__
+
+
+def test_separate_activation_modules_belong_to_their_layer(data):
+    X, y = data
+    dg.manual_seed(12)
+    m = nn.Sequential(nn.Dense(2, 16, dtype=np.float64), nn.Tanh(), nn.Dense(16, 16, dtype=np.float64),
+                      nn.ReLU(), nn.Dropout(0.0), nn.Dense(16, 3, dtype=np.float64))
+    mon = GradientMonitor(m)
+    assert mon.layer_names == ["0:Dense", "2:Dense", "5:Dense"]
+    seen = {}
+    for k in (1, 4):  # the outputs of Tanh and of the Dropout after ReLU are the layer outputs
+        orig = m[k].forward
+
+        def fwd(x, k=k, orig=orig):
+            out = orig(x)
+            out.register_hook(lambda g, k=k: seen.__setitem__(k, np.linalg.norm(g.numpy())))
+            return out
+        object.__setattr__(m[k], "forward", fwd)
+    W, b = m[0].weight.numpy().copy(), m[0].bias.numpy().copy()
+    one_step(m, mon, X, y)
+    d = mon.to_dict()
+    np.testing.assert_allclose(d["signal_norm"][0][:2], [seen[1], seen[4]], rtol=1e-12)
+    z = X.astype(np.float64) @ W + b
+    assert d["act_mean"][0][0] == pytest.approx(z.mean(), rel=1e-12)
+    assert d["saturated"][0][0] == pytest.approx(np.mean(1 - np.tanh(z) ** 2 < 1e-3))
+    assert d["dead"][0][1] is not None and d["dead"][0][2] is None
