@@ -119,6 +119,9 @@ class Optimizer:
             locs = []
             for a, slot in placed:
                 seg = a.segments[slot]
+                if seg.size == 0:       # an empty parameter: in no run, no state
+                    locs.append((None, 0, seg.shape))
+                    continue
                 ri = next(i for i, r in enumerate(grs)
                           if r.arena is a and r.start <= seg.offset < r.stop)
                 locs.append((ri, seg.offset - grs[ri].start, seg.shape))
@@ -161,6 +164,11 @@ class Optimizer:
         for gi, group in enumerate(self.param_groups):
             grs = self._group_runs[gi]
             for p, (ri, off, shape) in zip(group["params"], self._locs[gi]):
+                if ri is None:
+                    st = {n: np.zeros(shape) for n in self._state_names(group)}
+                    st["step"] = self._steps[gi]
+                    out[id(p)] = st
+                    continue
                 r = grs[ri]
                 be = r.be
                 st = {n: np.array(be.to_numpy(flat_view(b, off, shape)), copy=True)
@@ -177,11 +185,13 @@ class Optimizer:
                 st = carry.get(id(p))
                 if not st:
                     continue
+                steps.append(int(st.get("step", 0)))
+                if ri is None:
+                    continue
                 r = grs[ri]
                 for n, b in r.state.items():
                     if n in st:
                         _copy_values(flat_view(b, off, shape), np.asarray(st[n]))
-                steps.append(int(st.get("step", 0)))
             if steps:
                 self._steps[gi] = max(steps)
 
