@@ -56,22 +56,23 @@ def blas_kernel() -> str:
     return "unknown"
 
 
-def best_time(fn, min_time: float) -> float:
-    """Best per-call seconds over repeated batches lasting about min_time/5 each."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
-    reps = max(1, int(min_time / 5 / one))
-    best = float("inf")
-    deadline = time.perf_counter() + min_time
-    while True:
+def best_times(fns, min_time: float) -> list[float]:
+    """Best per-call seconds of each fn. The fns are timed in alternating batches (about
+    min_time/8 each, 8 rounds), so on a shared machine both libraries see the same conditions."""
+    reps = []
+    for fn in fns:
+        fn()
         t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / reps)
-        if time.perf_counter() > deadline:
-            return best
+        fn()
+        reps.append(max(1, int(min_time / 8 / max(time.perf_counter() - t0, 1e-7))))
+    best = [float("inf")] * len(fns)
+    for _ in range(8):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(reps[i]):
+                fn()
+            best[i] = min(best[i], (time.perf_counter() - t0) / reps[i])
+    return best
 
 
 class NumpyThreads:
@@ -95,8 +96,8 @@ def gemm_row(label, m, n, k, ta, tb, dtype, min_time, rng):
     out_dg = np.empty((m, n), dtype)
     out_np = np.empty((m, n), dtype)
     a_op, b_op = (a.T if ta else a), (b.T if tb else b)
-    t_dg = best_time(lambda: _C.gemm(a, b, out_dg, ta, tb), min_time)
-    t_np = best_time(lambda: np.matmul(a_op, b_op, out=out_np), min_time)
+    t_dg, t_np = best_times([lambda: _C.gemm(a, b, out_dg, ta, tb),
+                             lambda: np.matmul(a_op, b_op, out=out_np)], min_time)
     flops = 2.0 * m * n * k
     return label, flops / t_dg / 1e9, flops / t_np / 1e9
 
@@ -112,18 +113,17 @@ def dense_row(batch, width, dtype, min_time, rng):
         np.add(tmp, b, out=tmp)
         return np.maximum(tmp, 0.0)
 
-    t_dg = best_time(lambda: _C.dense_forward(x, w, b, "relu"), min_time)
-    t_np = best_time(numpy_dense, min_time)
+    t_dg, t_np = best_times([lambda: _C.dense_forward(x, w, b, "relu"), numpy_dense], min_time)
     flops = 2.0 * batch * width * width
     return f"dense relu {batch}x{width}->{width}", flops / t_dg / 1e9, flops / t_np / 1e9
 
 
 def run_table(threads: int, quick: bool) -> list[tuple[str, str, float, float]]:
     rng = np.random.default_rng(0)
-    min_time = 0.08 if quick else 0.25
+    min_time = 0.06 if quick else 0.2
     squares = [64, 256, 1024] if quick else [64, 128, 256, 512, 1024, 2048]
-    batches = [32, 1024] if quick else [32, 128, 1024]
-    widths = [32, 128, 1024] if quick else [32, 64, 128, 256, 512, 1024]
+    batches = [32, 1024] if quick else [32, 256, 1024]
+    widths = [32, 128, 1024] if quick else [32, 128, 512, 1024]
     rows = []
     with NumpyThreads(threads):
         for dtype in (np.float32, np.float64):
