@@ -267,3 +267,23 @@ def test_scheduler_closed_forms():
     s2 = optim.StepLR(optim.SGD(m, lr=1.0), step_size=2)
     s2.load_state_dict(state)
     assert s2.last_epoch == 5
+
+
+def test_add_param_group_keeps_existing_state():
+    m = _model(_params())
+    first = list(m[0].parameters())
+    opt = optim.Adam(first, lr=0.01)
+    for k in range(2):
+        for p, g in zip(m.parameters(), _grads(k)):
+            p.grad = dg.tensor(g, dtype="float64")
+        opt.step()
+    before = opt.state_dict()["state"][0]["exp_avg"].copy()
+    opt.add_param_group({"params": list(m[1].parameters()), "lr": 0.0})
+    assert len(opt.param_groups) == 2 and opt.param_groups[1]["betas"] == (0.9, 0.999)
+    sd = opt.state_dict()
+    np.testing.assert_array_equal(sd["state"][0]["exp_avg"], before)
+    frozen = [p.numpy().copy() for p in m[1].parameters()]
+    opt.step()                                 # lr 0 for the new group: unchanged
+    for p, f in zip(m[1].parameters(), frozen):
+        np.testing.assert_array_equal(p.numpy(), f)
+    assert opt.state_dict()["state"][0]["step"] == 3
