@@ -52,6 +52,7 @@ double chunked_sum(index_t n, index_t chunk, index_t cost, F&& f) {
   if (nchunks <= 1) return n > 0 ? f(index_t(0), n) : 0.0;
   std::vector<double> part(static_cast<size_t>(nchunks));
   const int nt = threads_for(n * cost);
+  (void)nt;  // unused without OpenMP
 #ifdef DG_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1)
 #endif

@@ -78,6 +78,7 @@ index_t segment_norms(double* norms, double* total, const T* x, const index_t* o
   const index_t P = static_cast<index_t>(pieces.size());
   std::vector<double> part(static_cast<size_t>(P));
   const int nt = threads_for(offsets[S]);
+  (void)nt;  // unused without OpenMP
 #ifdef DG_HAVE_OPENMP
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nt) if (nt > 1)
 #endif
