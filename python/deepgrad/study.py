@@ -47,7 +47,8 @@ BUILTIN_DATASETS = ("spirals", "moons", "circles", "gaussian_mixture", "xor")
 @dataclass
 class RunConfig:
     """One training run. ``model`` is mlp, rnn, lstm or gru; recurrent runs use the adding
-    problem of length ``seq_len`` with ``hidden`` units."""
+    problem of length ``seq_len`` with ``hidden`` units. For MLPs the learning rate decays from
+    ``lr`` to zero over ``steps`` (cosine); recurrent runs keep it constant."""
     name: str
     model: str = "mlp"
     dataset: str = "spirals"
@@ -250,6 +251,9 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
     if cfg.device != "cpu":
         model.to(cfg.device)
     opt = _optimizer(cfg, model.parameters())
+    # MLPs: cosine decay to zero, so the final numbers describe a settled model rather than one
+    # caught mid-spike; recurrent runs keep a constant rate (the adding problem is learned late)
+    sched = optim.CosineAnnealingLR(opt, T_max=cfg.steps) if cfg.model == "mlp" else None
     every = cfg.every or max(1, cfg.steps // 25)
     mon = GradientMonitor(model, every=every)
     Xt = dg.tensor(X[tr], device=cfg.device)
@@ -266,6 +270,8 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         mon.step(loss)
         curve.append(float(loss.item()))
         if progress is not None:
