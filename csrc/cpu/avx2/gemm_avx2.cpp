@@ -1,6 +1,7 @@
 // AVX2/FMA GEMM micro-kernels: a 6x16 float tile (12 ymm accumulators) and a 6x8 double tile,
 // written once over a small vector wrapper.
 // Compiled with -mavx2 -mfma; gemm.cpp calls them only after dg::cpu_has_avx2_fma().
+#if defined(__x86_64__) || defined(_M_X64)  // the glob picks this file up on every target
 #include <immintrin.h>
 
 #include "deepgrad/gemm.h"
@@ -128,3 +129,4 @@ void ukernel_f64(index_t kc, const double* a, index_t rsa, index_t csa, const do
 }
 
 }  // namespace dg::avx2
+#endif
