@@ -148,7 +148,8 @@ def load_dataset(name: str, seed: int):
 
 
 def build_mlp(cfg: RunConfig, n_in: int, n_out: int) -> nn.Sequential:
-    """depth layers: input layer, depth-2 hidden blocks (plain, batch-norm or residual), output."""
+    """``depth`` layers: input layer, depth-2 hidden layers (Dense with the activation, or
+    Dense -> BatchNorm -> act; with ``residual`` each is a two-Dense residual block), output."""
     if cfg.depth < 2:
         raise ValueError(f"depth must be >= 2 (input and output layers), got {cfg.depth}")
     act, init, w = cfg.activation, cfg.init, cfg.width
@@ -162,9 +163,14 @@ def build_mlp(cfg: RunConfig, n_in: int, n_out: int) -> nn.Sequential:
         return nn.Dense(n_from, w, act, init=init)
 
     layers = [hidden(n_in)]
-    for _ in range(cfg.depth - 2):
-        block = hidden(w)
-        layers.append(nn.Residual(block) if cfg.residual else block)
+    if cfg.residual:
+        # basic residual blocks x + Dense(act(Dense(x))) ending linear: the branch adds a
+        # zero-mean correction (a sigmoid-ended branch would add ~0.5 per block and drift). A
+        # block counts as one layer, as the monitor sees it.
+        layers += [nn.Residual(nn.Sequential(hidden(w), nn.Dense(w, w, init=init)))
+                   for _ in range(cfg.depth - 2)]
+    else:
+        layers += [hidden(w) for _ in range(cfg.depth - 2)]
     layers.append(nn.Dense(w, n_out, init=init))
     return nn.Sequential(*layers)
 
