@@ -113,7 +113,7 @@ def plot_global_norm(history: Mapping, path: str) -> str:
 
 def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int = 0,
                          quantity: str = "signal_norm", xlabel: str = "layer (input → output)",
-                         title: str | None = None) -> str:
+                         title: str | None = None, ylabel: str | None = None) -> str:
     """One line per configuration: per-layer ``quantity`` at one recorded step (log scale)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -125,7 +125,7 @@ def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int 
         ax.plot(np.arange(1, len(row) + 1), row, marker="o", ms=3, label=name)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(_LABELS.get(quantity, quantity))
+    ax.set_ylabel(ylabel or _LABELS.get(quantity, quantity))
     _integer_axis(ax.xaxis)
     if title:
         ax.set_title(title)

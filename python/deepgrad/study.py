@@ -483,7 +483,8 @@ def write_report(out: str, records: Sequence[dict], plots: bool = True,
     if ts:
         written.append(P.plot_flow_comparison(ts, os.path.join(out, "time_signal.png"), step=0,
                                               xlabel="time step t",
-                                              title="||dL/dh_t|| at initialisation"))
+                                              title="gradient through time at initialisation",
+                                              ylabel="||dL/dh_t||"))
     return written
 
 
