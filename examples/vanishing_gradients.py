@@ -4,6 +4,8 @@ the same depth with ReLU + He init, then an RNN vs an LSTM through 30 time steps
 The GradientMonitor records the backward signal ||dL/d(layer output)|| at every layer (and
 ||dL/dh_t|| at every time step); diagnose() turns the history into findings.
 """
+import tempfile
+
 import numpy as np
 
 import deepgrad as dg
@@ -25,20 +27,19 @@ for activation, init in (("sigmoid", "xavier_normal"), ("relu", "he")):
     model = mlp(activation, init)
     opt = optim.Adam(model, lr=1e-3)
     monitor = GradientMonitor(model, every=10)
-    for step in range(100):
-        for xb, yb in data.batches(X, y, batch_size=64, seed=step):
+    for epoch in range(12):                     # 10 mini-batches per epoch: 120 steps
+        for xb, yb in data.batches(X, y, batch_size=64, seed=epoch):
             loss = losses.cross_entropy(model(xb), yb)
             opt.zero_grad()
             loss.backward()
             clip_grad_norm_(model, 5.0)        # one native pass over the gradient arena
             opt.step()
             monitor.step(loss)
-            break
     monitors[activation] = monitor
     signal = monitor.to_dict()["signal_norm"]
     print(f"\n{activation} + {init}: backward signal, layer 1 / layer 20 = "
           f"{signal[0][0] / signal[0][-1]:.1e} at init, {signal[-1][0] / signal[-1][-1]:.1e} "
-          f"after 100 steps; loss {loss.item():.3f}")
+          f"at step {monitor.to_dict()['steps'][-1]}; loss {loss.item():.3f}")
     for finding in monitor.diagnose():
         print("  ", finding)
 
@@ -57,8 +58,9 @@ for cell in (nn.RNN(2, 32), nn.LSTM(2, 32)):
 
 try:
     import matplotlib  # noqa: F401
-    paths = monitors["sigmoid"].plot("vanishing_gradients_plots", prefix="sigmoid_")
-    paths += monitors["relu"].plot("vanishing_gradients_plots", prefix="relu_")
+    folder = tempfile.mkdtemp(prefix="vanishing_gradients_")
+    paths = monitors["sigmoid"].plot(folder, prefix="sigmoid_")
+    paths += monitors["relu"].plot(folder, prefix="relu_")
     print("\nplots:", ", ".join(paths))
 except ImportError:
     print("\n(pip install 'deepgrad[plot]' for the PNG plots)")

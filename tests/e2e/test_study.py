@@ -142,3 +142,16 @@ def test_python_dash_m_dispatches(tmp_path):
                         "--out", out], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "mlp-d3-w4-relu-he" in r.stdout and os.path.exists(os.path.join(out, "summary.csv"))
+
+
+def test_vanishing_gradients_example_runs(capsys):
+    import pathlib
+    import runpy
+    root = pathlib.Path(__file__).resolve().parents[2] / "examples"
+    runpy.run_path(str(root / "vanishing_gradients.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "vanishing: the backward signal at layer 1 (0:Dense)" in out
+    assert "vanishing: the backward signal at time step 1" in out and "in RNN" in out
+    relu = [line for line in out.splitlines() if line.startswith("relu + he")][0]
+    ratio_at_init = float(relu.split("= ")[1].split(" at init")[0])
+    assert 0.1 <= ratio_at_init <= 10
