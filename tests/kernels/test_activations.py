@@ -136,3 +136,28 @@ def test_swish_alias_and_empty():
     e = _C.act_forward(np.zeros((0, 3)), "gelu")
     assert e.shape == (0, 3)
     assert _C.act_backward(np.zeros((0,)), np.zeros((0,)), None, "relu").shape == (0,)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "silu"])
+def test_float32_vector_math_accuracy_on_a_dense_grid(name):
+    # float32 sigmoid/tanh/silu use the kernels' own vectorized exp: check a few ulp everywhere,
+    # including the polynomial/exp switch of tanh at |x| = 0.625 and the subnormal tail of sigmoid.
+    z = np.concatenate([np.linspace(-110, 110, 400_001), np.linspace(-0.7, 0.7, 100_001),
+                        [0.625, -0.625, np.nextafter(0.625, 1), 1e-30, -1e-30]]).astype(np.float32)
+    got = _C.act_forward(z, name)
+    want = ref_forward(name, z)
+    np.testing.assert_allclose(got, want, rtol=4e-7, atol=2e-43)  # atol: subnormal tail (x 110 for silu)
+    dz = _C.act_backward(np.ones_like(z), z, None, name)
+    # sigmoid/tanh derivatives are formed from float32 y (y (1 - y), 1 - y^2): absolute error ~ulp(1).
+    np.testing.assert_allclose(dz, ref_derivative(name, z), rtol=2e-6, atol=2e-7)
+
+
+def test_float32_vector_math_special_values():
+    z = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, -104.5, 89.0], dtype=np.float32)
+    s = _C.act_forward(z, "sigmoid")
+    np.testing.assert_array_equal(s[:4], [0.5, 0.5, 1.0, 0.0])
+    assert np.isnan(s[4]) and s[5] == 0.0 and s[6] == 1.0
+    t = _C.act_forward(z, "tanh")
+    np.testing.assert_array_equal(t[:4], [0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(t[1]) and np.isnan(t[4])
+    assert np.isnan(_C.act_forward(z, "silu")[4])
