@@ -196,7 +196,8 @@ void bind_gemm(py::module_& m) {
       },
       py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
       py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
-      "out (M,N) = alpha * op(a) @ op(b) + beta * out; op transposes when trans_a/trans_b.");
+      "out (M,N) = alpha * op(a) @ op(b) + beta * out; op transposes when trans_a/trans_b. "
+      "With out=None a new array is returned (beta is then irrelevant).");
   m.def(
       "gemm_naive",
       [](py::handle a, py::handle b, py::handle out, bool ta, bool tb, double alpha, double beta) {
