@@ -23,7 +23,7 @@ constexpr bool kVecMath = std::is_same_v<T, float> && (A == Act::sigmoid || A ==
 
 // The piecewise activations are math.h's formulas with both sides computed and a bitwise select
 // (vm::blend), so the loops vectorize instead of branching on the sign of every element.
-template <Act A, class T> inline T fwd(T z, T alpha) {
+template <Act A, class T> DG_VM_INLINE T fwd(T z, T alpha) {
   if constexpr (kVecMath<A, T>) {
     if constexpr (A == Act::sigmoid) return vm::sigmoid(z);
     else if constexpr (A == Act::tanh_) return vm::tanh(z);
@@ -35,7 +35,7 @@ template <Act A, class T> inline T fwd(T z, T alpha) {
   }
 }
 
-template <Act A, class T> inline T deriv(T z, T y, T alpha) {
+template <Act A, class T> DG_VM_INLINE T deriv(T z, T y, T alpha) {
   if constexpr (kVecMath<A, T> && A == Act::silu) {
     const T s = vm::sigmoid(z);  // math.h: s (1 + z (1 - s))
     return s * (T(1) + z * (T(1) - s));

@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "cpu/ew_parallel.h"
+#include "cpu/vec_math.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
@@ -54,15 +55,11 @@ void with_loss(Loss k, F&& f) {
 
 constexpr index_t loss_cost(Loss k) { return k == Loss::mse ? 2 : 20; }
 
-// One row of logits: returns (max, sum of e^{x - max}) in T / double.
+// One row of logits: its max and the sum of e^{x - max} (double, fixed order).
 template <class T>
-void row_stats(const T* x, index_t c, T* m, double* s) {
-  T mx = x[0];
-  for (index_t j = 1; j < c; ++j) mx = x[j] > mx ? x[j] : mx;
-  double acc = 0;
-  for (index_t j = 0; j < c; ++j) acc += std::exp(x[j] - mx);
-  *m = mx;
-  *s = acc;
+DG_VM_INLINE void row_stats(const T* x, index_t c, T* m, double* s) {
+  *m = vm::max_lanes(x, c);
+  *s = vm::sum_exp_shifted(x, c, *m);
 }
 
 }  // namespace
@@ -88,22 +85,50 @@ void loss_backward(T* dpred, Loss kind, const T* pred, const T* target, const T*
   });
 }
 
+namespace {
+
+// Rows [lo, hi) of the fused cross-entropy; DG_CLONES so the row loops get the AVX2 build.
+template <class T>
+DG_CLONES double ce_rows_forward(T* losses, const T* logits, const std::int64_t* labels, index_t lo,
+                                 index_t hi, index_t C) {
+  double s = 0;
+  for (index_t r = lo; r < hi; ++r) {
+    const T* x = logits + r * C;
+    T m;
+    double se;
+    row_stats(x, C, &m, &se);
+    const T l = ce_row_loss<T>(x[labels[r]], m, T(se));
+    if (losses) losses[r] = l;
+    s += l;
+  }
+  return s;
+}
+
+template <class T>
+DG_CLONES void ce_rows_backward(T* dlogits, const T* logits, const std::int64_t* labels,
+                                const T* grad_rows, T scale, index_t lo, index_t hi, index_t C) {
+  for (index_t r = lo; r < hi; ++r) {
+    const T* x = logits + r * C;
+    T* d = dlogits + r * C;
+    T m;
+    double se;
+    row_stats(x, C, &m, &se);
+    const T inv = T(1.0 / se);
+    const T g = grad_rows ? grad_rows[r] : scale;
+    // ce_grad (math.h) with the vector exp: e^{x - m} / s - [j == label]
+    for (index_t j = 0; j < C; ++j) d[j] = g * (vm::exp_le0(x[j] - m) * inv);
+    d[labels[r]] -= g;
+  }
+}
+
+}  // namespace
+
 template <class T>
 double cross_entropy_forward(T* losses, const T* logits, const std::int64_t* labels, index_t N, index_t C) {
   // Rows are the chunks here: 4096 / C rows per chunk (at least one), combined in order.
   const index_t rows_per_chunk = std::max<index_t>(1, kLossChunk / std::max<index_t>(C, 1));
   return chunked_sum(N, rows_per_chunk, C * 20, [&](index_t lo, index_t hi) {
-    double s = 0;
-    for (index_t r = lo; r < hi; ++r) {
-      const T* x = logits + r * C;
-      T m;
-      double se;
-      row_stats(x, C, &m, &se);
-      const T l = ce_row_loss<T>(x[labels[r]], m, T(se));
-      if (losses) losses[r] = l;
-      s += l;
-    }
-    return s;
+    return ce_rows_forward(losses, logits, labels, lo, hi, C);
   });
 }
 
@@ -111,17 +136,7 @@ template <class T>
 void cross_entropy_backward(T* dlogits, const T* logits, const std::int64_t* labels,
                             const T* grad_rows, T scale, index_t N, index_t C) {
   parallel_ranges(N, C * 40, [&](index_t lo, index_t hi) {
-    for (index_t r = lo; r < hi; ++r) {
-      const T* x = logits + r * C;
-      T* d = dlogits + r * C;
-      T m;
-      double se;
-      row_stats(x, C, &m, &se);
-      const T inv = T(1.0 / se);
-      const T g = grad_rows ? grad_rows[r] : scale;
-      const std::int64_t lab = labels[r];
-      for (index_t j = 0; j < C; ++j) d[j] = g * ce_grad<T>(x[j], m, inv, j == lab);
-    }
+    ce_rows_backward(dlogits, logits, labels, grad_rows, scale, lo, hi, C);
   });
 }
 

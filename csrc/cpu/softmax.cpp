@@ -3,34 +3,25 @@
 #include <cmath>
 
 #include "cpu/ew_parallel.h"
+#include "cpu/vec_math.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
 namespace {
 
+// x (rows, cols) -> y (rows, cols) for rows [0, rows). e^{x - max} goes through y first so the
+// exp loop and the (8-lane, fixed-order) sum vectorize.
 template <class T>
-DG_CLONES T row_max(const T* x, index_t c) {
-  T m = x[0];
-  for (index_t j = 1; j < c; ++j) m = x[j] > m ? x[j] : m;
-  return m;
-}
-
-// x (rows, cols) -> y (rows, cols) for rows [0, rows).
-template <class T>
-void softmax_rows(T* y, const T* x, index_t rows, index_t c, bool log) {
+DG_CLONES void softmax_rows(T* y, const T* x, index_t rows, index_t c, bool log) {
   for (index_t r = 0; r < rows; ++r) {
     const T* xr = x + r * c;
     T* yr = y + r * c;
-    const T m = row_max(xr, c);
-    double s = 0;
-    for (index_t j = 0; j < c; ++j) {
-      const T e = std::exp(xr[j] - m);
-      if (!log) yr[j] = e;
-      s += e;
-    }
+    const T m = vm::max_lanes(xr, c);
+    for (index_t j = 0; j < c; ++j) yr[j] = vm::exp_le0(xr[j] - m);
+    const double s = vm::sum_lanes(yr, c);
     if (log) {
       const T lse = T(std::log(s));
-      for (index_t j = 0; j < c; ++j) yr[j] = xr[j] - m - lse;
+      for (index_t j = 0; j < c; ++j) yr[j] = (xr[j] - m) - lse;
     } else {
       const T inv = T(1.0 / s);
       for (index_t j = 0; j < c; ++j) yr[j] *= inv;
@@ -41,19 +32,17 @@ void softmax_rows(T* y, const T* x, index_t rows, index_t c, bool log) {
 // softmax:     dx = y * (dy - sum(dy * y))
 // log_softmax: dx = dy - exp(y) * sum(dy)
 template <class T>
-void softmax_backward_rows(T* dx, const T* dy, const T* y, index_t rows, index_t c, bool log) {
+DG_CLONES void softmax_backward_rows(T* dx, const T* dy, const T* y, index_t rows, index_t c, bool log) {
   for (index_t r = 0; r < rows; ++r) {
     const T* dyr = dy + r * c;
     const T* yr = y + r * c;
     T* dxr = dx + r * c;
-    double s = 0;
     if (log) {
-      for (index_t j = 0; j < c; ++j) s += dyr[j];
-      const T st = T(s);
-      for (index_t j = 0; j < c; ++j) dxr[j] = dyr[j] - std::exp(yr[j]) * st;
+      const T st = T(vm::sum_lanes(dyr, c));
+      for (index_t j = 0; j < c; ++j) dxr[j] = dyr[j] - vm::exp_le0(yr[j]) * st;
     } else {
-      for (index_t j = 0; j < c; ++j) s += double(dyr[j]) * double(yr[j]);
-      const T st = T(s);
+      for (index_t j = 0; j < c; ++j) dxr[j] = dyr[j] * yr[j];  // dx as scratch for the products
+      const T st = T(vm::sum_lanes(dxr, c));
       for (index_t j = 0; j < c; ++j) dxr[j] = yr[j] * (dyr[j] - st);
     }
   }

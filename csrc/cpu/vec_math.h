@@ -4,13 +4,22 @@
 // polynomial; accuracy is a few float32 ulp. NaN passes through. CPU float32 only: the CUDA
 // kernels use the device's own exp on math.h's formulas.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 
+// Force inlining: these are called from DG_CLONES loops, and an out-of-line copy would be the
+// baseline (non-AVX2) build.
+#if defined(__GNUC__)
+#define DG_VM_INLINE inline __attribute__((always_inline))
+#else
+#define DG_VM_INLINE inline
+#endif
+
 namespace dg::cpu::vm {
 
-inline float bits_to_float(std::int32_t i) {
+DG_VM_INLINE float bits_to_float(std::int32_t i) {
   float f;
   std::memcpy(&f, &i, sizeof f);
   return f;
@@ -20,7 +29,7 @@ inline float bits_to_float(std::int32_t i) {
 // computation of a or b into a branch, and a branch holding a multiply or divide (which may trap
 // under the default -ftrapping-math) stops vectorization and mispredicts on random signs.
 template <class T>
-inline T blend(bool c, T a, T b) {
+DG_VM_INLINE T blend(bool c, T a, T b) {
   using I = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
   I ia, ib;
   std::memcpy(&ia, &a, sizeof ia);
@@ -33,7 +42,7 @@ inline T blend(bool c, T a, T b) {
 }
 
 // e^x for x <= 0 (x = -inf gives 0; results below 2^-126 are subnormal, not flushed). NaN -> NaN.
-inline float exp_nonpos(float x) {
+DG_VM_INLINE float exp_nonpos(float x) {
   // Only selects, no branches, so loops over it vectorize. NaN flows through the polynomial.
   const float xc = blend(x < -104.0f, -104.0f, x);  // below this e^x rounds to 0 anyway
   // k = round(x / ln 2) by the 1.5 * 2^23 trick (|x / ln 2| < 2^22 here); floorf does not vectorize.
@@ -54,14 +63,14 @@ inline float exp_nonpos(float x) {
   return p * bits_to_float((k1 + 127) << 23) * bits_to_float((k2 + 127) << 23);
 }
 
-inline float sigmoid(float x) {
+DG_VM_INLINE float sigmoid(float x) {
   const float ax = __builtin_fabsf(x);
   const float e = exp_nonpos(-ax);
   const float d = 1.0f / (1.0f + e);
   return d * blend(x >= 0.0f, 1.0f, e);  // NaN: e and d are NaN
 }
 
-inline float tanh(float x) {
+DG_VM_INLINE float tanh(float x) {
   const float ax = __builtin_fabsf(x);
   // |x| < 0.625: odd polynomial (Cephes tanhf); else (1 - e^{-2|x|}) / (1 + e^{-2|x|}).
   const float z = x * x;
@@ -75,6 +84,53 @@ inline float tanh(float x) {
   const float big_abs = (1.0f - e) / (1.0f + e);
   const float big = __builtin_copysignf(big_abs, x);
   return blend(ax < 0.625f, small, big);  // NaN: e and big are NaN
+}
+
+// e^x for x <= 0 (softmax's x - max, log-probabilities): the vector exp in float32, libm in float64.
+DG_VM_INLINE float exp_le0(float x) { return exp_nonpos(x); }
+DG_VM_INLINE double exp_le0(double x) { return std::exp(x); }
+
+// Sum of x[0, n) in double with 8 interleaved accumulators: vectorizes, and the order of the
+// additions is fixed by the source (deterministic).
+template <class T>
+DG_VM_INLINE double sum_lanes(const T* x, std::int64_t n) {
+  double acc[8] = {};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += double(x[i + j]);
+  for (int j = 0; i < n; ++i, ++j) acc[j] += double(x[i]);
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// max of x[0, n), n >= 1, over 8 lanes (vectorizes). NaN elements are skipped unless x[0] is NaN;
+// a NaN still poisons the softmax row through e^{x - max}.
+template <class T>
+DG_VM_INLINE T max_lanes(const T* x, std::int64_t n) {
+  T acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = x[0];
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+  for (int j = 0; i < n; ++i, ++j) acc[j] = x[i] > acc[j] ? x[i] : acc[j];
+  T m = acc[0];
+  for (int j = 1; j < 8; ++j) m = acc[j] > m ? acc[j] : m;
+  return m;
+}
+
+// sum of e^{x - m} over x[0, n) in double (x <= m for every element). Blocks of 256 go through
+// a stack buffer so that both the exp loop and the 8-lane sum vectorize; the order of the
+// additions is fixed by the source (deterministic).
+template <class T>
+DG_VM_INLINE double sum_exp_shifted(const T* x, std::int64_t n, T m) {
+  constexpr std::int64_t kBlock = 256;
+  T buf[kBlock];
+  double s = 0;
+  for (std::int64_t b = 0; b < n; b += kBlock) {
+    const std::int64_t len = n - b < kBlock ? n - b : kBlock;
+    for (std::int64_t j = 0; j < len; ++j) buf[j] = exp_le0(x[b + j] - m);
+    s += sum_lanes(buf, len);
+  }
+  return s;
 }
 
 }  // namespace dg::cpu::vm
