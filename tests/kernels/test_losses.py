@@ -39,7 +39,7 @@ def make(kind, shape, dtype, seed=0):
 
 
 ELEM_SHAPES = [(1,), (7,), (33,), (257,), (5, 7)]
-CE_SHAPES = [(1, 1), (1, 7), (7, 3), (33, 10), (257, 5)]
+CE_SHAPES = [(1, 1), (1, 7), (7, 3), (33, 10), (257, 5), (3, 600)]
 CASES = [(k, s) for k in ["mse", "bce", "bce_logits"] for s in ELEM_SHAPES] + [("cross_entropy", s) for s in CE_SHAPES]
 
 
