@@ -9,17 +9,19 @@
 namespace dg::cpu {
 namespace {
 
-// Rough cost per element in "scalar operations" for the threading grain: transcendental
-// activations are ~20x a multiply-add.
-constexpr index_t act_cost(Act a) {
-  return (a == Act::identity || a == Act::step || a == Act::relu || a == Act::leaky_relu ||
-          a == Act::softsign) ? 1 : 20;
-}
-
 // float32 sigmoid / tanh / silu evaluate math.h's formulas with the vectorizable exp of
 // cpu/vec_math.h (glibc's scalar expf/tanhf made these loops 10-50x slower than numpy's).
 template <Act A, class T>
 constexpr bool kVecMath = std::is_same_v<T, float> && (A == Act::sigmoid || A == Act::tanh_ || A == Act::silu);
+
+// Rough cost per element in "scalar operations" for the threading grain: a libm call is ~20x a
+// multiply-add, the vectorized exp ~4x.
+template <Act A, class T>
+constexpr index_t act_cost() {
+  if constexpr (kVecMath<A, T>) return 4;
+  return (A == Act::identity || A == Act::step || A == Act::relu || A == Act::leaky_relu ||
+          A == Act::softsign) ? 1 : 20;
+}
 
 // The piecewise activations are math.h's formulas with both sides computed and a bitwise select
 // (vm::blend), so the loops vectorize instead of branching on the sign of every element.
@@ -69,14 +71,14 @@ DG_CLONES void act_bwd_range(T* dz, const T* dy, const T* z, const T* y, index_t
 
 template <Act A, class T>
 void act_forward_t(T* y, const T* x, index_t n, T alpha) {
-  parallel_ranges(n, act_cost(A), [&](index_t lo, index_t hi) { act_fwd_range<A, T>(y + lo, x + lo, hi - lo, alpha); });
+  parallel_ranges(n, act_cost<A, T>(), [&](index_t lo, index_t hi) { act_fwd_range<A, T>(y + lo, x + lo, hi - lo, alpha); });
 }
 
 template <Act A, class T>
 void act_backward_t(T* dz, const T* dy, const T* z, const T* y, index_t n, T alpha) {
   // Activations whose derivative ignores z may be called without it: y stands in for z.
   if (z == nullptr) z = y;
-  const index_t cost = act_cost(A) * (y ? 1 : 2);
+  const index_t cost = act_cost<A, T>() * (y ? 1 : 2);
   parallel_ranges(n, cost, [&](index_t lo, index_t hi) {
     if (y) act_bwd_range<A, T, true>(dz + lo, dy + lo, z + lo, y + lo, hi - lo, alpha);
     else act_bwd_range<A, T, false>(dz + lo, dy + lo, z + lo, nullptr, hi - lo, alpha);
