@@ -9,10 +9,11 @@
 namespace dg::cpu {
 namespace {
 
-// float32 sigmoid / tanh / silu evaluate math.h's formulas with the vectorizable exp of
+// float32 sigmoid / tanh / silu / elu / selu evaluate math.h's formulas with the vectorizable exp of
 // cpu/vec_math.h (glibc's scalar expf/tanhf made these loops 10-50x slower than numpy's).
 template <Act A, class T>
-constexpr bool kVecMath = std::is_same_v<T, float> && (A == Act::sigmoid || A == Act::tanh_ || A == Act::silu);
+constexpr bool kVecMath = std::is_same_v<T, float> && (A == Act::sigmoid || A == Act::tanh_ || A == Act::silu ||
+                                                        A == Act::elu || A == Act::selu);
 
 // Rough cost per element in "scalar operations" for the threading grain: a libm call is ~20x a
 // multiply-add, the vectorized exp ~4x.
@@ -29,7 +30,13 @@ template <Act A, class T> DG_VM_INLINE T fwd(T z, T alpha) {
   if constexpr (kVecMath<A, T>) {
     if constexpr (A == Act::sigmoid) return vm::sigmoid(z);
     else if constexpr (A == Act::tanh_) return vm::tanh(z);
-    else return z * vm::sigmoid(z);
+    else if constexpr (A == Act::silu) return z * vm::sigmoid(z);
+    else {
+      // elu: z > 0 ? z : alpha expm1(z); selu: scale * (z > 0 ? z : selu_alpha expm1(z))
+      const T em1 = vm::expm1_nonpos(vm::blend(z > T(0), T(0), z));
+      if constexpr (A == Act::elu) return vm::blend(z > T(0), z, alpha * em1);
+      else return T(kSeluScale) * vm::blend(z > T(0), z, T(kSeluAlpha) * em1);
+    }
   } else if constexpr (A == Act::leaky_relu) {
     return vm::blend(z > T(0), z, alpha * z);
   } else {

@@ -63,6 +63,20 @@ DG_VM_INLINE float exp_nonpos(float x) {
   return p * bits_to_float((k1 + 127) << 23) * bits_to_float((k2 + 127) << 23);
 }
 
+// e^x - 1 for x <= 0 (NaN -> NaN). Near 0, where e^x - 1 cancels, the Taylor series to x^7
+// (truncation < 2e-8 relative for |x| < 0.35); elsewhere exp_nonpos(x) - 1.
+DG_VM_INLINE float expm1_nonpos(float x) {
+  float p = 1.0f / 5040.0f;
+  p = p * x + 1.0f / 720.0f;
+  p = p * x + 1.0f / 120.0f;
+  p = p * x + 1.0f / 24.0f;
+  p = p * x + 1.0f / 6.0f;
+  p = p * x + 0.5f;
+  const float series = x + x * x * p;
+  const float direct = exp_nonpos(x) - 1.0f;
+  return blend(x > -0.35f, series, direct);  // NaN: direct is NaN
+}
+
 DG_VM_INLINE float sigmoid(float x) {
   const float ax = __builtin_fabsf(x);
   const float e = exp_nonpos(-ax);

@@ -138,16 +138,18 @@ def test_swish_alias_and_empty():
     assert _C.act_backward(np.zeros((0,)), np.zeros((0,)), None, "relu").shape == (0,)
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "silu"])
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "silu", "elu", "selu"])
 def test_float32_vector_math_accuracy_on_a_dense_grid(name):
-    # float32 sigmoid/tanh/silu use the kernels' own vectorized exp: check a few ulp everywhere,
-    # including the polynomial/exp switch of tanh at |x| = 0.625 and the subnormal tail of sigmoid.
+    # float32 sigmoid/tanh/silu/elu/selu use the kernels' own vectorized exp/expm1: check a few ulp
+    # everywhere, including the switches of tanh at |x| = 0.625 and of expm1 at x = -0.35, and the
+    # subnormal tail of sigmoid.
     z = np.concatenate([np.linspace(-110, 110, 400_001), np.linspace(-0.7, 0.7, 100_001),
-                        [0.625, -0.625, np.nextafter(0.625, 1), 1e-30, -1e-30]]).astype(np.float32)
-    got = _C.act_forward(z, name)
+                        [0.625, -0.625, np.nextafter(0.625, 1), -0.35, np.nextafter(-0.35, 0), 1e-30, -1e-30]]
+                       ).astype(np.float32)
+    got = _C.act_forward(z, name, alpha=ALPHA)
     want = ref_forward(name, z)
     np.testing.assert_allclose(got, want, rtol=4e-7, atol=2e-43)  # atol: subnormal tail (x 110 for silu)
-    dz = _C.act_backward(np.ones_like(z), z, None, name)
+    dz = _C.act_backward(np.ones_like(z), z, None, name, alpha=ALPHA)
     # sigmoid/tanh derivatives are formed from float32 y (y (1 - y), 1 - y^2): absolute error ~ulp(1).
     np.testing.assert_allclose(dz, ref_derivative(name, z), rtol=2e-6, atol=2e-7)
 
