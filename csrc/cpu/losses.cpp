@@ -17,20 +17,25 @@ template <Loss L, class T> DG_HOST_DEVICE T term(T p, T t) {
   else if constexpr (L == Loss::bce) return bce_term(p, t);
   else return bce_logits_term(p, t);
 }
-template <Loss L, class T> DG_HOST_DEVICE T term_grad(T p, T t) {
+template <Loss L, class T> DG_VM_INLINE T term_grad(T p, T t) {
   if constexpr (L == Loss::mse) return mse_grad(p, t);
   else if constexpr (L == Loss::bce) return bce_grad(p, t);
+  else if constexpr (std::is_same_v<T, float>) return vm::sigmoid(p) - t;  // bce_logits_grad, vector exp
   else return bce_logits_grad(p, t);
 }
 
-// Writes terms (when non-null) and returns their sum over [0, n).
+// Writes terms (when non-null) and returns their sum over [0, n), in blocks of 256 through a
+// stack buffer so the term loop and the 8-lane sum vectorize (fixed order: deterministic).
 template <Loss L, class T>
 DG_CLONES double terms_range(T* terms, const T* p, const T* t, index_t n) {
+  constexpr index_t kBlock = 256;
+  T buf[kBlock];
   double s = 0;
-  for (index_t i = 0; i < n; ++i) {
-    const T v = term<L, T>(p[i], t[i]);
-    if (terms) terms[i] = v;
-    s += v;
+  for (index_t b = 0; b < n; b += kBlock) {
+    const index_t len = std::min(kBlock, n - b);
+    T* out = terms ? terms + b : buf;
+    for (index_t i = 0; i < len; ++i) out[i] = term<L, T>(p[b + i], t[b + i]);
+    s += vm::sum_lanes(out, len);
   }
   return s;
 }
