@@ -50,7 +50,8 @@ py::array act_backward(py::handle dy_o, py::handle z_o, py::handle y_o, const st
   py::array dy = float_input(dy_o, fn, "dy");
   py::array z, y;
   const bool has_z = !z_o.is_none(), has_y = !y_o.is_none();
-  if (!has_z && !has_y) fail_value(fn, "z and y are both None; pass the pre-activation z (or the output y)");
+  if (!has_z && !has_y && a != Act::identity && a != Act::step)
+    fail_value(fn, "z and y are both None; pass the pre-activation z (or the output y)");
   if (!has_z && act_needs_pre(a))
     fail_value(fn, "activation '" + activation + "' needs the pre-activation z, but z is None");
   if (has_z) {

@@ -84,7 +84,16 @@ void act_forward_t(T* y, const T* x, index_t n, T alpha) {
 template <Act A, class T>
 void act_backward_t(T* dz, const T* dy, const T* z, const T* y, index_t n, T alpha) {
   // Activations whose derivative ignores z may be called without it: y stands in for z.
+  // identity and step need neither.
   if (z == nullptr) z = y;
+  if (z == nullptr) {
+    if constexpr (A == Act::identity || A == Act::step) {
+      parallel_ranges(n, 1, [&](index_t lo, index_t hi) {
+        for (index_t i = lo; i < hi; ++i) dz[i] = A == Act::identity ? dy[i] : T(0);
+      });
+    }
+    return;
+  }
   const index_t cost = act_cost<A, T>() * (y ? 1 : 2);
   parallel_ranges(n, cost, [&](index_t lo, index_t hi) {
     if (y) act_bwd_range<A, T, true>(dz + lo, dy + lo, z + lo, y + lo, hi - lo, alpha);

@@ -14,7 +14,8 @@ namespace dg::cpu {
 // x (n) -> y (n): y = act(x)
 template <class T> void act_forward(T* y, const T* x, index_t n, Act a, T alpha);
 // dy, z, y (n) -> dz (n): dz = dy * act'(z). Writes (does not accumulate). z may be null when
-// !act_needs_pre(a); y may be null (recomputed from z where the derivative needs it).
+// !act_needs_pre(a); y may be null (recomputed from z where the derivative needs it); both may
+// be null for identity and step.
 template <class T>
 void act_backward(T* dz, const T* dy, const T* z, const T* y, index_t n, Act a, T alpha);
 

@@ -163,3 +163,9 @@ def test_float32_vector_math_special_values():
     np.testing.assert_array_equal(t[:4], [0.0, -0.0, 1.0, -1.0])
     assert np.signbit(t[1]) and np.isnan(t[4])
     assert np.isnan(_C.act_forward(z, "silu")[4])
+
+
+def test_identity_and_step_backward_need_neither_z_nor_y():
+    dy = np.random.default_rng(6).normal(size=(3, 5))
+    np.testing.assert_array_equal(_C.act_backward(dy, None, None, "identity"), dy)
+    np.testing.assert_array_equal(_C.act_backward(dy, None, None, "step"), np.zeros_like(dy))
