@@ -2,7 +2,8 @@
 
     python benchmarks/bench_kernels.py            # full table (about 1-2 minutes)
     python benchmarks/bench_kernels.py --quick    # fewer shapes, shorter timings
-    python benchmarks/bench_kernels.py --passes 3 --threads 2   # best of 3 passes, 2 threads
+    python benchmarks/bench_kernels.py --wait-idle 30   # on a shared machine: each row waits
+                                                        # (up to 30 s) for idle CPUs
 
 Both libraries run in this process on the same arrays; numpy's threads are set with threadpoolctl
 when it is installed (pip install threadpoolctl), else through OPENBLAS_NUM_THREADS in a child
@@ -53,7 +54,8 @@ def blas_kernel() -> str:
         return "unknown (install threadpoolctl to see it)"
     for info in threadpool_info():
         if info.get("user_api") == "blas":
-            return f"{info.get('internal_api')} {info.get('version')} kernel {info.get('architecture')}"
+            return (f"{info.get('internal_api')} {info.get('version')} "
+                    f"kernel {info.get('architecture')}")
     return "unknown"
 
 
@@ -76,6 +78,34 @@ def best_times(fns, min_time: float) -> list[float]:
     return best
 
 
+def cpu_idle_fraction(seconds: float = 0.5) -> float:
+    """Fraction of all CPUs idle over the next `seconds` (Linux /proc/stat; 1.0 elsewhere)."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v[:8])
+
+    try:
+        idle0, tot0 = sample()
+        time.sleep(seconds)
+        idle1, tot1 = sample()
+    except OSError:
+        return 1.0
+    return (idle1 - idle0) / max(tot1 - tot0, 1)
+
+
+WAIT_IDLE = 0.0  # set by --wait-idle
+
+
+def wait_idle() -> None:
+    """On a machine shared with other jobs, wait (up to WAIT_IDLE seconds) until the CPUs are
+    >= 90% idle, so that multi-threaded rows are not measured while another job holds a core."""
+    deadline = time.perf_counter() + WAIT_IDLE
+    while WAIT_IDLE > 0 and time.perf_counter() < deadline:
+        if cpu_idle_fraction() >= 0.9:
+            return
+
+
 class NumpyThreads:
     def __init__(self, n: int):
         self.n, self.ctx = n, None
@@ -92,6 +122,7 @@ class NumpyThreads:
 
 
 def gemm_row(label, m, n, k, ta, tb, dtype, min_time, rng):
+    wait_idle()
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
     out_dg = np.empty((m, n), dtype)
@@ -104,6 +135,7 @@ def gemm_row(label, m, n, k, ta, tb, dtype, min_time, rng):
 
 
 def dense_row(batch, width, dtype, min_time, rng):
+    wait_idle()
     x = rng.standard_normal((batch, width)).astype(dtype)
     w = rng.standard_normal((width, width)).astype(dtype)
     b = rng.standard_normal(width).astype(dtype)
@@ -162,8 +194,12 @@ def main(argv=None) -> None:
     p.add_argument("--passes", type=int, default=1,
                    help="measure the whole table this many times and keep each row's best figure "
                         "per library (for machines shared with other work)")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before each row wait up to SECONDS for the CPUs to be >= 90%% idle")
     p.add_argument("--no-memory", action="store_true", help="skip bench_memory.py")
     args = p.parse_args(argv)
+    global WAIT_IDLE
+    WAIT_IDLE = args.wait_idle
 
     child = os.environ.get("DG_BENCH_THREADS")
     if child is None:
@@ -180,13 +216,14 @@ def main(argv=None) -> None:
             # Without threadpoolctl, numpy's thread count is fixed when OpenBLAS loads.
             env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), DG_BENCH_THREADS=str(t))
             cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(t), "--no-memory",
-                   "--passes", str(args.passes)]
+                   "--passes", str(args.passes), "--wait-idle", str(args.wait_idle)]
             subprocess.call(cmd + (["--quick"] if args.quick else []), env=env)
             continue
         rows = run_table(t, args.quick)
         for _ in range(args.passes - 1):
             more = run_table(t, args.quick)
-            rows = [(d, lab, max(a, a2), max(b, b2)) for (d, lab, a, b), (_, _, a2, b2) in zip(rows, more)]
+            rows = [(d, lab, max(a, a2), max(b, b2))
+                    for (d, lab, a, b), (_, _, a2, b2) in zip(rows, more)]
         print_table(t, rows)
 
     mem = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_memory.py")

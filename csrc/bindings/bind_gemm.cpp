@@ -59,7 +59,8 @@ py::array gemm_entry(const char* fn, py::handle a_o, py::handle b_o, py::handle 
     out = float_output(out_o, fn, "out");
     same_dtype(fn, a, "a", out, "out");
     if (out.ndim() != 2 || out.shape(0) != m || out.shape(1) != n)
-      fail_value(fn, "out has shape " + shape_str(out) + " but op(a) op(b) has shape " + dims(m, n));
+      fail_value(fn, "out has shape " + shape_str(out) + " but op(a) op(b) has shape " +
+                         dims(m, n));
     if (overlaps(out, a) || overlaps(out, b))
       fail_value(fn, "out shares memory with an input; pass a separate output array");
   }

@@ -152,7 +152,7 @@ void scale_c(T* c, index_t m, index_t n, index_t ldc, T beta) {
     for (index_t j = 0; j < n; ++j) c[i * ldc + j] = beta != T(0) ? beta * c[i * ldc + j] : T(0);
 }
 
-// ---- the unpacked path --------------------------------------------------------------------------
+// ---- the unpacked path ----------------------------------------------------------------------
 // A is read in place through (rsa, csa); B in place when its rows are contiguous, except the last
 // partial NR panel (and all of B when transposed), which is packed once up front.
 template <class T>
@@ -186,7 +186,7 @@ void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, i
   }
 }
 
-// ---- the packed path ------------------------------------------------------------------------------
+// ---- the packed path ------------------------------------------------------------------------
 template <class T>
 void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
                  index_t k, index_t rsa, index_t csa, index_t rsb, index_t csb, index_t ldc,

@@ -38,8 +38,9 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
                     const T* y, index_t n, index_t in, index_t out, Act act, T alpha);
 
 // ---- micro-kernel interface (shared by gemm.cpp and the ISA-specific files) -------------------
-// C tile (m,n) = alpha * sum_p A(i,p) B(p,j) + beta * C over p < kc, where A(i,p) = a[i*rsa + p*csa]
-// and B(p,j) = b[p*rsb + j] (NR values readable per p even when n < NR); m <= MR, n <= NR.
+// C tile (m,n) = alpha * sum_p A(i,p) B(p,j) + beta * C over p < kc, where
+// A(i,p) = a[i*rsa + p*csa] and B(p,j) = b[p*rsb + j] (NR values readable per p even when n < NR);
+// m <= MR, n <= NR.
 template <class T>
 using MicroKernel = void (*)(index_t kc, const T* a, index_t rsa, index_t csa, const T* b,
                              index_t rsb, T* c, index_t ldc, T alpha, T beta, int m, int n);

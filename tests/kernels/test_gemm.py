@@ -65,7 +65,8 @@ def test_gemm_blocked_paths(kernel, dtype, ta, tb, shape):
 
 @pytest.mark.parametrize("kernel", list(KERNELS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.7, 0.3), (-2.0, 0.0), (0.0, 0.5), (0.0, 0.0)])
+@pytest.mark.parametrize("alpha,beta",
+                         [(1.0, 1.0), (0.7, 0.3), (-2.0, 0.0), (0.0, 0.5), (0.0, 0.0)])
 def test_gemm_alpha_beta(kernel, dtype, alpha, beta):
     rng = np.random.default_rng(3)
     m, n, k = 13, 40, 21
