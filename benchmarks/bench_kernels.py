@@ -59,22 +59,28 @@ def blas_kernel() -> str:
     return "unknown"
 
 
+SETTLE = 0.0  # seconds to pause before timing each library (set for multi-threaded tables)
+
+
 def best_times(fns, min_time: float) -> list[float]:
-    """Best per-call seconds of each fn. The fns are timed in alternating batches (about
-    min_time/8 each, 8 rounds), so on a shared machine both libraries see the same conditions."""
-    reps = []
+    """Best per-call seconds of each fn over 6 batches of about min_time/6 each. Each fn is timed
+    after a pause of SETTLE seconds: OpenBLAS's worker threads keep spinning for a while after a
+    call, and would otherwise steal a core from whatever is timed next."""
+    best = []
     for fn in fns:
+        if SETTLE:
+            time.sleep(SETTLE)
         fn()
         t0 = time.perf_counter()
         fn()
-        reps.append(max(1, int(min_time / 8 / max(time.perf_counter() - t0, 1e-7))))
-    best = [float("inf")] * len(fns)
-    for _ in range(8):
-        for i, fn in enumerate(fns):
+        reps = max(1, int(min_time / 6 / max(time.perf_counter() - t0, 1e-7)))
+        b = float("inf")
+        for _ in range(6):
             t0 = time.perf_counter()
-            for _ in range(reps[i]):
+            for _ in range(reps):
                 fn()
-            best[i] = min(best[i], (time.perf_counter() - t0) / reps[i])
+            b = min(b, (time.perf_counter() - t0) / reps)
+        best.append(b)
     return best
 
 
@@ -198,7 +204,7 @@ def main(argv=None) -> None:
                    help="before each row wait up to SECONDS for the CPUs to be >= 90%% idle")
     p.add_argument("--no-memory", action="store_true", help="skip bench_memory.py")
     args = p.parse_args(argv)
-    global WAIT_IDLE
+    global WAIT_IDLE, SETTLE
     WAIT_IDLE = args.wait_idle
 
     child = os.environ.get("DG_BENCH_THREADS")
@@ -219,6 +225,7 @@ def main(argv=None) -> None:
                    "--passes", str(args.passes), "--wait-idle", str(args.wait_idle)]
             subprocess.call(cmd + (["--quick"] if args.quick else []), env=env)
             continue
+        SETTLE = 0.15 if t > 1 else 0.0
         rows = run_table(t, args.quick)
         for _ in range(args.passes - 1):
             more = run_table(t, args.quick)
