@@ -1,6 +1,7 @@
 // Fused dense layer: forward Y = act(X W + b) and backward (dX, dW +=, db +=) in one call each.
-// The GEMM writes X W; then one pass adds the bias and the activation kernels of activations.cpp
-// (the math.h formulas, vectorized) finish, in O(N*OUT) against the GEMM's O(N*OUT*IN).
+// The GEMM writes X W; then one pass over its output, row by row, adds the bias and applies the
+// activation kernel of activations.cpp (the math.h formulas), O(N*OUT) against the GEMM's
+// O(N*OUT*IN).
 #include <algorithm>
 #include <memory>
 
@@ -32,12 +33,16 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   // x (N,IN), w (IN,OUT), b (OUT) -> y (N,OUT), z (N,OUT) when not null
   T* pre = z ? z : y;
   gemm<T>(pre, x, w, n, out, in, in, out, out, false, false, T(1), T(0));
-  if (b)
-    parallel_for(n, threads_for(n * out), [&](index_t i) {
-      T* pi = pre + i * out;
+  if (!b && act == Act::identity && pre == y) return;
+  // One pass, row by row while the row is in L1: bias, then the activation kernel on the row.
+  const bool simple = act == Act::identity || act == Act::relu || act == Act::leaky_relu;
+  parallel_for(n, threads_for(n * out * (simple ? 1 : 20)), [&](index_t i) {
+    T* pi = pre + i * out;
+    if (b)
       for (index_t j = 0; j < out; ++j) pi[j] += b[j];
-    });
-  if (act != Act::identity || pre != y) cpu::act_forward<T>(y, pre, n * out, act, alpha);
+    if (act != Act::identity || pi != y + i * out)
+      cpu::act_forward<T>(y + i * out, pi, out, act, alpha);
+  });
 }
 
 template <class T>
