@@ -291,7 +291,6 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
   }
 }
 
-
 }  // namespace
 
 template <class T>
