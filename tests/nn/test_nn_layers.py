@@ -203,3 +203,14 @@ def test_activation_module_gradcheck(module, module_gradcheck):
     dg.manual_seed(2)
     x = np.random.default_rng(8).normal(size=(3, 4))
     module_gradcheck(nn.Sequential(nn.Dense(4, 3), module), x + np.sign(x) * 0.05)
+
+
+def test_dense_alpha_defaults_match_pytorch():
+    import deepgrad as dg
+    assert dg.nn.Dense(3, 2, "elu").alpha == 1.0
+    assert dg.nn.Dense(3, 2, "leaky_relu").alpha == 0.01
+    assert dg.nn.Dense(3, 2, "elu", alpha=0.5).alpha == 0.5
+    x = np.linspace(-3, 3, 12, dtype=np.float64).reshape(4, 3)
+    layer = dg.nn.Dense(3, 2, "elu", dtype="float64")
+    z = x @ layer.weight.numpy() + layer.bias.numpy()
+    np.testing.assert_allclose(layer(dg.tensor(x)).numpy(), np.where(z > 0, z, np.expm1(z)), rtol=1e-12)

@@ -65,17 +65,17 @@ class Dense(Module):
     family (relu, leaky_relu, elu, gelu, silu, softplus), LeCun normal for selu, Xavier/Glorot
     uniform otherwise (gain 5/3 for tanh); biases start at zero. ``init`` also takes any name of
     deepgrad.init.INITIALIZERS or a callable filling the weight in place. ``alpha`` is the
-    leaky_relu slope / elu scale."""
+    leaky_relu slope (default 0.01) / elu scale (default 1.0), as in PyTorch."""
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
-                 bias: bool = True, init=None, alpha: float = 0.01, dtype=None):
+                 bias: bool = True, init=None, alpha: float | None = None, dtype=None):
         super().__init__()
         for n, v in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"Dense: {n} must be a positive int, got {v!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation = _act_name(activation)
-        self.alpha = float(alpha)
+        self.alpha = float(F._DEFAULT_ALPHA.get(self.activation, 0.01) if alpha is None else alpha)
         dt = _dtype(dtype)
         self.weight = Parameter(np.zeros((self.in_features, self.out_features), dtype=dt))
         _init.get(init, self.activation, self.alpha)(self.weight)
