@@ -77,3 +77,13 @@ def test_init_names_and_defaults():
     calls = []
     nn.Dense(3, 2, init=lambda t: calls.append(t.shape) or init.zeros_(t))
     assert calls == [(3, 2)]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", None])
+def test_xavier_by_name_uses_glorot_gain_one(activation):
+    # Glorot & Bengio's normalized init (and torch.nn.init.xavier_*_'s default) has gain 1;
+    # with tanh that keeps a deep net's backward signal level (gain 5/3 grows it ~100x at depth 20).
+    dg.manual_seed(3)
+    layer = dg.nn.Dense(400, 600, activation, init="xavier_normal")
+    std = layer.weight.numpy().std()
+    assert abs(std - np.sqrt(2.0 / (400 + 600))) < 0.02 * np.sqrt(2.0 / (400 + 600))

@@ -63,9 +63,11 @@ class Dense(Module):
     x (N, in_features) -> y (N, out_features); W (in_features, out_features), b (out_features,).
     Default init (``init=None``): He/Kaiming normal with the activation's gain for the ReLU
     family (relu, leaky_relu, elu, gelu, silu, softplus), LeCun normal for selu, Xavier/Glorot
-    uniform otherwise (gain 5/3 for tanh); biases start at zero. ``init`` also takes any name of
+    uniform (gain 1) otherwise; biases start at zero. ``init`` also takes any name of
     deepgrad.init.INITIALIZERS or a callable filling the weight in place. ``alpha`` is the
     leaky_relu slope (default 0.01) / elu scale (default 1.0), as in PyTorch."""
+
+    _pre = None  # a list set by GradientMonitor on recorded steps: receives z (see F.dense)
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  bias: bool = True, init=None, alpha: float | None = None, dtype=None):
@@ -87,7 +89,7 @@ class Dense(Module):
                 or d.shape[0] == 0:
             x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})",
                           self.in_features, self.weight.dtype)
-        return F.dense(x, self.weight, self.bias, self.activation, self.alpha)
+        return F.dense(x, self.weight, self.bias, self.activation, self.alpha, pre=self._pre)
 
     def extra_repr(self) -> str:
         s = f"{self.in_features} -> {self.out_features}"
