@@ -1,5 +1,5 @@
 // Launchers of deepgrad's hand-written CUDA compute kernels (csrc/cuda/gemm.cu, dense.cu,
-// activations.cu, softmax_loss.cu, norms.cu, optim.cu, norm_layers.cu).
+// activations.cu, softmax_loss.cu, norms.cu, optim.cu, norm_layers.cu, rnn.cu).
 //
 // Conventions: float32, row-major, contiguous device pointers. Outputs first, then inputs, then
 // sizes, then the stream. Backward kernels accumulate (+=) into parameter gradients (dw, db,
@@ -139,5 +139,24 @@ void layer_norm_forward(float* y, float* save_mean, float* save_invstd, const fl
 void layer_norm_backward(float* dx, float* dgamma, float* dbeta, const float* dy, const float* x,
                          const float* gamma, const float* save_mean, const float* save_invstd,
                          index_t n, index_t d, cudaStream_t stream);
+
+// ---- rnn.cu -----------------------------------------------------------------------------------
+// The fused LSTM/GRU cell gate arithmetic (deepgrad/rnn.h's per-unit formulas, the contracts of
+// dg::cpu::lstm_cell_* / gru_cell_*); one thread per unit. All outputs are overwritten.
+// gates (B, 4H) pre-activations (i, f, g, o), c_prev (B, H) -> h (B, H), c (B, H),
+// act (B, 4H) the activated gates.
+void lstm_cell_forward(float* h, float* c, float* act, const float* gates, const float* c_prev,
+                       index_t B, index_t H, cudaStream_t stream);
+// dh, dc (B, H) or null (zero), c_prev, c (B, H), act (B, 4H) -> dgates (B, 4H), dc_prev (B, H).
+void lstm_cell_backward(float* dgates, float* dc_prev, const float* dh, const float* dc,
+                        const float* c_prev, const float* c, const float* act, index_t B,
+                        index_t H, cudaStream_t stream);
+// xg, hg (B, 3H) (r, z, n), h_prev (B, H) -> h (B, H), act (B, 4H) = (r, z, n, hg_n).
+void gru_cell_forward(float* h, float* act, const float* xg, const float* hg, const float* h_prev,
+                      index_t B, index_t H, cudaStream_t stream);
+// dh, h_prev (B, H), act (B, 4H) -> dxg, dhg (B, 3H), dh_prev (B, H) (the direct part z·dh).
+void gru_cell_backward(float* dxg, float* dhg, float* dh_prev, const float* dh,
+                       const float* h_prev, const float* act, index_t B, index_t H,
+                       cudaStream_t stream);
 
 }  // namespace dg::cuda
