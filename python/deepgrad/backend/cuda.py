@@ -473,6 +473,40 @@ def layer_norm_backward(dy, xhat, inv_std, gamma):
 
 
 # ---------------------------------------------------------------------------------------------
+# fused recurrent cells (csrc/cuda/rnn.cu) with the signatures of deepgrad._C's CPU cells;
+# nn/rnn.py calls them for recurrent layers on cuda
+
+
+def lstm_cell_forward(gates, c_prev):
+    """gates (B, 4H) pre-activations (i, f, g, o), c_prev (B, H) -> (h, c, act (B, 4H))."""
+    return _C.cuda_lstm_cell_forward(_dev(gates, "lstm_cell_forward", "gates"),
+                                     _dev(c_prev, "lstm_cell_forward", "c_prev"))
+
+
+def lstm_cell_backward(dh, dc, c_prev, c, act):
+    """dh, dc (B, H) or None (zero) -> (dgates (B, 4H), dc_prev (B, H))."""
+    fn = "lstm_cell_backward"
+    return _C.cuda_lstm_cell_backward(None if dh is None else _dev(dh, fn, "dh"),
+                                      None if dc is None else _dev(dc, fn, "dc"),
+                                      _dev(c_prev, fn, "c_prev"), _dev(c, fn, "c"),
+                                      _dev(act, fn, "act"))
+
+
+def gru_cell_forward(xg, hg, h_prev):
+    """xg, hg (B, 3H) in order (r, z, n), h_prev (B, H) -> (h (B, H), act (B, 4H))."""
+    fn = "gru_cell_forward"
+    return _C.cuda_gru_cell_forward(_dev(xg, fn, "xg"), _dev(hg, fn, "hg"),
+                                    _dev(h_prev, fn, "h_prev"))
+
+
+def gru_cell_backward(dh, h_prev, act):
+    """dh (B, H) -> (dxg (B, 3H), dhg (B, 3H), dh_prev (B, H) the direct part z*dh)."""
+    fn = "gru_cell_backward"
+    return _C.cuda_gru_cell_backward(_dev(dh, fn, "dh"), _dev(h_prev, fn, "h_prev"),
+                                     _dev(act, fn, "act"))
+
+
+# ---------------------------------------------------------------------------------------------
 # shape and indexing
 
 
