@@ -253,8 +253,8 @@ def _host(be, a) -> np.ndarray:
 def _norm(be, a) -> float:
     """L2 norm with float64 accumulation (the native deterministic reduction)."""
     flat = be.reshape(a, (int(a.size),)) if not isinstance(a, np.ndarray) else a.reshape(-1)
-    if not isinstance(flat, np.ndarray) or not flat.flags.c_contiguous:
-        flat = be.copy(flat)
+    if isinstance(flat, np.ndarray) and not flat.flags.c_contiguous:
+        flat = be.copy(flat)  # (device arrays are always C-contiguous: reshape is a view)
     _, total, bad = be.segment_norms(flat, np.array([0, flat.size], dtype=np.int64))
     return float("nan") if bad else float(total)
 
