@@ -80,7 +80,7 @@ py::array gemm_entry(const char* fn, py::handle a_o, py::handle b_o, py::handle 
 }
 
 py::tuple dense_forward_entry(py::handle x_o, py::handle w_o, py::handle b_o,
-                              const std::string& activation, double alpha) {
+                              const std::string& activation, double alpha, bool keep_z) {
   const char* fn = "dense_forward";
   py::array x = float_input(x_o, fn, "x");
   py::array w = float_input(w_o, fn, "w");
@@ -101,7 +101,7 @@ py::tuple dense_forward_entry(py::handle x_o, py::handle w_o, py::handle b_o,
       fail_value(fn, "b has shape " + shape_str(b) + " but w has " + std::to_string(out) +
                          " output features; b must be (" + std::to_string(out) + ",)");
   }
-  const bool keep_z = act_needs_pre(act);
+  keep_z = keep_z || act_needs_pre(act);  // the GEMM then writes z, the epilogue reads it
   py::array y = new_matrix(x, n, out);
   py::array z = keep_z ? new_matrix(x, n, out) : py::array();
   dispatch_float(x, [&](auto tag) {
@@ -218,9 +218,9 @@ void bind_gemm(py::module_& m) {
       py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
       "The blocked GEMM with the portable micro-kernel (for tests).");
   m.def("dense_forward", &dense_forward_entry, py::arg("x"), py::arg("w"), py::arg("b"),
-        py::arg("activation") = "identity", py::arg("alpha") = 0.01,
+        py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("keep_z") = false,
         "x (N,IN), w (IN,OUT), b (OUT,) or None -> (y, z): y = act(x w + b); z = x w + b, or "
-        "None when the activation's derivative needs only y.");
+        "None when the activation's derivative needs only y and keep_z is false.");
   m.def("dense_backward", &dense_backward_entry, py::arg("dy"), py::arg("x"), py::arg("w"),
         py::arg("z"), py::arg("y"), py::arg("dw"), py::arg("db"),
         py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("need_dx") = true,

@@ -161,10 +161,12 @@ def _grad_buffer(p: Tensor, be):
 
 
 def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "identity",
-          alpha: float | None = None) -> Tensor:
+          alpha: float | None = None, *, pre: list | None = None) -> Tensor:
     """y = act(x @ w + b) as ONE tape node on the native fused kernels.
     x (N, IN), w (IN, OUT), b (OUT,) or None; ``activation`` is an activation name, ``alpha``
-    the leaky_relu slope (default 0.01) or elu scale (default 1.0)."""
+    the leaky_relu slope (default 0.01) or elu scale (default 1.0). ``pre``: a list that receives
+    the pre-activation z = x @ w + b (backend array, or None where the backend cannot keep it),
+    which the kernel then writes instead of computing in place: no extra pass (GradientMonitor)."""
     if activation not in _ACT_SET:
         activation = activation_name(activation)
     if alpha is None:
@@ -176,7 +178,11 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         raise _device_mismatch("dense", x, w if w._be is not be else b)
     xd, wd = x.data, w.data
     bd = None if b is None else b.data
-    y, z = be.dense_forward(xd, wd, bd, activation, alpha)
+    if pre is None:
+        y, z = be.dense_forward(xd, wd, bd, activation, alpha)
+    else:
+        y, z = be.dense_forward(xd, wd, bd, activation, alpha, True)
+        pre.append(z)
     out = _new(y, be)
     if _S.grad_enabled and (x.requires_grad or w.requires_grad or
                             (b is not None and b.requires_grad)):

@@ -274,10 +274,12 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     return _C.gemm(a, b, trans_a=trans_a, trans_b=trans_b)
 
 
-def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01):
+def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01,
+                  keep_z: bool = False):
     """Fused dense layer: z = x @ w + b, y = act(z). x (N, IN), w (IN, OUT), b (OUT,) or None.
-    Returns (y, z); z is None when the activation's derivative needs only y."""
-    return _C.dense_forward(x, w, b, activation, alpha)
+    Returns (y, z); z is None when the activation's derivative needs only y, unless keep_z (the
+    GEMM then writes z and the epilogue reads it: no extra pass)."""
+    return _C.dense_forward(x, w, b, activation, alpha, keep_z)
 
 
 def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: float = 0.01,

@@ -372,8 +372,10 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
                         trans_a=trans_a, trans_b=trans_b)
 
 
-def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01):
-    """Fused dense layer; returns (y, z or None)."""
+def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01,
+                  keep_z: bool = False):
+    """Fused dense layer; returns (y, z or None). keep_z is a hint the CUDA kernel does not take
+    yet: z is returned only when the activation's derivative needs it."""
     return _C.cuda_dense_forward(_dev(x, "dense_forward", "x"), _dev(w, "dense_forward", "w"),
                                  b, activation, alpha)
 
