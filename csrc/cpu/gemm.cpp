@@ -252,9 +252,10 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
     return;
   }
   constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
-  // About 16 multiply-adds per cycle: fork from ~512K multiply-adds (e.g. 1024x32x32, 60 us
-  // on one core) up, where the fork and join (a few us) are paid back.
-  int nt = threads_for(m * n * k / 16);
+  // Fork from ~2M multiply-adds (e.g. 128x128x128, ~40 us on one core at ~50 G multiply-adds/s):
+  // a fork and join costs a few us on an idle machine, but a whole scheduler time slice when a
+  // team thread is preempted on a busy one, so small layers stay on the calling thread.
+  int nt = threads_for(m * n * k / 64);
   const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
   if (nt > npm * npn) nt = static_cast<int>(npm * npn);
   if (nt <= 1) {
