@@ -53,6 +53,14 @@ template <class T> void scale_inplace(T* x, index_t n, T factor);
 template <class T> void clip_value_inplace(T* x, index_t n, T clip);  // clamp to [-clip, clip]
 template <class T> void fill_inplace(T* x, index_t n, T value);
 
+// ---- activation statistics (act_stats.cpp), for the GradientMonitor -------------------------
+// z (N, C) pre-activation, y (N, C) output (may be null when unused) -> sums = (sum z, sum z^2)
+// in double (fixed order); counts[0] = #{|a - center| > bound} with a = y (saturation 1) or z
+// (saturation 2), 0 for saturation 0; counts[1] = columns with some y > 0 (when dead), else 0.
+template <class T>
+void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n, index_t c,
+               int saturation, T center, T bound, bool dead);
+
 // ---- optimizers (optim.cpp), one pass over flat buffers, in place --------------------------
 // param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.
 template <class T> void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHyper<T>& h);

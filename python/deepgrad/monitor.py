@@ -21,6 +21,7 @@ import functools
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
@@ -346,8 +347,14 @@ class GradientMonitor:
         for i in self._recurrent:
             self.layers[i]._watch_states = True
 
+        # one lookup per hooked forward: (output index, recurrent index, statistics index)
+        self._roles = {k: (self._out_index.get(k), self._rec_index.get(k), self._act_src.get(k))
+                       for k in targets}
+        self._signal_hooks = [functools.partial(self._signal_hook, i) for i in range(L)]
+        from .autograd import _S
+        self._grad_mode = _S
         self._n = 0
-        self._seg_cache = None  # (arena id, arena epoch object, segment->layer index)
+        self._seg_cache = None  # (arena, segment->layer index, (segments, layers) 0/1 matrix)
         self._prev_params = None
         self._pending_signal = [None] * L
         self._pending_stats = [None] * L
@@ -362,12 +369,27 @@ class GradientMonitor:
     def _wrap(self, m) -> None:
         orig = m.forward
         mon = self
-
-        def forward(*args, **kwargs):
-            out = orig(*args, **kwargs)
-            if mon._n % mon.every == 0:
-                mon._on_forward(m, args, out)
-            return out
+        from .nn.layers import Dense
+        if id(m) in self._act_src and isinstance(m, Dense):
+            # Its statistics need z = x W + b: on recorded steps the fused kernel hands it over
+            # (F.dense(pre=...)), so no matmul is repeated.
+            def forward(*args, **kwargs):
+                if mon._n % mon.every:
+                    return orig(*args, **kwargs)
+                pre = []
+                m.__dict__["_pre"] = pre
+                try:
+                    out = orig(*args, **kwargs)
+                finally:
+                    del m.__dict__["_pre"]
+                mon._on_forward(m, args, out, pre[-1] if pre else None)
+                return out
+        else:
+            def forward(*args, **kwargs):
+                out = orig(*args, **kwargs)
+                if mon._n % mon.every == 0:
+                    mon._on_forward(m, args, out)
+                return out
         object.__setattr__(m, "forward", forward)
         self._wrapped.append(m)
 
@@ -387,21 +409,16 @@ class GradientMonitor:
         self.close()
         return False
 
-    def _on_forward(self, m, args, out) -> None:
-        from .autograd import is_grad_enabled
-        if not is_grad_enabled():
+    def _on_forward(self, m, args, out, z=None) -> None:
+        if not self._grad_mode.grad_enabled:
             return
-        import time
         t0 = time.perf_counter()
-        i = self._out_index.get(id(m))
+        i, r, j = self._roles[id(m)]
         y = out[0] if isinstance(out, tuple) else out
         if i is not None and getattr(y, "requires_grad", False):
             self._pending_signal[i] = None
-
-            def hook(g, i=i):
-                self._pending_signal[i] = _norm(g._be, g.data)
-            y.register_hook(hook)
-        i = self._rec_index.get(id(m))
+            y.register_hook(self._signal_hooks[i])
+        i = r
         if i is not None and getattr(y, "requires_grad", False):
             states = getattr(m, "_states", [])
             row = [None] * len(states)
@@ -410,10 +427,35 @@ class GradientMonitor:
                 if s.requires_grad:
                     s.register_hook(functools.partial(self._time_hook, row, t, cols))
             m._states = []
-        j = self._act_src.get(id(m))
         if j is not None and args:
-            self._pending_stats[j] = self._stats(m, args[0], y)
+            self._pending_stats[j] = self._stats(m, args[0], y, z)
         self.seconds += time.perf_counter() - t0
+
+    def _signal_hook(self, i: int, g) -> None:
+        # keep the gradient array (read-only for the rest of backward); step() takes the norms of
+        # all layers in one native pass
+        self._pending_signal[i] = (g._be, g.data)
+
+    def _signal_norms(self) -> list:
+        """||dL/d output|| per layer from the gradients the hooks kept: one native segment_norms
+        pass over all of them (NaN for a gradient holding NaN or Inf), None where none arrived."""
+        sig = self._pending_signal
+        out = [None] * len(sig)
+        got = [(i, p[1]) for i, p in enumerate(sig) if p is not None]
+        if not got:
+            return out
+        arrs = [a for _, a in got]
+        if all(type(a) is np.ndarray for a in arrs) and len({a.dtype for a in arrs}) == 1:
+            flats = [a.reshape(-1) for a in arrs]
+            offsets = np.zeros(len(flats) + 1, dtype=np.int64)
+            np.cumsum([f.size for f in flats], out=offsets[1:])
+            norms = _cpu_segment_norms(np.concatenate(flats), offsets).tolist()
+            for (i, _), v in zip(got, norms):
+                out[i] = v if math.isfinite(v) else float("nan")
+        else:
+            for i, _ in got:
+                out[i] = _norm(*sig[i])
+        return out
 
     @staticmethod
     def _time_hook(row: list, t: int, cols: int, g) -> None:
@@ -423,43 +465,52 @@ class GradientMonitor:
             d = be.getitem(d, (slice(None), slice(0, cols)))
         row[t] = _norm(be, d)
 
-    def _stats(self, m, x, y):
-        """(pre-activation mean, std, saturated fraction or None, dead fraction or None).
-        One matmul (fused Dense layers keep z to themselves) and a few single-pass reductions."""
-        act = _act_of(m)
+    def _stats(self, m, x, y, z=None):
+        """(pre-activation mean, std, saturated fraction or None, dead fraction or None), from one
+        native pass over z and y (float64 sums). z is the pre-activation the fused Dense kernel
+        handed over, the input of an activation module, or (other weighted layers) recomputed
+        with one matmul."""
         be = y._be
-        yd = _host(be, y.data)
-        if yd.ndim != 2 or yd.shape[0] == 0:
+        yd = y.data
+        if type(yd) is not np.ndarray:
+            yd = _host(be, yd)
+        if yd.ndim != 2 or yd.shape[0] == 0 or yd.shape[1] == 0:
             return None
-        xd = _host(be, getattr(x, "data", x))
-        if getattr(m, "in_features", None) is not None and getattr(m, "weight", None) is not None:
-            z = xd @ _host(be, m.weight.data)
+        if z is not None:
+            if type(z) is not np.ndarray:
+                z = _host(be, z)
+        elif getattr(m, "in_features", None) is not None and getattr(m, "weight", None) is not None:
+            z = _host(be, getattr(x, "data", x)) @ _host(be, m.weight.data)
             if getattr(m, "bias", None) is not None:
                 z += _host(be, m.bias.data)
         else:
-            z = xd
-        zf = z.reshape(-1)
-        n = zf.size
-        mean = float(zf.sum(dtype=np.float64)) / n
-        var = max(float(np.dot(zf, zf)) / n - mean * mean, 0.0)
+            z = _host(be, getattr(x, "data", x))
+        if z.shape != yd.shape or z.dtype != yd.dtype:
+            return None
+        act = _act_of(m)
         lim = self.thresholds.saturation_derivative
-        sat = dead = None
-        # derivative below lim × its maximum, written as a bound on |y| (one comparison)
+        # derivative below lim x its maximum, written as a bound on |y - center| (or |z|)
         if act == "sigmoid":  # y(1 - y) < lim/4  <=>  |y - 1/2| > sqrt(1 - lim)/2
-            sat = np.count_nonzero(np.abs(yd - 0.5) > 0.5 * math.sqrt(1.0 - lim)) / n
-        elif act == "tanh":  # 1 - y² < lim  <=>  |y| > sqrt(1 - lim)
-            sat = np.count_nonzero(np.abs(yd) > math.sqrt(1.0 - lim)) / n
-        elif act == "softsign":  # 1/(1 + |z|)² < lim  <=>  |z| > 1/sqrt(lim) - 1
-            sat = np.count_nonzero(np.abs(zf) > 1.0 / math.sqrt(lim) - 1.0) / n
-        if act in _DEAD:
-            dead = 1.0 - np.count_nonzero((yd > 0).any(axis=0)) / yd.shape[1]
-        return mean, math.sqrt(var), (None if sat is None else float(sat)), \
-            (None if dead is None else float(dead))
+            sat, center, bound = 1, 0.5, 0.5 * math.sqrt(1.0 - lim)
+        elif act == "tanh":  # 1 - y^2 < lim  <=>  |y| > sqrt(1 - lim)
+            sat, center, bound = 1, 0.0, math.sqrt(1.0 - lim)
+        elif act == "softsign":  # 1/(1 + |z|)^2 < lim  <=>  |z| > 1/sqrt(lim) - 1
+            sat, center, bound = 2, 0.0, 1.0 / math.sqrt(lim) - 1.0
+        else:
+            sat, center, bound = 0, 0.0, 0.0
+        dead = act in _DEAD
+        s1, s2, n_sat, n_alive = _act_stats(z, yd, sat, center, bound, dead)
+        n = z.size
+        mean = s1 / n
+        var = max(s2 / n - mean * mean, 0.0)
+        return mean, math.sqrt(var), (n_sat / n if sat else None), \
+            (1.0 - n_alive / yd.shape[1] if dead else None)
 
     # -- recording ---------------------------------------------------------------------------------
-    def _seg_layers(self, arena) -> np.ndarray:
+    def _seg_layers(self, arena):
+        """(segment -> layer index or -1, (segments, layers) 0/1 float64 matrix), cached."""
         if self._seg_cache is not None and self._seg_cache[0] is arena:
-            return self._seg_cache[1]
+            return self._seg_cache[1], self._seg_cache[2]
         idx = np.full(len(arena.segments), -1, dtype=np.int64)
         # the longest matching layer prefix owns a parameter (a layer inside another layer)
         order = sorted(range(len(self.layers)), key=lambda i: -len(self._layer_prefix[i]))
@@ -469,20 +520,30 @@ class GradientMonitor:
                 if p == "" or seg.name.startswith(p + "."):
                     idx[s] = i
                     break
-        self._seg_cache = (arena, idx)
+        member = np.zeros((len(idx), len(self.layers)))
+        ok = idx >= 0
+        member[np.flatnonzero(ok), idx[ok]] = 1.0
+        self._seg_cache = (arena, idx, member)
         self._params = list(arena.names)
-        return idx
+        return idx, member
+
+    def _snapshot(self, arena) -> None:
+        """Copy the parameters for the next update norm (into the previous copy's buffer)."""
+        prev = self._prev_params
+        if prev is not None and prev[0] is arena:
+            arena.be.copy_(prev[1], arena.params)
+        else:
+            self._prev_params = (arena, arena.be.copy(arena.params))
 
     def step(self, loss=None) -> bool:
         """Record this step if it is one of every ``every``; returns True when it recorded."""
-        import time
         t0 = time.perf_counter()
         n = self._n
         self._n += 1
         arena = self.model.arena
         if n % self.every != 0:
             if (n + 1) % self.every == 0 and arena is not None:
-                self._prev_params = (arena, _backend_of(arena).copy(arena.params))
+                self._snapshot(arena)
             self.seconds += time.perf_counter() - t0
             return False
         h = self._h
@@ -490,25 +551,35 @@ class GradientMonitor:
         h["steps"].append(n)
         h["loss"].append(None if loss is None else float(loss.item() if hasattr(loss, "item") else loss))
         if arena is not None:
-            be = _backend_of(arena)
+            be = arena.be
             gn, gtot, gbad = arena.grad_norms()
             pn, ptot, _ = arena.param_norms()
             gn, pn = np.asarray(gn, dtype=np.float64), np.asarray(pn, dtype=np.float64)
             un = None
             prev = self._prev_params
             if prev is not None and prev[0] is arena:
-                un = np.asarray(be.segment_norms(be.sub(arena.params, prev[1]), arena.offsets)[0],
-                                dtype=np.float64)
-            self._prev_params = (arena, be.copy(arena.params))
-            seg = self._seg_layers(arena)
-            ok = seg >= 0
-            lg = np.sqrt(np.bincount(seg[ok], weights=gn[ok] ** 2, minlength=L))
-            lw = np.sqrt(np.bincount(seg[ok], weights=pn[ok] ** 2, minlength=L))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(lw > 0, lg / lw, np.nan)
-                if un is not None:
-                    lu = np.sqrt(np.bincount(seg[ok], weights=un[ok] ** 2, minlength=L))
-                    uratio = np.where(lw > 0, lu / lw, np.nan)
+                d = prev[1]
+                if type(d) is np.ndarray:  # the difference in the snapshot's own buffer
+                    np.subtract(arena.params, d, out=d)
+                else:
+                    d = be.sub(arena.params, d)
+                un = np.asarray(be.segment_norms(d, arena.offsets)[0], dtype=np.float64)
+            if self.every == 1:  # otherwise the step before the next recorded one takes it
+                self._snapshot(arena)
+            _, member = self._seg_layers(arena)
+            # per layer: sqrt of the sum of its segments' squared norms, one small matmul
+            sq = np.array([gn, pn] if un is None else [gn, pn, un])
+            agg = np.sqrt((sq * sq) @ member)
+            lg, lw = agg[0], agg[1]
+            pos = lw > 0
+            if np.isfinite(agg).all():
+                rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rat = np.where(pos, agg / lw, np.nan)
+            ratio = rat[0]
+            if un is not None:
+                uratio = rat[2]
             h["global_grad_norm"].append(float("nan") if gbad else float(gtot))
             h["global_param_norm"].append(float(ptot))
             h["param_grad_norm"].append(gn.tolist())
@@ -525,7 +596,7 @@ class GradientMonitor:
                 h[k].append(None)
             for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio"):
                 h[k].append([None] * L)
-        h["signal_norm"].append(list(self._pending_signal))
+        h["signal_norm"].append(self._signal_norms())
         stats = self._pending_stats
         for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
             h[k].append([None if s is None else s[pos] for s in stats])
@@ -584,9 +655,19 @@ class GradientMonitor:
                 P.plot_global_norm(d, os.path.join(folder, prefix + "global_norm.png"))]
 
 
-def _backend_of(arena):
+def _act_stats(z: np.ndarray, y: np.ndarray, saturation: int, center: float, bound: float,
+               dead: bool):
+    """The native one-pass statistics (deepgrad.backend.cpu.act_stats) of host arrays."""
+    global _act_stats
     from .backend import get_backend
-    return get_backend(arena.device)
+    _act_stats = get_backend("cpu").act_stats  # resolved once: this runs per layer and step
+    return _act_stats(z, y, saturation, center, bound, dead)
+
+
+def _cpu_segment_norms(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-segment L2 norms (float64 accumulation) of a contiguous host array."""
+    from .backend import get_backend
+    return np.asarray(get_backend("cpu").segment_norms(flat, offsets)[0], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -497,6 +497,14 @@ def segment_norms(buf, offsets):
     return _C.segment_norms(buf, offsets)
 
 
+def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
+              dead: bool = False):
+    """One pass over a layer's pre-activation z (N, C) and output y (N, C) (GradientMonitor):
+    (sum z, sum z^2 in float64, count of |a - center| > bound with a = y for saturation=1 or z
+    for saturation=2, number of columns with some y > 0 when dead)."""
+    return _C.act_stats(z, y, saturation, center, bound, dead)
+
+
 def scale_(buf, factor: float) -> None:
     """buf *= factor in place (gradient-norm clipping)."""
     _C.scale_(buf, factor)
