@@ -98,3 +98,66 @@ def test_float32_arena_and_plain_tensors():
     t.grad = dg.tensor(np.array([3.0, 4.0]), dtype=np.float64)
     assert clip_grad_norm_([t], 1.0) == pytest.approx(5.0)
     np.testing.assert_allclose(t.grad.numpy(), [0.6, 0.8], rtol=1e-6)
+
+
+def relaid_out_models(seed=3):
+    """a, b, c Dense layers; Sequential(a, b) laid out, then Sequential(b, c) takes b's
+    parameters into a new arena and retires the first one (a's parameters stay there)."""
+    dg.manual_seed(seed)
+    a, b, c = (nn.Dense(3, 4, "tanh", dtype=np.float64), nn.Dense(4, 4, dtype=np.float64),
+               nn.Dense(4, 2, dtype=np.float64))
+    first = nn.Sequential(a, b)
+    old = first.arena
+    second = nn.Sequential(b, c)
+    new = second.arena
+    assert old.retired and not new.retired and a.weight._arena is old and b.weight._arena is new
+    rng = np.random.default_rng(seed)
+    for m in (a, b, c):
+        for p in m.parameters():
+            p.grad = dg.tensor(rng.normal(size=p.shape), dtype=np.float64)
+    return a, b, c
+
+
+def count_calls(monkeypatch, names=("segment_norms", "scale_", "clip_value_")):
+    from deepgrad.backend import get_backend
+    be = get_backend("cpu")
+    calls = dict.fromkeys(names, 0)
+    for n in names:
+        orig = getattr(be, n)
+
+        def wrapped(*args, _orig=orig, _n=n, **kw):
+            calls[_n] += 1
+            return _orig(*args, **kw)
+        monkeypatch.setattr(be, n, wrapped)
+    return calls
+
+
+def test_retired_arena_uses_the_fused_path(monkeypatch):
+    a, b, c = relaid_out_models()
+    params = list(a.parameters()) + list(c.parameters())  # one retired arena, one live one
+    grads = [p.grad.numpy().copy() for p in params]
+    ref = np.sqrt(sum(np.sum(g ** 2) for g in grads))
+    calls = count_calls(monkeypatch)
+    total = clip_grad_norm_(params, 0.1)
+    assert total == pytest.approx(ref, rel=1e-12)
+    # a's weight+bias are one contiguous range of the retired arena, c's of the new one
+    assert calls == {"segment_norms": 2, "scale_": 2, "clip_value_": 0}
+    coef = 0.1 / (ref + 1e-6)
+    for p, g in zip(params, grads):
+        np.testing.assert_allclose(p.grad.numpy(), g * coef, rtol=1e-12)
+    # the views are the live gradients: the arena buffers changed, b's gradient did not
+    np.testing.assert_allclose(a.weight._arena.grad_view(a.weight._slot), a.weight.grad.numpy(),
+                               rtol=0)
+
+
+def test_retired_arena_clip_value(monkeypatch):
+    a, b, c = relaid_out_models(seed=4)
+    before_b = [p.grad.numpy().copy() for p in b.parameters()]
+    grads = [p.grad.numpy().copy() for p in a.parameters()]
+    calls = count_calls(monkeypatch)
+    clip_grad_value_(a.parameters(), 0.3)
+    assert calls["clip_value_"] == 1
+    for p, g in zip(a.parameters(), grads):
+        np.testing.assert_array_equal(p.grad.numpy(), np.clip(g, -0.3, 0.3))
+    for p, g in zip(b.parameters(), before_b):
+        np.testing.assert_array_equal(p.grad.numpy(), g)

@@ -1,7 +1,10 @@
 """Gradient clipping over the parameter arena (PyTorch's ``torch.nn.utils`` semantics).
 
 Both functions work on the flat gradient buffer: the norm is one native ``segment_norms`` pass
-and the rescale one native ``scale_`` pass per contiguous range (one for a whole model).
+and the rescale one native ``scale_`` pass per contiguous range (one for a whole model). A
+parameter's gradient is always a view into the arena it lives in (``p._arena``), retired or not
+(a retired arena still holds the parameters that did not move), so only parameters that were
+never laid out take one call each.
 """
 from __future__ import annotations
 
@@ -25,8 +28,6 @@ def _groups(params_or_model) -> list:
         if p is None or getattr(p, "grad", None) is None:
             continue
         arena = getattr(p, "_arena", None)
-        if arena is not None and arena.retired:
-            arena = None
         key = id(arena) if arena is not None else ("solo", id(p))
         if key not in groups:
             groups[key] = (arena, [], [])
