@@ -1,0 +1,119 @@
+"""The monitor's cheap paths: the native act_stats pass, the pre-activation handed back by the
+fused dense kernel, and activation statistics from it against numpy in float64."""
+import math
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import losses, nn
+from deepgrad import functional as F
+from deepgrad.backend import get_backend
+from deepgrad.monitor import GradientMonitor
+
+cpu = get_backend("cpu")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 64), (7, 129)])
+def test_act_stats_matches_numpy(dtype, shape):
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    z = (rng.normal(size=shape) * 3 + 0.5).astype(dtype)
+    y = np.tanh(z).astype(dtype)
+    y[:, 0] = 0  # a column that is never positive
+    bound = math.sqrt(1 - 1e-3)
+    s1, s2, n_sat, n_alive = cpu.act_stats(z, y, 1, 0.0, bound, True)
+    z64 = z.astype(np.float64)
+    assert s1 == pytest.approx(z64.sum(), rel=1e-12, abs=1e-12)
+    assert s2 == pytest.approx(np.sum(z64 ** 2), rel=1e-12)
+    assert n_sat == np.count_nonzero(np.abs(y) > dtype(bound))  # compared in the array's dtype
+    assert n_alive == np.count_nonzero((y > 0).any(axis=0))
+    # saturation measured on z around a centre, no dead count
+    s1b, s2b, n_sat_z, zero = cpu.act_stats(z, None, 2, 0.5, 2.0, False)
+    assert (s1b, s2b, zero) == (s1, s2, 0)
+    assert n_sat_z == np.count_nonzero(np.abs(z - dtype(0.5)) > dtype(2.0))
+
+
+def test_act_stats_nan_and_checks():
+    z = np.array([[np.nan, 1.0], [2.0, -1.0]], dtype=np.float32)
+    y = np.array([[np.nan, 0.0], [0.0, 0.0]], dtype=np.float32)
+    s1, s2, n_sat, n_alive = cpu.act_stats(z, y, 1, 0.0, 0.5, True)
+    assert math.isnan(s1) and math.isnan(s2) and n_sat == 0 and n_alive == 0
+    with pytest.raises(ValueError, match="y has shape"):
+        cpu.act_stats(z, y[:1], 1, 0.0, 0.5, False)
+    with pytest.raises(ValueError, match="y is needed"):
+        cpu.act_stats(z, None, 0, 0.0, 0.0, True)
+    with pytest.raises(TypeError, match="same dtype|dtype"):
+        cpu.act_stats(z, y.astype(np.float64), 1, 0.0, 0.5, False)
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "tanh", "sigmoid", "gelu", "softsign"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_hands_back_the_pre_activation(act, dtype):
+    rng = np.random.default_rng(0)
+    x = dg.tensor(rng.normal(size=(9, 5)), dtype=dtype)
+    w = dg.tensor(rng.normal(size=(5, 7)), dtype=dtype, requires_grad=True)
+    b = dg.tensor(rng.normal(size=7), dtype=dtype, requires_grad=True)
+    pre = []
+    y = F.dense(x, w, b, act, pre=pre)
+    y0 = F.dense(x, w, b, act)
+    np.testing.assert_array_equal(y.numpy(), y0.numpy())  # the same bits with or without pre
+    assert len(pre) == 1
+    ref = x.numpy().astype(np.float64) @ w.numpy().astype(np.float64) + b.numpy()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(pre[0], ref, rtol=tol, atol=tol)
+    # the backward with z kept gives the same gradients
+    y.sum().backward()
+    gw = w.grad.numpy().copy()
+    w.grad = None
+    y0.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), gw)
+
+
+def test_relu_stats_from_the_kernel_match_numpy():
+    dg.manual_seed(5)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(40, 6))
+    m = nn.Sequential(nn.Dense(6, 16, "relu", dtype=np.float64), nn.Dense(16, 16, "relu", dtype=np.float64),
+                      nn.Dense(16, 3, dtype=np.float64))
+    m[1].bias.data = np.linspace(-4, 1, 16)  # some units dead for the whole batch
+    mon = GradientMonitor(m)
+    W = [(l.weight.numpy().copy(), l.bias.numpy().copy()) for l in m]
+    out = m(dg.tensor(X))
+    losses.cross_entropy(out, dg.tensor(rng.integers(0, 3, size=40))).backward()
+    mon.step()
+    d = mon.to_dict()
+    h = X
+    for l in range(2):
+        z = h @ W[l][0] + W[l][1]
+        h = np.maximum(z, 0)
+        assert d["act_mean"][0][l] == pytest.approx(z.mean(), rel=1e-12)
+        assert d["act_std"][0][l] == pytest.approx(z.std(), rel=1e-12)
+        assert d["dead"][0][l] == pytest.approx(np.mean(~(h > 0).any(axis=0)), abs=0)
+        assert d["saturated"][0][l] is None
+    assert d["dead"][0][1] > 0.3
+    assert "_pre" not in m[0].__dict__  # the sink is only set during a recorded forward
+
+
+def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
+    dg.manual_seed(6)
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(32, 4)).astype(np.float32) * 4
+    m = nn.Sequential(nn.Dense(4, 8, "sigmoid"), nn.Dense(8, 2))
+    mon = GradientMonitor(m, every=2)
+    kept = []
+    for step in range(3):
+        W, b = m[0].weight.numpy().copy(), m[0].bias.numpy().copy()
+        out = m(dg.tensor(X))
+        kept.append(mon._pending_stats[0])
+        losses.cross_entropy(out, dg.tensor(rng.integers(0, 2, size=32))).backward()
+        mon.step()
+        if step == 0:
+            z = X.astype(np.float64) @ W.astype(np.float64) + b
+            d = mon.to_dict()
+            assert d["act_mean"][0][0] == pytest.approx(z.mean(), rel=1e-5)
+            assert d["act_std"][0][0] == pytest.approx(z.std(), rel=1e-5)
+            y = 1 / (1 + np.exp(-z))
+            assert d["saturated"][0][0] == pytest.approx(np.mean(y * (1 - y) < 1e-3 / 4), abs=1.5 / z.size)
+    assert kept[0] is not None and kept[1] is None and kept[2] is not None  # step 1 skipped
+    assert mon.num_records == 2
