@@ -121,6 +121,13 @@ def torch_step(torch, depth: int, width: int, batch: int):
     return step
 
 
+def step_flops(depth: int, width: int, batch: int) -> int:
+    """GEMM floating-point operations of one step: forward x W, backward dY W^T and X^T dY per
+    layer, minus the first layer's dX (its input needs no gradient). Elementwise work, the
+    loss and Adam are left out, so GFLOP/s = this / time is a lower bound on the GEMM rate."""
+    return 2 * batch * width * width * (3 * depth - 1)
+
+
 def python_overhead(seconds: float) -> tuple[float, float, float]:
     """For a 100-layer network of width 4 and batch 1 (kernels cost next to nothing): µs per
     Dense layer per training step, µs per layer of the bare native calls alone (dense_forward +
@@ -174,7 +181,7 @@ def main() -> None:
           f"{np.__version__}; torch {torch.__version__ if torch else 'not installed'}")
     print("full training step (forward, MSE, backward, Adam), sigmoid, float32, ms/step (median)")
     head = f"{'depth':>5} {'width':>5} {'batch':>5} | {'deepgrad':>9} {'numpy':>9} {'torch':>9} | " \
-           f"{'numpy/dg':>8} {'torch/dg':>8}"
+           f"{'numpy/dg':>8} {'torch/dg':>8} | GEMM GFLOP/s: {'dg':>5} {'numpy':>5} {'torch':>5}"
     print(head)
     print("-" * len(head))
     for depth, width, batch in configs:
@@ -187,8 +194,13 @@ def main() -> None:
 
         def ratio(t):
             return f"{t / t_dg:7.1f}x" if t is not None else f"{'-':>8}"
+
+        def gflops(t):
+            return f"{step_flops(depth, width, batch) / t * 1e-9:5.1f}" if t is not None \
+                else f"{'-':>5}"
         print(f"{depth:5d} {width:5d} {batch:5d} | {ms(t_dg)} {ms(t_np)} {ms(t_th)} | "
-              f"{ratio(t_np)} {ratio(t_th)}")
+              f"{ratio(t_np)} {ratio(t_th)} |               {gflops(t_dg)} {gflops(t_np)} "
+              f"{gflops(t_th)}")
     full, floor, fwd = python_overhead(args.seconds)
     print(f"\nper Dense layer, 100 x Dense(4, 4), batch 1: {full:.2f} µs per training step "
           f"(forward + backward + its share of zero_grad/Adam) vs {floor:.2f} µs for the bare "
