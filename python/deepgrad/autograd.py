@@ -266,8 +266,11 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                 fn = node.backward
                 if fn is None:
                     raise RuntimeError(_FREED.format(node.name))
-                if node.saved:
-                    _check_saved(node)
+                saved = node.saved
+                if saved:
+                    for s, v in saved:
+                        if s._version != v:
+                            _check_saved(node)
                 in_grads = fn(g)
                 if anomaly:
                     _check_backward(node, in_grads)

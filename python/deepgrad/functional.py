@@ -2,6 +2,8 @@
 Each function is one tape node backed by a native kernel (normalisation: numpy on the CPU)."""
 from __future__ import annotations
 
+from functools import partial as _partial
+
 from .autograd import Node, _S
 from .autograd import _check_forward
 from .tensor import Tensor, _new, _result, _device_mismatch
@@ -145,19 +147,32 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 # the fused dense layer: the hot path of every MLP
 
 
-def _grad_buffer(p: Tensor, be):
-    """(buffer to accumulate p's gradient into, whether it is p.grad itself). A plain leaf
-    without hooks accumulates straight into its .grad (the parameter arena's view), which skips
-    an allocation and an add per layer per step."""
-    if p._node is None and p._hooks is None and p.requires_grad and not _S.anomaly:
+def _grad_buffer(p: Tensor, pd, be):
+    """(buffer to accumulate p's gradient into, whether it is p.grad itself); pd is p.data as
+    the forward read it. A plain leaf without hooks accumulates straight into its .grad (the
+    parameter arena's view), which skips an allocation and an add per layer per step."""
+    if p._hooks is None and p._node is None and p.requires_grad and not _S.anomaly:
         gt = p.grad
         if gt is None:
-            buf = be.zeros(p.data.shape, p.data.dtype)
+            buf = be.zeros(pd.shape, pd.dtype)
             p.grad = _new(buf, be)
             return buf, True
-        if gt.data.shape == p.data.shape and gt.data.dtype == p.data.dtype:
-            return gt.data, True
-    return be.zeros(p.data.shape, p.data.dtype), False
+        gd = gt.data
+        if gd.shape == pd.shape and (gd.dtype is pd.dtype or gd.dtype == pd.dtype):
+            return gd, True
+    return be.zeros(pd.shape, pd.dtype), False
+
+
+def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, g):
+    """The dense node's backward, bound to its saved values with functools.partial (no closure
+    cells in dense's body, which runs once per layer per step)."""
+    dw, w_direct = _grad_buffer(w, wd, be)
+    if b is None:
+        dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad)
+        return dx, None if w_direct else dw
+    db, b_direct = _grad_buffer(b, bd, be)
+    dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad)
+    return dx, None if w_direct else dw, None if b_direct else db
 
 
 def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "identity",
@@ -186,18 +201,10 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
     out = _new(y, be)
     if _S.grad_enabled and (x.requires_grad or w.requires_grad or
                             (b is not None and b.requires_grad)):
-        def backward(g):
-            dw, w_direct = _grad_buffer(w, be)
-            if b is not None:
-                db, b_direct = _grad_buffer(b, be)
-            else:
-                db, b_direct = None, True
-            dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad)
-            return (dx, None if w_direct else dw) if b is None else \
-                (dx, None if w_direct else dw, None if b_direct else db)
         out.requires_grad = True
-        out._node = Node((x, w) if b is None else (x, w, b), backward, "dense",
-                         ((x, x._version), (w, w._version)))
+        out._node = Node((x, w) if b is None else (x, w, b),
+                         _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha,
+                                  be), "dense", ((x, x._version), (w, w._version)))
     if _S.anomaly:
         _check_forward(out, "dense")
     return out
