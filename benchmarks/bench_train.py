@@ -6,6 +6,7 @@ over repeated steps after warm-up) and the ratios, then the Python overhead per 
 per step (a deep, tiny network where the kernels cost next to nothing).
 
     python benchmarks/bench_train.py [--threads N] [--seconds S] [--configs 10,64,128 ...]
+                                     [--wait-idle S]
 """
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ import deepgrad as dg  # noqa: E402
 from deepgrad import losses, nn, optim  # noqa: E402
 
 CONFIGS = [(10, 64, 128), (50, 64, 128), (100, 32, 64), (10, 256, 256), (5, 1024, 512)]
+
+
+def _wait_idle(limit: float) -> None:
+    """Wait up to `limit` seconds until the CPUs are >= 90% idle (a machine shared with other
+    jobs: each measurement starts when no one else holds a core)."""
+    from bench_kernels import cpu_idle_fraction
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline and cpu_idle_fraction(0.3) < 0.9:
+        pass
 
 
 def _time(step, seconds: float, min_steps: int = 5, warmup: int = 3) -> float:
@@ -166,6 +176,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.5, help="time budget per measurement")
     ap.add_argument("--configs", nargs="*", default=None, help="depth,width,batch triples")
     ap.add_argument("--no-numpy", action="store_true", help="skip the numpy baseline")
+    ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                    help="before each measurement wait up to S seconds for idle CPUs")
     args = ap.parse_args()
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     if args.threads:
@@ -185,9 +197,14 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     for depth, width, batch in configs:
-        t_dg = _time(deepgrad_step(depth, width, batch), args.seconds)
-        t_np = None if args.no_numpy else _time(numpy_step(depth, width, batch), args.seconds)
-        t_th = _time(torch_step(torch, depth, width, batch), args.seconds) if torch else None
+        def timed(make):
+            step = make(depth, width, batch)
+            if args.wait_idle > 0:
+                _wait_idle(args.wait_idle)
+            return _time(step, args.seconds)
+        t_dg = timed(deepgrad_step)
+        t_np = None if args.no_numpy else timed(numpy_step)
+        t_th = timed(lambda *a: torch_step(torch, *a)) if torch else None
 
         def ms(t):
             return f"{t * 1e3:9.3f}" if t is not None else f"{'-':>9}"
@@ -201,6 +218,8 @@ def main() -> None:
         print(f"{depth:5d} {width:5d} {batch:5d} | {ms(t_dg)} {ms(t_np)} {ms(t_th)} | "
               f"{ratio(t_np)} {ratio(t_th)} |               {gflops(t_dg)} {gflops(t_np)} "
               f"{gflops(t_th)}")
+    if args.wait_idle > 0:
+        _wait_idle(args.wait_idle)
     full, floor, fwd = python_overhead(args.seconds)
     print(f"\nper Dense layer, 100 x Dense(4, 4), batch 1: {full:.2f} µs per training step "
           f"(forward + backward + its share of zero_grad/Adam) vs {floor:.2f} µs for the bare "
