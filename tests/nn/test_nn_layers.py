@@ -167,7 +167,7 @@ def test_default_inits_follow_the_activation():
     relu = nn.Dense(2000, 200, "relu").weight.numpy()
     assert abs(relu.std() - np.sqrt(2.0 / 2000)) < 0.02 * np.sqrt(2.0 / 2000)
     tanh = nn.Dense(1000, 200, "tanh").weight.numpy()
-    bound = 5.0 / 3.0 * np.sqrt(6.0 / 1200)
+    bound = np.sqrt(6.0 / 1200)  # Glorot uniform, gain 1
     assert np.abs(tanh).max() <= bound and np.abs(tanh).max() > 0.99 * bound
     sig = nn.Dense(1000, 200, "sigmoid").weight.numpy()
     assert np.abs(sig).max() <= np.sqrt(6.0 / 1200)
