@@ -253,11 +253,24 @@ def _host(be, a) -> np.ndarray:
 
 def _norm(be, a) -> float:
     """L2 norm with float64 accumulation (the native deterministic reduction)."""
-    flat = be.reshape(a, (int(a.size),)) if not isinstance(a, np.ndarray) else a.reshape(-1)
-    if isinstance(flat, np.ndarray) and not flat.flags.c_contiguous:
-        flat = be.copy(flat)  # (device arrays are always C-contiguous: reshape is a view)
-    _, total, bad = be.segment_norms(flat, np.array([0, flat.size], dtype=np.int64))
-    return float("nan") if bad else float(total)
+    if type(a) is np.ndarray and a.flags.c_contiguous:  # the common case, per layer and step
+        flat = a.reshape(-1)
+    else:
+        flat = be.reshape(a, (int(a.size),)) if not isinstance(a, np.ndarray) else a.reshape(-1)
+        if isinstance(flat, np.ndarray) and not flat.flags.c_contiguous:
+            flat = be.copy(flat)  # (device arrays are always C-contiguous: reshape is a view)
+    n = flat.size
+    off = _OFFSETS.get(n)
+    if off is None:
+        if len(_OFFSETS) > 64:
+            _OFFSETS.clear()
+        off = _OFFSETS[n] = np.array([0, n], dtype=np.int64)
+        off.flags.writeable = False
+    _, total, bad = be.segment_norms(flat, off)
+    return float("nan") if bad else total
+
+
+_OFFSETS: dict = {}  # [0, n] offset arrays for _norm, by size (a cache, read-only arrays)
 
 
 class GradientMonitor:
@@ -432,30 +445,7 @@ class GradientMonitor:
         self.seconds += time.perf_counter() - t0
 
     def _signal_hook(self, i: int, g) -> None:
-        # keep the gradient array (read-only for the rest of backward); step() takes the norms of
-        # all layers in one native pass
-        self._pending_signal[i] = (g._be, g.data)
-
-    def _signal_norms(self) -> list:
-        """||dL/d output|| per layer from the gradients the hooks kept: one native segment_norms
-        pass over all of them (NaN for a gradient holding NaN or Inf), None where none arrived."""
-        sig = self._pending_signal
-        out = [None] * len(sig)
-        got = [(i, p[1]) for i, p in enumerate(sig) if p is not None]
-        if not got:
-            return out
-        arrs = [a for _, a in got]
-        if all(type(a) is np.ndarray for a in arrs) and len({a.dtype for a in arrs}) == 1:
-            flats = [a.reshape(-1) for a in arrs]
-            offsets = np.zeros(len(flats) + 1, dtype=np.int64)
-            np.cumsum([f.size for f in flats], out=offsets[1:])
-            norms = _cpu_segment_norms(np.concatenate(flats), offsets).tolist()
-            for (i, _), v in zip(got, norms):
-                out[i] = v if math.isfinite(v) else float("nan")
-        else:
-            for i, _ in got:
-                out[i] = _norm(*sig[i])
-        return out
+        self._pending_signal[i] = _norm(g._be, g.data)
 
     @staticmethod
     def _time_hook(row: list, t: int, cols: int, g) -> None:
@@ -596,7 +586,7 @@ class GradientMonitor:
                 h[k].append(None)
             for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio"):
                 h[k].append([None] * L)
-        h["signal_norm"].append(self._signal_norms())
+        h["signal_norm"].append(self._pending_signal)
         stats = self._pending_stats
         for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
             h[k].append([None if s is None else s[pos] for s in stats])
@@ -662,12 +652,6 @@ def _act_stats(z: np.ndarray, y: np.ndarray, saturation: int, center: float, bou
     from .backend import get_backend
     _act_stats = get_backend("cpu").act_stats  # resolved once: this runs per layer and step
     return _act_stats(z, y, saturation, center, bound, dead)
-
-
-def _cpu_segment_norms(flat: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-segment L2 norms (float64 accumulation) of a contiguous host array."""
-    from .backend import get_backend
-    return np.asarray(get_backend("cpu").segment_norms(flat, offsets)[0], dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
