@@ -39,7 +39,52 @@ py::tuple act_stats(py::handle z_o, py::handle y_o, int saturation, double cente
   return py::make_tuple(sums[0], sums[1], counts[0], counts[1]);
 }
 
+py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev_o,
+                        py::handle offsets_o, bool diff, bool snapshot) {
+  const char* fn = "monitor_norms";
+  py::array params = float_input(params_o, fn, "params");
+  py::array grads = float_input(grads_o, fn, "grads");
+  ndim_is(fn, params, "params", 1);
+  same_dtype(fn, params, "params", grads, "grads");
+  same_shape(fn, params, "params", grads, "grads");
+  py::array prev;
+  if (diff || snapshot) {
+    if (prev_o.is_none()) fail_value(fn, "prev is needed for diff=True or snapshot=True but is None");
+    prev = float_output(prev_o, fn, "prev");
+    same_dtype(fn, params, "params", prev, "prev");
+    same_shape(fn, params, "params", prev, "prev");
+  }
+  auto off = int_labels(offsets_o, fn, "offsets");
+  if (off.ndim() != 1 || off.shape(0) < 1)
+    fail_value(fn, "offsets must be 1-D with S+1 >= 1 entries, got shape " + shape_str(off));
+  const py::ssize_t S = off.shape(0) - 1;
+  const std::int64_t* o = off.data();
+  bool ok = o[0] == 0 && o[S] == params.size();
+  for (py::ssize_t s = 0; ok && s < S; ++s) ok = o[s + 1] >= o[s];
+  if (!ok)
+    fail_value(fn, "offsets must start at 0, not decrease and end at params.size (" +
+                       std::to_string(params.size()) + ")");
+  py::array_t<double> pn(S), gn(S), dn(diff ? S : 0);
+  const index_t bad = dispatch_float(params, [&](auto tag) {
+    using T = decltype(tag);
+    double* pp = pn.mutable_data();
+    double* pg = gn.mutable_data();
+    double* pd = diff ? dn.mutable_data() : nullptr;
+    T* pv = (diff || snapshot) ? data_of<T>(prev) : nullptr;
+    const T* pa = cdata_of<T>(params);
+    const T* pgr = cdata_of<T>(grads);
+    py::gil_scoped_release nogil;
+    return cpu::monitor_norms<T>(pp, pg, pd, pv, pa, pgr, o, S, snapshot);
+  });
+  return py::make_tuple(pn, gn, diff ? py::object(dn) : py::object(py::none()), bad);
+}
+
 void bind_stats(py::module_& m) {
+  m.def("monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"), py::arg("prev"),
+        py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
+        "Per segment (offsets (S+1,)) of flat params/grads: (||params||, ||grads||, "
+        "||params - prev|| when diff else None, non-finite gradient count) in one pass; "
+        "prev[:] = params afterwards when snapshot.");
   m.def("act_stats", &act_stats, py::arg("z"), py::arg("y"), py::arg("saturation") = 0,
         py::arg("center") = 0.0, py::arg("bound") = 0.0, py::arg("dead") = false,
         "z (N, C) pre-activation, y (N, C) output -> (sum z, sum z^2 in float64, count of "

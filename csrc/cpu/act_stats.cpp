@@ -1,40 +1,84 @@
-// Per-layer activation statistics for the GradientMonitor: one pass over a layer's output.
+// Kernels for the GradientMonitor: per-layer activation statistics in one pass over a layer's
+// output, and the per-parameter norms of a step in one pass over the arena.
 //
-// Sums accumulate in double over 8 fixed lanes combined in a fixed order (the same bits on every
-// run); the counts are exact. Single-threaded: a monitored layer's output is small and the
-// monitor calls this once per layer per recorded step.
+// Sums accumulate in double over 16 fixed lanes combined pairwise in a fixed order (the same bits
+// on every run, as segment_norms); the counts are exact. Single-threaded: one memory-bound pass,
+// no fork/join per call.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "cpu/ew_parallel.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
+namespace {
+
+constexpr int kLanes = 16;
+
+inline double combine(double* acc) {
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
+  return acc[0];
+}
+
+// (sum x, sum x^2) of x (n) in double
+template <class T>
+DG_CLONES void sum_sumsq(double* out, const T* x, index_t n) {
+  double s[kLanes] = {}, q[kLanes] = {};
+  index_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) {
+      const double v = double(x[i + j]);
+      s[j] += v;
+      q[j] += v * v;
+    }
+  for (int j = 0; i < n; ++i, ++j) {
+    const double v = double(x[i]);
+    s[j] += v;
+    q[j] += v * v;
+  }
+  out[0] = combine(s);
+  out[1] = combine(q);
+}
+
+// sum of (x - p)^2 over n elements (p may be null), the difference taken in T, summed in double
+template <class T>
+DG_CLONES double sumsq(const T* x, const T* p, index_t n) {
+  double q[kLanes] = {};
+  index_t i = 0;
+  if (p) {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const double v = double(T(x[i + j] - p[i + j]));
+        q[j] += v * v;
+      }
+    for (int j = 0; i < n; ++i, ++j) {
+      const double v = double(T(x[i] - p[i]));
+      q[j] += v * v;
+    }
+  } else {
+    for (; i + kLanes <= n; i += kLanes)
+      for (int j = 0; j < kLanes; ++j) {
+        const double v = double(x[i + j]);
+        q[j] += v * v;
+      }
+    for (int j = 0; i < n; ++i, ++j) {
+      const double v = double(x[i]);
+      q[j] += v * v;
+    }
+  }
+  return combine(q);
+}
+
+}  // namespace
 
 template <class T>
 void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n, index_t c,
                int saturation, T center, T bound, bool dead) {
   // z (N, C), y (N, C) -> sums (2), counts (2); see kernels.h
   const index_t size = n * c;
-  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0}, q[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  index_t i = 0;
-  for (; i + 8 <= size; i += 8)
-    for (int k = 0; k < 8; ++k) {
-      const double v = static_cast<double>(z[i + k]);
-      s[k] += v;
-      q[k] += v * v;
-    }
-  double sum = 0, sq = 0;
-  for (int k = 0; k < 8; ++k) {
-    sum += s[k];
-    sq += q[k];
-  }
-  for (; i < size; ++i) {
-    const double v = static_cast<double>(z[i]);
-    sum += v;
-    sq += v * v;
-  }
-  sums[0] = sum;
-  sums[1] = sq;
+  sum_sumsq<T>(sums, z, size);
   counts[0] = counts[1] = 0;
   if (saturation) {
     const T* a = saturation == 1 ? y : z;
@@ -53,6 +97,29 @@ void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n,
     counts[1] = cnt;
   }
 }
+
+template <class T>
+index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, const T* params,
+                      const T* grads, const index_t* offsets, index_t S, bool snapshot) {
+  // params, grads, prev (offsets[S]) -> pnorms, gnorms, dnorms (S); see kernels.h
+  index_t nonfinite = 0;
+  for (index_t s = 0; s < S; ++s) {
+    const index_t b = offsets[s], n = offsets[s + 1] - b;
+    pnorms[s] = std::sqrt(sumsq<T>(params + b, nullptr, n));
+    const double g = sumsq<T>(grads + b, nullptr, n);
+    if (!std::isfinite(g))
+      for (index_t i = 0; i < n; ++i) nonfinite += !std::isfinite(grads[b + i]);
+    gnorms[s] = std::sqrt(g);
+    if (dnorms) dnorms[s] = std::sqrt(sumsq<T>(params + b, prev + b, n));
+    if (snapshot) std::copy(params + b, params + b + n, prev + b);
+  }
+  return nonfinite;
+}
+
+template index_t monitor_norms<float>(double*, double*, double*, float*, const float*, const float*,
+                                      const index_t*, index_t, bool);
+template index_t monitor_norms<double>(double*, double*, double*, double*, const double*,
+                                       const double*, const index_t*, index_t, bool);
 
 template void act_stats<float>(double*, index_t*, const float*, const float*, index_t, index_t, int,
                                float, float, bool);

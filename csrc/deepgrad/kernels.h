@@ -60,6 +60,13 @@ template <class T> void fill_inplace(T* x, index_t n, T value);
 template <class T>
 void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n, index_t c,
                int saturation, T center, T bound, bool dead);
+// params, grads, prev (offsets[S]) in segments [offsets[s], offsets[s+1]) -> per segment
+// pnorms = ||params||, gnorms = ||grads||, dnorms = ||params - prev|| (when dnorms is not null),
+// then prev = params when snapshot; one pass, double sums in a fixed order. Returns the number of
+// NaN/Inf gradient values.
+template <class T>
+index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, const T* params,
+                      const T* grads, const index_t* offsets, index_t S, bool snapshot);
 
 // ---- optimizers (optim.cpp), one pass over flat buffers, in place --------------------------
 // param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.

@@ -542,20 +542,28 @@ class GradientMonitor:
         h["loss"].append(None if loss is None else float(loss.item() if hasattr(loss, "item") else loss))
         if arena is not None:
             be = arena.be
-            gn, gtot, gbad = arena.grad_norms()
-            pn, ptot, _ = arena.param_norms()
-            gn, pn = np.asarray(gn, dtype=np.float64), np.asarray(pn, dtype=np.float64)
-            un = None
             prev = self._prev_params
-            if prev is not None and prev[0] is arena:
-                d = prev[1]
-                if type(d) is np.ndarray:  # the difference in the snapshot's own buffer
-                    np.subtract(arena.params, d, out=d)
-                else:
-                    d = be.sub(arena.params, d)
-                un = np.asarray(be.segment_norms(d, arena.offsets)[0], dtype=np.float64)
-            if self.every == 1:  # otherwise the step before the next recorded one takes it
-                self._snapshot(arena)
+            has_prev = prev is not None and prev[0] is arena
+            # the snapshot for the next update norm: here when every step is recorded, else on
+            # the step before the next recorded one
+            snap = self.every == 1
+            if type(arena.params) is np.ndarray:  # host arena: one native pass does it all
+                if snap and not has_prev:
+                    prev = self._prev_params = (arena, np.empty_like(arena.params))
+                pn, gn, un, gbad = _monitor_norms(arena.params, arena.grads,
+                                                  prev[1] if has_prev or snap else None,
+                                                  arena.offsets, has_prev, snap)
+                gtot, ptot = math.sqrt(float(gn @ gn)), math.sqrt(float(pn @ pn))
+            else:
+                gn, gtot, gbad = arena.grad_norms()
+                pn, ptot, _ = arena.param_norms()
+                gn, pn = np.asarray(gn, dtype=np.float64), np.asarray(pn, dtype=np.float64)
+                un = None
+                if has_prev:
+                    un = np.asarray(be.segment_norms(be.sub(arena.params, prev[1]),
+                                                     arena.offsets)[0], dtype=np.float64)
+                if snap:
+                    self._snapshot(arena)
             _, member = self._seg_layers(arena)
             # per layer: sqrt of the sum of its segments' squared norms, one small matmul
             sq = np.array([gn, pn] if un is None else [gn, pn, un])
@@ -643,6 +651,14 @@ class GradientMonitor:
         return [P.plot_layer_norms(d, os.path.join(folder, prefix + "layer_norms.png")),
                 P.plot_heatmap(d, os.path.join(folder, prefix + "heatmap.png")),
                 P.plot_global_norm(d, os.path.join(folder, prefix + "global_norm.png"))]
+
+
+def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool):
+    """The native one-pass arena norms (deepgrad.backend.cpu.monitor_norms) of host buffers."""
+    global _monitor_norms
+    from .backend import get_backend
+    _monitor_norms = get_backend("cpu").monitor_norms
+    return _monitor_norms(params, grads, prev, offsets, diff, snapshot)
 
 
 def _act_stats(z: np.ndarray, y: np.ndarray, saturation: int, center: float, bound: float,

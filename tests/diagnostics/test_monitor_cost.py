@@ -117,3 +117,28 @@ def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
             assert d["saturated"][0][0] == pytest.approx(np.mean(y * (1 - y) < 1e-3 / 4), abs=1.5 / z.size)
     assert kept[0] is not None and kept[1] is None and kept[2] is not None  # step 1 skipped
     assert mon.num_records == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_monitor_norms_matches_numpy(dtype):
+    rng = np.random.default_rng(11)
+    offsets = np.array([0, 3, 3, 40, 1000, 1037], dtype=np.int64)  # an empty segment, tails
+    p, g, q = (rng.normal(size=1037).astype(dtype) for _ in range(3))
+    q0 = q.copy()
+    pn, gn, dn, bad = cpu.monitor_norms(p, g, q, offsets, True, True)
+    seg = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
+    f = lambda a: [np.linalg.norm(a[s].astype(np.float64)) for s in seg]  # noqa: E731
+    np.testing.assert_allclose(pn, f(p), rtol=1e-12)
+    np.testing.assert_allclose(gn, f(g), rtol=1e-12)
+    np.testing.assert_allclose(dn, f(p - q0), rtol=1e-12)  # the difference taken in dtype
+    assert bad == 0
+    np.testing.assert_array_equal(q, p)  # snapshot taken
+    g[5] = np.nan
+    g[7] = np.inf
+    pn2, gn2, none, bad = cpu.monitor_norms(p, g, None, offsets)
+    assert none is None and bad == 2 and not np.isfinite(gn2[2]) and np.isfinite(gn2[3])
+    np.testing.assert_array_equal(pn2, pn)
+    with pytest.raises(ValueError, match="prev is needed"):
+        cpu.monitor_norms(p, g, None, offsets, True, False)
+    with pytest.raises(ValueError, match="offsets"):
+        cpu.monitor_norms(p, g, q, offsets[:-1], True, False)

@@ -505,6 +505,13 @@ def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0
     return _C.act_stats(z, y, saturation, center, bound, dead)
 
 
+def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False):
+    """One pass over flat params/grads (and prev) per segment (GradientMonitor): (param norms,
+    grad norms, ||params - prev|| norms or None, non-finite gradient count); prev[:] = params
+    afterwards when snapshot."""
+    return _C.monitor_norms(params, grads, prev, offsets, diff, snapshot)
+
+
 def scale_(buf, factor: float) -> None:
     """buf *= factor in place (gradient-norm clipping)."""
     _C.scale_(buf, factor)
