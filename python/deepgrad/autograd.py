@@ -171,14 +171,15 @@ _FREED = ("Trying to backward through the graph a second time: its saved buffers
 
 
 def _dependencies(root) -> dict:
-    """For every tensor that requires grad and reaches ``root``: how many recorded uses it has
-    inside this graph (a tensor is ready for its backward once that many gradients arrived)."""
+    """For every tensor that requires grad and reaches ``root``, except leaves without hooks
+    (they accumulate each gradient as it arrives): how many recorded uses it has inside this
+    graph (a tensor is ready for its backward once that many gradients arrived)."""
     deps = {}
     stack = [root]
     while stack:
         node = stack.pop()._node
         for i in node.inputs:
-            if i is not None and i.requires_grad:
+            if i is not None and i.requires_grad and (i._node is not None or i._hooks):
                 k = id(i)
                 if k in deps:
                     deps[k] += 1
@@ -285,6 +286,13 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                 node.inputs = ()
             for inp, ig in zip(inputs, in_grads):
                 if inp is None or not inp.requires_grad:
+                    continue
+                if inp._node is None and not inp._hooks:  # a plain leaf: accumulate now
+                    if ig is not None:
+                        if inp.grad is None:
+                            inp.grad = _tensor._new(inp._be.copy(ig), inp._be)
+                        else:
+                            inp._be.add_(inp.grad.data, ig)
                     continue
                 k = id(inp)
                 if ig is not None:

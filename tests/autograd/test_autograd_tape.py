@@ -277,3 +277,20 @@ def test_manual_update_between_forward_and_backward_is_detected_for_dense():
         w -= 0.1
     with pytest.raises(RuntimeError, match="saved by op 'dense'.*modified in place"):
         loss.backward()
+
+
+def test_plain_leaf_accumulates_each_arrival_and_hooked_leaf_sees_the_sum():
+    # backward() adds into a hook-free leaf's .grad as each gradient arrives (no dependency
+    # count for it); a leaf with a hook still waits for all its uses and sees their sum once.
+    a = dg.tensor(np.arange(3.0), requires_grad=True)
+    h = dg.tensor(np.arange(1.0, 4.0), requires_grad=True)
+    seen = []
+    h.register_hook(lambda g: seen.append(g.numpy().copy()))
+    ((a + a) * h + h * a + h).sum().backward()
+    av, hv = np.arange(3.0), np.arange(1.0, 4.0)
+    np.testing.assert_allclose(a.grad.numpy(), 3 * hv, rtol=1e-15)
+    np.testing.assert_allclose(h.grad.numpy(), 3 * av + 1, rtol=1e-15)
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], 3 * av + 1, rtol=1e-15)
+    a.grad.data[:] = 0.0  # the leaf owns its gradient: no other tensor shares that array
+    np.testing.assert_allclose(h.grad.numpy(), 3 * av + 1, rtol=1e-15)
