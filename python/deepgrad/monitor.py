@@ -477,18 +477,7 @@ class GradientMonitor:
             z = _host(be, getattr(x, "data", x))
         if z.shape != yd.shape or z.dtype != yd.dtype:
             return None
-        act = _act_of(m)
-        lim = self.thresholds.saturation_derivative
-        # derivative below lim x its maximum, written as a bound on |y - center| (or |z|)
-        if act == "sigmoid":  # y(1 - y) < lim/4  <=>  |y - 1/2| > sqrt(1 - lim)/2
-            sat, center, bound = 1, 0.5, 0.5 * math.sqrt(1.0 - lim)
-        elif act == "tanh":  # 1 - y^2 < lim  <=>  |y| > sqrt(1 - lim)
-            sat, center, bound = 1, 0.0, math.sqrt(1.0 - lim)
-        elif act == "softsign":  # 1/(1 + |z|)^2 < lim  <=>  |z| > 1/sqrt(lim) - 1
-            sat, center, bound = 2, 0.0, 1.0 / math.sqrt(lim) - 1.0
-        else:
-            sat, center, bound = 0, 0.0, 0.0
-        dead = act in _DEAD
+        sat, center, bound, dead = _stat_args(_act_of(m), self.thresholds.saturation_derivative)
         s1, s2, n_sat, n_alive = _act_stats(z, yd, sat, center, bound, dead)
         n = z.size
         mean = s1 / n
@@ -659,6 +648,20 @@ def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool):
     from .backend import get_backend
     _monitor_norms = get_backend("cpu").monitor_norms
     return _monitor_norms(params, grads, prev, offsets, diff, snapshot)
+
+
+@functools.lru_cache(maxsize=64)
+def _stat_args(act: str | None, lim: float) -> tuple:
+    """act_stats arguments (saturation mode, center, bound, dead) for an activation: a derivative
+    below ``lim`` x its maximum, written as a bound on |y - center| (or |z|)."""
+    dead = act in _DEAD
+    if act == "sigmoid":  # y(1 - y) < lim/4  <=>  |y - 1/2| > sqrt(1 - lim)/2
+        return 1, 0.5, 0.5 * math.sqrt(1.0 - lim), dead
+    if act == "tanh":  # 1 - y^2 < lim  <=>  |y| > sqrt(1 - lim)
+        return 1, 0.0, math.sqrt(1.0 - lim), dead
+    if act == "softsign":  # 1/(1 + |z|)^2 < lim  <=>  |z| > 1/sqrt(lim) - 1
+        return 2, 0.0, 1.0 / math.sqrt(lim) - 1.0, dead
+    return 0, 0.0, 0.0, dead
 
 
 def _act_stats(z: np.ndarray, y: np.ndarray, saturation: int, center: float, bound: float,
