@@ -79,7 +79,25 @@ py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev
   return py::make_tuple(pn, gn, diff ? py::object(dn) : py::object(py::none()), bad);
 }
 
+py::array_t<double> l2_norms(const py::sequence& arrays) {
+  const char* fn = "l2_norms";
+  const py::ssize_t K = static_cast<py::ssize_t>(arrays.size());
+  py::array_t<double> out(K);
+  double* po = out.mutable_data();
+  for (py::ssize_t k = 0; k < K; ++k) {
+    py::array a = float_input(arrays[k], fn, "arrays[k]");
+    po[k] = dispatch_float(a, [&](auto tag) {
+      using T = decltype(tag);
+      return cpu::l2_norm<T>(cdata_of<T>(a), static_cast<index_t>(a.size()));
+    });
+  }
+  return out;
+}
+
 void bind_stats(py::module_& m) {
+  m.def("l2_norms", &l2_norms, py::arg("arrays"),
+        "float64 (K,): the L2 norm of each of K float arrays (double sums; NaN for an array "
+        "holding NaN or Inf), in one call.");
   m.def("monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"), py::arg("prev"),
         py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
         "Per segment (offsets (S+1,)) of flat params/grads: (||params||, ||grads||, "

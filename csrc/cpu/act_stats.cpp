@@ -99,6 +99,16 @@ void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n,
 }
 
 template <class T>
+double l2_norm(const T* x, index_t n) {
+  // x (n) -> ||x|| in double; NaN when x holds NaN or Inf (an overflow of the squares stays Inf)
+  const double q = sumsq<T>(x, nullptr, n);
+  if (std::isfinite(q)) return std::sqrt(q);
+  for (index_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return std::nan("");
+  return q;
+}
+
+template <class T>
 index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, const T* params,
                       const T* grads, const index_t* offsets, index_t S, bool snapshot) {
   // params, grads, prev (offsets[S]) -> pnorms, gnorms, dnorms (S); see kernels.h
@@ -116,6 +126,8 @@ index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, c
   return nonfinite;
 }
 
+template double l2_norm<float>(const float*, index_t);
+template double l2_norm<double>(const double*, index_t);
 template index_t monitor_norms<float>(double*, double*, double*, float*, const float*, const float*,
                                       const index_t*, index_t, bool);
 template index_t monitor_norms<double>(double*, double*, double*, double*, const double*,

@@ -60,6 +60,8 @@ template <class T> void fill_inplace(T* x, index_t n, T value);
 template <class T>
 void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n, index_t c,
                int saturation, T center, T bound, bool dead);
+// x (n) -> ||x|| (double sums, fixed order); NaN when x holds NaN or Inf.
+template <class T> double l2_norm(const T* x, index_t n);
 // params, grads, prev (offsets[S]) in segments [offsets[s], offsets[s+1]) -> per segment
 // pnorms = ||params||, gnorms = ||grads||, dnorms = ||params - prev|| (when dnorms is not null),
 // then prev = params when snapshot; one pass, double sums in a fixed order. Returns the number of

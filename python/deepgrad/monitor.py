@@ -445,7 +445,23 @@ class GradientMonitor:
         self.seconds += time.perf_counter() - t0
 
     def _signal_hook(self, i: int, g) -> None:
-        self._pending_signal[i] = _norm(g._be, g.data)
+        # Keep the gradient (backward never writes into an incoming gradient: sums are out of
+        # place); step() takes all the layers' norms in one native call.
+        self._pending_signal[i] = (g._be, g.data)
+
+    def _signal_norms(self) -> list:
+        """||dL/d output|| per layer (NaN where the gradient holds NaN or Inf, None where no
+        gradient arrived), from the gradients the hooks kept."""
+        sig = self._pending_signal
+        out = [None] * len(sig)
+        got = [i for i, p in enumerate(sig) if p is not None]
+        if all(type(sig[i][1]) is np.ndarray for i in got):
+            for i, v in zip(got, _l2_norms([sig[i][1] for i in got]).tolist()):
+                out[i] = v
+        else:
+            for i in got:
+                out[i] = _norm(*sig[i])
+        return out
 
     @staticmethod
     def _time_hook(row: list, t: int, cols: int, g) -> None:
@@ -583,7 +599,7 @@ class GradientMonitor:
                 h[k].append(None)
             for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio"):
                 h[k].append([None] * L)
-        h["signal_norm"].append(self._pending_signal)
+        h["signal_norm"].append(self._signal_norms())
         stats = self._pending_stats
         for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
             h[k].append([None if s is None else s[pos] for s in stats])
@@ -640,6 +656,14 @@ class GradientMonitor:
         return [P.plot_layer_norms(d, os.path.join(folder, prefix + "layer_norms.png")),
                 P.plot_heatmap(d, os.path.join(folder, prefix + "heatmap.png")),
                 P.plot_global_norm(d, os.path.join(folder, prefix + "global_norm.png"))]
+
+
+def _l2_norms(arrays: list) -> np.ndarray:
+    """The native norms of host arrays in one call (deepgrad.backend.cpu.l2_norms)."""
+    global _l2_norms
+    from .backend import get_backend
+    _l2_norms = get_backend("cpu").l2_norms
+    return _l2_norms(arrays)
 
 
 def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool):

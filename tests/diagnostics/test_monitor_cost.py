@@ -142,3 +142,18 @@ def test_monitor_norms_matches_numpy(dtype):
         cpu.monitor_norms(p, g, None, offsets, True, False)
     with pytest.raises(ValueError, match="offsets"):
         cpu.monitor_norms(p, g, q, offsets[:-1], True, False)
+
+
+def test_l2_norms_matches_numpy():
+    rng = np.random.default_rng(12)
+    arrays = [rng.normal(size=(5, 7)).astype(np.float32), rng.normal(size=37),
+              np.zeros((0, 3), dtype=np.float32), rng.normal(size=(4, 9))[:, ::2]]
+    bad = rng.normal(size=20)
+    bad[3] = np.inf
+    huge = np.full(4, 1e200)  # the squares overflow: Inf, not NaN (no Inf or NaN inside)
+    got = cpu.l2_norms(arrays + [bad, huge])
+    ref = [np.linalg.norm(a.astype(np.float64)) for a in arrays]
+    np.testing.assert_allclose(got[:4], ref, rtol=1e-12)
+    assert np.isnan(got[4]) and got[5] == np.inf
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cpu.l2_norms([np.arange(3)])

@@ -505,6 +505,12 @@ def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0
     return _C.act_stats(z, y, saturation, center, bound, dead)
 
 
+def l2_norms(arrays):
+    """float64 (K,): the L2 norm of each of K float arrays (NaN where one holds NaN or Inf), in
+    one native call (GradientMonitor's per-layer signal norms)."""
+    return _C.l2_norms(arrays)
+
+
 def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False):
     """One pass over flat params/grads (and prev) per segment (GradientMonitor): (param norms,
     grad norms, ||params - prev|| norms or None, non-finite gradient count); prev[:] = params
