@@ -38,8 +38,9 @@ def _wait_idle(limit: float) -> None:
         pass
 
 
-def _time(step, seconds: float, min_steps: int = 5, warmup: int = 3) -> float:
-    """Median seconds per call of step() over about `seconds` of repeated calls."""
+def _time(step, seconds: float, min_steps: int = 5, warmup: int = 3,
+          reduce=statistics.median) -> float:
+    """Median (or `reduce`) seconds per call of step() over about `seconds` of repeated calls."""
     for _ in range(warmup):
         step()
     times = []
@@ -50,7 +51,7 @@ def _time(step, seconds: float, min_steps: int = 5, warmup: int = 3) -> float:
         times.append(time.perf_counter() - t0)
         if len(times) >= 2000:
             break
-    return statistics.median(times)
+    return reduce(times)
 
 
 def _data(width: int, batch: int):
@@ -141,16 +142,17 @@ def step_flops(depth: int, width: int, batch: int) -> int:
 def python_overhead(seconds: float) -> tuple[float, float, float]:
     """For a 100-layer network of width 4 and batch 1 (kernels cost next to nothing): µs per
     Dense layer per training step, µs per layer of the bare native calls alone (dense_forward +
-    dense_backward called from a plain loop: the floor), and µs per layer of a no_grad forward."""
+    dense_backward called from a plain loop: the floor), and µs per layer of a no_grad forward.
+    Minimum times (not medians): a difference of two small figures, read on a shared machine."""
     from deepgrad import _C
     depth = 100
     step = deepgrad_step(depth, 4, 1)
-    full = _time(step, seconds) / depth * 1e6
+    full = _time(step, seconds, reduce=min) / depth * 1e6
     dg.manual_seed(0)
     model = nn.Sequential(*[nn.Dense(4, 4, "sigmoid") for _ in range(depth)])
     x = dg.tensor(np.ones((1, 4), dtype=np.float32))
     with dg.no_grad():
-        fwd = _time(lambda: model(x), seconds) / depth * 1e6
+        fwd = _time(lambda: model(x), seconds, reduce=min) / depth * 1e6
     ws = [np.full((4, 4), 0.1, dtype=np.float32) for _ in range(depth)]
     bs = [np.zeros(4, dtype=np.float32) for _ in range(depth)]
     dws, dbs = [np.zeros_like(w) for w in ws], [np.zeros_like(b) for b in bs]
@@ -166,7 +168,7 @@ def python_overhead(seconds: float) -> tuple[float, float, float]:
         for i in reversed(range(depth)):
             hi, z, y = saved[i]
             g = _C.dense_backward(g, hi, ws[i], z, y, dws[i], dbs[i], "sigmoid", 0.01, True)
-    floor = _time(native, seconds) / depth * 1e6
+    floor = _time(native, seconds, reduce=min) / depth * 1e6
     return full, floor, fwd
 
 
