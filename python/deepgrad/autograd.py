@@ -298,9 +298,10 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                 if ig is not None:
                     prev = grads.get(k)
                     grads[k] = ig if prev is None else inp._be.add(prev, ig)
-                d = deps[k] - 1
-                deps[k] = d
-                if d == 0 and (inp._node is not None or k in grads):
+                d = deps.get(k, 1) - 1  # 1: a leaf given a hook during this walk (uncounted)
+                if d:
+                    deps[k] = d
+                elif inp._node is not None or k in grads:
                     ready.append(inp)
     finally:
         _S.grad_enabled = prev_mode

@@ -294,3 +294,15 @@ def test_plain_leaf_accumulates_each_arrival_and_hooked_leaf_sees_the_sum():
     np.testing.assert_allclose(seen[0], 3 * av + 1, rtol=1e-15)
     a.grad.data[:] = 0.0  # the leaf owns its gradient: no other tensor shares that array
     np.testing.assert_allclose(h.grad.numpy(), 3 * av + 1, rtol=1e-15)
+
+
+def test_hook_registered_on_a_leaf_during_backward_still_gets_every_gradient():
+    a = dg.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    b = dg.tensor([3.0, 5.0], dtype="float64", requires_grad=True)
+    seen = []
+    y = a * b
+    y.register_hook(lambda g: (b.register_hook(lambda gb: seen.append(gb.numpy().copy())), None)[1])
+    (y + b * b).sum().backward()
+    np.testing.assert_allclose(b.grad.numpy(), [1.0 + 6.0, 2.0 + 10.0], rtol=1e-15)
+    np.testing.assert_allclose(a.grad.numpy(), [3.0, 5.0], rtol=1e-15)
+    assert seen  # the late hook ran on what arrived after it was registered
