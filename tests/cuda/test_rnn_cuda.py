@@ -7,12 +7,13 @@ import pytest
 
 import deepgrad as dg
 from deepgrad import _C, nn
-from deepgrad.backend import cuda as cb
 from deepgrad.monitor import GradientMonitor
 
 pytestmark = pytest.mark.cuda
 if not (_C.build_info()["cuda"] and _C.cuda_device_count() > 0):
     pytest.skip("no CUDA GPU present", allow_module_level=True)
+
+from deepgrad.backend import cuda as cb  # noqa: E402  (imports only in a CUDA build)
 
 # (B, H): one unit, a partial block, several blocks with H not a multiple of 32
 SHAPES = [(1, 1), (3, 5), (37, 53), (256, 129)]
