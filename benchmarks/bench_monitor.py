@@ -1,6 +1,6 @@
 """Cost of the GradientMonitor relative to a training step (depth-20 width-64 MLP, batch 64).
 
-    python benchmarks/bench_monitor.py [--steps 50] [--rounds 7] [--threads N]
+    python benchmarks/bench_monitor.py [--steps 50] [--rounds 7] [--threads N] [--width W] [--batch B]
 
 Times, in the same process, the plain training step (forward, backward, Adam) and the same step
 with a monitor recording every step, every step without activation statistics, and every 10th
@@ -22,12 +22,12 @@ CONFIGS = (("plain", None), ("every=1", dict(every=1)),
            ("every=1 no act", dict(every=1, activation_stats=False)), ("every=10", dict(every=10)))
 
 
-def make(kw, activation: str, init: str):
+def make(kw, activation: str, init: str, width: int = 64, batch: int = 64):
     """A step function for a fresh model, optimizer and (when kw is not None) monitor."""
     dg.manual_seed(0)
-    X, y = spirals(600, seed=0)
-    xb, yb = dg.tensor(X[:64]), dg.tensor(y[:64])
-    model = build_mlp(RunConfig(name="bench", activation=activation, init=init), 2, 3)
+    X, y = spirals(max(600, batch), seed=0)
+    xb, yb = dg.tensor(X[:batch]), dg.tensor(y[:batch])
+    model = build_mlp(RunConfig(name="bench", activation=activation, init=init, width=width), 2, 3)
     opt = optim.Adam(model.parameters(), lr=1e-3)
     mon = GradientMonitor(model, **kw) if kw is not None else None
 
@@ -48,6 +48,8 @@ def main():
     ap.add_argument("--steps", type=int, default=50, help="steps per timed batch (a multiple of 10)")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0, help="deepgrad threads (0: default)")
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
     if args.threads:
         dg.set_num_threads(args.threads)
@@ -55,7 +57,7 @@ def main():
     names = [n for n, _ in CONFIGS]
     print(f"{'model':16s} " + " ".join(f"{n:>17s}" for n in names) + f" {'monitor ms':>11s}")
     for act, init in (("tanh", "xavier"), ("relu", "he")):
-        runs = {n: make(kw, act, init) for n, kw in CONFIGS}
+        runs = {n: make(kw, act, init, args.width, args.batch) for n, kw in CONFIGS}
         best = dict.fromkeys(names, float("inf"))
         own = float("inf")
         for _ in range(args.rounds):
@@ -72,7 +74,7 @@ def main():
         base = best["plain"]
         cells = [f"{1e3 * base:8.3f}{'':9s}"] + [
             f"{1e3 * best[n]:8.3f} ({100 * (best[n] / base - 1):+5.1f}%)" for n in names[1:]]
-        print(f"{'d20 w64 ' + act:16s} " + " ".join(f"{c:>17s}" for c in cells) + f" {1e3 * own:11.3f}")
+        print(f"{f'd20 w{args.width} b{args.batch} ' + act:16s} " + " ".join(f"{c:>17s}" for c in cells) + f" {1e3 * own:11.3f}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
