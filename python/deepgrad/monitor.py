@@ -12,7 +12,13 @@ Per recorded step and per layer it keeps: the norm of the back-propagated signal
 output), the weight-gradient and weight norms with their ratio, the update/weight ratio, and
 activation statistics (pre-activation mean/std, saturated fraction for sigmoid/tanh-like
 activations, dead fraction for ReLU). Recurrent layers add the norm of dL/dh_t for every time
-step. Parameter and gradient norms come from one native ``segment_norms`` call over each arena.
+step.
+
+Cost (see benchmarks/RESULTS.md): per recorded step, one native pass over the parameter arena
+(parameter, gradient and update norms), one native call for all layer-output gradient norms, and
+per layer one native pass over its output for the activation statistics, on the pre-activation
+that the fused Dense kernel hands back (``F.dense(pre=...)``), so no matmul is repeated. Steps
+skipped by ``every`` cost a wrapper call per layer (and a parameter copy before a recorded step).
 """
 from __future__ import annotations
 
@@ -285,7 +291,7 @@ class GradientMonitor:
     recorded step must run with gradients enabled; forwards under ``no_grad`` are ignored.
 
     Recorded per step (``to_dict()`` keys): ``global_grad_norm``, ``param_grad_norm`` and
-    ``param_norm`` (per arena segment, from one native ``segment_norms`` call each),
+    ``param_norm`` (per arena segment, from one native pass over the arena),
     ``update_norm`` (||w - w at the previous call||, so called after ``opt.step()`` it is this
     step's update), per layer ``layer_grad_norm``, ``layer_weight_norm`` (all parameters of the
     layer), ``layer_grad_ratio``, ``layer_update_ratio``, ``signal_norm`` (||dL/d output||),
