@@ -265,18 +265,8 @@ def _norm(be, a) -> float:
         flat = be.reshape(a, (int(a.size),)) if not isinstance(a, np.ndarray) else a.reshape(-1)
         if isinstance(flat, np.ndarray) and not flat.flags.c_contiguous:
             flat = be.copy(flat)  # (device arrays are always C-contiguous: reshape is a view)
-    n = flat.size
-    off = _OFFSETS.get(n)
-    if off is None:
-        if len(_OFFSETS) > 64:
-            _OFFSETS.clear()
-        off = _OFFSETS[n] = np.array([0, n], dtype=np.int64)
-        off.flags.writeable = False
-    _, total, bad = be.segment_norms(flat, off)
-    return float("nan") if bad else total
-
-
-_OFFSETS: dict = {}  # [0, n] offset arrays for _norm, by size (a cache, read-only arrays)
+    _, total, bad = be.segment_norms(flat, np.array([0, flat.size], dtype=np.int64))
+    return float("nan") if bad else float(total)
 
 
 class GradientMonitor:
