@@ -39,6 +39,19 @@ py::tuple act_stats(py::handle z_o, py::handle y_o, int saturation, double cente
   return py::make_tuple(sums[0], sums[1], counts[0], counts[1]);
 }
 
+py::list act_stats_many(const py::sequence& items) {
+  // items: (z, y, saturation, center, bound, dead) tuples, as act_stats' arguments
+  py::list out;
+  for (py::handle it : items) {
+    if (!py::isinstance<py::tuple>(it) || py::len(it) != 6)
+      fail_value("act_stats_many", "each item must be a (z, y, saturation, center, bound, dead) tuple");
+    py::tuple t = py::reinterpret_borrow<py::tuple>(it);
+    out.append(act_stats(t[0], t[1], t[2].cast<int>(), t[3].cast<double>(), t[4].cast<double>(),
+                         t[5].cast<bool>()));
+  }
+  return out;
+}
+
 py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev_o,
                         py::handle offsets_o, bool diff, bool snapshot) {
   const char* fn = "monitor_norms";
@@ -98,6 +111,9 @@ void bind_stats(py::module_& m) {
   m.def("l2_norms", &l2_norms, py::arg("arrays"),
         "float64 (K,): the L2 norm of each of K float arrays (double sums; NaN for an array "
         "holding NaN or Inf), in one call.");
+  m.def("act_stats_many", &act_stats_many, py::arg("items"),
+        "act_stats over a sequence of (z, y, saturation, center, bound, dead) tuples, in one call; "
+        "a list of their results.");
   m.def("monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"), py::arg("prev"),
         py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
         "Per segment (offsets (S+1,)) of flat params/grads: (||params||, ||grads||, "

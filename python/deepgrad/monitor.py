@@ -437,7 +437,7 @@ class GradientMonitor:
                     s.register_hook(functools.partial(self._time_hook, row, t, cols))
             m._states = []
         if j is not None and args:
-            self._pending_stats[j] = self._stats(m, args[0], y, z)
+            self._pending_stats[j] = self._stat_item(m, args[0], y, z)
         self.seconds += time.perf_counter() - t0
 
     def _signal_hook(self, i: int, g) -> None:
@@ -467,11 +467,12 @@ class GradientMonitor:
             d = be.getitem(d, (slice(None), slice(0, cols)))
         row[t] = _norm(be, d)
 
-    def _stats(self, m, x, y, z=None):
-        """(pre-activation mean, std, saturated fraction or None, dead fraction or None), from one
-        native pass over z and y (float64 sums). z is the pre-activation the fused Dense kernel
-        handed over, the input of an activation module, or (other weighted layers) recomputed
-        with one matmul."""
+    def _stat_item(self, m, x, y, z=None):
+        """The act_stats arguments (z, y, saturation, center, bound, dead) for a layer's output,
+        host arrays kept until step() (None when the output is not (N, C)). z is the
+        pre-activation the fused Dense kernel handed over, the input of an activation module, or
+        (other weighted layers) recomputed now with one matmul, while the weights are those of
+        this forward."""
         be = y._be
         yd = y.data
         if type(yd) is not np.ndarray:
@@ -489,13 +490,24 @@ class GradientMonitor:
             z = _host(be, getattr(x, "data", x))
         if z.shape != yd.shape or z.dtype != yd.dtype:
             return None
-        sat, center, bound, dead = _stat_args(_act_of(m), self.thresholds.saturation_derivative)
-        s1, s2, n_sat, n_alive = _act_stats(z, yd, sat, center, bound, dead)
-        n = z.size
-        mean = s1 / n
-        var = max(s2 / n - mean * mean, 0.0)
-        return mean, math.sqrt(var), (n_sat / n if sat else None), \
-            (1.0 - n_alive / yd.shape[1] if dead else None)
+        return (z, yd) + _stat_args(_act_of(m), self.thresholds.saturation_derivative)
+
+    def _layer_stats(self) -> list:
+        """Per layer (pre-activation mean, std, saturated fraction or None, dead fraction or
+        None): one native pass over each layer's z and y (float64 sums), all in one call."""
+        items = self._pending_stats
+        got = [i for i, it in enumerate(items) if it is not None]
+        out = [None] * len(items)
+        if not got:
+            return out
+        for i, (s1, s2, n_sat, n_alive) in zip(got, _act_stats_many([items[i] for i in got])):
+            z, y, sat, _, _, dead = items[i]
+            n = z.size
+            mean = s1 / n
+            var = max(s2 / n - mean * mean, 0.0)
+            out[i] = (mean, math.sqrt(var), n_sat / n if sat else None,
+                      1.0 - n_alive / y.shape[1] if dead else None)
+        return out
 
     # -- recording ---------------------------------------------------------------------------------
     def _seg_layers(self, arena):
@@ -596,7 +608,7 @@ class GradientMonitor:
             for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio"):
                 h[k].append([None] * L)
         h["signal_norm"].append(self._signal_norms())
-        stats = self._pending_stats
+        stats = self._layer_stats()
         for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
             h[k].append([None if s is None else s[pos] for s in stats])
         for i in self._recurrent:
@@ -684,13 +696,13 @@ def _stat_args(act: str | None, lim: float) -> tuple:
     return 0, 0.0, 0.0, dead
 
 
-def _act_stats(z: np.ndarray, y: np.ndarray, saturation: int, center: float, bound: float,
-               dead: bool):
-    """The native one-pass statistics (deepgrad.backend.cpu.act_stats) of host arrays."""
-    global _act_stats
+def _act_stats_many(items: list) -> list:
+    """The native one-pass statistics of host arrays, all layers in one call
+    (deepgrad.backend.cpu.act_stats_many)."""
+    global _act_stats_many
     from .backend import get_backend
-    _act_stats = get_backend("cpu").act_stats  # resolved once: this runs per layer and step
-    return _act_stats(z, y, saturation, center, bound, dead)
+    _act_stats_many = get_backend("cpu").act_stats_many  # resolved once
+    return _act_stats_many(items)
 
 
 # ---------------------------------------------------------------------------------------------

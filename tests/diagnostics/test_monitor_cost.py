@@ -157,3 +157,13 @@ def test_l2_norms_matches_numpy():
     assert np.isnan(got[4]) and got[5] == np.inf
     with pytest.raises(TypeError, match="float32 or float64"):
         cpu.l2_norms([np.arange(3)])
+
+
+def test_act_stats_many_is_act_stats_per_item():
+    rng = np.random.default_rng(13)
+    z1, z2 = rng.normal(size=(6, 5)), rng.normal(size=(3, 9)).astype(np.float32)
+    items = [(z1, np.tanh(z1), 1, 0.0, 0.9, False), (z2, np.maximum(z2, 0), 0, 0.0, 0.0, True)]
+    assert cpu.act_stats_many(items) == [cpu.act_stats(*it) for it in items]
+    assert cpu.act_stats_many([]) == []
+    with pytest.raises(ValueError, match="tuple"):
+        cpu.act_stats_many([(z1, z1)])

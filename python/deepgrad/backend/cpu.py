@@ -505,6 +505,12 @@ def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0
     return _C.act_stats(z, y, saturation, center, bound, dead)
 
 
+def act_stats_many(items):
+    """act_stats over a sequence of (z, y, saturation, center, bound, dead) tuples in one call
+    (GradientMonitor: all layers of a step); a list of their results."""
+    return _C.act_stats_many(items)
+
+
 def l2_norms(arrays):
     """float64 (K,): the L2 norm of each of K float arrays (NaN where one holds NaN or Inf), in
     one native call (GradientMonitor's per-layer signal norms)."""
