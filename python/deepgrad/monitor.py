@@ -371,6 +371,7 @@ class GradientMonitor:
         self._h = {k: [] for k in ("steps", "loss", "global_grad_norm", "global_param_norm",
                                    "param_grad_norm", "param_norm", "update_norm") + _LAYER_KEYS}
         self._h["time_signal"] = {}
+        self._raw: list = []  # recorded steps not yet turned into history lists (_flush)
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
 
@@ -445,19 +446,15 @@ class GradientMonitor:
         # place); step() takes all the layers' norms in one native call.
         self._pending_signal[i] = (g._be, g.data)
 
-    def _signal_norms(self) -> list:
-        """||dL/d output|| per layer (NaN where the gradient holds NaN or Inf, None where no
-        gradient arrived), from the gradients the hooks kept."""
+    def _signal_norms(self) -> tuple:
+        """(indices of the layers a gradient reached, their ||dL/d output||: NaN where the
+        gradient holds NaN or Inf) from the gradients the hooks kept; to_dict() puts None where
+        no gradient arrived."""
         sig = self._pending_signal
-        out = [None] * len(sig)
         got = [i for i, p in enumerate(sig) if p is not None]
         if all(type(sig[i][1]) is np.ndarray for i in got):
-            for i, v in zip(got, _l2_norms([sig[i][1] for i in got]).tolist()):
-                out[i] = v
-        else:
-            for i in got:
-                out[i] = _norm(*sig[i])
-        return out
+            return got, _l2_norms([sig[i][1] for i in got])
+        return got, [_norm(*sig[i]) for i in got]
 
     @staticmethod
     def _time_hook(row: list, t: int, cols: int, g) -> None:
@@ -492,21 +489,30 @@ class GradientMonitor:
             return None
         return (z, yd) + _stat_args(_act_of(m), self.thresholds.saturation_derivative)
 
-    def _layer_stats(self) -> list:
-        """Per layer (pre-activation mean, std, saturated fraction or None, dead fraction or
-        None): one native pass over each layer's z and y (float64 sums), all in one call."""
+    def _layer_stats(self) -> tuple | None:
+        """The raw per-layer statistics of this step: (layer indices, act_stats_many results
+        (sum z, sum z^2, saturated count, alive-column count), (z.size, saturation mode, dead,
+        columns) per layer), one native pass over each layer's z and y (float64 sums), all in
+        one call; _stats_row() turns them into (mean, std, saturated, dead) when read."""
         items = self._pending_stats
         got = [i for i, it in enumerate(items) if it is not None]
-        out = [None] * len(items)
         if not got:
+            return None
+        its = [items[i] for i in got]
+        return got, _act_stats_many(its), [(it[0].size, it[2], it[5], it[1].shape[1]) for it in its]
+
+    @staticmethod
+    def _stats_row(raw, L: int) -> list:
+        """Per layer (pre-activation mean, std, saturated fraction or None, dead fraction or
+        None) from _layer_stats()'s raw sums; None for layers without statistics."""
+        out = [None] * L
+        if raw is None:
             return out
-        for i, (s1, s2, n_sat, n_alive) in zip(got, _act_stats_many([items[i] for i in got])):
-            z, y, sat, _, _, dead = items[i]
-            n = z.size
+        for i, (s1, s2, n_sat, n_alive), (n, sat, dead, cols) in zip(*raw):
             mean = s1 / n
             var = max(s2 / n - mean * mean, 0.0)
             out[i] = (mean, math.sqrt(var), n_sat / n if sat else None,
-                      1.0 - n_alive / y.shape[1] if dead else None)
+                      1.0 - n_alive / cols if dead else None)
         return out
 
     # -- recording ---------------------------------------------------------------------------------
@@ -549,10 +555,9 @@ class GradientMonitor:
                 self._snapshot(arena)
             self.seconds += time.perf_counter() - t0
             return False
-        h = self._h
         L = len(self.layers)
-        h["steps"].append(n)
-        h["loss"].append(None if loss is None else float(loss.item() if hasattr(loss, "item") else loss))
+        lossv = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
+        norms = None
         if arena is not None:
             be = arena.be
             prev = self._prev_params
@@ -578,47 +583,18 @@ class GradientMonitor:
                 if snap:
                     self._snapshot(arena)
             _, member = self._seg_layers(arena)
-            # per layer: sqrt of the sum of its segments' squared norms, one small matmul
-            sq = np.array([gn, pn] if un is None else [gn, pn, un])
-            agg = np.sqrt((sq * sq) @ member)
-            lg, lw = agg[0], agg[1]
-            pos = lw > 0
-            if np.isfinite(agg).all():
-                rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
-            else:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    rat = np.where(pos, agg / lw, np.nan)
-            ratio = rat[0]
-            if un is not None:
-                uratio = rat[2]
-            h["global_grad_norm"].append(float("nan") if gbad else float(gtot))
-            h["global_param_norm"].append(float(ptot))
-            h["param_grad_norm"].append(gn.tolist())
-            h["param_norm"].append(pn.tolist())
-            h["update_norm"].append(None if un is None else un.tolist())
-            h["layer_grad_norm"].append(lg.tolist())
-            h["layer_weight_norm"].append(lw.tolist())
-            h["layer_grad_ratio"].append(ratio.tolist())
-            h["layer_update_ratio"].append([None] * L if un is None else uratio.tolist())
-        else:
-            for k in ("global_grad_norm", "global_param_norm"):
-                h[k].append(float("nan"))
-            for k in ("param_grad_norm", "param_norm", "update_norm"):
-                h[k].append(None)
-            for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio"):
-                h[k].append([None] * L)
-        h["signal_norm"].append(self._signal_norms())
-        stats = self._layer_stats()
-        for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
-            h[k].append([None if s is None else s[pos] for s in stats])
+            norms = (float("nan") if gbad else float(gtot), float(ptot), gn, pn, un, member)
+        # the per-layer aggregates, ratios and Python lists are derived when read (_flush)
+        self._raw.append((n, lossv, norms, self._signal_norms(), self._layer_stats()))
         for i in self._recurrent:
-            h["time_signal"].setdefault(self.layer_names[i], []).append(self._pending_time.get(i) or [])
+            self._h["time_signal"].setdefault(self.layer_names[i], []).append(
+                self._pending_time.get(i) or [])
         self._pending_signal = [None] * L
         self._pending_stats = [None] * L
         self._pending_time = {}
         self.seconds += time.perf_counter() - t0
         if self.warn:
-            for f in diagnose(self._h | {"layers": self.layer_names}, self.thresholds):
+            for f in diagnose(self._flush() | {"layers": self.layer_names}, self.thresholds):
                 key = (f.kind, f.where, f.layer)
                 if key not in self._warned:
                     self._warned.add(key)
@@ -626,15 +602,58 @@ class GradientMonitor:
         return True
 
     # -- results ----------------------------------------------------------------------------------
+    def _flush(self) -> dict:
+        """Turn the raw records of the steps since the last read into the history lists."""
+        raw, self._raw = self._raw, []
+        h = self._h
+        L = len(self.layers)
+        for n, loss, norms, (got, sig), stats in raw:
+            h["steps"].append(n)
+            h["loss"].append(loss)
+            if norms is not None:
+                gtot, ptot, gn, pn, un, member = norms
+                # per layer: sqrt of the sum of its segments' squared norms, one small matmul
+                sq = np.array([gn, pn] if un is None else [gn, pn, un])
+                agg = np.sqrt((sq * sq) @ member)
+                lg, lw = agg[0], agg[1]
+                pos = lw > 0
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
+                h["global_grad_norm"].append(gtot)
+                h["global_param_norm"].append(ptot)
+                h["param_grad_norm"].append(gn.tolist())
+                h["param_norm"].append(pn.tolist())
+                h["update_norm"].append(None if un is None else un.tolist())
+                h["layer_grad_norm"].append(lg.tolist())
+                h["layer_weight_norm"].append(lw.tolist())
+                h["layer_grad_ratio"].append(rat[0].tolist())
+                h["layer_update_ratio"].append([None] * L if un is None else rat[2].tolist())
+            else:
+                for k in ("global_grad_norm", "global_param_norm"):
+                    h[k].append(float("nan"))
+                for k in ("param_grad_norm", "param_norm", "update_norm"):
+                    h[k].append(None)
+                for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio",
+                          "layer_update_ratio"):
+                    h[k].append([None] * L)
+            row = [None] * L
+            for i, v in zip(got, sig.tolist() if isinstance(sig, np.ndarray) else sig):
+                row[i] = v
+            h["signal_norm"].append(row)
+            st = self._stats_row(stats, L)
+            for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
+                h[k].append([None if s is None else s[pos] for s in st])
+        return h
+
     @property
     def num_records(self) -> int:
-        return len(self._h["steps"])
+        return len(self._h["steps"]) + len(self._raw)
 
     def to_dict(self) -> dict:
         """The history as plain Python data (lists of floats; None where nothing was recorded)."""
         out = {"layers": list(self.layer_names), "params": list(self._params), "every": self.every,
                "thresholds": asdict(self.thresholds)}
-        for k, v in self._h.items():
+        for k, v in self._flush().items():
             out[k] = json.loads(json.dumps(_jsonable(v)))
         return out
 
