@@ -163,9 +163,12 @@ def _grad_buffer(p: Tensor, pd, be):
     return be.zeros(pd.shape, pd.dtype), False
 
 
-def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, g):
+def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, sink, g):
     """The dense node's backward, bound to its saved values with functools.partial (no closure
-    cells in dense's body, which runs once per layer per step)."""
+    cells in dense's body, which runs once per layer per step). ``sink``: None, or a list that
+    receives dL/dy (the ``probe=`` of dense)."""
+    if sink is not None:
+        sink.append(g)
     dw, w_direct = _grad_buffer(w, wd, be)
     if b is None:
         dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad)
@@ -176,12 +179,16 @@ def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, g):
 
 
 def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "identity",
-          alpha: float | None = None, *, pre: list | None = None) -> Tensor:
+          alpha: float | None = None, *, pre: list | None = None,
+          probe: list | None = None) -> Tensor:
     """y = act(x @ w + b) as ONE tape node on the native fused kernels.
     x (N, IN), w (IN, OUT), b (OUT,) or None; ``activation`` is an activation name, ``alpha``
     the leaky_relu slope (default 0.01) or elu scale (default 1.0). ``pre``: a list that receives
     the pre-activation z = x @ w + b (backend array, or None where the backend cannot keep it),
-    which the kernel then writes instead of computing in place: no extra pass (GradientMonitor)."""
+    which the kernel then writes instead of computing in place: no extra pass (GradientMonitor).
+    ``probe``: a list that receives, when gradients are enabled, (z, y, backend, sink) with the
+    backend arrays z and y, and sink a list that receives dL/dy when backward reaches this node
+    (None when the output does not require grad); no tensor hook needed (GradientMonitor)."""
     if activation not in _ACT_SET:
         activation = activation_name(activation)
     if alpha is None:
@@ -193,18 +200,24 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         raise _device_mismatch("dense", x, w if w._be is not be else b)
     xd, wd = x.data, w.data
     bd = None if b is None else b.data
-    if pre is None:
+    if pre is None and probe is None:
         y, z = be.dense_forward(xd, wd, bd, activation, alpha)
     else:
         y, z = be.dense_forward(xd, wd, bd, activation, alpha, True)
-        pre.append(z)
+        if pre is not None:
+            pre.append(z)
     out = _new(y, be)
+    sink = None
     if _S.grad_enabled and (x.requires_grad or w.requires_grad or
                             (b is not None and b.requires_grad)):
         out.requires_grad = True
+        if probe is not None:
+            sink = []
         out._node = Node((x, w) if b is None else (x, w, b),
                          _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha,
-                                  be), "dense", ((x, x._version), (w, w._version)))
+                                  be, sink), "dense", ((x, x._version), (w, w._version)))
+    if probe is not None and _S.grad_enabled:
+        probe.append((z, y, be, sink))
     if _S.anomaly:
         _check_forward(out, "dense")
     return out

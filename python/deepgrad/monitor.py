@@ -287,7 +287,9 @@ class GradientMonitor:
     layer), ``layer_grad_ratio``, ``layer_update_ratio``, ``signal_norm`` (||dL/d output||),
     ``act_mean``/``act_std`` (pre-activation), ``saturated``, ``dead``; and ``time_signal``
     ({recurrent layer: per step, ||dL/dh_t|| for t = 1..T}). ``seconds`` is the time the monitor
-    itself has spent (hooks and step()), for overhead reports.
+    itself has spent (hooks and step()), for overhead reports; a Dense layer that is its own
+    output needs no hook (F.dense's ``probe=`` hands over z, y and dL/dy), so the little extra
+    work inside its forward and backward is not counted.
     """
 
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
@@ -351,6 +353,18 @@ class GradientMonitor:
             for sub in list(m.modules()) + self._followers[i]:
                 if id(sub) in self._act_src:
                     targets[id(sub)] = sub
+        # A Dense layer that is its own output (activation fused, no followers) needs no
+        # wrapper and no tensor hook: on recorded steps it gets a probe list (F.dense(probe=))
+        # that receives (z, y, backend, sink) in the forward and dL/dy into sink in backward.
+        from .nn.layers import Dense
+        self._probed = [(i, m, _act_of(m) if id(m) in self._act_src else None)
+                        for i, m in enumerate(self.layers)
+                        if type(m) is Dense and not self._followers[i] and i not in self._recurrent]
+        for _, m, _ in self._probed:
+            targets.pop(id(m), None)
+        self._probe_lists = [[] for _ in self._probed]
+        self._armed = False
+        self._arm(True)  # step 0 is recorded
         for m in targets.values():
             self._wrap(m)
         for i in self._recurrent:
@@ -403,8 +417,40 @@ class GradientMonitor:
         object.__setattr__(m, "forward", forward)
         self._wrapped.append(m)
 
+    def _arm(self, on: bool) -> None:
+        """Give the probed Dense layers their probe lists (on) or take them away."""
+        if on:
+            for (_, m, _), lst in zip(self._probed, self._probe_lists):
+                lst.clear()
+                m.__dict__["_probe"] = lst
+        elif self._armed:
+            for _, m, _ in self._probed:
+                m.__dict__.pop("_probe", None)
+        self._armed = on
+
+    def _collect_probes(self) -> None:
+        """The probed layers' last recorded forward: the gradient the dense backward reported
+        and the act_stats arguments, into the pending lists the hooks fill for other layers."""
+        lim = self.thresholds.saturation_derivative
+        sig, stats = self._pending_signal, self._pending_stats
+        for (i, _, act), lst in zip(self._probed, self._probe_lists):
+            if not lst:
+                continue
+            z, y, be, sink = lst[-1]
+            lst.clear()
+            if sink:
+                sig[i] = (be, sink[-1])
+            if act is None:
+                continue
+            if type(y) is not np.ndarray:
+                y, z = _host(be, y), _host(be, z)
+            # (Dense's z and y: the same (N > 0, C) shape and dtype from one kernel call)
+            stats[i] = (z, y) + _stat_args(act, lim)
+
     def close(self) -> None:
         """Remove the monitor's hooks from the model (recorded history stays)."""
+        self._arm(False)
+        self._probed, self._probe_lists = [], []
         for m in self._wrapped:
             m.__dict__.pop("forward", None)
         for i in self._recurrent:
@@ -551,10 +597,15 @@ class GradientMonitor:
         self._n += 1
         arena = self.model.arena
         if n % self.every != 0:
-            if (n + 1) % self.every == 0 and arena is not None:
-                self._snapshot(arena)
+            if (n + 1) % self.every == 0:
+                self._arm(True)  # the next forward is recorded
+                if arena is not None:
+                    self._snapshot(arena)
             self.seconds += time.perf_counter() - t0
             return False
+        self._collect_probes()
+        if self.every != 1:
+            self._arm(False)
         L = len(self.layers)
         lossv = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
         norms = None

@@ -105,7 +105,7 @@ def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
     for step in range(3):
         W, b = m[0].weight.numpy().copy(), m[0].bias.numpy().copy()
         out = m(dg.tensor(X))
-        kept.append(mon._pending_stats[0])
+        kept.append(len(m[0]._probe or []))  # what the recorded forward handed over
         losses.cross_entropy(out, dg.tensor(rng.integers(0, 2, size=32))).backward()
         mon.step()
         if step == 0:
@@ -115,7 +115,7 @@ def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
             assert d["act_std"][0][0] == pytest.approx(z.std(), rel=1e-5)
             y = 1 / (1 + np.exp(-z))
             assert d["saturated"][0][0] == pytest.approx(np.mean(y * (1 - y) < 1e-3 / 4), abs=1.5 / z.size)
-    assert kept[0] is not None and kept[1] is None and kept[2] is not None  # step 1 skipped
+    assert kept == [1, 0, 1]  # step 1 skipped: no probe, nothing kept
     assert mon.num_records == 2
 
 
@@ -167,3 +167,40 @@ def test_act_stats_many_is_act_stats_per_item():
     assert cpu.act_stats_many([]) == []
     with pytest.raises(ValueError, match="tuple"):
         cpu.act_stats_many([(z1, z1)])
+
+
+def test_dense_probe_hands_over_z_y_and_the_output_gradient():
+    rng = np.random.default_rng(21)
+    X, W, b, C = (rng.normal(size=s) for s in ((5, 3), (3, 4), (4,), (5, 4)))
+    x = dg.tensor(X, requires_grad=True)
+    w, bb = dg.tensor(W, requires_grad=True), dg.tensor(b, requires_grad=True)
+    probe = []
+    y = F.dense(x, w, bb, "tanh", probe=probe)
+    (y * dg.tensor(C)).sum().backward()
+    (z, yd, be, sink), = probe
+    np.testing.assert_allclose(z, X @ W + b, rtol=1e-12)
+    np.testing.assert_allclose(yd, np.tanh(X @ W + b), rtol=1e-12)
+    assert len(sink) == 1
+    np.testing.assert_allclose(sink[0], C, rtol=0)  # dL/dy
+    np.testing.assert_allclose(x.grad.numpy(), (C * (1 - np.tanh(X @ W + b) ** 2)) @ W.T, rtol=1e-12)
+    with dg.no_grad():
+        F.dense(x, w, bb, "tanh", probe=probe)
+    assert len(probe) == 1  # forwards without gradients are not handed over
+
+
+def test_monitor_probes_are_removed_on_close_and_signal_matches_numpy():
+    dg.manual_seed(22)
+    rng = np.random.default_rng(22)
+    X, C = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    m = nn.Sequential(nn.Dense(3, 5, "tanh", dtype=np.float64), nn.Dense(5, 2, dtype=np.float64))
+    mon = GradientMonitor(m)
+    out = m(dg.tensor(X))
+    (out * dg.tensor(C)).sum().backward()
+    mon.step()
+    W1 = m[1].weight.numpy()
+    d = mon.to_dict()
+    assert d["signal_norm"][0][1] == pytest.approx(np.linalg.norm(C), rel=1e-12)
+    assert d["signal_norm"][0][0] == pytest.approx(np.linalg.norm(C @ W1.T), rel=1e-12)
+    assert d["act_mean"][0][1] is None  # identity layer: no statistics
+    mon.close()
+    assert "_probe" not in m[0].__dict__ and "_probe" not in m[1].__dict__

@@ -68,6 +68,7 @@ class Dense(Module):
     leaky_relu slope (default 0.01) / elu scale (default 1.0), as in PyTorch."""
 
     _pre = None  # a list set by GradientMonitor on recorded steps: receives z (see F.dense)
+    _probe = None  # a list set by GradientMonitor on recorded steps (see F.dense's probe=)
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  bias: bool = True, init=None, alpha: float | None = None, dtype=None):
@@ -89,7 +90,8 @@ class Dense(Module):
                 or d.shape[0] == 0:
             x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})",
                           self.in_features, self.weight.dtype)
-        return F.dense(x, self.weight, self.bias, self.activation, self.alpha, pre=self._pre)
+        return F.dense(x, self.weight, self.bias, self.activation, self.alpha, pre=self._pre,
+                       probe=self._probe)
 
     def extra_repr(self) -> str:
         s = f"{self.in_features} -> {self.out_features}"
