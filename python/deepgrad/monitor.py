@@ -447,6 +447,34 @@ class GradientMonitor:
             # (Dense's z and y: the same (N > 0, C) shape and dtype from one kernel call)
             stats[i] = (z, y) + _stat_args(act, lim)
 
+    def _gather_host(self):
+        """When every layer is probed and all arrays are on the host: (signal, stats) as
+        _signal_norms() and _layer_stats() return them, straight from the probes in one loop;
+        None (probes untouched) otherwise."""
+        sg, sa, tg, ti, tm = [], [], [], [], []
+        lim = self.thresholds.saturation_derivative
+        nd = np.ndarray
+        for (i, _, act), lst in zip(self._probed, self._probe_lists):
+            if not lst:
+                continue
+            z, y, be, sink = lst[-1]
+            if type(y) is not nd:
+                return None
+            if sink:
+                g = sink[-1]
+                if type(g) is not nd:
+                    return None
+                sg.append(i)
+                sa.append(g)
+            if act is not None:
+                a = _stat_args(act, lim)
+                tg.append(i)
+                ti.append((z, y) + a)
+                tm.append((z.size, a[0], a[3], y.shape[1]))
+        for lst in self._probe_lists:
+            lst.clear()
+        return (sg, _l2_norms(sa) if sa else []), (tg, _act_stats_many(ti), tm) if tg else None
+
     def close(self) -> None:
         """Remove the monitor's hooks from the model (recorded history stays)."""
         self._arm(False)
@@ -603,7 +631,9 @@ class GradientMonitor:
                     self._snapshot(arena)
             self.seconds += time.perf_counter() - t0
             return False
-        self._collect_probes()
+        fast = self._gather_host() if not self._wrapped else None
+        if fast is None:
+            self._collect_probes()
         if self.every != 1:
             self._arm(False)
         L = len(self.layers)
@@ -622,7 +652,7 @@ class GradientMonitor:
                 pn, gn, un, gbad = _monitor_norms(arena.params, arena.grads,
                                                   prev[1] if has_prev or snap else None,
                                                   arena.offsets, has_prev, snap)
-                gtot, ptot = math.sqrt(float(gn @ gn)), math.sqrt(float(pn @ pn))
+                gtot = ptot = None  # from gn and pn when read
             else:
                 gn, gtot, gbad = arena.grad_norms()
                 pn, ptot, _ = arena.param_norms()
@@ -634,9 +664,11 @@ class GradientMonitor:
                 if snap:
                     self._snapshot(arena)
             _, member = self._seg_layers(arena)
-            norms = (float("nan") if gbad else float(gtot), float(ptot), gn, pn, un, member)
+            norms = (gbad, gtot, ptot, gn, pn, un, member)
         # the per-layer aggregates, ratios and Python lists are derived when read (_flush)
-        self._raw.append((n, lossv, norms, self._signal_norms(), self._layer_stats()))
+        if fast is None:
+            fast = (self._signal_norms(), self._layer_stats())
+        self._raw.append((n, lossv, norms) + fast)
         for i in self._recurrent:
             self._h["time_signal"].setdefault(self.layer_names[i], []).append(
                 self._pending_time.get(i) or [])
@@ -662,7 +694,9 @@ class GradientMonitor:
             h["steps"].append(n)
             h["loss"].append(loss)
             if norms is not None:
-                gtot, ptot, gn, pn, un, member = norms
+                gbad, gtot, ptot, gn, pn, un, member = norms
+                if gtot is None:
+                    gtot, ptot = math.sqrt(float(gn @ gn)), math.sqrt(float(pn @ pn))
                 # per layer: sqrt of the sum of its segments' squared norms, one small matmul
                 sq = np.array([gn, pn] if un is None else [gn, pn, un])
                 agg = np.sqrt((sq * sq) @ member)
@@ -670,8 +704,8 @@ class GradientMonitor:
                 pos = lw > 0
                 with np.errstate(divide="ignore", invalid="ignore"):
                     rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
-                h["global_grad_norm"].append(gtot)
-                h["global_param_norm"].append(ptot)
+                h["global_grad_norm"].append(float("nan") if gbad else float(gtot))
+                h["global_param_norm"].append(float(ptot))
                 h["param_grad_norm"].append(gn.tolist())
                 h["param_norm"].append(pn.tolist())
                 h["update_norm"].append(None if un is None else un.tolist())
