@@ -204,3 +204,27 @@ def test_monitor_probes_are_removed_on_close_and_signal_matches_numpy():
     assert d["act_mean"][0][1] is None  # identity layer: no statistics
     mon.close()
     assert "_probe" not in m[0].__dict__ and "_probe" not in m[1].__dict__
+
+
+def test_reading_between_steps_gives_the_same_history_as_reading_at_the_end():
+    rng = np.random.default_rng(23)
+    X, y = rng.normal(size=(16, 3)), rng.integers(0, 2, size=16)
+
+    def run(read_between):
+        dg.manual_seed(23)
+        m = nn.Sequential(nn.Dense(3, 6, "relu", dtype=np.float64), nn.Dense(6, 2, dtype=np.float64))
+        opt = dg.optim.SGD(m.parameters(), lr=0.1)
+        mon = GradientMonitor(m, every=2)
+        for k in range(5):
+            opt.zero_grad()
+            losses.cross_entropy(m(dg.tensor(X)), dg.tensor(y)).backward()
+            opt.step()
+            mon.step()
+            if read_between:
+                assert mon.num_records == k // 2 + 1
+                mon.to_dict()
+        return mon.to_dict()
+
+    a, b = run(True), run(False)
+    assert a == b and a["steps"] == [0, 2, 4]
+    assert a["update_norm"][1] is not None and a["layer_update_ratio"][1][0] > 0
