@@ -559,3 +559,26 @@ def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum
     when unused)."""
     _C.rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                     momentum_buf, centered, grad_avg)
+
+
+# ---- fused recurrent cells (csrc/cpu/rnn.cpp) --------------------------------------------------
+
+def lstm_cell_forward(gates: np.ndarray, c_prev: np.ndarray):
+    """LSTM gate arithmetic: gates (B, 4H) pre-activations (i, f, g, o), c_prev (B, H) ->
+    (h, c, saved gate activations); see deepgrad._C.lstm_cell_forward."""
+    return _C.lstm_cell_forward(gates, c_prev)
+
+
+def lstm_cell_backward(dh, dc, c_prev, c, act):
+    """Gradients through one LSTM cell step (dh/dc may be None); see _C.lstm_cell_backward."""
+    return _C.lstm_cell_backward(dh, dc, c_prev, c, act)
+
+
+def gru_cell_forward(xg: np.ndarray, hg: np.ndarray, h_prev: np.ndarray):
+    """GRU gate arithmetic from the input (B, 3H) and hidden (B, 3H) projections and h_prev (B, H)."""
+    return _C.gru_cell_forward(xg, hg, h_prev)
+
+
+def gru_cell_backward(dh, h_prev, act):
+    """Gradients through one GRU cell step; see _C.gru_cell_backward."""
+    return _C.gru_cell_backward(dh, h_prev, act)

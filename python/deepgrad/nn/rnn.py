@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 
-from .. import _C
 from .. import functional as F
 from .. import init as _init
 from ..tensor import Tensor, _result, concat, stack
@@ -26,17 +25,6 @@ from .parameter import Parameter
 __all__ = ["RNN", "LSTM", "GRU"]
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-def _cells(be):
-    """The module holding the fused cell kernels for this backend (a backend may provide its
-    own ``lstm_cell_forward`` etc.; the CPU uses deepgrad._C directly)."""
-    if hasattr(be, "lstm_cell_forward"):
-        return be
-    if getattr(be, "DEVICE", "cpu") == "cpu":
-        return _C
-    raise NotImplementedError(f"the {be.DEVICE} backend has no fused LSTM/GRU cell kernels yet; "
-                              "run recurrent layers on the CPU")
 
 
 class _SeqGrad:
@@ -225,7 +213,7 @@ class LSTM(_RecurrentBase):
             c0 = self._state(state0[1], B, H, "state c0")
             hc0 = concat([h0, c0], axis=1)
         W = self.weight_hh
-        cells = _cells(x._be)
+        cells = x._be
 
         def step(xw, t, hc_prev, seq):
             be = xw._be
@@ -269,7 +257,7 @@ class GRU(_RecurrentBase):
         x = self._check_input(x)
         B, H = x.shape[0], self.hidden_size
         W, bh = self.weight_hh, self.bias_hh
-        cells = _cells(x._be)
+        cells = x._be
 
         def step(xw, t, h_prev, seq):
             be = xw._be
