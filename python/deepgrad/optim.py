@@ -81,10 +81,10 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: lr must be a number >= 0, got {group['lr']!r}")
 
     def _state_names(self, group: dict) -> tuple[str, ...]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _state_names() (the flat state buffers it keeps)")
 
     def _update(self, run: _Run, group: dict, step: int) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _update() (its native step over the arena)")
 
     # -- layout of the flat state --------------------------------------------------------------
 
@@ -468,7 +468,7 @@ class LRScheduler:
         self.step()
 
     def lr_at(self, base_lr: float, epoch: int) -> float:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define lr_at(base_lr, epoch)")
 
     def step(self) -> None:
         self.last_epoch += 1
