@@ -2,8 +2,10 @@
 // so the switch in math.h folds away and simple activations (relu, leaky_relu, ...) vectorize.
 #include <type_traits>
 
+#include "cpu/avx2/act_avx2.h"
 #include "cpu/ew_parallel.h"
 #include "cpu/vec_math.h"
+#include "deepgrad/cpu_features.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
@@ -62,8 +64,26 @@ template <Act A, class T> DG_VM_INLINE T deriv(T z, T y, T alpha) {
 }
 
 template <Act A, class T>
-DG_CLONES void act_fwd_range(T* y, const T* x, index_t n, T alpha) {
+DG_CLONES void act_fwd_loop(T* y, const T* x, index_t n, T alpha) {
   for (index_t i = 0; i < n; ++i) y[i] = fwd<A, T>(x[i], alpha);
+}
+
+// float32 sigmoid, tanh and silu take the AVX2/FMA intrinsics loops where the CPU has them
+// (~1.5x the vectorized portable loop; same formulas).
+template <Act A, class T>
+void act_fwd_range(T* y, const T* x, index_t n, T alpha) {
+#ifdef DG_HAVE_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float> && (A == Act::sigmoid || A == Act::tanh_ || A == Act::silu)) {
+    static const bool avx2 = cpu_has_avx2_fma();
+    if (avx2) {
+      if constexpr (A == Act::sigmoid) avx2::sigmoid_f32(y, x, n);
+      else if constexpr (A == Act::tanh_) avx2::tanh_f32(y, x, n);
+      else avx2::silu_f32(y, x, n);
+      return;
+    }
+  }
+#endif
+  act_fwd_loop<A, T>(y, x, n, alpha);
 }
 
 // kHaveY: y is given; otherwise y is recomputed from z where the derivative needs it.
