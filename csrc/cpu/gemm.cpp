@@ -245,7 +245,7 @@ void gemm_serial(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
 template <class T>
 void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
                  index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
-                 T beta) {
+                 T beta, bool may_fork) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0 || alpha == T(0)) {
     scale_c(c, m, n, ldc, beta);
@@ -255,7 +255,7 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
   // Fork from ~2M multiply-adds (e.g. 128x128x128, ~40 us on one core at ~50 G multiply-adds/s):
   // a fork and join costs a few us on an idle machine, but a whole scheduler time slice when a
   // team thread is preempted on a busy one, so small layers stay on the calling thread.
-  int nt = threads_for(m * n * k / 64);
+  int nt = may_fork ? threads_for(m * n * k / 64) : 1;
   const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
   if (nt > npm * npn) nt = static_cast<int>(npm * npn);
   if (nt <= 1) {
@@ -298,14 +298,21 @@ template <class T>
 void gemm(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda, index_t ldb,
           index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
   static const MicroKernel<T> uk = best_ukernel<T>();
-  gemm_driver(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta);
+  gemm_driver(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta, true);
+}
+
+template <class T>
+void gemm_this_thread(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                      index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
+  static const MicroKernel<T> uk = best_ukernel<T>();
+  gemm_driver(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta, false);
 }
 
 template <class T>
 void gemm_portable(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
                    index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
   gemm_driver(&ukernel_portable<T>, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha,
-              beta);
+              beta, true);
 }
 
 template <class T>
@@ -327,6 +334,8 @@ void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, i
 #define DG_INSTANTIATE_GEMM(T)                                                                  \
   template void gemm<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,    \
                         index_t, bool, bool, T, T);                                             \
+  template void gemm_this_thread<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t, \
+                                    index_t, index_t, bool, bool, T, T);                        \
   template void gemm_portable<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t,    \
                                  index_t, index_t, bool, bool, T, T);                           \
   template void gemm_naive<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t,       \

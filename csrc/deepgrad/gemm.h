@@ -14,6 +14,12 @@ template <class T>
 void gemm(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
           index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta);
 
+// gemm without forking: for a caller that has already split its work over threads. Each element
+// of C gets the same operations, in the same order, as from gemm on one thread.
+template <class T>
+void gemm_this_thread(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                      index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta);
+
 // The triple loop: the test oracle.
 template <class T>
 void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,

@@ -211,6 +211,40 @@ def test_threads_one_and_two_agree():
         np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("act", list(ACTS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(131, 67, 75), (257, 64, 64), (40, 100, 250)])
+def test_mid_size_layer_split_is_bitwise_thread_independent(act, dtype, shape):
+    # 0.5M-4M multiply-adds: the layer forks once (rows of Y and dX, columns of dW and db per
+    # thread); 3 threads give uneven blocks and a tile edge inside a block.
+    n, i, o = shape
+    rng = np.random.default_rng(7)
+    x, w, b = layer(rng, n, i, o, dtype)
+    dy = rng.standard_normal((n, o)).astype(dtype)
+    saved = deepgrad.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2, 3):
+            deepgrad.set_num_threads(t)
+            y, z = _C.dense_forward(x, w, b, act, ALPHA, keep_z=True)
+            dw, db = np.full_like(w, 0.5), np.full_like(b, -0.25)
+            dx = _C.dense_backward(dy, x, w, z, y, dw, db, act, ALPHA)
+            results.append((y, z, dx, dw, db))
+    finally:
+        deepgrad.set_num_threads(saved)
+    for r in results[1:]:
+        for a, ref in zip(r, results[0]):
+            np.testing.assert_array_equal(a, ref)
+    y, z, dx, dw, db = results[0]
+    z_ref = x.astype(np.float64) @ w + b
+    np.testing.assert_allclose(y, ACTS[act](z_ref), rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    dz = dy * act_grad_ref(act, z_ref)
+    scale = TOL[dtype] * 10 * max(1.0, np.abs(dz).max())
+    np.testing.assert_allclose(dx, dz @ w.T, rtol=TOL[dtype] * 10, atol=scale * np.sqrt(o))
+    np.testing.assert_allclose(dw, 0.5 + x.T @ dz, rtol=TOL[dtype] * 10, atol=scale * np.sqrt(n))
+    np.testing.assert_allclose(db, -0.25 + dz.sum(0), rtol=TOL[dtype] * 10, atol=scale * np.sqrt(n))
+
+
 def test_empty_batch_works_like_pytorch():
     w = np.ones((4, 3), np.float32)
     b = np.ones(3, np.float32)
