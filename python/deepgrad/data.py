@@ -115,9 +115,9 @@ def batches(X, y=None, batch_size: int | None = None, shuffle: bool = True,
 # ---------------------------------------------------------------------------------------------
 # Built-in datasets
 
-def _check_n(n, minimum: int, name: str) -> int:
+def _check_n(n, minimum: int, name: str, arg: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
-        raise ValueError(f"{name}: n must be an int >= {minimum}, got {n!r}")
+        raise ValueError(f"{name}: {arg} must be an int >= {minimum}, got {n!r}")
     return int(n)
 
 
@@ -145,7 +145,7 @@ def spirals(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int | None
     Points run from the centre outwards over 4 radians of angle; `noise` is the standard
     deviation of the angle jitter."""
     n = _check_n(n, 1, "spirals")
-    classes = _check_n(classes, 1, "spirals (classes)")
+    classes = _check_n(classes, 1, "spirals", "classes")
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for c, m in enumerate(_split(n, classes)):
@@ -193,8 +193,8 @@ def gaussian_mixture(n: int = 300, classes: int = 3, dim: int = 2, spread: float
     """One isotropic Gaussian blob per class: centres drawn N(0, spread²) in `dim` dimensions,
     points N(centre, std²). X (n, dim), y (n,) int64."""
     n = _check_n(n, 1, "gaussian_mixture")
-    classes = _check_n(classes, 1, "gaussian_mixture (classes)")
-    dim = _check_n(dim, 1, "gaussian_mixture (dim)")
+    classes = _check_n(classes, 1, "gaussian_mixture", "classes")
+    dim = _check_n(dim, 1, "gaussian_mixture", "dim")
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim)) * spread
     sizes = _split(n, classes)

@@ -246,6 +246,9 @@ class Tensor:
         """A copy on another device and/or dtype (``to("cuda")``, ``to(deepgrad.float64)``,
         ``to("cpu", "float64")``); returns self when nothing changes. Differentiable."""
         if dtype is None and device is not None and not _is_device(device):
+            if isinstance(device, str) and device not in _DTYPES:
+                raise ValueError(f"to(): {device!r} is neither a device ('cpu', 'cuda') nor a "
+                                 "dtype ('float32', 'float64')")
             device, dtype = None, device
         be = self._be if device is None else get_backend(normalize_device(device))
         dt = self.data.dtype if dtype is None else as_dtype(dtype)

@@ -28,6 +28,9 @@ def test_unknown_device_and_dtype():
         dg.tensor([1.0], dtype="float16")
     with pytest.raises(TypeError, match="cannot make a tensor"):
         dg.tensor(["a", "b"])
+    with pytest.raises(ValueError, match="'tpu' is neither a device .* nor a dtype"):
+        dg.ones(2).to("tpu")
+    assert dg.ones(2).to("float64").dtype == np.float64
 
 
 def test_mixed_dtypes_are_refused_with_a_hint():

@@ -119,3 +119,12 @@ def test_load_arrays_errors(tmp_path):
     (tmp_path / "empty.csv").write_text("a,b\n")
     with pytest.raises(ValueError, match="no data rows"):
         data.load_arrays(tmp_path / "empty.csv")
+
+
+def test_dataset_size_errors_name_the_argument():
+    with pytest.raises(ValueError, match="spirals: classes must be an int >= 1, got 0"):
+        data.spirals(100, classes=0)
+    with pytest.raises(ValueError, match="gaussian_mixture: dim must be an int >= 1"):
+        data.gaussian_mixture(10, classes=2, dim=0)
+    with pytest.raises(ValueError, match="moons: n must be an int >= 1"):
+        data.moons(0)

@@ -180,6 +180,33 @@ def test_default_inits_follow_the_activation():
         nn.Dense(2, 2, activation="relu6")
 
 
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 4), (2, 1, 3, 4)])
+def test_dense_takes_one_sample_or_extra_batch_axes_like_pytorch(shape, module_gradcheck):
+    # (in,) -> (out,); (..., in) -> (..., out), as torch.nn.Linear
+    dg.manual_seed(3)
+    layer = nn.Dense(4, 3, activation="tanh").double()
+    x = np.random.default_rng(4).normal(size=shape)
+    y = layer(x)
+    assert y.shape == shape[:-1] + (3,)
+    ref = np.tanh(x @ layer.weight.numpy() + layer.bias.numpy())
+    np.testing.assert_allclose(y.numpy(), ref, rtol=1e-12, atol=1e-12)
+    module_gradcheck(layer, x)
+
+
+def test_layer_sizes_and_dtypes_are_checked():
+    for make in (lambda: nn.BatchNorm1d(0), lambda: nn.LayerNorm(0), lambda: nn.Dense(2, -1),
+                 lambda: nn.BatchNorm1d(2.5), lambda: nn.LSTM(3, 0)):
+        with pytest.raises(ValueError, match="must be a positive int"):
+            make()
+    layer = nn.Dense(3, 2)  # float32
+    with pytest.raises(TypeError, match=r"Dense\(3 -> 2\): input has dtype float64 but the "
+                                        r"layer's parameters are float32"):
+        layer(dg.tensor(np.ones((4, 3))))
+    with pytest.raises(TypeError, match=r"Dense\(3 -> 2\): input has dtype float64"):
+        layer(dg.tensor(np.ones(3)))
+    assert layer(np.ones((4, 3))).dtype == np.float32  # arrays are converted, not rejected
+
+
 def test_bad_inputs_raise_clear_errors():
     layer = nn.Dense(3, 2)
     with pytest.raises(ValueError, match=r"input has 5 features .* expects 3"):

@@ -31,6 +31,11 @@ def _act_name(activation) -> str:
     return name
 
 
+def _check_positive_int(layer: str, name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {v!r}")
+
+
 def _dtype(dtype) -> np.dtype:
     dt = np.dtype(dtype if dtype is not None else np.float32)
     if dt not in (np.float32, np.float64):
@@ -74,8 +79,7 @@ class Dense(Module):
                  bias: bool = True, init=None, alpha: float | None = None, dtype=None):
         super().__init__()
         for n, v in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"Dense: {n} must be a positive int, got {v!r}")
+            _check_positive_int("Dense", n, v)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation = _act_name(activation)
         self.alpha = float(F._DEFAULT_ALPHA.get(self.activation, 0.01) if alpha is None else alpha)
@@ -88,10 +92,32 @@ class Dense(Module):
         d = getattr(x, "data", None)
         if not isinstance(x, Tensor) or d.ndim != 2 or d.shape[1] != self.in_features \
                 or d.shape[0] == 0:
-            x = _as_input(x, f"Dense({self.in_features} -> {self.out_features})",
-                          self.in_features, self.weight.dtype)
-        return F.dense(x, self.weight, self.bias, self.activation, self.alpha, pre=self._pre,
-                       probe=self._probe)
+            return self._forward_any_shape(x)
+        try:
+            return F.dense(x, self.weight, self.bias, self.activation, self.alpha,
+                           pre=self._pre, probe=self._probe)
+        except TypeError:
+            if x.dtype != self.weight.dtype:
+                return self._forward_any_shape(x)  # raises, naming the layer
+            raise
+
+    def _forward_any_shape(self, x) -> Tensor:
+        """Arrays and lists are converted to the parameters' dtype. As in PyTorch, a 1-D input
+        (in_features,) is one sample -> (out_features,), and (..., in_features) maps the last
+        axis -> (..., out_features) (the leading axes flattened into one batch)."""
+        name = f"Dense({self.in_features} -> {self.out_features})"
+        x = _as_input(x, name, self.in_features, self.weight.dtype)
+        if x.dtype != self.weight.dtype:
+            raise TypeError(f"{name}: input has dtype {x.dtype} but the layer's parameters are "
+                            f"{self.weight.dtype}; convert the input (x.to({str(self.weight.dtype)!r})) "
+                            f"or the model (model.to({str(x.dtype)!r}))")
+        shape = tuple(x.shape)
+        if len(shape) == 2:
+            return F.dense(x, self.weight, self.bias, self.activation, self.alpha,
+                           pre=self._pre, probe=self._probe)
+        y = F.dense(x.reshape(-1, self.in_features), self.weight, self.bias, self.activation,
+                    self.alpha, pre=self._pre, probe=self._probe)
+        return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         s = f"{self.in_features} -> {self.out_features}"
@@ -264,6 +290,7 @@ class BatchNorm1d(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = True, dtype=None):
         super().__init__()
+        _check_positive_int("BatchNorm1d", "num_features", num_features)
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         dt = _dtype(dtype)
         self.weight = Parameter(np.ones(self.num_features, dtype=dt)) if affine else None
@@ -297,6 +324,7 @@ class LayerNorm(Module):
             if len(normalized_shape) != 1:
                 raise ValueError("LayerNorm: only the last axis can be normalised")
             normalized_shape = normalized_shape[0]
+        _check_positive_int("LayerNorm", "normalized_shape", normalized_shape)
         self.normalized_shape, self.eps = int(normalized_shape), float(eps)
         dt = _dtype(dtype)
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=dt)) if elementwise_affine else None

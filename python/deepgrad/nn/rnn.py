@@ -19,6 +19,7 @@ import numpy as np
 from .. import functional as F
 from .. import init as _init
 from ..tensor import Tensor, _result, concat, stack
+from .layers import _check_positive_int
 from .module import Module
 from .parameter import Parameter
 
@@ -53,8 +54,7 @@ class _RecurrentBase(Module):
                  recurrent_init=None, dtype=None):
         super().__init__()
         for n, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{type(self).__name__}: {n} must be a positive int, got {v!r}")
+            _check_positive_int(type(self).__name__, n, v)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         dt = np.dtype(dtype if dtype is not None else np.float32)
         if dt not in (np.float32, np.float64):
