@@ -5,6 +5,10 @@
 
 #if defined(__CUDACC__)
 #define DG_HOST_DEVICE __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+// Always inlined: the CPU loops that call these formulas (often several per element) vectorize
+// only when every call is inlined.
+#define DG_HOST_DEVICE inline __attribute__((always_inline))
 #else
 #define DG_HOST_DEVICE inline
 #endif

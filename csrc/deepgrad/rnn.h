@@ -8,25 +8,34 @@
 
 namespace dg {
 
+// The scalar functions the cell formulas call: math.h's sigmoid_ and std::tanh. The CPU float32
+// loops pass a policy with the same formulas in vectorizable form (cpu/vec_math.h) instead.
+struct CellMath {
+  DG_HOST_DEVICE static float sigmoid(float x) { return sigmoid_(x); }
+  DG_HOST_DEVICE static double sigmoid(double x) { return sigmoid_(x); }
+  DG_HOST_DEVICE static float tanh(float x) { return std::tanh(x); }
+  DG_HOST_DEVICE static double tanh(double x) { return std::tanh(x); }
+};
+
 // ---- LSTM (gate order i, f, g, o as in PyTorch) ------------------------------------------------
 // i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o); c = f·c_prev + i·g; h = o·tanh(c).
-template <class T>
+template <class T, class M = CellMath>
 DG_HOST_DEVICE void lstm_unit_forward(T a_i, T a_f, T a_g, T a_o, T c_prev, T* i, T* f, T* g,
                                       T* o, T* c, T* h) {
-  *i = sigmoid_(a_i);
-  *f = sigmoid_(a_f);
-  *g = std::tanh(a_g);
-  *o = sigmoid_(a_o);
+  *i = M::sigmoid(a_i);
+  *f = M::sigmoid(a_f);
+  *g = M::tanh(a_g);
+  *o = M::sigmoid(a_o);
   *c = *f * c_prev + *i * *g;
-  *h = *o * std::tanh(*c);
+  *h = *o * M::tanh(*c);
 }
 
 // Given dL/dh and dL/dc (the cell state's gradient from the next step and from outside), returns
 // dL/d(a_i, a_f, a_g, a_o) and dL/dc_prev.
-template <class T>
+template <class T, class M = CellMath>
 DG_HOST_DEVICE void lstm_unit_backward(T dh, T dc, T i, T f, T g, T o, T c_prev, T c, T* da_i,
                                        T* da_f, T* da_g, T* da_o, T* dc_prev) {
-  const T tc = std::tanh(c);
+  const T tc = M::tanh(c);
   const T dct = dc + dh * o * (T(1) - tc * tc);  // total gradient reaching c
   *da_o = dh * tc * o * (T(1) - o);
   *da_i = dct * g * i * (T(1) - i);
@@ -38,12 +47,12 @@ DG_HOST_DEVICE void lstm_unit_backward(T dh, T dc, T i, T f, T g, T o, T c_prev,
 // ---- GRU (gate order r, z, n as in PyTorch) ----------------------------------------------------
 // r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r·h_n), h = (1 − z)·n + z·h_prev,
 // where x_* = x·W_ih + b_ih and h_* = h_prev·W_hh + b_hh.
-template <class T>
+template <class T, class M = CellMath>
 DG_HOST_DEVICE void gru_unit_forward(T x_r, T x_z, T x_n, T h_r, T h_z, T h_n, T h_prev, T* r,
                                      T* z, T* n, T* h) {
-  *r = sigmoid_(x_r + h_r);
-  *z = sigmoid_(x_z + h_z);
-  *n = std::tanh(x_n + *r * h_n);
+  *r = M::sigmoid(x_r + h_r);
+  *z = M::sigmoid(x_z + h_z);
+  *n = M::tanh(x_n + *r * h_n);
   *h = (T(1) - *z) * *n + *z * h_prev;
 }
 
