@@ -484,6 +484,7 @@ class GradientMonitor:
         for i in self._recurrent:
             self.layers[i]._watch_states = False
             self.layers[i]._states = []
+            self.layers[i]._time_row = None
         self._wrapped = []
 
     def __enter__(self):
@@ -503,7 +504,11 @@ class GradientMonitor:
             self._pending_signal[i] = None
             y.register_hook(self._signal_hooks[i])
         i = r
-        if i is not None and getattr(y, "requires_grad", False):
+        if i is not None and getattr(y, "requires_grad", False) \
+                and getattr(m, "_time_row", None) is not None:
+            self._pending_time[i] = m._time_row  # the sequence node's backward fills it
+            m._time_row = None
+        elif i is not None and getattr(y, "requires_grad", False):
             states = getattr(m, "_states", [])
             row = [None] * len(states)
             self._pending_time[i] = row

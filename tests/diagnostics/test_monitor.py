@@ -199,6 +199,39 @@ def test_lstm_time_signal_uses_hidden_state():
     assert ts[-1] == pytest.approx(np.sqrt(12.0), rel=1e-12)
 
 
+def test_lstm_time_signal_equals_the_composed_gradients():
+    # every step's ||dL/dh_t|| (through the output at t and through step t + 1) against the same
+    # LSTM written with elementwise tape ops, whose h_t keep their gradients
+    dg.manual_seed(8)
+    B, T, H = 3, 7, 4
+    lstm = nn.LSTM(2, H, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    x = dg.tensor(rng.normal(size=(B, T, 2)), dtype=np.float64)
+    proj = dg.tensor(rng.normal(size=(B, T, H)), dtype=np.float64)
+    mon = GradientMonitor(lstm)
+    out, (h, c) = lstm(x)
+    ((out * proj).sum() + (c * c).sum()).backward()
+    mon.step()
+    ts = mon.to_dict()["time_signal"][mon.layer_names[0]][0]
+    mon.close()
+
+    def sig(t):
+        return 1.0 / (1.0 + (-t).exp())
+    hh = dg.zeros(B, H, dtype=np.float64)
+    cc = dg.zeros(B, H, dtype=np.float64)
+    hs = []
+    for t in range(T):
+        a = x[:, t, :] @ lstm.weight_ih + lstm.bias + hh @ lstm.weight_hh
+        i, f, g, o = sig(a[:, :H]), sig(a[:, H:2 * H]), a[:, 2 * H:3 * H].tanh(), sig(a[:, 3 * H:])
+        cc = f * cc + i * g
+        hh = o * cc.tanh()
+        hh.retain_grad()
+        hs.append(hh)
+    ((dg.stack(hs, axis=1) * proj).sum() + (cc * cc).sum()).backward()
+    want = [float(np.linalg.norm(t.grad.numpy())) for t in hs]
+    np.testing.assert_allclose(ts, want, rtol=1e-10)
+
+
 def test_every_and_no_grad_forwards(data):
     X, y = data
     dg.manual_seed(9)

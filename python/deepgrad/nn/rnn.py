@@ -2,9 +2,10 @@
 backpropagation through time on the tape.
 
 x (B, T, input_size) -> (outputs (B, T, hidden_size), last state). The input projection of the
-whole sequence is one matmul (x @ W_ih + b); each time step is then ONE tape node doing
-h_prev @ W_hh (native gemm) and the gate arithmetic (fused native kernel for LSTM and GRU),
-forward and backward. Gate order follows PyTorch: LSTM (i, f, g, o), GRU (r, z, n), so weights
+whole sequence is one matmul (x @ W_ih + b). RNN and GRU: each time step is then ONE tape node
+doing h_prev @ W_hh (native gemm) and the gate arithmetic (fused native kernel for GRU), forward
+and backward. LSTM: the whole recurrence is one tape node (see _lstm_sequence), which takes the
+per-step Tensor and tape work out of its loop. Gate order follows PyTorch: LSTM (i, f, g, o), GRU (r, z, n), so weights
 transpose to and from ``torch.nn.LSTM``/``GRU`` (which store W as (4H, in); ours is (in, 4H)).
 
 While a GradientMonitor watches a recurrent layer it records ||dL/dh_t|| for every time step t,
@@ -72,9 +73,11 @@ class _RecurrentBase(Module):
         if self.bias is not None:
             _init.uniform_(self.bias, -k, k)
         # Filled during forward while a GradientMonitor watches this layer: the tensors holding
-        # each step's state, and how many leading columns of them are h.
+        # each step's state, and how many leading columns of them are h (RNN, GRU), or a list
+        # the backward fills with ||dL/dh_t|| per step (LSTM, one node for the whole sequence).
         self._watch_states = False
         self._states: list = []
+        self._time_row: list | None = None
 
     def _init_activation(self) -> str:
         return "tanh"
@@ -203,37 +206,64 @@ class LSTM(_RecurrentBase):
 
     def forward(self, x, state0=None):
         x = self._check_input(x)
-        B, H = x.shape[0], self.hidden_size
+        B, T, H = x.shape[0], x.shape[1], self.hidden_size
         if state0 is None:
-            hc0 = self._state(None, B, 2 * H, "state")
+            h0 = self._state(None, B, H, "state h0")
+            c0 = self._state(None, B, H, "state c0")
         else:
             if not (isinstance(state0, (tuple, list)) and len(state0) == 2):
                 raise ValueError("LSTM: state0 must be a pair (h0, c0) of (batch, hidden_size) tensors")
             h0 = self._state(state0[0], B, H, "state h0")
             c0 = self._state(state0[1], B, H, "state c0")
-            hc0 = concat([h0, c0], axis=1)
-        W = self.weight_hh
-        cells = x._be
+        # Time-major input projection: step t reads rows [t*B, (t+1)*B) of one (T*B, 4H) array.
+        xw = F.dense(x.transpose(1, 0, 2).reshape(T * B, self.input_size), self.weight_ih,
+                     self.bias)
+        row = [None] * T if self._watch_states else None
+        y = _lstm_sequence(xw, self.weight_hh, h0, c0, B, T, H, row)
+        self._time_row = row if y.requires_grad else None
+        return y[:, :T], (y[:, T - 1], y[:, T])
 
-        def step(xw, t, hc_prev, seq):
-            be = xw._be
-            hcp, w = hc_prev.data, W.data
-            h_prev = be.getitem(hcp, (slice(None), slice(0, H)))
-            c_prev = be.getitem(hcp, (slice(None), slice(H, 2 * H)))
-            gates = be.add(be.getitem(xw.data, (slice(None), t)), be.matmul(h_prev, w))
-            h, c, act = cells.lstm_cell_forward(gates, c_prev)
 
-            def backward(g):
-                dh = be.getitem(g, (slice(None), slice(0, H)))
-                dc = be.getitem(g, (slice(None), slice(H, 2 * H)))
-                dgates, dc_prev = cells.lstm_cell_backward(dh, dc, c_prev, c, act)
-                dh_prev = be.matmul(dgates, w, trans_b=True)
-                return (seq.put(t, dgates), be.concat([dh_prev, dc_prev], axis=1),
-                        be.matmul(h_prev, dgates, trans_a=True))
-            return _result(be.concat([h, c], axis=1), be, (xw, hc_prev, W), backward, "lstm_cell")
+def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, B: int, T: int, H: int,
+                   row: list | None) -> Tensor:
+    """The whole LSTM recurrence as ONE tape node: xw (T*B, 4H) time-major input projections,
+    W (H, 4H), h0 and c0 (B, H) -> Y (B, T + 1, H) holding h_1 .. h_T, then c_T. Per step:
+    gates = xw_t + h_{t-1} W (native gemm), the fused native cell. The backward walks the steps
+    in reverse (cell backward, dh_{t-1} = dgates W^T) and then forms dW_hh with ONE gemm over
+    all steps; d xw is the time-major stack of the gate gradients. ``row``: when a list,
+    row[t] receives ||dL/dh_t|| (GradientMonitor)."""
+    be = xw._be
+    xd, w = xw.data, W.data
+    y = be.empty((B, T + 1, H), xd.dtype)
+    hprev = be.empty((T * B, H), xd.dtype)  # h_0 .. h_{T-1}, time-major: dW_hh's one gemm
+    h, c = h0.data, c0.data
+    cs, acts = [c], []
+    for t in range(T):
+        rows = slice(t * B, (t + 1) * B)
+        be.setitem_(hprev, rows, h)
+        gates = be.add(be.getitem(xd, rows), be.matmul(h, w))
+        h, c, act = be.lstm_cell_forward(gates, c)
+        be.setitem_(y, (slice(None), t), h)
+        cs.append(c)
+        acts.append(act)
+    be.setitem_(y, (slice(None), T), c)
 
-        out, hc = self._run(x, hc0, step, H)
-        return out, (hc[:, :H], hc[:, H:])
+    def backward(g):
+        dxw = be.empty((T * B, 4 * H), xd.dtype)
+        dh_next = None
+        dc = be.getitem(g, (slice(None), T))
+        for t in range(T - 1, -1, -1):
+            dh = be.getitem(g, (slice(None), t))
+            if dh_next is not None:
+                dh = be.add(dh, dh_next)
+            if row is not None:
+                from ..monitor import _norm
+                row[t] = _norm(be, dh)
+            dgates, dc = be.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
+            be.setitem_(dxw, slice(t * B, (t + 1) * B), dgates)
+            dh_next = be.matmul(dgates, w, trans_b=True)
+        return dxw, be.matmul(hprev, dxw, trans_a=True), dh_next, dc
+    return _result(y, be, (xw, W, h0, c0), backward, "lstm_sequence", saved=(W,))
 
 
 class GRU(_RecurrentBase):
