@@ -30,3 +30,18 @@ def test_set_num_threads_validates():
     dg.set_num_threads(n)
     with pytest.raises(ValueError):
         dg.set_num_threads(0)
+
+
+def test_malloc_tuning_is_reported_and_can_be_turned_off():
+    import os
+    info = dg.build_info()["malloc"]
+    assert info.startswith(("glibc top_pad=", "off ("))
+    env = dict(os.environ, DEEPGRAD_MALLOC_TUNING="0")
+    out = subprocess.run([sys.executable, "-c", "import deepgrad; print(deepgrad.build_info()['malloc'])"],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "off (DEEPGRAD_MALLOC_TUNING=0)"
+    env = dict(os.environ, MALLOC_TOP_PAD_="0")
+    env.pop("DEEPGRAD_MALLOC_TUNING", None)
+    out = subprocess.run([sys.executable, "-c", "import deepgrad; print(deepgrad.build_info()['malloc'])"],
+                         capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "off (malloc settings from the environment)"
