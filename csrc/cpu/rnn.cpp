@@ -2,10 +2,15 @@
 // shared per-unit formulas from deepgrad/rnn.h. Each row is one loop over the H units that GCC
 // vectorizes (AVX2 clone): float32 takes the vectorizable sigmoid/tanh of cpu/vec_math.h (same
 // formulas; glibc's scalar tanhf/expf made a 64x64 LSTM cell ~60 ns per unit), float64 the
-// libm ones. Rows are independent, so batches big enough to pay for a fork are split over
+// libm ones. The float32 LSTM forward (five sigmoid/tanh per unit) runs the same formulas on
+// AVX2 intrinsics where the CPU has them (cpu/avx2/act_avx2.cpp). Rows are independent, so batches big enough to pay for a fork are split over
 // OpenMP threads.
+#include <type_traits>
+
+#include "cpu/avx2/act_avx2.h"
 #include "cpu/ew_parallel.h"
 #include "cpu/vec_math.h"
+#include "deepgrad/cpu_features.h"
 #include "deepgrad/rnn.h"
 
 namespace dg::cpu {
@@ -70,6 +75,18 @@ DG_CLONES void gru_bwd_row(T* __restrict dx, T* __restrict dg, T* __restrict dhp
 
 template <class T>
 void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, index_t H) {
+#ifdef DG_HAVE_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float>) {  // the same formulas on AVX2/FMA intrinsics
+    static const bool avx2 = cpu_has_avx2_fma();
+    if (avx2) {
+      rows(B, H, [&](index_t b) {
+        avx2::lstm_forward_row_f32(h + b * H, c + b * H, act + b * 4 * H, gates + b * 4 * H,
+                                   c_prev + b * H, H);
+      });
+      return;
+    }
+  }
+#endif
   rows(B, H, [&](index_t b) {
     lstm_fwd_row(h + b * H, c + b * H, act + b * 4 * H, gates + b * 4 * H, c_prev + b * H, H);
   });

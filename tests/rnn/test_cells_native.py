@@ -44,16 +44,21 @@ def num_grad(f, x, eps=1e-6):
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
-def test_lstm_forward_matches_numpy(dtype, tol):
+@pytest.mark.parametrize("H", [7, 8, 19, 64])  # float32 runs 8 units per vector + a masked tail
+def test_lstm_forward_matches_numpy(dtype, tol, H):
     rng = np.random.default_rng(0)
-    B, H = 5, 7
+    B = 5
     gates = rng.normal(0, 2, (B, 4 * H))
+    gates[0, :4] = [95.0, -95.0, 30.0, -30.0]  # saturated gates
     c_prev = rng.normal(0, 1, (B, H))
     h, c, act = _C.lstm_cell_forward(gates.astype(dtype), c_prev.astype(dtype))
     assert h.dtype == dtype and c.dtype == dtype and act.shape == (B, 4 * H)
     h_ref, c_ref = lstm_ref(gates, c_prev)
     np.testing.assert_allclose(h, h_ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(c, c_ref, rtol=tol, atol=tol)
+    act_ref = np.concatenate([sig(gates[:, :2 * H]), np.tanh(gates[:, 2 * H:3 * H]),
+                              sig(gates[:, 3 * H:])], axis=1)
+    np.testing.assert_allclose(act, act_ref, rtol=tol, atol=tol)
 
 
 def test_lstm_backward_matches_finite_differences():
@@ -106,11 +111,18 @@ def test_gru_backward_matches_finite_differences():
     np.testing.assert_allclose(dh_prev, num_grad(loss, h_prev), rtol=1e-7, atol=1e-9)
 
 
-def test_cells_are_stable_for_large_pre_activations():
-    gates = np.array([[800.0, -800.0, 50.0, -900.0]])
-    h, c, act = _C.lstm_cell_forward(gates, np.array([[3.0]]))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cells_are_stable_for_large_pre_activations(dtype):
+    gates = np.array([[800.0, -800.0, 50.0, -900.0]], dtype=dtype)
+    h, c, act = _C.lstm_cell_forward(gates, np.array([[3.0]], dtype=dtype))
     assert np.all(np.isfinite(h)) and np.all(np.isfinite(act))
     np.testing.assert_allclose(c, [[1.0]], atol=1e-12)
+    gates = np.tile(gates, (1, 9)).reshape(1, 4 * 9)  # H = 9: a full vector and a tail
+    h, c, act = _C.lstm_cell_forward(gates, np.full((1, 9), 3.0, dtype=dtype))
+    assert np.all(np.isfinite(h)) and np.all(np.isfinite(act))
+    h, c, act = _C.lstm_cell_forward(np.full((2, 36), np.nan, dtype=dtype),
+                                     np.zeros((2, 9), dtype=dtype))
+    assert np.all(np.isnan(h)) and np.all(np.isnan(act))  # NaN propagates, never hidden
 
 
 def test_cell_kernels_reject_bad_input():

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include "cpu/avx2/act_avx2.h"
+#include "deepgrad/rnn.h"
 
 namespace dg::avx2 {
 namespace {
@@ -66,7 +67,7 @@ inline __m256 tanh8(__m256 x) {
   return _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, set1(0.625f), _CMP_LT_OQ));
 }
 
-inline __m256i tail_mask(index_t left) {
+inline __m256i tail_mask(index_t left) {  // lanes [0, left) set, 0 < left < 8
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(left)), lane);
 }
@@ -81,7 +82,41 @@ inline void map8(float* y, const float* x, index_t n, F f) {
   }
 }
 
+// The LSTM formulas of deepgrad/rnn.h evaluated on 8 units at once (GCC's vector extensions
+// give __m256 the + and * the formulas use).
+struct CellMath8 {
+  static __m256 sigmoid(__m256 x) { return sigmoid8(x); }
+  static __m256 tanh(__m256 x) { return tanh8(x); }
+};
+
 }  // namespace
+
+void lstm_forward_row_f32(float* h, float* c, float* act, const float* a, const float* c_prev,
+                          index_t H) {
+  // Plain loads and stores for whole blocks of 8 (masked moves are slow on AMD cores), masked
+  // ones for the last, partial block.
+  auto block = [&](index_t j, auto ld, auto st) {
+    __m256 i, f, g, o, cc, hh;
+    lstm_unit_forward<__m256, CellMath8>(ld(a + j), ld(a + H + j), ld(a + 2 * H + j),
+                                         ld(a + 3 * H + j), ld(c_prev + j), &i, &f, &g, &o, &cc,
+                                         &hh);
+    st(act + j, i);
+    st(act + H + j, f);
+    st(act + 2 * H + j, g);
+    st(act + 3 * H + j, o);
+    st(c + j, cc);
+    st(h + j, hh);
+  };
+  index_t j = 0;
+  for (; j + 8 <= H; j += 8)
+    block(j, [](const float* p) { return _mm256_loadu_ps(p); },
+          [](float* p, __m256 v) { _mm256_storeu_ps(p, v); });
+  if (j < H) {
+    const __m256i m = tail_mask(H - j);
+    block(j, [m](const float* p) { return _mm256_maskload_ps(p, m); },
+          [m](float* p, __m256 v) { _mm256_maskstore_ps(p, m, v); });
+  }
+}
 
 void sigmoid_f32(float* y, const float* x, index_t n) { map8(y, x, n, sigmoid8); }
 void tanh_f32(float* y, const float* x, index_t n) { map8(y, x, n, tanh8); }
