@@ -483,7 +483,6 @@ class GradientMonitor:
             m.__dict__.pop("forward", None)
         for i in self._recurrent:
             self.layers[i]._watch_states = False
-            self.layers[i]._states = []
             self.layers[i]._time_row = None
         self._wrapped = []
 
@@ -504,18 +503,10 @@ class GradientMonitor:
             self._pending_signal[i] = None
             y.register_hook(self._signal_hooks[i])
         i = r
-        if i is not None and getattr(y, "requires_grad", False) \
-                and getattr(m, "_time_row", None) is not None:
-            self._pending_time[i] = m._time_row  # the sequence node's backward fills it
+        if i is not None and getattr(y, "requires_grad", False):
+            # the recurrent layer's sequence node fills this list with ||dL/dh_t|| on backward
+            self._pending_time[i] = m._time_row or []
             m._time_row = None
-        elif i is not None and getattr(y, "requires_grad", False):
-            states = getattr(m, "_states", [])
-            row = [None] * len(states)
-            self._pending_time[i] = row
-            for t, (s, cols) in enumerate(states):
-                if s.requires_grad:
-                    s.register_hook(functools.partial(self._time_hook, row, t, cols))
-            m._states = []
         if j is not None and args:
             self._pending_stats[j] = self._stat_item(m, args[0], y, z)
         self.seconds += time.perf_counter() - t0
@@ -534,14 +525,6 @@ class GradientMonitor:
         if all(type(sig[i][1]) is np.ndarray for i in got):
             return got, _l2_norms([sig[i][1] for i in got])
         return got, [_norm(*sig[i]) for i in got]
-
-    @staticmethod
-    def _time_hook(row: list, t: int, cols: int, g) -> None:
-        """||dL/dh_t||: the first ``cols`` columns of the state's gradient (LSTM keeps (h, c))."""
-        be, d = g._be, g.data
-        if cols != d.shape[1]:
-            d = be.getitem(d, (slice(None), slice(0, cols)))
-        row[t] = _norm(be, d)
 
     def _stat_item(self, m, x, y, z=None):
         """The act_stats arguments (z, y, saturation, center, bound, dead) for a layer's output,

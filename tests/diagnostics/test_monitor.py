@@ -199,35 +199,59 @@ def test_lstm_time_signal_uses_hidden_state():
     assert ts[-1] == pytest.approx(np.sqrt(12.0), rel=1e-12)
 
 
-def test_lstm_time_signal_equals_the_composed_gradients():
-    # every step's ||dL/dh_t|| (through the output at t and through step t + 1) against the same
-    # LSTM written with elementwise tape ops, whose h_t keep their gradients
-    dg.manual_seed(8)
-    B, T, H = 3, 7, 4
-    lstm = nn.LSTM(2, H, dtype=np.float64)
-    rng = np.random.default_rng(2)
-    x = dg.tensor(rng.normal(size=(B, T, 2)), dtype=np.float64)
-    proj = dg.tensor(rng.normal(size=(B, T, H)), dtype=np.float64)
-    mon = GradientMonitor(lstm)
-    out, (h, c) = lstm(x)
-    ((out * proj).sum() + (c * c).sum()).backward()
-    mon.step()
-    ts = mon.to_dict()["time_signal"][mon.layer_names[0]][0]
-    mon.close()
+def _composed_states(m, x, kind):
+    """The layer written with elementwise tape ops; returns the list of h_t (gradients kept)."""
+    B, T, _ = x.shape
+    H = m.hidden_size
 
     def sig(t):
         return 1.0 / (1.0 + (-t).exp())
-    hh = dg.zeros(B, H, dtype=np.float64)
-    cc = dg.zeros(B, H, dtype=np.float64)
+    h = dg.zeros(B, H, dtype=np.float64)
+    c = dg.zeros(B, H, dtype=np.float64)
     hs = []
     for t in range(T):
-        a = x[:, t, :] @ lstm.weight_ih + lstm.bias + hh @ lstm.weight_hh
-        i, f, g, o = sig(a[:, :H]), sig(a[:, H:2 * H]), a[:, 2 * H:3 * H].tanh(), sig(a[:, 3 * H:])
-        cc = f * cc + i * g
-        hh = o * cc.tanh()
-        hh.retain_grad()
-        hs.append(hh)
-    ((dg.stack(hs, axis=1) * proj).sum() + (cc * cc).sum()).backward()
+        xi = x[:, t, :] @ m.weight_ih + m.bias
+        if kind == "rnn":
+            h = (xi + h @ m.weight_hh).tanh()
+        elif kind == "gru":
+            hh = h @ m.weight_hh + m.bias_hh
+            r, z = sig(xi[:, :H] + hh[:, :H]), sig(xi[:, H:2 * H] + hh[:, H:2 * H])
+            n = (xi[:, 2 * H:] + r * hh[:, 2 * H:]).tanh()
+            h = (1.0 - z) * n + z * h
+        else:
+            a = xi + h @ m.weight_hh
+            i, f, g, o = sig(a[:, :H]), sig(a[:, H:2 * H]), a[:, 2 * H:3 * H].tanh(), sig(a[:, 3 * H:])
+            c = f * c + i * g
+            h = o * c.tanh()
+        h.retain_grad()
+        hs.append(h)
+    return hs, c
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru", "lstm"])
+def test_time_signal_equals_the_composed_gradients(kind):
+    # every step's ||dL/dh_t|| (through the output at t and through step t + 1) against the same
+    # layer written with elementwise tape ops, whose h_t keep their gradients
+    dg.manual_seed(8)
+    B, T, H = 3, 7, 4
+    m = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}[kind](2, H, dtype=np.float64)
+    rng = np.random.default_rng(2)
+    x = dg.tensor(rng.normal(size=(B, T, 2)), dtype=np.float64)
+    proj = dg.tensor(rng.normal(size=(B, T, H)), dtype=np.float64)
+    mon = GradientMonitor(m)
+    out, last = m(x)
+    loss = (out * proj).sum()
+    if kind == "lstm":
+        loss = loss + (last[1] * last[1]).sum()  # through the final cell state too
+    loss.backward()
+    mon.step()
+    ts = mon.to_dict()["time_signal"][mon.layer_names[0]][0]
+    mon.close()
+    hs, c = _composed_states(m, x, kind)
+    loss = (dg.stack(hs, axis=1) * proj).sum()
+    if kind == "lstm":
+        loss = loss + (c * c).sum()
+    loss.backward()
     want = [float(np.linalg.norm(t.grad.numpy())) for t in hs]
     np.testing.assert_allclose(ts, want, rtol=1e-10)
 

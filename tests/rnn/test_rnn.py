@@ -65,6 +65,10 @@ def test_gradcheck_initial_states():
     dg.gradcheck(lambda x, h, c: lstm(x, (h, c))[1][1], [x, h0, c0], atol=1e-8, rtol=1e-6)
     gru = nn.GRU(3, 4, dtype=np.float64)
     dg.gradcheck(lambda x, h: gru(x, h)[0], [x, h0], atol=1e-8, rtol=1e-6)
+    for act in ("tanh", "relu"):
+        rnn = nn.RNN(3, 4, nonlinearity=act, dtype=np.float64)
+        dg.gradcheck(lambda x, h: rnn(x, h)[0], [x, h0], atol=1e-8, rtol=1e-6)
+        dg.gradcheck(lambda x, h: rnn(x, h)[1], [x, h0], atol=1e-8, rtol=1e-6)
 
 
 def _sig(t):
@@ -87,6 +91,16 @@ def lstm_composed(m, x):
     return dg.stack(outs, axis=1), (h, c)
 
 
+def rnn_composed(m, x):
+    B, T, _ = x.shape
+    h = dg.zeros(B, m.hidden_size, dtype=np.float64)
+    outs = []
+    for t in range(T):
+        h = (x[:, t, :] @ m.weight_ih + m.bias + h @ m.weight_hh).tanh()
+        outs.append(h)
+    return dg.stack(outs, axis=1), h
+
+
 def gru_composed(m, x):
     B, T, _ = x.shape
     H = m.hidden_size
@@ -103,11 +117,11 @@ def gru_composed(m, x):
     return dg.stack(outs, axis=1), h
 
 
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_fused_cells_match_composed_tape_ops(kind):
     dg.manual_seed(4)
-    m = nn.LSTM(3, 5, dtype=np.float64) if kind == "lstm" else nn.GRU(3, 5, dtype=np.float64)
-    ref = lstm_composed if kind == "lstm" else gru_composed
+    m = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind](3, 5, dtype=np.float64)
+    ref = {"lstm": lstm_composed, "gru": gru_composed, "rnn": rnn_composed}[kind]
     x = seq(B=3, T=6, seed=5)
     proj = dg.tensor(np.random.default_rng(6).normal(size=(3, 6, 5)), dtype=np.float64)
 

@@ -2,10 +2,11 @@
 backpropagation through time on the tape.
 
 x (B, T, input_size) -> (outputs (B, T, hidden_size), last state). The input projection of the
-whole sequence is one matmul (x @ W_ih + b). RNN and GRU: each time step is then ONE tape node
-doing h_prev @ W_hh (native gemm) and the gate arithmetic (fused native kernel for GRU), forward
-and backward. LSTM: the whole recurrence is one tape node (see _lstm_sequence), which takes the
-per-step Tensor and tape work out of its loop. Gate order follows PyTorch: LSTM (i, f, g, o), GRU (r, z, n), so weights
+whole sequence is one fused dense op (x @ W_ih + b, time-major), and the whole recurrence is ONE
+tape node (_rnn_sequence, _gru_sequence, _lstm_sequence): per step h_prev @ W_hh (native gemm)
+and the gate arithmetic (native activation or fused LSTM/GRU cell kernel); the backward walks
+the steps in reverse and forms dW_hh with one gemm over all of them. No per-step Tensors or tape
+nodes, so the loop costs about what its kernels cost. Gate order follows PyTorch: LSTM (i, f, g, o), GRU (r, z, n), so weights
 transpose to and from ``torch.nn.LSTM``/``GRU`` (which store W as (4H, in); ours is (in, 4H)).
 
 While a GradientMonitor watches a recurrent layer it records ||dL/dh_t|| for every time step t,
@@ -19,7 +20,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import init as _init
-from ..tensor import Tensor, _result, concat, stack
+from ..tensor import Tensor, _result
 from .layers import _check_positive_int
 from .module import Module
 from .parameter import Parameter
@@ -27,25 +28,6 @@ from .parameter import Parameter
 __all__ = ["RNN", "LSTM", "GRU"]
 
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-class _SeqGrad:
-    """The gradient of the (B, T, G) input projection, filled one time slice at a time by the
-    step nodes and handed to the tape by step 0's node, which the reverse walk always reaches
-    last (every later step depends on it). Avoids T full-size (B, T, G) gradients."""
-    __slots__ = ("be", "shape", "dtype", "buf")
-
-    def __init__(self, be, shape, dtype):
-        self.be, self.shape, self.dtype, self.buf = be, shape, dtype, None
-
-    def put(self, t: int, g):
-        if self.buf is None:
-            self.buf = self.be.zeros(self.shape, self.dtype)
-        self.be.setitem_(self.buf, (slice(None), t), g)
-        if t == 0:
-            out, self.buf = self.buf, None
-            return out
-        return None
 
 
 class _RecurrentBase(Module):
@@ -72,11 +54,9 @@ class _RecurrentBase(Module):
         self.bias = Parameter(np.zeros(G, dtype=dt)) if bias else None
         if self.bias is not None:
             _init.uniform_(self.bias, -k, k)
-        # Filled during forward while a GradientMonitor watches this layer: the tensors holding
-        # each step's state, and how many leading columns of them are h (RNN, GRU), or a list
-        # the backward fills with ||dL/dh_t|| per step (LSTM, one node for the whole sequence).
+        # Set by a GradientMonitor watching this layer; forward then leaves in _time_row the
+        # list that the backward fills with ||dL/dh_t|| per step.
         self._watch_states = False
-        self._states: list = []
         self._time_row: list | None = None
 
     def _init_activation(self) -> str:
@@ -120,25 +100,15 @@ class _RecurrentBase(Module):
         return h0
 
     def _project(self, x: Tensor) -> Tensor:
+        """x (B, T, in) -> x_t W_ih + b for every step, time-major (T*B, G): step t reads the
+        contiguous rows [t*B, (t+1)*B). One fused dense op for the whole sequence."""
         B, T, Fin = x.shape
-        xw = F.dense(x.reshape(B * T, Fin), self.weight_ih, self.bias)
-        return xw.reshape(B, T, xw.shape[-1])
+        return F.dense(x.transpose(1, 0, 2).reshape(T * B, Fin), self.weight_ih, self.bias)
 
-    def _run(self, x, state0: Tensor, step_fn, h_cols: int):
-        """Unroll: step_fn(xw, t, state, seq_grad) -> new state tensor; returns (outputs, states)."""
-        x = self._check_input(x)
-        xw = self._project(x)
-        B, T, G = xw.shape
-        seq = _SeqGrad(xw._be, (B, T, G), xw.data.dtype)
-        state = state0
-        states = []
-        for t in range(T):
-            state = step_fn(xw, t, state, seq)
-            states.append(state)
-        hs = states if h_cols == state.shape[1] else [s[:, :h_cols] for s in states]
-        out = stack(hs, axis=1)
-        self._states = [(s, h_cols) for s in states] if self._watch_states else []
-        return out, states[-1]
+    def _time_signal_row(self, T: int) -> list | None:
+        """While a GradientMonitor watches this layer: a list the sequence node's backward
+        fills with ||dL/dh_t|| per step (handed to the monitor through self._time_row)."""
+        return [None] * T if self._watch_states else None
 
 
 class RNN(_RecurrentBase):
@@ -162,24 +132,12 @@ class RNN(_RecurrentBase):
 
     def forward(self, x, h0=None):
         x = self._check_input(x)
-        act = self.nonlinearity
-        W = self.weight_hh
-
-        def step(xw, t, h_prev, seq):
-            be = xw._be
-            hp, w = h_prev.data, W.data
-            a = be.add(be.getitem(xw.data, (slice(None), t)), be.matmul(hp, w))
-            h = be.act_forward(a, act)
-
-            def backward(g):
-                da = be.act_backward(g, a, h, act)
-                return (seq.put(t, da), be.matmul(da, w, trans_b=True),
-                        be.matmul(hp, da, trans_a=True))
-            return _result(h, be, (xw, h_prev, W), backward, "rnn_cell")
-
-        out, h = self._run(x, self._state(h0, x.shape[0], self.hidden_size, "state h0"), step,
-                           self.hidden_size)
-        return out, h
+        B, T, H = x.shape[0], x.shape[1], self.hidden_size
+        h0 = self._state(h0, B, H, "state h0")
+        row = self._time_signal_row(T)
+        y = _rnn_sequence(self._project(x), self.weight_hh, h0, B, T, H, self.nonlinearity, row)
+        self._time_row = row if y.requires_grad else None
+        return y, y[:, T - 1]
 
 
 class LSTM(_RecurrentBase):
@@ -215,11 +173,8 @@ class LSTM(_RecurrentBase):
                 raise ValueError("LSTM: state0 must be a pair (h0, c0) of (batch, hidden_size) tensors")
             h0 = self._state(state0[0], B, H, "state h0")
             c0 = self._state(state0[1], B, H, "state c0")
-        # Time-major input projection: step t reads rows [t*B, (t+1)*B) of one (T*B, 4H) array.
-        xw = F.dense(x.transpose(1, 0, 2).reshape(T * B, self.input_size), self.weight_ih,
-                     self.bias)
-        row = [None] * T if self._watch_states else None
-        y = _lstm_sequence(xw, self.weight_hh, h0, c0, B, T, H, row)
+        row = self._time_signal_row(T)
+        y = _lstm_sequence(self._project(x), self.weight_hh, h0, c0, B, T, H, row)
         self._time_row = row if y.requires_grad else None
         return y[:, :T], (y[:, T - 1], y[:, T])
 
@@ -234,35 +189,30 @@ def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, B: int, T: int
     row[t] receives ||dL/dh_t|| (GradientMonitor)."""
     be = xw._be
     xd, w = xw.data, W.data
-    y = be.empty((B, T + 1, H), xd.dtype)
-    hprev = be.empty((T * B, H), xd.dtype)  # h_0 .. h_{T-1}, time-major: dW_hh's one gemm
     h, c = h0.data, c0.data
-    cs, acts = [c], []
+    hs, cs, acts = [h], [c], []
     for t in range(T):
-        rows = slice(t * B, (t + 1) * B)
-        be.setitem_(hprev, rows, h)
-        gates = be.add(be.getitem(xd, rows), be.matmul(h, w))
+        gates = be.add(be.getitem(xd, slice(t * B, (t + 1) * B)), be.matmul(h, w))
         h, c, act = be.lstm_cell_forward(gates, c)
-        be.setitem_(y, (slice(None), t), h)
+        hs.append(h)
         cs.append(c)
         acts.append(act)
-    be.setitem_(y, (slice(None), T), c)
+    y = be.stack(hs[1:] + [c], axis=1)
 
     def backward(g):
-        dxw = be.empty((T * B, 4 * H), xd.dtype)
+        wt = be.transpose(w)  # dgates W^T as a plain gemm, without re-packing W every step
+        dgs = [None] * T
         dh_next = None
         dc = be.getitem(g, (slice(None), T))
         for t in range(T - 1, -1, -1):
             dh = be.getitem(g, (slice(None), t))
             if dh_next is not None:
                 dh = be.add(dh, dh_next)
-            if row is not None:
-                from ..monitor import _norm
-                row[t] = _norm(be, dh)
-            dgates, dc = be.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
-            be.setitem_(dxw, slice(t * B, (t + 1) * B), dgates)
-            dh_next = be.matmul(dgates, w, trans_b=True)
-        return dxw, be.matmul(hprev, dxw, trans_a=True), dh_next, dc
+            _record(row, t, be, dh)
+            dgs[t], dc = be.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
+            dh_next = be.matmul(dgs[t], wt)
+        dxw = be.concat(dgs, axis=0)
+        return dxw, be.matmul(be.concat(hs[:T], axis=0), dxw, trans_a=True), dh_next, dc
     return _result(y, be, (xw, W, h0, c0), backward, "lstm_sequence", saved=(W,))
 
 
@@ -285,27 +235,88 @@ class GRU(_RecurrentBase):
 
     def forward(self, x, h0=None):
         x = self._check_input(x)
-        B, H = x.shape[0], self.hidden_size
-        W, bh = self.weight_hh, self.bias_hh
-        cells = x._be
+        B, T, H = x.shape[0], x.shape[1], self.hidden_size
+        h0 = self._state(h0, B, H, "state h0")
+        row = self._time_signal_row(T)
+        y = _gru_sequence(self._project(x), self.weight_hh, self.bias_hh, h0, B, T, H, row)
+        self._time_row = row if y.requires_grad else None
+        return y, y[:, T - 1]
 
-        def step(xw, t, h_prev, seq):
-            be = xw._be
-            hp, w = h_prev.data, W.data
-            hg = be.matmul(hp, w)
-            if bh is not None:
-                hg = be.add(hg, bh.data)
-            h, act = cells.gru_cell_forward(be.getitem(xw.data, (slice(None), t)), hg, hp)
 
-            def backward(g):
-                dxg, dhg, dh_direct = cells.gru_cell_backward(g, hp, act)
-                grads = [seq.put(t, dxg), be.add(dh_direct, be.matmul(dhg, w, trans_b=True)),
-                         be.matmul(hp, dhg, trans_a=True)]
-                if bh is not None:
-                    grads.append(be.sum(dhg, axis=0))
-                return tuple(grads)
-            inputs = (xw, h_prev, W) if bh is None else (xw, h_prev, W, bh)
-            return _result(h, be, inputs, backward, "gru_cell")
+def _record(row, t, be, dh) -> None:
+    if row is not None:
+        from ..monitor import _norm
+        row[t] = _norm(be, dh)
 
-        out, h = self._run(x, self._state(h0, B, H, "state h0"), step, H)
-        return out, h
+
+def _rnn_sequence(xw: Tensor, W: Tensor, h0: Tensor, B: int, T: int, H: int, act: str,
+                  row: list | None) -> Tensor:
+    """The Elman recurrence as ONE tape node: xw (T*B, H) time-major input projections, W (H, H),
+    h0 (B, H) -> Y (B, T, H) = h_1 .. h_T, with h_t = act(xw_t + h_{t-1} W). Backward: reverse
+    walk (dz_t = dh_t act'(z_t), dh_{t-1} = dz_t W^T), then dW as one gemm over all steps."""
+    be = xw._be
+    xd, w = xw.data, W.data
+    h = h0.data
+    zs, hs = [], [h]
+    for t in range(T):
+        z = be.add(be.getitem(xd, slice(t * B, (t + 1) * B)), be.matmul(h, w))
+        h = be.act_forward(z, act)
+        zs.append(z)
+        hs.append(h)
+    y = be.stack(hs[1:], axis=1)
+
+    def backward(g):
+        wt = be.transpose(w)  # dz W^T as a plain gemm, without re-packing W every step
+        dzs = [None] * T
+        dh_next = None
+        for t in range(T - 1, -1, -1):
+            dh = be.getitem(g, (slice(None), t))
+            if dh_next is not None:
+                dh = be.add(dh, dh_next)
+            _record(row, t, be, dh)
+            dzs[t] = dz = be.act_backward(dh, zs[t], hs[t + 1], act)
+            dh_next = be.matmul(dz, wt)
+        dxw = be.concat(dzs, axis=0)
+        return dxw, be.matmul(be.concat(hs[:T], axis=0), dxw, trans_a=True), dh_next
+    return _result(y, be, (xw, W, h0), backward, "rnn_sequence", saved=(W,))
+
+
+def _gru_sequence(xw: Tensor, W: Tensor, bh: Tensor | None, h0: Tensor, B: int, T: int, H: int,
+                  row: list | None) -> Tensor:
+    """The GRU recurrence as ONE tape node: xw (T*B, 3H) time-major input projections (with
+    b_ih), W (H, 3H), b_hh (3H) or None, h0 (B, H) -> Y (B, T, H) = h_1 .. h_T. Per step:
+    hg = h_{t-1} W + b_hh (native gemm), the fused native cell. Backward: reverse walk, then dW_hh
+    as one gemm over all steps and db_hh as one column sum."""
+    be = xw._be
+    xd, w = xw.data, W.data
+    bd = None if bh is None else bh.data
+    h = h0.data
+    hs, acts = [h], []
+    for t in range(T):
+        hg = be.matmul(h, w)
+        if bd is not None:
+            hg = be.add(hg, bd)
+        h, act = be.gru_cell_forward(be.getitem(xd, slice(t * B, (t + 1) * B)), hg, h)
+        hs.append(h)
+        acts.append(act)
+    y = be.stack(hs[1:], axis=1)
+
+    def backward(g):
+        wt = be.transpose(w)
+        dxgs, dhgs = [None] * T, [None] * T
+        dh_next = None
+        for t in range(T - 1, -1, -1):
+            dh = be.getitem(g, (slice(None), t))
+            if dh_next is not None:
+                dh = be.add(dh, dh_next)
+            _record(row, t, be, dh)
+            dxgs[t], dhgs[t], dh_direct = be.gru_cell_backward(dh, hs[t], acts[t])
+            dh_next = be.add(dh_direct, be.matmul(dhgs[t], wt))
+        dhg_all = be.concat(dhgs, axis=0)
+        grads = [be.concat(dxgs, axis=0), be.matmul(be.concat(hs[:T], axis=0), dhg_all,
+                                                   trans_a=True)]
+        if bh is not None:
+            grads.append(be.sum(dhg_all, axis=0))
+        return tuple(grads) + (dh_next,)
+    inputs = (xw, W, h0) if bh is None else (xw, W, bh, h0)
+    return _result(y, be, inputs, backward, "gru_sequence", saved=(W,))
