@@ -22,7 +22,7 @@ if "--threads" in sys.argv[:-1]:  # BLAS pools read these once, when numpy/torch
 import numpy as np  # noqa: E402
 
 import deepgrad as dg  # noqa: E402
-from bench_train import _time, _wait_idle  # noqa: E402
+from bench_train import _time, _wait_idle, frameworks  # noqa: E402
 from deepgrad import losses, nn, optim  # noqa: E402
 
 # (batch, time steps, input features, hidden units)
@@ -141,17 +141,7 @@ def main() -> None:
                     help="before each measurement wait up to S seconds for idle CPUs")
     args = ap.parse_args()
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
-    if args.threads:
-        dg.set_num_threads(args.threads)
-    threads = dg.get_num_threads()
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
-    info = dg.build_info()
-    print(f"deepgrad {info['version']} ({info['simd']}, {threads} threads); numpy "
-          f"{np.__version__}; torch {torch.__version__ if torch else 'not installed'}")
+    torch = frameworks(args.threads)
     print("recurrent training step (forward over T, MSE on h_T, BPTT, Adam), float32, ms/step "
           "(median)")
     head = f"{'kind':>4} {'B':>4} {'T':>4} {'I':>4} {'H':>4} | {'deepgrad':>9} {'numpy':>9} " \

@@ -172,6 +172,22 @@ def python_overhead(seconds: float) -> tuple[float, float, float]:
     return full, floor, fwd
 
 
+def frameworks(threads: int | None):
+    """Sets deepgrad's (and torch's) thread count, prints the versions; returns torch or None."""
+    if threads:
+        dg.set_num_threads(threads)
+    threads = dg.get_num_threads()
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        torch = None
+    info = dg.build_info()
+    print(f"deepgrad {info['version']} ({info['simd']}, {threads} threads); numpy "
+          f"{np.__version__}; torch {torch.__version__ if torch else 'not installed'}")
+    return torch
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for every framework")
@@ -182,17 +198,7 @@ def main() -> None:
                     help="before each measurement wait up to S seconds for idle CPUs")
     args = ap.parse_args()
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
-    if args.threads:
-        dg.set_num_threads(args.threads)
-    threads = dg.get_num_threads()
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
-    info = dg.build_info()
-    print(f"deepgrad {info['version']} ({info['simd']}, {threads} threads); numpy "
-          f"{np.__version__}; torch {torch.__version__ if torch else 'not installed'}")
+    torch = frameworks(args.threads)
     print("full training step (forward, MSE, backward, Adam), sigmoid, float32, ms/step (median)")
     head = f"{'depth':>5} {'width':>5} {'batch':>5} | {'deepgrad':>9} {'numpy':>9} {'torch':>9} | " \
            f"{'numpy/dg':>8} {'torch/dg':>8} | GEMM GFLOP/s: {'dg':>5} {'numpy':>5} {'torch':>5}"

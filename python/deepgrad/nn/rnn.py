@@ -205,10 +205,7 @@ def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, B: int, T: int
         dh_next = None
         dc = be.getitem(g, (slice(None), T))
         for t in range(T - 1, -1, -1):
-            dh = be.getitem(g, (slice(None), t))
-            if dh_next is not None:
-                dh = be.add(dh, dh_next)
-            _record(row, t, be, dh)
+            dh = _dh_total(be, g, t, dh_next, row)
             dgs[t], dc = be.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
             dh_next = be.matmul(dgs[t], wt)
         dxw = be.concat(dgs, axis=0)
@@ -243,10 +240,16 @@ class GRU(_RecurrentBase):
         return y, y[:, T - 1]
 
 
-def _record(row, t, be, dh) -> None:
+def _dh_total(be, g, t: int, dh_next, row: list | None):
+    """dL/dh_t in a reverse walk: the gradient reaching the output at step t (column t of g) plus
+    the one coming back from step t + 1; its norm goes to row[t] while a monitor watches."""
+    dh = be.getitem(g, (slice(None), t))
+    if dh_next is not None:
+        dh = be.add(dh, dh_next)
     if row is not None:
         from ..monitor import _norm
         row[t] = _norm(be, dh)
+    return dh
 
 
 def _rnn_sequence(xw: Tensor, W: Tensor, h0: Tensor, B: int, T: int, H: int, act: str,
@@ -270,10 +273,7 @@ def _rnn_sequence(xw: Tensor, W: Tensor, h0: Tensor, B: int, T: int, H: int, act
         dzs = [None] * T
         dh_next = None
         for t in range(T - 1, -1, -1):
-            dh = be.getitem(g, (slice(None), t))
-            if dh_next is not None:
-                dh = be.add(dh, dh_next)
-            _record(row, t, be, dh)
+            dh = _dh_total(be, g, t, dh_next, row)
             dzs[t] = dz = be.act_backward(dh, zs[t], hs[t + 1], act)
             dh_next = be.matmul(dz, wt)
         dxw = be.concat(dzs, axis=0)
@@ -306,10 +306,7 @@ def _gru_sequence(xw: Tensor, W: Tensor, bh: Tensor | None, h0: Tensor, B: int, 
         dxgs, dhgs = [None] * T, [None] * T
         dh_next = None
         for t in range(T - 1, -1, -1):
-            dh = be.getitem(g, (slice(None), t))
-            if dh_next is not None:
-                dh = be.add(dh, dh_next)
-            _record(row, t, be, dh)
+            dh = _dh_total(be, g, t, dh_next, row)
             dxgs[t], dhgs[t], dh_direct = be.gru_cell_backward(dh, hs[t], acts[t])
             dh_next = be.add(dh_direct, be.matmul(dhgs[t], wt))
         dhg_all = be.concat(dhgs, axis=0)
