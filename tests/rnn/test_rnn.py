@@ -197,6 +197,11 @@ def test_bad_inputs_raise_clear_errors():
         m(np.zeros((2, 5, 3), np.float32), np.zeros((2, 4), np.float32))
     with pytest.raises(ValueError, match="initial state h0"):
         nn.GRU(3, 4)(np.zeros((2, 5, 3), np.float32), np.zeros((3, 4), np.float32))
+    with pytest.raises(TypeError, match="initial state c0 is float64 but the layer's weights"):
+        m(np.zeros((2, 5, 3), np.float32),
+          (dg.zeros(2, 4), dg.zeros(2, 4, dtype=np.float64)))
+    with pytest.raises(TypeError, match="initial state h0 is float64"):
+        nn.RNN(3, 4)(np.zeros((2, 5, 3), np.float32), dg.zeros(2, 4, dtype=np.float64))
     with pytest.raises(ValueError, match="nonlinearity"):
         nn.RNN(3, 4, nonlinearity="sigmoid")
     with pytest.raises(ValueError, match="hidden_size"):

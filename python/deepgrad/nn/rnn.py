@@ -94,9 +94,16 @@ class _RecurrentBase(Module):
             return Tensor(np.zeros((B, width), dtype=self.weight_ih.dtype), device=self.weight_ih.device)
         if not isinstance(h0, Tensor):
             h0 = Tensor(np.asarray(h0, dtype=self.weight_ih.dtype))
+        name = type(self).__name__
         if tuple(h0.shape) != (B, width):
-            raise ValueError(f"{type(self).__name__}: initial {what} has shape {tuple(h0.shape)} "
+            raise ValueError(f"{name}: initial {what} has shape {tuple(h0.shape)} "
                              f"but must be (batch, {width}) = ({B}, {width})")
+        if h0.dtype != self.weight_ih.dtype:
+            raise TypeError(f"{name}: initial {what} is {h0.dtype} but the layer's weights are "
+                            f"{self.weight_ih.dtype}; convert with .to(dtype) on one of them")
+        if h0.device != self.weight_ih.device:
+            raise ValueError(f"{name}: initial {what} is on {h0.device} but the layer is on "
+                             f"{self.weight_ih.device}")
         return h0
 
     def _project(self, x: Tensor) -> Tensor:
