@@ -8,22 +8,23 @@
 // that, and a fork per GEMM would cost as much as it saves; instead the whole layer forks once:
 // in the forward each thread takes a block of rows and does its GEMM rows, bias and activation;
 // in the backward each thread forms dz, then half the team computes blocks of dX rows and the
-// other half blocks of dW and db columns. No barrier inside, and every element gets the same operations in the same order as
-// on one thread, so results do not depend on the thread count.
+// other half blocks of dW and db columns (cpu/mid_fork.h: the fork and its backoff). No barrier
+// inside, and every element gets the same operations in the same order as on one thread, so
+// results do not depend on the thread count.
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <exception>
 #include <memory>
 
+#include "cpu/mid_fork.h"
 #include "deepgrad/gemm.h"
 #include "deepgrad/kernels.h"
-#ifdef DG_HAVE_OPENMP
-#include <omp.h>
-#endif
 
 namespace dg {
 namespace {
+
+using cpu::fork_team;
+using cpu::mid_fork_allowed;
+using cpu::mid_fork_threads;
+using cpu::split_units;
 
 // Runs f(i) for i in [0, n) on nt threads; a plain loop when nt == 1 (no OpenMP entry cost,
 // which matters for the small layers this library is mostly used with).
@@ -52,98 +53,6 @@ T* dz_scratch(index_t count) {
     cap = count;
   }
   return buf.get();
-}
-
-// Threads for a whole mid-size layer of `macs` multiply-adds: 0 when the GEMMs fork by
-// themselves (gemm.cpp forks from threads_for(macs / 64) >= 2), else one thread per ~256K
-// multiply-adds (~5 us), so a fork costs a few percent at most.
-int layer_threads(index_t macs) {
-  if (threads_for(macs / 64) > 1) return 0;
-  return threads_for(macs / 8);
-}
-
-// A fork of a mid-size layer pays only while the team's threads get a CPU. When another
-// process is busy, a team thread waits for a scheduler time slice (milliseconds) and the master
-// waits for it at the join. So the master times its own share and the join, and keeps decayed
-// sums of both over the last ~20 forks; when the joins waited longer than the work took (and
-// over 300 us: on an idle 2-vCPU VM single joins wait 0.1-1.5 ms every few thousand forks, the
-// host's doing), the next `len` mid-size layers run on the calling thread. A trip within 1024
-// forks of the previous one doubles `len` (256 up to 64K calls, about a second of layers);
-// 8192 forks without a trip reset it. Measured on 2 vCPUs with one busy competing process,
-// (50, 64, 128) training steps: 5-8 ms against 4.9 ms without these forks (2.0-2.2 ms against
-// 2.9 ms on the idle machine). Relaxed atomics: the state is a heuristic, races only blur it.
-class ForkBackoff {
- public:
-  bool allow() {
-    const int s = skip_.load(std::memory_order_relaxed);
-    if (s <= 0) return true;
-    skip_.store(s - 1, std::memory_order_relaxed);
-    return false;
-  }
-  void report(double own_s, double join_wait_s) {
-    const double wait = 0.95 * wait_.load(std::memory_order_relaxed) + join_wait_s;
-    const double own = 0.95 * own_.load(std::memory_order_relaxed) + own_s;
-    int since = since_.load(std::memory_order_relaxed);
-    int len = len_.load(std::memory_order_relaxed);
-    if (wait > 300e-6 && wait > own) {
-      if (since < kDoubleWithin) len = std::min(2 * len, kMax);
-      skip_.store(len, std::memory_order_relaxed);
-      len_.store(len, std::memory_order_relaxed);
-      since_.store(0, std::memory_order_relaxed);
-      wait_.store(0, std::memory_order_relaxed);
-      own_.store(0, std::memory_order_relaxed);
-      return;
-    }
-    if (since < kResetAfter) since_.store(since + 1, std::memory_order_relaxed);
-    else len_.store(kMin, std::memory_order_relaxed);
-    wait_.store(wait, std::memory_order_relaxed);
-    own_.store(own, std::memory_order_relaxed);
-  }
-
- private:
-  static constexpr int kMin = 256, kMax = 65536, kDoubleWithin = 1024, kResetAfter = 8192;
-  std::atomic<int> skip_{0}, len_{kMin}, since_{kResetAfter};
-  std::atomic<double> wait_{0}, own_{0};
-};
-ForkBackoff g_fork_backoff;
-
-// Runs body(t, nteam) on nt threads (t = 0 is the calling thread), with the backoff above. An
-// exception in any thread (a scratch allocation failing) is rethrown on the calling thread.
-template <class F>
-void fork_layer(int nt, F&& body) {
-#ifdef DG_HAVE_OPENMP
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  clock::time_point t_own;
-  std::exception_ptr error;
-#pragma omp parallel num_threads(nt)
-  {
-    try {
-      body(omp_get_thread_num(), omp_get_num_threads());
-    } catch (...) {
-#pragma omp critical(dg_fork_layer_error)
-      if (!error) error = std::current_exception();
-    }
-    if (omp_get_thread_num() == 0) t_own = clock::now();
-  }
-  if (error) std::rethrow_exception(error);
-  const auto t1 = clock::now();
-  g_fork_backoff.report(std::chrono::duration<double>(t_own - t0).count(),
-                        std::chrono::duration<double>(t1 - t_own).count());
-#else
-  body(0, 1);
-  (void)nt;
-#endif
-}
-
-// [lo, hi) of part idx of `total` items cut into `parts` blocks of whole `unit`s.
-void split_units(index_t total, int parts, int idx, index_t unit, index_t* lo, index_t* hi) {
-  const index_t units = (total + unit - 1) / unit;
-  const index_t q = units / parts, r = units % parts;
-  const index_t u0 = idx * q + std::min<index_t>(idx, r);
-  const index_t u1 = u0 + q + (idx < r ? 1 : 0);
-  *lo = std::min(total, u0 * unit);
-  *hi = std::min(total, u1 * unit);
 }
 
 // pre rows [r0, r1) += b, then y = act(pre) on those rows (in place when pre == y).
@@ -182,9 +91,9 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
                    index_t out, Act act, T alpha) {
   // x (N,IN), w (IN,OUT), b (OUT) -> y (N,OUT), z (N,OUT) when not null
   T* pre = z ? z : y;
-  const int nt = layer_threads(n * in * out);
-  if (nt > 1 && g_fork_backoff.allow()) {
-    fork_layer(nt, [&](int t, int nteam) {
+  const int nt = mid_fork_threads(n * in * out);
+  if (nt > 1 && mid_fork_allowed()) {
+    fork_team(nt, [&](int t, int nteam) {
       index_t r0, r1;
       split_units(n, nteam, t, GemmTile<T>::MR, &r0, &r1);
       if (r1 <= r0) return;
@@ -216,9 +125,9 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
     return;
   }
   const index_t size = n * out;
-  const int nt = layer_threads(n * in * out);
-  if (nt > 1 && g_fork_backoff.allow()) {
-    fork_layer(nt, [&](int t, int nteam) {
+  const int nt = mid_fork_threads(n * in * out);
+  if (nt > 1 && mid_fork_allowed()) {
+    fork_team(nt, [&](int t, int nteam) {
       const T* dzt = dy;  // each thread forms all of dz: no barrier between dz and its uses
       if (act != Act::identity) {
         T* d = dz_scratch<T>(size);

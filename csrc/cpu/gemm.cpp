@@ -12,6 +12,7 @@
 #include <cstring>
 #include <new>
 
+#include "cpu/mid_fork.h"
 #include "deepgrad/cpu_features.h"
 #include "deepgrad/gemm.h"
 
@@ -259,6 +260,25 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
   const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
   if (nt > npm * npn) nt = static_cast<int>(npm * npn);
   if (nt <= 1) {
+    // Mid-size (0.5M-4M multiply-adds, e.g. a recurrent layer's per-step h W_hh): one fork
+    // with the backoff of cpu/mid_fork.h, each thread a block of rows (or of columns when
+    // there are too few row tiles), whole tiles, so every element is computed as on one thread.
+    const int nmid = may_fork ? cpu::mid_fork_threads(m * n * k) : 0;
+    if (nmid > 1 && cpu::mid_fork_allowed()) {
+      const bool by_rows = npm >= nmid;
+      cpu::fork_team(nmid, [&](int t, int nteam) {
+        index_t lo, hi;
+        cpu::split_units(by_rows ? m : n, nteam, t, by_rows ? MR : NR, &lo, &hi);
+        if (hi <= lo) return;
+        if (by_rows)
+          gemm_serial(uk, c + lo * ldc, trans_a ? a + lo : a + lo * lda, b, hi - lo, n, k, lda,
+                      ldb, ldc, trans_a, trans_b, alpha, beta);
+        else
+          gemm_serial(uk, c + lo, a, trans_b ? b + lo * ldb : b + lo, m, hi - lo, k, lda, ldb,
+                      ldc, trans_a, trans_b, alpha, beta);
+      });
+      return;
+    }
     gemm_serial(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta);
     return;
   }

@@ -169,3 +169,27 @@ def test_bad_inputs(kernel):
     sq = np.ones((4, 4), np.float32)
     with pytest.raises(ValueError, match="shares memory"):
         f(sq, sq.copy(), sq)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", [(64, 256, 64), (32, 512, 128), (6, 1024, 128), (97, 61, 300)])
+def test_mid_size_gemm_is_bitwise_thread_independent(dtype, ta, tb, m, n, k):
+    # 0.5M-4M multiply-adds: one fork, blocks of whole row tiles (or column tiles when there is
+    # a single row tile, as for m = 6); beta != 0 reads C in the split too
+    rng = np.random.default_rng(9)
+    a, b = operands(rng, m, n, k, ta, tb, dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    saved = deepgrad.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 3):
+            deepgrad.set_num_threads(t)
+            c = c0.copy()
+            _C.gemm(a, b, out=c, trans_a=ta, trans_b=tb, alpha=0.5, beta=-2.0)
+            outs.append(c)
+    finally:
+        deepgrad.set_num_threads(saved)
+    for c in outs[1:]:
+        np.testing.assert_array_equal(c, outs[0])
+    check(outs[0], reference(a, b, ta, tb, 0.5, -2.0, c0), dtype, k)
