@@ -3,12 +3,13 @@
 // vectorizes (AVX2 clone): float32 takes the vectorizable sigmoid/tanh of cpu/vec_math.h (same
 // formulas; glibc's scalar tanhf/expf made a 64x64 LSTM cell ~60 ns per unit), float64 the
 // libm ones. The float32 LSTM forward (five sigmoid/tanh per unit) runs the same formulas on
-// AVX2 intrinsics where the CPU has them (cpu/avx2/act_avx2.cpp). Rows are independent, so batches big enough to pay for a fork are split over
-// OpenMP threads.
+// AVX2 intrinsics where the CPU has them (cpu/avx2/act_avx2.cpp). Rows are independent, so
+// batches big enough to pay for a fork are split over OpenMP threads.
 #include <type_traits>
 
 #include "cpu/avx2/act_avx2.h"
 #include "cpu/ew_parallel.h"
+#include "cpu/mid_fork.h"
 #include "cpu/vec_math.h"
 #include "deepgrad/cpu_features.h"
 #include "deepgrad/rnn.h"
@@ -27,10 +28,20 @@ using M = VecCellMath;
 // Per-element cost for the threading grain (five transcendental functions per LSTM unit).
 constexpr index_t kCellCost = 16;
 
+// Rows over threads: a cell step is 5-50 us at common sizes, so the fork goes through the
+// mid-size fork's backoff (cpu/mid_fork.h), which keeps it on the calling thread while forks
+// wait for a busy CPU.
 template <class F>
 void rows(index_t B, index_t H, F&& row) {
   const int nt = threads_for(B * H * kCellCost);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+  if (nt > 1 && mid_fork_allowed()) {
+    fork_team(nt, [&](int t, int nteam) {
+      index_t lo, hi;
+      split_units(B, nteam, t, 1, &lo, &hi);
+      for (index_t b = lo; b < hi; ++b) row(b);
+    });
+    return;
+  }
   for (index_t b = 0; b < B; ++b) row(b);
 }
 

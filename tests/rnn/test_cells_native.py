@@ -138,3 +138,29 @@ def test_cell_kernels_reject_bad_input():
         _C.gru_cell_forward(np.zeros((2, 6)), np.zeros((2, 3)), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="dh has shape"):
         _C.gru_cell_backward(np.zeros((1, 2)), np.zeros((2, 2)), np.zeros((2, 8)))
+
+
+def test_cells_split_over_threads_give_the_same_bits():
+    # B x H large enough for the rows to fork (when more than one thread is allowed)
+    import deepgrad
+    rng = np.random.default_rng(3)
+    B, H = 96, 72
+    gates = rng.normal(0, 2, (B, 4 * H)).astype(np.float32)
+    c_prev = rng.normal(0, 1, (B, H)).astype(np.float32)
+    xg, hg = (rng.normal(0, 1, (B, 3 * H)).astype(np.float32) for _ in range(2))
+    dh, dc = (rng.normal(0, 1, (B, H)).astype(np.float32) for _ in range(2))
+    saved = deepgrad.get_num_threads()
+    runs = []
+    try:
+        for t in (1, 2, 3):
+            deepgrad.set_num_threads(t)
+            h, c, act = _C.lstm_cell_forward(gates, c_prev)
+            dgates, dcp = _C.lstm_cell_backward(dh, dc, c_prev, c, act)
+            hn, gact = _C.gru_cell_forward(xg, hg, c_prev)
+            gb = _C.gru_cell_backward(dh, c_prev, gact)
+            runs.append([h, c, act, dgates, dcp, hn, gact, *gb])
+    finally:
+        deepgrad.set_num_threads(saved)
+    for r in runs[1:]:
+        for a, b in zip(r, runs[0]):
+            np.testing.assert_array_equal(a, b)
