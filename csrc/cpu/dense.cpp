@@ -59,12 +59,19 @@ T* dz_scratch(index_t count) {
 template <class T>
 void bias_act_rows(T* y, T* pre, const T* b, index_t r0, index_t r1, index_t out, Act act,
                    T alpha) {
-  for (index_t i = r0; i < r1; ++i) {
-    T* pi = pre + i * out;
+  // Blocks of rows of ~4K elements (16-32 KiB, in L1/L2): the bias pass, then ONE activation call
+  // over the block (a call per row cost ~40 ns each, a fifth of a 128-wide tanh row).
+  const index_t rows = std::max<index_t>(1, 4096 / std::max<index_t>(out, 1));
+  for (index_t i0 = r0; i0 < r1; i0 += rows) {
+    const index_t i1 = std::min(r1, i0 + rows);
+    T* p0 = pre + i0 * out;
     if (b)
-      for (index_t j = 0; j < out; ++j) pi[j] += b[j];
-    if (act != Act::identity || pi != y + i * out)
-      cpu::act_forward<T>(y + i * out, pi, out, act, alpha);
+      for (index_t i = i0; i < i1; ++i) {
+        T* pi = pre + i * out;
+        for (index_t j = 0; j < out; ++j) pi[j] += b[j];
+      }
+    if (act != Act::identity || p0 != y + i0 * out)
+      cpu::act_forward<T>(y + i0 * out, p0, (i1 - i0) * out, act, alpha);
   }
 }
 
@@ -105,12 +112,15 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   }
   gemm<T>(pre, x, w, n, out, in, in, out, out, false, false, T(1), T(0));
   if (!b && act == Act::identity && pre == y) return;
-  // One pass, row by row while the row is in L1: bias, then the activation kernel on the row.
-  // Forks only from ~50 us of work (the vectorized transcendental activations cost ~1 ns per
-  // float32 element, the piecewise ones a fraction of that), like the GEMM above.
+  // One pass over blocks of rows while they are in L1/L2: bias, then the activation kernel on
+  // the block. Forks only from ~50 us of work (the vectorized transcendental activations cost
+  // ~0.5-1 ns per float32 element, the piecewise ones a fraction of that), like the GEMM above.
   const bool simple = act == Act::identity || act == Act::relu || act == Act::leaky_relu;
-  parallel_for(n, threads_for(n * out * (simple ? 1 : 8) / 16),
-               [&](index_t i) { bias_act_rows(y, pre, b, i, i + 1, out, act, alpha); });
+  const index_t rb = std::max<index_t>(1, 4096 / std::max<index_t>(out, 1));
+  const index_t nblocks = (n + rb - 1) / rb;
+  parallel_for(nblocks, threads_for(n * out * (simple ? 1 : 8) / 16), [&](index_t k) {
+    bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha);
+  });
 }
 
 template <class T>
