@@ -3,6 +3,8 @@
 #include "bindings/registry.h"
 #include "deepgrad/rnn.h"
 
+#include <cstring>
+
 namespace dg::bind {
 namespace {
 
@@ -125,6 +127,83 @@ py::tuple gru_cell_backward(py::handle dh_o, py::handle h_prev_o, py::handle act
   return py::make_tuple(dxg, dhg, dh_prev);
 }
 
+// a must be 3-D with these dimensions.
+void shape3_is(const char* fn, const py::array& a, const char* name, py::ssize_t d0,
+               py::ssize_t d1, py::ssize_t d2, const char* hint) {
+  ndim_is(fn, a, name, 3);
+  if (a.shape(0) != d0 || a.shape(1) != d1 || a.shape(2) != d2)
+    fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be (" +
+                       std::to_string(d0) + ", " + std::to_string(d1) + ", " +
+                       std::to_string(d2) + ") " + hint);
+}
+
+py::tuple lstm_sequence_forward(py::handle xw_o, py::handle w_o, py::handle h0_o,
+                                py::handle c0_o) {
+  const char* fn = "lstm_sequence_forward";
+  py::array xw = float_input(xw_o, fn, "xw"), w = float_input(w_o, fn, "w");
+  py::array h0 = float_input(h0_o, fn, "h0"), c0 = float_input(c0_o, fn, "c0");
+  ndim_is(fn, w, "w", 2);
+  ndim_is(fn, h0, "h0", 2);
+  const py::ssize_t B = h0.shape(0), H = h0.shape(1);
+  if (B < 1 || H < 1) fail_value(fn, "h0 has shape " + shape_str(h0) + "; batch and hidden size must be >= 1");
+  shape_is(fn, w, "w", H, 4 * H, "(hidden_size, 4*hidden_size)");
+  shape_is(fn, c0, "c0", B, H, "(batch, hidden_size)");
+  ndim_is(fn, xw, "xw", 2);
+  if (xw.shape(1) != 4 * H || xw.shape(0) < B || xw.shape(0) % B != 0)
+    fail_value(fn, "xw has shape " + shape_str(xw) + " but must be (steps*batch, 4*hidden_size) "
+                   "with batch " + std::to_string(B) + " and hidden_size " + std::to_string(H));
+  for (auto* a : {&w, &h0, &c0}) same_dtype(fn, xw, "xw", *a, "w/h0/c0");
+  const py::ssize_t steps = xw.shape(0) / B;
+  const auto dt = xw.dtype();
+  py::array y(dt, std::vector<py::ssize_t>{B, steps + 1, H});
+  py::array hs(dt, std::vector<py::ssize_t>{steps + 1, B, H});
+  py::array cs(dt, std::vector<py::ssize_t>{steps + 1, B, H});
+  py::array acts(dt, std::vector<py::ssize_t>{steps, B, 4 * H});
+  dispatch_float(xw, [&](auto tag) {
+    using T = decltype(tag);
+    T* phs = data_of<T>(hs);
+    T* pcs = data_of<T>(cs);
+    std::memcpy(phs, cdata_of<T>(h0), sizeof(T) * B * H);
+    std::memcpy(pcs, cdata_of<T>(c0), sizeof(T) * B * H);
+    py::gil_scoped_release nogil;
+    cpu::lstm_sequence_forward<T>(data_of<T>(y), phs, pcs, data_of<T>(acts), cdata_of<T>(xw),
+                                  cdata_of<T>(w), B, steps, H);
+  });
+  return py::make_tuple(y, hs, cs, acts);
+}
+
+py::tuple lstm_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle cs_o,
+                                 py::handle acts_o, py::handle w_o, bool want_norms) {
+  const char* fn = "lstm_sequence_backward";
+  py::array hs = float_input(hs_o, fn, "hs"), cs = float_input(cs_o, fn, "cs");
+  py::array acts = float_input(acts_o, fn, "acts"), w = float_input(w_o, fn, "w");
+  py::array gy = float_input(gy_o, fn, "gy");
+  ndim_is(fn, acts, "acts", 3);
+  const py::ssize_t steps = acts.shape(0), B = acts.shape(1), H = acts.shape(2) / 4;
+  if (steps < 1 || B < 1 || H < 1 || acts.shape(2) != 4 * H)
+    fail_value(fn, "acts has shape " + shape_str(acts) + " but must be (steps, batch, 4*hidden_size)");
+  shape3_is(fn, hs, "hs", steps + 1, B, H, "(steps+1, batch, hidden_size)");
+  shape3_is(fn, cs, "cs", steps + 1, B, H, "(steps+1, batch, hidden_size)");
+  shape3_is(fn, gy, "gy", B, steps + 1, H, "(batch, steps+1, hidden_size)");
+  shape_is(fn, w, "w", H, 4 * H, "(hidden_size, 4*hidden_size)");
+  for (auto* a : {&hs, &cs, &w, &gy}) same_dtype(fn, acts, "acts", *a, "hs/cs/w/gy");
+  const auto dt = acts.dtype();
+  py::array dxw(dt, std::vector<py::ssize_t>{steps * B, 4 * H});
+  py::array dw(dt, std::vector<py::ssize_t>{H, 4 * H});
+  py::array dh0(dt, std::vector<py::ssize_t>{B, H}), dc0(dt, std::vector<py::ssize_t>{B, H});
+  py::array_t<double> norms(want_norms ? steps : 0);
+  dispatch_float(acts, [&](auto tag) {
+    using T = decltype(tag);
+    double* pn = want_norms ? norms.mutable_data() : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::lstm_sequence_backward<T>(data_of<T>(dxw), data_of<T>(dw), data_of<T>(dh0),
+                                   data_of<T>(dc0), pn, cdata_of<T>(gy), cdata_of<T>(hs),
+                                   cdata_of<T>(cs), cdata_of<T>(acts), cdata_of<T>(w), B, steps,
+                                   H);
+  });
+  return py::make_tuple(dxw, dw, dh0, dc0, want_norms ? py::object(norms) : py::object(py::none()));
+}
+
 void bind_rnn(py::module_& m) {
   m.def("lstm_cell_forward", &lstm_cell_forward, py::arg("gates"), py::arg("c_prev"),
         "LSTM gate arithmetic. gates (B, 4H) pre-activations in order (i, f, g, o), c_prev (B, H)"
@@ -137,6 +216,14 @@ void bind_rnn(py::module_& m) {
         "order (r, z, n); h_prev (B, H) -> (h (B, H), act (B, 4H) = (r, z, n, hg_n)).");
   m.def("gru_cell_backward", &gru_cell_backward, py::arg("dh"), py::arg("h_prev"), py::arg("act"),
         "dh (B, H) -> (dxg (B, 3H), dhg (B, 3H), dh_prev (B, H) the direct part z*dh).");
+  m.def("lstm_sequence_forward", &lstm_sequence_forward, py::arg("xw"), py::arg("w"),
+        py::arg("h0"), py::arg("c0"),
+        "A whole LSTM sequence: xw (T*B, 4H) time-major input projections, w (H, 4H), h0 and c0 "
+        "(B, H) -> (y (B, T+1, H) = h_1..h_T then c_T, hs and cs (T+1, B, H), acts (T, B, 4H)).");
+  m.def("lstm_sequence_backward", &lstm_sequence_backward, py::arg("gy"), py::arg("hs"),
+        py::arg("cs"), py::arg("acts"), py::arg("w"), py::arg("norms") = false,
+        "gy = dL/dy (B, T+1, H) with the saved hs, cs, acts of lstm_sequence_forward -> (dxw "
+        "(T*B, 4H), dw (H, 4H), dh0, dc0 (B, H), ||dL/dh_t|| per step (T,) or None).");
 }
 
 DG_REGISTER_BINDINGS(bind_rnn);

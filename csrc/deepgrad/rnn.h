@@ -94,5 +94,20 @@ template <class T>
 void gru_cell_backward(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act,
                        index_t B, index_t H);
 
+// ---- a whole LSTM sequence on the CPU (one native call each way; nn.LSTM's tape node) ----
+// xw (T*B, 4H): x_t W_ih + b for every step, time-major; w (H, 4H); hs[0], cs[0] (B, H) hold
+// h0 and c0 on entry. Writes hs[1..T], cs[1..T] (hs, cs: (T+1, B, H)), acts (T, B, 4H) and
+// y (B, T+1, H) = h_1 .. h_T then c_T.
+template <class T>
+void lstm_sequence_forward(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w, index_t B,
+                           index_t steps, index_t H);
+
+// gy (B, T+1, H): dL/dy -> dxw (T*B, 4H), dw (H, 4H) (both overwritten), dh0, dc0 (B, H);
+// norms (T) or null: ||dL/dh_t|| per step (NaN where dL/dh_t is not finite).
+template <class T>
+void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const T* gy,
+                            const T* hs, const T* cs, const T* acts, const T* w, index_t B,
+                            index_t steps, index_t H);
+
 }  // namespace cpu
 }  // namespace dg

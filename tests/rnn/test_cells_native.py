@@ -164,3 +164,65 @@ def test_cells_split_over_threads_give_the_same_bits():
     for r in runs[1:]:
         for a, b in zip(r, runs[0]):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_lstm_sequence_matches_the_step_by_step_cells(dtype, tol):
+    # the one-call sequence kernels against a loop over the cell kernels, forward and backward
+    rng = np.random.default_rng(4)
+    B, T, H = 3, 6, 5
+    xw = rng.normal(0, 1, (T * B, 4 * H)).astype(dtype)
+    w = rng.normal(0, 0.5, (H, 4 * H)).astype(dtype)
+    h0, c0 = (rng.normal(0, 1, (B, H)).astype(dtype) for _ in range(2))
+    y, hs, cs, acts = _C.lstm_sequence_forward(xw, w, h0, c0)
+    assert y.shape == (B, T + 1, H) and hs.shape == (T + 1, B, H) and acts.shape == (T, B, 4 * H)
+    h, c, ref_h, ref_c, ref_act = h0, c0, [h0], [c0], []
+    for t in range(T):
+        h, c, act = _C.lstm_cell_forward(xw[t * B:(t + 1) * B] + h @ w, c)
+        ref_h.append(h)
+        ref_c.append(c)
+        ref_act.append(act)
+    np.testing.assert_allclose(hs, np.stack(ref_h), rtol=tol, atol=tol)
+    np.testing.assert_allclose(cs, np.stack(ref_c), rtol=tol, atol=tol)
+    np.testing.assert_allclose(acts, np.stack(ref_act), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y[:, :T], np.stack(ref_h[1:], axis=1), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y[:, T], ref_c[-1], rtol=tol, atol=tol)
+
+    gy = rng.normal(0, 1, (B, T + 1, H)).astype(dtype)
+    dxw, dw, dh0, dc0, norms = _C.lstm_sequence_backward(gy, hs, cs, acts, w, True)
+    dh_next, dc = np.zeros((B, H), dtype), gy[:, T]
+    ref_dxw, ref_norms = [None] * T, [0.0] * T
+    for t in range(T - 1, -1, -1):
+        dh = gy[:, t] + dh_next
+        ref_norms[t] = np.linalg.norm(dh.astype(np.float64))
+        ref_dxw[t], dc = _C.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
+        dh_next = ref_dxw[t] @ w.T
+    ref_dxw = np.concatenate(ref_dxw)
+    np.testing.assert_allclose(dxw, ref_dxw, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, hs[:T].reshape(T * B, H).T @ ref_dxw, rtol=tol * 10, atol=tol * 10)
+    np.testing.assert_allclose(dh0, dh_next, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dc0, dc, rtol=tol, atol=tol)
+    np.testing.assert_allclose(norms, ref_norms, rtol=tol)
+    assert _C.lstm_sequence_backward(gy, hs, cs, acts, w)[4] is None
+
+
+def test_lstm_sequence_rejects_bad_input():
+    B, T, H = 2, 3, 4
+    xw = np.zeros((T * B, 4 * H), np.float32)
+    w = np.zeros((H, 4 * H), np.float32)
+    h0 = np.zeros((B, H), np.float32)
+    with pytest.raises(ValueError, match=r"xw has shape \(5, 16\)"):
+        _C.lstm_sequence_forward(xw[:5], w, h0, h0)
+    with pytest.raises(ValueError, match="w has shape"):
+        _C.lstm_sequence_forward(xw, w[:, :8], h0, h0)
+    with pytest.raises(ValueError, match="c0 has shape"):
+        _C.lstm_sequence_forward(xw, w, h0, h0[:1])
+    with pytest.raises(TypeError, match="dtype"):
+        _C.lstm_sequence_forward(xw, w.astype(np.float64), h0, h0)
+    y, hs, cs, acts = _C.lstm_sequence_forward(xw, w, h0, h0)
+    with pytest.raises(ValueError, match="gy has shape"):
+        _C.lstm_sequence_backward(y[:, :T], hs, cs, acts, w)
+    with pytest.raises(ValueError, match="hs has shape"):
+        _C.lstm_sequence_backward(y, hs[:T], cs, acts, w)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        _C.lstm_sequence_backward(y.astype(np.int64), hs, cs, acts, w)

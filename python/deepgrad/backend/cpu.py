@@ -574,6 +574,20 @@ def lstm_cell_backward(dh, dc, c_prev, c, act):
     return _C.lstm_cell_backward(dh, dc, c_prev, c, act)
 
 
+def lstm_sequence_forward(xw: np.ndarray, w: np.ndarray, h0: np.ndarray, c0: np.ndarray):
+    """A whole LSTM recurrence in one native call: xw (T*B, 4H) time-major input projections,
+    w (H, 4H), h0 and c0 (B, H) -> (y (B, T+1, H) = h_1 .. h_T then c_T, what the backward
+    needs); see deepgrad._C.lstm_sequence_forward."""
+    y, hs, cs, acts = _C.lstm_sequence_forward(xw, w, h0, c0)
+    return y, (hs, cs, acts)
+
+
+def lstm_sequence_backward(gy: np.ndarray, saved, w: np.ndarray, norms: bool = False):
+    """gy = dL/dy (B, T+1, H) -> (dxw, dw, dh0, dc0, ||dL/dh_t|| per step or None)."""
+    hs, cs, acts = saved
+    return _C.lstm_sequence_backward(gy, hs, cs, acts, w, norms)
+
+
 def gru_cell_forward(xg: np.ndarray, hg: np.ndarray, h_prev: np.ndarray):
     """GRU gate arithmetic from the input (B, 3H) and hidden (B, 3H) projections and h_prev (B, H)."""
     return _C.gru_cell_forward(xg, hg, h_prev)

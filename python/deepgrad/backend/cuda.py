@@ -508,6 +508,47 @@ def gru_cell_backward(dh, h_prev, act):
                                      _dev(act, fn, "act"))
 
 
+def lstm_sequence_forward(xw, w, h0, c0):
+    """A whole LSTM recurrence: xw (T*B, 4H) time-major input projections, w (H, 4H), h0 and c0
+    (B, H) -> (y (B, T+1, H) = h_1 .. h_T then c_T, what the backward needs). Per step one
+    cuda_gemm and the fused cell kernel (the CPU backend does the same loop in C++)."""
+    B = int(h0.shape[0])
+    T = int(xw.shape[0]) // B
+    h, c = h0, c0
+    hs, cs, acts = [h], [c], []
+    for t in range(T):
+        gates = add(getitem(xw, slice(t * B, (t + 1) * B)), matmul(h, w))
+        h, c, act = lstm_cell_forward(gates, c)
+        hs.append(h)
+        cs.append(c)
+        acts.append(act)
+    return stack(hs[1:] + [c], axis=1), (hs, cs, acts)
+
+
+def lstm_sequence_backward(gy, saved, w, norms: bool = False):
+    """gy = dL/dy (B, T+1, H) -> (dxw (T*B, 4H), dw (H, 4H), dh0, dc0, ||dL/dh_t|| per step
+    (float64 numpy) or None): the reverse walk, then dW as one gemm over all steps."""
+    hs, cs, acts = saved
+    T = len(acts)
+    wt = transpose(w)  # dgates W^T as a plain gemm
+    dgs = [None] * T
+    out_norms = np.zeros(T) if norms else None
+    dh_next = None
+    dc = getitem(gy, (slice(None), T))
+    for t in range(T - 1, -1, -1):
+        dh = getitem(gy, (slice(None), t))
+        if dh_next is not None:
+            dh = add(dh, dh_next)
+        if norms:
+            _, total, bad = segment_norms(reshape(dh, (int(dh.size),)),
+                                          np.array([0, int(dh.size)], dtype=np.int64))
+            out_norms[t] = float("nan") if bad else float(total)
+        dgs[t], dc = lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
+        dh_next = matmul(dgs[t], wt)
+    dxw = concat(dgs, axis=0)
+    return dxw, matmul(concat(hs[:T], axis=0), dxw, trans_a=True), dh_next, dc, out_norms
+
+
 # ---------------------------------------------------------------------------------------------
 # shape and indexing
 

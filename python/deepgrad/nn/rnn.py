@@ -190,33 +190,20 @@ def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, B: int, T: int
                    row: list | None) -> Tensor:
     """The whole LSTM recurrence as ONE tape node: xw (T*B, 4H) time-major input projections,
     W (H, 4H), h0 and c0 (B, H) -> Y (B, T + 1, H) holding h_1 .. h_T, then c_T. Per step:
-    gates = xw_t + h_{t-1} W (native gemm), the fused native cell. The backward walks the steps
-    in reverse (cell backward, dh_{t-1} = dgates W^T) and then forms dW_hh with ONE gemm over
-    all steps; d xw is the time-major stack of the gate gradients. ``row``: when a list,
-    row[t] receives ||dL/dh_t|| (GradientMonitor)."""
+    gates = xw_t + h_{t-1} W (gemm), the fused cell. The backward walks the steps in reverse
+    (cell backward, dh_{t-1} = dgates W^T) and then forms dW_hh with ONE gemm over all steps;
+    d xw is the time-major stack of the gate gradients. The loop is the backend's
+    (lstm_sequence_forward/backward: one native call each way on the CPU). ``row``: when a
+    list, row[t] receives ||dL/dh_t|| (GradientMonitor)."""
     be = xw._be
-    xd, w = xw.data, W.data
-    h, c = h0.data, c0.data
-    hs, cs, acts = [h], [c], []
-    for t in range(T):
-        gates = be.add(be.getitem(xd, slice(t * B, (t + 1) * B)), be.matmul(h, w))
-        h, c, act = be.lstm_cell_forward(gates, c)
-        hs.append(h)
-        cs.append(c)
-        acts.append(act)
-    y = be.stack(hs[1:] + [c], axis=1)
+    w = W.data
+    y, saved = be.lstm_sequence_forward(xw.data, w, h0.data, c0.data)
 
     def backward(g):
-        wt = be.transpose(w)  # dgates W^T as a plain gemm, without re-packing W every step
-        dgs = [None] * T
-        dh_next = None
-        dc = be.getitem(g, (slice(None), T))
-        for t in range(T - 1, -1, -1):
-            dh = _dh_total(be, g, t, dh_next, row)
-            dgs[t], dc = be.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
-            dh_next = be.matmul(dgs[t], wt)
-        dxw = be.concat(dgs, axis=0)
-        return dxw, be.matmul(be.concat(hs[:T], axis=0), dxw, trans_a=True), dh_next, dc
+        dxw, dw, dh0, dc0, norms = be.lstm_sequence_backward(g, saved, w, row is not None)
+        if row is not None:
+            row[:] = [float(v) for v in norms]
+        return dxw, dw, dh0, dc0
     return _result(y, be, (xw, W, h0, c0), backward, "lstm_sequence", saved=(W,))
 
 
