@@ -69,12 +69,6 @@ bool overlaps(const CudaArray& a, const CudaArray& b) {
   const char* b0 = static_cast<const char*>(b.raw());
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
-Act parse_activation(const char* fn, const std::string& name) {
-  Act act;
-  if (!parse_act(name.c_str(), &act))
-    fail_value(fn, "unknown activation '" + name + "'; valid names: " + act_names());
-  return act;
-}
 void vector_of(const char* fn, const CudaArray& a, const char* name, index_t len) {
   if (a.ndim() != 1 || a.shape[0] != len)
     fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be (" +

@@ -15,12 +15,6 @@ std::vector<py::ssize_t> shape_of(const py::array& a) {
   return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
 }
 
-Act act_arg(const char* fn, const std::string& name) {
-  Act a;
-  if (!parse_act(name.c_str(), &a))
-    fail_value(fn, "unknown activation '" + name + "'; valid names: " + act_names());
-  return a;
-}
 
 void finite_scalar(const char* fn, const char* name, double v) {
   if (!std::isfinite(v)) fail_value(fn, std::string(name) + " must be finite, got " + std::to_string(v));
@@ -30,7 +24,7 @@ void finite_scalar(const char* fn, const char* name, double v) {
 
 py::array act_forward(py::handle x_o, const std::string& activation, double alpha) {
   const char* fn = "act_forward";
-  const Act a = act_arg(fn, activation);
+  const Act a = parse_activation(fn, activation);
   finite_scalar(fn, "alpha", alpha);
   py::array x = float_input(x_o, fn, "x");
   py::array y(x.dtype(), shape_of(x));
@@ -45,7 +39,7 @@ py::array act_forward(py::handle x_o, const std::string& activation, double alph
 py::array act_backward(py::handle dy_o, py::handle z_o, py::handle y_o, const std::string& activation,
                        double alpha) {
   const char* fn = "act_backward";
-  const Act a = act_arg(fn, activation);
+  const Act a = parse_activation(fn, activation);
   finite_scalar(fn, "alpha", alpha);
   py::array dy = float_input(dy_o, fn, "dy");
   py::array z, y;

@@ -24,12 +24,6 @@ bool overlaps(const py::array& a, const py::array& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
-Act parse_activation(const char* fn, const std::string& name) {
-  Act act;
-  if (!parse_act(name.c_str(), &act))
-    fail_value(fn, "unknown activation '" + name + "'; valid names: " + act_names());
-  return act;
-}
 
 template <class T>
 using GemmFn = void (*)(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,

@@ -204,6 +204,133 @@ py::tuple lstm_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle cs
   return py::make_tuple(dxw, dw, dh0, dc0, want_norms ? py::object(norms) : py::object(py::none()));
 }
 
+// The checks shared by the RNN/GRU sequence entry points: xw (T*B, G*H), w (H, G*H) and h0 (B, H)
+// of one dtype; returns T.
+py::ssize_t sequence_args(const char* fn, const py::array& xw, const py::array& w,
+                          const py::array& h0, py::ssize_t gates) {
+  ndim_is(fn, h0, "h0", 2);
+  const py::ssize_t B = h0.shape(0), H = h0.shape(1);
+  if (B < 1 || H < 1) fail_value(fn, "h0 has shape " + shape_str(h0) + "; batch and hidden size must be >= 1");
+  shape_is(fn, w, "w", H, gates * H, "(hidden_size, gates*hidden_size)");
+  ndim_is(fn, xw, "xw", 2);
+  if (xw.shape(1) != gates * H || xw.shape(0) < B || xw.shape(0) % B != 0)
+    fail_value(fn, "xw has shape " + shape_str(xw) + " but must be (steps*batch, " +
+                       std::to_string(gates) + "*hidden_size) with batch " + std::to_string(B) +
+                       " and hidden_size " + std::to_string(H));
+  same_dtype(fn, xw, "xw", w, "w");
+  same_dtype(fn, xw, "xw", h0, "h0");
+  return xw.shape(0) / B;
+}
+
+py::tuple rnn_sequence_forward(py::handle xw_o, py::handle w_o, py::handle h0_o,
+                               const std::string& activation) {
+  const char* fn = "rnn_sequence_forward";
+  py::array xw = float_input(xw_o, fn, "xw"), w = float_input(w_o, fn, "w");
+  py::array h0 = float_input(h0_o, fn, "h0");
+  const Act act = parse_activation(fn, activation);
+  const py::ssize_t steps = sequence_args(fn, xw, w, h0, 1), B = h0.shape(0), H = h0.shape(1);
+  const auto dt = xw.dtype();
+  py::array y(dt, std::vector<py::ssize_t>{B, steps, H});
+  py::array hs(dt, std::vector<py::ssize_t>{steps + 1, B, H});
+  py::array zs(dt, std::vector<py::ssize_t>{steps, B, H});
+  dispatch_float(xw, [&](auto tag) {
+    using T = decltype(tag);
+    std::memcpy(data_of<T>(hs), cdata_of<T>(h0), sizeof(T) * B * H);
+    py::gil_scoped_release nogil;
+    cpu::rnn_sequence_forward<T>(data_of<T>(y), data_of<T>(hs), data_of<T>(zs), cdata_of<T>(xw),
+                                 cdata_of<T>(w), B, steps, H, act);
+  });
+  return py::make_tuple(y, hs, zs);
+}
+
+py::tuple rnn_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle zs_o,
+                                py::handle w_o, const std::string& activation, bool want_norms) {
+  const char* fn = "rnn_sequence_backward";
+  py::array gy = float_input(gy_o, fn, "gy"), hs = float_input(hs_o, fn, "hs");
+  py::array zs = float_input(zs_o, fn, "zs"), w = float_input(w_o, fn, "w");
+  const Act act = parse_activation(fn, activation);
+  ndim_is(fn, zs, "zs", 3);
+  const py::ssize_t steps = zs.shape(0), B = zs.shape(1), H = zs.shape(2);
+  if (steps < 1 || B < 1 || H < 1) fail_value(fn, "zs has shape " + shape_str(zs) + "; every dimension must be >= 1");
+  shape3_is(fn, hs, "hs", steps + 1, B, H, "(steps+1, batch, hidden_size)");
+  shape3_is(fn, gy, "gy", B, steps, H, "(batch, steps, hidden_size)");
+  shape_is(fn, w, "w", H, H, "(hidden_size, hidden_size)");
+  for (auto* a : {&hs, &w, &gy}) same_dtype(fn, zs, "zs", *a, "hs/w/gy");
+  const auto dt = zs.dtype();
+  py::array dxw(dt, std::vector<py::ssize_t>{steps * B, H}), dw(dt, std::vector<py::ssize_t>{H, H});
+  py::array dh0(dt, std::vector<py::ssize_t>{B, H});
+  py::array_t<double> norms(want_norms ? steps : 0);
+  dispatch_float(zs, [&](auto tag) {
+    using T = decltype(tag);
+    double* pn = want_norms ? norms.mutable_data() : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::rnn_sequence_backward<T>(data_of<T>(dxw), data_of<T>(dw), data_of<T>(dh0), pn,
+                                  cdata_of<T>(gy), cdata_of<T>(hs), cdata_of<T>(zs),
+                                  cdata_of<T>(w), B, steps, H, act);
+  });
+  return py::make_tuple(dxw, dw, dh0, want_norms ? py::object(norms) : py::object(py::none()));
+}
+
+py::tuple gru_sequence_forward(py::handle xw_o, py::handle w_o, py::handle bh_o,
+                               py::handle h0_o) {
+  const char* fn = "gru_sequence_forward";
+  py::array xw = float_input(xw_o, fn, "xw"), w = float_input(w_o, fn, "w");
+  py::array h0 = float_input(h0_o, fn, "h0");
+  const py::ssize_t steps = sequence_args(fn, xw, w, h0, 3), B = h0.shape(0), H = h0.shape(1);
+  py::array bh;
+  const bool has_bh = !bh_o.is_none();
+  if (has_bh) {
+    bh = float_input(bh_o, fn, "bh");
+    same_dtype(fn, xw, "xw", bh, "bh");
+    if (bh.ndim() != 1 || bh.shape(0) != 3 * H)
+      fail_value(fn, "bh has shape " + shape_str(bh) + " but must be (" + std::to_string(3 * H) + ",)");
+  }
+  const auto dt = xw.dtype();
+  py::array y(dt, std::vector<py::ssize_t>{B, steps, H});
+  py::array hs(dt, std::vector<py::ssize_t>{steps + 1, B, H});
+  py::array acts(dt, std::vector<py::ssize_t>{steps, B, 4 * H});
+  dispatch_float(xw, [&](auto tag) {
+    using T = decltype(tag);
+    std::memcpy(data_of<T>(hs), cdata_of<T>(h0), sizeof(T) * B * H);
+    const T* pb = has_bh ? cdata_of<T>(bh) : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::gru_sequence_forward<T>(data_of<T>(y), data_of<T>(hs), data_of<T>(acts),
+                                 cdata_of<T>(xw), cdata_of<T>(w), pb, B, steps, H);
+  });
+  return py::make_tuple(y, hs, acts);
+}
+
+py::tuple gru_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle acts_o,
+                                py::handle w_o, bool has_bh, bool want_norms) {
+  const char* fn = "gru_sequence_backward";
+  py::array gy = float_input(gy_o, fn, "gy"), hs = float_input(hs_o, fn, "hs");
+  py::array acts = float_input(acts_o, fn, "acts"), w = float_input(w_o, fn, "w");
+  ndim_is(fn, acts, "acts", 3);
+  const py::ssize_t steps = acts.shape(0), B = acts.shape(1), H = acts.shape(2) / 4;
+  if (steps < 1 || B < 1 || H < 1 || acts.shape(2) != 4 * H)
+    fail_value(fn, "acts has shape " + shape_str(acts) + " but must be (steps, batch, 4*hidden_size)");
+  shape3_is(fn, hs, "hs", steps + 1, B, H, "(steps+1, batch, hidden_size)");
+  shape3_is(fn, gy, "gy", B, steps, H, "(batch, steps, hidden_size)");
+  shape_is(fn, w, "w", H, 3 * H, "(hidden_size, 3*hidden_size)");
+  for (auto* a : {&hs, &w, &gy}) same_dtype(fn, acts, "acts", *a, "hs/w/gy");
+  const auto dt = acts.dtype();
+  py::array dxw(dt, std::vector<py::ssize_t>{steps * B, 3 * H});
+  py::array dw(dt, std::vector<py::ssize_t>{H, 3 * H}), dh0(dt, std::vector<py::ssize_t>{B, H});
+  py::array dbh = has_bh ? py::array(dt, std::vector<py::ssize_t>{3 * H}) : py::array();
+  py::array_t<double> norms(want_norms ? steps : 0);
+  dispatch_float(acts, [&](auto tag) {
+    using T = decltype(tag);
+    double* pn = want_norms ? norms.mutable_data() : nullptr;
+    T* pdb = has_bh ? data_of<T>(dbh) : nullptr;
+    py::gil_scoped_release nogil;
+    cpu::gru_sequence_backward<T>(data_of<T>(dxw), data_of<T>(dw), pdb, data_of<T>(dh0), pn,
+                                  cdata_of<T>(gy), cdata_of<T>(hs), cdata_of<T>(acts),
+                                  cdata_of<T>(w), B, steps, H);
+  });
+  return py::make_tuple(dxw, dw, has_bh ? py::object(dbh) : py::object(py::none()), dh0,
+                        want_norms ? py::object(norms) : py::object(py::none()));
+}
+
 void bind_rnn(py::module_& m) {
   m.def("lstm_cell_forward", &lstm_cell_forward, py::arg("gates"), py::arg("c_prev"),
         "LSTM gate arithmetic. gates (B, 4H) pre-activations in order (i, f, g, o), c_prev (B, H)"
@@ -224,6 +351,21 @@ void bind_rnn(py::module_& m) {
         py::arg("cs"), py::arg("acts"), py::arg("w"), py::arg("norms") = false,
         "gy = dL/dy (B, T+1, H) with the saved hs, cs, acts of lstm_sequence_forward -> (dxw "
         "(T*B, 4H), dw (H, 4H), dh0, dc0 (B, H), ||dL/dh_t|| per step (T,) or None).");
+  m.def("rnn_sequence_forward", &rnn_sequence_forward, py::arg("xw"), py::arg("w"),
+        py::arg("h0"), py::arg("activation") = "tanh",
+        "A whole Elman RNN sequence: xw (T*B, H), w (H, H), h0 (B, H) -> (y (B, T, H), hs "
+        "(T+1, B, H), zs (T, B, H) pre-activations).");
+  m.def("rnn_sequence_backward", &rnn_sequence_backward, py::arg("gy"), py::arg("hs"),
+        py::arg("zs"), py::arg("w"), py::arg("activation") = "tanh", py::arg("norms") = false,
+        "gy (B, T, H) -> (dxw (T*B, H), dw (H, H), dh0 (B, H), ||dL/dh_t|| (T,) or None).");
+  m.def("gru_sequence_forward", &gru_sequence_forward, py::arg("xw"), py::arg("w"),
+        py::arg("bh"), py::arg("h0"),
+        "A whole GRU sequence: xw (T*B, 3H) = x W_ih + b_ih, w (H, 3H), bh (3H,) or None, h0 "
+        "(B, H) -> (y (B, T, H), hs (T+1, B, H), acts (T, B, 4H)).");
+  m.def("gru_sequence_backward", &gru_sequence_backward, py::arg("gy"), py::arg("hs"),
+        py::arg("acts"), py::arg("w"), py::arg("has_bh") = true, py::arg("norms") = false,
+        "gy (B, T, H) -> (dxw (T*B, 3H), dw (H, 3H), dbh (3H,) or None, dh0 (B, H), "
+        "||dL/dh_t|| (T,) or None).");
 }
 
 DG_REGISTER_BINDINGS(bind_rnn);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "deepgrad/common.h"
+#include "deepgrad/math.h"
 
 namespace dg::bind {
 
@@ -109,6 +110,14 @@ inline void same_shape(const char* fn, const py::array& a, const char* an, const
   if (!ok)
     fail_value(fn, std::string(an) + " has shape " + shape_str(a) + " but " + bn + " has shape " +
                        shape_str(b) + "; they must match");
+}
+
+// An activation name (the kernels' Act), or a ValueError listing the valid names.
+inline Act parse_activation(const char* fn, const std::string& name) {
+  Act act;
+  if (!parse_act(name.c_str(), &act))
+    fail_value(fn, "unknown activation '" + name + "'; valid names: " + act_names());
+  return act;
 }
 
 // Calls f.template operator()<T>() with T = float or double according to a's dtype.

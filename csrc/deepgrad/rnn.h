@@ -109,5 +109,27 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
                             const T* hs, const T* cs, const T* acts, const T* w, index_t B,
                             index_t steps, index_t H);
 
+// ---- whole RNN and GRU sequences on the CPU (same layout conventions as the LSTM) ---------
+// Elman: xw (T*B, H), w (H, H), hs[0] = h0 on entry -> hs[1..T], zs (T, B, H) pre-activations,
+// y (B, T, H); h_t = act(xw_t + h_{t-1} w).
+template <class T>
+void rnn_sequence_forward(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B, index_t steps,
+                          index_t H, Act act);
+// gy (B, T, H) -> dxw (T*B, H), dw (H, H), dh0 (B, H), norms (T) or null.
+template <class T>
+void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, const T* hs,
+                           const T* zs, const T* w, index_t B, index_t steps, index_t H, Act act);
+
+// GRU: xw (T*B, 3H) = x W_ih + b_ih, w (H, 3H), bh (3H) or null, hs[0] = h0 on entry ->
+// hs[1..T], acts (T, B, 4H) (the cell's saved values), y (B, T, H).
+template <class T>
+void gru_sequence_forward(T* y, T* hs, T* acts, const T* xw, const T* w, const T* bh, index_t B,
+                          index_t steps, index_t H);
+// gy (B, T, H) -> dxw (T*B, 3H), dw (H, 3H), dbh (3H) or null, dh0 (B, H), norms (T) or null.
+template <class T>
+void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T* gy,
+                           const T* hs, const T* acts, const T* w, index_t B, index_t steps,
+                           index_t H);
+
 }  // namespace cpu
 }  // namespace dg

@@ -226,3 +226,87 @@ def test_lstm_sequence_rejects_bad_input():
         _C.lstm_sequence_backward(y, hs[:T], cs, acts, w)
     with pytest.raises(TypeError, match="float32 or float64"):
         _C.lstm_sequence_backward(y.astype(np.int64), hs, cs, acts, w)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_rnn_sequence_matches_a_step_loop(act, dtype, tol):
+    rng = np.random.default_rng(5)
+    B, T, H = 3, 6, 5
+    xw = rng.normal(0, 1, (T * B, H)).astype(dtype)
+    w = rng.normal(0, 0.5, (H, H)).astype(dtype)
+    h0 = rng.normal(0, 1, (B, H)).astype(dtype)
+    y, hs, zs = _C.rnn_sequence_forward(xw, w, h0, act)
+    f = np.tanh if act == "tanh" else (lambda z: np.maximum(z, 0))
+    h, ref_h, ref_z = h0.astype(np.float64), [h0], []
+    for t in range(T):
+        z = xw[t * B:(t + 1) * B] + h @ w
+        h = f(z)
+        ref_z.append(z)
+        ref_h.append(h)
+    np.testing.assert_allclose(zs, np.stack(ref_z), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, np.stack(ref_h[1:], axis=1), rtol=tol, atol=tol)
+    gy = rng.normal(0, 1, (B, T, H)).astype(dtype)
+    dxw, dw, dh0, norms = _C.rnn_sequence_backward(gy, hs, zs, w, act, True)
+    dh_next, ref_dz, ref_norms = np.zeros((B, H)), [None] * T, [0.0] * T
+    for t in range(T - 1, -1, -1):
+        dh = gy[:, t] + dh_next
+        ref_norms[t] = np.linalg.norm(dh)
+        ref_dz[t] = dh * ((1 - ref_h[t + 1] ** 2) if act == "tanh" else (ref_z[t] > 0))
+        dh_next = ref_dz[t] @ w.T
+    ref_dz = np.concatenate(ref_dz)
+    np.testing.assert_allclose(dxw, ref_dz, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, np.concatenate(ref_h[:T]).T @ ref_dz, rtol=tol * 10, atol=tol * 10)
+    np.testing.assert_allclose(dh0, dh_next, rtol=tol, atol=tol)
+    np.testing.assert_allclose(norms, ref_norms, rtol=tol * 10)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_gru_sequence_matches_the_step_by_step_cells(with_bias, dtype, tol):
+    rng = np.random.default_rng(6)
+    B, T, H = 3, 6, 5
+    xw = rng.normal(0, 1, (T * B, 3 * H)).astype(dtype)
+    w = rng.normal(0, 0.5, (H, 3 * H)).astype(dtype)
+    bh = rng.normal(0, 0.5, 3 * H).astype(dtype) if with_bias else None
+    h0 = rng.normal(0, 1, (B, H)).astype(dtype)
+    y, hs, acts = _C.gru_sequence_forward(xw, w, bh, h0)
+    h, ref_h, ref_act = h0, [h0], []
+    for t in range(T):
+        hg = h @ w + (bh if with_bias else 0)
+        h, act = _C.gru_cell_forward(xw[t * B:(t + 1) * B], hg.astype(dtype), h)
+        ref_h.append(h)
+        ref_act.append(act)
+    np.testing.assert_allclose(acts, np.stack(ref_act), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, np.stack(ref_h[1:], axis=1), rtol=tol, atol=tol)
+    gy = rng.normal(0, 1, (B, T, H)).astype(dtype)
+    dxw, dw, dbh, dh0, norms = _C.gru_sequence_backward(gy, hs, acts, w, with_bias, True)
+    dh_next, dxs, dhgs, ref_norms = np.zeros((B, H), dtype), [None] * T, [None] * T, [0.0] * T
+    for t in range(T - 1, -1, -1):
+        dh = gy[:, t] + dh_next
+        ref_norms[t] = np.linalg.norm(dh.astype(np.float64))
+        dxs[t], dhgs[t], direct = _C.gru_cell_backward(dh, hs[t], acts[t])
+        dh_next = direct + dhgs[t] @ w.T
+    dhg = np.concatenate(dhgs)
+    np.testing.assert_allclose(dxw, np.concatenate(dxs), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, hs[:T].reshape(T * B, H).T @ dhg, rtol=tol * 10, atol=tol * 10)
+    if with_bias:
+        np.testing.assert_allclose(dbh, dhg.sum(0), rtol=tol * 10, atol=tol * 10)
+    else:
+        assert dbh is None
+    np.testing.assert_allclose(dh0, dh_next, rtol=tol * 10, atol=tol * 10)
+    np.testing.assert_allclose(norms, ref_norms, rtol=tol * 10)
+
+
+def test_rnn_and_gru_sequences_reject_bad_input():
+    B, T, H = 2, 3, 4
+    h0 = np.zeros((B, H), np.float32)
+    with pytest.raises(ValueError, match="unknown activation 'sigmoidd'"):
+        _C.rnn_sequence_forward(np.zeros((T * B, H), np.float32), np.zeros((H, H), np.float32), h0, "sigmoidd")
+    with pytest.raises(ValueError, match=r"xw has shape \(6, 5\)"):
+        _C.rnn_sequence_forward(np.zeros((T * B, H + 1), np.float32), np.zeros((H, H), np.float32), h0)
+    with pytest.raises(ValueError, match=r"bh has shape \(4,\)"):
+        _C.gru_sequence_forward(np.zeros((T * B, 3 * H), np.float32), np.zeros((H, 3 * H), np.float32),
+                                np.zeros(H, np.float32), h0)
+    with pytest.raises(TypeError, match="dtype"):
+        _C.gru_sequence_forward(np.zeros((T * B, 3 * H)), np.zeros((H, 3 * H), np.float32), None, h0)

@@ -588,6 +588,32 @@ def lstm_sequence_backward(gy: np.ndarray, saved, w: np.ndarray, norms: bool = F
     return _C.lstm_sequence_backward(gy, hs, cs, acts, w, norms)
 
 
+def rnn_sequence_forward(xw: np.ndarray, w: np.ndarray, h0: np.ndarray, activation: str):
+    """A whole Elman recurrence in one native call: xw (T*B, H) time-major input projections,
+    w (H, H), h0 (B, H) -> (y (B, T, H), what the backward needs)."""
+    y, hs, zs = _C.rnn_sequence_forward(xw, w, h0, activation)
+    return y, (hs, zs, activation)
+
+
+def rnn_sequence_backward(gy: np.ndarray, saved, w: np.ndarray, norms: bool = False):
+    """gy = dL/dy (B, T, H) -> (dxw, dw, dh0, ||dL/dh_t|| per step or None)."""
+    hs, zs, activation = saved
+    return _C.rnn_sequence_backward(gy, hs, zs, w, activation, norms)
+
+
+def gru_sequence_forward(xw: np.ndarray, w: np.ndarray, bh, h0: np.ndarray):
+    """A whole GRU recurrence in one native call: xw (T*B, 3H) = x W_ih + b_ih time-major,
+    w (H, 3H), bh (3H,) or None, h0 (B, H) -> (y (B, T, H), what the backward needs)."""
+    y, hs, acts = _C.gru_sequence_forward(xw, w, bh, h0)
+    return y, (hs, acts, bh is not None)
+
+
+def gru_sequence_backward(gy: np.ndarray, saved, w: np.ndarray, norms: bool = False):
+    """gy = dL/dy (B, T, H) -> (dxw, dw, dbh or None, dh0, ||dL/dh_t|| per step or None)."""
+    hs, acts, has_bh = saved
+    return _C.gru_sequence_backward(gy, hs, acts, w, has_bh, norms)
+
+
 def gru_cell_forward(xg: np.ndarray, hg: np.ndarray, h_prev: np.ndarray):
     """GRU gate arithmetic from the input (B, 3H) and hidden (B, 3H) projections and h_prev (B, H)."""
     return _C.gru_cell_forward(xg, hg, h_prev)

@@ -525,6 +525,82 @@ def lstm_sequence_forward(xw, w, h0, c0):
     return stack(hs[1:] + [c], axis=1), (hs, cs, acts)
 
 
+def _dh_total(gy, t: int, dh_next, out_norms):
+    """dL/dh_t in a reverse walk: column t of gy plus what came back from step t + 1; its norm
+    into out_norms[t] when that is an array."""
+    dh = getitem(gy, (slice(None), t))
+    if dh_next is not None:
+        dh = add(dh, dh_next)
+    if out_norms is not None:
+        _, total, bad = segment_norms(reshape(dh, (int(dh.size),)),
+                                      np.array([0, int(dh.size)], dtype=np.int64))
+        out_norms[t] = float("nan") if bad else float(total)
+    return dh
+
+
+def rnn_sequence_forward(xw, w, h0, activation: str):
+    """A whole Elman recurrence: xw (T*B, H), w (H, H), h0 (B, H) -> (y (B, T, H), saved)."""
+    B = int(h0.shape[0])
+    T = int(xw.shape[0]) // B
+    h, zs, hs = h0, [], [h0]
+    for t in range(T):
+        z = add(getitem(xw, slice(t * B, (t + 1) * B)), matmul(h, w))
+        h = act_forward(z, activation)
+        zs.append(z)
+        hs.append(h)
+    return stack(hs[1:], axis=1), (hs, zs, activation)
+
+
+def rnn_sequence_backward(gy, saved, w, norms: bool = False):
+    """gy (B, T, H) -> (dxw (T*B, H), dw (H, H), dh0, ||dL/dh_t|| per step or None)."""
+    hs, zs, activation = saved
+    T = len(zs)
+    wt = transpose(w)
+    dzs = [None] * T
+    out_norms = np.zeros(T) if norms else None
+    dh_next = None
+    for t in range(T - 1, -1, -1):
+        dh = _dh_total(gy, t, dh_next, out_norms)
+        dzs[t] = act_backward(dh, zs[t], hs[t + 1], activation)
+        dh_next = matmul(dzs[t], wt)
+    dxw = concat(dzs, axis=0)
+    return dxw, matmul(concat(hs[:T], axis=0), dxw, trans_a=True), dh_next, out_norms
+
+
+def gru_sequence_forward(xw, w, bh, h0):
+    """A whole GRU recurrence: xw (T*B, 3H), w (H, 3H), bh (3H,) or None, h0 (B, H) ->
+    (y (B, T, H), saved)."""
+    B = int(h0.shape[0])
+    T = int(xw.shape[0]) // B
+    h, hs, acts = h0, [h0], []
+    for t in range(T):
+        hg = matmul(h, w)
+        if bh is not None:
+            hg = add(hg, bh)
+        h, act = gru_cell_forward(getitem(xw, slice(t * B, (t + 1) * B)), hg, h)
+        hs.append(h)
+        acts.append(act)
+    return stack(hs[1:], axis=1), (hs, acts, bh is not None)
+
+
+def gru_sequence_backward(gy, saved, w, norms: bool = False):
+    """gy (B, T, H) -> (dxw (T*B, 3H), dw (H, 3H), dbh or None, dh0, norms or None)."""
+    hs, acts, has_bh = saved
+    T = len(acts)
+    wt = transpose(w)
+    dxgs, dhgs = [None] * T, [None] * T
+    out_norms = np.zeros(T) if norms else None
+    dh_next = None
+    for t in range(T - 1, -1, -1):
+        dh = _dh_total(gy, t, dh_next, out_norms)
+        dxgs[t], dhgs[t], dh_direct = gru_cell_backward(dh, hs[t], acts[t])
+        dh_next = add(dh_direct, matmul(dhgs[t], wt))
+    dhg = concat(dhgs, axis=0)
+    dbh = sum(dhg, axis=0) if has_bh else None
+    return (concat(dxgs, axis=0), matmul(concat(hs[:T], axis=0), dhg, trans_a=True), dbh,
+            dh_next, out_norms)
+
+
 def lstm_sequence_backward(gy, saved, w, norms: bool = False):
     """gy = dL/dy (B, T+1, H) -> (dxw (T*B, 4H), dw (H, 4H), dh0, dc0, ||dL/dh_t|| per step
     (float64 numpy) or None): the reverse walk, then dW as one gemm over all steps."""
@@ -536,13 +612,7 @@ def lstm_sequence_backward(gy, saved, w, norms: bool = False):
     dh_next = None
     dc = getitem(gy, (slice(None), T))
     for t in range(T - 1, -1, -1):
-        dh = getitem(gy, (slice(None), t))
-        if dh_next is not None:
-            dh = add(dh, dh_next)
-        if norms:
-            _, total, bad = segment_norms(reshape(dh, (int(dh.size),)),
-                                          np.array([0, int(dh.size)], dtype=np.int64))
-            out_norms[t] = float("nan") if bad else float(total)
+        dh = _dh_total(gy, t, dh_next, out_norms)
         dgs[t], dc = lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
         dh_next = matmul(dgs[t], wt)
     dxw = concat(dgs, axis=0)

@@ -142,7 +142,7 @@ class RNN(_RecurrentBase):
         B, T, H = x.shape[0], x.shape[1], self.hidden_size
         h0 = self._state(h0, B, H, "state h0")
         row = self._time_signal_row(T)
-        y = _rnn_sequence(self._project(x), self.weight_hh, h0, B, T, H, self.nonlinearity, row)
+        y = _rnn_sequence(self._project(x), self.weight_hh, h0, self.nonlinearity, row)
         self._time_row = row if y.requires_grad else None
         return y, y[:, T - 1]
 
@@ -181,13 +181,12 @@ class LSTM(_RecurrentBase):
             h0 = self._state(state0[0], B, H, "state h0")
             c0 = self._state(state0[1], B, H, "state c0")
         row = self._time_signal_row(T)
-        y = _lstm_sequence(self._project(x), self.weight_hh, h0, c0, B, T, H, row)
+        y = _lstm_sequence(self._project(x), self.weight_hh, h0, c0, row)
         self._time_row = row if y.requires_grad else None
         return y[:, :T], (y[:, T - 1], y[:, T])
 
 
-def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, B: int, T: int, H: int,
-                   row: list | None) -> Tensor:
+def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, row: list | None) -> Tensor:
     """The whole LSTM recurrence as ONE tape node: xw (T*B, 4H) time-major input projections,
     W (H, 4H), h0 and c0 (B, H) -> Y (B, T + 1, H) holding h_1 .. h_T, then c_T. Per step:
     gates = xw_t + h_{t-1} W (gemm), the fused cell. The backward walks the steps in reverse
@@ -201,8 +200,7 @@ def _lstm_sequence(xw: Tensor, W: Tensor, h0: Tensor, c0: Tensor, B: int, T: int
 
     def backward(g):
         dxw, dw, dh0, dc0, norms = be.lstm_sequence_backward(g, saved, w, row is not None)
-        if row is not None:
-            row[:] = [float(v) for v in norms]
+        _fill(row, norms)
         return dxw, dw, dh0, dc0
     return _result(y, be, (xw, W, h0, c0), backward, "lstm_sequence", saved=(W,))
 
@@ -229,85 +227,47 @@ class GRU(_RecurrentBase):
         B, T, H = x.shape[0], x.shape[1], self.hidden_size
         h0 = self._state(h0, B, H, "state h0")
         row = self._time_signal_row(T)
-        y = _gru_sequence(self._project(x), self.weight_hh, self.bias_hh, h0, B, T, H, row)
+        y = _gru_sequence(self._project(x), self.weight_hh, self.bias_hh, h0, row)
         self._time_row = row if y.requires_grad else None
         return y, y[:, T - 1]
 
 
-def _dh_total(be, g, t: int, dh_next, row: list | None):
-    """dL/dh_t in a reverse walk: the gradient reaching the output at step t (column t of g) plus
-    the one coming back from step t + 1; its norm goes to row[t] while a monitor watches."""
-    dh = be.getitem(g, (slice(None), t))
-    if dh_next is not None:
-        dh = be.add(dh, dh_next)
+def _fill(row: list | None, norms) -> None:
+    """Hand the backward's per-step ||dL/dh_t|| to the monitor's list."""
     if row is not None:
-        from ..monitor import _norm
-        row[t] = _norm(be, dh)
-    return dh
+        row[:] = [float(v) for v in norms]
 
 
-def _rnn_sequence(xw: Tensor, W: Tensor, h0: Tensor, B: int, T: int, H: int, act: str,
-                  row: list | None) -> Tensor:
+def _rnn_sequence(xw: Tensor, W: Tensor, h0: Tensor, act: str, row: list | None) -> Tensor:
     """The Elman recurrence as ONE tape node: xw (T*B, H) time-major input projections, W (H, H),
     h0 (B, H) -> Y (B, T, H) = h_1 .. h_T, with h_t = act(xw_t + h_{t-1} W). Backward: reverse
-    walk (dz_t = dh_t act'(z_t), dh_{t-1} = dz_t W^T), then dW as one gemm over all steps."""
+    walk (dz_t = dh_t act'(z_t), dh_{t-1} = dz_t W^T), then dW as one gemm over all steps. The
+    loops are the backend's (one native call each way on the CPU)."""
     be = xw._be
-    xd, w = xw.data, W.data
-    h = h0.data
-    zs, hs = [], [h]
-    for t in range(T):
-        z = be.add(be.getitem(xd, slice(t * B, (t + 1) * B)), be.matmul(h, w))
-        h = be.act_forward(z, act)
-        zs.append(z)
-        hs.append(h)
-    y = be.stack(hs[1:], axis=1)
+    w = W.data
+    y, saved = be.rnn_sequence_forward(xw.data, w, h0.data, act)
 
     def backward(g):
-        wt = be.transpose(w)  # dz W^T as a plain gemm, without re-packing W every step
-        dzs = [None] * T
-        dh_next = None
-        for t in range(T - 1, -1, -1):
-            dh = _dh_total(be, g, t, dh_next, row)
-            dzs[t] = dz = be.act_backward(dh, zs[t], hs[t + 1], act)
-            dh_next = be.matmul(dz, wt)
-        dxw = be.concat(dzs, axis=0)
-        return dxw, be.matmul(be.concat(hs[:T], axis=0), dxw, trans_a=True), dh_next
+        dxw, dw, dh0, norms = be.rnn_sequence_backward(g, saved, w, row is not None)
+        _fill(row, norms)
+        return dxw, dw, dh0
     return _result(y, be, (xw, W, h0), backward, "rnn_sequence", saved=(W,))
 
 
-def _gru_sequence(xw: Tensor, W: Tensor, bh: Tensor | None, h0: Tensor, B: int, T: int, H: int,
+def _gru_sequence(xw: Tensor, W: Tensor, bh: Tensor | None, h0: Tensor,
                   row: list | None) -> Tensor:
     """The GRU recurrence as ONE tape node: xw (T*B, 3H) time-major input projections (with
     b_ih), W (H, 3H), b_hh (3H) or None, h0 (B, H) -> Y (B, T, H) = h_1 .. h_T. Per step:
-    hg = h_{t-1} W + b_hh (native gemm), the fused native cell. Backward: reverse walk, then dW_hh
-    as one gemm over all steps and db_hh as one column sum."""
+    hg = h_{t-1} W + b_hh (gemm), the fused cell. Backward: reverse walk, then dW_hh as one gemm
+    over all steps and db_hh as one column sum. The loops are the backend's (one native call
+    each way on the CPU)."""
     be = xw._be
-    xd, w = xw.data, W.data
-    bd = None if bh is None else bh.data
-    h = h0.data
-    hs, acts = [h], []
-    for t in range(T):
-        hg = be.matmul(h, w)
-        if bd is not None:
-            hg = be.add(hg, bd)
-        h, act = be.gru_cell_forward(be.getitem(xd, slice(t * B, (t + 1) * B)), hg, h)
-        hs.append(h)
-        acts.append(act)
-    y = be.stack(hs[1:], axis=1)
+    w = W.data
+    y, saved = be.gru_sequence_forward(xw.data, w, None if bh is None else bh.data, h0.data)
 
     def backward(g):
-        wt = be.transpose(w)
-        dxgs, dhgs = [None] * T, [None] * T
-        dh_next = None
-        for t in range(T - 1, -1, -1):
-            dh = _dh_total(be, g, t, dh_next, row)
-            dxgs[t], dhgs[t], dh_direct = be.gru_cell_backward(dh, hs[t], acts[t])
-            dh_next = be.add(dh_direct, be.matmul(dhgs[t], wt))
-        dhg_all = be.concat(dhgs, axis=0)
-        grads = [be.concat(dxgs, axis=0), be.matmul(be.concat(hs[:T], axis=0), dhg_all,
-                                                   trans_a=True)]
-        if bh is not None:
-            grads.append(be.sum(dhg_all, axis=0))
-        return tuple(grads) + (dh_next,)
+        dxw, dw, dbh, dh0, norms = be.gru_sequence_backward(g, saved, w, row is not None)
+        _fill(row, norms)
+        return (dxw, dw, dh0) if bh is None else (dxw, dw, dbh, dh0)
     inputs = (xw, W, h0) if bh is None else (xw, W, bh, h0)
     return _result(y, be, inputs, backward, "gru_sequence", saved=(W,))
