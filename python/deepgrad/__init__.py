@@ -12,7 +12,7 @@ __version__: str = _C.build_info()["version"]
 def _tune_malloc() -> str:
     """A training step frees most of what it allocated (activations, gradients, LSTM gate
     buffers) and the next step allocates it again. With glibc's defaults the freed top of the
-    heap goes back to the OS at once and every step page-faults it in again: ~2400 faults and
+    heap goes back to the OS at once and every step page-faults it in again: ~2800 faults and
     ~45% of an LSTM step (B=64, T=50, H=64) measured here. So at import deepgrad keeps up to
     64 MiB of freed heap for reuse (M_TOP_PAD) and serves blocks below 32 MiB from the heap
     (M_MMAP_THRESHOLD, glibc's own dynamic ceiling). Skipped when DEEPGRAD_MALLOC_TUNING=0 or
