@@ -23,7 +23,7 @@ def activation_name(name) -> str:
                      name.lower() if isinstance(name, str) else name)
     if n not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)} "
-                         f"(or 'swish')")
+                         f"(or 'swish', or None for identity)")
     return n
 
 

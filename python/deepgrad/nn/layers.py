@@ -17,20 +17,6 @@ __all__ = ["Dense", "Linear", "Sequential", "Residual", "BatchNorm1d", "LayerNor
            "LeakyReLU", "ELU", "SELU", "GELU", "Softplus", "SiLU", "Swish", "Softsign",
            "Softmax", "LogSoftmax"]
 
-_ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
-                "gelu", "softplus", "silu", "softsign")
-_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "swish": "silu"}
-
-
-def _act_name(activation) -> str:
-    name = _ALIASES.get(activation.lower() if isinstance(activation, str) else activation,
-                        activation.lower() if isinstance(activation, str) else activation)
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; use one of "
-                         f"{', '.join(_ACTIVATIONS)} (or None)")
-    return name
-
-
 def _check_positive_int(layer: str, name: str, v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{layer}: {name} must be a positive int, got {v!r}")
@@ -81,7 +67,7 @@ class Dense(Module):
         for n, v in (("in_features", in_features), ("out_features", out_features)):
             _check_positive_int("Dense", n, v)
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.activation = _act_name(activation)
+        self.activation = F.activation_name(activation)
         self.alpha = float(F._DEFAULT_ALPHA.get(self.activation, 0.01) if alpha is None else alpha)
         dt = _dtype(dtype)
         self.weight = Parameter(np.zeros((self.in_features, self.out_features), dtype=dt))
@@ -138,7 +124,7 @@ class Activation(Module):
 
     def __init__(self, activation: str, alpha: float = 0.01):
         super().__init__()
-        self.activation = _act_name(activation)
+        self.activation = F.activation_name(activation)
         self.alpha = float(alpha)
 
     def forward(self, x) -> Tensor:

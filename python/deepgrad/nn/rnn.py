@@ -81,13 +81,17 @@ class _RecurrentBase(Module):
         if Fin != self.input_size:
             raise ValueError(f"{name}: input has {Fin} features (shape {tuple(x.shape)}) but the "
                              f"layer expects input_size={self.input_size}")
-        if x.dtype != self.weight_ih.dtype:
-            raise TypeError(f"{name}: input is {x.dtype} but the layer's weights are "
-                            f"{self.weight_ih.dtype}; convert with .to(dtype) on one of them")
-        if x.device != self.weight_ih.device:
-            raise ValueError(f"{name}: input is on {x.device} but the layer is on "
-                             f"{self.weight_ih.device}")
+        self._like_weights(x, "input")
         return x
+
+    def _like_weights(self, t: Tensor, what: str) -> None:
+        """t must have the weights' dtype and device (TypeError / ValueError naming both)."""
+        name, w = type(self).__name__, self.weight_ih
+        if t.dtype != w.dtype:
+            raise TypeError(f"{name}: {what} is {t.dtype} but the layer's weights are {w.dtype}; "
+                            f"convert with .to(dtype) on one of them")
+        if t.device != w.device:
+            raise ValueError(f"{name}: {what} is on {t.device} but the layer is on {w.device}")
 
     def _state(self, h0, B: int, width: int, what: str) -> Tensor:
         if h0 is None:
@@ -98,12 +102,7 @@ class _RecurrentBase(Module):
         if tuple(h0.shape) != (B, width):
             raise ValueError(f"{name}: initial {what} has shape {tuple(h0.shape)} "
                              f"but must be (batch, {width}) = ({B}, {width})")
-        if h0.dtype != self.weight_ih.dtype:
-            raise TypeError(f"{name}: initial {what} is {h0.dtype} but the layer's weights are "
-                            f"{self.weight_ih.dtype}; convert with .to(dtype) on one of them")
-        if h0.device != self.weight_ih.device:
-            raise ValueError(f"{name}: initial {what} is on {h0.device} but the layer is on "
-                             f"{self.weight_ih.device}")
+        self._like_weights(h0, f"initial {what}")
         return h0
 
     def _project(self, x: Tensor) -> Tensor:
