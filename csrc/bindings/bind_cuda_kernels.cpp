@@ -44,6 +44,7 @@
 
 #include "bindings/check.h"
 #include "bindings/cuda_check.h"
+#include "bindings/optim_check.h"
 #include "bindings/registry.h"
 #include "deepgrad/cuda_array.h"
 #include "deepgrad/cuda_kernels.h"
@@ -53,12 +54,6 @@ namespace {
 
 namespace dc = dg::cuda;
 
-CudaArray& f32(py::handle o, const char* fn, const char* name) {
-  return cuda_arg(o, fn, name, CDType::f32);
-}
-CudaArray* opt_f32(py::handle o, const char* fn, const char* name) {
-  return cuda_opt_arg(o, fn, name, CDType::f32);
-}
 float* ptr(CudaArray* a) { return a ? a->data<float>() : nullptr; }
 std::string dims(index_t r, index_t c) {
   return "(" + std::to_string(r) + ", " + std::to_string(c) + ")";
@@ -74,12 +69,6 @@ void vector_of(const char* fn, const CudaArray& a, const char* name, index_t len
     fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be (" +
                        std::to_string(len) + ",)");
 }
-void matrix_of(const char* fn, const CudaArray& a, const char* name, index_t r, index_t c,
-               const char* why) {
-  if (a.ndim() != 2 || a.shape[0] != r || a.shape[1] != c)
-    fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be " + dims(r, c) +
-                       why);
-}
 void nonempty_2d(const char* fn, const CudaArray& a, const char* name) {
   cuda_ndim_is(fn, a, name, 2);
   if (a.shape[0] == 0) fail_value(fn, std::string(name) + " has shape " + shape_str(a) + ": the batch is empty");
@@ -91,8 +80,8 @@ template <bool NAIVE>
 CudaArray gemm_entry(py::handle a_o, py::handle b_o, py::handle out_o, bool trans_a, bool trans_b,
                      double alpha, double beta) {
   const char* fn = NAIVE ? "cuda_gemm_naive" : "cuda_gemm";
-  CudaArray& a = f32(a_o, fn, "a");
-  CudaArray& b = f32(b_o, fn, "b");
+  CudaArray& a = cuda_f32(a_o, fn, "a");
+  CudaArray& b = cuda_f32(b_o, fn, "b");
   cuda_ndim_is(fn, a, "a", 2);
   cuda_ndim_is(fn, b, "b", 2);
   const index_t m = trans_a ? a.shape[1] : a.shape[0], k = trans_a ? a.shape[0] : a.shape[1];
@@ -107,8 +96,8 @@ CudaArray gemm_entry(py::handle a_o, py::handle b_o, py::handle out_o, bool tran
     out = CudaArray::empty({m, n});
     beta = 0.0;  // a fresh output holds nothing to accumulate into
   } else {
-    out = f32(out_o, fn, "out");
-    matrix_of(fn, out, "out", m, n, " (the shape of op(a) op(b))");
+    out = cuda_f32(out_o, fn, "out");
+    cuda_matrix_is(fn, out, "out", m, n, " (the shape of op(a) op(b))");
     if (overlaps(out, a) || overlaps(out, b))
       fail_value(fn, "out shares memory with an input; pass a separate output array");
   }
@@ -121,8 +110,8 @@ CudaArray gemm_entry(py::handle a_o, py::handle b_o, py::handle out_o, bool tran
 py::tuple dense_forward(py::handle x_o, py::handle w_o, py::handle b_o,
                         const std::string& activation, double alpha) {
   const char* fn = "cuda_dense_forward";
-  CudaArray& x = f32(x_o, fn, "x");
-  CudaArray& w = f32(w_o, fn, "w");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
+  CudaArray& w = cuda_f32(w_o, fn, "w");
   cuda_ndim_is(fn, x, "x", 2);
   cuda_ndim_is(fn, w, "w", 2);
   const Act act = parse_activation(fn, activation);
@@ -130,7 +119,7 @@ py::tuple dense_forward(py::handle x_o, py::handle w_o, py::handle b_o,
   if (x.shape[1] != in)
     fail_value(fn, "x has shape " + shape_str(x) + " but w expects " + std::to_string(in) +
                        " input features (w has shape " + shape_str(w) + ")");
-  CudaArray* b = opt_f32(b_o, fn, "b");
+  CudaArray* b = cuda_opt_f32(b_o, fn, "b");
   if (b && (b->ndim() != 1 || b->shape[0] != out))
     fail_value(fn, "b has shape " + shape_str(*b) + " but w has " + std::to_string(out) +
                        " output features; b must be (" + std::to_string(out) + ",)");
@@ -146,9 +135,9 @@ py::object dense_backward(py::handle dy_o, py::handle x_o, py::handle w_o, py::h
                           py::handle y_o, py::handle dw_o, py::handle db_o,
                           const std::string& activation, double alpha, bool need_dx) {
   const char* fn = "cuda_dense_backward";
-  CudaArray& dy = f32(dy_o, fn, "dy");
-  CudaArray& x = f32(x_o, fn, "x");
-  CudaArray& w = f32(w_o, fn, "w");
+  CudaArray& dy = cuda_f32(dy_o, fn, "dy");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
+  CudaArray& w = cuda_f32(w_o, fn, "w");
   cuda_ndim_is(fn, dy, "dy", 2);
   cuda_ndim_is(fn, x, "x", 2);
   cuda_ndim_is(fn, w, "w", 2);
@@ -157,18 +146,18 @@ py::object dense_backward(py::handle dy_o, py::handle x_o, py::handle w_o, py::h
   if (x.shape[1] != in)
     fail_value(fn, "x has shape " + shape_str(x) + " but w expects " + std::to_string(in) +
                        " input features (w has shape " + shape_str(w) + ")");
-  matrix_of(fn, dy, "dy", n, out, " (the layer output)");
-  CudaArray* z = opt_f32(z_o, fn, "z");
-  CudaArray* y = opt_f32(y_o, fn, "y");
-  if (z) matrix_of(fn, *z, "z", n, out, " (the shape of dy)");
-  if (y) matrix_of(fn, *y, "y", n, out, " (the shape of dy)");
+  cuda_matrix_is(fn, dy, "dy", n, out, " (the layer output)");
+  CudaArray* z = cuda_opt_f32(z_o, fn, "z");
+  CudaArray* y = cuda_opt_f32(y_o, fn, "y");
+  if (z) cuda_matrix_is(fn, *z, "z", n, out, " (the shape of dy)");
+  if (y) cuda_matrix_is(fn, *y, "y", n, out, " (the shape of dy)");
   if (act_needs_pre(act) && !z)
     fail_value(fn, "activation '" + activation + "' needs z, the pre-activation that dense_forward returned");
   if (act != Act::identity && act != Act::step && !z && !y)
     fail_value(fn, "activation '" + activation + "' needs y (the layer output) or z");
-  CudaArray& dw = f32(dw_o, fn, "dw");
-  matrix_of(fn, dw, "dw", in, out, "; the gradient is accumulated into dw and must match w");
-  CudaArray* db = opt_f32(db_o, fn, "db");
+  CudaArray& dw = cuda_f32(dw_o, fn, "dw");
+  cuda_matrix_is(fn, dw, "dw", in, out, "; the gradient is accumulated into dw and must match w");
+  CudaArray* db = cuda_opt_f32(db_o, fn, "db");
   if (db) vector_of(fn, *db, "db", out);
   for (const CudaArray* a : {&dy, &x, &w, z, y}) {
     if (a && (overlaps(dw, *a) || (db && overlaps(*db, *a))))
@@ -187,7 +176,7 @@ py::object dense_backward(py::handle dy_o, py::handle x_o, py::handle w_o, py::h
 
 CudaArray act_forward(py::handle x_o, const std::string& activation, double alpha) {
   const char* fn = "cuda_act_forward";
-  CudaArray& x = f32(x_o, fn, "x");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
   const Act act = parse_activation(fn, activation);
   CudaArray y = CudaArray::empty_like(x);
   dc::act_forward(y.data<float>(), x.data<float>(), x.numel(), act, float(alpha), dc::current_stream());
@@ -197,10 +186,10 @@ CudaArray act_forward(py::handle x_o, const std::string& activation, double alph
 CudaArray act_backward(py::handle dy_o, py::handle z_o, py::handle y_o,
                        const std::string& activation, double alpha) {
   const char* fn = "cuda_act_backward";
-  CudaArray& dy = f32(dy_o, fn, "dy");
+  CudaArray& dy = cuda_f32(dy_o, fn, "dy");
   const Act act = parse_activation(fn, activation);
-  CudaArray* z = opt_f32(z_o, fn, "z");
-  CudaArray* y = opt_f32(y_o, fn, "y");
+  CudaArray* z = cuda_opt_f32(z_o, fn, "z");
+  CudaArray* y = cuda_opt_f32(y_o, fn, "y");
   if (z) cuda_same_shape(fn, dy, "dy", *z, "z");
   if (y) cuda_same_shape(fn, dy, "dy", *y, "y");
   if (act_needs_pre(act) && !z)
@@ -214,7 +203,7 @@ CudaArray act_backward(py::handle dy_o, py::handle z_o, py::handle y_o,
 }
 
 CudaArray softmax_fwd(const char* fn, py::handle x_o, bool log) {
-  CudaArray& x = f32(x_o, fn, "x");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
   cuda_ndim_is(fn, x, "x", 2);
   CudaArray y = CudaArray::empty_like(x);
   dc::softmax(y.data<float>(), x.data<float>(), x.shape[0], x.shape[1], log, dc::current_stream());
@@ -222,8 +211,8 @@ CudaArray softmax_fwd(const char* fn, py::handle x_o, bool log) {
 }
 
 CudaArray softmax_bwd(const char* fn, py::handle dy_o, py::handle y_o, bool log) {
-  CudaArray& dy = f32(dy_o, fn, "dy");
-  CudaArray& y = f32(y_o, fn, "y");
+  CudaArray& dy = cuda_f32(dy_o, fn, "dy");
+  CudaArray& y = cuda_f32(y_o, fn, "y");
   cuda_ndim_is(fn, y, "y", 2);
   cuda_same_shape(fn, dy, "dy", y, "y");
   CudaArray dx = CudaArray::empty_like(y);
@@ -251,7 +240,7 @@ LossArgs loss_args(const char* fn, const std::string& kind, py::handle pred_o, p
     fail_value(fn, "unknown loss '" + kind + "'; valid kinds: " + loss_names());
   if (!parse_reduction(reduction.c_str(), &L.red))
     fail_value(fn, "unknown reduction '" + reduction + "'; valid reductions: " + reduction_names());
-  L.pred = &f32(pred_o, fn, "pred");
+  L.pred = &cuda_f32(pred_o, fn, "pred");
   if (L.kind == Loss::cross_entropy) {
     cuda_ndim_is(fn, *L.pred, "pred", 2);
     L.rows = L.pred->shape[0];
@@ -269,7 +258,7 @@ LossArgs loss_args(const char* fn, const std::string& kind, py::handle pred_o, p
     L.terms = L.rows;
     L.terms_shape = {L.rows};
   } else {
-    L.target = &f32(target_o, fn, "target");
+    L.target = &cuda_f32(target_o, fn, "target");
     cuda_same_shape(fn, *L.pred, "pred", *L.target, "target");
     if (L.pred->numel() == 0) fail_value(fn, "pred has shape " + shape_str(*L.pred) + ": the batch is empty");
     L.rows = L.pred->numel();
@@ -325,7 +314,7 @@ CudaArray loss_backward(const std::string& kind, py::handle pred_o, py::handle t
   CudaArray* g = nullptr;
   double scale = 1.0;
   if (L.red == Reduction::none) {
-    g = &f32(grad_o, fn, "grad");
+    g = &cuda_f32(grad_o, fn, "grad");
     if (g->shape != L.terms_shape)
       fail_value(fn, "grad has shape " + shape_str(*g) + " but the per-sample losses have shape " +
                          CudaArray::shape_str(L.terms_shape));
@@ -351,7 +340,7 @@ CudaArray loss_backward(const std::string& kind, py::handle pred_o, py::handle t
 
 py::tuple segment_norms(py::handle buf_o, py::handle offsets_o) {
   const char* fn = "cuda_segment_norms";
-  CudaArray& buf = f32(buf_o, fn, "buf");
+  CudaArray& buf = cuda_f32(buf_o, fn, "buf");
   if (py::isinstance<CudaArray>(offsets_o))
     fail_type(fn, "offsets must be a numpy integer array (host), not a CudaArray");
   auto off = int_labels(offsets_o, fn, "offsets");
@@ -380,17 +369,9 @@ py::tuple segment_norms(py::handle buf_o, py::handle offsets_o) {
 
 // ---- optimizers -------------------------------------------------------------------------------
 
-void check_hyper(const char* fn, const char* name, double v, double lo) {
-  if (!std::isfinite(v) || v < lo)
-    fail_value(fn, std::string(name) + " must be finite and >= " + std::to_string(lo) + ", got " +
-                       std::to_string(v));
-}
-void check_beta(const char* fn, const char* name, double v) {
-  if (!(v >= 0.0 && v < 1.0)) fail_value(fn, std::string(name) + " must be in [0, 1), got " + std::to_string(v));
-}
 CudaArray& state_arg(const char* fn, py::handle o, const char* name, const CudaArray& param) {
   if (o.is_none()) fail_value(fn, std::string(name) + " is None but this configuration needs it");
-  CudaArray& a = f32(o, fn, name);
+  CudaArray& a = cuda_f32(o, fn, name);
   cuda_same_shape(fn, param, "param", a, name);
   return a;
 }
@@ -398,13 +379,8 @@ CudaArray& state_arg(const char* fn, py::handle o, const char* name, const CudaA
 void sgd_step(py::handle param_o, py::handle grad_o, py::handle buf_o, double lr, double momentum,
               double dampening, bool nesterov, double weight_decay, bool first_step) {
   const char* fn = "cuda_sgd_step";
-  check_hyper(fn, "lr", lr, 0);
-  check_hyper(fn, "momentum", momentum, 0);
-  check_hyper(fn, "weight_decay", weight_decay, 0);
-  if (!std::isfinite(dampening)) fail_value(fn, "dampening must be finite");
-  if (nesterov && (momentum <= 0 || dampening != 0))
-    fail_value(fn, "Nesterov momentum requires momentum > 0 and dampening = 0");
-  CudaArray& param = f32(param_o, fn, "param");
+  check_sgd_hyper(fn, lr, momentum, dampening, nesterov, weight_decay);
+  CudaArray& param = cuda_f32(param_o, fn, "param");
   CudaArray& grad = state_arg(fn, grad_o, "grad", param);
   CudaArray* buf = momentum != 0 ? &state_arg(fn, buf_o, "momentum_buf", param) : nullptr;
   const SgdHyper<float> h{float(lr), float(momentum), float(dampening), float(weight_decay),
@@ -416,13 +392,8 @@ void adam_step(py::handle param_o, py::handle grad_o, py::handle m_o, py::handle
                long long step, double lr, double beta1, double beta2, double eps,
                double weight_decay, bool decoupled) {
   const char* fn = "cuda_adam_step";
-  if (step < 1) fail_value(fn, "step counts from 1, got " + std::to_string(step));
-  check_hyper(fn, "lr", lr, 0);
-  check_beta(fn, "beta1", beta1);
-  check_beta(fn, "beta2", beta2);
-  check_hyper(fn, "eps", eps, 0);
-  check_hyper(fn, "weight_decay", weight_decay, 0);
-  CudaArray& param = f32(param_o, fn, "param");
+  check_adam_hyper(fn, step, lr, beta1, beta2, eps, weight_decay);
+  CudaArray& param = cuda_f32(param_o, fn, "param");
   CudaArray& grad = state_arg(fn, grad_o, "grad", param);
   CudaArray& m = state_arg(fn, m_o, "m", param);
   CudaArray& v = state_arg(fn, v_o, "v", param);
@@ -435,12 +406,8 @@ void rmsprop_step(py::handle param_o, py::handle grad_o, py::handle sq_o, double
                   double eps, double weight_decay, double momentum, py::handle buf_o, bool centered,
                   py::handle ga_o) {
   const char* fn = "cuda_rmsprop_step";
-  check_hyper(fn, "lr", lr, 0);
-  check_hyper(fn, "alpha", alpha, 0);
-  check_hyper(fn, "eps", eps, 0);
-  check_hyper(fn, "weight_decay", weight_decay, 0);
-  check_hyper(fn, "momentum", momentum, 0);
-  CudaArray& param = f32(param_o, fn, "param");
+  check_rmsprop_hyper(fn, lr, alpha, eps, weight_decay, momentum);
+  CudaArray& param = cuda_f32(param_o, fn, "param");
   CudaArray& grad = state_arg(fn, grad_o, "grad", param);
   CudaArray& sq = state_arg(fn, sq_o, "square_avg", param);
   CudaArray* buf = momentum > 0 ? &state_arg(fn, buf_o, "momentum_buf", param) : nullptr;
@@ -454,7 +421,7 @@ void rmsprop_step(py::handle param_o, py::handle grad_o, py::handle sq_o, double
 // ---- batch norm and layer norm ----------------------------------------------------------------
 
 CudaArray* opt_vec(py::handle o, const char* fn, const char* name, index_t len) {
-  CudaArray* a = opt_f32(o, fn, name);
+  CudaArray* a = cuda_opt_f32(o, fn, name);
   if (a) vector_of(fn, *a, name, len);
   return a;
 }
@@ -463,7 +430,7 @@ py::tuple batch_norm_forward(py::handle x_o, py::handle gamma_o, py::handle beta
                              py::handle rm_o, py::handle rv_o, bool training, double momentum,
                              double eps) {
   const char* fn = "cuda_batch_norm_forward";
-  CudaArray& x = f32(x_o, fn, "x");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
   nonempty_2d(fn, x, "x");
   const index_t n = x.shape[0], c = x.shape[1];
   CudaArray* gamma = opt_vec(gamma_o, fn, "gamma", c);
@@ -487,14 +454,14 @@ py::object batch_norm_backward(py::handle dy_o, py::handle x_o, py::handle gamma
                                py::handle mean_o, py::handle invstd_o, py::handle dgamma_o,
                                py::handle dbeta_o, bool training, bool need_dx) {
   const char* fn = "cuda_batch_norm_backward";
-  CudaArray& x = f32(x_o, fn, "x");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
   nonempty_2d(fn, x, "x");
-  CudaArray& dy = f32(dy_o, fn, "dy");
+  CudaArray& dy = cuda_f32(dy_o, fn, "dy");
   cuda_same_shape(fn, x, "x", dy, "dy");
   const index_t n = x.shape[0], c = x.shape[1];
   CudaArray* gamma = opt_vec(gamma_o, fn, "gamma", c);
-  CudaArray& mean = f32(mean_o, fn, "save_mean");
-  CudaArray& invstd = f32(invstd_o, fn, "save_invstd");
+  CudaArray& mean = cuda_f32(mean_o, fn, "save_mean");
+  CudaArray& invstd = cuda_f32(invstd_o, fn, "save_invstd");
   vector_of(fn, mean, "save_mean", c);
   vector_of(fn, invstd, "save_invstd", c);
   CudaArray* dgamma = opt_vec(dgamma_o, fn, "dgamma", c);
@@ -508,7 +475,7 @@ py::object batch_norm_backward(py::handle dy_o, py::handle x_o, py::handle gamma
 
 py::tuple layer_norm_forward(py::handle x_o, py::handle gamma_o, py::handle beta_o, double eps) {
   const char* fn = "cuda_layer_norm_forward";
-  CudaArray& x = f32(x_o, fn, "x");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
   nonempty_2d(fn, x, "x");
   const index_t n = x.shape[0], d = x.shape[1];
   if (d == 0) fail_value(fn, "x has shape " + shape_str(x) + ": there are no features to normalize");
@@ -526,14 +493,14 @@ py::object layer_norm_backward(py::handle dy_o, py::handle x_o, py::handle gamma
                                py::handle mean_o, py::handle invstd_o, py::handle dgamma_o,
                                py::handle dbeta_o, bool need_dx) {
   const char* fn = "cuda_layer_norm_backward";
-  CudaArray& x = f32(x_o, fn, "x");
+  CudaArray& x = cuda_f32(x_o, fn, "x");
   nonempty_2d(fn, x, "x");
-  CudaArray& dy = f32(dy_o, fn, "dy");
+  CudaArray& dy = cuda_f32(dy_o, fn, "dy");
   cuda_same_shape(fn, x, "x", dy, "dy");
   const index_t n = x.shape[0], d = x.shape[1];
   CudaArray* gamma = opt_vec(gamma_o, fn, "gamma", d);
-  CudaArray& mean = f32(mean_o, fn, "save_mean");
-  CudaArray& invstd = f32(invstd_o, fn, "save_invstd");
+  CudaArray& mean = cuda_f32(mean_o, fn, "save_mean");
+  CudaArray& invstd = cuda_f32(invstd_o, fn, "save_invstd");
   vector_of(fn, mean, "save_mean", n);
   vector_of(fn, invstd, "save_invstd", n);
   CudaArray* dgamma = opt_vec(dgamma_o, fn, "dgamma", d);
@@ -578,16 +545,16 @@ void bind_cuda_kernels(py::module_& m) {
   m.def("cuda_segment_norms", &segment_norms, py::arg("buf"), py::arg("offsets"),
         "(per-segment L2 norms float64, global norm, non-finite count); deterministic.");
   m.def("cuda_scale_", [](py::handle b, double f) {
-    CudaArray& buf = f32(b, "cuda_scale_", "buf");
+    CudaArray& buf = cuda_f32(b, "cuda_scale_", "buf");
     dc::scale_(buf.data<float>(), buf.numel(), float(f), dc::current_stream());
   }, py::arg("buf"), py::arg("factor"));
   m.def("cuda_clip_value_", [](py::handle b, double clip) {
     if (!(clip >= 0)) fail_value("cuda_clip_value_", "clip must be >= 0, got " + std::to_string(clip));
-    CudaArray& buf = f32(b, "cuda_clip_value_", "buf");
+    CudaArray& buf = cuda_f32(b, "cuda_clip_value_", "buf");
     dc::clip_value_(buf.data<float>(), buf.numel(), float(clip), dc::current_stream());
   }, py::arg("buf"), py::arg("clip"));
   m.def("cuda_fill_", [](py::handle b, double v) {
-    CudaArray& buf = f32(b, "cuda_fill_", "buf");
+    CudaArray& buf = cuda_f32(b, "cuda_fill_", "buf");
     dc::fill_(buf.data<float>(), buf.numel(), float(v), dc::current_stream());
   }, py::arg("buf"), py::arg("value"));
   m.def("cuda_sgd_step", &sgd_step, py::arg("param"), py::arg("grad"), py::arg("momentum_buf"),

@@ -22,18 +22,6 @@ namespace {
 
 namespace dc = dg::cuda;
 
-CudaArray& f32(py::handle o, const char* fn, const char* name) {
-  return cuda_arg(o, fn, name, CDType::f32);
-}
-
-// a must be (rows, cols).
-void shape_is(const char* fn, const CudaArray& a, const char* name, index_t rows, index_t cols,
-              const char* hint) {
-  if (a.ndim() != 2 || a.shape[0] != rows || a.shape[1] != cols)
-    fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be (" +
-                       std::to_string(rows) + ", " + std::to_string(cols) + ") " + hint);
-}
-
 // The hidden size from a (B, gates*H) array.
 index_t hidden_of(const char* fn, const CudaArray& a, const char* name, int gates,
                   const char* order) {
@@ -47,10 +35,10 @@ index_t hidden_of(const char* fn, const CudaArray& a, const char* name, int gate
 
 py::tuple lstm_cell_forward(py::handle gates_o, py::handle c_prev_o) {
   const char* fn = "cuda_lstm_cell_forward";
-  CudaArray& gates = f32(gates_o, fn, "gates");
-  CudaArray& c_prev = f32(c_prev_o, fn, "c_prev");
+  CudaArray& gates = cuda_f32(gates_o, fn, "gates");
+  CudaArray& c_prev = cuda_f32(c_prev_o, fn, "c_prev");
   const index_t H = hidden_of(fn, gates, "gates", 4, "(i, f, g, o)"), B = gates.shape[0];
-  shape_is(fn, c_prev, "c_prev", B, H, "(batch, hidden_size)");
+  cuda_matrix_is(fn, c_prev, "c_prev", B, H, " (batch, hidden_size)");
   CudaArray h = CudaArray::empty({B, H}), c = CudaArray::empty({B, H});
   CudaArray act = CudaArray::empty({B, 4 * H});
   dc::lstm_cell_forward(h.data<float>(), c.data<float>(), act.data<float>(), gates.data<float>(),
@@ -61,17 +49,17 @@ py::tuple lstm_cell_forward(py::handle gates_o, py::handle c_prev_o) {
 py::tuple lstm_cell_backward(py::handle dh_o, py::handle dc_o, py::handle c_prev_o,
                              py::handle c_o, py::handle act_o) {
   const char* fn = "cuda_lstm_cell_backward";
-  CudaArray& act = f32(act_o, fn, "act");
+  CudaArray& act = cuda_f32(act_o, fn, "act");
   const index_t H = hidden_of(fn, act, "act", 4, "(the act that cuda_lstm_cell_forward returned)");
   const index_t B = act.shape[0];
-  CudaArray& c_prev = f32(c_prev_o, fn, "c_prev");
-  CudaArray& c = f32(c_o, fn, "c");
-  shape_is(fn, c_prev, "c_prev", B, H, "(batch, hidden_size)");
-  shape_is(fn, c, "c", B, H, "(batch, hidden_size)");
+  CudaArray& c_prev = cuda_f32(c_prev_o, fn, "c_prev");
+  CudaArray& c = cuda_f32(c_o, fn, "c");
+  cuda_matrix_is(fn, c_prev, "c_prev", B, H, " (batch, hidden_size)");
+  cuda_matrix_is(fn, c, "c", B, H, " (batch, hidden_size)");
   CudaArray* dh = cuda_opt_arg(dh_o, fn, "dh", CDType::f32);
   CudaArray* dcell = cuda_opt_arg(dc_o, fn, "dc", CDType::f32);
-  if (dh) shape_is(fn, *dh, "dh", B, H, "(batch, hidden_size)");
-  if (dcell) shape_is(fn, *dcell, "dc", B, H, "(batch, hidden_size)");
+  if (dh) cuda_matrix_is(fn, *dh, "dh", B, H, " (batch, hidden_size)");
+  if (dcell) cuda_matrix_is(fn, *dcell, "dc", B, H, " (batch, hidden_size)");
   CudaArray dgates = CudaArray::empty({B, 4 * H}), dc_prev = CudaArray::empty({B, H});
   dc::lstm_cell_backward(dgates.data<float>(), dc_prev.data<float>(),
                          dh ? dh->data<float>() : nullptr, dcell ? dcell->data<float>() : nullptr,
@@ -82,12 +70,12 @@ py::tuple lstm_cell_backward(py::handle dh_o, py::handle dc_o, py::handle c_prev
 
 py::tuple gru_cell_forward(py::handle xg_o, py::handle hg_o, py::handle h_prev_o) {
   const char* fn = "cuda_gru_cell_forward";
-  CudaArray& xg = f32(xg_o, fn, "xg");
-  CudaArray& hg = f32(hg_o, fn, "hg");
-  CudaArray& h_prev = f32(h_prev_o, fn, "h_prev");
+  CudaArray& xg = cuda_f32(xg_o, fn, "xg");
+  CudaArray& hg = cuda_f32(hg_o, fn, "hg");
+  CudaArray& h_prev = cuda_f32(h_prev_o, fn, "h_prev");
   const index_t H = hidden_of(fn, xg, "xg", 3, "(r, z, n)"), B = xg.shape[0];
-  shape_is(fn, hg, "hg", B, 3 * H, "(batch, 3*hidden_size), like xg");
-  shape_is(fn, h_prev, "h_prev", B, H, "(batch, hidden_size)");
+  cuda_matrix_is(fn, hg, "hg", B, 3 * H, " (batch, 3*hidden_size), like xg");
+  cuda_matrix_is(fn, h_prev, "h_prev", B, H, " (batch, hidden_size)");
   CudaArray h = CudaArray::empty({B, H}), act = CudaArray::empty({B, 4 * H});
   dc::gru_cell_forward(h.data<float>(), act.data<float>(), xg.data<float>(), hg.data<float>(),
                        h_prev.data<float>(), B, H, dc::current_stream());
@@ -96,13 +84,13 @@ py::tuple gru_cell_forward(py::handle xg_o, py::handle hg_o, py::handle h_prev_o
 
 py::tuple gru_cell_backward(py::handle dh_o, py::handle h_prev_o, py::handle act_o) {
   const char* fn = "cuda_gru_cell_backward";
-  CudaArray& act = f32(act_o, fn, "act");
+  CudaArray& act = cuda_f32(act_o, fn, "act");
   const index_t H = hidden_of(fn, act, "act", 4, "(the act that cuda_gru_cell_forward returned)");
   const index_t B = act.shape[0];
-  CudaArray& dh = f32(dh_o, fn, "dh");
-  CudaArray& h_prev = f32(h_prev_o, fn, "h_prev");
-  shape_is(fn, dh, "dh", B, H, "(batch, hidden_size)");
-  shape_is(fn, h_prev, "h_prev", B, H, "(batch, hidden_size)");
+  CudaArray& dh = cuda_f32(dh_o, fn, "dh");
+  CudaArray& h_prev = cuda_f32(h_prev_o, fn, "h_prev");
+  cuda_matrix_is(fn, dh, "dh", B, H, " (batch, hidden_size)");
+  cuda_matrix_is(fn, h_prev, "h_prev", B, H, " (batch, hidden_size)");
   CudaArray dxg = CudaArray::empty({B, 3 * H}), dhg = CudaArray::empty({B, 3 * H});
   CudaArray dh_prev = CudaArray::empty({B, H});
   dc::gru_cell_backward(dxg.data<float>(), dhg.data<float>(), dh_prev.data<float>(),

@@ -4,20 +4,13 @@
 #include <string>
 
 #include "bindings/check.h"
+#include "bindings/optim_check.h"
 #include "bindings/registry.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::bind {
 namespace {
 
-void check_hyper(const char* fn, const char* name, double v, double lo, bool lo_open = false) {
-  if (!std::isfinite(v) || v < lo || (lo_open && v == lo))
-    fail_value(fn, std::string(name) + " must be finite and " + (lo_open ? "> " : ">= ") +
-                       std::to_string(lo) + ", got " + std::to_string(v));
-}
-void check_beta(const char* fn, const char* name, double v) {
-  if (!(v >= 0.0 && v < 1.0)) fail_value(fn, std::string(name) + " must be in [0, 1), got " + std::to_string(v));
-}
 
 // param is the reference: every other buffer must match its dtype and shape.
 py::array state_arg(const char* fn, py::handle o, const char* name, const py::array& param) {
@@ -37,12 +30,7 @@ py::array grad_arg(const char* fn, py::handle o, const py::array& param) {
 void sgd_step(py::handle param_o, py::handle grad_o, py::handle buf_o, double lr, double momentum,
               double dampening, bool nesterov, double weight_decay, bool first_step) {
   const char* fn = "sgd_step";
-  check_hyper(fn, "lr", lr, 0);
-  check_hyper(fn, "momentum", momentum, 0);
-  check_hyper(fn, "weight_decay", weight_decay, 0);
-  if (!std::isfinite(dampening)) fail_value(fn, "dampening must be finite");
-  if (nesterov && (momentum <= 0 || dampening != 0))
-    fail_value(fn, "Nesterov momentum requires momentum > 0 and dampening = 0");
+  check_sgd_hyper(fn, lr, momentum, dampening, nesterov, weight_decay);
   py::array param = float_output(param_o, fn, "param");
   py::array grad = grad_arg(fn, grad_o, param);
   py::array buf;
@@ -61,12 +49,7 @@ void sgd_step(py::handle param_o, py::handle grad_o, py::handle buf_o, double lr
 void adam_step(py::handle param_o, py::handle grad_o, py::handle m_o, py::handle v_o, long long step,
                double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
   const char* fn = "adam_step";
-  if (step < 1) fail_value(fn, "step counts from 1, got " + std::to_string(step));
-  check_hyper(fn, "lr", lr, 0);
-  check_beta(fn, "beta1", beta1);
-  check_beta(fn, "beta2", beta2);
-  check_hyper(fn, "eps", eps, 0);
-  check_hyper(fn, "weight_decay", weight_decay, 0);
+  check_adam_hyper(fn, step, lr, beta1, beta2, eps, weight_decay);
   py::array param = float_output(param_o, fn, "param");
   py::array grad = grad_arg(fn, grad_o, param);
   py::array m = state_arg(fn, m_o, "m", param);
@@ -87,11 +70,7 @@ void rmsprop_step(py::handle param_o, py::handle grad_o, py::handle sq_o, double
                   double eps, double weight_decay, double momentum, py::handle buf_o, bool centered,
                   py::handle ga_o) {
   const char* fn = "rmsprop_step";
-  check_hyper(fn, "lr", lr, 0);
-  check_hyper(fn, "alpha", alpha, 0);
-  check_hyper(fn, "eps", eps, 0);
-  check_hyper(fn, "weight_decay", weight_decay, 0);
-  check_hyper(fn, "momentum", momentum, 0);
+  check_rmsprop_hyper(fn, lr, alpha, eps, weight_decay, momentum);
   py::array param = float_output(param_o, fn, "param");
   py::array grad = grad_arg(fn, grad_o, param);
   py::array sq = state_arg(fn, sq_o, "square_avg", param);

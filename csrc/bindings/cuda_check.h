@@ -49,6 +49,22 @@ inline CudaArray* cuda_opt_arg(py::handle obj, const char* fn, const char* name,
   return &cuda_arg(obj, fn, name, dtype);
 }
 
+// A float32 CudaArray argument, and the same or nullptr for None.
+inline CudaArray& cuda_f32(py::handle obj, const char* fn, const char* name) {
+  return cuda_arg(obj, fn, name, CDType::f32);
+}
+inline CudaArray* cuda_opt_f32(py::handle obj, const char* fn, const char* name) {
+  return cuda_opt_arg(obj, fn, name, CDType::f32);
+}
+
+// a must be (rows, cols); `why` follows the expected shape in the message.
+inline void cuda_matrix_is(const char* fn, const CudaArray& a, const char* name, index_t rows,
+                           index_t cols, const char* why) {
+  if (a.ndim() != 2 || a.shape[0] != rows || a.shape[1] != cols)
+    fail_value(fn, std::string(name) + " has shape " + shape_str(a) + " but must be (" +
+                       std::to_string(rows) + ", " + std::to_string(cols) + ")" + why);
+}
+
 inline void cuda_ndim_is(const char* fn, const CudaArray& a, const char* name, index_t nd) {
   if (a.ndim() != nd)
     fail_value(fn, std::string(name) + " must be " + std::to_string(nd) + "-D, got shape " + shape_str(a));
