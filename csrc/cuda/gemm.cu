@@ -30,6 +30,19 @@ __device__ __noinline__ float apply_act(Act a, float z, float alpha) {
   return dg::act_forward<float>(a, z, alpha);
 }
 
+// The four floats p[0..3] of a storage row, p[0] at column c of a row of `cols` columns: one
+// float4 load when rows are 16-byte aligned and all four are inside the row, else element by
+// element, the ones at or past column `cols` read as zero.
+__device__ __forceinline__ float4 load_group(const float* p, int c, int cols, bool vec) {
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (vec && c + 3 < cols) return __ldg(reinterpret_cast<const float4*>(p));
+  if (c < cols) v.x = __ldg(p);
+  if (c + 1 < cols) v.y = __ldg(p + 1);
+  if (c + 2 < cols) v.z = __ldg(p + 2);
+  if (c + 3 < cols) v.w = __ldg(p + 3);
+  return v;
+}
+
 template <int BM, int BN, int BK, int TM, int TN, bool TA, bool TB>
 __global__ void __launch_bounds__((BM / TM) * (BN / TN))
     sgemm_kernel(float* __restrict__ C, const float* __restrict__ A, const float* __restrict__ B,
@@ -63,17 +76,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         int r, c, rows, cols;  // storage row/col of the group's first element
         if (!TA) { r = m0 + g / (BK / 4); c = k0 + (g % (BK / 4)) * 4; rows = M; cols = K; }
         else     { r = k0 + g / (BM / 4); c = m0 + (g % (BM / 4)) * 4; rows = K; cols = M; }
-        if (r < rows) {
-          const float* p = A + (size_t)r * lda + c;
-          if (vec_a && c + 3 < cols) {
-            v = __ldg(reinterpret_cast<const float4*>(p));
-          } else {
-            if (c < cols) v.x = __ldg(p);
-            if (c + 1 < cols) v.y = __ldg(p + 1);
-            if (c + 2 < cols) v.z = __ldg(p + 2);
-            if (c + 3 < cols) v.w = __ldg(p + 3);
-          }
-        }
+        if (r < rows) v = load_group(A + (size_t)r * lda + c, c, cols, vec_a);
       }
       ra[i] = v;
     }
@@ -88,17 +91,7 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN))
         int r, c, rows, cols;
         if (!TB) { r = k0 + g / (BN / 4); c = n0 + (g % (BN / 4)) * 4; rows = K; cols = N; }
         else     { r = n0 + g / (BK / 4); c = k0 + (g % (BK / 4)) * 4; rows = N; cols = K; }
-        if (r < rows) {
-          const float* p = B + (size_t)r * ldb + c;
-          if (vec_b && c + 3 < cols) {
-            v = __ldg(reinterpret_cast<const float4*>(p));
-          } else {
-            if (c < cols) v.x = __ldg(p);
-            if (c + 1 < cols) v.y = __ldg(p + 1);
-            if (c + 2 < cols) v.z = __ldg(p + 2);
-            if (c + 3 < cols) v.w = __ldg(p + 3);
-          }
-        }
+        if (r < rows) v = load_group(B + (size_t)r * ldb + c, c, cols, vec_b);
       }
       rb[i] = v;
     }
