@@ -8,6 +8,7 @@
 
 #include "deepgrad/cuda_array.h"
 #include "deepgrad/cuda_kernels.h"
+#include "cuda/warp.cuh"
 
 namespace dg::cuda {
 namespace {
@@ -116,11 +117,6 @@ __global__ void batch_norm_backward_kernel(float* __restrict__ dx, float* __rest
 
 constexpr int kRowWarps = 8;
 
-__device__ __forceinline__ double warp_sum(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 __global__ void layer_norm_forward_kernel(float* __restrict__ y, float* __restrict__ save_mean,
                                           float* __restrict__ save_invstd,

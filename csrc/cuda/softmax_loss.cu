@@ -8,6 +8,7 @@
 
 #include "deepgrad/cuda_array.h"
 #include "deepgrad/cuda_kernels.h"
+#include "cuda/warp.cuh"
 
 namespace dg::cuda {
 namespace {
@@ -17,11 +18,6 @@ constexpr int kWarpsPerBlock = 8;
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
