@@ -1,6 +1,6 @@
 // Fused dense layer: forward Y = act(X W + b) and backward (dX, dW +=, db +=) in one call each.
-// The GEMM writes X W; then one pass over its output, row by row, adds the bias and applies the
-// activation kernel of activations.cpp (the math.h formulas), O(N*OUT) against the GEMM's
+// The GEMM writes X W; then one pass over its output, block of rows by block, adds the bias and
+// applies the activation kernel of activations.cpp (the math.h formulas), O(N*OUT) against the GEMM's
 // O(N*OUT*IN).
 //
 // Threads. Large layers (from ~4M multiply-adds) let the GEMM fork on its own grid. Mid-size
@@ -55,13 +55,17 @@ T* dz_scratch(index_t count) {
   return buf.get();
 }
 
-// pre rows [r0, r1) += b, then y = act(pre) on those rows (in place when pre == y).
+// Rows per block of the bias + activation epilogue: ~4K elements (16-32 KiB, in L1/L2), so the
+// activation is ONE call per block (a call per row cost ~40 ns each, a fifth of a 128-wide tanh
+// row).
+inline index_t epilogue_rows(index_t out) { return std::max<index_t>(1, 4096 / std::max<index_t>(out, 1)); }
+
+// pre rows [r0, r1) += b, then y = act(pre) on those rows (in place when pre == y), block by
+// block.
 template <class T>
 void bias_act_rows(T* y, T* pre, const T* b, index_t r0, index_t r1, index_t out, Act act,
                    T alpha) {
-  // Blocks of rows of ~4K elements (16-32 KiB, in L1/L2): the bias pass, then ONE activation call
-  // over the block (a call per row cost ~40 ns each, a fifth of a 128-wide tanh row).
-  const index_t rows = std::max<index_t>(1, 4096 / std::max<index_t>(out, 1));
+  const index_t rows = epilogue_rows(out);
   for (index_t i0 = r0; i0 < r1; i0 += rows) {
     const index_t i1 = std::min(r1, i0 + rows);
     T* p0 = pre + i0 * out;
@@ -116,7 +120,7 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   // the block. Forks only from ~50 us of work (the vectorized transcendental activations cost
   // ~0.5-1 ns per float32 element, the piecewise ones a fraction of that), like the GEMM above.
   const bool simple = act == Act::identity || act == Act::relu || act == Act::leaky_relu;
-  const index_t rb = std::max<index_t>(1, 4096 / std::max<index_t>(out, 1));
+  const index_t rb = epilogue_rows(out);
   const index_t nblocks = (n + rb - 1) / rb;
   parallel_for(nblocks, threads_for(n * out * (simple ? 1 : 8) / 16), [&](index_t k) {
     bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha);
