@@ -6,9 +6,12 @@ Prints three tables:
   2. Training-step milliseconds for the MLP configurations (depth, width, batch) of
      benchmarks/bench_train.py: deepgrad CPU, deepgrad CUDA, PyTorch CUDA eager. A step is
      zero_grad + forward + softmax cross-entropy + backward + Adam, on ReLU Dense layers.
-  3. GB/s of the fused gradient norm (segment_norms, bytes read) and Adam (4 reads + 3 writes
-     per element) on a 256 MB arena, against a device-to-device copy (read + write) measured in
+  3. GB/s of the fused gradient norm (segment_norms, bytes read), the one-pass health kernel
+     (segment_health, bytes read; when the build has it) and Adam (4 reads + 3 writes per
+     element) on a 256 MB arena, against a device-to-device copy (read + write) measured in
      the same run.
+  4. Host synchronisations per training step (deepgrad's own counter, _C.cuda_host_syncs),
+     without and with a GradientMonitor at every=1: a step is meant to make none.
 Without a GPU (or in a CPU-only build) only the CPU columns run, and the output says so.
 
     python benchmarks/bench_cpu_vs_cuda.py [--quick] [--json out.json]
@@ -130,6 +133,7 @@ def dg_step_fn(depth, width, batch, device):
         loss = losses.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+    step.model = model
     return step
 
 
@@ -207,14 +211,55 @@ def bench_bandwidth(mbytes):
            "norm_GBs": n * 4 / t_norm / 1e9, "adam_GBs": 7 * n * 4 / t_adam / 1e9,
            "norm_ms": t_norm * 1e3, "adam_ms": t_adam * 1e3, "copy_ms": t_copy * 1e3,
            "norm_max_relerr": norm_err}
+    kernels = [("segment_norms", "norm"), ("adam_step", "adam")]
+    from deepgrad.backend import cuda as bcuda
+    health = getattr(bcuda, "segment_health", None)
+    if health is not None:
+        t_health = timeit(lambda: health(src, offs), sync, reps=5, min_time=0.3)
+        got = health(src, offs)
+        got = got if isinstance(got, np.ndarray) else bcuda.to_numpy(got)
+        res["health_max_relerr"] = float(np.max(np.abs(got[:, 0] - ref) / ref))
+        res["health_GBs"], res["health_ms"] = n * 4 / t_health / 1e9, t_health * 1e3
+        kernels.insert(1, ("segment_health", "health"))
     print(f"\nMemory-bound kernels on a {mbytes} MB float32 arena ({len(offs) - 1} segments)")
     print(f"{'kernel':>22} {'ms':>8} {'GB/s':>8} {'% of copy':>10}")
     print(f"{'device-to-device copy':>22} {res['copy_ms']:>8.3f} {res['copy_GBs']:>8.0f} {100:>9.0f}%")
-    for name, key in [("segment_norms", "norm"), ("adam_step", "adam")]:
+    for name, key in kernels:
         print(f"{name:>22} {res[key + '_ms']:>8.3f} {res[key + '_GBs']:>8.0f} "
               f"{100 * res[key + '_GBs'] / res['copy_GBs']:>9.0f}%")
     print(f"(segment_norms includes its host round trip: offsets up, norms down; "
-          f"max rel. error vs float64 {norm_err:.1e})")
+          f"max rel. error vs float64 {norm_err:.1e}"
+          + (f"; segment_health L2 {res['health_max_relerr']:.1e})" if health else ")"))
+    return res
+
+
+# ---- 4. host synchronisations per step --------------------------------------------------------
+
+def bench_host_syncs(depth=10, width=64, batch=128, steps=20):
+    """Counts deepgrad's host synchronisations over `steps` CUDA training steps, without and
+    with a GradientMonitor(every=1); reading the loss or the history is left out of the loop."""
+    from deepgrad.monitor import GradientMonitor
+    res = {}
+    for label in ("plain", "monitor every=1"):
+        step = dg_step_fn(depth, width, batch, "cuda")
+        mon = GradientMonitor(step.model, every=1) if label != "plain" else None
+        for _ in range(3):
+            step()
+            if mon:
+                mon.step()
+        _C.cuda_synchronize()
+        before = _C.cuda_host_syncs()
+        for _ in range(steps):
+            step()
+            if mon:
+                mon.step()
+        res[label] = (_C.cuda_host_syncs() - before) / steps
+        if mon:
+            mon.close()
+    print(f"\nHost synchronisations per CUDA training step ({depth}x{width}, batch {batch}; "
+          "target 0)")
+    for k, v in res.items():
+        print(f"{k:>22} {v:>8.2f}")
     return res
 
 
@@ -242,6 +287,11 @@ def main(argv=None):
     out["train"] = bench_train(CONFIGS, torch, args.quick)
     if gpu:
         out["bandwidth"] = bench_bandwidth(256)
+        try:
+            out["host_syncs"] = bench_host_syncs()
+        except Exception as e:  # a failure here must not lose the tables above
+            print(f"\nhost synchronisation count failed: {type(e).__name__}: {e}")
+            out["host_syncs"] = f"failed: {e}"
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)

@@ -185,6 +185,8 @@ void bind_cuda(py::module_& m) {
   m.def("cuda_memory_reserved", &dg::cuda::memory_reserved);
   m.def("cuda_empty_cache", &dg::cuda::empty_cache);
   m.def("cuda_malloc_calls", &dg::cuda::malloc_calls);
+  m.def("cuda_host_syncs", &dg::cuda::host_syncs,
+        "Host synchronisations deepgrad has made so far (device-to-host copies, synchronize).");
 }
 
 DG_REGISTER_BINDINGS(bind_cuda);

@@ -1,6 +1,7 @@
 // The CUDA runtime helpers and the caching device allocator behind dg::cuda::Storage.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -86,8 +87,15 @@ void require_device(const char* what) {
 
 cudaStream_t current_stream() { return nullptr; }
 
+namespace {
+std::atomic<std::int64_t> g_host_syncs{0};
+}
+std::int64_t host_syncs() { return g_host_syncs.load(std::memory_order_relaxed); }
+void note_host_sync() { g_host_syncs.fetch_add(1, std::memory_order_relaxed); }
+
 void synchronize() {
   require_device("deepgrad.cuda.synchronize");
+  note_host_sync();
   check_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
@@ -164,6 +172,7 @@ void memcpy_h2d(void* dst, const void* src, std::size_t bytes) {
   if (bytes) check_status(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (host to device)");
 }
 void memcpy_d2h(void* dst, const void* src, std::size_t bytes) {
+  note_host_sync();
   if (bytes) check_status(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "cudaMemcpy (device to host)");
 }
 void memcpy_d2d(void* dst, const void* src, std::size_t bytes) {

@@ -262,6 +262,7 @@ void segment_norms_host(double* norms, double* total, std::int64_t* nonfinite, c
   // The pinned buffer is free again: the upload above completes before the kernels that follow it.
   check_status(cudaMemcpyAsync(sc.pinned, d_res, res_bytes, cudaMemcpyDeviceToHost, stream),
                "cudaMemcpyAsync (segment_norms results)");
+  note_host_sync();
   check_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize (segment_norms)");
   const double* h = static_cast<const double*>(sc.pinned);
   if (segments) std::memcpy(norms, h, sizeof(double) * (std::size_t)segments);

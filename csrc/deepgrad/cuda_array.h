@@ -55,6 +55,10 @@ void check_launch(const char* what);
 // Turns a cudaError_t (passed as int) into std::runtime_error naming `what`; no-op on success.
 void check_status(int status, const char* what);
 void synchronize();
+// Host synchronisations so far (device-to-host copies, stream/device synchronize calls made by
+// deepgrad): a training step is meant to make none; tests and tools/gpu-check count them.
+std::int64_t host_syncs();
+void note_host_sync();
 
 // ---- the caching allocator (csrc/cuda/memory.cu) --------------------------------------------
 // Blocks are rounded up to size buckets and kept on per-bucket free lists when freed, so a

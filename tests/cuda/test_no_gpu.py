@@ -67,3 +67,8 @@ def test_build_without_cuda_message(monkeypatch):
         with pytest.raises(RuntimeError) as e:
             call()
         assert str(e.value) == BUILT_WITHOUT
+
+
+@pytest.mark.skipif(not cuda.is_built(), reason="the counter exists in CUDA builds only")
+def test_host_sync_counter_needs_no_device():
+    assert _C.cuda_host_syncs() == 0
