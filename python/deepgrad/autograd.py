@@ -8,19 +8,29 @@ in reverse and sums the gradients that reach the same tensor.
 
 Module stack: ``nn.Module.__call__`` brackets its forward with ``_push_module(qualified_name)``
 and ``_pop_module()`` so anomaly mode can say which layer produced a NaN/Inf.
+
+Grad mode, anomaly mode and the module stack are per thread (as in PyTorch): a thread starts
+with grad on, anomaly off and an empty stack, whatever other threads have switched.
 """
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
 
-class _S:
-    """Process-wide tape switches (read on every op, so plain class attributes)."""
-    grad_enabled = True
-    anomaly = False
-    modules: list = []
+class _State(threading.local):
+    """The tape switches of the calling thread (``_S.grad_enabled``, ``_S.anomaly``,
+    ``_S.modules``); __init__ runs once in each thread that reads them."""
+
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        self.anomaly = False
+        self.modules = []
+
+
+_S = _State()
 
 
 class Node:
@@ -90,7 +100,7 @@ def is_grad_enabled() -> bool:
 
 
 def set_grad_enabled(mode: bool) -> None:
-    """Turn tape recording on or off globally."""
+    """Turn tape recording on or off for the calling thread."""
     _S.grad_enabled = bool(mode)
 
 
@@ -115,7 +125,7 @@ class detect_anomaly(_Switch):
 
 
 def set_detect_anomaly(mode: bool) -> None:
-    """Function form of detect_anomaly: switch anomaly mode on or off globally."""
+    """Function form of detect_anomaly: switch anomaly mode on or off for the calling thread."""
     _S.anomaly = bool(mode)
 
 

@@ -3,6 +3,7 @@ tape. Every op calls the tensor's backend module (backend/cpu.py or backend/cuda
 input requires grad, records a Node whose backward closure keeps only the arrays it needs."""
 from __future__ import annotations
 
+import itertools
 import numbers
 
 import numpy as np
@@ -690,12 +691,11 @@ class Tensor:
 
 class _HookHandle:
     __slots__ = ("tensor", "id")
-    _next = 0
+    _ids = itertools.count(1)  # next() on a count is atomic: unique ids across threads
 
     def __init__(self, tensor):
         self.tensor = tensor
-        _HookHandle._next += 1
-        self.id = _HookHandle._next
+        self.id = next(_HookHandle._ids)
 
     def remove(self) -> None:
         hooks = self.tensor._hooks
