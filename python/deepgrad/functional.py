@@ -6,7 +6,7 @@ from functools import partial as _partial
 
 from .autograd import Node, _S
 from .autograd import _check_forward
-from .tensor import Tensor, _new, _result, _device_mismatch
+from .tensor import Tensor, _axis, _new, _result, _device_mismatch
 from .tensor import concat, matmul, maximum, minimum, stack, where  # noqa: F401 (re-exported)
 
 ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
@@ -111,11 +111,9 @@ def softsign(x: Tensor) -> Tensor:
 def _rowwise(x: Tensor, axis: int, fwd, bwd, name: str) -> Tensor:
     be = x._be
     nd = x.data.ndim
-    if nd == 0:
-        raise ValueError(f"{name}: needs at least a 1-D tensor")
-    if not -nd <= axis < nd:
-        raise ValueError(f"{name}: axis {axis} is out of range for shape {x.shape}")
-    ax = axis % nd
+    ax = _axis(name, axis, nd)
+    if nd == 0:  # one element (PyTorch): the op over a (1,) row
+        return _rowwise(x.reshape(1), 0, fwd, bwd, name).reshape(())
     perm = None if ax == nd - 1 else tuple(i for i in range(nd) if i != ax) + (ax,)
     xd = x.data if perm is None else be.transpose(x.data, perm)
     shape = xd.shape

@@ -94,16 +94,39 @@ def _operand(op, a, b):
     raise TypeError(f"{op}: unsupported operand type {type(b).__name__}")
 
 
-def _reduce_axes(axis, ndim):
+class AxisError(IndexError, ValueError):
+    """An axis outside [-ndim, ndim). Both an IndexError (PyTorch) and a ValueError (numpy's
+    AxisError is both too), so either ``except`` catches it."""
+
+
+def _axis(op: str, axis, ndim: int) -> int:
+    """``axis`` as an index in [0, ndim), for -ndim <= axis < ndim (numpy and PyTorch). A 0-d
+    tensor takes 0 and -1, as in PyTorch (it behaves as one element); the result is then 0."""
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{op}: an axis must be an int, got {type(axis).__name__} {axis!r}")
+    n = max(ndim, 1)
+    if not -n <= axis < n:
+        raise AxisError(f"{op}: axis {axis} is out of range for a tensor with {ndim} "
+                        f"dimension{'' if ndim == 1 else 's'} (expected {-n} <= axis < {n})")
+    return int(axis) % n
+
+
+def _axes(op: str, axes, ndim: int) -> tuple:
+    """Each axis of ``axes`` through _axis; ValueError when one is repeated."""
+    out = tuple(_axis(op, a, ndim) for a in axes)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: axes {tuple(axes)} name the same axis twice (tensor with {ndim} "
+                         f"dimensions)")
+    return out
+
+
+def _reduce_axes(axis, ndim, op="reduction"):
+    """The axes of a reduction as a sorted tuple, or None for all of them (also for any valid
+    axis of a 0-d tensor, whose reduction is itself)."""
     if axis is None:
         return None
-    axes = axis if isinstance(axis, (tuple, list)) else (axis,)
-    out = []
-    for ax in axes:
-        if not -ndim <= ax < max(ndim, 1):
-            raise ValueError(f"axis {ax} is out of range for a tensor with {ndim} dimensions")
-        out.append(ax % ndim if ndim else 0)
-    return tuple(out)
+    axes = _axes(op, axis if isinstance(axis, (tuple, list)) else (axis,), ndim)
+    return None if ndim == 0 else tuple(sorted(axes))
 
 
 def _keep_shape(shape, axes):
@@ -173,7 +196,12 @@ class Tensor:
         return int(self.data.size)
 
     def size(self, dim: int | None = None):
-        return self.shape if dim is None else self.shape[dim]
+        """The shape, or the size of axis ``dim``."""
+        if dim is None:
+            return self.shape
+        if self.data.ndim == 0:
+            raise AxisError("size(): a 0-d tensor has no axes; use .shape or .numel()")
+        return self.shape[_axis("size", dim, self.data.ndim)]
 
     def __len__(self) -> int:
         if self.data.ndim == 0:
@@ -578,7 +606,7 @@ class Tensor:
         """Sum over all elements or ``axis`` (int or tuple)."""
         be = self._be
         shape = self.data.shape
-        axes = _reduce_axes(axis, len(shape))
+        axes = _reduce_axes(axis, len(shape), "sum")
         kshape = _keep_shape(shape, axes)
 
         def backward(g):
@@ -589,7 +617,7 @@ class Tensor:
         """Mean over all elements or ``axis`` (int or tuple)."""
         be = self._be
         shape = self.data.shape
-        axes = _reduce_axes(axis, len(shape))
+        axes = _reduce_axes(axis, len(shape), "mean")
         kshape = _keep_shape(shape, axes)
         n = self.data.size if axes is None else int(np.prod([shape[a] for a in axes]))
         if n == 0:
@@ -606,7 +634,7 @@ class Tensor:
         ad = self.data
         if ad.size == 0:
             raise ValueError("max(): empty tensor")
-        axes = _reduce_axes(axis, ad.ndim)
+        axes = _reduce_axes(axis, ad.ndim, "max")
         kshape = _keep_shape(ad.shape, axes)
         out = be.max(ad, axes, keepdims)
 
@@ -617,8 +645,11 @@ class Tensor:
         return _result(out, be, (self,), backward, "max", (self,))
 
     def argmax(self, axis=None) -> "Tensor":
-        """Indices of the maxima (int64, not differentiable)."""
-        return _new(self._be.argmax(self.data, axis), self._be)
+        """Indices of the maxima (int64, not differentiable); the flat index when axis is None."""
+        if self.data.size == 0:
+            raise ValueError("argmax(): empty tensor")
+        ax = None if axis is None else _axis("argmax", axis, self.data.ndim)
+        return _new(self._be.argmax(self.data, ax if self.data.ndim else None), self._be)
 
     # ---- shape --------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -636,38 +667,63 @@ class Tensor:
 
     view = reshape
 
-    def flatten(self, start_dim: int = 0):
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        """Axes start_dim..end_dim (inclusive) merged into one; a 0-d tensor becomes (1,)."""
         s = self.shape
-        start_dim %= max(len(s), 1)
-        return self.reshape(*s[:start_dim], -1)
+        i, j = _axis("flatten", start_dim, len(s)), _axis("flatten", end_dim, len(s))
+        if i > j:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                             f"for a tensor with {len(s)} dimensions")
+        return self.reshape(*s[:i], -1, *s[j + 1:])
+
+    def squeeze(self, axis=None):
+        """Axes of size 1 removed: all of them, or those of ``axis`` (int or tuple) that have
+        size 1 (an axis of another size is kept, as in PyTorch)."""
+        s = self.shape
+        if axis is None:
+            drop = {i for i, n in enumerate(s) if n == 1}
+        else:
+            drop = {i for i in _axes("squeeze", axis if isinstance(axis, (tuple, list))
+                                     else (axis,), len(s)) if s and s[i] == 1}
+        return self.reshape(*(n for i, n in enumerate(s) if i not in drop))
+
+    def unsqueeze(self, axis: int):
+        """A new axis of size 1 at ``axis`` (-ndim-1 <= axis <= ndim)."""
+        s = self.shape
+        i = _axis("unsqueeze", axis, len(s) + 1)
+        return self.reshape(*s[:i], 1, *s[i:])
 
     def transpose(self, *axes):
         """Axes permuted: no argument reverses them; two ints swap those two axes (PyTorch's
         transpose(dim0, dim1)); a tuple, or more than two ints, is a full permutation."""
         nd = self.data.ndim
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            perm = tuple(a % nd for a in axes[0])
-        elif not axes:
-            perm = tuple(range(nd))[::-1]
-        elif len(axes) == 2:
-            p = list(range(nd))
-            i, j = axes[0] % max(nd, 1), axes[1] % max(nd, 1)
+            return self.permute(axes[0])
+        if len(axes) != 2:
+            return self.permute(*(axes or tuple(range(nd))[::-1]))
+        i, j = _axis("transpose", axes[0], nd), _axis("transpose", axes[1], nd)
+        p = list(range(nd))
+        if nd:
             p[i], p[j] = p[j], p[i]
-            perm = tuple(p)
-        else:
-            perm = tuple(a % nd for a in axes)
-        if sorted(perm) != list(range(nd)):
-            raise ValueError(f"transpose: {axes} is not a permutation of {nd} axes")
+        return self._permuted(tuple(p))
+
+    def permute(self, *dims):
+        """Axes reordered by ``dims``, a permutation of the axes (negative ones count from the
+        end): permute(1, 0) or permute((1, 0))."""
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        nd = self.data.ndim
+        perm = tuple(_axis("permute", a, nd) for a in dims) if len(dims) == nd else ()
+        if len(dims) != nd or sorted(perm) != list(range(nd)):
+            raise ValueError(f"permute: {dims} is not a permutation of the {nd} axes of a tensor "
+                             f"of shape {self.shape}: name each of 0..{nd - 1} once")
+        return self._permuted(perm)
+
+    def _permuted(self, perm):
         inv = tuple(np.argsort(perm).tolist())
         be = self._be
         return _result(be.transpose(self.data, perm), be, (self,),
                        lambda g: (be.transpose(g, inv),), "transpose")
-
-    def permute(self, *dims):
-        """Axes reordered by the permutation ``dims``."""
-        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
-            dims = tuple(dims[0])
-        return self.transpose(tuple(dims))
 
     @property
     def T(self):
@@ -787,7 +843,10 @@ def concat(tensors, axis: int = 0) -> Tensor:
         raise ValueError("concat: needs at least one tensor")
     be = _same("concat", tensors)
     nd = tensors[0].data.ndim
-    ax = _reduce_axes(axis, nd)[0]
+    if nd == 0:
+        raise ValueError("concat: 0-d tensors cannot be concatenated; use stack, or reshape "
+                         "them to (1,) first")
+    ax = _axis("concat", axis, nd)
     for t in tensors[1:]:
         if t.data.ndim != nd or any(t.shape[i] != tensors[0].shape[i] for i in range(nd) if i != ax):
             raise ValueError(f"concat: shapes {tensors[0].shape} and {t.shape} differ outside "
@@ -810,7 +869,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     for t in tensors[1:]:
         if t.shape != shape:
             raise ValueError(f"stack: all tensors need one shape, got {shape} and {t.shape}")
-    ax = _reduce_axes(axis, len(shape) + 1)[0]
+    ax = _axis("stack", axis, len(shape) + 1)
     out = be.stack([t.data for t in tensors], ax)
 
     def backward(g):
