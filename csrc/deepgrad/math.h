@@ -153,9 +153,11 @@ template <class T> DG_HOST_DEVICE T bce_logits_term(T x, T t) {
 template <class T> DG_HOST_DEVICE T bce_logits_grad(T x, T t) { return sigmoid_(x) - t; }
 
 // Softmax cross-entropy for one row of logits with max m and s = sum_j e^{x_j - m}:
-// loss = m + log(s) - x_label; d/dx_j = e^{x_j - m} / s - [j == label].
+// loss = -log_softmax(x)_label = (m - x_label) + log(s); d/dx_j = e^{x_j - m} / s - [j == label].
+// m - x_label first: exact for close logits, so two tied logits of 1e30 give log 2, not m + log 2
+// rounded back to m.
 template <class T> DG_HOST_DEVICE T ce_row_loss(T x_label, T row_max, T sum_exp) {
-  return row_max + std::log(sum_exp) - x_label;
+  return (row_max - x_label) + std::log(sum_exp);
 }
 template <class T> DG_HOST_DEVICE T ce_grad(T x, T row_max, T inv_sum_exp, bool is_label) {
   return std::exp(x - row_max) * inv_sum_exp - (is_label ? T(1) : T(0));

@@ -32,9 +32,27 @@ def _as_target(fn, pred: Tensor, target) -> Tensor:
     return target
 
 
+def _in_unit_interval(fn, what, t: Tensor) -> None:
+    """ValueError (PyTorch refuses these too) when a value of t lies outside [0, 1]. NaN passes
+    through, so anomaly mode and the monitor see it. On CUDA this copies t to the host."""
+    a = t._be.to_numpy(t.data)
+    bad = (a < 0) | (a > 1)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), a.shape)
+        where = f"[{', '.join(str(int(k)) for k in i)}]" if a.ndim else ""
+        kind = "probabilities" if what == "pred" else "values"
+        raise ValueError(f"{fn}: {what} must hold {kind} in [0, 1], but {what}{where} = "
+                         f"{float(a[i])!r} ({int(bad.sum())} of {a.size} values are outside)"
+                         + ("; pass logits to bce_with_logits instead" if what == "pred" else ""))
+
+
 def _elementwise(fn, kind, pred, target, reduction, target_grad_sign):
     _check_reduction(fn, reduction)
     target = _as_target(fn, pred, target)
+    if kind != "mse":
+        if kind == "bce":
+            _in_unit_interval(fn, "pred", pred)
+        _in_unit_interval(fn, "target", target)
     be = pred._be
     pd, td = pred.data, target.data
     if target.requires_grad and target_grad_sign is None:
@@ -55,13 +73,16 @@ def mse(pred: Tensor, target, reduction: str = "mean") -> Tensor:
 
 
 def binary_cross_entropy(pred: Tensor, target, reduction: str = "mean") -> Tensor:
-    """-(t log p + (1 - t) log(1 - p)) for probabilities p in [0, 1] (e.g. a sigmoid output);
+    """-(t log p + (1 - t) log(1 - p)) for probabilities p in [0, 1] (e.g. a sigmoid output)
+    and targets t in [0, 1] (ValueError otherwise, as in PyTorch; NaN passes through);
     log terms are clamped like PyTorch's so p = 0 or 1 gives a finite loss."""
     return _elementwise("binary_cross_entropy", "bce", pred, target, reduction, None)
 
 
 def bce_with_logits(logits: Tensor, target, reduction: str = "mean") -> Tensor:
-    """Binary cross-entropy of sigmoid(logits), computed stably from the logits."""
+    """Binary cross-entropy of sigmoid(logits), computed stably from the logits (exact at any
+    logit scale); targets must be in [0, 1] (PyTorch does not check them here: outside that
+    range the loss is unbounded below)."""
     return _elementwise("bce_with_logits", "bce_logits", logits, target, reduction, None)
 
 
@@ -76,7 +97,9 @@ def _labels(fn, pred: Tensor, labels):
         raise ValueError(f"{fn}: empty batch (input has shape {pred.shape})")
     lab = labels._be.to_numpy(labels.data) if isinstance(labels, Tensor) else np.asarray(labels)
     if lab.dtype.kind == "f":
-        if not np.all(lab == np.round(lab)):
+        # float tensors of whole numbers are accepted: deepgrad.tensor(labels) is float32 unless
+        # dtype="int64" is given
+        if not np.all(np.isfinite(lab) & (lab == np.round(lab))):
             raise TypeError(f"{fn}: labels must be integer class indices, got non-integer "
                             f"values of dtype {lab.dtype}")
     elif lab.dtype.kind not in "iu":
@@ -97,7 +120,9 @@ def _labels(fn, pred: Tensor, labels):
 
 
 def cross_entropy(logits: Tensor, labels, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy of logits (N, C) against integer labels (N,), fused and stable."""
+    """Softmax cross-entropy of logits (N, C) against integer labels (N,), fused: log-softmax
+    then pick, -(x_label - max) + log(sum exp(x - max)), so it is exact at any logit scale (two
+    tied logits of 1e30 give log 2 in float32). Labels: (N,) or (N, 1), integers in [0, C)."""
     _check_reduction("cross_entropy", reduction)
     td, _ = _labels("cross_entropy", logits, labels)
     be = logits._be

@@ -379,27 +379,34 @@ def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
 
 def layer_norm_forward(x, gamma, beta, eps: float):
     """Layer norm over the last axis of x (..., D); gamma/beta (D,) may be None.
-    Returns (y, xhat, inv_std) with inv_std of shape (..., 1)."""
-    mu = x.mean(axis=-1, keepdims=True)
-    xc = x - mu
-    var = np.mean(xc * xc, axis=-1, keepdims=True)
-    inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-    xhat = xc * inv_std
-    y = xhat * gamma if gamma is not None else xhat.copy()
-    if beta is not None:
-        y += beta
-    return y, xhat, inv_std
+    Returns (y, xhat, inv_std) with inv_std of shape (..., 1).
+    Statistics and xhat are computed in float64 (the CUDA kernel does the same), so a finite
+    float32 row never overflows; a row holding NaN/Inf, or a float64 row whose variance
+    overflows, gives NaN in the whole row (as PyTorch), never silent zeros."""
+    x64 = x.astype(np.float64, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mu = x64.mean(axis=-1, keepdims=True)
+        xc = x64 - mu
+        var = np.mean(xc * xc, axis=-1, keepdims=True)
+        inv_std = 1.0 / np.sqrt(var + eps)
+        inv_std[~np.isfinite(var)] = np.nan  # 1/sqrt(inf) = 0 would turn the row into zeros
+        xhat = (xc * inv_std).astype(x.dtype, copy=False)
+        y = xhat * gamma if gamma is not None else xhat.copy()
+        if beta is not None:
+            y += beta
+    return y, xhat, inv_std.astype(x.dtype, copy=False)
 
 
 def layer_norm_backward(dy, xhat, inv_std, gamma):
     """Backward of layer_norm_forward: returns (dx, dgamma (D,), dbeta (D,))."""
     lead = tuple(range(dy.ndim - 1))
-    dbeta = dy.sum(axis=lead)
-    dgamma = (dy * xhat).sum(axis=lead)
-    dxhat = dy * gamma if gamma is not None else dy
     d = dy.shape[-1]
-    dx = (inv_std / d) * (d * dxhat - dxhat.sum(axis=-1, keepdims=True)
-                          - xhat * (dxhat * xhat).sum(axis=-1, keepdims=True))
+    with np.errstate(over="ignore", invalid="ignore"):  # NaN rows stay NaN, without warnings
+        dbeta = dy.sum(axis=lead)
+        dgamma = (dy * xhat).sum(axis=lead)
+        dxhat = dy * gamma if gamma is not None else dy
+        dx = (inv_std / d) * (d * dxhat - dxhat.sum(axis=-1, keepdims=True)
+                              - xhat * (dxhat * xhat).sum(axis=-1, keepdims=True))
     return dx.astype(dy.dtype, copy=False), dgamma, dbeta
 
 
