@@ -50,8 +50,6 @@ template <Act A, class T> DG_VM_INLINE T deriv(T z, T y, T alpha) {
   if constexpr (kVecMath<A, T> && A == Act::silu) {
     const T s = vm::sigmoid(z);  // math.h: s (1 + z (1 - s))
     return s * (T(1) + z * (T(1) - s));
-  } else if constexpr (A == Act::relu) {
-    return vm::blend(z > T(0), T(1), T(0));
   } else if constexpr (A == Act::leaky_relu) {
     return vm::blend(z > T(0), T(1), alpha);
   } else if constexpr (A == Act::elu) {
@@ -92,7 +90,12 @@ DG_CLONES void act_bwd_range(T* dz, const T* dy, const T* z, const T* y, index_t
   for (index_t i = 0; i < n; ++i) {
     const T zi = z[i];
     const T yi = kHaveY ? y[i] : fwd<A, T>(zi, alpha);
-    dz[i] = dy[i] * deriv<A, T>(zi, yi, alpha);
+    if constexpr (A == Act::relu)  // math.h act_grad: a select, so Inf/NaN dy stops at z <= 0
+      dz[i] = vm::blend(zi <= T(0), T(0), dy[i]);
+    else if constexpr (A == Act::step)
+      dz[i] = T(0);
+    else
+      dz[i] = dy[i] * deriv<A, T>(zi, yi, alpha);
   }
 }
 

@@ -26,7 +26,7 @@ __global__ void act_backward_kernel(float* __restrict__ dz, const float* __restr
     // Without y (sigmoid / tanh called with z only) the output is recomputed from z.
     const float zz = z ? z[i] : 0.f;
     const float yy = y ? y[i] : dg::act_forward<float>(act, zz, alpha);
-    dz[i] = dy[i] * act_derivative<float>(act, zz, yy, alpha);
+    dz[i] = act_grad<float>(act, dy[i], zz, yy, alpha);
   }
 }
 

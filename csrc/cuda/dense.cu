@@ -28,7 +28,7 @@ __global__ void colsum_kernel(float* __restrict__ db, float* __restrict__ dz_out
       float g = dy[i];
       if (WITH_ACT) {
         const float zz = z ? z[i] : 0.f;
-        g *= act_derivative<float>(act, zz, y ? y[i] : dg::act_forward<float>(act, zz, alpha), alpha);
+        g = act_grad<float>(act, g, zz, y ? y[i] : dg::act_forward<float>(act, zz, alpha), alpha);
         dz_out[i] = g;
       }
       s += g;

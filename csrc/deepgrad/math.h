@@ -100,6 +100,15 @@ template <class T> DG_HOST_DEVICE T act_derivative(Act a, T z, T y, T alpha) {
   return T(1);
 }
 
+// dz = dy * act'(z) as every backward forms it, except that where act' is identically 0 (relu at
+// z <= 0, step) dz is 0 even for an Inf/NaN dy, as PyTorch's threshold_backward selects
+// (0 * inf would be NaN: sqrt(relu(x)) at x = 0 must give 0, not NaN).
+template <class T> DG_HOST_DEVICE T act_grad(Act a, T dy, T z, T y, T alpha) {
+  if (a == Act::relu) return z <= T(0) ? T(0) : dy;
+  if (a == Act::step) return T(0);
+  return dy * act_derivative<T>(a, z, y, alpha);
+}
+
 // True when the derivative needs z (pre-activation); false when y alone suffices.
 DG_HOST_DEVICE bool act_needs_pre(Act a) {
   return !(a == Act::identity || a == Act::step || a == Act::sigmoid || a == Act::tanh_);

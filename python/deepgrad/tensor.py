@@ -481,13 +481,22 @@ class Tensor:
         return _result(out, be, (self,), lambda g: (be.neg(be.div(be.mul(g, out), ad)),),
                        "rdiv", (self,))
 
+    # d/da a**b = b a**(b-1), taken as 0 where b == 0 (a**0 is constant; 0 * 0**-1 is NaN);
+    # d/db a**b = a**b log(a), taken as 0 where a == 0 and b >= 0 (0**b is constant there;
+    # 0 * log 0 is NaN). PyTorch's pow_backward uses the same two masks.
+
     def __pow__(self, other):
         be = self._be
         o = _operand("pow", self, other)
         ad = self.data
         if o.__class__ is float:
+            if o == 0.0:
+                return _result(be.full(ad.shape, 1.0, ad.dtype), be, (self,),
+                               lambda g: (be.zeros(ad.shape, ad.dtype),), "pow")
+
             def backward_s(g):
-                return (be.mul(g, be.mul(be.pow(ad, o - 1.0), o)),)
+                with np.errstate(all="ignore"):  # IEEE inf/nan at a zero base, silently
+                    return (be.mul(g, be.mul(be.pow(ad, o - 1.0), o)),)
             return _result(be.pow(ad, o), be, (self,), backward_s, "pow", (self,))
         a, b = self, o
         bd = o.data
@@ -495,10 +504,14 @@ class Tensor:
 
         def backward(g):
             ga = gb = None
-            if a.requires_grad:
-                ga = be.sum_to_shape(be.mul(g, be.mul(bd, be.pow(ad, be.sub(bd, 1.0)))), ad.shape)
-            if b.requires_grad:
-                gb = be.sum_to_shape(be.mul(g, be.mul(out, be.log(ad))), bd.shape)
+            with np.errstate(all="ignore"):  # IEEE inf/nan at a zero base, silently
+                if a.requires_grad:
+                    d = be.where(be.eq(bd, 0.0), 0.0, be.mul(bd, be.pow(ad, be.sub(bd, 1.0))))
+                    ga = be.sum_to_shape(be.mul(g, d), ad.shape)
+                if b.requires_grad:
+                    const = be.mul(be.eq(ad, 0.0), be.ge(bd, 0.0))
+                    gb = be.sum_to_shape(
+                        be.mul(g, be.where(const, 0.0, be.mul(out, be.log(ad)))), bd.shape)
             return ga, gb
         return _result(out, be, (self, o), backward, "pow", (self, o))
 
@@ -507,9 +520,18 @@ class Tensor:
         o = _operand("pow", self, other)
         if isinstance(o, Tensor):
             return o.__pow__(self)
-        out = be.pow(o, self.data)
-        lo = float(np.log(o))
-        return _result(out, be, (self,), lambda g: (be.mul(be.mul(g, out), lo),), "rpow")
+        xd = self.data
+        out = be.pow(o, xd)
+        with np.errstate(all="ignore"):
+            lo = float(np.log(o))  # -inf for a zero base, NaN for a negative one
+
+        def backward(g):
+            with np.errstate(all="ignore"):  # IEEE inf/nan, silently
+                d = be.mul(be.mul(g, out), lo)
+                if o == 0.0:  # 0**x is constant where x >= 0 (PyTorch's mask)
+                    d = be.where(be.ge(xd, 0.0), 0.0, d)
+                return (d,)
+        return _result(out, be, (self,), backward, "rpow", (self,))
 
     def __neg__(self):
         be = self._be

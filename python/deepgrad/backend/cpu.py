@@ -93,46 +93,52 @@ def item(a: np.ndarray) -> float:
 # elementwise, with numpy broadcasting; either operand of a binary op may be a Python scalar
 
 
+def _arr(r):
+    """Backend arrays are always ndarrays: numpy ufuncs return a numpy scalar when every operand
+    is 0-d, which the native kernels (and Tensor.numpy()) must never see."""
+    return r if r.__class__ is np.ndarray else np.asarray(r)
+
+
 def add(a, b):
     """a + b."""
-    return np.add(a, b)
+    return _arr(np.add(a, b))
 
 
 def sub(a, b):
     """a - b."""
-    return np.subtract(a, b)
+    return _arr(np.subtract(a, b))
 
 
 def mul(a, b):
     """a * b."""
-    return np.multiply(a, b)
+    return _arr(np.multiply(a, b))
 
 
 def div(a, b):
     """a / b."""
     with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
-        return np.true_divide(a, b)
+        return _arr(np.true_divide(a, b))
 
 
 def pow(a, b):  # noqa: A001 - mirrors the operator name
     """a ** b."""
     with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
-        return np.power(a, b)
+        return _arr(np.power(a, b))
 
 
 def maximum(a, b):
     """Elementwise max(a, b)."""
-    return np.maximum(a, b)
+    return _arr(np.maximum(a, b))
 
 
 def minimum(a, b):
     """Elementwise min(a, b)."""
-    return np.minimum(a, b)
+    return _arr(np.minimum(a, b))
 
 
 def _mask(m, like):
     dt = like.dtype if isinstance(like, np.ndarray) else np.float32
-    return m.astype(dt)
+    return _arr(m.astype(dt))
 
 
 def eq(a, b):
@@ -167,45 +173,45 @@ def ge(a, b):
 
 def where(cond, a, b):
     """cond ? a : b elementwise with broadcasting; ``cond`` is a float mask (nonzero = true)."""
-    return np.where(cond != 0, a, b)
+    return _arr(np.where(cond != 0, a, b))
 
 
 def neg(a):
     """-a."""
-    return np.negative(a)
+    return _arr(np.negative(a))
 
 
 def exp(a):
     """e ** a."""
     with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
-        return np.exp(a)
+        return _arr(np.exp(a))
 
 
 def log(a):
     """Natural logarithm."""
     with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
-        return np.log(a)
+        return _arr(np.log(a))
 
 
 def sqrt(a):
     """Square root."""
     with np.errstate(all="ignore"):  # IEEE results (inf/nan) like PyTorch; no warnings
-        return np.sqrt(a)
+        return _arr(np.sqrt(a))
 
 
 def abs(a):  # noqa: A001
     """|a|."""
-    return np.abs(a)
+    return _arr(np.abs(a))
 
 
 def sign(a):
     """-1, 0 or 1 elementwise (the derivative of abs)."""
-    return np.sign(a)
+    return _arr(np.sign(a))
 
 
 def clip(a, lo, hi):
     """a clamped to [lo, hi]; either bound may be None."""
-    return np.clip(a, lo, hi)
+    return _arr(np.clip(a, lo, hi))
 
 
 # ---------------------------------------------------------------------------------------------
