@@ -199,3 +199,26 @@ def test_relu_backward_selects_like_pytorch_threshold_backward(dtype):
     y = F.dense(x, w, None, "relu")  # z = (-2, 5)
     y.backward(np.full((1, 2), INF, dtype=dtype))
     np.testing.assert_array_equal(w.grad.numpy(), [[0.0, INF], [0.0, INF]])
+
+
+@pytest.mark.parametrize("call,err,msg", [
+    (lambda s: F.layer_norm(s), ValueError, "layer_norm: x must have a non-empty last axis"),
+    (lambda s: F.batch_norm(s), ValueError, r"batch_norm: x must be \(N, C\)"),
+    (lambda s: losses.cross_entropy(s, 0), ValueError, r"cross_entropy: input must be \(N, C\)"),
+    (lambda s: losses.nll(s, 0), ValueError, r"nll: input must be \(N, C\)"),
+    (lambda s: F.dense(s, s), ValueError, "dense_forward: x must be 2-D"),
+    (lambda s: s @ s, ValueError, "matmul: only 1-D and 2-D tensors"),
+    (lambda s: len(s), TypeError, "len\\(\\) of a 0-d tensor"),
+    (lambda s: s[0], IndexError, "index 0 into a tensor of shape \\(\\)"),
+])
+def test_ops_that_need_axes_refuse_0d_inputs_with_a_clear_error(call, err, msg):
+    with pytest.raises(err, match=msg):
+        call(dg.tensor(1.5, requires_grad=True))
+
+
+def test_0d_ops_without_a_torch_twin():
+    s = dg.tensor(1.5, dtype="float64", requires_grad=True)
+    for r in (F.dropout(s, 0.5), F.dropout(s, 1.0), F.activation(s, "gelu"), s.double().float(),
+              s.mean(keepdims=True), dg.where(dg.tensor(1.0, dtype="float64"), s, 0.0)):
+        assert type(r.numpy()) is np.ndarray and r.shape == ()
+    assert s.argmax().shape == () and s.tolist() == 1.5 and f"{s:.2f}" == "1.50"
