@@ -81,9 +81,13 @@ def test_two_threads_training_own_models_match_the_sequential_runs_bit_for_bit()
             np.testing.assert_array_equal(a, b)  # bit-identical weights
 
 
-def test_trainer_beside_a_no_grad_evaluator_gets_the_sequential_gradients():
+@pytest.mark.parametrize("same_model", [False, True], ids=["other_model", "same_model"])
+def test_trainer_beside_a_no_grad_evaluator_gets_the_sequential_gradients(same_model):
+    """Evaluating under no_grad records nothing and writes nothing, so the trainer's run is the
+    sequential one bit for bit, even when the evaluator reads the very model being trained."""
     expected = _train(_model(5))
-    trainee, evaluated = _model(5), _model(6)
+    trainee = _model(5)
+    evaluated = trainee if same_model else _model(6)
     x, _ = _data(2)
     done = threading.Event()
     got = []
@@ -97,11 +101,13 @@ def test_trainer_beside_a_no_grad_evaluator_gets_the_sequential_gradients():
 
     def evaluator(errors):
         try:
-            while not done.is_set():
+            while True:  # at least once, however fast the trainer is
                 with dg.no_grad():
                     out = evaluated(x)
                 assert not out.requires_grad and out.grad_fn is None
                 evals[0] += 1
+                if done.is_set():
+                    break
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
             done.set()
@@ -109,6 +115,34 @@ def test_trainer_beside_a_no_grad_evaluator_gets_the_sequential_gradients():
     assert evals[0] > 0
     for a, b in zip(expected, got[0]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_two_threads_calling_a_fresh_model_first_lay_it_out_once():
+    """The arena is laid out lazily on first use; a trainer and an evaluator starting together
+    on a fresh model each built one, moving parameters under the other's optimizer."""
+    x, y = _data()
+    expected = _train(_model(7), steps=3)
+    for _ in range(150):
+        model = _model(7)
+        start = threading.Barrier(2)
+        got = []
+
+        def trainer(errors):
+            start.wait()
+            got.append(_train(model, steps=3, errors=errors))
+
+        def evaluator(errors):
+            start.wait()
+            try:
+                for _ in range(5):
+                    with dg.no_grad():
+                        model(x)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+        _run_threads(trainer, evaluator)
+        assert len({id(p._arena) for p in model.parameters()}) == 1
+        for a, b in zip(expected, got[0]):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_grad_mode_is_never_left_off_in_any_thread():

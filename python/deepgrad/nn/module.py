@@ -7,6 +7,7 @@ a model's parameters are laid out in one flat buffer.
 from __future__ import annotations
 
 import copy as _copy
+import threading
 from collections import OrderedDict
 from typing import Iterator, NamedTuple
 
@@ -22,6 +23,9 @@ __all__ = ["Module", "IncompatibleKeys"]
 # arena._EPOCH is bumped on every arena creation and on every (un)registration of a parameter
 # or submodule anywhere, so a module's cached layout check is one int comparison.
 _STRUCT = _EPOCH
+# One layout at a time: two threads calling a model for the first time (a trainer and an
+# evaluator) each built an arena, moving parameters mid-step under the other's optimizer.
+_LAYOUT_LOCK = threading.RLock()
 
 
 class IncompatibleKeys(NamedTuple):
@@ -163,6 +167,12 @@ class Module:
     def _layout(self) -> Arena | None:
         """The arena holding this module's parameters, laid out now if needed (see arena.py)."""
         if self._stamp == _EPOCH[0]:
+            return self._arena_cache
+        with _LAYOUT_LOCK:
+            return self._layout_locked()
+
+    def _layout_locked(self) -> Arena | None:
+        if self._stamp == _EPOCH[0]:  # laid out by another thread while this one waited
             return self._arena_cache
         named = self._named_parameters_raw()
         a = None
