@@ -17,9 +17,10 @@ def ref_terms(kind, p, t):
     if kind == "bce_logits":
         return np.maximum(p, 0) - p * t + np.log1p(np.exp(-np.abs(p)))
     # cross_entropy: p = logits (N, C), t = labels (N,)
+    # -log_softmax(p)[label] = (m - p_label) + log(sum exp(p - m)), exact at any logit scale
     m = p.max(axis=1, keepdims=True)
-    lse = (m + np.log(np.exp(p - m).sum(axis=1, keepdims=True)))[:, 0]
-    return lse - p[np.arange(len(t)), t]
+    lse = np.log(np.exp(p - m).sum(axis=1))
+    return (m[:, 0] - p[np.arange(len(t)), t]) + lse
 
 
 def reduce(v, reduction):
@@ -129,6 +130,17 @@ def test_cross_entropy_large_logits_stable():
     x = np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], dtype=np.float32)
     got = _C.loss_forward("cross_entropy", x, np.array([2, 1]), "none")
     np.testing.assert_allclose(got, [2000.0, np.log(3)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("v", [1e7, 1e8, 1e30, -1e30, 3e38])
+def test_cross_entropy_tied_huge_logits_give_log_2(dtype, v):
+    # m + log(s) - x_label rounded log 2 away at this scale (1.0 from 1e7, 0 from 1e8 in float32)
+    x = np.array([[v, v], [v, v]], dtype=dtype)
+    got = _C.loss_forward("cross_entropy", x, np.array([0, 1]), "none")
+    np.testing.assert_allclose(got, [np.log(2)] * 2, rtol=4 * np.finfo(dtype).eps)
+    d = _C.loss_backward("cross_entropy", x, np.array([0, 1]), "sum", 1.0)
+    np.testing.assert_allclose(d, [[-0.5, 0.5], [0.5, -0.5]], atol=4 * np.finfo(dtype).eps)
 
 
 def test_sum_is_deterministic_across_threads():
