@@ -118,7 +118,7 @@ __global__ void batch_norm_backward_kernel(float* __restrict__ dx, float* __rest
 constexpr int kRowWarps = 8;
 
 // x̂ = (x - mean) * invstd in double, rounded once: x - mean can overflow float (x = 3e38 with
-// mean = -1e38) although x̂ itself is at most sqrt(D). The CPU backend computes it the same way.
+// mean = -1e38) although x̂ itself is at most sqrt(D). The CPU backend redoes such rows in double.
 __device__ __forceinline__ float layer_norm_xhat(float x, double mean, double invstd) {
   return (float)(((double)x - mean) * invstd);
 }

@@ -386,21 +386,30 @@ def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
 def layer_norm_forward(x, gamma, beta, eps: float):
     """Layer norm over the last axis of x (..., D); gamma/beta (D,) may be None.
     Returns (y, xhat, inv_std) with inv_std of shape (..., 1).
-    Statistics and xhat are computed in float64 (the CUDA kernel does the same), so a finite
-    float32 row never overflows; a row holding NaN/Inf, or a float64 row whose variance
-    overflows, gives NaN in the whole row (as PyTorch), never silent zeros."""
-    x64 = x.astype(np.float64, copy=False)
+    Rows whose statistics are not finite in x's dtype (a float32 row of magnitude ~1e19 and up
+    overflows x - mean or its square; a NaN/Inf input) are recomputed in float64, as the CUDA
+    kernel computes every row: a finite float32 row is always normalised exactly, and a row
+    holding NaN/Inf, or a float64 row whose variance overflows, gives NaN in the whole row (as
+    PyTorch), never the silent zeros of 1 / sqrt(inf)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        mu = x64.mean(axis=-1, keepdims=True)
-        xc = x64 - mu
+        mu = x.mean(axis=-1, keepdims=True)
+        xc = x - mu
         var = np.mean(xc * xc, axis=-1, keepdims=True)
-        inv_std = 1.0 / np.sqrt(var + eps)
-        inv_std[~np.isfinite(var)] = np.nan  # 1/sqrt(inf) = 0 would turn the row into zeros
-        xhat = (xc * inv_std).astype(x.dtype, copy=False)
+        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+        xhat = xc * inv_std
+        rows = ~np.isfinite(var[..., 0])
+        if rows.any():
+            x64 = x[rows].astype(np.float64)
+            c64 = x64 - x64.mean(axis=-1, keepdims=True)
+            v64 = np.mean(c64 * c64, axis=-1, keepdims=True)
+            inv64 = 1.0 / np.sqrt(v64 + eps)
+            inv64[~np.isfinite(v64)] = np.nan
+            xhat[rows] = c64 * inv64
+            inv_std[rows] = inv64
         y = xhat * gamma if gamma is not None else xhat.copy()
         if beta is not None:
             y += beta
-    return y, xhat, inv_std.astype(x.dtype, copy=False)
+    return y, xhat, inv_std
 
 
 def layer_norm_backward(dy, xhat, inv_std, gamma):
