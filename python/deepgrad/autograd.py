@@ -55,28 +55,77 @@ class Node:
 
 
 class _Switch:
-    """Base for context managers that also work as decorators."""
+    """Base of the context managers that switch a mode of the calling thread (``_attr`` of the
+    thread's state) to ``_value()``; each also works as a decorator. The previous value is kept
+    per instance and per thread, so one instance may be shared by threads, nested, or left open
+    across a generator's yield, and the mode is restored even when the block raises."""
     __slots__ = ("_prev",)
+    _attr = "grad_enabled"
+
+    def __init__(self) -> None:
+        self._prev = {}
+
+    def _value(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self._prev.setdefault(threading.get_ident(), []).append(getattr(_S, self._attr))
+        setattr(_S, self._attr, self._value())
+        return self
+
+    def __exit__(self, *exc):
+        k = threading.get_ident()
+        stack = self._prev[k]
+        setattr(_S, self._attr, stack.pop())
+        if not stack:
+            del self._prev[k]
+        return False
 
     def __call__(self, fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with self.__class__():
+            with self:
                 return fn(*args, **kwargs)
         return wrapper
+
+
+class _SetMode(_Switch):
+    """PyTorch's set_grad_enabled form: the call switches the mode at once; used in a with
+    statement, the mode from before the call comes back at the end of the block; used as a
+    decorator, it switches only inside the function."""
+    __slots__ = ("mode", "_before")
+
+    def __init__(self, mode: bool) -> None:
+        super().__init__()
+        self.mode = bool(mode)
+        self._before = getattr(_S, self._attr)
+        setattr(_S, self._attr, self.mode)
+
+    def _value(self) -> bool:
+        return self.mode
+
+    def __enter__(self):
+        before, self._before = self._before, None
+        super().__enter__()
+        if before is not None:  # `with set_grad_enabled(m):` restores the mode before the call
+            self._prev[threading.get_ident()][-1] = before
+        return self
+
+    def __call__(self, fn):
+        if self._before is not None:  # as a decorator: undo the call's switch
+            setattr(_S, self._attr, self._before)
+            self._before = None
+        return super().__call__(fn)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.mode})"
 
 
 class no_grad(_Switch):
     """Context manager / decorator: ops inside record nothing (inference, manual updates)."""
     __slots__ = ()
 
-    def __enter__(self):
-        self._prev = _S.grad_enabled
-        _S.grad_enabled = False
-        return self
-
-    def __exit__(self, *exc):
-        _S.grad_enabled = self._prev
+    def _value(self) -> bool:
         return False
 
 
@@ -84,24 +133,20 @@ class enable_grad(_Switch):
     """Context manager / decorator: re-enables recording inside a no_grad block."""
     __slots__ = ()
 
-    def __enter__(self):
-        self._prev = _S.grad_enabled
-        _S.grad_enabled = True
-        return self
-
-    def __exit__(self, *exc):
-        _S.grad_enabled = self._prev
-        return False
+    def _value(self) -> bool:
+        return True
 
 
 def is_grad_enabled() -> bool:
-    """True when ops record the tape."""
+    """True when ops record the tape (in the calling thread)."""
     return _S.grad_enabled
 
 
-def set_grad_enabled(mode: bool) -> None:
-    """Turn tape recording on or off for the calling thread."""
-    _S.grad_enabled = bool(mode)
+class set_grad_enabled(_SetMode):
+    """Turn tape recording on or off for the calling thread: ``set_grad_enabled(False)``, or
+    ``with set_grad_enabled(is_train):`` (the previous mode returns after the block), or as a
+    decorator."""
+    __slots__ = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,20 +158,17 @@ class detect_anomaly(_Switch):
     forward pass or by a backward function, naming the op and the module that ran it.
     Costs one scan of every op output, so use it to debug, not to train."""
     __slots__ = ()
+    _attr = "anomaly"
 
-    def __enter__(self):
-        self._prev = _S.anomaly
-        _S.anomaly = True
-        return self
-
-    def __exit__(self, *exc):
-        _S.anomaly = self._prev
-        return False
+    def _value(self) -> bool:
+        return True
 
 
-def set_detect_anomaly(mode: bool) -> None:
-    """Function form of detect_anomaly: switch anomaly mode on or off for the calling thread."""
-    _S.anomaly = bool(mode)
+class set_detect_anomaly(_SetMode):
+    """Function form of detect_anomaly: switch anomaly mode on or off for the calling thread;
+    also a context manager restoring the previous mode, like set_grad_enabled."""
+    __slots__ = ()
+    _attr = "anomaly"
 
 
 def is_anomaly_enabled() -> bool:

@@ -269,6 +269,67 @@ def test_switches_restore_the_previous_mode_after_an_exception(switch):
     assert (dg.is_grad_enabled(), dg.is_anomaly_enabled()) == before
 
 
+def test_one_switch_instance_shared_by_threads_and_nested_restores_each_threads_mode():
+    shared = dg.no_grad()
+    barrier = threading.Barrier(3)
+    seen = []
+
+    def worker(start_mode):
+        def run(errors):
+            try:
+                dg.set_grad_enabled(start_mode)
+                for _ in range(200):
+                    with shared:
+                        barrier.wait(10) if _ == 0 else None
+                        with shared:
+                            assert not dg.is_grad_enabled()
+                        assert not dg.is_grad_enabled()
+                    assert dg.is_grad_enabled() is start_mode
+                seen.append(start_mode)
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+                barrier.abort()
+        return run
+    _run_threads(worker(True), worker(False), worker(True))
+    assert sorted(seen) == [False, True, True] and dg.is_grad_enabled()
+
+
+def test_switch_left_open_across_a_generator_yield():
+    def gen():
+        with dg.no_grad():
+            yield dg.is_grad_enabled()
+            yield dg.is_grad_enabled()
+    g = gen()
+    assert next(g) is False
+    with dg.enable_grad():  # another switch closes while the generator's is open
+        assert dg.is_grad_enabled()
+    assert next(g) is False
+    g.close()
+    assert dg.is_grad_enabled()
+
+
+@pytest.mark.parametrize("setter,getter", [(dg.set_grad_enabled, dg.is_grad_enabled),
+                                           (dg.set_detect_anomaly, dg.is_anomaly_enabled)])
+def test_set_mode_is_a_call_a_context_manager_and_a_decorator_like_pytorch(setter, getter):
+    start = getter()
+    setter(not start)  # the call form switches at once
+    assert getter() is (not start)
+    setter(start)
+    with setter(not start):  # the with form restores the mode from before the call
+        assert getter() is (not start)
+        with pytest.raises(KeyError), setter(start):
+            assert getter() is start
+            raise KeyError
+        assert getter() is (not start)
+    assert getter() is start
+
+    @setter(not start)  # the decorator switches only inside the function
+    def f():
+        return getter()
+    assert getter() is start
+    assert f() is (not start) and getter() is start
+
+
 def test_backward_that_raises_restores_grad_mode():
     w = dg.tensor([1.0, 2.0], requires_grad=True)
     y = (w * 3).sum()
