@@ -198,3 +198,19 @@ def test_layer_norm_cuda_matches_cpu_at_large_scales_and_on_non_finite_rows(scal
     assert np.isnan(yc[[5, 9]]).all()
     np.testing.assert_allclose(yg, yc, rtol=1e-5, atol=1e-5, equal_nan=True)
     np.testing.assert_allclose(gg, gc, rtol=1e-4, atol=1e-4, equal_nan=True)
+
+
+@pytest.mark.skipif(not dg.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("scale", SCALES)
+def test_cross_entropy_cuda_matches_cpu_at_every_logit_scale(scale):
+    xv, yv = _logits(scale, np.float32, seed=7)
+    res = []
+    for dev in ("cpu", "cuda"):
+        x = dg.tensor(xv, device=dev, requires_grad=True)
+        out = losses.cross_entropy(x, dg.tensor(yv, dtype="int64", device=dev), "none")
+        out.sum().backward()
+        res.append((out.cpu().numpy(), x.grad.cpu().numpy()))
+    np.testing.assert_allclose(res[1][0], res[0][0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(res[1][1], res[0][1], rtol=1e-6, atol=1e-6)
+    if scale >= 1e7:  # the tied rows: the other logits are far below the two maxima
+        assert np.abs(res[1][0][::3] - np.log(2)).max() < 1e-6
