@@ -62,6 +62,11 @@ class _Switch:
     __slots__ = ("_prev",)
     _attr = "grad_enabled"
 
+    def __new__(cls, *args):
+        if len(args) == 1 and callable(args[0]):  # bare decorator: @no_grad, as in PyTorch 2
+            return cls()(args[0])
+        return super().__new__(cls)
+
     def __init__(self) -> None:
         self._prev = {}
 

@@ -330,6 +330,22 @@ def test_set_mode_is_a_call_a_context_manager_and_a_decorator_like_pytorch(sette
     assert f() is (not start) and getter() is start
 
 
+def test_switches_decorate_with_or_without_parentheses():
+    @dg.no_grad
+    def bare():
+        return dg.is_grad_enabled()
+
+    @dg.no_grad()
+    def called():
+        return dg.is_grad_enabled()
+
+    @dg.detect_anomaly
+    def anomalous():
+        return dg.is_anomaly_enabled()
+    assert bare.__name__ == "bare" and bare() is False and called() is False
+    assert anomalous() is True and not dg.is_anomaly_enabled() and dg.is_grad_enabled()
+
+
 def test_backward_that_raises_restores_grad_mode():
     w = dg.tensor([1.0, 2.0], requires_grad=True)
     y = (w * 3).sum()
