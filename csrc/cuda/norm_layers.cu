@@ -117,11 +117,6 @@ __global__ void batch_norm_backward_kernel(float* __restrict__ dx, float* __rest
 
 constexpr int kRowWarps = 8;
 
-// x̂ = (x - mean) * invstd in double, rounded once: x - mean can overflow float (x = 3e38 with
-// mean = -1e38) although x̂ itself is at most sqrt(D). The CPU backend redoes such rows in double.
-__device__ __forceinline__ float layer_norm_xhat(float x, double mean, double invstd) {
-  return (float)(((double)x - mean) * invstd);
-}
 
 __global__ void layer_norm_forward_kernel(float* __restrict__ y, float* __restrict__ save_mean,
                                           float* __restrict__ save_invstd,
@@ -139,13 +134,12 @@ __global__ void layer_norm_forward_kernel(float* __restrict__ y, float* __restri
   const double mu = warp_sum(s) / d;
   double q = 0.0;
   for (int j = lane; j < d; j += 32) { const double t = xr[j] - mu; q += t * t; }
-  const double var = warp_sum(q) / d;
-  // A row with NaN/Inf has a NaN mean or variance, so every output of the row is NaN (PyTorch);
-  // a finite float row cannot overflow the double statistics.
-  const double inv = 1.0 / sqrt(var + (double)eps);
+  // math.h's layer-norm formulas, as the CPU kernel (cpu/norm_layers.cpp): a row with NaN/Inf
+  // gives NaN everywhere (PyTorch); a finite float row cannot overflow the double statistics.
+  const double inv = layer_norm_invstd(warp_sum(q) / d, (double)eps);
   if (lane == 0) { save_mean[r] = (float)mu; save_invstd[r] = (float)inv; }
   for (int j = lane; j < d; j += 32) {
-    const float v = layer_norm_xhat(xr[j], mu, inv);
+    const float v = layer_norm_xhat<float>(xr[j], mu, inv);
     yr[j] = v * (gamma ? gamma[j] : 1.f) + (beta ? beta[j] : 0.f);
   }
 }
@@ -167,12 +161,12 @@ __global__ void layer_norm_backward_dx_kernel(float* __restrict__ dx, const floa
   for (int j = lane; j < d; j += 32) {
     const float g = dyr[j] * (gamma ? gamma[j] : 1.f);
     sg += g;
-    sgx += (double)g * layer_norm_xhat(xr[j], mean, invstd);
+    sgx += (double)g * layer_norm_xhat<float>(xr[j], mean, invstd);
   }
   const float mg = (float)(warp_sum(sg) / d), mgx = (float)(warp_sum(sgx) / d);
   for (int j = lane; j < d; j += 32) {
     const float g = dyr[j] * (gamma ? gamma[j] : 1.f);
-    const float xh = layer_norm_xhat(xr[j], mean, invstd);
+    const float xh = layer_norm_xhat<float>(xr[j], mean, invstd);
     dxr[j] = invstd * (g - mg - xh * mgx);
   }
 }
@@ -193,7 +187,7 @@ __global__ void layer_norm_backward_params_kernel(float* __restrict__ dgamma,
       const size_t i = (size_t)r * d + col;
       const double g = dy[i];
       sdy += g;
-      sdyx += g * (double)layer_norm_xhat(x[i], save_mean[r], save_invstd[r]);
+      sdyx += g * (double)layer_norm_xhat<float>(x[i], save_mean[r], save_invstd[r]);
     }
   sdy = column_reduce(sdy, sh);
   sdyx = column_reduce(sdyx, sh);

@@ -172,6 +172,20 @@ template <class T> DG_HOST_DEVICE T ce_grad(T x, T row_max, T inv_sum_exp, bool 
   return std::exp(x - row_max) * inv_sum_exp - (is_label ? T(1) : T(0));
 }
 
+// ---- layer norm: the per-row formulas of the CPU and CUDA kernels -----------------------------
+// Row statistics are accumulated in double. 1 / sqrt(var + eps), NaN where the variance is not
+// finite (a NaN/Inf input, or a double row whose squares overflow): 1 / sqrt(inf) = 0 would turn
+// the row into silent zeros.
+DG_HOST_DEVICE double layer_norm_invstd(double var, double eps) {
+  const double inv = 1.0 / std::sqrt(var + eps);
+  return inv > 0.0 ? inv : NAN;
+}
+// x̂ = (x - mean) * invstd in double, rounded once: in float, x - mean can overflow (x = 3e38,
+// mean = -1e38) although |x̂| <= sqrt(D).
+template <class T> DG_HOST_DEVICE T layer_norm_xhat(T x, double mean, double invstd) {
+  return T(((double)x - mean) * invstd);
+}
+
 // ---- optimizers: per-element updates (torch.optim's formulas, single-tensor path) -------------
 // Hyper-parameters are passed by value in small structs so a CUDA kernel can take them as one
 // argument. Scalars derived from the step count (bias corrections) are computed once on the host.

@@ -1,5 +1,5 @@
 """deepgrad.functional: activations, softmax, the fused dense layer, normalisation and dropout.
-Each function is one tape node backed by a native kernel (normalisation: numpy on the CPU)."""
+Each function is one tape node backed by a native kernel (batch norm: numpy on the CPU)."""
 from __future__ import annotations
 
 from functools import partial as _partial

@@ -339,7 +339,7 @@ def loss_backward(kind: str, pred, target, reduction: str, grad):
 
 
 # ---------------------------------------------------------------------------------------------
-# normalisation (fused; numpy on the CPU)
+# normalisation (batch norm: numpy; layer norm: native, csrc/cpu/norm_layers.cpp)
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool,
@@ -384,45 +384,24 @@ def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
 
 
 def layer_norm_forward(x, gamma, beta, eps: float):
-    """Layer norm over the last axis of x (..., D); gamma/beta (D,) may be None.
-    Returns (y, xhat, inv_std) with inv_std of shape (..., 1).
-    Rows whose statistics are not finite in x's dtype (a float32 row of magnitude ~1e19 and up
-    overflows x - mean or its square; a NaN/Inf input) are recomputed in float64, as the CUDA
-    kernel computes every row: a finite float32 row is always normalised exactly, and a row
-    holding NaN/Inf, or a float64 row whose variance overflows, gives NaN in the whole row (as
-    PyTorch), never the silent zeros of 1 / sqrt(inf)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        mu = x.mean(axis=-1, keepdims=True)
-        xc = x - mu
-        var = np.mean(xc * xc, axis=-1, keepdims=True)
-        inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
-        xhat = xc * inv_std
-        rows = ~np.isfinite(var[..., 0])
-        if rows.any():
-            x64 = x[rows].astype(np.float64)
-            c64 = x64 - x64.mean(axis=-1, keepdims=True)
-            v64 = np.mean(c64 * c64, axis=-1, keepdims=True)
-            inv64 = 1.0 / np.sqrt(v64 + eps)
-            inv64[~np.isfinite(v64)] = np.nan
-            xhat[rows] = c64 * inv64
-            inv_std[rows] = inv64
-        y = xhat * gamma if gamma is not None else xhat.copy()
-        if beta is not None:
-            y += beta
-    return y, xhat, inv_std
+    """Layer norm over the last axis of x (..., D) (native; the CUDA kernels' formulas:
+    statistics in float64, so a finite float32 row never overflows, and a row holding NaN/Inf,
+    or a float64 row whose variance overflows, is NaN, not silent zeros); gamma/beta (D,) may be
+    None. Returns (y, saved, inv_std); ``saved`` and inv_std are for layer_norm_backward."""
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    y, mean, inv_std = _C.layer_norm_forward(x2, gamma, beta, eps)
+    return y.reshape(shape), (x2, mean), inv_std
 
 
-def layer_norm_backward(dy, xhat, inv_std, gamma):
+def layer_norm_backward(dy, saved, inv_std, gamma):
     """Backward of layer_norm_forward: returns (dx, dgamma (D,), dbeta (D,))."""
-    lead = tuple(range(dy.ndim - 1))
-    d = dy.shape[-1]
-    with np.errstate(over="ignore", invalid="ignore"):  # NaN rows stay NaN, without warnings
-        dbeta = dy.sum(axis=lead)
-        dgamma = (dy * xhat).sum(axis=lead)
-        dxhat = dy * gamma if gamma is not None else dy
-        dx = (inv_std / d) * (d * dxhat - dxhat.sum(axis=-1, keepdims=True)
-                              - xhat * (dxhat * xhat).sum(axis=-1, keepdims=True))
-    return dx.astype(dy.dtype, copy=False), dgamma, dbeta
+    x2, mean = saved
+    d = x2.shape[1]
+    dgamma, dbeta = np.zeros(d, x2.dtype), np.zeros(d, x2.dtype)
+    dx = _C.layer_norm_backward(dy.reshape(x2.shape), x2, gamma, mean, inv_std, dgamma, dbeta,
+                                True)
+    return dx.reshape(dy.shape), dgamma, dbeta
 
 
 # ---------------------------------------------------------------------------------------------
