@@ -45,7 +45,8 @@ py::tuple layer_norm_forward(py::handle x_o, py::handle gamma_o, py::handle beta
   py::array gamma = opt_vector(gamma_o, fn, "gamma", x, d, false);
   py::array beta = opt_vector(beta_o, fn, "beta", x, d, false);
   py::array y(x.dtype(), std::vector<py::ssize_t>{n, d});
-  py::array mean(x.dtype(), std::vector<py::ssize_t>{n}), invstd(x.dtype(), std::vector<py::ssize_t>{n});
+  py::array mean(x.dtype(), std::vector<py::ssize_t>{n});
+  py::array invstd(x.dtype(), std::vector<py::ssize_t>{n});
   dispatch_float(x, [&](auto tag) {
     using T = decltype(tag);
     T *py_ = data_of<T>(y), *pm = data_of<T>(mean), *pi = data_of<T>(invstd);

@@ -29,7 +29,8 @@ DG_CLONES void ln_rows_forward(T* y, T* mean, T* invstd, const T* x, const T* ga
     mean[r] = T(mu);
     invstd[r] = T(inv);
     for (index_t j = 0; j < d; ++j)
-      yr[j] = layer_norm_xhat<T>(xr[j], mu, inv) * (gamma ? gamma[j] : T(1)) + (beta ? beta[j] : T(0));
+      yr[j] = layer_norm_xhat<T>(xr[j], mu, inv) * (gamma ? gamma[j] : T(1)) +
+              (beta ? beta[j] : T(0));
   }
 }
 

@@ -21,7 +21,8 @@ AXIS_OPS = [
     ("max", lambda x, a: x.max(a), lambda v, a: v.max(a)),
     ("argmax", lambda x, a: x.argmax(a), lambda v, a: v.argmax(a)),
     ("softmax", lambda x, a: F.softmax(x, a),
-     lambda v, a: np.exp(v - v.max(a, keepdims=True)) / np.exp(v - v.max(a, keepdims=True)).sum(a, keepdims=True)),
+     lambda v, a: np.exp(v - v.max(a, keepdims=True))
+     / np.exp(v - v.max(a, keepdims=True)).sum(a, keepdims=True)),
     ("log_softmax", lambda x, a: F.log_softmax(x, a), None),
     ("flatten", lambda x, a: x.flatten(a), lambda v, a: v.reshape(*v.shape[:a % 3], -1)),
     ("concat", lambda x, a: dg.concat([x, x], a), lambda v, a: np.concatenate([v, v], a)),

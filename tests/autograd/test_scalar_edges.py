@@ -146,8 +146,9 @@ GRADCHECK = [(n, f, (v,)) for n, (f, _, vs) in UNARY.items() if n not in ("step"
              "relu", "sqrt_relu", "log_relu", "rpow0", "rpow_neg")
              for v in vs if np.isfinite(v) and v != 0.0 and abs(v) < 100
              and not (n == "bce" and v == 1.0)]  # p = 1 is the edge of bce's domain
-GRADCHECK += [("relu", F.relu, (1.0,)), ("relu", F.relu, (-1.0,)), ("clamp", UNARY["clamp"][0],
-              (0.5,)), ("sqrt_relu", UNARY["sqrt_relu"][0], (4.0,)), ("max", UNARY["max"][0], (2.0,))]
+GRADCHECK += [("relu", F.relu, (1.0,)), ("relu", F.relu, (-1.0,)),
+              ("clamp", UNARY["clamp"][0], (0.5,)), ("sqrt_relu", UNARY["sqrt_relu"][0], (4.0,)),
+              ("max", UNARY["max"][0], (2.0,))]
 GRADCHECK += [(n, f, v) for n, (f, _, vs) in BINARY.items() for v in vs
               if all(np.isfinite(v)) and all(x != 0.0 for x in v) and n != "where"
               and not (n == "pow" and v[0] < 0) and not (n in ("maximum", "minimum")
