@@ -71,8 +71,11 @@ CudaArray from_numpy(py::handle obj) {
   else
     fail_type(fn, "arrays of dtype " + dtype_str(a) +
                       " cannot go to cuda; use float32, float64 or an integer type (.astype(np.float32))");
-  py::array c = t == DType::i64 ? py::array(py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a))
-                                : py::array::ensure(a, py::array::c_style);
+  py::array c = checked_copy(
+      t == DType::i64
+          ? py::array(py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a))
+          : py::array::ensure(a, py::array::c_style),
+      a, fn, "the array");
   std::vector<index_t> shp(c.shape(), c.shape() + c.ndim());
   CudaArray d = CudaArray::empty(shp, t);
   dg::cuda::memcpy_h2d(d.raw(), c.data(), d.nbytes());
@@ -109,7 +112,8 @@ void copy_into(CudaArray& dst, py::handle src) {
   if (!a) fail_type(fn, "source must be a CudaArray or a numpy array");
   if (static_cast<index_t>(a.size()) != dst.numel())
     fail_value(fn, "source has shape " + shape_str(a) + " but destination has shape " + shape_str(dst));
-  py::array c = py::array::ensure(a.attr("astype")(np_dtype(dst.dtype)), py::array::c_style);
+  py::array c = checked_copy(py::array::ensure(a.attr("astype")(np_dtype(dst.dtype)), py::array::c_style),
+                             a, fn, "source");
   dg::cuda::memcpy_h2d(dst.raw(), c.data(), dst.nbytes());
 }
 

@@ -39,6 +39,30 @@ inline std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cas
   throw py::type_error(std::string(fn) + ": " + msg);
 }
 
+// Raises Python's MemoryError with "<fn>: <msg>".
+[[noreturn]] inline void fail_memory(const char* fn, const std::string& msg) {
+  PyErr_SetString(PyExc_MemoryError, (std::string(fn) + ": " + msg).c_str());
+  throw py::error_already_set();
+}
+
+// `a` converted by numpy (C order and/or another dtype: `flags` as for py::array::ensure).
+// py::array::ensure returns a null array AND clears the Python error when numpy cannot make the
+// copy; for an array input that only happens when the copy cannot be allocated (a broadcast
+// view of a huge logical size, memory pressure), so a null result is a MemoryError naming the
+// entry point and the argument, never a null array to dereference. Every conversion of an input
+// array at the boundary goes through here.
+template <class Ensured>
+inline Ensured checked_copy(Ensured converted, const py::array& a, const char* fn,
+                            const char* name) {
+  if (!converted)
+    fail_memory(fn, "could not allocate a C-contiguous copy of " + std::string(name) + " " +
+                        shape_str(a) + " of " + dtype_str(a) + " (" +
+                        std::to_string(static_cast<long long>(a.size())) +
+                        " elements); pass a smaller array, or a contiguous one "
+                        "(np.ascontiguousarray) that needs no copy");
+  return converted;
+}
+
 enum class DType { f32, f64 };
 
 inline bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
@@ -55,7 +79,7 @@ inline py::array float_input(py::handle obj, const char* fn, const char* name) {
     fail_type(fn, std::string(name) + " has dtype " + dtype_str(a) +
                       " but deepgrad kernels take float32 or float64; convert with .astype(np.float32)");
   if (!(a.flags() & py::array::c_style))
-    a = py::array::ensure(a, py::array::c_style | py::array::forcecast);
+    a = checked_copy(py::array::ensure(a, py::array::c_style | py::array::forcecast), a, fn, name);
   return a;
 }
 
@@ -83,11 +107,9 @@ inline py::array_t<std::int64_t, py::array::c_style> int_labels(py::handle obj, 
     fail_type(fn, std::string(name) + " has dtype " + dtype_str(a) + " but class labels must be integers");
   // forcecast: uint64 (or any other integer dtype) converts too; without it ensure() returns a
   // null array for "unsafe" casts.
-  py::array out = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-  if (!out) {
-    PyErr_Clear();
-    fail_type(fn, std::string(name) + " with dtype " + dtype_str(a) + " could not be converted to int64");
-  }
+  py::array out = checked_copy(
+      py::array(py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a)),
+      a, fn, name);
   return py::array_t<std::int64_t, py::array::c_style>(out);
 }
 
