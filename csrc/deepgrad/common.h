@@ -21,8 +21,12 @@ using index_t = std::int64_t;
 // microseconds, more than a tiny layer's whole forward pass.
 constexpr index_t kParallelGrain = 1 << 15;
 
-// Number of threads kernels may use (OpenMP's setting, or 1 without OpenMP).
+// Number of threads kernels may use: one process-wide setting (set_max_threads), read by every
+// fork whichever thread calls the kernel; until it is set, OpenMP's default (OMP_NUM_THREADS or
+// the cores). 1 without OpenMP.
 int max_threads();
+// Sets it for the whole process (n >= 1; the binding validates the range).
+void set_max_threads(int n);
 // Threads to use for `work` scalar operations.
 int threads_for(index_t work);
 

@@ -38,7 +38,13 @@ def build_info() -> dict:
 
 
 def set_num_threads(n: int) -> None:
-    """Set how many CPU threads the native kernels may use."""
+    """Set how many CPU threads the native kernels may use, for the whole process: kernels called
+    from any Python thread fork at most ``n`` threads. ``n`` is an int from 1 to
+    ``4 x cores``; a machine that cannot start that many threads raises RuntimeError and keeps
+    the previous setting."""
+    import numbers
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__} {n!r}")
     _C.set_num_threads(int(n))
 
 
