@@ -256,11 +256,26 @@ class Optimizer:
                 st = state.get(idx, state.get(str(idx)))
                 if st is None:
                     continue
+                if not isinstance(st, dict):
+                    raise ValueError(f"load_state_dict: the state of parameter {idx} is a "
+                                     f"{type(st).__name__}, not a dict")
+                conv = {}
                 for n, v in st.items():
-                    if n != "step" and tuple(np.shape(v)) != tuple(loc[2]):
+                    # convert everything before anything changes: a failure leaves the
+                    # optimizer as it was
+                    try:
+                        v = v.numpy() if isinstance(v, Tensor) else v
+                        if n == "step":
+                            conv[n] = int(v)
+                            continue
+                        conv[n] = np.array(v, dtype=np.float64, copy=True)
+                    except (TypeError, ValueError) as e:
+                        raise ValueError(f"load_state_dict: state {n!r} of parameter {idx} "
+                                         f"cannot be read as numbers ({e})") from None
+                    if conv[n].shape != tuple(loc[2]):
                         raise ValueError(f"load_state_dict: state {n!r} of parameter {idx} has "
-                                         f"shape {tuple(np.shape(v))}, the parameter {tuple(loc[2])}")
-                carry[id(p)] = {n: (v.numpy() if isinstance(v, Tensor) else v) for n, v in st.items()}
+                                         f"shape {conv[n].shape}, the parameter {tuple(loc[2])}")
+                carry[id(p)] = conv
         for saved, group in zip(groups, self.param_groups):
             for n, v in saved.items():
                 if n != "params":

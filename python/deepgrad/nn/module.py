@@ -296,25 +296,43 @@ class Module:
 
     def load_state_dict(self, state: dict, strict: bool = True) -> IncompatibleKeys:
         """Copy values in place (parameters stay in their arena). With ``strict`` any missing or
-        unexpected key is an error; a shape mismatch always is. The error names every key."""
+        unexpected key is an error; a shape mismatch or a value that cannot be converted to the
+        parameter's dtype always is. The error names every key. All or nothing: every value is
+        checked and converted before the first one is copied, so a failure leaves the model
+        exactly as it was."""
         if not isinstance(state, dict):
             raise TypeError(f"load_state_dict: expected a dict, got {type(state).__name__}")
+        bad_keys = [k for k in state if not isinstance(k, str)]
+        if bad_keys:
+            raise TypeError("load_state_dict: keys must be str (qualified names such as "
+                            f"'0.weight'), got {', '.join(repr(k) for k in bad_keys[:5])}")
         targets = dict(self._named_parameters_raw())
         buffers = dict(self.named_buffers())
         own = list(targets) + list(buffers)
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in targets and k not in buffers]
-        bad_shape = []
+        bad_shape, bad_value = [], []
         values = {}
         for k in own:
             if k not in state:
                 continue
-            v = state[k]
-            v = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
-            want = tuple((targets.get(k) if k in targets else buffers[k]).shape)
+            t = targets[k] if k in targets else buffers[k]
+            try:
+                v = state[k]
+                v = v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+            except Exception as e:  # a value numpy cannot read
+                bad_value.append(f"{k}: {type(e).__name__}: {e}")
+                continue
+            want = tuple(t.shape)
             if tuple(v.shape) != want:
                 bad_shape.append(f"{k}: checkpoint {tuple(v.shape)} vs model {want}")
-            values[k] = v
+                continue
+            dtype = np.dtype(t.dtype)
+            if v.dtype.kind not in "biuf":
+                bad_value.append(f"{k}: values of dtype {v.dtype} cannot be loaded into a "
+                                 f"{dtype.name} tensor")
+                continue
+            values[k] = np.array(v, dtype=dtype, copy=True)
         problems = []
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))
@@ -322,6 +340,8 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if bad_shape:
             problems.append("shape mismatches: " + "; ".join(bad_shape))
+        if bad_value:
+            problems.append("values that cannot be loaded: " + "; ".join(bad_value))
         if problems:
             raise ValueError(f"load_state_dict for {type(self).__name__}: " + " | ".join(problems))
         for k, v in values.items():
