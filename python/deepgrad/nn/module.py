@@ -18,7 +18,7 @@ from .arena import _EPOCH, Arena, runs
 from ..tensor import Tensor
 from .parameter import Parameter
 
-__all__ = ["Module", "IncompatibleKeys"]
+__all__ = ["Module", "IncompatibleKeys", "RemovableHandle"]
 
 # arena._EPOCH is bumped on every arena creation and on every (un)registration of a parameter
 # or submodule anywhere, so a module's cached layout check is one int comparison.
@@ -26,6 +26,29 @@ _STRUCT = _EPOCH
 # One layout at a time: two threads calling a model for the first time (a trainer and an
 # evaluator) each built an arena, moving parameters mid-step under the other's optimizer.
 _LAYOUT_LOCK = threading.RLock()
+
+
+class RemovableHandle:
+    """Returned by the ``register_*_hook`` methods: ``handle.remove()`` (or leaving a ``with``
+    block) unregisters the hook; removing twice is harmless."""
+
+    _next = [0]
+
+    def __init__(self, hooks: "OrderedDict"):
+        self._hooks = hooks
+        with _LAYOUT_LOCK:
+            self.id = RemovableHandle._next[0]
+            RemovableHandle._next[0] += 1
+
+    def remove(self) -> None:
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self) -> "RemovableHandle":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.remove()
+        return False
 
 
 class IncompatibleKeys(NamedTuple):
@@ -38,6 +61,10 @@ class Module:
     forward(). Calling the module runs forward (and lays out the arena on the first call)."""
 
     training: bool
+    # Forward hooks (register_forward_pre_hook / register_forward_hook): None until the first
+    # one is registered, so the call path of a module without hooks checks one attribute.
+    _forward_pre_hooks = None
+    _forward_hooks = None
 
     def __init__(self) -> None:
         d = self.__dict__
@@ -206,6 +233,64 @@ class Module:
             for s, e in self._runs:
                 be.fill_(a.slice(a.grads, s, e), 0.0)
 
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """``hook(module, args)`` runs before each ``forward``; it may return replacement args (a
+        tuple, or a single value that becomes a 1-tuple) or None. Hooks run in registration
+        order; the handle's ``remove()`` unregisters it (PyTorch semantics)."""
+        if not callable(hook):
+            raise TypeError(f"register_forward_pre_hook: hook must be callable, got {hook!r}")
+        hooks = self.__dict__.get("_forward_pre_hooks")
+        if hooks is None:
+            hooks = self.__dict__["_forward_pre_hooks"] = OrderedDict()
+        h = RemovableHandle(hooks)
+        hooks[h.id] = hook
+        return h
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """``hook(module, args, output)`` runs after each ``forward``; it may return a replacement
+        output or None. Hooks run in registration order; ``remove()`` unregisters it."""
+        if not callable(hook):
+            raise TypeError(f"register_forward_hook: hook must be callable, got {hook!r}")
+        hooks = self.__dict__.get("_forward_hooks")
+        if hooks is None:
+            hooks = self.__dict__["_forward_hooks"] = OrderedDict()
+        h = RemovableHandle(hooks)
+        hooks[h.id] = hook
+        return h
+
+    def register_full_backward_hook(self, hook) -> RemovableHandle:
+        """``hook(module, grad_output)`` runs during backward with dL/d(output) of this module's
+        forward (for a tuple output, of its first element, e.g. a recurrent layer's outputs).
+        Implemented as a forward hook that puts a tensor hook on the output, so it costs nothing
+        on forwards whose output does not require grad."""
+        if not callable(hook):
+            raise TypeError(f"register_full_backward_hook: hook must be callable, got {hook!r}")
+        module = self
+
+        def attach(m, args, out):
+            y = out[0] if isinstance(out, tuple) else out
+            if getattr(y, "requires_grad", False):
+                y.register_hook(lambda g: hook(module, g))
+        return self.register_forward_hook(attach)
+
+    def _call_hooked(self, args, kwargs):
+        pre = self._forward_pre_hooks
+        if pre:
+            for hook in list(pre.values()):
+                r = hook(self, args)
+                if r is not None:
+                    args = r if isinstance(r, tuple) else (r,)
+        out = self._forward_with_stack(args, kwargs)
+        post = self._forward_hooks
+        if post:
+            for hook in list(post.values()):
+                r = hook(self, args, out)
+                if r is not None:
+                    out = r
+        return out
+
     def __deepcopy__(self, memo):
         # The copy gets fresh parameters outside any arena and lays out its own on first use.
         new = type(self).__new__(type(self))
@@ -213,6 +298,8 @@ class Module:
         for k, v in self.__dict__.items():
             if k in ("_arena_cache", "_stamp", "_runs"):
                 new.__dict__[k] = None
+            elif k in ("_forward_pre_hooks", "_forward_hooks"):
+                continue  # hooks (a monitor's, say) belong to the original module
             else:
                 new.__dict__[k] = _copy.deepcopy(v, memo)
         _STRUCT[0] += 1
@@ -357,10 +444,18 @@ class Module:
     def __call__(self, *args, **kwargs):
         # The hot path of every layer. The layout check is one int comparison (a stale stamp
         # runs _layout, which keeps the arena when all parameters already live in one, e.g. a
-        # submodule in its parent's). The module-name stack only serves anomaly mode, so it is
+        # submodule in its parent's). Hooks are two attribute reads (None or an empty dict when
+        # there are none). The module-name stack only serves anomaly mode, so it is
         # pushed/popped (inline, what autograd._push_module/_pop_module do) only then.
         if self._stamp != _EPOCH[0]:
             self._layout()
+        if self._forward_pre_hooks or self._forward_hooks:
+            return self._call_hooked(args, kwargs)
+        if not _S.anomaly:
+            return self.forward(*args, **kwargs)
+        return self._forward_with_stack(args, kwargs)
+
+    def _forward_with_stack(self, args, kwargs):
         if not _S.anomaly:
             return self.forward(*args, **kwargs)
         stack = _S.modules
