@@ -18,7 +18,13 @@ Cost (see benchmarks/RESULTS.md): per recorded step, one native pass over the pa
 (parameter, gradient and update norms), one native call for all layer-output gradient norms, and
 per layer one native pass over its output for the activation statistics, on the pre-activation
 that the fused Dense kernel hands back (``F.dense(pre=...)``), so no matmul is repeated. Steps
-skipped by ``every`` cost a wrapper call per layer (and a parameter copy before a recorded step).
+skipped by ``every`` cost a forward-hook call per layer (and a parameter copy before a recorded
+step).
+
+The monitor attaches only through each module's forward hooks (``register_forward_hook``) and
+the fused Dense layer's documented taps (``pre=``/``probe=`` of F.dense, shared by every monitor
+through one ``_Tap`` per module), so several monitors can watch one model and ``close()``
+removes only the closing monitor's hooks.
 """
 from __future__ import annotations
 
@@ -205,6 +211,41 @@ _SATURATING = ("sigmoid", "tanh", "softsign")
 _DEAD = ("relu",)
 
 
+class _Tap:
+    """One module slot shared by every monitor watching that module: F.dense's ``pre=`` and
+    ``probe=`` call ``.append(item)``, which hands the same item to each monitor's own list, so
+    monitors on one model never take each other's data."""
+
+    __slots__ = ("lists",)
+
+    def __init__(self):
+        self.lists: list = []
+
+    def append(self, item) -> None:
+        for lst in self.lists:
+            lst.append(item)
+
+    def __len__(self) -> int:  # items handed over and not yet taken (by the fullest monitor)
+        return max((len(x) for x in self.lists), default=0)
+
+
+def _tap_add(m, slot: str, lst: list) -> None:
+    tap = m.__dict__.get(slot)
+    if tap is None:
+        tap = m.__dict__[slot] = _Tap()
+    if not any(x is lst for x in tap.lists):
+        tap.lists.append(lst)
+
+
+def _tap_remove(m, slot: str, lst: list) -> None:
+    tap = m.__dict__.get(slot)
+    if tap is None:
+        return
+    tap.lists = [x for x in tap.lists if x is not lst]
+    if not tap.lists:
+        del m.__dict__[slot]
+
+
 def _has_params(m) -> bool:
     return any(True for _ in m._named_parameters_raw())
 
@@ -290,15 +331,27 @@ class GradientMonitor:
     itself has spent (hooks and step()), for overhead reports; a Dense layer that is its own
     output needs no hook (F.dense's ``probe=`` hands over z, y and dL/dy), so the little extra
     work inside its forward and backward is not counted.
+
+    ``warn=True`` diagnoses, at each recorded step, only the records a new finding can depend
+    on (the latest, and the last ``growth_window`` for growth), so its cost does not grow with
+    the history. ``max_records`` (None: unbounded, about 2-3 KB per record for a 20-layer net)
+    caps the history: when it is exceeded, the older three quarters are thinned to every other
+    record (the first is always kept) and the most recent quarter stays whole.
     """
 
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
-                 warn: bool = False, activation_stats: bool = True):
+                 warn: bool = False, activation_stats: bool = True,
+                 max_records: int | None = None):
         from .nn.module import Module
         if not isinstance(model, Module):
             raise TypeError(f"GradientMonitor: model must be an nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
+        if max_records is not None and (isinstance(max_records, bool) or
+                                        int(max_records) != max_records or max_records < 8):
+            raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
+                             f"{max_records!r}")
+        self.max_records = None if max_records is None else int(max_records)
         self.model = model
         self.every = int(every)
         self.thresholds = thresholds or Thresholds()
@@ -346,6 +399,8 @@ class GradientMonitor:
         self._out_index = {id(m): i for i, m in enumerate(out_mod)}
         self._rec_index = {id(self.layers[i]): i for i in self._recurrent}
         self._wrapped = []
+        self._handles = []
+        self._pre_lists: list = []
         targets = {id(m): m for m in out_mod}
         for i in self._recurrent:
             targets[id(self.layers[i])] = self.layers[i]
@@ -367,8 +422,10 @@ class GradientMonitor:
         self._arm(True)  # step 0 is recorded
         for m in targets.values():
             self._wrap(m)
-        for i in self._recurrent:
-            self.layers[i]._watch_states = True
+        self._watching = set(self._recurrent)
+        for i in self._recurrent:  # a count: each monitor watching the layer adds one
+            m = self.layers[i]
+            m.__dict__["_watch_states"] = int(m._watch_states) + 1
 
         # one lookup per hooked forward: (output index, recurrent index, statistics index)
         self._roles = {k: (self._out_index.get(k), self._rec_index.get(k), self._act_src.get(k))
@@ -391,30 +448,32 @@ class GradientMonitor:
 
     # -- hooks -----------------------------------------------------------------------------------
     def _wrap(self, m) -> None:
-        orig = m.forward
+        """Attach to module m through its forward hooks (removed by close())."""
         mon = self
         from .nn.layers import Dense
         if id(m) in self._act_src and isinstance(m, Dense):
             # Its statistics need z = x W + b: on recorded steps the fused kernel hands it over
-            # (F.dense(pre=...)), so no matmul is repeated.
-            def forward(*args, **kwargs):
-                if mon._n % mon.every:
-                    return orig(*args, **kwargs)
-                pre = []
-                m.__dict__["_pre"] = pre
-                try:
-                    out = orig(*args, **kwargs)
-                finally:
-                    del m.__dict__["_pre"]
-                mon._on_forward(m, args, out, pre[-1] if pre else None)
-                return out
-        else:
-            def forward(*args, **kwargs):
-                out = orig(*args, **kwargs)
+            # (F.dense(pre=...), through the module's shared tap), so no matmul is repeated.
+            pre: list = []
+
+            def before(mod, args):
                 if mon._n % mon.every == 0:
-                    mon._on_forward(m, args, out)
-                return out
-        object.__setattr__(m, "forward", forward)
+                    pre.clear()
+                    _tap_add(mod, "_pre", pre)
+
+            def after(mod, args, out):
+                if mon._n % mon.every == 0:
+                    _tap_remove(mod, "_pre", pre)
+                    mon._on_forward(mod, args, out, pre[-1] if pre else None)
+                    pre.clear()
+            self._handles.append(m.register_forward_pre_hook(before))
+            self._handles.append(m.register_forward_hook(after))
+            self._pre_lists.append((m, pre))
+        else:
+            def after(mod, args, out):
+                if mon._n % mon.every == 0:
+                    mon._on_forward(mod, args, out)
+            self._handles.append(m.register_forward_hook(after))
         self._wrapped.append(m)
 
     def _arm(self, on: bool) -> None:
@@ -422,10 +481,10 @@ class GradientMonitor:
         if on:
             for (_, m, _), lst in zip(self._probed, self._probe_lists):
                 lst.clear()
-                m.__dict__["_probe"] = lst
+                _tap_add(m, "_probe", lst)
         elif self._armed:
-            for _, m, _ in self._probed:
-                m.__dict__.pop("_probe", None)
+            for (_, m, _), lst in zip(self._probed, self._probe_lists):
+                _tap_remove(m, "_probe", lst)
         self._armed = on
 
     def _collect_probes(self) -> None:
@@ -479,12 +538,16 @@ class GradientMonitor:
         """Remove the monitor's hooks from the model (recorded history stays)."""
         self._arm(False)
         self._probed, self._probe_lists = [], []
-        for m in self._wrapped:
-            m.__dict__.pop("forward", None)
-        for i in self._recurrent:
-            self.layers[i]._watch_states = False
-            self.layers[i]._time_row = None
-        self._wrapped = []
+        for h in self._handles:
+            h.remove()
+        for m, pre in self._pre_lists:  # a forward that raised between the two hooks
+            _tap_remove(m, "_pre", pre)
+        for i in self._watching:
+            m = self.layers[i]
+            if m._watch_states:
+                m.__dict__["_watch_states"] = int(m._watch_states) - 1
+        self._watching = set()
+        self._handles, self._pre_lists, self._wrapped = [], [], []
 
     def __enter__(self):
         return self
@@ -505,8 +568,8 @@ class GradientMonitor:
         i = r
         if i is not None and getattr(y, "requires_grad", False):
             # the recurrent layer's sequence node fills this list with ||dL/dh_t|| on backward
+            # (the layer sets _time_row on every forward; other monitors read the same row)
             self._pending_time[i] = m._time_row or []
-            m._time_row = None
         if j is not None and args:
             self._pending_stats[j] = self._stat_item(m, args[0], y, z)
         self.seconds += time.perf_counter() - t0
@@ -663,9 +726,15 @@ class GradientMonitor:
         self._pending_signal = [None] * L
         self._pending_stats = [None] * L
         self._pending_time = {}
+        if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
+            self._flush()  # keeps the raw list short and applies the cap
         self.seconds += time.perf_counter() - t0
         if self.warn:
-            for f in diagnose(self._flush() | {"layers": self.layer_names}, self.thresholds):
+            # Incremental: every finding depends on the latest record or, for growth, on the
+            # last growth_window records, so only that window is diagnosed; a step costs the
+            # same at step 10,000 as at step 100.
+            for f in diagnose(self._window(int(self.thresholds.growth_window) + 1),
+                              self.thresholds):
                 key = (f.kind, f.where, f.layer)
                 if key not in self._warned:
                     self._warned.add(key)
@@ -673,6 +742,36 @@ class GradientMonitor:
         return True
 
     # -- results ----------------------------------------------------------------------------------
+    def _window(self, k: int) -> dict:
+        """The last k records as a history dict (for the incremental diagnosis of warn=True)."""
+        h = self._flush()
+        lo = max(0, len(h["steps"]) - k)
+        out = {key: v[lo:] for key, v in h.items() if key != "time_signal"}
+        out["time_signal"] = {name: rows[lo:] for name, rows in h["time_signal"].items()}
+        out["layers"] = self.layer_names
+        return out
+
+    def _thin(self) -> None:
+        """Apply max_records: the older three quarters of the history are thinned to every other
+        record (the first record is always kept), the most recent quarter stays whole. The
+        history keeps spanning the whole run, at full resolution for recent steps."""
+        h = self._h
+        n, cap = len(h["steps"]), self.max_records
+        if cap is None or n <= cap:
+            return
+        recent = cap // 4
+        keep = list(range(0, n - recent, 2)) + list(range(n - recent, n))
+        while len(keep) > cap:  # far over the cap (a cap lowered, a long unread stretch)
+            old = keep[:-recent]
+            keep = old[::2] + keep[-recent:]
+        for key, v in h.items():
+            if key == "time_signal":
+                for name, rows in v.items():
+                    if len(rows) == n:
+                        v[name] = [rows[i] for i in keep]
+            elif isinstance(v, list) and len(v) == n:
+                h[key] = [v[i] for i in keep]
+
     def _flush(self) -> dict:
         """Turn the raw records of the steps since the last read into the history lists."""
         raw, self._raw = self._raw, []
@@ -716,6 +815,8 @@ class GradientMonitor:
             st = self._stats_row(stats, L)
             for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
                 h[k].append([None if s is None else s[pos] for s in st])
+        if self.max_records is not None:
+            self._thin()
         return h
 
     @property
@@ -727,7 +828,7 @@ class GradientMonitor:
         out = {"layers": list(self.layer_names), "params": list(self._params), "every": self.every,
                "thresholds": asdict(self.thresholds)}
         for k, v in self._flush().items():
-            out[k] = json.loads(json.dumps(_jsonable(v)))
+            out[k] = _jsonable(v)  # fresh containers; NaN/Inf as None, as in the JSON file
         return out
 
     def diagnose(self) -> list[Finding]:
