@@ -317,26 +317,17 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
 
 
 def _final_record(model, mon, loss_fn, Xt, yt, bs, rng):
-    """Per-layer backward signal of the trained model on one batch (not a training step)."""
+    """Per-layer backward signal of the trained model on one batch (not a training step),
+    through each layer's backward hook (removed afterwards)."""
     import deepgrad as dg
     n = Xt.shape[0]
     idx = rng.integers(0, n, bs)
     row = [None] * len(mon.layers)
-    handles = []
-    saved = {}
-    for i, layer in enumerate(mon.layers):
-        orig = layer.forward
 
-        def fwd(*a, i=i, orig=orig, **k):
-            out = orig(*a, **k)
-            y = out[0] if isinstance(out, tuple) else out
-            if y.requires_grad:
-                y.register_hook(lambda g, i=i: row.__setitem__(i, float(np.linalg.norm(
-                    np.asarray(g.numpy(), dtype=np.float64)))))
-            return out
-        saved[i] = layer.__dict__.get("forward")
-        object.__setattr__(layer, "forward", fwd)
-        handles.append(layer)
+    def hook(i):
+        return lambda m, g: row.__setitem__(i, float(np.linalg.norm(
+            np.asarray(g.numpy(), dtype=np.float64))))
+    handles = [layer.register_full_backward_hook(hook(i)) for i, layer in enumerate(mon.layers)]
     try:
         xb = dg.tensor(Xt.numpy()[idx], device=Xt.device)
         yb = dg.tensor(yt.numpy()[idx], device=yt.device)
@@ -344,11 +335,8 @@ def _final_record(model, mon, loss_fn, Xt, yt, bs, rng):
         model.zero_grad()
         loss.backward()
     finally:
-        for i, layer in enumerate(handles):
-            if saved[i] is None:
-                layer.__dict__.pop("forward", None)
-            else:
-                object.__setattr__(layer, "forward", saved[i])
+        for h in handles:
+            h.remove()
     return row
 
 
@@ -365,23 +353,142 @@ def _run_path(out: str, name: str) -> str:
     return os.path.join(out, "runs", name + ".json")
 
 
-def _load_finished(out: str, cfg: RunConfig) -> dict | None:
-    """The saved record of this exact configuration, or None."""
+_OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+_MODELS = ("mlp", "rnn", "lstm", "gru")
+
+
+def validate(configs: Sequence[RunConfig], out: str | None = None) -> None:
+    """Check every configuration (and that ``out`` is writable) before anything trains; raises
+    one ValueError listing every problem, each with the run's name."""
+    from .functional import activation_name
+    from .init import INITIALIZERS
+    problems = []
+    datasets = {}
+    for c in configs:
+        bad = []
+        if c.model not in _MODELS:
+            bad.append(f"model {c.model!r} (use {', '.join(_MODELS)})")
+        for field, lo in (("steps", 1), ("batch_size", 1), ("width", 1), ("hidden", 1),
+                          ("seq_len", 2), ("every", 0), ("seed", 0)):
+            v = getattr(c, field)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                bad.append(f"{field} must be an int >= {lo}, got {v!r}")
+        if isinstance(c.seed, (int, np.integer)) and c.seed >= 2 ** 32:
+            bad.append(f"seed must be < 2**32, got {c.seed}")
+        if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+            bad.append(f"lr must be a positive number, got {c.lr!r}")
+        if str(c.optimizer).lower() not in _OPTIMIZERS:
+            bad.append(f"optimizer {c.optimizer!r} (use {', '.join(_OPTIMIZERS)})")
+        if c.model == "mlp":
+            if not isinstance(c.depth, (int, np.integer)) or c.depth < 2:
+                bad.append(f"depth must be >= 2 (input and output layers), got {c.depth!r}")
+            try:
+                activation_name(c.activation)
+            except ValueError as e:
+                bad.append(str(e))
+            if c.init not in INITIALIZERS:
+                bad.append(f"init {c.init!r} (use auto or one of {', '.join(INITIALIZERS)})")
+            if c.norm not in ("none", "batch"):
+                bad.append(f"norm {c.norm!r} (use none or batch)")
+            key = (c.dataset, c.seed if isinstance(c.seed, int) and c.seed >= 0 else 0)
+            if key not in datasets:
+                try:
+                    datasets[key] = dataset_fingerprint(c.dataset, key[1])
+                except (ValueError, OSError, KeyError) as e:
+                    datasets[key] = e
+            if isinstance(datasets[key], Exception):
+                bad.append(f"dataset: {datasets[key]}")
+        if c.device != "cpu":
+            from .backend import get_backend
+            try:
+                get_backend(c.device)
+            except (RuntimeError, ValueError) as e:
+                bad.append(f"device: {e}")
+        problems += [f"{c.name}: {b}" for b in bad]
+    if out is not None:
+        try:
+            os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+            probe = os.path.join(out, "runs", f".write-test-{os.getpid()}")
+            with open(probe, "w") as fh:
+                fh.write("ok")
+            os.unlink(probe)
+        except OSError as e:
+            problems.append(f"--out {out!r} is not writable ({e.strerror or e})")
+    if problems:
+        raise ValueError("the study's settings have problems, nothing was trained:\n  "
+                         + "\n  ".join(problems))
+
+
+_FINGERPRINTS: dict = {}
+
+
+def dataset_fingerprint(name: str, seed: int) -> str:
+    """sha256 of the data set's arrays (a user's file by its content, a built-in one as
+    generated), so a run record is never reused for other data."""
+    import hashlib
+    key = (name, seed, os.path.getmtime(name) if os.path.isfile(name) else None)
+    if key not in _FINGERPRINTS:
+        X, y = load_dataset(name, seed)
+        h = hashlib.sha256()
+        for a in (np.asarray(X), np.asarray(y)):
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        _FINGERPRINTS[key] = h.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+def record_key(cfg: RunConfig) -> dict:
+    """What a saved run must match to be reused: the whole configuration, the data set's
+    content, deepgrad's version and the build facts that change results, and their hash."""
+    import hashlib
+    from . import __version__, _C
+    info = _C.build_info()
+    ident = {"config": cfg.to_dict(), "deepgrad": __version__,
+             "build": {"simd": info["simd"], "compiler": info["compiler"]},
+             "data": (dataset_fingerprint(cfg.dataset, cfg.seed) if cfg.model == "mlp"
+                      else f"adding-problem seq_len={cfg.seq_len} seed={cfg.seed}")}
+    ident["hash"] = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    return ident
+
+
+def _load_finished(out: str, cfg: RunConfig, key: dict) -> tuple[dict | None, str]:
+    """(the saved record of this exact configuration, data and deepgrad, or None; why not)."""
     path = _run_path(out, cfg.name)
+    if not os.path.exists(path):
+        return None, ""
     try:
         with open(path) as fh:
             rec = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return rec if rec.get("config") == cfg.to_dict() and "result" in rec else None
+        if not isinstance(rec, dict) or not isinstance(rec.get("result"), dict):
+            raise ValueError("no result in it")
+        for k in ("config", "loss_curve", "history"):
+            if k not in rec:
+                raise ValueError(f"no {k!r} in it")
+    except (OSError, ValueError) as e:
+        return None, f"runs/{cfg.name}.json is malformed ({e}); rerunning it"
+    old = rec.get("key") or {}
+    if not isinstance(old, dict):
+        return None, f"runs/{cfg.name}.json is malformed (its key is not an object); rerunning it"
+    if old == key and rec.get("config") == key["config"]:   # every field, not the hash alone
+        return rec, ""
+    if old.get("deepgrad") not in (None, key["deepgrad"]) or \
+            old.get("build") not in (None, key["build"]):
+        return None, (f"runs/{cfg.name}.json was made by deepgrad {old.get('deepgrad', '?')} "
+                      f"({old.get('build')}); rerunning with {key['deepgrad']}")
+    if old.get("data") not in (None, key["data"]):
+        return None, f"runs/{cfg.name}.json was trained on other data; rerunning it"
+    return None, (f"runs/{cfg.name}.json has other settings or no configuration hash; "
+                  "rerunning it")
 
 
 def _save(out: str, rec: dict) -> None:
     path = _run_path(out, rec["config"]["name"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as fh:
         json.dump(rec, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)  # atomic: an interrupted write never leaves a half file
 
 
@@ -498,13 +605,16 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"duplicate run names in the study grid: {', '.join(sorted(dup))}")
-    os.makedirs(out, exist_ok=True)
+    validate(configs, out)
     records = []
     tty = hasattr(stream, "isatty") and stream.isatty()
     n = len(configs)
     try:
         for i, cfg in enumerate(configs, 1):
-            rec = _load_finished(out, cfg) if resume else None
+            key = record_key(cfg)
+            rec, why = _load_finished(out, cfg, key) if resume else (None, "")
+            if why:
+                print(f"[{i}/{n}] {why}", file=stream, flush=True)
             if rec is not None:
                 print(f"[{i}/{n}] {cfg.name}: finished earlier, reusing runs/{cfg.name}.json",
                       file=stream, flush=True)
@@ -521,6 +631,7 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
                     print(("\r" + msg) if tty else msg, end="" if tty else "\n", file=stream,
                           flush=True)
             rec = run_one(cfg, progress)
+            rec["key"] = key
             if tty:
                 print(file=stream)
             _save(out, rec)
