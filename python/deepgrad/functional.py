@@ -6,7 +6,7 @@ from functools import partial as _partial
 
 from .autograd import Node, _S
 from .autograd import _check_forward
-from .tensor import Tensor, _axis, _new, _result, _device_mismatch
+from .tensor import Tensor, _axis, _new, _result, _device_mismatch, _not_tensor
 from .tensor import concat, matmul, maximum, minimum, stack, where  # noqa: F401 (re-exported)
 
 ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
@@ -35,7 +35,10 @@ def activation(x: Tensor, name: str, alpha: float | None = None) -> Tensor:
 
 
 def _act(x: Tensor, name: str, alpha: float) -> Tensor:
-    be = x._be
+    try:
+        be = x._be
+    except AttributeError:
+        raise _not_tensor(name, x) from None
     xd = x.data
     y = be.act_forward(xd, name, alpha)
     return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name, (x,))
@@ -131,12 +134,16 @@ def _rowwise(x: Tensor, axis: int, fwd, bwd, name: str) -> Tensor:
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """exp(x) / sum(exp(x)) along ``axis`` (default: last)."""
+    if not isinstance(x, Tensor):
+        raise _not_tensor("softmax", x)
     be = x._be
     return _rowwise(x, axis, be.softmax, be.softmax_backward, "softmax")
 
 
 def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     """x - logsumexp(x) along ``axis``, computed stably."""
+    if not isinstance(x, Tensor):
+        raise _not_tensor("log_softmax", x)
     be = x._be
     return _rowwise(x, axis, be.log_softmax, be.log_softmax_backward, "log_softmax")
 

@@ -74,6 +74,13 @@ def _device_mismatch(op, a, b):
                       f"move one with .to(device)")
 
 
+def _not_tensor(op: str, x) -> TypeError:
+    """The error for a non-Tensor where an op needs a Tensor (numpy arrays included: deepgrad
+    never converts them silently, since the result would not be on the tape)."""
+    return TypeError(f"{op}: expected a deepgrad Tensor, got {type(x).__name__}; "
+                     "wrap arrays and numbers with deepgrad.tensor(...)")
+
+
 def _dtype_mismatch(op, a, b):
     return TypeError(f"{op}: operands have dtypes {a.data.dtype} and {b.data.dtype}; convert "
                      f"one with .float() or .double()")
@@ -826,6 +833,9 @@ def _int_index(a):
 
 
 def _same(op, tensors):
+    for t in tensors:
+        if not isinstance(t, Tensor):
+            raise _not_tensor(op, t)
     a = tensors[0]
     for b in tensors[1:]:
         if b._be is not a._be:
