@@ -339,12 +339,20 @@ class GradientMonitor:
     record (the first is always kept) and the most recent quarter stays whole.
     """
 
+    def __new__(cls, model=None, *args, **kwargs):
+        if cls is GradientMonitor and model is not None:
+            from .monitor_torch import TorchGradientMonitor, is_torch_module
+            if is_torch_module(model):
+                return super().__new__(TorchGradientMonitor)
+        return super().__new__(cls)
+
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
                  warn: bool = False, activation_stats: bool = True,
-                 max_records: int | None = None):
+                 max_records: int | None = None, tensorboard=None, writer=None):
         from .nn.module import Module
         if not isinstance(model, Module):
-            raise TypeError(f"GradientMonitor: model must be an nn.Module, got {type(model).__name__}")
+            raise TypeError("GradientMonitor: model must be a deepgrad nn.Module or a "
+                            f"torch.nn.Module, got {type(model).__name__}")
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
         if max_records is not None and (isinstance(max_records, bool) or
@@ -352,6 +360,10 @@ class GradientMonitor:
             raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
                              f"{max_records!r}")
         self.max_records = None if max_records is None else int(max_records)
+        self._tb = None
+        self._tb_seen: set = set()
+        if tensorboard is not None or writer is not None:
+            self._tb = _tensorboard_writer(tensorboard, writer)
         self.model = model
         self.every = int(every)
         self.thresholds = thresholds or Thresholds()
@@ -548,6 +560,8 @@ class GradientMonitor:
                 m.__dict__["_watch_states"] = int(m._watch_states) - 1
         self._watching = set()
         self._handles, self._pre_lists, self._wrapped = [], [], []
+        if self._tb is not None and hasattr(self._tb, "flush"):
+            self._tb.flush()
 
     def __enter__(self):
         return self
@@ -729,17 +743,25 @@ class GradientMonitor:
         if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
             self._flush()  # keeps the raw list short and applies the cap
         self.seconds += time.perf_counter() - t0
+        self._after_record()
+        return True
+
+    def _after_record(self) -> None:
+        """warn=True and the TensorBoard stream, after each recorded step. Incremental: every
+        finding depends on the latest record or, for growth, on the last growth_window records,
+        so only that window is diagnosed; a step costs the same at step 10,000 as at step 100."""
+        if not (self.warn or self._tb is not None):
+            return
+        win = self._window(int(self.thresholds.growth_window) + 1)
+        findings = diagnose(win, self.thresholds)
         if self.warn:
-            # Incremental: every finding depends on the latest record or, for growth, on the
-            # last growth_window records, so only that window is diagnosed; a step costs the
-            # same at step 10,000 as at step 100.
-            for f in diagnose(self._window(int(self.thresholds.growth_window) + 1),
-                              self.thresholds):
+            for f in findings:
                 key = (f.kind, f.where, f.layer)
                 if key not in self._warned:
                     self._warned.add(key)
-                    warnings.warn(GradientWarning(f.message), stacklevel=2)
-        return True
+                    warnings.warn(GradientWarning(f.message), stacklevel=3)
+        if self._tb is not None:
+            _tensorboard_record(self._tb, win, findings, self._tb_seen)
 
     # -- results ----------------------------------------------------------------------------------
     def _window(self, k: int) -> dict:
@@ -900,6 +922,56 @@ def _act_stats_many(items: list) -> list:
 
 # ---------------------------------------------------------------------------------------------
 # export
+
+
+def _tensorboard_writer(logdir, writer):
+    """A SummaryWriter for ``logdir`` (torch.utils.tensorboard, else tensorboardX), or the
+    ``writer`` given (anything with add_scalar and add_text)."""
+    if writer is not None:
+        if not (hasattr(writer, "add_scalar") and hasattr(writer, "add_text")):
+            raise TypeError("GradientMonitor: writer= must have add_scalar and add_text (a "
+                            f"SummaryWriter), got {type(writer).__name__}")
+        return writer
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ImportError("GradientMonitor(tensorboard=...) needs TensorBoard's writer: "
+                              "pip install 'deepgrad[tensorboard]' (with torch installed, or "
+                              "tensorboardX)") from None
+    return SummaryWriter(log_dir=os.fspath(logdir))
+
+
+_TB_LAYER_KEYS = (("signal_norm", "backward_signal"), ("layer_grad_norm", "grad_norm"),
+                  ("layer_grad_ratio", "grad_weight_ratio"),
+                  ("layer_update_ratio", "update_weight_ratio"),
+                  ("saturated", "saturated_fraction"), ("dead", "dead_fraction"))
+
+
+def _tensorboard_record(w, win: Mapping, findings: list, seen: set) -> None:
+    """The latest record of a history window as TensorBoard scalars (one tag group per
+    quantity, one tag per layer), and each finding as text the first time it appears. The
+    writer only appends to its buffer; its own thread writes the file."""
+    if not win["steps"]:
+        return
+    step = int(win["steps"][-1])
+    layers = win["layers"]
+    for key, tag in _TB_LAYER_KEYS:
+        row = win[key][-1] if win.get(key) else None
+        for name, v in zip(layers, row or []):
+            if v is not None and math.isfinite(v):
+                w.add_scalar(f"{tag}/{name}", v, step)
+    for key in ("global_grad_norm", "global_param_norm", "loss"):
+        v = win[key][-1] if win.get(key) else None
+        if v is not None and math.isfinite(v):
+            w.add_scalar(f"global/{key}" if key != "loss" else "loss", v, step)
+    for f in findings:
+        key = (f.kind, f.where, f.layer)
+        if key not in seen:
+            seen.add(key)
+            w.add_text(f"findings/{f.kind}", f.message, step)
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,0 +1,277 @@
+"""GradientMonitor for torch.nn.Module models: the capture side for PyTorch.
+
+``GradientMonitor(torch_model, ...)`` returns a ``TorchGradientMonitor``: the same arguments,
+history keys, ``step(loss)``, ``diagnose()``, ``to_json``/``to_csv``, ``plot()``, thresholds,
+``warn``, ``max_records`` and ``tensorboard=`` as for a deepgrad model. torch is imported only
+here, when a torch model is monitored.
+
+What it attaches (all removed by ``close()``; none changes a number of the training):
+- layers: the leaf modules that hold parameters of their own (Linear, Conv*, norms, Embedding,
+  RNN/LSTM/GRU, ...), in registration order (``model.modules()``), or the ``layers=`` given;
+- a forward hook per layer that, on recorded steps, puts a tensor hook on the layer's output:
+  dL/d(layer output) is kept (a reference, no copy) and all layers' norms are taken at
+  ``step()`` in one call. (A tensor hook on the output gives exactly what a full backward hook
+  reports as grad_output, without its wrapping of the module's inputs and outputs, its warning
+  for a first layer whose input needs no gradient, or its clash with in-place activations.);
+- a forward hook per activation module (ReLU, LeakyReLU, Tanh, Sigmoid, Softsign, GELU, ELU,
+  SiLU) that follows a layer in the forward: its input is the layer's pre-activation, so the
+  pre-activation mean/std and the saturated or dead fractions come from one native pass
+  (deepgrad's act_stats) over tensors already computed; a layer with no activation module after
+  it gets no statistics.
+Norms: on the CPU the gradients and weights of all parameters are read as zero-copy numpy views
+and their norms come from deepgrad's native multi-tensor kernel in one call per quantity; on
+CUDA, ``torch._foreach_norm`` on the device and one copy of the results to the host per recorded
+step (never a synchronisation per layer).
+
+Recurrent layers: torch's fused RNN/LSTM/GRU kernels do not expose the gradient with respect to
+each step's hidden state (it lives inside the fused backward), so ``time_signal`` stays empty for
+torch models; the layer's backward signal and its parameters' gradient norms are recorded as for
+any layer. (deepgrad's own recurrent layers record ||dL/dh_t|| for every step.)
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .monitor import (GradientMonitor, Thresholds, _act_stats_many, _l2_norms, _LAYER_KEYS,
+                      _stat_args)
+
+#: torch activation module class name -> deepgrad activation name (for the statistics)
+_ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu", "LeakyReLU": "leaky_relu", "Tanh": "tanh",
+                "Sigmoid": "sigmoid", "Softsign": "softsign", "GELU": "gelu", "ELU": "elu",
+                "SiLU": "silu", "Hardtanh": "tanh"}
+
+
+def is_torch_module(obj) -> bool:
+    """True for a torch.nn.Module, without importing torch."""
+    for cls in type(obj).__mro__:
+        if cls.__name__ == "Module" and cls.__module__ == "torch.nn.modules.module":
+            return True
+    return False
+
+
+def _own_params(m) -> list:
+    return [p for p in m.parameters(recurse=False)]
+
+
+class TorchGradientMonitor(GradientMonitor):
+    """GradientMonitor over a torch.nn.Module; see the module docstring."""
+
+    def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
+                 warn: bool = False, activation_stats: bool = True,
+                 max_records: int | None = None, tensorboard=None, writer=None):
+        import torch  # noqa: F401 (the caller passed a torch model: torch is installed)
+        if isinstance(every, bool) or int(every) != every or every < 1:
+            raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
+        if max_records is not None and (isinstance(max_records, bool) or
+                                        int(max_records) != max_records or max_records < 8):
+            raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
+                             f"{max_records!r}")
+        self.model = model
+        self.every = int(every)
+        self.thresholds = thresholds or Thresholds()
+        self.warn = bool(warn)
+        self.max_records = None if max_records is None else int(max_records)
+        self._warned: set = set()
+        names = {id(m): n for n, m in model.named_modules()}
+        if layers is None:
+            layers = [m for m in model.modules() if _own_params(m) and not list(m.children())]
+        else:
+            mods = dict(model.named_modules())
+            resolved = []
+            for l in layers:
+                if isinstance(l, str):
+                    if l not in mods:
+                        raise ValueError(f"GradientMonitor: no submodule named {l!r}; "
+                                         f"known: {', '.join(n for n in mods if n)}")
+                    l = mods[l]
+                if id(l) not in names:
+                    raise ValueError("GradientMonitor: a layer passed in is not part of the model")
+                resolved.append(l)
+            layers = resolved
+        if not layers:
+            raise ValueError("GradientMonitor: the model has no layers with parameters to monitor")
+        self.layers = list(layers)
+        self.layer_names = [f"{names[id(m)]}:{type(m).__name__}" if names[id(m)]
+                            else type(m).__name__ for m in self.layers]
+        self._index = {id(m): i for i, m in enumerate(self.layers)}
+        # parameters: every trainable one, named as in state_dict(); each owned by the layer
+        # whose qualified name prefixes it (longest first), or by none
+        self._named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self._params = [n for n, _ in self._named]
+        prefixes = sorted(((names[id(m)], i) for i, m in enumerate(self.layers)),
+                          key=lambda t: -len(t[0]))
+        owner = []
+        for n, _ in self._named:
+            owner.append(next((i for pre, i in prefixes if pre == "" or n.startswith(pre + ".")),
+                              -1))
+        self._member = np.zeros((len(self._named), len(self.layers)))
+        for k, i in enumerate(owner):
+            if i >= 0:
+                self._member[k, i] = 1.0
+        self._handles = []
+        self._signal = [None] * len(self.layers)
+        self._stats: list = [None] * len(self.layers)
+        self._last_layer = None  # the layer that ran last in the current forward
+        for i, m in enumerate(self.layers):
+            self._handles.append(m.register_forward_hook(self._make_layer_hook(i)))
+        self._acts = {}
+        if activation_stats:
+            for m in model.modules():
+                act = _ACTIVATIONS.get(type(m).__name__)
+                if act is not None and not list(m.children()):
+                    self._acts[id(m)] = act
+                    self._handles.append(m.register_forward_hook(self._on_activation))
+        self._n = 0
+        self._prev = None
+        self._h = {k: [] for k in ("steps", "loss", "global_grad_norm", "global_param_norm",
+                                   "param_grad_norm", "param_norm", "update_norm") + _LAYER_KEYS}
+        self._h["time_signal"] = {}
+        self._raw: list = []
+        self.seconds = 0.0
+        self._tb = None
+        self._tb_seen: set = set()
+        if tensorboard is not None or writer is not None:
+            from .monitor import _tensorboard_writer
+            self._tb = _tensorboard_writer(tensorboard, writer)
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def _recording(self) -> bool:
+        return self._n % self.every == 0
+
+    def _make_layer_hook(self, i: int):
+        signal = self._signal
+
+        def keep(g):
+            signal[i] = g
+
+        def hook(module, args, out):
+            self._last_layer = i
+            if not self._recording():
+                return
+            y = out[0] if isinstance(out, tuple) else out
+            if getattr(y, "requires_grad", False):
+                y.register_hook(keep)
+        return hook
+
+    def _on_activation(self, module, args, out):
+        i = self._last_layer
+        if i is None or not self._recording() or not args:
+            return
+        import torch
+        if not torch.is_grad_enabled():
+            return
+        t0 = time.perf_counter()
+        z, y = args[0], out
+        if getattr(z, "dim", lambda: 0)() < 1 or z.shape != y.shape or z.numel() == 0:
+            return
+        z2 = z.detach().reshape(-1, z.shape[-1])
+        y2 = y.detach().reshape(-1, y.shape[-1])
+        self._stats[i] = (z2, y2, self._acts[id(module)])
+        self.seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Remove every hook this monitor put on the model (the history stays)."""
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._signal[:] = [None] * len(self.layers)
+        self._stats = [None] * len(self.layers)
+        if self._tb is not None and hasattr(self._tb, "flush"):
+            self._tb.flush()
+
+    # -- recording -------------------------------------------------------------------------------
+    def _norms(self, tensors: list) -> np.ndarray:
+        """L2 norm of each tensor (NaN where it holds NaN/Inf), float64, one call."""
+        if not tensors:
+            return np.zeros(0)
+        if all(t.device.type == "cpu" for t in tensors):
+            arrays = []
+            for t in tensors:
+                a = t.detach().numpy()
+                if a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
+                    a = np.ascontiguousarray(a, dtype=np.float64)
+                arrays.append(a.reshape(-1))
+            return np.asarray(_l2_norms(arrays), dtype=np.float64)
+        import torch
+        norms = torch._foreach_norm([t.detach().float() for t in tensors])
+        return torch.stack(norms).double().cpu().numpy()   # one host copy per recorded step
+
+    def step(self, loss=None) -> bool:
+        """Record this step if it is one of every ``every`` (call after backward, and after the
+        optimizer step for update ratios); returns True when it recorded."""
+        t0 = time.perf_counter()
+        n = self._n
+        self._n += 1
+        params = [p for _, p in self._named]
+        if n % self.every != 0:
+            if (n + 1) % self.every == 0:   # the next step is recorded: keep w for its update
+                self._prev = [p.detach().clone() for p in params]
+            self.seconds += time.perf_counter() - t0
+            return False
+        import torch
+        L = len(self.layers)
+        lossv = None if loss is None else float(loss.detach() if hasattr(loss, "detach")
+                                                else loss)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        gn = self._norms(grads)
+        pn = self._norms(params)
+        un = None
+        if self._prev is not None and len(self._prev) == len(params):
+            un = self._norms([p.detach() - q for p, q in zip(params, self._prev)])
+        self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
+        sig_idx = [i for i, g in enumerate(self._signal) if g is not None]
+        sig = self._norms([self._signal[i] for i in sig_idx])
+        st_idx = [i for i, s in enumerate(self._stats) if s is not None]
+        items, meta = [], []
+        lim = self.thresholds.saturation_derivative
+        for i in st_idx:
+            z, y, act = self._stats[i]
+            z = np.ascontiguousarray(z.cpu().numpy())
+            y = np.ascontiguousarray(y.cpu().numpy(), dtype=z.dtype)
+            if z.dtype not in (np.float32, np.float64):
+                z, y = z.astype(np.float64), y.astype(np.float64)
+            a = _stat_args(act, lim)
+            items.append((z, y) + a)
+            meta.append((z.size, a[0], a[3], y.shape[1]))
+        raw = _act_stats_many(items) if items else []
+        self._signal[:] = [None] * L
+        self._stats = [None] * L
+        self._last_layer = None
+
+        h = self._h
+        h["steps"].append(n)
+        h["loss"].append(lossv)
+        bad = not np.all(np.isfinite(gn))
+        h["global_grad_norm"].append(float("nan") if bad else math.sqrt(float(gn @ gn)))
+        h["global_param_norm"].append(math.sqrt(float(pn @ pn)))
+        h["param_grad_norm"].append(gn.tolist())
+        h["param_norm"].append(pn.tolist())
+        h["update_norm"].append(None if un is None else un.tolist())
+        sq = np.array([gn, pn] if un is None else [gn, pn, un])
+        agg = np.sqrt((sq * sq) @ self._member)
+        lw = agg[1]
+        pos = lw > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
+        h["layer_grad_norm"].append(agg[0].tolist())
+        h["layer_weight_norm"].append(lw.tolist())
+        h["layer_grad_ratio"].append(rat[0].tolist())
+        h["layer_update_ratio"].append([None] * L if un is None else rat[2].tolist())
+        row = [None] * L
+        for i, v in zip(sig_idx, sig.tolist()):
+            row[i] = v
+        h["signal_norm"].append(row)
+        stats = self._stats_row((st_idx, raw, meta) if items else None, L)
+        for k, p in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
+            h[k].append([None if s is None else s[p] for s in stats])
+        if self.max_records is not None:
+            self._thin()
+        self.seconds += time.perf_counter() - t0
+        self._after_record()
+        return True
+
+    def _flush(self) -> dict:
+        return self._h

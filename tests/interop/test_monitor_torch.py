@@ -1,0 +1,227 @@
+"""GradientMonitor on torch.nn.Module models (issue 12): the same history as for deepgrad
+models, values equal to what torch computes, training unchanged bit for bit, every hook removed
+by close(); and the TensorBoard stream read back with TensorBoard's own reader."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import losses, nn
+from deepgrad.monitor import GradientMonitor
+
+torch = pytest.importorskip("torch")
+
+
+def torch_mlp(seed=0, act=torch.nn.Tanh, depth=3, width=16):
+    torch.manual_seed(seed)
+    layers = [torch.nn.Linear(4, width), act()]
+    for _ in range(depth - 2):
+        layers += [torch.nn.Linear(width, width), act()]
+    layers.append(torch.nn.Linear(width, 3))
+    return torch.nn.Sequential(*layers)
+
+
+def train(model, steps, mon=None, seed=0, lr=0.1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(32, 4, generator=g)
+    y = torch.randint(0, 3, (32,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        if mon is not None:
+            mon.step(loss)
+    return x, y
+
+
+def test_monitoring_never_changes_training():
+    plain = torch_mlp()
+    train(plain, 8)
+    watched = torch_mlp()
+    mon = GradientMonitor(watched, every=1)
+    train(watched, 8, mon)
+    for a, b in zip(plain.parameters(), watched.parameters()):
+        assert torch.equal(a, b)
+    assert mon.num_records == 8
+
+
+def test_values_equal_what_torch_computes():
+    model = torch_mlp(act=torch.nn.Tanh)
+    mon = GradientMonitor(model)
+    x, y = train(model, 2, mon)
+    d = mon.to_dict()
+    assert d["layers"] == ["0:Linear", "2:Linear", "4:Linear"]
+    assert d["params"] == [n for n, _ in model.named_parameters()]
+    # recompute the last step's quantities with torch (the weights before that step's update)
+    model2 = torch_mlp(act=torch.nn.Tanh)
+    train(model2, 1)
+    outs, pre = [], []
+
+    def keep_out(m, a, o):
+        o.retain_grad()
+        outs.append(o)
+
+    def keep_in(m, a, o):
+        pre.append(a[0].detach())
+    hooks = [model2[i].register_forward_hook(keep_out) for i in (0, 2, 4)]
+    hooks += [model2[i].register_forward_hook(keep_in) for i in (1, 3)]
+    model2.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model2(x), y)
+    loss.backward()
+    for h in hooks:
+        h.remove()
+    sig = [float(o.grad.double().norm()) for o in outs]
+    np.testing.assert_allclose(d["signal_norm"][-1], sig, rtol=1e-6)
+    gn = [float(p.grad.double().norm()) for p in model2.parameters()]
+    np.testing.assert_allclose(d["param_grad_norm"][-1], gn, rtol=1e-6)
+    lg = [float(np.hypot(gn[2 * i], gn[2 * i + 1])) for i in range(3)]
+    np.testing.assert_allclose(d["layer_grad_norm"][-1], lg, rtol=1e-6)
+    z = pre[0].double().numpy()
+    assert d["act_mean"][-1][0] == pytest.approx(z.mean(), rel=1e-5)
+    assert d["act_std"][-1][0] == pytest.approx(z.std(), rel=1e-5)
+    assert d["loss"][-1] == pytest.approx(loss.item(), rel=1e-6)
+    assert d["layer_update_ratio"][-1][0] is not None
+
+
+def test_same_history_keys_as_deepgrad_and_the_sinks(tmp_path):
+    tmon = GradientMonitor(torch_mlp(act=torch.nn.ReLU))
+    train(tmon.model, 3, tmon)
+    dg.manual_seed(0)
+    dmodel = nn.Sequential(nn.Dense(4, 16, "relu"), nn.Dense(16, 16, "relu"), nn.Dense(16, 3))
+    dmon = GradientMonitor(dmodel)
+    X = dg.tensor(np.ones((8, 4), np.float32))
+    loss = losses.cross_entropy(dmodel(X), np.zeros(8, np.int64))
+    loss.backward()
+    dmon.step(loss)
+    assert set(tmon.to_dict()) == set(dmon.to_dict())
+    tmon.to_json(tmp_path / "h.json")
+    tmon.to_csv(tmp_path / "h.csv")
+    pytest.importorskip("matplotlib")
+    paths = tmon.plot(str(tmp_path / "plots"))
+    assert all(os.path.getsize(p) > 1000 for p in paths)
+
+
+def test_vanishing_is_found_in_a_torch_net():
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(4, 32), torch.nn.Sigmoid()]
+    for _ in range(14):
+        lin = torch.nn.Linear(32, 32)
+        torch.nn.init.normal_(lin.weight, std=0.05)
+        layers += [lin, torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(32, 3))
+    mon = GradientMonitor(model)
+    train(model, 2, mon)
+    kinds = {f.kind for f in mon.diagnose()}
+    assert "vanishing" in kinds
+    sat = mon.to_dict()["saturated"][-1]
+    assert all(v is not None for v in sat[:15])
+
+
+def test_every_and_close_remove_everything():
+    model = torch_mlp()
+    mon = GradientMonitor(model, every=3)
+    train(model, 7, mon)
+    assert mon.to_dict()["steps"] == [0, 3, 6]
+    mon.close()
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+    out = model(torch.randn(2, 4))
+    assert out.grad_fn is not None and not getattr(out, "_backward_hooks", None)
+
+
+def test_recurrent_torch_layers_are_layers():
+    torch.manual_seed(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 1)
+
+        def forward(self, x):
+            out, _ = self.lstm(x)
+            return self.head(out[:, -1])
+
+    net = Net()
+    mon = GradientMonitor(net)
+    x = torch.randn(4, 6, 3)
+    loss = net(x).pow(2).mean()
+    loss.backward()
+    mon.step(loss)
+    d = mon.to_dict()
+    assert d["layers"] == ["lstm:LSTM", "head:Linear"]
+    assert all(v is not None and v > 0 for v in d["signal_norm"][0])
+    assert d["time_signal"] == {}   # torch's fused kernels do not expose dL/dh_t (documented)
+
+
+def test_import_deepgrad_does_not_import_torch():
+    code = "import sys, deepgrad, deepgrad.monitor; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+def _events(logdir):
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ea = ea_mod.EventAccumulator(str(logdir), size_guidance={"scalars": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+@pytest.mark.parametrize("framework", ["deepgrad", "torch"])
+def test_tensorboard_stream_reads_back(tmp_path, framework):
+    pytest.importorskip("tensorboard")
+    logdir = tmp_path / "tb"
+    if framework == "torch":
+        model = torch_mlp(act=torch.nn.Sigmoid, depth=6)
+        mon = GradientMonitor(model, tensorboard=str(logdir))
+        train(model, 4, mon)
+    else:
+        dg.manual_seed(0)
+        model = nn.Sequential(*[nn.Dense(4 if i == 0 else 16, 16, "sigmoid") for i in range(5)],
+                              nn.Dense(16, 3))
+        mon = GradientMonitor(model, tensorboard=str(logdir))
+        X = dg.tensor(np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
+        for _ in range(4):
+            model.zero_grad()
+            loss = losses.cross_entropy(model(X), np.zeros(16, np.int64))
+            loss.backward()
+            mon.step(loss)
+    mon.close()
+    d = mon.to_dict()
+    ea = _events(logdir)
+    tags = ea.Tags()["scalars"]
+    name = d["layers"][0]
+    ev = ea.Scalars(f"backward_signal/{name}")
+    assert [e.step for e in ev] == d["steps"]
+    np.testing.assert_allclose([e.value for e in ev], [r[0] for r in d["signal_norm"]], rtol=1e-6)
+    ev = ea.Scalars("loss")
+    np.testing.assert_allclose([e.value for e in ev], d["loss"], rtol=1e-6)
+    assert f"grad_norm/{name}" in tags and "global/global_grad_norm" in tags
+
+
+def test_tensorboard_writer_argument_and_missing_extra(monkeypatch):
+    class Fake:
+        def __init__(self):
+            self.scalars, self.texts = [], []
+
+        def add_scalar(self, tag, v, step):
+            self.scalars.append((tag, v, step))
+
+        def add_text(self, tag, text, step):
+            self.texts.append((tag, text, step))
+    w = Fake()
+    model = torch_mlp()
+    mon = GradientMonitor(model, writer=w)
+    train(model, 2, mon)
+    assert {s for _, _, s in w.scalars} == {0, 1}
+    with pytest.raises(TypeError, match="add_scalar"):
+        GradientMonitor(model, writer=object())
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ImportError, match=r"deepgrad\[tensorboard\]"):
+        GradientMonitor(torch_mlp(), tensorboard="x")
