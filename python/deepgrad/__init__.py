@@ -57,7 +57,8 @@ from . import random
 from .autograd import (detect_anomaly, enable_grad, gradcheck, is_anomaly_enabled,
                        is_grad_enabled, no_grad, set_detect_anomaly, set_grad_enabled)
 from .random import manual_seed
-from .tensor import (Tensor, arange, cat, concat, float32, float64, full, full_like, int64,
+from .tensor import (Tensor, arange, cat, concat, float32, float64, from_dlpack, from_numpy,
+                     full, full_like, int64,
                      matmul, maximum, minimum, ones, ones_like, rand, rand_like, randn,
                      randn_like, stack, tensor, where, zeros, zeros_like)
 from . import functional, losses
@@ -66,7 +67,8 @@ from . import cuda
 from .serialization import load, save
 from . import monitor  # GradientMonitor, diagnose (the diagnostics part)
 
-__all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__",
+__all__ = ["build_info", "set_num_threads", "get_num_threads", "__version__", "from_numpy",
+           "from_dlpack",
            # tensors and the tape
            "Tensor", "tensor", "zeros", "ones", "full", "rand", "randn", "arange", "zeros_like",
            "ones_like", "full_like", "rand_like", "randn_like", "float32", "float64", "int64",

@@ -238,8 +238,39 @@ class Tensor:
         return self._be.to_numpy(self.data)
 
     def __array__(self, dtype=None, copy=None):
+        """numpy 2's protocol: ``copy=True`` always copies; ``copy=None`` shares the CPU
+        tensor's memory when no dtype change is asked; ``copy=False`` shares or raises
+        ValueError (a CUDA tensor or a dtype change needs a copy)."""
+        on_host = type(self.data) is np.ndarray
         a = self._be.to_numpy(self.data)
+        need = (not on_host) or (dtype is not None and np.dtype(dtype) != a.dtype)
+        if copy is False and need:
+            raise ValueError(f"np.array(tensor, copy=False): a {self.device} tensor of "
+                             f"{a.dtype} cannot be read as {np.dtype(dtype or a.dtype)} without "
+                             "a copy; use copy=None or copy=True")
+        if copy:
+            return np.array(a, dtype=dtype, copy=True)
         return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """DLPack export (zero copy for CPU tensors: torch.from_dlpack(t), np.from_dlpack(t)).
+        Writes through the consumer are seen here and the other way round; they do not bump
+        this tensor's version counter (as with torch). CUDA tensors are not exported yet."""
+        if type(self.data) is not np.ndarray:
+            raise BufferError("DLPack export of a CUDA deepgrad tensor is not supported; "
+                              "use t.numpy() (a host copy) or keep the data in deepgrad")
+        kw = {}
+        if max_version is not None:
+            kw["max_version"] = max_version
+        if dl_device is not None:
+            kw["dl_device"] = dl_device
+        if copy is not None:
+            kw["copy"] = copy
+        return self.data.__dlpack__(**kw) if kw else self.data.__dlpack__()
+
+    def __dlpack_device__(self):
+        """(device type, index): (1, 0) for the CPU (kDLCPU), (2, 0) for CUDA (kDLCUDA)."""
+        return (1, 0) if type(self.data) is np.ndarray else (2, 0)
 
     def __format__(self, spec: str) -> str:
         if spec and self.data.size == 1:
@@ -972,6 +1003,50 @@ def minimum(a, b) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # creation
+
+
+_SHARABLE = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64))
+
+
+def from_numpy(a: np.ndarray, requires_grad: bool = False) -> Tensor:
+    """A CPU tensor that SHARES ``a``'s memory (like torch.from_numpy): writes on either side are
+    seen on the other. ``a`` must be a C-contiguous, writable array of float32, float64 or
+    int64; anything else raises with the conversion to use (deepgrad.tensor copies)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"from_numpy: expected a numpy array, got {type(a).__name__}; "
+                        "deepgrad.tensor(x) converts (and copies) other data")
+    if a.dtype not in _SHARABLE:
+        raise TypeError(f"from_numpy: arrays of {a.dtype} cannot be shared; convert with "
+                        "a.astype(np.float32) (a copy) or use deepgrad.tensor(a)")
+    if not a.flags.c_contiguous:
+        raise ValueError("from_numpy: the array is not C-contiguous; pass "
+                         "np.ascontiguousarray(a) (a copy) or use deepgrad.tensor(a)")
+    if not a.flags.writeable:
+        raise ValueError("from_numpy: the array is read-only; deepgrad's in-place updates "
+                         "would fail on it: pass a writable array or use deepgrad.tensor(a)")
+    if not a.dtype.isnative:
+        raise ValueError("from_numpy: the array is not in the machine's byte order; use "
+                         "a.astype(a.dtype.newbyteorder('='))")
+    t = _new(a, _cpu)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t
+
+
+def from_dlpack(x, requires_grad: bool = False) -> Tensor:
+    """A CPU tensor sharing the memory of any DLPack producer on the CPU (a torch CPU tensor, a
+    numpy array, a deepgrad tensor, ...), zero copy. CUDA producers are not imported yet: copy
+    to the host first (``x.cpu()``)."""
+    if hasattr(x, "__dlpack_device__"):
+        dev = x.__dlpack_device__()
+        if int(dev[0]) != 1:
+            raise BufferError(f"from_dlpack: the producer's memory is on DLPack device {dev}, "
+                              "not the CPU; deepgrad imports CPU memory only (copy with .cpu())")
+    try:
+        a = np.from_dlpack(x)
+    except (TypeError, BufferError, RuntimeError) as e:
+        raise type(e)(f"from_dlpack: {e}") from None
+    return from_numpy(a, requires_grad)   # refuses strided or read-only memory, naming why
 
 
 def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:

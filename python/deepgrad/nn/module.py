@@ -436,6 +436,19 @@ class Module:
             _assign(t, v)
         return IncompatibleKeys(missing, unexpected)
 
+    def load_torch_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+        """Load the ``state_dict()`` of the equivalent torch.nn model: Linear weights are
+        transposed, recurrent gates and biases mapped, BatchNorm running statistics kept (see
+        deepgrad.nn.torch_interop). All or nothing; errors name the key."""
+        from .torch_interop import load_torch_state_dict
+        return load_torch_state_dict(self, state_dict, strict)
+
+    def torch_state_dict(self) -> "OrderedDict":
+        """This model's weights as the ``state_dict()`` of the equivalent torch.nn model (torch
+        tensors; needs torch)."""
+        from .torch_interop import torch_state_dict
+        return torch_state_dict(self)
+
     # -- calling and printing ------------------------------------------------------------------
 
     def forward(self, *args, **kwargs):
