@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record gradient flow every k steps (0: about 25 records per run)")
     s.add_argument("--fresh", action="store_true", help="ignore finished runs in --out and start over")
     s.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    s.add_argument("--theory", action="store_true",
+                   help="compare each MLP run at initialisation with mean-field theory: the "
+                        "predicted per-layer backward-signal ratio in the summary and dashed "
+                        "on flow_init.png")
     sub.add_parser("info", help="print how this deepgrad was built")
     return p
 
@@ -114,7 +118,8 @@ def _study(args) -> int:
     else:
         configs = classic_grid(args.depths, args.widths, rnn=args.rnn, **common)
     try:
-        run_study(configs, args.out, resume=not args.fresh, plots=args.plots)
+        run_study(configs, args.out, resume=not args.fresh, plots=args.plots,
+                  theory=args.theory)
     except KeyboardInterrupt:
         return 130
     except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as e:

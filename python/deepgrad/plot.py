@@ -113,8 +113,10 @@ def plot_global_norm(history: Mapping, path: str) -> str:
 
 def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int = 0,
                          quantity: str = "signal_norm", xlabel: str = "layer (input → output)",
-                         title: str | None = None, ylabel: str | None = None) -> str:
-    """One line per configuration: per-layer ``quantity`` at one recorded step (log scale)."""
+                         title: str | None = None, ylabel: str | None = None,
+                         theory: Mapping[str, Sequence[float]] | None = None) -> str:
+    """One line per configuration: per-layer ``quantity`` at one recorded step (log scale).
+    ``theory``: per configuration, a predicted profile drawn dashed in the same colour."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, h in histories.items():
@@ -122,7 +124,11 @@ def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int 
             row = _matrix(h, quantity)[step]
         except (ValueError, IndexError):
             continue
-        ax.plot(np.arange(1, len(row) + 1), row, marker="o", ms=3, label=name)
+        line, = ax.plot(np.arange(1, len(row) + 1), row, marker="o", ms=3, label=name)
+        pred = (theory or {}).get(name)
+        if pred is not None:
+            ax.plot(np.arange(1, len(pred) + 1), pred, ls="--", lw=1.2, color=line.get_color(),
+                    label=f"{name} (mean-field theory)")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel or _LABELS.get(quantity, quantity))
