@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record gradient flow every k steps (0: about 25 records per run)")
     s.add_argument("--fresh", action="store_true", help="ignore finished runs in --out and start over")
     s.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    s.add_argument("--jobs", type=_positive_int, default=None,
+                   help="run the grid on N local worker processes (Dask; pip install "
+                        "'deepgrad[distributed]')")
+    s.add_argument("--scheduler", default=None,
+                   help="run the grid on a Dask cluster: tcp://HOST:PORT, or auto (a local "
+                        "cluster with Dask's defaults)")
     s.add_argument("--theory", action="store_true",
                    help="compare each MLP run at initialisation with mean-field theory: the "
                         "predicted per-layer backward-signal ratio in the summary and dashed "
@@ -117,14 +123,27 @@ def _study(args) -> int:
                              args.residual or [False], rnn=args.rnn, **common)
     else:
         configs = classic_grid(args.depths, args.widths, rnn=args.rnn, **common)
+    client = cluster = None
     try:
+        if args.jobs is not None or args.scheduler is not None:
+            from .study import make_client, validate
+            validate(configs, args.out)          # before a cluster is started
+            client, cluster = make_client(args.jobs, args.scheduler)
         run_study(configs, args.out, resume=not args.fresh, plots=args.plots,
-                  theory=args.theory)
+                  theory=args.theory, client=client)
     except KeyboardInterrupt:
         return 130
+    except ImportError as e:
+        print(f"deepgrad study: {e}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as e:
         print(f"deepgrad study: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
     return 0
 
 

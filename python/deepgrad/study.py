@@ -670,61 +670,169 @@ def write_report(out: str, records: Sequence[dict], plots: bool = True,
     return written
 
 
+_NEED_DASK = ("running the study on several processes or a cluster needs Dask: "
+              "pip install 'deepgrad[distributed]'")
+
+
+def _dask():
+    try:
+        from dask import distributed
+    except ImportError:
+        raise ImportError(_NEED_DASK) from None
+    return distributed
+
+
+def make_client(jobs: int | None = None, scheduler: str | None = None):
+    """A dask.distributed Client: ``jobs`` local worker processes (one thread each), or the
+    cluster at ``scheduler`` ("tcp://host:port"; "auto" starts a LocalCluster with Dask's
+    defaults). Returns (client, cluster or None): close both when done."""
+    distributed = _dask()
+    if scheduler not in (None, "auto"):
+        return distributed.Client(scheduler), None
+    kw = {"threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    if jobs is not None:
+        if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
+            raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+        kw["n_workers"] = int(jobs)
+    cluster = distributed.LocalCluster(**kw)
+    return distributed.Client(cluster), cluster
+
+
+def _remote_run(cfg_dict: dict) -> dict:
+    """One run on a Dask worker: deepgrad on one thread (the worker is one process of many),
+    the record returned to the driver, which alone writes files."""
+    import deepgrad as dg
+    dg.set_num_threads(1)
+    return run_one(RunConfig(**cfg_dict))
+
+
+def _done_line(rec: dict) -> str:
+    r = rec["result"]
+    metric = (f"accuracy {100 * r['accuracy']:.1f}%" if r["accuracy"] is not None
+              else f"test MSE {r['test_mse']:.4f}")
+    return f"done in {r['seconds']:.1f} s: loss {r['final_loss']:.4f}, {metric}"
+
+
 def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots: bool = True,
-              stream=None, theory: bool = False) -> list[dict]:
+              stream=None, theory: bool = False, client=None) -> list[dict]:
     """Run (or resume) every configuration, saving each as it finishes; then write the report
     and print the summary table to ``stream`` (default stdout). KeyboardInterrupt keeps the
-    finished runs, writes the report for them and re-raises."""
+    finished runs, writes the report for them and re-raises.
+
+    ``client``: a dask.distributed Client; the runs not finished earlier become one task each
+    on its workers (one deepgrad thread per task), the driver saves each record as it arrives
+    and writes the report. Results equal the sequential study's run by run (same seeds; a run
+    does not depend on which worker or in which order it runs); a worker that dies costs only
+    its task, which Dask runs again elsewhere."""
     stream = stream if stream is not None else sys.stdout
     names = [c.name for c in configs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ValueError(f"duplicate run names in the study grid: {', '.join(sorted(dup))}")
     validate(configs, out)
-    records = []
+    records: dict[int, dict] = {}
     tty = hasattr(stream, "isatty") and stream.isatty()
     n = len(configs)
-    try:
-        for i, cfg in enumerate(configs, 1):
-            key = record_key(cfg)
-            rec, why = _load_finished(out, cfg, key) if resume else (None, "")
-            if why:
-                print(f"[{i}/{n}] {why}", file=stream, flush=True)
-            if rec is not None:
-                print(f"[{i}/{n}] {cfg.name}: finished earlier, reusing runs/{cfg.name}.json",
-                      file=stream, flush=True)
-                records.append(rec)
-                continue
-            print(f"[{i}/{n}] {cfg.name}: training {cfg.steps} steps ...", file=stream, flush=True)
-            last = [time.perf_counter()]
-
-            def progress(step, loss, cfg=cfg):
-                now = time.perf_counter()
-                if step == cfg.steps or now - last[0] > (0.5 if tty else 10.0):
-                    last[0] = now
-                    msg = f"    step {step}/{cfg.steps}  loss {loss:.4f}"
-                    print(("\r" + msg) if tty else msg, end="" if tty else "\n", file=stream,
-                          flush=True)
-            rec = run_one(cfg, progress)
-            rec["key"] = key
-            if tty:
-                print(file=stream)
-            _save(out, rec)
-            r = rec["result"]
-            metric = (f"accuracy {100 * r['accuracy']:.1f}%" if r["accuracy"] is not None
-                      else f"test MSE {r['test_mse']:.4f}")
-            print(f"    done in {r['seconds']:.1f} s: loss {r['final_loss']:.4f}, {metric}",
+    todo = []
+    for i, cfg in enumerate(configs, 1):
+        key = record_key(cfg)
+        rec, why = _load_finished(out, cfg, key) if resume else (None, "")
+        if why:
+            print(f"[{i}/{n}] {why}", file=stream, flush=True)
+        if rec is not None:
+            print(f"[{i}/{n}] {cfg.name}: finished earlier, reusing runs/{cfg.name}.json",
                   file=stream, flush=True)
-            records.append(rec)
+            records[i] = rec
+        else:
+            todo.append((i, cfg, key))
+    try:
+        if client is not None:
+            _run_on_dask(client, todo, records, out, stream, tty, n)
+        else:
+            for i, cfg, key in todo:
+                print(f"[{i}/{n}] {cfg.name}: training {cfg.steps} steps ...", file=stream,
+                      flush=True)
+                last = [time.perf_counter()]
+
+                def progress(step, loss, cfg=cfg):
+                    now = time.perf_counter()
+                    if step == cfg.steps or now - last[0] > (0.5 if tty else 10.0):
+                        last[0] = now
+                        msg = f"    step {step}/{cfg.steps}  loss {loss:.4f}"
+                        print(("\r" + msg) if tty else msg, end="" if tty else "\n",
+                              file=stream, flush=True)
+                rec = run_one(cfg, progress)
+                rec["key"] = key
+                if tty:
+                    print(file=stream)
+                _save(out, rec)
+                print(f"    {_done_line(rec)}", file=stream, flush=True)
+                records[i] = rec
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {len(records)} finished run(s) kept in {out}; rerun the same "
+        done = [records[k] for k in sorted(records)]
+        print(f"\ninterrupted: {len(done)} finished run(s) kept in {out}; rerun the same "
               "command to resume", file=stream, flush=True)
-        write_report(out, records, plots=False, stream=stream)
+        write_report(out, done, plots=False, stream=stream)
         raise
-    write_report(out, records, plots=plots, stream=stream, theory=theory)
-    print("\n" + format_table(records), file=stream)
+    done = [records[k] for k in sorted(records)]
+    write_report(out, done, plots=plots, stream=stream, theory=theory)
+    print("\n" + format_table(done), file=stream)
     if theory:
-        print("\n" + format_theory(records), file=stream)
+        print("\n" + format_theory(done), file=stream)
     print(f"\nreport written to {out}/ (summary.csv, runs/*.json"
           + (", *.png" if plots else "") + ")", file=stream, flush=True)
-    return records
+    return done
+
+
+def _run_on_dask(client, todo, records, out, stream, tty, n) -> None:
+    """Submit every missing run as a task; save and report each as it completes."""
+    distributed = _dask()
+    if not todo:
+        return
+    futures = {}
+    for i, cfg, key in todo:
+        # the key names the configuration's hash: a resubmission of the same run is one task
+        fut = client.submit(_remote_run, cfg.to_dict(), key=f"deepgrad-run-{key['hash'][:24]}",
+                            pure=False, retries=2)
+        futures[fut] = (i, cfg, key)
+    print(f"running {len(todo)} run(s) on Dask ({len(client.scheduler_info()['workers'])} "
+          f"workers at {client.scheduler.address})", file=stream, flush=True)
+    bar = None
+    if tty:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), unit="run", file=stream)
+        except ImportError:
+            bar = None
+    best, failures = None, []
+    try:
+        for fut in distributed.as_completed(list(futures)):
+            i, cfg, key = futures[fut]
+            try:
+                rec = fut.result()
+            except Exception as e:  # the run's own error, after Dask's retries
+                failures.append(f"{cfg.name}: {type(e).__name__}: {e}")
+                if bar is not None:
+                    bar.set_postfix(failed=len(failures))
+                else:
+                    print(f"[{i}/{n}] {cfg.name}: FAILED ({type(e).__name__}: {e})",
+                          file=stream, flush=True)
+                continue
+            rec["key"] = key
+            _save(out, rec)
+            records[i] = rec
+            loss = rec["result"]["final_loss"]
+            if loss is not None and (best is None or loss < best[0]):
+                best = (loss, cfg.name)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(best=f"{best[1]} {best[0]:.3g}" if best else "-",
+                                failed=len(failures))
+            else:
+                print(f"[{i}/{n}] {cfg.name}: {_done_line(rec)}", file=stream, flush=True)
+    finally:
+        if bar is not None:
+            bar.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed (the others are saved; rerun to "
+                           "retry them): " + "; ".join(failures))
