@@ -45,7 +45,8 @@ class Batches:
     """
 
     def __init__(self, X, y=None, batch_size: int | None = None, shuffle: bool = True,
-                 seed: int | None = None, drop_last: bool = False):
+                 seed: int | None = None, drop_last: bool = False, rank: int | None = None,
+                 world_size: int | None = None):
         self._X, self._x_tensor = _as_array(X, "X")
         if self._X.ndim == 0:
             raise ValueError("batches: X must have a leading sample axis, got a scalar")
@@ -71,6 +72,18 @@ class Batches:
             raise ValueError(f"batches: batch_size={bs} > {n} samples with drop_last=True "
                              "would give no batch at all")
         self.n, self.batch_size, self.shuffle, self.drop_last = n, bs, bool(shuffle), bool(drop_last)
+        if (rank is None) != (world_size is None):
+            raise ValueError("batches: give both rank and world_size (or neither)")
+        if world_size is not None:
+            for name, v, lo in (("world_size", world_size, 1), ("rank", rank, 0)):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                    raise ValueError(f"batches: {name} must be an int >= {lo}, got {v!r}")
+            if rank >= world_size:
+                raise ValueError(f"batches: rank {rank} is not below world_size {world_size}")
+            if shuffle and world_size > 1 and seed is None:
+                raise ValueError("batches: with world_size > 1 every rank must shuffle the same "
+                                 "way: pass the same seed= on every rank")
+        self.rank, self.world_size = (0, 1) if world_size is None else (int(rank), int(world_size))
         self._gen = _rng(seed) if shuffle else None
 
     def __len__(self) -> int:
@@ -87,12 +100,17 @@ class Batches:
         order = self._gen.permutation(n) if self.shuffle else None
         stop = (n // bs) * bs if self.drop_last else n
         for start in range(0, stop, bs):
+            if order is None and self.world_size > 1:
+                order = np.arange(n)
             if order is None:
                 sl = slice(start, min(start + bs, n))
                 xb = self._X[sl]
                 yb = None if self._y is None else self._y[sl]
             else:
                 idx = order[start:start + bs]
+                if self.world_size > 1:   # this rank's contiguous share of the global batch
+                    m, w, r = len(idx), self.world_size, self.rank
+                    idx = idx[r * m // w:(r + 1) * m // w]
                 xb = self._X[idx]
                 yb = None if self._y is None else self._y[idx]
             xb = self._wrap(np.ascontiguousarray(xb), self._x_tensor)
@@ -103,13 +121,23 @@ class Batches:
 
 
 def batches(X, y=None, batch_size: int | None = None, shuffle: bool = True,
-            seed: int | None = None, drop_last: bool = False) -> Batches:
+            seed: int | None = None, drop_last: bool = False, rank: int | None = None,
+            world_size: int | None = None) -> Batches:
     """Iterate over (X_batch, y_batch): None = full batch, 1 = stochastic, n = mini-batches of n.
 
     The last partial batch is kept unless ``drop_last``. With ``shuffle`` every epoch (every new
     iteration over the result) uses a fresh permutation from ``seed`` (or deepgrad's generator).
+
+    Data parallel: with ``rank`` and ``world_size`` (and the same ``seed`` on every rank),
+    ``batch_size`` is the GLOBAL batch: every rank walks the same shuffled order and takes its
+    contiguous share of each global batch (sizes differ by at most one), so each sample is seen
+    once per epoch across ranks. Pass ``count=len(xb)`` to
+    ``deepgrad.distributed.allreduce_gradients`` so uneven shares still give exactly the
+    global batch's mean gradient; a rank may get an empty share when a batch has fewer samples
+    than ranks.
     """
-    return Batches(X, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return Batches(X, y, batch_size=batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                   rank=rank, world_size=world_size)
 
 
 # ---------------------------------------------------------------------------------------------
