@@ -53,8 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "batch norm and sigmoid + residual, plus RNN vs LSTM. Rerunning the same "
                        "command resumes an interrupted study.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--depths", type=_positive_int, nargs="+", default=[20], help="MLP depths (layers)")
-    s.add_argument("--widths", type=_positive_int, nargs="+", default=[64], help="MLP widths")
+    s.add_argument("mode", nargs="?", choices=["classic", "phase"], default="classic",
+                   help="classic: the study grid below; phase: the trainability phase diagram "
+                        "of --activation over --sigma-w x --sigma-b x --depths (mean-field "
+                        "init, the 6 xi_c line drawn over it)")
+    s.add_argument("--depths", type=_positive_int, nargs="+", default=None,
+                   help="MLP depths (layers); default 20, phase: 10 20 50 100")
+    s.add_argument("--widths", type=_positive_int, nargs="+", default=None,
+                   help="MLP widths; default 64, phase: 32")
+    s.add_argument("--activation", default="tanh", help="phase: the activation")
+    s.add_argument("--sigma-w", default="0.5:4:0.25",
+                   help="phase: sigma_w^2 values, START:STOP:STEP or one number")
+    s.add_argument("--sigma-b", default="0.05",
+                   help="phase: sigma_b^2 values, START:STOP:STEP or one number")
     s.add_argument("--activations", nargs="+", default=None,
                    help="activations for a custom grid (e.g. sigmoid tanh relu leaky_relu)")
     s.add_argument("--inits", nargs="+", default=None,
@@ -66,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="residual variants for a custom grid (yes/no)")
     s.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     s.add_argument("--lr", type=_positive_float, default=1e-3, help="MLP learning rate")
-    s.add_argument("--steps", type=_positive_int, default=1000, help="MLP training steps")
+    s.add_argument("--steps", type=_positive_int, default=None,
+                   help="MLP training steps; default 1000, phase: 500")
     s.add_argument("--batch-size", type=_positive_int, default=64)
     s.add_argument("--dataset", default="spirals",
                    help="spirals, moons, circles, gaussian_mixture, xor, or a .npz (X, y) / .csv "
@@ -112,6 +124,11 @@ def _study(args) -> int:
         if not os.path.isfile(args.dataset):
             print(f"deepgrad study: no such dataset file {args.dataset!r}", file=sys.stderr)
             return 2
+    if args.mode == "phase":
+        return _phase(args)
+    args.depths = args.depths or [20]
+    args.widths = args.widths or [64]
+    args.steps = args.steps or 1000
     common = dict(optimizer=args.optimizer, lr=args.lr, steps=args.steps,
                   batch_size=args.batch_size, dataset=args.dataset, seed=args.seed,
                   device=args.device, seq_len=args.seq_len, hidden=args.hidden,
@@ -138,6 +155,39 @@ def _study(args) -> int:
         return 2
     except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as e:
         print(f"deepgrad study: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    return 0
+
+
+def _phase(args) -> int:
+    from .phase import parse_range, phase_grid, run_phase
+    from .study import make_client, validate
+    client = cluster = None
+    out = args.out if args.out != "deepgrad-study" else "deepgrad-phase"
+    try:
+        configs = phase_grid(args.activation, parse_range(args.sigma_w, "--sigma-w"),
+                             parse_range(args.sigma_b, "--sigma-b"),
+                             args.depths or [10, 20, 50, 100], (args.widths or [32])[0],
+                             args.steps or 500, lr=args.lr, seed=args.seed,
+                             dataset=args.dataset, batch_size=args.batch_size,
+                             device=args.device)
+        validate(configs, out)
+        if args.jobs is not None or args.scheduler is not None:
+            client, cluster = make_client(args.jobs, args.scheduler)
+        run_phase(configs, out, args.activation, resume=not args.fresh, plots=args.plots,
+                  client=client)
+    except KeyboardInterrupt:
+        return 130
+    except ImportError as e:
+        print(f"deepgrad study phase: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
+        print(f"deepgrad study phase: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     finally:
         if client is not None:

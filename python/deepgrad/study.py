@@ -67,6 +67,10 @@ class RunConfig:
     seq_len: int = 50
     hidden: int = 32
     every: int = 0  # monitor every k steps; 0 = about 25 records per run
+    # mean-field initialisation (init="meanfield"): weights N(0, sigma_w2 / fan_in), biases
+    # N(0, sigma_b2), as in the theory (the phase study)
+    sigma_w2: float | None = None
+    sigma_b2: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,6 +158,9 @@ def build_mlp(cfg: RunConfig, n_in: int, n_out: int) -> nn.Sequential:
         raise ValueError(f"depth must be >= 2 (input and output layers), got {cfg.depth}")
     act, init, w = cfg.activation, cfg.init, cfg.width
 
+    if init == "meanfield":
+        init = "xavier"   # replaced below by the mean-field draw
+
     def hidden(n_from):
         if cfg.norm == "batch":
             return nn.Sequential(nn.Dense(n_from, w, None, init=init), nn.BatchNorm1d(w),
@@ -172,7 +179,18 @@ def build_mlp(cfg: RunConfig, n_in: int, n_out: int) -> nn.Sequential:
     else:
         layers += [hidden(w) for _ in range(cfg.depth - 2)]
     layers.append(nn.Dense(w, n_out, init=init))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    if cfg.init == "meanfield":
+        rng = np.random.default_rng([cfg.seed, 7])
+        for m in model.modules():
+            if isinstance(m, nn.Dense):
+                fan_in = m.weight.shape[0]
+                m.weight.numpy()[...] = rng.standard_normal(m.weight.shape) * math.sqrt(
+                    cfg.sigma_w2 / fan_in)
+                if m.bias is not None:
+                    m.bias.numpy()[...] = rng.standard_normal(m.bias.shape) * math.sqrt(
+                        cfg.sigma_b2)
+    return model
 
 
 class _Regressor(nn.Module):
@@ -386,7 +404,14 @@ def validate(configs: Sequence[RunConfig], out: str | None = None) -> None:
                 activation_name(c.activation)
             except ValueError as e:
                 bad.append(str(e))
-            if c.init not in INITIALIZERS:
+            if c.init == "meanfield":
+                if c.sigma_w2 is None or not (isinstance(c.sigma_w2, (int, float)) and
+                                              math.isfinite(c.sigma_w2) and c.sigma_w2 > 0):
+                    bad.append(f"init 'meanfield' needs sigma_w2 > 0, got {c.sigma_w2!r}")
+                if not (isinstance(c.sigma_b2, (int, float)) and math.isfinite(c.sigma_b2)
+                        and c.sigma_b2 >= 0):
+                    bad.append(f"sigma_b2 must be >= 0, got {c.sigma_b2!r}")
+            elif c.init not in INITIALIZERS:
                 bad.append(f"init {c.init!r} (use auto or one of {', '.join(INITIALIZERS)})")
             if c.norm not in ("none", "batch"):
                 bad.append(f"norm {c.norm!r} (use none or batch)")
