@@ -131,8 +131,12 @@ def run_phase(configs, out: str, activation: str, resume: bool = True, plots: bo
             print("matplotlib is not installed: no phase map (pip install 'deepgrad[plot]')",
                   file=stream)
             return records
+        maps = []
         for sb in sorted({r["config"]["sigma_b2"] for r in records}):
             p = plot_phase(records, os.path.join(out, f"phase_{activation}_sb{sb:g}.png"),
                            activation, sb)
+            maps.append(p)
             print(f"phase map: {p}", file=stream)
+        from .report import write_html
+        write_html(out, records, phase_images=maps, title=f"deepgrad phase study: {activation}")
     return records

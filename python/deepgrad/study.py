@@ -801,10 +801,12 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
         raise
     done = [records[k] for k in sorted(records)]
     write_report(out, done, plots=plots, stream=stream, theory=theory)
+    from .report import write_html
+    write_html(out, done, theory=theory)
     print("\n" + format_table(done), file=stream)
     if theory:
         print("\n" + format_theory(done), file=stream)
-    print(f"\nreport written to {out}/ (summary.csv, runs/*.json"
+    print(f"\nreport written to {out}/ (report.html, summary.csv, runs/*.json"
           + (", *.png" if plots else "") + ")", file=stream, flush=True)
     return done
 
