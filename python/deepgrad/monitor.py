@@ -871,11 +871,14 @@ class GradientMonitor:
         """One row per (recorded step, layer); returns the path."""
         return history_to_csv(self.to_dict(), path)
 
-    def plot(self, folder: str, prefix: str = "") -> list[str]:
-        """Write the three standard plots (per-layer bars of the last step, layer × step heatmap,
-        global norm over steps) as PNG files into ``folder``; returns their paths."""
+    def plot(self, folder: str | None = None, prefix: str = "") -> list:
+        """The three standard plots (per-layer bars of the last step, layer × step heatmap,
+        global norm over steps): saved as PNG files into ``folder`` (their paths returned), or,
+        with no folder, returned as matplotlib Figures (shown inline in Jupyter)."""
         from . import plot as P
         d = self.to_dict()
+        if folder is None:
+            return [P.plot_layer_norms(d), P.plot_heatmap(d), P.plot_global_norm(d)]
         os.makedirs(folder, exist_ok=True)
         return [P.plot_layer_norms(d, os.path.join(folder, prefix + "layer_norms.png")),
                 P.plot_heatmap(d, os.path.join(folder, prefix + "heatmap.png")),

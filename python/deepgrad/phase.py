@@ -64,7 +64,6 @@ def phase_grid(activation: str = "tanh", sigma_w2s: Sequence[float] = (1.0,),
 def plot_phase(records, path: str, activation: str, sigma_b2: float) -> str:
     """Accuracy per (sigma_w^2, depth) cell, the 6 xi_c line and the critical sigma_w^2."""
     from . import plot as P
-    plt = P._pyplot()
     recs = [r for r in records if r["config"]["sigma_b2"] == sigma_b2]
     sws = sorted({r["config"]["sigma_w2"] for r in recs})
     ds = sorted({r["config"]["depth"] for r in recs})
@@ -72,7 +71,7 @@ def plot_phase(records, path: str, activation: str, sigma_b2: float) -> str:
     for r in recs:
         c = r["config"]
         acc[ds.index(c["depth"]), sws.index(c["sigma_w2"])] = r["result"]["accuracy"] or 0.0
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = P._subplots(path, (8, 5))
     # cells as rectangles on the real axes, so the theory line is drawn on the same scale
     sw_edges = np.concatenate([[sws[0] - (sws[1] - sws[0]) / 2 if len(sws) > 1 else sws[0] - .5],
                                (np.array(sws[:-1]) + np.array(sws[1:])) / 2,

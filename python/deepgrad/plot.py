@@ -1,7 +1,10 @@
-"""Gradient-flow plots from monitor histories (``GradientMonitor.to_dict()``), saved as PNG.
+"""Gradient-flow plots from monitor histories (``GradientMonitor.to_dict()``).
 
-matplotlib is an optional extra (``pip install deepgrad[plot]``); it is imported only when a
-plot is drawn, with the headless Agg backend, so plotting works on servers and in CI.
+Every function returns a matplotlib Figure when ``path`` is None (shown inline in Jupyter, or
+by ``plt.show()``), or saves a PNG to ``path`` and returns the path. Saving draws on a bare
+``matplotlib.figure.Figure`` (the Agg canvas), so it works headless on servers and in CI
+without touching pyplot's backend or its global state. matplotlib is an optional extra
+(``pip install 'deepgrad[plot]'``), imported only when a plot is drawn.
 """
 from __future__ import annotations
 
@@ -21,14 +24,24 @@ _LABELS = {
 }
 
 
-def _pyplot():
+def _matplotlib():
     try:
         import matplotlib
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("deepgrad plots need matplotlib: pip install 'deepgrad[plot]'") from e
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
+    return matplotlib
+
+
+def _subplots(path, figsize):
+    """(figure, axes): a bare Figure when saving to ``path`` (no backend, no pyplot state), a
+    pyplot figure otherwise (the user's backend: inline in Jupyter)."""
+    _matplotlib()
+    if path is None:
+        import matplotlib.pyplot as plt
+        return plt.subplots(figsize=figsize)
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot()
 
 
 def _matrix(history: Mapping, quantity: str) -> np.ndarray:
@@ -41,26 +54,26 @@ def _matrix(history: Mapping, quantity: str) -> np.ndarray:
     return m
 
 
-def _save(fig, path: str) -> str:
+def _save(fig, path):
+    """Save to ``path`` and return it; with no path, return the figure itself."""
+    fig.tight_layout()
+    if path is None:
+        return fig
     path = os.fspath(path)
     d = os.path.dirname(path)
     if d:
         os.makedirs(d, exist_ok=True)
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
     return path
 
 
-def plot_layer_norms(history: Mapping, path: str, step: int = -1,
-                     quantity: str = "signal_norm") -> str:
-    """Bar chart (log scale) of one recorded step's per-layer ``quantity``; returns ``path``."""
-    plt = _pyplot()
+def plot_layer_norms(history: Mapping, path=None, step: int = -1,
+                     quantity: str = "signal_norm"):
+    """Bar chart (log scale) of one recorded step's per-layer ``quantity``; returns ``path`` (or the Figure)."""
     m = _matrix(history, quantity)
     row = m[step]
     layers = history["layers"]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(layers)), 4))
+    fig, ax = _subplots(path, (max(6, 0.35 * len(layers)), 4))
     x = np.arange(1, len(row) + 1)
     ok = np.isfinite(row) & (row > 0)
     ax.bar(x[ok], row[ok], color="tab:blue")
@@ -77,14 +90,13 @@ def _integer_axis(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
-def plot_heatmap(history: Mapping, path: str, quantity: str = "signal_norm",
-                 title: str | None = None) -> str:
-    """Layer × step heatmap of log10(``quantity``); returns ``path``."""
-    plt = _pyplot()
+def plot_heatmap(history: Mapping, path=None, quantity: str = "signal_norm",
+                 title: str | None = None):
+    """Layer × step heatmap of log10(``quantity``); returns ``path`` (or the Figure)."""
     m = _matrix(history, quantity)
     with np.errstate(divide="ignore", invalid="ignore"):
         lg = np.log10(np.where(m > 0, m, np.nan))
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.25 * m.shape[1])))
+    fig, ax = _subplots(path, (8, max(3, 0.25 * m.shape[1])))
     steps = history["steps"]
     im = ax.imshow(lg.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                    extent=(steps[0] - 0.5, steps[-1] + 0.5, 0.5, m.shape[1] + 0.5))
@@ -97,13 +109,12 @@ def plot_heatmap(history: Mapping, path: str, quantity: str = "signal_norm",
     return _save(fig, path)
 
 
-def plot_global_norm(history: Mapping, path: str) -> str:
-    """Global gradient norm over the recorded steps (log scale); returns ``path``."""
-    plt = _pyplot()
+def plot_global_norm(history: Mapping, path=None):
+    """Global gradient norm over the recorded steps (log scale); returns ``path`` (or the Figure)."""
     g = np.array([np.nan if v is None else v for v in history["global_grad_norm"]], dtype=np.float64)
     if g.size == 0:
         raise ValueError("history has no recorded steps; call monitor.step() after backward()")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _subplots(path, (7, 4))
     ax.plot(history["steps"], g, color="tab:red")
     ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -111,14 +122,13 @@ def plot_global_norm(history: Mapping, path: str) -> str:
     return _save(fig, path)
 
 
-def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int = 0,
+def plot_flow_comparison(histories: Mapping[str, Mapping], path=None, step: int = 0,
                          quantity: str = "signal_norm", xlabel: str = "layer (input → output)",
                          title: str | None = None, ylabel: str | None = None,
-                         theory: Mapping[str, Sequence[float]] | None = None) -> str:
+                         theory: Mapping[str, Sequence[float]] | None = None):
     """One line per configuration: per-layer ``quantity`` at one recorded step (log scale).
     ``theory``: per configuration, a predicted profile drawn dashed in the same colour."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = _subplots(path, (8, 5))
     for name, h in histories.items():
         try:
             row = _matrix(h, quantity)[step]
@@ -139,10 +149,9 @@ def plot_flow_comparison(histories: Mapping[str, Mapping], path: str, step: int 
     return _save(fig, path)
 
 
-def plot_loss_curves(curves: Mapping[str, Sequence[float]], path: str) -> str:
+def plot_loss_curves(curves: Mapping[str, Sequence[float]], path=None):
     """Training loss over steps, one line per configuration (log scale when all positive)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = _subplots(path, (8, 5))
     allpos = True
     for name, c in curves.items():
         c = np.asarray([np.nan if v is None else v for v in c], dtype=np.float64)
