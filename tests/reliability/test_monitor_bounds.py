@@ -96,7 +96,7 @@ def test_warn_diagnoses_a_bounded_window(monkeypatch):
     def counting(history, thresholds=None):
         seen.append(len(history["steps"]))
         return real(history, thresholds)
-    monkeypatch.setattr(M, "diagnose", counting)
+    monkeypatch.setattr(M.capture_deepgrad, "diagnose", counting)
     model = _mlp()
     th = Thresholds(growth_window=5)
     mon = GradientMonitor(model, warn=True, thresholds=th)

@@ -1,4 +1,4 @@
-"""Gradient-flow diagnostics: see vanishing and exploding gradients while a model trains.
+"""The monitor's capture for deepgrad models: GradientMonitor (see deepgrad.monitor).
 
     monitor = GradientMonitor(model)
     for X, y in batches:
@@ -26,183 +26,22 @@ the fused Dense layer's documented taps (``pre=``/``probe=`` of F.dense, shared 
 through one ``_Tap`` per module), so several monitors can watch one model and ``close()``
 removes only the closing monitor's hooks.
 """
+
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from dataclasses import asdict
 
 import numpy as np
 
-__all__ = ["GradientMonitor", "Thresholds", "Finding", "GradientWarning", "diagnose"]
-
-
-class GradientWarning(UserWarning):
-    """Issued once per finding by a monitor created with ``warn=True``."""
-
-
-@dataclass
-class Thresholds:
-    """When ``diagnose`` reports a problem. Every threshold can be changed per monitor.
-
-    - ``vanishing_ratio``: backward signal at the first layer (or first time step) divided by the
-      signal at the last layer (last time step) below this is "vanishing" (default 1e-3).
-    - ``exploding_ratio``: that same ratio above this is "exploding" (default 1e3).
-    - ``growth_factor`` / ``growth_window``: the global gradient norm growing by more than
-      ``growth_factor`` within ``growth_window`` recorded steps is "exploding" (1e3 in 10).
-    - ``dead_fraction``: a ReLU-like layer whose fraction of units that are zero over the whole
-      batch exceeds this is "dead" (default 0.5).
-    - ``saturation_fraction``: a sigmoid/tanh-like layer whose fraction of pre-activations with
-      derivative below ``saturation_derivative`` × its maximum exceeds this is "saturated"
-      (default 0.9, derivative threshold 1e-3).
-    """
-
-    vanishing_ratio: float = 1e-3
-    exploding_ratio: float = 1e3
-    growth_factor: float = 1e3
-    growth_window: int = 10
-    dead_fraction: float = 0.5
-    saturation_fraction: float = 0.9
-    saturation_derivative: float = 1e-3
-
-
-@dataclass
-class Finding:
-    """One diagnosed problem. ``kind`` is vanishing, exploding, nonfinite, dead or saturation;
-    ``where`` is depth, time, growth or a layer name; ``layer`` is 1-based (None when global)."""
-
-    kind: str
-    message: str
-    value: float
-    step: int
-    layer: int | None = None
-    where: str = "depth"
-
-    def __str__(self) -> str:
-        return self.message
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# diagnosis over a history dict (pure Python; works on saved JSON histories too)
-
-
-def _row(history: Mapping, key: str, i: int) -> np.ndarray | None:
-    rows = history.get(key)
-    if not rows:
-        return None
-    return np.array([np.nan if v is None else v for v in rows[i]], dtype=np.float64)
-
-
-def _last_with(history: Mapping, key: str) -> int | None:
-    """Index of the latest step whose ``key`` row has a finite entry."""
-    rows = history.get(key) or []
-    for i in range(len(rows) - 1, -1, -1):
-        if any(v is not None and math.isfinite(v) for v in rows[i]):
-            return i
-    return None
-
-
-def _ratio_finding(first: float, last: float, th: Thresholds, step: int, where: str,
-                   first_name: str, last_name: str, layer: int | None) -> Finding | None:
-    if not (math.isfinite(first) and math.isfinite(last)) or last <= 0:
-        return None
-    ratio = first / last
-    what = "layer" if where == "depth" else "time step"
-    if ratio < th.vanishing_ratio:
-        return Finding("vanishing", f"vanishing: the backward signal at {what} {first_name} is "
-                       f"{ratio:.1e} of {what} {last_name}", ratio, step, layer, where)
-    if ratio > th.exploding_ratio:
-        return Finding("exploding", f"exploding: the backward signal at {what} {first_name} is "
-                       f"{ratio:.1e}x that of {what} {last_name}", ratio, step, layer, where)
-    return None
-
-
-def diagnose(history: Mapping, thresholds: Thresholds | None = None) -> list[Finding]:
-    """Structured findings for a monitor history (``GradientMonitor.to_dict()`` or its JSON)."""
-    th = thresholds or Thresholds()
-    out: list[Finding] = []
-    steps = history.get("steps") or []
-    if not steps:
-        return out
-    layers = history.get("layers") or []
-
-    # non-finite gradients
-    g = np.array([np.nan if v is None else v for v in history.get("global_grad_norm", [])], dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(g))
-    if bad.size:
-        s = steps[bad[0]]
-        out.append(Finding("nonfinite", f"nonfinite: the gradient holds NaN or Inf at step {s} "
-                           "(try a smaller learning rate, clip_grad_norm_, or detect_anomaly())",
-                           float(g[bad[0]]), s, None, "growth"))
-
-    # depth: first vs last layer of the backward signal, at the latest recorded step
-    i = _last_with(history, "signal_norm")
-    if i is not None and len(layers) >= 2:
-        row = _row(history, "signal_norm", i)
-        idx = np.flatnonzero(np.isfinite(row))
-        if idx.size >= 2:
-            a, b = int(idx[0]), int(idx[-1])
-            f = _ratio_finding(row[a], row[b], th, steps[i], "depth", f"{a + 1} ({layers[a]})",
-                               f"{b + 1} ({layers[b]})", a + 1)
-            if f:
-                out.append(f)
-
-    # time: dL/dh_t at the first vs the last time step, for every recurrent layer
-    for name, rows in (history.get("time_signal") or {}).items():
-        for j in range(len(rows) - 1, -1, -1):
-            r = rows[j]
-            if r:
-                r = np.array([np.nan if v is None else v for v in r], dtype=np.float64)
-                f = _ratio_finding(r[0], r[-1], th, steps[j], "time", "1", f"{len(r)}", None)
-                if f:
-                    f.message += f" in {name}"
-                    f.where = name
-                    out.append(f)
-                break
-
-    # growth of the global norm within a window of recorded steps
-    w = max(1, int(th.growth_window))
-    if g.size >= 2:
-        best, at, frm = 0.0, None, None
-        for k in range(1, g.size):
-            lo = max(0, k - w)
-            window = g[lo:k]
-            ok = np.isfinite(window) & (window > 0)
-            if not ok.any() or not np.isfinite(g[k]):
-                continue
-            vals = np.where(ok, window, np.inf)[::-1]  # latest minimum: the shortest span
-            j = k - 1 - int(np.argmin(vals))
-            r = float(g[k] / g[j])
-            if r > best:
-                best, at, frm = r, k, j
-        if best > th.growth_factor:
-            out.append(Finding("exploding", f"exploding: global norm grew {best:.0e}x in "
-                               f"{steps[at] - steps[frm]} steps (step {steps[frm]} to {steps[at]})",
-                               best, steps[at], None, "growth"))
-
-    # dead units and saturation per layer, at the latest step that has them
-    for key, kind, limit, label in (("dead", "dead", th.dead_fraction, "dead ReLUs"),
-                                    ("saturated", "saturation", th.saturation_fraction, "saturation")):
-        i = _last_with(history, key)
-        if i is None:
-            continue
-        row = _row(history, key, i)
-        for l, v in enumerate(row):
-            if np.isfinite(v) and v > limit:
-                unit = "" if kind == "dead" else " of units"
-                out.append(Finding(kind, f"{label}: {100 * v:.0f}%{unit} in layer {l + 1} ({layers[l]})",
-                                   float(v), steps[i], l + 1, layers[l]))
-    return out
-
+from .core import (Finding, GradientWarning, Thresholds, _jsonable, diagnose,
+                   new_history, thin, window)
+from .sinks import _close_writer, _tensorboard_record, _tensorboard_writer, history_to_csv
 
 # ---------------------------------------------------------------------------------------------
 # the monitor
@@ -253,7 +92,7 @@ def _has_params(m) -> bool:
 def _default_layers(model) -> list:
     """A Sequential model (possibly wrapped in modules with no parameters of their own): its
     children that hold parameters. Otherwise: every module that holds parameters itself."""
-    from .nn.layers import Sequential
+    from ..nn.layers import Sequential
     root = model
     while True:
         if isinstance(root, Sequential):
@@ -271,7 +110,7 @@ def _default_layers(model) -> list:
 
 def _followers(model, names: dict, layer) -> list:
     """The parameter-free modules right after ``layer`` in its parent Sequential."""
-    from .nn.layers import Sequential
+    from ..nn.layers import Sequential
     name = names.get(id(layer), "")
     if not name:
         return []
@@ -342,7 +181,7 @@ class GradientMonitor:
 
     def __new__(cls, model=None, *args, **kwargs):
         if cls is GradientMonitor and model is not None:
-            from .monitor_torch import TorchGradientMonitor, is_torch_module
+            from .capture_torch import TorchGradientMonitor, is_torch_module
             if is_torch_module(model):
                 return super().__new__(TorchGradientMonitor)
         return super().__new__(cls)
@@ -350,7 +189,7 @@ class GradientMonitor:
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
                  warn: bool = False, activation_stats: bool = True,
                  max_records: int | None = None, tensorboard=None, writer=None):
-        from .nn.module import Module
+        from ..nn.module import Module
         if not isinstance(model, Module):
             raise TypeError("GradientMonitor: model must be a deepgrad nn.Module or a "
                             f"torch.nn.Module, got {type(model).__name__}")
@@ -365,6 +204,7 @@ class GradientMonitor:
         self._tb_seen: set = set()
         if tensorboard is not None or writer is not None:
             self._tb = _tensorboard_writer(tensorboard, writer)
+            self._tb_owned = writer is None
         self.model = model
         self.every = int(every)
         self.thresholds = thresholds or Thresholds()
@@ -424,7 +264,7 @@ class GradientMonitor:
         # A Dense layer that is its own output (activation fused, no followers) needs no
         # wrapper and no tensor hook: on recorded steps it gets a probe list (F.dense(probe=))
         # that receives (z, y, backend, sink) in the forward and dL/dy into sink in backward.
-        from .nn.layers import Dense
+        from ..nn.layers import Dense
         self._probed = [(i, m, _act_of(m) if id(m) in self._act_src else None)
                         for i, m in enumerate(self.layers)
                         if type(m) is Dense and not self._followers[i] and i not in self._recurrent]
@@ -444,7 +284,7 @@ class GradientMonitor:
         self._roles = {k: (self._out_index.get(k), self._rec_index.get(k), self._act_src.get(k))
                        for k in targets}
         self._signal_hooks = [functools.partial(self._signal_hook, i) for i in range(L)]
-        from .autograd import _S
+        from ..autograd import _S
         self._grad_mode = _S
         self._n = 0
         self._seg_cache = None  # (arena, segment->layer index, (segments, layers) 0/1 matrix)
@@ -452,9 +292,7 @@ class GradientMonitor:
         self._pending_signal = [None] * L
         self._pending_stats = [None] * L
         self._pending_time: dict[int, list] = {}
-        self._h = {k: [] for k in ("steps", "loss", "global_grad_norm", "global_param_norm",
-                                   "param_grad_norm", "param_norm", "update_norm") + _LAYER_KEYS}
-        self._h["time_signal"] = {}
+        self._h = new_history()
         self._raw: list = []  # recorded steps not yet turned into history lists (_flush)
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
@@ -463,7 +301,7 @@ class GradientMonitor:
     def _wrap(self, m) -> None:
         """Attach to module m through its forward hooks (removed by close())."""
         mon = self
-        from .nn.layers import Dense
+        from ..nn.layers import Dense
         if id(m) in self._act_src and isinstance(m, Dense):
             # Its statistics need z = x W + b: on recorded steps the fused kernel hands it over
             # (F.dense(pre=...), through the module's shared tap), so no matmul is repeated.
@@ -561,8 +399,7 @@ class GradientMonitor:
                 m.__dict__["_watch_states"] = int(m._watch_states) - 1
         self._watching = set()
         self._handles, self._pre_lists, self._wrapped = [], [], []
-        if self._tb is not None and hasattr(self._tb, "flush"):
-            self._tb.flush()
+        _close_writer(self)
 
     def __enter__(self):
         return self
@@ -767,33 +604,10 @@ class GradientMonitor:
     # -- results ----------------------------------------------------------------------------------
     def _window(self, k: int) -> dict:
         """The last k records as a history dict (for the incremental diagnosis of warn=True)."""
-        h = self._flush()
-        lo = max(0, len(h["steps"]) - k)
-        out = {key: v[lo:] for key, v in h.items() if key != "time_signal"}
-        out["time_signal"] = {name: rows[lo:] for name, rows in h["time_signal"].items()}
-        out["layers"] = self.layer_names
-        return out
+        return window(self._flush(), k, self.layer_names)
 
     def _thin(self) -> None:
-        """Apply max_records: the older three quarters of the history are thinned to every other
-        record (the first record is always kept), the most recent quarter stays whole. The
-        history keeps spanning the whole run, at full resolution for recent steps."""
-        h = self._h
-        n, cap = len(h["steps"]), self.max_records
-        if cap is None or n <= cap:
-            return
-        recent = cap // 4
-        keep = list(range(0, n - recent, 2)) + list(range(n - recent, n))
-        while len(keep) > cap:  # far over the cap (a cap lowered, a long unread stretch)
-            old = keep[:-recent]
-            keep = old[::2] + keep[-recent:]
-        for key, v in h.items():
-            if key == "time_signal":
-                for name, rows in v.items():
-                    if len(rows) == n:
-                        v[name] = [rows[i] for i in keep]
-            elif isinstance(v, list) and len(v) == n:
-                h[key] = [v[i] for i in keep]
+        thin(self._h, self.max_records)
 
     def _flush(self) -> dict:
         """Turn the raw records of the steps since the last read into the history lists."""
@@ -875,7 +689,7 @@ class GradientMonitor:
         """The three standard plots (per-layer bars of the last step, layer × step heatmap,
         global norm over steps): saved as PNG files into ``folder`` (their paths returned), or,
         with no folder, returned as matplotlib Figures (shown inline in Jupyter)."""
-        from . import plot as P
+        from .. import plot as P
         d = self.to_dict()
         if folder is None:
             return [P.plot_layer_norms(d), P.plot_heatmap(d), P.plot_global_norm(d)]
@@ -888,7 +702,7 @@ class GradientMonitor:
 def _l2_norms(arrays: list) -> np.ndarray:
     """The native norms of host arrays in one call (deepgrad.backend.cpu.l2_norms)."""
     global _l2_norms
-    from .backend import get_backend
+    from ..backend import get_backend
     _l2_norms = get_backend("cpu").l2_norms
     return _l2_norms(arrays)
 
@@ -896,7 +710,7 @@ def _l2_norms(arrays: list) -> np.ndarray:
 def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool):
     """The native one-pass arena norms (deepgrad.backend.cpu.monitor_norms) of host buffers."""
     global _monitor_norms
-    from .backend import get_backend
+    from ..backend import get_backend
     _monitor_norms = get_backend("cpu").monitor_norms
     return _monitor_norms(params, grads, prev, offsets, diff, snapshot)
 
@@ -919,93 +733,6 @@ def _act_stats_many(items: list) -> list:
     """The native one-pass statistics of host arrays, all layers in one call
     (deepgrad.backend.cpu.act_stats_many)."""
     global _act_stats_many
-    from .backend import get_backend
+    from ..backend import get_backend
     _act_stats_many = get_backend("cpu").act_stats_many  # resolved once
     return _act_stats_many(items)
-
-
-# ---------------------------------------------------------------------------------------------
-# export
-
-
-def _tensorboard_writer(logdir, writer):
-    """A SummaryWriter for ``logdir`` (torch.utils.tensorboard, else tensorboardX), or the
-    ``writer`` given (anything with add_scalar and add_text)."""
-    if writer is not None:
-        if not (hasattr(writer, "add_scalar") and hasattr(writer, "add_text")):
-            raise TypeError("GradientMonitor: writer= must have add_scalar and add_text (a "
-                            f"SummaryWriter), got {type(writer).__name__}")
-        return writer
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise ImportError("GradientMonitor(tensorboard=...) needs TensorBoard's writer: "
-                              "pip install 'deepgrad[tensorboard]' (with torch installed, or "
-                              "tensorboardX)") from None
-    return SummaryWriter(log_dir=os.fspath(logdir))
-
-
-_TB_LAYER_KEYS = (("signal_norm", "backward_signal"), ("layer_grad_norm", "grad_norm"),
-                  ("layer_grad_ratio", "grad_weight_ratio"),
-                  ("layer_update_ratio", "update_weight_ratio"),
-                  ("saturated", "saturated_fraction"), ("dead", "dead_fraction"))
-
-
-def _tensorboard_record(w, win: Mapping, findings: list, seen: set) -> None:
-    """The latest record of a history window as TensorBoard scalars (one tag group per
-    quantity, one tag per layer), and each finding as text the first time it appears. The
-    writer only appends to its buffer; its own thread writes the file."""
-    if not win["steps"]:
-        return
-    step = int(win["steps"][-1])
-    layers = win["layers"]
-    for key, tag in _TB_LAYER_KEYS:
-        row = win[key][-1] if win.get(key) else None
-        for name, v in zip(layers, row or []):
-            if v is not None and math.isfinite(v):
-                w.add_scalar(f"{tag}/{name}", v, step)
-    for key in ("global_grad_norm", "global_param_norm", "loss"):
-        v = win[key][-1] if win.get(key) else None
-        if v is not None and math.isfinite(v):
-            w.add_scalar(f"global/{key}" if key != "loss" else "loss", v, step)
-    for f in findings:
-        key = (f.kind, f.where, f.layer)
-        if key not in seen:
-            seen.add(key)
-            w.add_text(f"findings/{f.kind}", f.message, step)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def history_to_csv(history: Mapping, path: str) -> str:
-    """Long format: one row per (step, layer) with every per-layer quantity."""
-    keys = [k for k in _LAYER_KEYS if history.get(k)]
-    path = os.fspath(path)
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["step", "layer_index", "layer", "global_grad_norm", "loss"] + keys)
-        loss = history.get("loss") or []
-        for i, s in enumerate(history.get("steps", [])):
-            gn = history["global_grad_norm"][i]
-            ls = loss[i] if i < len(loss) else None
-            for l, name in enumerate(history["layers"]):
-                w.writerow([s, l + 1, name, gn, ls] + [history[k][i][l] for k in keys])
-    return path
-
-
-_LAYER_KEYS = ("signal_norm", "layer_grad_norm", "layer_weight_norm", "layer_grad_ratio",
-               "layer_update_ratio", "act_mean", "act_std", "saturated", "dead")

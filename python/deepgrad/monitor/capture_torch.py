@@ -1,4 +1,4 @@
-"""GradientMonitor for torch.nn.Module models: the capture side for PyTorch.
+"""The monitor's capture for torch.nn.Module models (deepgrad.monitor.TorchGradientMonitor).
 
 ``GradientMonitor(torch_model, ...)`` returns a ``TorchGradientMonitor``: the same arguments,
 history keys, ``step(loss)``, ``diagnose()``, ``to_json``/``to_csv``, ``plot()``, thresholds,
@@ -35,8 +35,9 @@ import time
 
 import numpy as np
 
-from .monitor import (GradientMonitor, Thresholds, _act_stats_many, _l2_norms, _LAYER_KEYS,
-                      _stat_args)
+from .capture_deepgrad import GradientMonitor, _act_stats_many, _l2_norms, _stat_args
+from .core import Thresholds, new_history
+from .sinks import _close_writer
 
 #: torch activation module class name -> deepgrad activation name (for the statistics)
 _ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu", "LeakyReLU": "leaky_relu", "Tanh": "tanh",
@@ -62,7 +63,7 @@ class TorchGradientMonitor(GradientMonitor):
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,
                  warn: bool = False, activation_stats: bool = True,
                  max_records: int | None = None, tensorboard=None, writer=None):
-        import torch  # noqa: F401 (the caller passed a torch model: torch is installed)
+        import torch  # noqa: F401  (the caller passed a torch model: torch is installed)
         if isinstance(every, bool) or int(every) != every or every < 1:
             raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
         if max_records is not None and (isinstance(max_records, bool) or
@@ -126,16 +127,15 @@ class TorchGradientMonitor(GradientMonitor):
                     self._handles.append(m.register_forward_hook(self._on_activation))
         self._n = 0
         self._prev = None
-        self._h = {k: [] for k in ("steps", "loss", "global_grad_norm", "global_param_norm",
-                                   "param_grad_norm", "param_norm", "update_norm") + _LAYER_KEYS}
-        self._h["time_signal"] = {}
+        self._h = new_history()
         self._raw: list = []
         self.seconds = 0.0
         self._tb = None
         self._tb_seen: set = set()
         if tensorboard is not None or writer is not None:
-            from .monitor import _tensorboard_writer
+            from .sinks import _tensorboard_writer
             self._tb = _tensorboard_writer(tensorboard, writer)
+            self._tb_owned = writer is None
 
     # -- hooks ----------------------------------------------------------------------------------
     def _recording(self) -> bool:
@@ -179,8 +179,7 @@ class TorchGradientMonitor(GradientMonitor):
         self._handles = []
         self._signal[:] = [None] * len(self.layers)
         self._stats = [None] * len(self.layers)
-        if self._tb is not None and hasattr(self._tb, "flush"):
-            self._tb.flush()
+        _close_writer(self)
 
     # -- recording -------------------------------------------------------------------------------
     def _norms(self, tensors: list) -> np.ndarray:
