@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from .capture_deepgrad import GradientMonitor, _act_stats_many, _l2_norms, _stat_args
+from .capture_deepgrad import (GradientMonitor, _act_stats_many, _l2_norms, _monitor_norms,
+                               _stat_args)
 from .core import Thresholds, new_history
 from .sinks import _close_writer
 
@@ -127,6 +128,8 @@ class TorchGradientMonitor(GradientMonitor):
                     self._handles.append(m.register_forward_hook(self._on_activation))
         self._n = 0
         self._prev = None
+        self._flat = None
+        self._has_prev = False
         self._h = new_history()
         self._raw: list = []
         self.seconds = 0.0
@@ -167,9 +170,7 @@ class TorchGradientMonitor(GradientMonitor):
         z, y = args[0], out
         if getattr(z, "dim", lambda: 0)() < 1 or z.shape != y.shape or z.numel() == 0:
             return
-        z2 = z.detach().reshape(-1, z.shape[-1])
-        y2 = y.detach().reshape(-1, y.shape[-1])
-        self._stats[i] = (z2, y2, self._acts[id(module)])
+        self._stats[i] = (z.detach(), y.detach(), self._acts[id(module)])
         self.seconds += time.perf_counter() - t0
 
     def close(self) -> None:
@@ -205,22 +206,38 @@ class TorchGradientMonitor(GradientMonitor):
         n = self._n
         self._n += 1
         params = [p for _, p in self._named]
+        flat = self._flat_ok(params)
         if n % self.every != 0:
             if (n + 1) % self.every == 0:   # the next step is recorded: keep w for its update
-                self._prev = [p.detach().clone() for p in params]
+                if flat:
+                    self._gather(params, self._flat[2])
+                    self._has_prev = True
+                else:
+                    self._prev = [p.detach().clone() for p in params]
             self.seconds += time.perf_counter() - t0
             return False
         import torch
         L = len(self.layers)
         lossv = None if loss is None else float(loss.detach() if hasattr(loss, "detach")
                                                 else loss)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        gn = self._norms(grads)
-        pn = self._norms(params)
-        un = None
-        if self._prev is not None and len(self._prev) == len(params):
-            un = self._norms([p.detach() - q for p, q in zip(params, self._prev)])
-        self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
+        if flat:
+            # CPU: params and grads gathered into two flat buffers, then ONE native pass gives
+            # every parameter's weight, gradient and update norm and refreshes the snapshot
+            P, G, Q, offsets = self._flat
+            self._gather(params, P)
+            self._gather([p.grad for p in params], G)
+            pn, gn, un, _ = _monitor_norms(P, G, Q, offsets, self._has_prev, self.every == 1)
+            pn, gn = np.asarray(pn, dtype=np.float64), np.asarray(gn, dtype=np.float64)
+            un = None if un is None else np.asarray(un, dtype=np.float64)
+            self._has_prev = self.every == 1
+        else:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            gn = self._norms(grads)
+            pn = self._norms(params)
+            un = None
+            if self._prev is not None and len(self._prev) == len(params):
+                un = self._norms([p.detach() - q for p, q in zip(params, self._prev)])
+            self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
         sig_idx = [i for i, g in enumerate(self._signal) if g is not None]
         sig = self._norms([self._signal[i] for i in sig_idx])
         st_idx = [i for i, s in enumerate(self._stats) if s is not None]
@@ -228,8 +245,9 @@ class TorchGradientMonitor(GradientMonitor):
         lim = self.thresholds.saturation_derivative
         for i in st_idx:
             z, y, act = self._stats[i]
-            z = np.ascontiguousarray(z.cpu().numpy())
-            y = np.ascontiguousarray(y.cpu().numpy(), dtype=z.dtype)
+            z, y = z.cpu().numpy(), y.cpu().numpy()
+            z = np.ascontiguousarray(z.reshape(-1, z.shape[-1]))
+            y = np.ascontiguousarray(y.reshape(-1, y.shape[-1]), dtype=z.dtype)
             if z.dtype not in (np.float32, np.float64):
                 z, y = z.astype(np.float64), y.astype(np.float64)
             a = _stat_args(act, lim)
@@ -274,3 +292,28 @@ class TorchGradientMonitor(GradientMonitor):
 
     def _flush(self) -> dict:
         return self._h
+
+    def _flat_ok(self, params) -> bool:
+        """True when every parameter is a CPU float32 (or every one float64) tensor: then the
+        flat buffers (params, grads, snapshot, offsets) exist in self._flat."""
+        if not params or any(p.device.type != "cpu" for p in params):
+            return False
+        dt = params[0].detach().numpy().dtype
+        if dt not in (np.float32, np.float64) or any(p.dtype != params[0].dtype for p in params):
+            return False
+        sizes = [p.numel() for p in params]
+        if self._flat is None or self._flat[3][-1] != sum(sizes) or self._flat[0].dtype != dt:
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            n = int(offsets[-1])
+            self._flat = (np.empty(n, dt), np.empty(n, dt), np.empty(n, dt), offsets)
+            self._has_prev = False
+        return True
+
+    def _gather(self, tensors, out) -> None:
+        """Copy each tensor (None: zeros) into its segment of the flat buffer ``out``."""
+        offsets = self._flat[3]
+        for t, a, b in zip(tensors, offsets[:-1], offsets[1:]):
+            if t is None:
+                out[a:b] = 0
+            else:
+                out[a:b] = t.detach().numpy().reshape(-1)
