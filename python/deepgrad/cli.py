@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", default=None,
                    help="run the grid on a Dask cluster: tcp://HOST:PORT, or auto (a local "
                         "cluster with Dask's defaults)")
+    s.add_argument("--framework", choices=["deepgrad", "torch"], default="deepgrad",
+                   help="train the runs as deepgrad models, or as the equivalent torch.nn "
+                        "models (same initial weights) watched by deepgrad's monitor; the "
+                        "report goes to deepgrad-study-torch/ unless --out is given")
     s.add_argument("--theory", action="store_true",
                    help="compare each MLP run at initialisation with mean-field theory: the "
                         "predicted per-layer backward-signal ratio in the summary and dashed "
@@ -129,7 +133,9 @@ def _study(args) -> int:
     args.depths = args.depths or [20]
     args.widths = args.widths or [64]
     args.steps = args.steps or 1000
-    common = dict(optimizer=args.optimizer, lr=args.lr, steps=args.steps,
+    if args.framework == "torch" and args.out == "deepgrad-study":
+        args.out = "deepgrad-study-torch"
+    common = dict(framework=args.framework, optimizer=args.optimizer, lr=args.lr, steps=args.steps,
                   batch_size=args.batch_size, dataset=args.dataset, seed=args.seed,
                   device=args.device, seq_len=args.seq_len, hidden=args.hidden,
                   every=max(0, args.every), rnn_steps=args.rnn_steps, rnn_lr=args.rnn_lr)

@@ -71,6 +71,7 @@ class RunConfig:
     # N(0, sigma_b2), as in the theory (the phase study)
     sigma_w2: float | None = None
     sigma_b2: float = 0.0
+    framework: str = "deepgrad"   # or "torch": the same run as a torch.nn model (study_torch)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,7 +104,7 @@ def rnn_grid(steps: int = 400, lr: float = 1e-3, rnn_steps: int | None = None,
              rnn_lr: float | None = None, **common) -> list[RunConfig]:
     """A tanh RNN and an LSTM of the same size on the adding problem."""
     keep = {k: v for k, v in common.items() if k in ("seed", "device", "seq_len", "hidden",
-                                                    "batch_size", "optimizer")}
+                                                    "batch_size", "optimizer", "framework")}
     T = keep.get("seq_len", 50)
     return [RunConfig(name=f"{cell}-adding-T{T}", model=cell, dataset="adding",
                       activation="tanh", init="default", depth=1,
@@ -238,6 +239,9 @@ def _ratio(row) -> float | None:
 def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None) -> dict:
     """Train one configuration with a monitor; returns a JSON-able record
     {config, result, loss_curve, history}."""
+    if cfg.framework == "torch":
+        from .study_torch import run_one_torch
+        return run_one_torch(cfg, progress)
     import deepgrad as dg
     from . import losses
     from .monitor import GradientMonitor
@@ -395,6 +399,14 @@ def validate(configs: Sequence[RunConfig], out: str | None = None) -> None:
             bad.append(f"seed must be < 2**32, got {c.seed}")
         if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
             bad.append(f"lr must be a positive number, got {c.lr!r}")
+        if c.framework not in ("deepgrad", "torch"):
+            bad.append(f"framework {c.framework!r} (use deepgrad or torch)")
+        elif c.framework == "torch":
+            import importlib.util
+            if importlib.util.find_spec("torch") is None:
+                bad.append("framework torch needs PyTorch installed")
+            if c.device != "cpu":
+                bad.append("framework torch runs on the CPU (--device cpu)")
         if str(c.optimizer).lower() not in _OPTIMIZERS:
             bad.append(f"optimizer {c.optimizer!r} (use {', '.join(_OPTIMIZERS)})")
         if c.model == "mlp":

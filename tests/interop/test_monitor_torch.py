@@ -68,7 +68,8 @@ def test_values_equal_what_torch_computes():
 
     def keep_in(m, a, o):
         pre.append(a[0].detach())
-    hooks = [model2[i].register_forward_hook(keep_out) for i in (0, 2, 4)]
+    # a layer's output is the activation after it when there is one (as for deepgrad models)
+    hooks = [model2[i].register_forward_hook(keep_out) for i in (1, 3, 4)]
     hooks += [model2[i].register_forward_hook(keep_in) for i in (1, 3)]
     model2.zero_grad()
     loss = torch.nn.functional.cross_entropy(model2(x), y)

@@ -10,7 +10,9 @@ What it attaches (all removed by ``close()``; none changes a number of the train
   RNN/LSTM/GRU, ...), in registration order (``model.modules()``), or the ``layers=`` given;
 - a forward hook per layer that, on recorded steps, puts a tensor hook on the layer's output:
   dL/d(layer output) is kept (a reference, no copy) and all layers' norms are taken at
-  ``step()`` in one call. (A tensor hook on the output gives exactly what a full backward hook
+  ``step()`` in one call. When an activation module follows the layer, the layer's output is
+  the activation's (as for deepgrad models, where Dense("tanh") is one layer), so
+  the signal is taken there. (A tensor hook on the output gives exactly what a full backward hook
   reports as grad_output, without its wrapping of the module's inputs and outputs, its warning
   for a first layer whose input needs no gradient, or its clash with in-place activations.);
 - a forward hook per activation module (ReLU, LeakyReLU, Tanh, Sigmoid, Softsign, GELU, ELU,
@@ -115,6 +117,10 @@ class TorchGradientMonitor(GradientMonitor):
                 self._member[k, i] = 1.0
         self._handles = []
         self._signal = [None] * len(self.layers)
+        # dL/d(output of the activation module right after layer i), preferred when present:
+        # a layer's output is that of the activation following it, as for deepgrad models
+        # (Dense("tanh") is one layer there), so the two frameworks' histories compare
+        self._signal_act = [None] * len(self.layers)
         self._stats: list = [None] * len(self.layers)
         self._last_layer = None  # the layer that ran last in the current forward
         for i, m in enumerate(self.layers):
@@ -168,6 +174,13 @@ class TorchGradientMonitor(GradientMonitor):
             return
         t0 = time.perf_counter()
         z, y = args[0], out
+        if getattr(y, "requires_grad", False):
+            sig = self._signal_act
+
+            def keep(g, i=i):
+                sig[i] = g
+            y.register_hook(keep)
+        self._last_layer = None   # one activation per layer
         if getattr(z, "dim", lambda: 0)() < 1 or z.shape != y.shape or z.numel() == 0:
             return
         self._stats[i] = (z.detach(), y.detach(), self._acts[id(module)])
@@ -179,6 +192,7 @@ class TorchGradientMonitor(GradientMonitor):
             h.remove()
         self._handles = []
         self._signal[:] = [None] * len(self.layers)
+        self._signal_act[:] = [None] * len(self.layers)
         self._stats = [None] * len(self.layers)
         _close_writer(self)
 
@@ -238,8 +252,9 @@ class TorchGradientMonitor(GradientMonitor):
             if self._prev is not None and len(self._prev) == len(params):
                 un = self._norms([p.detach() - q for p, q in zip(params, self._prev)])
             self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
-        sig_idx = [i for i, g in enumerate(self._signal) if g is not None]
-        sig = self._norms([self._signal[i] for i in sig_idx])
+        chosen = [a if a is not None else g for a, g in zip(self._signal_act, self._signal)]
+        sig_idx = [i for i, g in enumerate(chosen) if g is not None]
+        sig = self._norms([chosen[i] for i in sig_idx])
         st_idx = [i for i, s in enumerate(self._stats) if s is not None]
         items, meta = [], []
         lim = self.thresholds.saturation_derivative
@@ -255,6 +270,7 @@ class TorchGradientMonitor(GradientMonitor):
             meta.append((z.size, a[0], a[3], y.shape[1]))
         raw = _act_stats_many(items) if items else []
         self._signal[:] = [None] * L
+        self._signal_act[:] = [None] * L
         self._stats = [None] * L
         self._last_layer = None
 
