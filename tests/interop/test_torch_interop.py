@@ -10,7 +10,6 @@ from deepgrad import nn
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
-torch.set_default_dtype(torch.float64)
 
 
 class TRes(tnn.Module):
@@ -49,7 +48,7 @@ def test_feedforward_models_match_torch(case):
         tm.train()
         with torch.no_grad():
             for _ in range(3):
-                tm(torch.randn(8, 4))
+                tm(torch.randn(8, 4, dtype=torch.float64))
     dm.load_torch_state_dict(tm.state_dict())
     back = dm.torch_state_dict()          # before any forward updates running statistics
     ref = {k: v.clone() for k, v in tm.state_dict().items()}
@@ -118,7 +117,7 @@ def test_errors_name_the_key_and_change_nothing():
     tm = tnn.Sequential(tnn.Linear(4, 3), tnn.Linear(3, 2)).double()
     sd = tm.state_dict()
     bad = dict(sd)
-    bad["1.weight"] = torch.zeros(3, 2)          # the deepgrad layout: refused
+    bad["1.weight"] = torch.zeros(3, 2, dtype=torch.float64)   # the deepgrad layout: refused
     with pytest.raises(ValueError, match=r"'1.weight' has shape \(3, 2\) but this model needs "
                                          r"\(2, 3\)"):
         dm.load_torch_state_dict(bad)
