@@ -149,6 +149,10 @@ def _norm(be, a) -> float:
     return float("nan") if bad else float(total)
 
 
+#: (predicate on the model, GradientMonitor subclass) for models of other frameworks
+_CAPTURES: list = []
+
+
 class GradientMonitor:
     """Records gradient flow through ``model`` every ``every`` calls of ``step()``.
 
@@ -180,10 +184,12 @@ class GradientMonitor:
     """
 
     def __new__(cls, model=None, *args, **kwargs):
+        # other frameworks' captures register here (capture_torch does on import of the
+        # package), so this module never imports them
         if cls is GradientMonitor and model is not None:
-            from .capture_torch import TorchGradientMonitor, is_torch_module
-            if is_torch_module(model):
-                return super().__new__(TorchGradientMonitor)
+            for accepts, capture in _CAPTURES:
+                if accepts(model):
+                    return super().__new__(capture)
         return super().__new__(cls)
 
     def __init__(self, model, every: int = 1, layers=None, thresholds: Thresholds | None = None,

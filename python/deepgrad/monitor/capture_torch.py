@@ -37,8 +37,8 @@ import time
 
 import numpy as np
 
-from .capture_deepgrad import (GradientMonitor, _act_stats_many, _l2_norms, _monitor_norms,
-                               _stat_args)
+from .capture_deepgrad import (_CAPTURES, GradientMonitor, _act_stats_many, _l2_norms,
+                               _monitor_norms, _stat_args)
 from .core import Thresholds, new_history
 from .sinks import _close_writer
 
@@ -333,3 +333,6 @@ class TorchGradientMonitor(GradientMonitor):
                 out[a:b] = 0
             else:
                 out[a:b] = t.detach().numpy().reshape(-1)
+
+
+_CAPTURES.append((is_torch_module, TorchGradientMonitor))

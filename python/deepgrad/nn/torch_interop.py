@@ -42,22 +42,28 @@ def _np(v, key: str) -> np.ndarray:
         raise TypeError(f"load_torch_state_dict: {key!r} is not an array ({e})") from None
 
 
+def _is(m, name: str) -> bool:
+    """m is an instance of deepgrad.nn's class ``name`` (or a subclass), checked by the MRO so
+    this module imports nothing from nn (Module's methods call it)."""
+    return any(c.__name__ == name and c.__module__.startswith("deepgrad.nn.")
+               for c in type(m).__mro__)
+
+
 def _named(model):
     """(deepgrad prefix, torch prefix, module) for every module. In a Sequential, a Dense with a
     fused activation stands for two torch modules (Linear, then the activation), so the torch
     indices after it shift by one: Sequential(Dense(a, b, "tanh"), Dense(b, c)) is
     torch's Sequential(Linear(a, b), Tanh(), Linear(b, c)), keys 0.* and 2.*."""
-    from .layers import Dense, Sequential
     out = []
 
     def walk(m, dpre, tpre):
         out.append((dpre, tpre, m))
         i = 0
         for name, c in m.named_children():
-            tname = str(i) if isinstance(m, Sequential) else name
+            tname = str(i) if _is(m, "Sequential") else name
             walk(c, f"{dpre}.{name}" if dpre else name, f"{tpre}.{tname}" if tpre else tname)
             i += 1
-            if isinstance(c, Dense) and getattr(c, "activation", "identity") != "identity":
+            if _is(c, "Dense") and getattr(c, "activation", "identity") != "identity":
                 i += 1
     walk(model, "", "")
     return out
@@ -66,8 +72,6 @@ def _named(model):
 def _rules(model):
     """(deepgrad key, torch keys, to_deepgrad(values), to_torch(value, module) -> {key: array},
     owning module) for every parameter and buffer of ``model``."""
-    from .layers import Dense
-    from .rnn import GRU, LSTM, RNN
     rules = []
     for dprefix, prefix, m in _named(model):
         p = prefix + "." if prefix else ""
@@ -75,18 +79,18 @@ def _rules(model):
         start = len(rules)
         own = [(n, t) for n, t in m._parameters.items() if t is not None]
         own += [(n, t) for n, t in m._buffers.items() if t is not None]
-        if isinstance(m, Dense):
+        if _is(m, "Dense"):
             for n, t in own:
                 if n == "weight":
                     rules.append((dp + n, [p + n], lambda v: v[0].T, lambda a, m, k=p + n: {k: a.T}))
                 else:
                     rules.append((dp + n, [p + n], lambda v: v[0], lambda a, m, k=p + n: {k: a}))
-        elif isinstance(m, (RNN, LSTM, GRU)):
+        elif _is(m, "RNN") or _is(m, "LSTM") or _is(m, "GRU"):
             for n, t in own:
                 if n in ("weight_ih", "weight_hh"):
                     rules.append((dp + n, [p + n + "_l0"], lambda v: v[0].T,
                                   lambda a, m, k=p + n + "_l0": {k: a.T}))
-                elif n == "bias" and isinstance(m, GRU):
+                elif n == "bias" and _is(m, "GRU"):
                     rules.append((dp + n, [p + "bias_ih_l0"], lambda v: v[0],
                                   lambda a, m, k=p + "bias_ih_l0": {k: a}))
                 elif n == "bias_hh":   # GRU's own b_hh
