@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import math
 import os
 from typing import Sequence
 
@@ -46,6 +47,93 @@ figcaption { color: #555; font-size: .9em; }
 """
 
 
+SUMMARY_FIELDS = ("name", "model", "dataset", "depth", "width", "activation", "init", "norm",
+                  "residual", "optimizer", "lr", "steps", "signal_ratio_init",
+                  "signal_ratio_final", "final_loss", "accuracy", "test_mse", "seconds",
+                  "monitor_overhead", "findings")
+
+
+THEORY_TOLERANCE = 0.2   # relative disagreement of the per-layer ratio that gets flagged
+
+
+def theory_comparison(rec: dict) -> dict:
+    """Mean-field prediction vs measurement at initialisation for one run record: the predicted
+    per-layer backward-signal ratio sqrt(chi_1) (deepgrad.theory), the measured one (geometric
+    mean over the hidden layers of the step-0 record), the predicted profile scaled to the
+    measured last hidden layer, and whether they agree within THEORY_TOLERANCE. ``why`` says
+    why there is no prediction (batch norm, residual blocks, recurrent runs, an activation or
+    init the theory does not cover)."""
+    from . import theory
+    c = rec["config"]
+    out = {"predicted": None, "measured": None, "agrees": None, "profile": None, "why": None}
+    if c["model"] != "mlp":
+        out["why"] = "recurrent run (the theory is for feed-forward nets)"
+    elif c["norm"] != "none":
+        out["why"] = "batch norm (another recursion)"
+    elif c["residual"]:
+        out["why"] = "residual blocks (another recursion)"
+    elif not theory.supports(c["activation"]):
+        out["why"] = f"no formulas for {c['activation']}"
+    if out["why"]:
+        return out
+    sw = theory.sigma_w2_of_init(c["init"], c["activation"], c["width"], c["width"])
+    if sw is None or sw <= 0:
+        out["why"] = f"init {c['init']!r} has no sigma_w^2"
+        return out
+    p = theory.predict(c["activation"], sw, 0.0, c["depth"])   # deepgrad's biases start at 0
+    out["predicted"], out["sigma_w2"], out["chi1"] = p["ratio_per_layer"], sw, p["chi1"]
+    rows = rec["history"].get("signal_norm") or []
+    row = rows[0] if rows else None
+    # hidden layers 2..depth-1 are the square width x width ones the theory describes
+    hid = [v for v in (row or [])[1:-1]]
+    if len(hid) >= 2 and all(v is not None and v > 0 and math.isfinite(v) for v in hid):
+        out["measured"] = (hid[0] / hid[-1]) ** (1.0 / (len(hid) - 1))
+        if math.isfinite(p["ratio_per_layer"]) and p["ratio_per_layer"] > 0:
+            out["agrees"] = abs(out["measured"] / p["ratio_per_layer"] - 1.0) <= THEORY_TOLERANCE
+            last = hid[-1]
+            L = c["depth"]
+            # layers 2..L-1 measured against the prediction anchored at layer L-1
+            out["profile"] = [None] + [last * p["ratio_per_layer"] ** (L - 1 - l)
+                                       for l in range(2, L)] + [None]
+    return out
+
+
+def format_theory(records: Sequence[dict]) -> str:
+    """The --theory block printed after the summary table."""
+    lines = ["Mean-field theory at initialisation (infinite width; sigma_b^2 = 0): per-layer "
+             "backward-signal ratio",
+             f"{'run':40s} {'sigma_w^2':>9} {'predicted':>10} {'measured':>10}  verdict"]
+    for rec in records:
+        t = theory_comparison(rec)
+        name = rec["config"]["name"]
+        if t["why"]:
+            lines.append(f"{name:40s} {'':>9} {'':>10} {'':>10}  n/a: {t['why']}")
+            continue
+        meas = "-" if t["measured"] is None else f"{t['measured']:.3f}"
+        verdict = ("-" if t["agrees"] is None else
+                   "agrees" if t["agrees"] else
+                   f"DISAGREES by more than {100 * THEORY_TOLERANCE:.0f}%")
+        lines.append(f"{name:40s} {t['sigma_w2']:>9.3g} {t['predicted']:>10.3f} {meas:>10}  "
+                     f"{verdict}")
+    lines.append("The theory holds for wide nets at initialisation; at width 64 the measured "
+                 "ratio scatters around it by several percent per layer.")
+    return "\n".join(lines)
+
+
+def summary_rows(records: Sequence[dict]) -> list[dict]:
+    rows = []
+    for rec in records:
+        c, r = rec["config"], rec["result"]
+        row = {k: c.get(k) for k in SUMMARY_FIELDS if k in c}
+        row.update({k: r.get(k) for k in ("signal_ratio_init", "signal_ratio_final", "final_loss",
+                                          "accuracy", "test_mse", "seconds")})
+        sec = r.get("seconds") or 0.0
+        row["monitor_overhead"] = (r.get("monitor_seconds", 0.0) / sec) if sec > 0 else None
+        row["findings"] = "; ".join(r.get("findings", []))
+        rows.append(row)
+    return rows
+
+
 def _img(path: str) -> str | None:
     if not path or not os.path.exists(path):
         return None
@@ -72,7 +160,6 @@ def _fmt(v, kind: str = "g") -> str:
 
 
 def _findings_html(records) -> str:
-    from .study import summary_rows
     healthy_mlp = [r["config"]["name"] for r in records
                    if not r["result"].get("findings") and r["config"]["model"] == "mlp"]
     healthy_rec = [r["config"]["name"] for r in records
@@ -109,7 +196,6 @@ def write_html(out: str, records: Sequence[dict], theory: bool = False,
     """Write ``out``/report.html from the run records and the plots already in ``out``;
     returns its path (written atomically)."""
     from . import __version__, build_info
-    from .study import format_theory, summary_rows, theory_comparison
     info = build_info()
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',

@@ -106,7 +106,7 @@ def _regressor(cell):
 
 def torch_model_for(dg_model):
     """The torch twin of a study model, with the deepgrad model's weights loaded."""
-    from .study import _Regressor
+    from .study_runs import _Regressor
     if isinstance(dg_model, _Regressor):
         tm = _regressor(to_torch(dg_model.cell)[0])
     else:
@@ -120,7 +120,7 @@ def run_one_torch(cfg, progress=None) -> dict:
     """study.run_one for the torch twin of ``cfg``'s model (see the module docstring)."""
     torch = _torch()
     import deepgrad as dg
-    from . import study
+    from . import study_runs as study
     from .monitor import GradientMonitor, diagnose
     if cfg.device != "cpu":
         raise ValueError("--framework torch runs on the CPU here (--device cpu)")
@@ -128,18 +128,7 @@ def run_one_torch(cfg, progress=None) -> dict:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if cfg.model == "mlp":
-        X, y = study.load_dataset(cfg.dataset, cfg.seed)
-        X = np.asarray(X, dtype=np.float32)
-        classify = np.asarray(y).dtype.kind in "iu"
-        perm = rng.permutation(len(X))
-        n_test = max(1, len(X) // 5)
-        te, tr = perm[:n_test], perm[n_test:]
-        if classify:
-            y = np.asarray(y, dtype=np.int64).reshape(-1)
-            n_out = int(y.max()) + 1
-        else:
-            y = np.asarray(y, dtype=np.float32).reshape(len(X), -1)
-            n_out = y.shape[1]
+        X, y, tr, te, classify, n_out = study.mlp_data(cfg, rng)
         dgm = study.build_mlp(cfg, X.shape[1], n_out)
     else:
         from ._seqdata import adding_problem
