@@ -146,34 +146,14 @@ def _study(args) -> int:
                              args.residual or [False], rnn=args.rnn, **common)
     else:
         configs = classic_grid(args.depths, args.widths, rnn=args.rnn, **common)
-    client = cluster = None
-    try:
-        if args.jobs is not None or args.scheduler is not None:
-            from .study import make_client, validate
-            validate(configs, args.out)          # before a cluster is started
-            client, cluster = make_client(args.jobs, args.scheduler)
+    def go(client):
         run_study(configs, args.out, resume=not args.fresh, plots=args.plots,
                   theory=args.theory, client=client)
-    except KeyboardInterrupt:
-        return 130
-    except ImportError as e:
-        print(f"deepgrad study: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as e:
-        print(f"deepgrad study: {type(e).__name__}: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    return 0
+    return _run_guarded("deepgrad study", args, configs, args.out, go)
 
 
 def _phase(args) -> int:
     from .phase import parse_range, phase_grid, run_phase
-    from .study import make_client, validate
-    client = cluster = None
     out = args.out if args.out != "deepgrad-study" else "deepgrad-phase"
     try:
         configs = phase_grid(args.activation, parse_range(args.sigma_w, "--sigma-w"),
@@ -182,18 +162,34 @@ def _phase(args) -> int:
                              args.steps or 500, lr=args.lr, seed=args.seed,
                              dataset=args.dataset, batch_size=args.batch_size,
                              device=args.device)
-        validate(configs, out)
-        if args.jobs is not None or args.scheduler is not None:
-            client, cluster = make_client(args.jobs, args.scheduler)
+    except ValueError as e:
+        print(f"deepgrad study phase: ValueError: {e}", file=sys.stderr)
+        return 2
+
+    def go(client):
         run_phase(configs, out, args.activation, resume=not args.fresh, plots=args.plots,
                   client=client)
+    return _run_guarded("deepgrad study phase", args, configs, out, go)
+
+
+def _run_guarded(name: str, args, configs, out: str, go) -> int:
+    """Validate, start a Dask client when --jobs/--scheduler ask for one, run ``go(client)``,
+    and turn errors into a message and exit status 2 (the finished runs are saved: rerunning
+    resumes); the client and its cluster are always closed."""
+    from .study import make_client, validate
+    client = cluster = None
+    try:
+        validate(configs, out)                   # before a cluster is started
+        if args.jobs is not None or args.scheduler is not None:
+            client, cluster = make_client(args.jobs, args.scheduler)
+        go(client)
     except KeyboardInterrupt:
         return 130
     except ImportError as e:
-        print(f"deepgrad study phase: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, RuntimeError, OSError) as e:
-        print(f"deepgrad study phase: {type(e).__name__}: {e}", file=sys.stderr)
+    except (ValueError, TypeError, NotImplementedError, RuntimeError, OSError) as e:
+        print(f"{name}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     finally:
         if client is not None:

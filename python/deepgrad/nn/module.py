@@ -239,23 +239,19 @@ class Module:
         """``hook(module, args)`` runs before each ``forward``; it may return replacement args (a
         tuple, or a single value that becomes a 1-tuple) or None. Hooks run in registration
         order; the handle's ``remove()`` unregisters it (PyTorch semantics)."""
-        if not callable(hook):
-            raise TypeError(f"register_forward_pre_hook: hook must be callable, got {hook!r}")
-        hooks = self.__dict__.get("_forward_pre_hooks")
-        if hooks is None:
-            hooks = self.__dict__["_forward_pre_hooks"] = OrderedDict()
-        h = RemovableHandle(hooks)
-        hooks[h.id] = hook
-        return h
+        return self._add_hook("_forward_pre_hooks", hook, "register_forward_pre_hook")
 
     def register_forward_hook(self, hook) -> RemovableHandle:
         """``hook(module, args, output)`` runs after each ``forward``; it may return a replacement
         output or None. Hooks run in registration order; ``remove()`` unregisters it."""
+        return self._add_hook("_forward_hooks", hook, "register_forward_hook")
+
+    def _add_hook(self, slot: str, hook, what: str) -> RemovableHandle:
         if not callable(hook):
-            raise TypeError(f"register_forward_hook: hook must be callable, got {hook!r}")
-        hooks = self.__dict__.get("_forward_hooks")
+            raise TypeError(f"{what}: hook must be callable, got {hook!r}")
+        hooks = self.__dict__.get(slot)
         if hooks is None:
-            hooks = self.__dict__["_forward_hooks"] = OrderedDict()
+            hooks = self.__dict__[slot] = OrderedDict()
         h = RemovableHandle(hooks)
         hooks[h.id] = hook
         return h
