@@ -48,6 +48,18 @@ def numpy_norms(buf, offsets):
     return norms, np.linalg.norm(norms)
 
 
+def numpy_health(buf, offsets):
+    """What segment_health computes, per segment, the way a numpy user writes it."""
+    out = []
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        s = buf[a:b]
+        fin = np.isfinite(s)
+        f = s[fin]
+        out.append((np.sqrt(np.dot(f, f)), np.abs(f).max(initial=0), f.min(initial=np.inf),
+                    f.max(initial=-np.inf), np.isnan(s).sum(), (~fin).sum()))
+    return out
+
+
 def numpy_adam(p, g, m, v, t, lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, tmp=None):
     # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
     m *= b1
@@ -90,9 +102,11 @@ def main(argv=None) -> None:
            "add": lambda: np.add(src, p, out=dst),
            "max": lambda: np.max(src),
            ("segment_norms", "numpy"): lambda: numpy_norms(g, offsets),
+           ("segment_health", "numpy"): lambda: numpy_health(g, offsets),
            ("adam_step", "numpy"): lambda: numpy_adam(p, g, m, v, 10, tmp=tmp)}
     for nt in args.threads:
         fns[("segment_norms", nt)] = with_threads(nt, lambda: _C.segment_norms(g, offsets))
+        fns[("segment_health", nt)] = with_threads(nt, lambda: _C.segment_health(g, offsets))
         fns[("adam_step", nt)] = with_threads(nt, lambda: _C.adam_step(p, g, m, v, 10, 1e-3, 0.9, 0.999, 1e-8))
     threads0 = _C.get_num_threads()
     try:
@@ -103,9 +117,9 @@ def main(argv=None) -> None:
     bw_add = 3 * n * isz / t["add"] / 1e9
     bw_read = n * isz / t["max"] / 1e9
     bw = max(bw_copy, bw_add, bw_read)  # the reference: the best stream measured (the stricter target)
-    traffic = {"segment_norms": n * isz, "adam_step": 7 * n * isz}
+    traffic = {"segment_norms": n * isz, "segment_health": n * isz, "adam_step": 7 * n * isz}
     rows = [(k, nt, traffic[k] / t[(k, nt)] / 1e9, traffic[k] / t[(k, "numpy")] / 1e9)
-            for nt in args.threads for k in ("segment_norms", "adam_step")]
+            for nt in args.threads for k in ("segment_norms", "segment_health", "adam_step")]
 
     print(f"\n## Memory-bound kernels (float32, {n / 2**20:.0f}M elements = {n * isz / 2**20:.0f} MiB per array)\n")
     print(f"- measured memory bandwidth, best of {reps}, bytes read + written: numpy copy {bw_copy:.1f} GB/s, "

@@ -53,7 +53,7 @@ py::list act_stats_many(const py::sequence& items) {
 }
 
 py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev_o,
-                        py::handle offsets_o, bool diff, bool snapshot) {
+                        py::handle offsets_o, bool diff, bool snapshot, bool health) {
   const char* fn = "monitor_norms";
   py::array params = float_input(params_o, fn, "params");
   py::array grads = float_input(grads_o, fn, "grads");
@@ -78,6 +78,7 @@ py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev
     fail_value(fn, "offsets must start at 0, not decrease and end at params.size (" +
                        std::to_string(params.size()) + ")");
   py::array_t<double> pn(S), gn(S), dn(diff ? S : 0);
+  py::array_t<double> gh({health ? S : py::ssize_t(0), py::ssize_t(3)});
   const index_t bad = dispatch_float(params, [&](auto tag) {
     using T = decltype(tag);
     double* pp = pn.mutable_data();
@@ -86,9 +87,12 @@ py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev
     T* pv = (diff || snapshot) ? data_of<T>(prev) : nullptr;
     const T* pa = cdata_of<T>(params);
     const T* pgr = cdata_of<T>(grads);
+    double* ph = health ? gh.mutable_data() : nullptr;
     py::gil_scoped_release nogil;
-    return cpu::monitor_norms<T>(pp, pg, pd, pv, pa, pgr, o, S, snapshot);
+    return cpu::monitor_norms<T>(pp, pg, pd, pv, pa, pgr, o, S, snapshot, ph);
   });
+  if (health)
+    return py::make_tuple(pn, gn, diff ? py::object(dn) : py::object(py::none()), bad, gh);
   return py::make_tuple(pn, gn, diff ? py::object(dn) : py::object(py::none()), bad);
 }
 
@@ -107,7 +111,64 @@ py::array_t<double> l2_norms(const py::sequence& arrays) {
   return out;
 }
 
+// Offsets (S+1,) of a flat buffer of n elements: start at 0, never decrease, end at n.
+static py::array_t<std::int64_t, py::array::c_style> checked_offsets(const char* fn,
+                                                                    py::handle offsets_o,
+                                                                    py::ssize_t n) {
+  auto off = int_labels(offsets_o, fn, "offsets");
+  if (off.ndim() != 1 || off.shape(0) < 1)
+    fail_value(fn, "offsets must be 1-D with S+1 >= 1 entries, got shape " + shape_str(off));
+  const py::ssize_t S = off.shape(0) - 1;
+  const std::int64_t* o = off.data();
+  bool ok = o[0] == 0 && o[S] == n;
+  for (py::ssize_t s = 0; ok && s < S; ++s) ok = o[s + 1] >= o[s];
+  if (!ok)
+    fail_value(fn, "offsets must start at 0, not decrease and end at the buffer's size (" +
+                       std::to_string(n) + ")");
+  return off;
+}
+
+py::array_t<double> segment_health(py::handle buf_o, py::handle offsets_o) {
+  const char* fn = "segment_health";
+  py::array buf = float_input(buf_o, fn, "buf");
+  ndim_is(fn, buf, "buf", 1);
+  auto off = checked_offsets(fn, offsets_o, buf.size());
+  const py::ssize_t S = off.shape(0) - 1;
+  py::array_t<double> out({S, py::ssize_t(7)});
+  dispatch_float(buf, [&](auto tag) {
+    using T = decltype(tag);
+    double* po = out.mutable_data();
+    const T* pb = cdata_of<T>(buf);
+    const std::int64_t* o = off.data();
+    py::gil_scoped_release nogil;
+    cpu::segment_health<T>(po, pb, o, S);
+    return 0;
+  });
+  return out;
+}
+
+py::array_t<double> tensors_health(const py::sequence& arrays) {
+  const char* fn = "tensors_health";
+  const py::ssize_t K = static_cast<py::ssize_t>(arrays.size());
+  py::array_t<double> out({K, py::ssize_t(7)});
+  double* po = out.mutable_data();
+  for (py::ssize_t k = 0; k < K; ++k) {
+    py::array a = float_input(arrays[k], fn, "arrays[k]");
+    dispatch_float(a, [&](auto tag) {
+      using T = decltype(tag);
+      cpu::health<T>(po + 7 * k, cdata_of<T>(a), static_cast<index_t>(a.size()));
+      return 0;
+    });
+  }
+  return out;
+}
+
 void bind_stats(py::module_& m) {
+  m.def("segment_health", &segment_health, py::arg("buf"), py::arg("offsets"),
+        "float64 (S, 7) per segment of a flat float buffer: [L2, L-inf, min, max] of the finite "
+        "elements, NaN count, Inf count, index of the first non-finite (-1: none); one pass.");
+  m.def("tensors_health", &tensors_health, py::arg("arrays"),
+        "float64 (K, 7): segment_health's row for each of K float arrays, in one call.");
   m.def("l2_norms", &l2_norms, py::arg("arrays"),
         "float64 (K,): the L2 norm of each of K float arrays (double sums; NaN for an array "
         "holding NaN or Inf), in one call.");
@@ -116,9 +177,12 @@ void bind_stats(py::module_& m) {
         "a list of their results.");
   m.def("monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"), py::arg("prev"),
         py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
+        py::arg("health") = false,
         "Per segment (offsets (S+1,)) of flat params/grads: (||params||, ||grads||, "
         "||params - prev|| when diff else None, non-finite gradient count) in one pass; "
-        "prev[:] = params afterwards when snapshot.");
+        "prev[:] = params afterwards when snapshot. health=True adds a fifth item, float64 (S, 3): "
+        "per segment the gradient's L-inf, NaN+Inf count and first non-finite index (-1), from "
+        "the same pass.");
   m.def("act_stats", &act_stats, py::arg("z"), py::arg("y"), py::arg("saturation") = 0,
         py::arg("center") = 0.0, py::arg("bound") = 0.0, py::arg("dead") = false,
         "z (N, C) pre-activation, y (N, C) output -> (sum z, sum z^2 in float64, count of "

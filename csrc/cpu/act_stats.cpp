@@ -110,16 +110,28 @@ double l2_norm(const T* x, index_t n) {
 
 template <class T>
 index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, const T* params,
-                      const T* grads, const index_t* offsets, index_t S, bool snapshot) {
-  // params, grads, prev (offsets[S]) -> pnorms, gnorms, dnorms (S); see kernels.h
+                      const T* grads, const index_t* offsets, index_t S, bool snapshot,
+                      double* ghealth) {
+  // params, grads, prev (offsets[S]) -> pnorms, gnorms, dnorms (S), ghealth (S, 3); kernels.h
   index_t nonfinite = 0;
   for (index_t s = 0; s < S; ++s) {
     const index_t b = offsets[s], n = offsets[s + 1] - b;
     pnorms[s] = std::sqrt(sumsq<T>(params + b, nullptr, n));
-    const double g = sumsq<T>(grads + b, nullptr, n);
-    if (!std::isfinite(g))
-      for (index_t i = 0; i < n; ++i) nonfinite += !std::isfinite(grads[b + i]);
-    gnorms[s] = std::sqrt(g);
+    if (ghealth) {  // the same single pass over the gradient, with L-inf and non-finite counts
+      double h[7];
+      health<T>(h, grads + b, n);
+      const index_t bad = static_cast<index_t>(h[4] + h[5]);
+      nonfinite += bad;
+      gnorms[s] = bad ? std::nan("") : h[0];
+      ghealth[3 * s] = h[1];
+      ghealth[3 * s + 1] = double(bad);
+      ghealth[3 * s + 2] = h[6];
+    } else {
+      const double g = sumsq<T>(grads + b, nullptr, n);
+      if (!std::isfinite(g))
+        for (index_t i = 0; i < n; ++i) nonfinite += !std::isfinite(grads[b + i]);
+      gnorms[s] = std::sqrt(g);
+    }
     if (dnorms) dnorms[s] = std::sqrt(sumsq<T>(params + b, prev + b, n));
     if (snapshot) std::copy(params + b, params + b + n, prev + b);
   }
@@ -129,9 +141,9 @@ index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, c
 template double l2_norm<float>(const float*, index_t);
 template double l2_norm<double>(const double*, index_t);
 template index_t monitor_norms<float>(double*, double*, double*, float*, const float*, const float*,
-                                      const index_t*, index_t, bool);
+                                      const index_t*, index_t, bool, double*);
 template index_t monitor_norms<double>(double*, double*, double*, double*, const double*,
-                                       const double*, const index_t*, index_t, bool);
+                                       const double*, const index_t*, index_t, bool, double*);
 
 template void act_stats<float>(double*, index_t*, const float*, const float*, index_t, index_t, int,
                                float, float, bool);

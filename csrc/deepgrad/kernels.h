@@ -65,10 +65,22 @@ template <class T> double l2_norm(const T* x, index_t n);
 // params, grads, prev (offsets[S]) in segments [offsets[s], offsets[s+1]) -> per segment
 // pnorms = ||params||, gnorms = ||grads||, dnorms = ||params - prev|| (when dnorms is not null),
 // then prev = params when snapshot; one pass, double sums in a fixed order. Returns the number of
-// NaN/Inf gradient values.
+// NaN/Inf gradient values. With ghealth (S, 3) not null, the gradient pass is the health kernel
+// instead: ghealth[s] = (L-inf of the finite gradient values, their NaN + Inf count, index of the
+// first non-finite or -1) and gnorms[s] is NaN for a segment holding a non-finite value.
 template <class T>
 index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, const T* params,
-                      const T* grads, const index_t* offsets, index_t S, bool snapshot);
+                      const T* grads, const index_t* offsets, index_t S, bool snapshot,
+                      double* ghealth = nullptr);
+
+// ---- tensor health (health.cpp) -------------------------------------------------------------
+// x (n) -> out (7): L2 norm and L-infinity norm of the finite elements, their min and max (NaN
+// when there is none), the count of NaN, the count of +-Inf, the index of the first non-finite
+// element (-1 when none). One pass when x is finite; double sums in a fixed order.
+template <class T> void health(double* out, const T* x, index_t n);
+// buf (offsets[S]) in segments [offsets[s], offsets[s+1]) -> out (S, 7): health of each segment
+// (segments in parallel for large buffers; the same bits for any thread count).
+template <class T> void segment_health(double* out, const T* buf, const index_t* offsets, index_t S);
 
 // ---- optimizers (optim.cpp), one pass over flat buffers, in place --------------------------
 // param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.

@@ -82,6 +82,10 @@ def test_values_equal_what_torch_computes():
     np.testing.assert_allclose(d["param_grad_norm"][-1], gn, rtol=1e-6)
     lg = [float(np.hypot(gn[2 * i], gn[2 * i + 1])) for i in range(3)]
     np.testing.assert_allclose(d["layer_grad_norm"][-1], lg, rtol=1e-6)
+    linf = [max(float(model2[i].weight.grad.abs().max()), float(model2[i].bias.grad.abs().max()))
+            for i in (0, 2, 4)]
+    np.testing.assert_allclose(d["layer_grad_linf"][-1], linf, rtol=1e-6)
+    assert d["layer_nonfinite"][-1] == [0, 0, 0]
     z = pre[0].double().numpy()
     assert d["act_mean"][-1][0] == pytest.approx(z.mean(), rel=1e-5)
     assert d["act_std"][-1][0] == pytest.approx(z.std(), rel=1e-5)

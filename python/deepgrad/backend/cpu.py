@@ -518,11 +518,19 @@ def l2_norms(arrays):
     return _C.l2_norms(arrays)
 
 
-def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False):
+def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
+                  health: bool = False):
     """One pass over flat params/grads (and prev) per segment (GradientMonitor): (param norms,
-    grad norms, ||params - prev|| norms or None, non-finite gradient count); prev[:] = params
+    grad norms, ||params - prev|| norms or None, non-finite gradient count[, with health the
+    gradient's (L-inf, non-finite count, first non-finite index) per segment]); prev[:] = params
     afterwards when snapshot."""
-    return _C.monitor_norms(params, grads, prev, offsets, diff, snapshot)
+    return _C.monitor_norms(params, grads, prev, offsets, diff, snapshot, health)
+
+
+def segment_health(buf, offsets):
+    """float64 (S, 7) per segment of a flat buffer: L2, L-inf, min, max of the finite values,
+    NaN count, Inf count, first non-finite index (-1), in one pass (tensor health)."""
+    return _C.segment_health(buf, offsets)
 
 
 def scale_(buf, factor: float) -> None:

@@ -558,11 +558,14 @@ class GradientMonitor:
             if type(arena.params) is np.ndarray:  # host arena: one native pass does it all
                 if snap and not has_prev:
                     prev = self._prev_params = (arena, np.empty_like(arena.params))
-                pn, gn, un, gbad = _monitor_norms(arena.params, arena.grads,
-                                                  prev[1] if has_prev or snap else None,
-                                                  arena.offsets, has_prev, snap)
+                # the gradient pass is the health kernel: L-inf and non-finite counts and the
+                # first bad element come out of the same read as the norms
+                pn, gn, un, gbad, gh = _monitor_norms(arena.params, arena.grads,
+                                                      prev[1] if has_prev or snap else None,
+                                                      arena.offsets, has_prev, snap, True)
                 gtot = ptot = None  # from gn and pn when read
             else:
+                gh = None   # the device arena: L2 norms only (see the CUDA backend)
                 gn, gtot, gbad = arena.grad_norms()
                 pn, ptot, _ = arena.param_norms()
                 gn, pn = np.asarray(gn, dtype=np.float64), np.asarray(pn, dtype=np.float64)
@@ -572,8 +575,8 @@ class GradientMonitor:
                                                      arena.offsets)[0], dtype=np.float64)
                 if snap:
                     self._snapshot(arena)
-            _, member = self._seg_layers(arena)
-            norms = (gbad, gtot, ptot, gn, pn, un, member)
+            seg_layer, member = self._seg_layers(arena)
+            norms = (gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer)
         # the per-layer aggregates, ratios and Python lists are derived when read (_flush)
         if fast is None:
             fast = (self._signal_norms(), self._layer_stats())
@@ -624,7 +627,7 @@ class GradientMonitor:
             h["steps"].append(n)
             h["loss"].append(loss)
             if norms is not None:
-                gbad, gtot, ptot, gn, pn, un, member = norms
+                gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer = norms
                 if gtot is None:
                     gtot, ptot = math.sqrt(float(gn @ gn)), math.sqrt(float(pn @ pn))
                 # per layer: sqrt of the sum of its segments' squared norms, one small matmul
@@ -643,14 +646,19 @@ class GradientMonitor:
                 h["layer_weight_norm"].append(lw.tolist())
                 h["layer_grad_ratio"].append(rat[0].tolist())
                 h["layer_update_ratio"].append([None] * L if un is None else rat[2].tolist())
+                linf, nonf, first = _health_rows(gh, member, self._params, seg_layer)
+                h["layer_grad_linf"].append(linf)
+                h["layer_nonfinite"].append(nonf)
+                h["first_nonfinite"].append(first)
             else:
                 for k in ("global_grad_norm", "global_param_norm"):
                     h[k].append(float("nan"))
                 for k in ("param_grad_norm", "param_norm", "update_norm"):
                     h[k].append(None)
                 for k in ("layer_grad_norm", "layer_weight_norm", "layer_grad_ratio",
-                          "layer_update_ratio"):
+                          "layer_update_ratio", "layer_grad_linf", "layer_nonfinite"):
                     h[k].append([None] * L)
+                h["first_nonfinite"].append(None)
             row = [None] * L
             for i, v in zip(got, sig.tolist() if isinstance(sig, np.ndarray) else sig):
                 row[i] = v
@@ -713,12 +721,30 @@ def _l2_norms(arrays: list) -> np.ndarray:
     return _l2_norms(arrays)
 
 
-def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool):
+def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool,
+                   health: bool = False):
     """The native one-pass arena norms (deepgrad.backend.cpu.monitor_norms) of host buffers."""
     global _monitor_norms
     from ..backend import get_backend
     _monitor_norms = get_backend("cpu").monitor_norms
-    return _monitor_norms(params, grads, prev, offsets, diff, snapshot)
+    return _monitor_norms(params, grads, prev, offsets, diff, snapshot, health)
+
+
+def _health_rows(gh, member, names, seg_layer):
+    """(per-layer L-inf, per-layer non-finite count, [parameter, index, layer] of the first
+    non-finite gradient or None) from monitor_norms' health rows (S, 3)."""
+    L = member.shape[1]
+    if gh is None:
+        return [None] * L, [None] * L, None
+    linf = (gh[:, 0:1] * member).max(axis=0) if len(gh) else np.zeros(L)
+    nonf = gh[:, 1] @ member
+    first = None
+    badseg = np.flatnonzero(gh[:, 1] > 0)
+    if badseg.size:
+        s = int(badseg[0])
+        li = int(seg_layer[s])
+        first = [names[s], int(gh[s, 2]), li if li >= 0 else None]
+    return linf.tolist(), [int(v) for v in nonf], first
 
 
 @functools.lru_cache(maxsize=64)

@@ -37,8 +37,8 @@ import time
 
 import numpy as np
 
-from .capture_deepgrad import (_CAPTURES, GradientMonitor, _act_stats_many, _l2_norms,
-                               _monitor_norms, _stat_args)
+from .capture_deepgrad import (_CAPTURES, GradientMonitor, _act_stats_many, _health_rows,
+                               _l2_norms, _monitor_norms, _stat_args)
 from .core import Thresholds, new_history
 from .sinks import _close_writer
 
@@ -111,6 +111,7 @@ class TorchGradientMonitor(GradientMonitor):
         for n, _ in self._named:
             owner.append(next((i for pre, i in prefixes if pre == "" or n.startswith(pre + ".")),
                               -1))
+        self._seg_layer = np.array(owner, dtype=np.int64)
         self._member = np.zeros((len(self._named), len(self.layers)))
         for k, i in enumerate(owner):
             if i >= 0:
@@ -240,11 +241,13 @@ class TorchGradientMonitor(GradientMonitor):
             P, G, Q, offsets = self._flat
             self._gather(params, P)
             self._gather([p.grad for p in params], G)
-            pn, gn, un, _ = _monitor_norms(P, G, Q, offsets, self._has_prev, self.every == 1)
+            pn, gn, un, _, gh = _monitor_norms(P, G, Q, offsets, self._has_prev,
+                                               self.every == 1, True)
             pn, gn = np.asarray(pn, dtype=np.float64), np.asarray(gn, dtype=np.float64)
             un = None if un is None else np.asarray(un, dtype=np.float64)
             self._has_prev = self.every == 1
         else:
+            gh = None
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             gn = self._norms(grads)
             pn = self._norms(params)
@@ -293,6 +296,10 @@ class TorchGradientMonitor(GradientMonitor):
         h["layer_weight_norm"].append(lw.tolist())
         h["layer_grad_ratio"].append(rat[0].tolist())
         h["layer_update_ratio"].append([None] * L if un is None else rat[2].tolist())
+        linf, nonf, first = _health_rows(gh, self._member, self._params, self._seg_layer)
+        h["layer_grad_linf"].append(linf)
+        h["layer_nonfinite"].append(nonf)
+        h["first_nonfinite"].append(first)
         row = [None] * L
         for i, v in zip(sig_idx, sig.tolist()):
             row[i] = v

@@ -12,10 +12,11 @@ import numpy as np
 __all__ = ["Thresholds", "Finding", "GradientWarning", "diagnose", "history_keys"]
 
 _LAYER_KEYS = ("signal_norm", "layer_grad_norm", "layer_weight_norm", "layer_grad_ratio",
-               "layer_update_ratio", "act_mean", "act_std", "saturated", "dead")
+               "layer_update_ratio", "act_mean", "act_std", "saturated", "dead",
+               "layer_grad_linf", "layer_nonfinite")
 
 HISTORY_KEYS = ("steps", "loss", "global_grad_norm", "global_param_norm", "param_grad_norm",
-                "param_norm", "update_norm") + _LAYER_KEYS
+                "param_norm", "update_norm") + _LAYER_KEYS + ("first_nonfinite",)
 
 
 def history_keys() -> tuple:
@@ -156,9 +157,20 @@ def diagnose(history: Mapping, thresholds: Thresholds | None = None) -> list[Fin
     bad = np.flatnonzero(~np.isfinite(g))
     if bad.size:
         s = steps[bad[0]]
-        out.append(Finding("nonfinite", f"nonfinite: the gradient holds NaN or Inf at step {s} "
-                           "(try a smaller learning rate, clip_grad_norm_, or detect_anomaly())",
-                           float(g[bad[0]]), s, None, "growth"))
+        firsts = history.get("first_nonfinite") or []
+        where = firsts[bad[0]] if bad[0] < len(firsts) else None
+        if where:   # [parameter name, index of the first bad element, layer index or None]
+            pname, idx, li = where[0], where[1], where[2] if len(where) > 2 else None
+            lay = f" in layer {li + 1} ({layers[li]})" if li is not None and li < len(layers) else ""
+            msg = (f"nonfinite: the gradient of {pname}{lay} holds NaN or Inf at step {s}, first "
+                   f"at element {idx} (try a smaller learning rate, clip_grad_norm_, or "
+                   "detect_anomaly())")
+            out.append(Finding("nonfinite", msg, float(g[bad[0]]), s,
+                               None if li is None else li + 1, pname))
+        else:
+            out.append(Finding("nonfinite", f"nonfinite: the gradient holds NaN or Inf at step {s} "
+                               "(try a smaller learning rate, clip_grad_norm_, or detect_anomaly())",
+                               float(g[bad[0]]), s, None, "growth"))
 
     # depth: first vs last layer of the backward signal, at the latest recorded step
     i = _last_with(history, "signal_norm")

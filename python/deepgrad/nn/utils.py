@@ -96,8 +96,9 @@ def clip_grad_norm_(params_or_model, max_norm: float, norm_type: float = 2.0,
         total = float(sum(parts)) ** (1.0 / norm_type)
     if not math.isfinite(total):
         if error_if_nonfinite:
+            where = _first_nonfinite(params_or_model, groups)
             raise RuntimeError(f"clip_grad_norm_: the total norm of order {norm_type} of the "
-                               "gradients is non-finite, so it cannot be clipped; pass "
+                               f"gradients is non-finite{where}, so it cannot be clipped; pass "
                                "error_if_nonfinite=False to scale anyway, or find the NaN with "
                                "deepgrad.detect_anomaly()")
     coef = max_norm / (total + 1e-6)
@@ -108,6 +109,25 @@ def clip_grad_norm_(params_or_model, max_norm: float, norm_type: float = 2.0,
             for v in views:
                 be.scale_(v, coef)
     return total
+
+
+def _first_nonfinite(params_or_model, groups) -> str:
+    """' (first in <name>, element <index>: nan)' for the first parameter whose gradient holds
+    NaN or Inf (its state_dict name when a Module was given), from the health kernel."""
+    from .. import _C
+    names = {}
+    if hasattr(params_or_model, "named_parameters"):
+        names = {id(p): n for n, p in params_or_model.named_parameters()}
+    for _, _, params in groups:
+        for i, p in enumerate(params):
+            g = np.ascontiguousarray(np.asarray(_be(p).to_numpy(p.grad.data)))
+            h = _C.tensors_health([g.reshape(-1)])[0]
+            if h[4] + h[5] > 0:
+                name = names.get(id(p), f"parameter {i}")
+                idx = np.unravel_index(int(h[6]), g.shape) if g.ndim > 1 else int(h[6])
+                kind = "nan" if np.isnan(g.reshape(-1)[int(h[6])]) else "inf"
+                return f" (first in {name}, element {idx}: {kind})"
+    return ""
 
 
 def clip_grad_value_(params_or_model, clip_value: float) -> None:
