@@ -59,11 +59,10 @@ def init(comm=None, abort_on_error: bool = True):
     MPI = _mpi()
     _STATE["comm"] = comm if comm is not None else MPI.COMM_WORLD
     if abort_on_error and not _STATE["hook"]:
-        previous = sys.excepthook
-
         def hook(tp, value, tb):
-            previous(tp, value, tb)
-            abort(f"{tp.__name__}: {value}")
+            import traceback
+            text = "".join(traceback.format_exception(tp, value, tb))
+            abort(f"{tp.__name__}: {value}", detail=text)
         sys.excepthook = hook
         _STATE["hook"] = True
     return rank(), world_size()
@@ -91,12 +90,22 @@ def barrier() -> None:
     _comm().Barrier()
 
 
-def abort(message: str = "", code: int = 1) -> None:
-    """Print which rank failed and abort every rank of the job."""
+def abort(message: str = "", code: int = 1, detail: str = "") -> None:
+    """Print which rank failed (and ``detail``, e.g. the traceback) and abort every rank of the
+    job. Written with one unbuffered write to stderr before MPI_Abort, which can stop the
+    launcher from forwarding output that is still on its way."""
+    import os
     comm = _comm()
-    sys.stderr.write(f"deepgrad.distributed: rank {comm.Get_rank()} of {comm.Get_size()} "
-                     f"failed{': ' + message if message else ''}; aborting all ranks\n")
-    sys.stderr.flush()
+    text = (f"deepgrad.distributed: rank {comm.Get_rank()} of {comm.Get_size()} failed"
+            f"{': ' + message if message else ''}; aborting all ranks\n{detail}")
+    try:
+        sys.stderr.flush()
+        os.write(2, text.encode("utf-8", "replace"))
+    except OSError:
+        pass
+    time_to_forward = 0.2   # let the launcher's output forwarding drain before the abort
+    import time
+    time.sleep(time_to_forward)
     comm.Abort(code)
 
 
