@@ -265,7 +265,8 @@ def _check_saved(node) -> None:
                 f"a tensor of shape {tuple(s.data.shape)} saved by op '{node.name}' for backward "
                 f"was modified in place after it was used (version {s._version}, expected {v}). "
                 f"Hint: use an out-of-place op (x = x + y instead of x += y) or clone() it "
-                f"before modifying it")
+                f"before modifying it; an optimizer step updates every parameter in place, so "
+                f"call opt.step() after backward, not between the forward and the backward")
 
 
 def _root_grad(root, grad):

@@ -131,6 +131,11 @@ class Optimizer:
                 r.state = {n: be.zeros((r.stop - r.start,), r.arena.dtype) for n in names}
             self._group_runs.append(grs)
             self._locs.append(locs)
+        # the arenas this optimizer updates: each step bumps their version, which every
+        # Parameter in them reads as part of its own (a saved parameter then fails the
+        # backward's "modified in place" check, as in PyTorch)
+        self._arenas = list({id(r.arena): r.arena for grs in self._group_runs
+                             for r in grs}.values())
         self._epoch = _arena_mod._EPOCH[0]
         if carry:
             self._import(carry)
@@ -218,6 +223,10 @@ class Optimizer:
             step = self._steps[gi]
             for r in self._group_runs[gi]:
                 self._update(r, group, step)
+        for a in self._arenas:
+            a.version += 1
+        for t, *_ in self._plain.values():
+            t._version += 1
         return loss
 
     def state_dict(self) -> dict:

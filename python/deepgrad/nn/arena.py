@@ -65,6 +65,7 @@ class Arena:
         named_params = list(named_params)
         if not named_params:
             raise ValueError("Arena: no parameters to lay out")
+        self.version = 0   # bumped by each optimizer step: part of every member's _version
         first = named_params[0][1]
         self.dtype = np.dtype(dtype if dtype is not None else first.data.dtype)
         if self.dtype not in (np.float32, np.float64):

@@ -17,15 +17,27 @@ class Parameter(Tensor):
     arena's flat buffers, and stay so: assigning ``p.data = array`` or ``p.grad = tensor`` copies
     the values into the views (same shape required), ``p.grad = None`` zero-fills the gradient,
     and ``p.grad`` is never None."""
-    __slots__ = ("_pd", "_pg", "_arena", "_slot")
+    __slots__ = ("_pd", "_pg", "_arena", "_slot", "_own_version")
 
     def __init__(self, data, requires_grad: bool = True, dtype=None, device=None):
         self._arena = None
+        self._own_version = 0
         self._slot = -1
         self._pg = None
         Tensor.__init__(self, data, dtype=dtype, device=device)
         if requires_grad:
             self.requires_grad_(True)
+
+    @property
+    def _version(self) -> int:
+        """In-place updates of this tensor plus the optimizer steps taken on its arena."""
+        a = self._arena
+        return self._own_version + (a.version if a is not None else 0)
+
+    @_version.setter
+    def _version(self, value: int) -> None:
+        a = self._arena
+        self._own_version = value - (a.version if a is not None else 0)
 
     @property
     def data(self):
