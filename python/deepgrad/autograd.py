@@ -249,9 +249,9 @@ def _dependencies(root) -> dict:
 
 def _run_hooks(t, g):
     for fn in list(t._hooks.values()):
-        r = fn(_tensor._new(g, t._be))
+        r = fn(_new(g, t._be))
         if r is not None:
-            g = r.data if isinstance(r, _tensor.Tensor) else r
+            g = r.data if isinstance(r, Tensor) else r
             if tuple(g.shape) != tuple(t.data.shape):
                 raise ValueError(f"hook returned a gradient of shape {tuple(g.shape)} for a "
                                  f"tensor of shape {tuple(t.data.shape)}")
@@ -278,7 +278,7 @@ def _root_grad(root, grad):
                                f"pass backward(grad) with a gradient of that shape, or reduce "
                                f"it first (e.g. .sum())")
         return be.full(tuple(root.data.shape), 1.0, root.data.dtype)
-    if isinstance(grad, _tensor.Tensor):
+    if isinstance(grad, Tensor):
         if grad._be is not be:
             raise ValueError("backward(grad): grad is on another device than the tensor")
         g = grad.data
@@ -316,12 +316,12 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                     g = _run_hooks(t, g)
                 if node is None:  # a leaf: accumulate into .grad (own a copy the first time)
                     if t.grad is None:
-                        t.grad = _tensor._new(t._be.copy(g), t._be)
+                        t.grad = _new(t._be.copy(g), t._be)
                     else:
                         t._be.add_(t.grad.data, g)
                     continue
                 if t._retain:
-                    t.grad = _tensor._new(t._be.copy(g), t._be)
+                    t.grad = _new(t._be.copy(g), t._be)
                 fn = node.backward
                 if fn is None:
                     raise RuntimeError(_FREED.format(node.name))
@@ -348,7 +348,7 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                 if inp._node is None and not inp._hooks:  # a plain leaf: accumulate now
                     if ig is not None:
                         if inp.grad is None:
-                            inp.grad = _tensor._new(inp._be.copy(ig), inp._be)
+                            inp.grad = _new(inp._be.copy(ig), inp._be)
                         else:
                             inp._be.add_(inp.grad.data, ig)
                     continue
@@ -382,7 +382,6 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     |analytic - numeric| <= atol + rtol * |numeric|.
     Returns the max absolute error per input (0.0 for inputs not checked); raises
     GradcheckError with a readable report on mismatch (unless raise_exception=False)."""
-    from .tensor import Tensor
     if isinstance(inputs, Tensor):
         inputs = (inputs,)
     xs = []
@@ -441,4 +440,12 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     return errors
 
 
-from . import tensor as _tensor  # noqa: E402  (bottom: tensor.py imports this module first)
+# The Tensor type and its constructor for backend arrays, registered by tensor.py when it is
+# imported (_bind_tensor): autograd imports nothing of the package.
+Tensor = None
+_new = None
+
+
+def _bind_tensor(tensor_cls, new) -> None:
+    global Tensor, _new
+    Tensor, _new = tensor_cls, new

@@ -315,3 +315,10 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     else:
         mask = be.mul(be.bernoulli(x.data.shape, 1.0 - p, x.data.dtype), 1.0 / (1.0 - p))
     return _result(be.mul(x.data, mask), be, (x,), lambda g: (be.mul(g, mask),), "dropout")
+
+
+# Tensor methods that are ops of this module, bound here so that tensor.py (the data type) does
+# not import the ops: t.sigmoid(), t.tanh(), t.relu().
+Tensor.sigmoid = sigmoid
+Tensor.tanh = tanh
+Tensor.relu = relu

@@ -649,18 +649,6 @@ class Tensor:
             return (be.mul(g, m),)
         return _result(out, be, (self,), backward, "clamp", (self,))
 
-    def sigmoid(self):
-        from .functional import sigmoid
-        return sigmoid(self)
-
-    def tanh(self):
-        from .functional import tanh
-        return tanh(self)
-
-    def relu(self):
-        from .functional import relu
-        return relu(self)
-
     # ---- reductions -------------------------------------------------------------------------
     def sum(self, axis=None, keepdims: bool = False):
         """Sum over all elements or ``axis`` (int or tuple)."""
@@ -804,6 +792,9 @@ class Tensor:
             return (z,)
         return _result(out, be, (self,), backward, "getitem")
 
+
+
+_ag._bind_tensor(Tensor, _new)   # autograd works on Tensors without importing this module
 
 class _HookHandle:
     __slots__ = ("tensor", "id")
