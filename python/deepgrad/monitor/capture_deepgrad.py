@@ -199,44 +199,13 @@ class GradientMonitor:
         if not isinstance(model, Module):
             raise TypeError("GradientMonitor: model must be a deepgrad nn.Module or a "
                             f"torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or int(every) != every or every < 1:
-            raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
-        if max_records is not None and (isinstance(max_records, bool) or
-                                        int(max_records) != max_records or max_records < 8):
-            raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
-                             f"{max_records!r}")
-        self.max_records = None if max_records is None else int(max_records)
+        names = self._setup_common(model, every, layers, thresholds, warn, max_records,
+                                   _default_layers)
         self._tb = None
         self._tb_seen: set = set()
         if tensorboard is not None or writer is not None:
             self._tb = _tensorboard_writer(tensorboard, writer)
             self._tb_owned = writer is None
-        self.model = model
-        self.every = int(every)
-        self.thresholds = thresholds or Thresholds()
-        self.warn = bool(warn)
-        self._warned: set = set()
-        names = {id(m): n for n, m in model.named_modules()}
-        if layers is None:
-            layers = _default_layers(model)
-        else:
-            mods = dict(model.named_modules())
-            resolved = []
-            for l in layers:
-                if isinstance(l, str):
-                    if l not in mods:
-                        raise ValueError(f"GradientMonitor: no submodule named {l!r}; "
-                                         f"known: {', '.join(n for n in mods if n)}")
-                    l = mods[l]
-                if id(l) not in names:
-                    raise ValueError("GradientMonitor: a layer passed in is not part of the model")
-                resolved.append(l)
-            layers = resolved
-        if not layers:
-            raise ValueError("GradientMonitor: the model has no layers with parameters to monitor")
-        self.layers = list(layers)
-        self.layer_names = [f"{names[id(m)]}:{type(m).__name__}" if names[id(m)] else type(m).__name__
-                            for m in self.layers]
         self._layer_prefix = [names[id(m)] for m in self.layers]
         L = len(self.layers)
 
@@ -302,6 +271,45 @@ class GradientMonitor:
         self._raw: list = []  # recorded steps not yet turned into history lists (_flush)
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
+
+    def _setup_common(self, model, every, layers, thresholds, warn, max_records, default_layers):
+        """The arguments both captures share, checked and stored; ``layers`` resolved (names or
+        modules of the model, else ``default_layers(model)``) into self.layers and
+        self.layer_names. Returns {id(module): qualified name}."""
+        if isinstance(every, bool) or int(every) != every or every < 1:
+            raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
+        if max_records is not None and (isinstance(max_records, bool) or
+                                        int(max_records) != max_records or max_records < 8):
+            raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
+                             f"{max_records!r}")
+        self.model = model
+        self.every = int(every)
+        self.thresholds = thresholds or Thresholds()
+        self.warn = bool(warn)
+        self.max_records = None if max_records is None else int(max_records)
+        self._warned: set = set()
+        names = {id(m): n for n, m in model.named_modules()}
+        if layers is None:
+            layers = default_layers(model)
+        else:
+            mods = dict(model.named_modules())
+            resolved = []
+            for l in layers:
+                if isinstance(l, str):
+                    if l not in mods:
+                        raise ValueError(f"GradientMonitor: no submodule named {l!r}; "
+                                         f"known: {', '.join(n for n in mods if n)}")
+                    l = mods[l]
+                if id(l) not in names:
+                    raise ValueError("GradientMonitor: a layer passed in is not part of the model")
+                resolved.append(l)
+            layers = resolved
+        if not layers:
+            raise ValueError("GradientMonitor: the model has no layers with parameters to monitor")
+        self.layers = list(layers)
+        self.layer_names = [f"{names[id(m)]}:{type(m).__name__}" if names[id(m)]
+                            else type(m).__name__ for m in self.layers]
+        return names
 
     # -- hooks -----------------------------------------------------------------------------------
     def _wrap(self, m) -> None:

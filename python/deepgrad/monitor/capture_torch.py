@@ -67,39 +67,9 @@ class TorchGradientMonitor(GradientMonitor):
                  warn: bool = False, activation_stats: bool = True,
                  max_records: int | None = None, tensorboard=None, writer=None):
         import torch  # noqa: F401  (the caller passed a torch model: torch is installed)
-        if isinstance(every, bool) or int(every) != every or every < 1:
-            raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
-        if max_records is not None and (isinstance(max_records, bool) or
-                                        int(max_records) != max_records or max_records < 8):
-            raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
-                             f"{max_records!r}")
-        self.model = model
-        self.every = int(every)
-        self.thresholds = thresholds or Thresholds()
-        self.warn = bool(warn)
-        self.max_records = None if max_records is None else int(max_records)
-        self._warned: set = set()
-        names = {id(m): n for n, m in model.named_modules()}
-        if layers is None:
-            layers = [m for m in model.modules() if _own_params(m) and not list(m.children())]
-        else:
-            mods = dict(model.named_modules())
-            resolved = []
-            for l in layers:
-                if isinstance(l, str):
-                    if l not in mods:
-                        raise ValueError(f"GradientMonitor: no submodule named {l!r}; "
-                                         f"known: {', '.join(n for n in mods if n)}")
-                    l = mods[l]
-                if id(l) not in names:
-                    raise ValueError("GradientMonitor: a layer passed in is not part of the model")
-                resolved.append(l)
-            layers = resolved
-        if not layers:
-            raise ValueError("GradientMonitor: the model has no layers with parameters to monitor")
-        self.layers = list(layers)
-        self.layer_names = [f"{names[id(m)]}:{type(m).__name__}" if names[id(m)]
-                            else type(m).__name__ for m in self.layers]
+        names = self._setup_common(
+            model, every, layers, thresholds, warn, max_records,
+            lambda mod: [m for m in mod.modules() if _own_params(m) and not list(m.children())])
         self._index = {id(m): i for i, m in enumerate(self.layers)}
         # parameters: every trainable one, named as in state_dict(); each owned by the layer
         # whose qualified name prefixes it (longest first), or by none
