@@ -22,6 +22,16 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _nonnegative_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
 def _positive_float(s: str) -> float:
     try:
         v = float(s)
@@ -83,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="spirals",
                    help="spirals, moons, circles, gaussian_mixture, xor, or a .npz (X, y) / .csv "
                    "(label in the last column) file")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="random seed of data, initialisation and batches (0 to 2**32 - 1)")
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--out", default="deepgrad-study", help="report folder")
     s.add_argument("--no-rnn", dest="rnn", action="store_false",
@@ -92,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hidden", type=_positive_int, default=32, help="recurrent hidden units")
     s.add_argument("--rnn-steps", type=_positive_int, default=400, help="recurrent training steps")
     s.add_argument("--rnn-lr", type=_positive_float, default=0.02, help="recurrent learning rate")
-    s.add_argument("--every", type=int, default=0,
+    s.add_argument("--every", type=_nonnegative_int, default=0,
                    help="record gradient flow every k steps (0: about 25 records per run)")
     s.add_argument("--fresh", action="store_true", help="ignore finished runs in --out and start over")
     s.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
@@ -138,7 +149,7 @@ def _study(args) -> int:
     common = dict(framework=args.framework, optimizer=args.optimizer, lr=args.lr, steps=args.steps,
                   batch_size=args.batch_size, dataset=args.dataset, seed=args.seed,
                   device=args.device, seq_len=args.seq_len, hidden=args.hidden,
-                  every=max(0, args.every), rnn_steps=args.rnn_steps, rnn_lr=args.rnn_lr)
+                  every=args.every, rnn_steps=args.rnn_steps, rnn_lr=args.rnn_lr)
     custom = any(v is not None for v in (args.activations, args.inits, args.norm, args.residual))
     if custom:
         configs = build_grid(args.depths, args.widths, args.activations or ["sigmoid"],

@@ -169,10 +169,10 @@ _MODELS = ("mlp", "rnn", "lstm", "gru")
 
 def validate(configs: Sequence[RunConfig], out: str | None = None) -> None:
     """Check every configuration (and that ``out`` is writable) before anything trains; raises
-    one ValueError listing every problem, each with the run's name."""
+    one ValueError listing every problem once, with the runs it concerns."""
     from .functional import activation_name
     from .init import INITIALIZERS
-    problems = []
+    problems: dict[str, list[str]] = {}
     datasets = {}
     for c in configs:
         bad = []
@@ -229,8 +229,18 @@ def validate(configs: Sequence[RunConfig], out: str | None = None) -> None:
                 get_backend(c.device)
             except (RuntimeError, ValueError) as e:
                 bad.append(f"device: {e}")
-        problems += [f"{c.name}: {b}" for b in bad]
+        for b in bad:
+            problems.setdefault(b, []).append(c.name)
+    lines = [f"{names[0]}: {b}" if len(names) == 1 else
+             f"{b} (runs {', '.join(names[:3])}"
+             + (f" and {len(names) - 3} more)" if len(names) > 3 else ")")
+             for b, names in problems.items()]
+    made = []
     if out is not None:
+        d = os.path.abspath(os.path.join(out, "runs"))
+        while d and not os.path.lexists(d) and d != os.path.dirname(d):
+            made.append(d)                     # deepest first
+            d = os.path.dirname(d)
         try:
             os.makedirs(os.path.join(out, "runs"), exist_ok=True)
             probe = os.path.join(out, "runs", f".write-test-{os.getpid()}")
@@ -238,10 +248,15 @@ def validate(configs: Sequence[RunConfig], out: str | None = None) -> None:
                 fh.write("ok")
             os.unlink(probe)
         except OSError as e:
-            problems.append(f"--out {out!r} is not writable ({e.strerror or e})")
-    if problems:
+            lines.append(f"--out {out!r} is not writable ({e.strerror or e})")
+    if lines:
+        for d in made:                # a rejected study leaves no empty folders behind
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
         raise ValueError("the study's settings have problems, nothing was trained:\n  "
-                         + "\n  ".join(problems))
+                         + "\n  ".join(lines))
 
 
 _FINGERPRINTS: dict = {}
@@ -251,7 +266,8 @@ def dataset_fingerprint(name: str, seed: int) -> str:
     """sha256 of the data set's arrays (a user's file by its content, a built-in one as
     generated), so a run record is never reused for other data."""
     import hashlib
-    key = (name, seed, os.path.getmtime(name) if os.path.isfile(name) else None)
+    st = os.stat(name) if os.path.isfile(name) else None
+    key = (name, seed, (st.st_mtime_ns, st.st_size) if st else None)
     if key not in _FINGERPRINTS:
         X, y = load_dataset(name, seed)
         h = hashlib.sha256()
@@ -491,9 +507,10 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
             records[i] = rec
         else:
             todo.append((i, cfg, key))
+    failures: list[tuple[str, BaseException]] = []
     try:
         if client is not None:
-            _run_on_dask(client, todo, records, out, stream, tty, n)
+            _run_on_dask(client, todo, records, out, stream, tty, n, failures)
         else:
             for i, cfg, key in todo:
                 print(f"[{i}/{n}] {cfg.name}: training {cfg.steps} steps ...", file=stream,
@@ -507,7 +524,14 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
                         msg = f"    step {step}/{cfg.steps}  loss {loss:.4f}"
                         print(("\r" + msg) if tty else msg, end="" if tty else "\n",
                               file=stream, flush=True)
-                rec = run_one(cfg, progress)
+                try:
+                    rec = run_one(cfg, progress)
+                except Exception as e:  # one broken run does not cost the others
+                    if tty:
+                        print(file=stream)
+                    failures.append((cfg.name, e))
+                    print(f"    FAILED: {type(e).__name__}: {e}", file=stream, flush=True)
+                    continue
                 rec["key"] = key
                 if tty:
                     print(file=stream)
@@ -529,19 +553,36 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
         print("\n" + format_theory(done), file=stream)
     print(f"\nreport written to {out}/ (report.html, summary.csv, runs/*.json"
           + (", *.png" if plots else "") + ")", file=stream, flush=True)
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {n} run(s) failed; the other runs and the report are saved "
+            "and rerunning the same command retries only the failed ones: "
+            + "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failures)
+        ) from failures[0][1]
     return done
 
 
-def _run_on_dask(client, todo, records, out, stream, tty, n) -> None:
-    """Submit every missing run as a task; save and report each as it completes."""
+#: the Python API's name for a study (issue 15): study.run(configs, out, client=Client(...))
+run = run_study
+
+
+def _run_on_dask(client, todo, records, out, stream, tty, n, failures) -> None:
+    """Submit every missing run as a task; save and report each as it completes, appending
+    (name, exception) to ``failures`` for runs that raised. A run raises the same error on
+    every try (it is deterministic), so a failed task is not retried; a task whose worker died
+    is run again elsewhere by Dask (``distributed.scheduler.allowed-failures``, 3 by default)."""
     distributed = _dask()
     if not todo:
         return
+    import uuid
     futures = {}
+    token = uuid.uuid4().hex[:8]
     for i, cfg, key in todo:
-        # the key names the configuration's hash: a resubmission of the same run is one task
-        fut = client.submit(_remote_run, cfg.to_dict(), key=f"deepgrad-run-{key['hash'][:24]}",
-                            pure=False, retries=2)
+        # one key per run and submission: the dashboard names the run, and a later study on
+        # the same client never receives this one's result or error for a key it reuses
+        fut = client.submit(_remote_run, cfg.to_dict(),
+                            key=f"deepgrad-run-{cfg.name}-{key['hash'][:12]}-{token}",
+                            pure=False)
         futures[fut] = (i, cfg, key)
     print(f"running {len(todo)} run(s) on Dask ({len(client.scheduler_info()['workers'])} "
           f"workers at {client.scheduler.address})", file=stream, flush=True)
@@ -549,38 +590,38 @@ def _run_on_dask(client, todo, records, out, stream, tty, n) -> None:
     if tty:
         try:
             from tqdm import tqdm
-            bar = tqdm(total=len(todo), unit="run", file=stream)
+            bar = tqdm(total=len(todo), unit="run", file=stream, dynamic_ncols=True)
         except ImportError:
             bar = None
-    best, failures = None, []
+    best = None
     try:
         for fut in distributed.as_completed(list(futures)):
-            i, cfg, key = futures[fut]
+            i, cfg, key = futures.pop(fut)
             try:
                 rec = fut.result()
-            except Exception as e:  # the run's own error, after Dask's retries
-                failures.append(f"{cfg.name}: {type(e).__name__}: {e}")
+            except Exception as e:  # the run's own error
+                failures.append((cfg.name, e))
+                msg = f"[{i}/{n}] {cfg.name}: FAILED ({type(e).__name__}: {e})"
                 if bar is not None:
-                    bar.set_postfix(failed=len(failures))
+                    bar.write(msg, file=stream)
                 else:
-                    print(f"[{i}/{n}] {cfg.name}: FAILED ({type(e).__name__}: {e})",
-                          file=stream, flush=True)
-                continue
-            rec["key"] = key
-            _save(out, rec)
-            records[i] = rec
-            loss = rec["result"]["final_loss"]
-            if loss is not None and (best is None or loss < best[0]):
-                best = (loss, cfg.name)
+                    print(msg, file=stream, flush=True)
+            else:
+                rec["key"] = key
+                _save(out, rec)
+                records[i] = rec
+                loss = rec["result"]["final_loss"]
+                if loss is not None and math.isfinite(loss) and (best is None or loss < best[0]):
+                    best = (loss, cfg.name)
+                if bar is None:
+                    print(f"[{i}/{n}] {cfg.name}: {_done_line(rec)}", file=stream, flush=True)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(best=f"{best[1]} {best[0]:.3g}" if best else "-",
-                                failed=len(failures))
-            else:
-                print(f"[{i}/{n}] {cfg.name}: {_done_line(rec)}", file=stream, flush=True)
+                bar.set_postfix_str(
+                    (f"best loss {best[0]:.3g} ({best[1]})" if best else "best -")
+                    + f", failed {len(failures)}")
     finally:
         if bar is not None:
             bar.close()
-    if failures:
-        raise RuntimeError(f"{len(failures)} run(s) failed (the others are saved; rerun to "
-                           "retry them): " + "; ".join(failures))
+        if futures:      # interrupted: the runs not collected stop on the cluster
+            client.cancel(list(futures))
