@@ -15,12 +15,26 @@ b_i ~ N(0, sigma_b^2) and activation phi, in the limit of infinite width:
   fixed point c* (c* = 1 and chi_c = chi_1 in the ordered phase); networks deeper than about
   6 xi_c do not train (Schoenholz et al., fig. 6).
 
-Every expectation is a deterministic quadrature, no sampling: 1-D expectations by Gauss-Legendre
-on each half line (split at 0, where ReLU-like and ELU derivatives jump, so convergence stays
-spectral; plain Gauss-Hermite converges only like 1/n there, 2e-3 relative error at 200 nodes
-for ELU), 2-D expectations of the c map by a tensor product of Gauss-Hermite rules
-(probabilists' weight, an even number of nodes). What the monitor measures, ||dL/d(layer output)||, is the quantity of the third bullet:
-``predict(...)["signal"][l - 1]`` = sqrt(chi_1) ** (depth - l) relative to the last layer.
+Every expectation is a deterministic quadrature, no sampling. 1-D expectations E[g(sqrt(q) z)]
+use Gauss-Legendre on [-12, 0] and [0, 12] times the normal density, not plain Gauss-Hermite:
+the ReLU family's and SELU's derivatives jump at 0, where Gauss-Hermite converges only like
+1/n (2e-3 relative error at 200 nodes for ELU); with the split the convergence is spectral
+for every activation here. 2-D expectations of the c map split the inner integral where the
+second pre-activation changes sign, so the arc-cosine kernel of ReLU comes out exact to
+rounding. Results move by less than 1e-10 when the number of nodes doubles.
+
+What the monitor measures, the gradient norm of a layer's output ||dL/dy_l||, obeys the
+third bullet, so ``predict(...)["ratio_per_layer"]`` is sqrt(chi_1) (not chi_1, which is the
+factor of the squared norm) and ``predict(...)["signal"][l - 1]`` = chi_1 ** ((depth - l) / 2),
+the norm at layer l relative to the last layer.
+
+Edge cases, stated rather than hidden: q* is the fixed point reached from inputs of variance 1
+(``q0``). Where the variance dies out (q* = 0: no biases, ordered phase) the slopes are the
+sigma_b^2 -> 0+ limit (chi_1 = sigma_w^2 phi'(0)^2, both sides of a kink averaged); where it
+grows without bound (q* = inf: ReLU-like tails with sigma_w^2 E[relu(z)^2] > 1) they are the
+q -> inf limit, and the correlation map of such a net has slope 1 at c = 1: c* = 1, chi_c = 1,
+xi_c = inf (ReLU nets have no chaotic phase of correlations, Poole et al.), while gradients
+still grow by sqrt(chi_1) per layer.
 
 Where it stops applying: finite width (fluctuations of order 1/sqrt(width) per layer, so the
 measured ratio scatters around the prediction, more at small widths and large depths), any time
@@ -29,6 +43,7 @@ connections (other recursions), and recurrent nets (weights shared over time).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -36,43 +51,70 @@ import numpy as np
 __all__ = ["supports", "q_map", "fixed_point_q", "c_map", "chi1", "chi_c", "xi_q", "xi_c",
            "predict", "critical_sigma_w2", "sigma_w2_of_init", "ACTIVATIONS"]
 
-_N1 = 200   # nodes, 1-D quadrature (even: no node at 0)
-_N2 = 90    # nodes per axis, 2-D quadrature
-
-
-def _gh(n: int):
-    x, w = np.polynomial.hermite_e.hermegauss(n)
-    return x, w / math.sqrt(2.0 * math.pi)
-
-
-def _split_legendre(n: int, L: float = 12.0):
-    """E[g(z)] = sum w g(z) for z ~ N(0, 1): Gauss-Legendre on [-L, 0] and [0, L] (the normal
-    mass beyond 12 is below 1e-32), times the density. Splitting at 0 keeps the convergence
-    spectral for the activations whose derivative jumps there (ReLU family, ELU), where
-    Gauss-Hermite converges only like 1/n."""
-    x, w = np.polynomial.legendre.leggauss(n)
-    z = 0.5 * L * (x + 1.0)
-    wz = 0.5 * L * w * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    return np.concatenate([-z[::-1], z]), np.concatenate([wz[::-1], wz])
-
-
-_Z1, _W1 = _split_legendre(_N1 // 2)
-_Z2a, _W2a = _gh(_N2)
-_ZA, _ZB = np.meshgrid(_Z2a, _Z2a, indexing="ij")
-_WAB = np.outer(_W2a, _W2a)
-
-
-def _sig(x):
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+_N1 = 100   # Gauss-Legendre nodes per half line (1-D) and per side of the kink (2-D inner)
+_L = 12.0   # the normal mass beyond 12 is below 1e-32
+_Q_INF = 1e24   # the variances at which the q -> inf and q -> 0+ limits are evaluated
+_Q_ZERO = 1e-30
 
 
 def _npdf(x):
     return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
+@functools.lru_cache(maxsize=8)
+def _legendre(n: int):
+    return np.polynomial.legendre.leggauss(n)
+
+
+def _normal_rule(n: int, a, b):
+    """Nodes z and weights w with sum w g(z) ~ E[g(z); a < z < b], z ~ N(0, 1), by n-point
+    Gauss-Legendre on [a, b] times the density; a, b may be arrays (one interval per row)."""
+    x, w = _legendre(n)
+    a, b = np.asarray(a, dtype=np.float64)[..., None], np.asarray(b, dtype=np.float64)[..., None]
+    z = a + 0.5 * (b - a) * (x + 1.0)
+    return z, 0.5 * (b - a) * w * _npdf(z)
+
+
+@functools.lru_cache(maxsize=8)
+def _rule1(n: int):
+    """E[g(z)] = sum w g(z), z ~ N(0, 1): Gauss-Legendre on [-12, 0] and [0, 12]. Splitting at
+    0 keeps the convergence spectral for the activations whose derivative jumps there (ReLU
+    family, SELU, softsign's second derivative), where Gauss-Hermite converges only like 1/n."""
+    z, w = _normal_rule(n, [-_L, 0.0], [0.0, _L])
+    return z.ravel(), w.ravel()
+
+
+def _expect(g, q: float) -> float:
+    """E[g(sqrt(q) z)], z ~ N(0, 1)."""
+    z, w = _rule1(_N1)
+    return float(np.dot(w, g(math.sqrt(q) * z)))
+
+
+def _expect2(g1, g2, q: float, c: float) -> float:
+    """E[g1(u1) g2(u2)] for (u1, u2) centred Gaussian with variances q and correlation c:
+    u1 = sqrt(q) z1, u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2). The outer rule splits z1 at 0 and
+    the inner rule splits z2 where u2 = 0, so both kinks sit on interval ends."""
+    z1, w1 = _rule1(_N1)
+    s, r = math.sqrt(q), math.sqrt(max(0.0, 1.0 - c * c))
+    if r == 0.0:
+        return float(np.dot(w1, g1(s * z1) * g2(s * c * z1)))
+    t = np.clip(-c * z1 / r, -_L, _L)
+    inner = 0.0
+    for a, b in ((-_L, t), (t, _L)):
+        z2, w2 = _normal_rule(_N1, np.broadcast_to(a, t.shape), np.broadcast_to(b, t.shape))
+        inner = inner + np.sum(w2 * g2(s * (c * z1[:, None] + r * z2)), axis=1)
+    return float(np.dot(w1, g1(s * z1) * inner))
+
+
+def _sig(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+
+
 def _ncdf(x):
-    from math import erf
-    return 0.5 * (1.0 + np.vectorize(erf)(x / math.sqrt(2.0)))
+    return 0.5 * (1.0 + _erf(np.asarray(x) / math.sqrt(2.0)).astype(np.float64))
 
 
 _SELU_L, _SELU_A = 1.0507009873554805, 1.6732632423543772
@@ -95,7 +137,9 @@ def _leaky(a):
             lambda x: np.zeros_like(x))
 
 
-#: activation -> (phi, phi', phi''); positively homogeneous ones are marked in _HOMOGENEOUS
+#: activation -> (phi, phi', phi''), deepgrad's dense activations (deepgrad.functional) except
+#: "step", whose derivative is 0 almost everywhere; leaky_relu at slope 0.01 and elu at
+#: alpha 1, other values through the functions' ``alpha`` argument
 ACTIVATIONS = {
     "identity": (lambda x: x, lambda x: np.ones_like(x), lambda x: np.zeros_like(x)),
     "tanh": (np.tanh, lambda x: 1.0 - np.tanh(x) ** 2,
@@ -114,24 +158,25 @@ ACTIVATIONS = {
     "softsign": (lambda x: x / (1.0 + np.abs(x)), lambda x: 1.0 / (1.0 + np.abs(x)) ** 2,
                  lambda x: -2.0 * np.sign(x) / (1.0 + np.abs(x)) ** 3),
 }
-_ALIASES = {"linear": "identity", "swish": "silu", None: "identity"}
-_HOMOGENEOUS = {"identity", "relu", "leaky_relu"}
+_ALIASES = {"linear": "identity", "swish": "silu", "none": "identity", None: "identity"}
+_HOMOGENEOUS = {"identity", "relu", "leaky_relu"}   # phi(a x) = a phi(x) for a > 0
 
 
-def _name(activation, alpha: float | None = None) -> str:
-    a = _ALIASES.get(activation, activation)
-    if isinstance(a, str):
-        a = _ALIASES.get(a.lower(), a.lower())
+def _name(activation) -> str:
+    a = activation.lower() if isinstance(activation, str) else activation
+    a = _ALIASES.get(a, a)
     if a not in ACTIVATIONS:
         raise ValueError(f"theory: no mean-field formulas for activation {activation!r}; "
-                         f"supported: {', '.join(sorted(ACTIVATIONS))}")
+                         f"supported: {', '.join(sorted(ACTIVATIONS))} (and 'linear', 'swish')")
     return a
 
 
 def _fns(activation, alpha=None):
     a = _name(activation)
-    if a == "leaky_relu" and alpha is not None:
+    if alpha is not None and a == "leaky_relu":
         return _leaky(float(alpha))
+    if alpha is not None and a == "elu":
+        return _elu_family(1.0, float(alpha))
     return ACTIVATIONS[a]
 
 
@@ -140,54 +185,67 @@ def supports(activation) -> bool:
     try:
         _name(activation)
         return True
-    except ValueError:
+    except (ValueError, TypeError):
         return False
 
 
 def _check(sigma_w2, sigma_b2):
-    if not (math.isfinite(sigma_w2) and sigma_w2 > 0):
+    if not (isinstance(sigma_w2, (int, float, np.floating, np.integer)) and
+            math.isfinite(sigma_w2) and sigma_w2 > 0):
         raise ValueError(f"theory: sigma_w2 must be a positive number, got {sigma_w2!r}")
-    if not (math.isfinite(sigma_b2) and sigma_b2 >= 0):
+    if not (isinstance(sigma_b2, (int, float, np.floating, np.integer)) and
+            math.isfinite(sigma_b2) and sigma_b2 >= 0):
         raise ValueError(f"theory: sigma_b2 must be a non-negative number, got {sigma_b2!r}")
 
 
 def q_map(q: float, activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
-    """sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2: the next layer's pre-activation variance."""
+    """sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2: the variance of the next layer's
+    pre-activations when this layer's have variance q (z ~ N(0, 1))."""
     f = _fns(activation, alpha)[0]
-    u = math.sqrt(max(q, 0.0)) * _Z1
-    return float(sigma_w2 * np.dot(_W1, f(u) ** 2) + sigma_b2)
+    return float(sigma_w2 * _expect(lambda u: f(u) ** 2, max(q, 0.0)) + sigma_b2)
 
 
-def fixed_point_q(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
-    """q* = q_map(q*): the stable fixed point of the variance map, by bisection on
-    q_map(q) - q (iterating the map is hopelessly slow near the edge of chaos, where its slope
-    at q* tends to 1). Returns inf when q grows without bound (e.g. ReLU with sigma_w^2 >= 2
-    and sigma_b^2 > 0); homogeneous activations (linear, ReLU, leaky ReLU) in closed form."""
+def fixed_point_q(activation, sigma_w2: float, sigma_b2: float, alpha=None,
+                  q0: float = 1.0) -> float:
+    """q*: the fixed point of the variance map that a net fed inputs of variance q0 settles
+    at. The map is iterated from q0 (at most 100 layers, or until the step is below 1e-13 q)
+    to find the basin, then the root of q_map(q) - q is bracketed from the last iterate and
+    bisected to 1e-15 relative (iteration alone crawls near the edge of chaos, where the map's
+    slope at q* tends to 1). Returns 0.0 when the variance decays to 0 (sigma_b^2 = 0 with
+    phi(0) = 0 in the ordered phase) and inf when it grows without bound (ReLU-like
+    activations with sigma_w^2 E[phi(z)^2] >= 1 in the linear regime). Positively homogeneous
+    activations (identity, ReLU, leaky ReLU) in closed form: q* = sigma_b^2 / (1 - a),
+    a = sigma_w^2 E[phi(z)^2]."""
     _check(sigma_w2, sigma_b2)
-    name = _name(activation)
-    f, d, _ = _fns(activation, alpha)
-    if name in _HOMOGENEOUS:   # q_map(q) = a q + sigma_b^2
-        a = sigma_w2 * float(np.dot(_W1, f(_Z1) ** 2))
+    if _name(activation) in _HOMOGENEOUS:
+        a = q_map(1.0, activation, sigma_w2, 0.0, alpha)
+        if abs(a - 1.0) <= 1e-12:       # critical: every q is a fixed point (b = 0) or none is
+            return 0.0 if sigma_b2 == 0 else math.inf
         if a < 1.0:
             return sigma_b2 / (1.0 - a)
-        return math.inf if sigma_b2 > 0 else (0.0 if a == 1.0 else math.inf)
+        return math.inf
 
     def h(q):
         return q_map(q, activation, sigma_w2, sigma_b2, alpha) - q
-    zero = np.zeros(1)
-    if sigma_b2 == 0 and float(f(zero)[0]) == 0.0:
-        if sigma_w2 * float(d(zero)[0]) ** 2 <= 1.0:
-            return 0.0        # q = 0 is the fixed point and it attracts
-        lo = 1e-12            # q = 0 repels: the stable fixed point is positive
-        while h(lo) <= 0 and lo < 1.0:
-            lo *= 10.0
-    else:
-        lo = 0.0
-    hi = max(1.0, 2.0 * sigma_b2)
-    while h(hi) > 0:
-        hi *= 2.0
-        if hi > 1e12:
-            return math.inf
+    q = float(q0)
+    for _ in range(100):
+        nq = q + h(q)
+        if abs(nq - q) <= 1e-13 * max(q, 1e-300) or nq > 1e12:
+            q = nq
+            break
+        q = nq
+    if h(q) > 0:                        # q* lies above q: widen upwards
+        lo, hi = q, max(2.0 * q, 1.0)
+        while h(hi) > 0:
+            lo, hi = hi, 2.0 * hi
+            if hi > 1e15:
+                return math.inf
+    else:                               # q* lies at or below q: widen downwards
+        lo, hi = q / 2.0, q
+        while lo > 1e-300 and h(lo) < 0:
+            lo, hi = lo / 16.0, lo
+        if lo <= 1e-300:
+            return 0.0
     for _ in range(200):
         m = 0.5 * (lo + hi)
         if h(m) > 0:
@@ -199,131 +257,167 @@ def fixed_point_q(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> f
     return 0.5 * (lo + hi)
 
 
-def _q_for_slopes(activation, sigma_w2, sigma_b2, alpha):
-    if _name(activation) in _HOMOGENEOUS:
-        return 1.0   # slopes of a positively homogeneous phi do not depend on q
+def _q_eff(activation, sigma_w2, sigma_b2, alpha) -> float:
+    """The variance at which the slopes are evaluated: q* when it is finite and positive; its
+    limits (q -> inf where q* diverges, q -> 0+ where it is 0, so a kink at 0 counts both
+    sides); 1 for homogeneous activations, whose slopes do not depend on q."""
     q = fixed_point_q(activation, sigma_w2, sigma_b2, alpha)
     if math.isinf(q):
-        if _name(activation) in _HOMOGENEOUS:
-            return 1.0   # slopes of a homogeneous phi do not depend on q
-        return math.nan
+        return _Q_INF
+    if q == 0.0:
+        return 1.0 if _name(activation) in _HOMOGENEOUS else _Q_ZERO
     return q
 
 
 def chi1(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
-    """sigma_w^2 E[phi'(sqrt(q*) z)^2]: the per-layer factor of the squared gradient norm."""
-    q = _q_for_slopes(activation, sigma_w2, sigma_b2, alpha)
-    if math.isnan(q):
-        return math.nan
+    """sigma_w^2 E[phi'(sqrt(q*) z)^2]: the per-layer factor of the squared gradient norm
+    (chi_1 < 1 ordered, > 1 chaotic, = 1 the edge of chaos). Where q* diverges, its q -> inf
+    limit (sigma_w^2 / 2 for ReLU-like activations)."""
+    _check(sigma_w2, sigma_b2)
     d = _fns(activation, alpha)[1]
-    return float(sigma_w2 * np.dot(_W1, d(math.sqrt(q) * _Z1) ** 2))
+    return float(sigma_w2 * _expect(lambda u: d(u) ** 2, _q_eff(activation, sigma_w2, sigma_b2,
+                                                                   alpha)))
 
 
 def c_map(c: float, activation, sigma_w2: float, sigma_b2: float, q: float | None = None,
           alpha=None) -> float:
-    """The correlation of two inputs one layer deeper, both at variance q (default q*)."""
+    """The correlation of two inputs one layer deeper, both of pre-activation variance q
+    (default q*): (sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2) / q_map(q), (u1, u2) with
+    variance q and correlation c. c_map(1) = 1."""
+    _check(sigma_w2, sigma_b2)
     f = _fns(activation, alpha)[0]
-    q = _q_for_slopes(activation, sigma_w2, sigma_b2, alpha) if q is None else q
-    s = math.sqrt(q)
-    c = min(max(c, -1.0), 1.0)
-    u1 = s * _ZA
-    u2 = s * (c * _ZA + math.sqrt(max(0.0, 1.0 - c * c)) * _ZB)
-    return float((sigma_w2 * np.sum(_WAB * f(u1) * f(u2)) + sigma_b2) / q)
+    q = _q_eff(activation, sigma_w2, sigma_b2, alpha) if q is None else float(q)
+    c = min(max(float(c), -1.0), 1.0)
+    den = q_map(q, activation, sigma_w2, sigma_b2, alpha)
+    if den == 0.0:      # q = 0 with phi(0) = 0 and no bias: the map linearises to c -> c
+        return c
+    return (sigma_w2 * _expect2(f, f, q, c) + sigma_b2) / den
+
+
+def _c_slope(c, activation, sigma_w2, sigma_b2, q, alpha) -> float:
+    d = _fns(activation, alpha)[1]
+    return sigma_w2 * q * _expect2(d, d, q, c) / q_map(q, activation, sigma_w2, sigma_b2, alpha)
 
 
 def chi_c(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> tuple[float, float]:
-    """(c*, the c map's slope at c*): c* = 1 in the ordered phase (slope chi_1), the stable
-    c* < 1 in the chaotic phase."""
+    """(c*, chi_c): the c map's stable fixed point in [0, 1] and its slope there. Ordered phase
+    (chi_1 <= 1): c* = 1 and chi_c = chi_1. Chaotic phase: c* < 1, found by Newton's method
+    from c = 0 (c_map is convex on [0, 1], so the iterates rise monotonically to c*), with a
+    bisection bracket as a guard. Where q* diverges the map is taken in its q -> inf limit; for
+    positively homogeneous activations its slope at c = 1 is then exactly 1, so c* = 1 and
+    chi_c = 1 (correlations converge only polynomially: ReLU nets have no chaotic phase)."""
     x1 = chi1(activation, sigma_w2, sigma_b2, alpha)
-    if not math.isfinite(x1) or x1 <= 1.0:
+    q = _q_eff(activation, sigma_w2, sigma_b2, alpha)
+    qs = fixed_point_q(activation, sigma_w2, sigma_b2, alpha)
+    if math.isinf(qs):
+        s1 = _c_slope(1.0, activation, sigma_w2, sigma_b2, q, alpha)
+        if s1 <= 1.0 + 1e-9:
+            return 1.0, min(s1, 1.0)
+    elif qs == 0.0 or x1 <= 1.0:
         return 1.0, x1
-    q = _q_for_slopes(activation, sigma_w2, sigma_b2, alpha)
-    c = 0.5
-    for _ in range(5000):
-        nc = c_map(c, activation, sigma_w2, sigma_b2, q, alpha)
-        if abs(nc - c) < 1e-12:
+
+    def h(c):
+        return c_map(c, activation, sigma_w2, sigma_b2, q, alpha) - c
+    lo, hi, c = 0.0, 1.0, 0.0
+    hc = h(c)
+    if hc <= 0.0:
+        return 0.0, _c_slope(0.0, activation, sigma_w2, sigma_b2, q, alpha)
+    for _ in range(100):
+        if hc > 0:
+            lo = c
+        else:
+            hi = c
+        slope = _c_slope(c, activation, sigma_w2, sigma_b2, q, alpha) - 1.0
+        nc = c - hc / slope if slope < 0 else hi
+        if not (lo < nc < hi):
+            nc = 0.5 * (lo + hi)
+        if abs(nc - c) <= 1e-15:
+            c = nc
             break
-        c = nc
-    d = _fns(activation, alpha)[1]
-    s = math.sqrt(q)
-    u1 = s * _ZA
-    u2 = s * (c * _ZA + math.sqrt(max(0.0, 1.0 - c * c)) * _ZB)
-    return c, float(sigma_w2 * np.sum(_WAB * d(u1) * d(u2)))
+        c, hc = nc, h(nc)
+        if abs(hc) <= 1e-15:
+            break
+    return c, _c_slope(c, activation, sigma_w2, sigma_b2, q, alpha)
 
 
 def xi_q(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
-    """Depth scale of the variance's approach to q*: -1/log(chi_1 + sigma_w^2 E[phi'' phi])."""
-    q = _q_for_slopes(activation, sigma_w2, sigma_b2, alpha)
-    if math.isnan(q):
-        return math.nan
+    """Depth scale of the variance's approach to q*: -1/log(chi_1 + sigma_w^2 E[phi'' phi])
+    (the bracket is the q map's slope at q*); inf where that slope is >= 1 (the variance does
+    not settle exponentially), 0 where it is <= 0."""
+    _check(sigma_w2, sigma_b2)
     f, _, dd = _fns(activation, alpha)
-    u = math.sqrt(q) * _Z1
-    r = chi1(activation, sigma_w2, sigma_b2, alpha) + sigma_w2 * float(np.dot(_W1, dd(u) * f(u)))
+    extra = _expect(lambda u: dd(u) * f(u), _q_eff(activation, sigma_w2, sigma_b2, alpha))
+    r = chi1(activation, sigma_w2, sigma_b2, alpha) + sigma_w2 * extra
     if r <= 0:
         return 0.0
-    return math.inf if r >= 1.0 else -1.0 / math.log(r)
+    return math.inf if r >= 1.0 - 1e-12 else -1.0 / math.log(r)
 
 
 def xi_c(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
-    """Depth scale of correlations: -1/log(chi_c); inf at the edge of chaos."""
-    _, slope = chi_c(activation, sigma_w2, sigma_b2, alpha)
-    if not math.isfinite(slope) or slope <= 0:
-        return 0.0 if slope == 0 else math.nan
-    if abs(slope - 1.0) < 1e-12:
-        return math.inf
-    return -1.0 / math.log(slope) if slope < 1.0 else 1.0 / math.log(slope)
+    """Depth scale of correlations, -1/log(chi_c): how many layers two inputs stay
+    distinguishable (trainable depth ~ 6 xi_c). inf at the edge of chaos (chi_c within 1e-12
+    of 1, and for ReLU-like nets beyond it, see chi_c); 0 when chi_c = 0."""
+    return _xi_of_slope(chi_c(activation, sigma_w2, sigma_b2, alpha)[1])
+
+
+def _xi_of_slope(slope: float) -> float:
+    if slope <= 0:
+        return 0.0
+    return math.inf if slope >= 1.0 - 1e-12 else -1.0 / math.log(slope)
 
 
 def predict(activation, sigma_w2: float, sigma_b2: float, depth: int, alpha=None) -> dict:
-    """Everything at once for a net of ``depth`` layers: q_star, chi1, xi_q, xi_c, c_star,
-    ``ratio_per_layer`` = sqrt(chi1) (the predicted ||dL/dy_l|| / ||dL/dy_{l+1}||) and
-    ``signal``: the predicted ||dL/dy_l|| / ||dL/dy_depth|| for l = 1..depth."""
+    """Everything at once for a net of ``depth`` layers: q_star, chi1, c_star, chi_c, xi_q,
+    xi_c, ``ratio_per_layer`` = sqrt(chi1) (the predicted ||dL/dy_l|| / ||dL/dy_{l+1}|| of the
+    gradient norms the monitor records; chi1 itself multiplies the squared norm) and
+    ``signal`` (depth,): the predicted ||dL/dy_l|| / ||dL/dy_depth|| for l = 1..depth, i.e.
+    chi1 ** ((depth - l) / 2)."""
     if isinstance(depth, bool) or int(depth) != depth or depth < 1:
         raise ValueError(f"theory.predict: depth must be a positive int, got {depth!r}")
     _check(sigma_w2, sigma_b2)
     x1 = chi1(activation, sigma_w2, sigma_b2, alpha)
-    c_star, _ = chi_c(activation, sigma_w2, sigma_b2, alpha)
-    r = math.sqrt(x1) if x1 >= 0 else math.nan
+    c_star, slope = chi_c(activation, sigma_w2, sigma_b2, alpha)
+    r = math.sqrt(x1)
     ls = np.arange(1, int(depth) + 1)
     return {"activation": _name(activation), "sigma_w2": float(sigma_w2),
             "sigma_b2": float(sigma_b2), "depth": int(depth),
             "q_star": fixed_point_q(activation, sigma_w2, sigma_b2, alpha), "chi1": x1,
             "c_star": c_star, "xi_q": xi_q(activation, sigma_w2, sigma_b2, alpha),
-            "xi_c": xi_c(activation, sigma_w2, sigma_b2, alpha), "ratio_per_layer": r,
+            "chi_c": slope, "xi_c": _xi_of_slope(slope), "ratio_per_layer": r,
             "signal": r ** (int(depth) - ls).astype(np.float64)}
 
 
 def critical_sigma_w2(activation, sigma_b2: float, alpha=None, lo: float = 1e-3,
-                      hi: float = 100.0) -> float:
-    """The sigma_w^2 where chi_1 = 1 (the edge of chaos) at this sigma_b^2, by bisection;
-    NaN if chi_1 stays on one side of 1 on [lo, hi]."""
+                      hi: float = 1e3) -> float:
+    """The sigma_w^2 where chi_1 = 1 (the edge of chaos) at this sigma_b^2: the first sign
+    change of chi_1 - 1 on a log grid over [lo, hi], then bisection to 1e-14 relative. NaN
+    when chi_1 stays on one side of 1 on [lo, hi] (sigmoid's edge lies near 100), or when it
+    jumps over 1 (GELU and SiLU at small sigma_b^2, where q* leaves its branch for 0 or inf:
+    no critical point, the phases meet discontinuously)."""
+    _check(1.0, sigma_b2)
+
     def g(s):
         return chi1(activation, s, sigma_b2, alpha) - 1.0
-    # the first sign change on a log grid (chi_1 may stop being finite at large sigma_w^2,
-    # where q* diverges for activations that are not homogeneous), then bisection
-    grid = np.geomspace(lo, hi, 61)
-    a = ga = None
-    for b in grid:
+    grid = np.geomspace(lo, hi, 91)
+    a, ga = grid[0], g(grid[0])
+    for b in grid[1:]:
         gb = g(b)
-        if not math.isfinite(gb):
-            break
-        if ga is not None and ga * gb <= 0:
+        if ga * gb <= 0:
             break
         a, ga = b, gb
     else:
         return math.nan
-    if ga is None or not math.isfinite(gb) or ga * gb > 0:
-        return math.nan
-    for _ in range(100):
+    m = b
+    for _ in range(200):
         m = 0.5 * (a + b)
         gm = g(m)
-        if gm == 0 or (b - a) < 1e-12 * b:
-            return m
+        if gm == 0 or (b - a) < 1e-14 * b:
+            break
         if ga * gm < 0:
             b, gb = m, gm
         else:
             a, ga = m, gm
-    return 0.5 * (a + b)
+    return m if abs(g(m)) <= 1e-6 else math.nan
 
 
 def sigma_w2_of_init(init: str, activation=None, fan_in: int | None = None,
