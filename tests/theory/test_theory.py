@@ -244,8 +244,8 @@ def test_wide_tanh_net_follows_the_prediction(sw):
     for m in layers:
         m.weight.numpy()[...] = rng.standard_normal((width, width)) * math.sqrt(sw / width)
         m.bias.numpy()[...] = rng.standard_normal(width) * math.sqrt(sb)
-    q = T.fixed_point_q("tanh", sw, sb)
-    x = dg.tensor(rng.standard_normal((64, width)) * math.sqrt(q), dtype=dg.float64)
+    q = T.fixed_point_q("tanh", sw, sb)   # inputs like a layer output at the fixed point
+    x = dg.tensor(rng.standard_normal((64, width)) * math.sqrt((q - sb) / sw), dtype=dg.float64)
     outs = []
     h = x
     for m in layers:
