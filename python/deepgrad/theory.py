@@ -420,14 +420,18 @@ def critical_sigma_w2(activation, sigma_b2: float, alpha=None, lo: float = 1e-3,
     return m if abs(g(m)) <= 1e-6 else math.nan
 
 
-def sigma_w2_of_init(init: str, activation=None, fan_in: int | None = None,
+def sigma_w2_of_init(init, activation=None, fan_in: int | None = None,
                      fan_out: int | None = None, alpha: float = 0.01) -> float | None:
-    """deepgrad's init schemes (deepgrad.init, the names layers take) as sigma_w^2 = fan_in *
-    Var(W): he = gain^2 (gain of the activation as calculate_gain, ReLU's for sigmoid/linear
-    layers as init.get does), xavier = 2 fan_in / (fan_in + fan_out) (1 for square layers),
-    lecun = 1, normal = fan_in * 1e-4, uniform = fan_in * 0.05^2 / 3; orthogonal = 1 (its
-    rows have unit norm). None for zeros, ones or an unknown scheme."""
+    """deepgrad's init schemes (deepgrad.init, the names layers take; None or "auto" for the
+    layer's default) as sigma_w^2 = fan_in * Var(W): he = gain^2 (the activation's gain as
+    init.get picks it: ReLU's for sigmoid and linear layers, ``alpha`` the leaky_relu slope),
+    xavier = 2 fan_in / (fan_in + fan_out) (fan_out defaults to fan_in: 1 for square layers),
+    lecun = 1, orthogonal = 1 (unit-norm rows), normal = fan_in * 1e-4 and uniform =
+    fan_in * 0.05^2 / 3 (None without fan_in). None for zeros, ones, a callable or an unknown
+    name: they have no sigma_w^2."""
     from .init import _gain_name, calculate_gain, default_for
+    if callable(init):
+        return None
     name = default_for(activation) if init in (None, "auto") else str(init).lower()
     if name in ("he", "he_normal", "kaiming", "kaiming_normal", "he_uniform", "kaiming_uniform"):
         gname = _gain_name(activation)
@@ -435,8 +439,9 @@ def sigma_w2_of_init(init: str, activation=None, fan_in: int | None = None,
         return calculate_gain(gn, alpha) ** 2
     if name in ("xavier", "xavier_uniform", "glorot", "glorot_uniform", "xavier_normal",
                 "glorot_normal"):
-        if fan_in is None or fan_out is None:
+        if fan_in is None:
             return 1.0
+        fan_out = fan_in if fan_out is None else fan_out
         return 2.0 * fan_in / (fan_in + fan_out)
     if name in ("lecun", "lecun_normal", "orthogonal"):
         return 1.0
