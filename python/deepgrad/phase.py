@@ -122,20 +122,22 @@ def run_phase(configs, out: str, activation: str, resume: bool = True, plots: bo
     stream = stream if stream is not None else sys.stdout
     records = study.run_study(configs, out, resume=resume, plots=False, stream=stream,
                               client=client)
-    print(format_phase(records, activation), file=stream)
+    table = format_phase(records, activation)
+    print(table, file=stream)
+    maps = []
     if plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             print("matplotlib is not installed: no phase map (pip install 'deepgrad[plot]')",
                   file=stream)
-            return records
-        maps = []
-        for sb in sorted({r["config"]["sigma_b2"] for r in records}):
-            p = plot_phase(records, os.path.join(out, f"phase_{activation}_sb{sb:g}.png"),
-                           activation, sb)
-            maps.append(p)
-            print(f"phase map: {p}", file=stream)
-        from .report import write_html
-        write_html(out, records, phase_images=maps, title=f"deepgrad phase study: {activation}")
+        else:
+            for sb in sorted({r["config"]["sigma_b2"] for r in records}):
+                p = plot_phase(records, os.path.join(out, f"phase_{activation}_sb{sb:g}.png"),
+                               activation, sb)
+                maps.append(p)
+                print(f"phase map: {p}", file=stream)
+    from .report import write_html
+    write_html(out, records, phase_images=maps, phase_text=table,
+               title=f"deepgrad phase study: {activation}")
     return records

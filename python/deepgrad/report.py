@@ -40,8 +40,10 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 tr.bad td { background: #fff3f0; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; }
+pre { font-size: .85em; background: #f8f8f8; padding: .6em; overflow-x: auto; }
 .finding { margin: .3em 0 .3em 1em; } .ok { color: #2a7a2a; } .warn { color: #b03a2e; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: .8em; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: .8em; }
+td.text, th.text { text-align: left; }
 @media print { body { max-width: none; font-size: 11pt; } figure, table, .run { break-inside: avoid; }
                h2 { break-after: avoid; } }
 """
@@ -76,11 +78,15 @@ def theory_comparison(rec: dict) -> dict:
         out["why"] = f"no formulas for {c['activation']}"
     if out["why"]:
         return out
-    sw = theory.sigma_w2_of_init(c["init"], c["activation"], c["width"], c["width"])
+    if c["init"] == "meanfield":          # the phase study draws from the theory's own law
+        sw, sb = c.get("sigma_w2"), c.get("sigma_b2") or 0.0
+    else:                                 # deepgrad's inits start the biases at 0
+        sw, sb = theory.sigma_w2_of_init(c["init"], c["activation"], c["width"], c["width"]), 0.0
     if sw is None or sw <= 0:
         out["why"] = f"init {c['init']!r} has no sigma_w^2"
         return out
-    p = theory.predict(c["activation"], sw, 0.0, c["depth"])   # deepgrad's biases start at 0
+    p = theory.predict(c["activation"], sw, sb, c["depth"])
+    out["sigma_b2"] = sb
     out["predicted"], out["sigma_w2"], out["chi1"] = p["ratio_per_layer"], sw, p["chi1"]
     rows = rec["history"].get("signal_norm") or []
     row = rows[0] if rows else None
@@ -159,17 +165,54 @@ def _fmt(v, kind: str = "g") -> str:
     return f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))
 
 
-def _findings_html(records) -> str:
+_INIT_WORDS = {"normal": "small normal (N(0, 0.01²))", "uniform": "small uniform (U[±0.05])",
+               "he": "He", "xavier": "Xavier", "lecun": "LeCun",
+               "meanfield": "mean-field (N(0, σ_w²/fan_in))"}
+
+
+def _verdict(t: dict) -> str:
+    if t["agrees"] is None:
+        return "–"
+    off = abs(t["measured"] / t["predicted"] - 1.0)
+    return (f"agrees (within {100 * off:.0f}%)" if t["agrees"] else
+            f"DISAGREES by {100 * off:.0f}% (more than {100 * THEORY_TOLERANCE:.0f}%)")
+
+
+def _theory_sentence(rec: dict) -> str:
+    t = theory_comparison(rec)
+    if t["why"] or t["measured"] is None:
+        return ""
+    L = rec["config"]["depth"]
+    return (f'<p class="finding">Mean-field theory (σ<sub>w</sub>² = {t["sigma_w2"]:.3g}, '
+            f"χ<sub>1</sub> = {t['chi1']:.3g}) predicts the backward signal to change by "
+            f"{t['predicted']:.3g} per layer, {t['predicted'] ** (L - 3):.2g} over the "
+            f"{L - 2} hidden layers; measured {t['measured']:.3g} per layer: "
+            f"{html.escape(_verdict(t))}.</p>")
+
+
+BRIEF_ABOVE = 12   # runs; a larger study lists its healthy runs in one line
+
+
+def _findings_html(records, theory: bool = False) -> str:
     healthy_mlp = [r["config"]["name"] for r in records
                    if not r["result"].get("findings") and r["config"]["model"] == "mlp"]
     healthy_rec = [r["config"]["name"] for r in records
                    if not r["result"].get("findings") and r["config"]["model"] != "mlp"]
     out = []
-    for rec, row in zip(records, summary_rows(records)):
+    # a large grid (a phase study, a sweep): one line for the healthy runs, a section for the rest
+    brief = len(records) > BRIEF_ABOVE
+    if brief:
+        ok = [r["config"]["name"] for r in records if not r["result"].get("findings")]
+        if ok:
+            out.append(f'<p><span class="ok">No problem found in {len(ok)} of {len(records)} '
+                       f"runs</span>: {html.escape(', '.join(ok))}.</p>")
+    for rec in records:
         name = rec["config"]["name"]
         fs = rec["result"].get("findings") or []
+        if brief and not fs:
+            continue
         c = rec["config"]
-        what = (f"{c['activation']} with {c['init']} init"
+        what = (f"{c['activation']} with {_INIT_WORDS.get(c['init'], c['init'])} init"
                 + (", batch norm" if c.get("norm") == "batch" else "")
                 + (", residual" if c.get("residual") else "")
                 if c["model"] == "mlp" else f"{c['model'].upper()} on the adding problem")
@@ -187,14 +230,18 @@ def _findings_html(records) -> str:
                            f"{html.escape(remedy)}"
                            + (f" (compare runs {html.escape(', '.join(see))})." if see and remedy
                               else ".") + "</p>")
+        if theory and not brief:
+            out.append(_theory_sentence(rec))
         out.append("</div>")
     return "\n".join(out)
 
 
 def write_html(out: str, records: Sequence[dict], theory: bool = False,
-               phase_images: Sequence[str] = (), title: str = "deepgrad study") -> str:
+               phase_images: Sequence[str] = (), title: str = "deepgrad study",
+               phase_text: str = "") -> str:
     """Write ``out``/report.html from the run records and the plots already in ``out``;
-    returns its path (written atomically)."""
+    returns its path (written atomically). A phase study passes its maps (``phase_images``)
+    and accuracy table (``phase_text``), shown first."""
     from . import __version__, build_info
     info = build_info()
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -203,6 +250,14 @@ def write_html(out: str, records: Sequence[dict], theory: bool = False,
              f"<h1>{html.escape(title)}</h1>",
              f'<p class="meta">deepgrad {html.escape(__version__)} · {html.escape(info["simd"])} · '
              f'{_dt.datetime.now().strftime("%Y-%m-%d %H:%M")} · {len(records)} run(s)</p>']
+    if phase_images or phase_text:
+        parts.append("<h2>Phase diagram</h2><p>Test accuracy after training per (σ<sub>w</sub>², "
+                     "depth); the dashed line is the theory's 6 ξ<sub>c</sub>: networks deeper "
+                     "than that lose the correlation between inputs (ordered phase, left) or "
+                     "decorrelate them (chaotic phase, right) and do not train; the dotted line "
+                     "is the critical σ<sub>w</sub>², where ξ<sub>c</sub> diverges.</p>"
+                     + "".join(_figure(p, os.path.basename(p)) for p in phase_images)
+                     + (f"<pre>{html.escape(phase_text.strip())}</pre>" if phase_text else ""))
     # summary
     parts.append("<h2>Summary</h2><table><thead><tr><th>run</th><th>signal 1/L at init</th>"
                  "<th>signal 1/L at end</th><th>final loss</th><th>accuracy</th><th>test MSE</th>"
@@ -218,7 +273,7 @@ def write_html(out: str, records: Sequence[dict], theory: bool = False,
     parts.append("</tbody></table><p class=\"meta\">signal 1/L: the backward-signal norm at the "
                  "first layer over the last layer (recurrent runs: time step 1 over step T); "
                  "about 1 is healthy, tiny is vanishing, huge is exploding.</p>")
-    parts.append("<h2>What each run shows</h2>" + _findings_html(records))
+    parts.append("<h2>What each run shows</h2>" + _findings_html(records, theory))
     figs = [(os.path.join(out, "flow_init.png"), "Backward signal per layer at initialisation"
              + (" (dashed: mean-field theory)" if theory else "")),
             (os.path.join(out, "flow_final.png"), "Backward signal per layer after training"),
@@ -231,26 +286,26 @@ def write_html(out: str, records: Sequence[dict], theory: bool = False,
         rows = []
         for rec in records:
             t = theory_comparison(rec)
-            verdict = (t["why"] or ("agrees" if t["agrees"] else
-                                    "disagrees" if t["agrees"] is False else "–"))
-            rows.append(f"<tr><td>{html.escape(rec['config']['name'])}</td>"
+            verdict = t["why"] and f"no prediction: {t['why']}" or _verdict(t)
+            cls = ' class="bad"' if t["agrees"] is False else ""
+            rows.append(f"<tr{cls}><td>{html.escape(rec['config']['name'])}</td>"
                         f"<td>{_fmt(t.get('sigma_w2'))}</td><td>{_fmt(t['predicted'])}</td>"
-                        f"<td>{_fmt(t['measured'])}</td><td>{html.escape(verdict)}</td></tr>")
+                        f"<td>{_fmt(t['measured'])}</td>"
+                        f'<td class="text">{html.escape(verdict)}</td></tr>')
         parts.append("<h2>Theory beside measurement</h2><p>Mean-field signal propagation "
                      "(Poole et al. 2016, Schoenholz et al. 2017) predicts the per-layer ratio of "
                      "the backward signal at initialisation, sqrt(chi_1), from the activation and "
                      "the initialisation's weight variance. It holds for wide networks at "
                      "initialisation; at width 64 the measurement scatters around it by a few "
                      "percent per layer, and batch norm, residual blocks and recurrent nets follow "
-                     "other recursions.</p><table><thead><tr><th>run</th><th>σ<sub>w</sub>²</th>"
-                     "<th>predicted ratio</th><th>measured ratio</th><th>verdict</th></tr></thead>"
+                     "other recursions. The measured ratio is the geometric mean over the hidden "
+                     "layers at step 0; a run is flagged (highlighted) when it differs from the "
+                     f"prediction by more than {100 * THEORY_TOLERANCE:.0f}%. On the plot of the "
+                     "backward signal at initialisation the prediction is drawn dashed in each "
+                     "run's colour.</p><table><thead><tr><th>run</th><th>σ<sub>w</sub>²</th>"
+                     "<th>predicted ratio</th><th>measured ratio</th>"
+                     '<th class="text">verdict</th></tr></thead>'
                      "<tbody>" + "".join(rows) + "</tbody></table>")
-        _ = format_theory  # the same comparison as the printed block
-    if phase_images:
-        parts.append("<h2>Phase diagram</h2><p>Test accuracy after training per (σ<sub>w</sub>², "
-                     "depth); the dashed line is the theory's 6 ξ<sub>c</sub>: deeper networks "
-                     "than that lose the correlation between inputs and do not train.</p>"
-                     + "".join(_figure(p, os.path.basename(p)) for p in phase_images))
     per_run = [(os.path.join(out, "plots", r["config"]["name"] + "_flow.png"),
                 f"{r['config']['name']}: backward signal per layer and step") for r in records]
     grid = "".join(_figure(p, c) for p, c in per_run)
