@@ -180,7 +180,7 @@ def _fns(activation, alpha=None):
     return ACTIVATIONS[a]
 
 
-def supports(activation) -> bool:
+def supports(activation: str) -> bool:
     """True when the mean-field formulas cover this activation name."""
     try:
         _name(activation)
@@ -198,14 +198,14 @@ def _check(sigma_w2, sigma_b2):
         raise ValueError(f"theory: sigma_b2 must be a non-negative number, got {sigma_b2!r}")
 
 
-def q_map(q: float, activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
+def q_map(q: float, activation: str, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
     """sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2: the variance of the next layer's
     pre-activations when this layer's have variance q (z ~ N(0, 1))."""
     f = _fns(activation, alpha)[0]
     return float(sigma_w2 * _expect(lambda u: f(u) ** 2, max(q, 0.0)) + sigma_b2)
 
 
-def fixed_point_q(activation, sigma_w2: float, sigma_b2: float, alpha=None,
+def fixed_point_q(activation: str, sigma_w2: float, sigma_b2: float, alpha=None,
                   q0: float = 1.0) -> float:
     """q*: the fixed point of the variance map that a net fed inputs of variance q0 settles
     at. The map is iterated from q0 (at most 100 layers, or until the step is below 1e-13 q)
@@ -217,6 +217,9 @@ def fixed_point_q(activation, sigma_w2: float, sigma_b2: float, alpha=None,
     activations (identity, ReLU, leaky ReLU) in closed form: q* = sigma_b^2 / (1 - a),
     a = sigma_w^2 E[phi(z)^2]."""
     _check(sigma_w2, sigma_b2)
+    if not (isinstance(q0, (int, float, np.floating, np.integer)) and math.isfinite(q0)
+            and q0 > 0):
+        raise ValueError(f"theory: q0 (the input variance) must be a positive number, got {q0!r}")
     if _name(activation) in _HOMOGENEOUS:
         a = q_map(1.0, activation, sigma_w2, 0.0, alpha)
         if abs(a - 1.0) <= 1e-12:       # critical: every q is a fixed point (b = 0) or none is
@@ -269,7 +272,7 @@ def _q_eff(activation, sigma_w2, sigma_b2, alpha) -> float:
     return q
 
 
-def chi1(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
+def chi1(activation: str, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
     """sigma_w^2 E[phi'(sqrt(q*) z)^2]: the per-layer factor of the squared gradient norm
     (chi_1 < 1 ordered, > 1 chaotic, = 1 the edge of chaos). Where q* diverges, its q -> inf
     limit (sigma_w^2 / 2 for ReLU-like activations)."""
@@ -279,7 +282,7 @@ def chi1(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
                                                                    alpha)))
 
 
-def c_map(c: float, activation, sigma_w2: float, sigma_b2: float, q: float | None = None,
+def c_map(c: float, activation: str, sigma_w2: float, sigma_b2: float, q: float | None = None,
           alpha=None) -> float:
     """The correlation of two inputs one layer deeper, both of pre-activation variance q
     (default q*): (sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2) / q_map(q), (u1, u2) with
@@ -299,7 +302,7 @@ def _c_slope(c, activation, sigma_w2, sigma_b2, q, alpha) -> float:
     return sigma_w2 * q * _expect2(d, d, q, c) / q_map(q, activation, sigma_w2, sigma_b2, alpha)
 
 
-def chi_c(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> tuple[float, float]:
+def chi_c(activation: str, sigma_w2: float, sigma_b2: float, alpha=None) -> tuple[float, float]:
     """(c*, chi_c): the c map's stable fixed point in [0, 1] and its slope there. Ordered phase
     (chi_1 <= 1): c* = 1 and chi_c = chi_1. Chaotic phase: c* < 1, found by Newton's method
     from c = 0 (c_map is convex on [0, 1], so the iterates rise monotonically to c*), with a
@@ -340,7 +343,7 @@ def chi_c(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> tuple[flo
     return c, _c_slope(c, activation, sigma_w2, sigma_b2, q, alpha)
 
 
-def xi_q(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
+def xi_q(activation: str, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
     """Depth scale of the variance's approach to q*: -1/log(chi_1 + sigma_w^2 E[phi'' phi])
     (the bracket is the q map's slope at q*); inf where that slope is >= 1 (the variance does
     not settle exponentially), 0 where it is <= 0."""
@@ -353,7 +356,7 @@ def xi_q(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
     return math.inf if r >= 1.0 - 1e-12 else -1.0 / math.log(r)
 
 
-def xi_c(activation, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
+def xi_c(activation: str, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
     """Depth scale of correlations, -1/log(chi_c): how many layers two inputs stay
     distinguishable (trainable depth ~ 6 xi_c). inf at the edge of chaos (chi_c within 1e-12
     of 1, and for ReLU-like nets beyond it, see chi_c); 0 when chi_c = 0."""
@@ -366,7 +369,7 @@ def _xi_of_slope(slope: float) -> float:
     return math.inf if slope >= 1.0 - 1e-12 else -1.0 / math.log(slope)
 
 
-def predict(activation, sigma_w2: float, sigma_b2: float, depth: int, alpha=None) -> dict:
+def predict(activation: str, sigma_w2: float, sigma_b2: float, depth: int, alpha=None) -> dict:
     """Everything at once for a net of ``depth`` layers: q_star, chi1, c_star, chi_c, xi_q,
     xi_c, ``ratio_per_layer`` = sqrt(chi1) (the predicted ||dL/dy_l|| / ||dL/dy_{l+1}|| of the
     gradient norms the monitor records; chi1 itself multiplies the squared norm) and
@@ -387,7 +390,7 @@ def predict(activation, sigma_w2: float, sigma_b2: float, depth: int, alpha=None
             "signal": r ** (int(depth) - ls).astype(np.float64)}
 
 
-def critical_sigma_w2(activation, sigma_b2: float, alpha=None, lo: float = 1e-3,
+def critical_sigma_w2(activation: str, sigma_b2: float, alpha=None, lo: float = 1e-3,
                       hi: float = 1e3) -> float:
     """The sigma_w^2 where chi_1 = 1 (the edge of chaos) at this sigma_b^2: the first sign
     change of chi_1 - 1 on a log grid over [lo, hi], then bisection to 1e-14 relative. NaN
@@ -420,7 +423,7 @@ def critical_sigma_w2(activation, sigma_b2: float, alpha=None, lo: float = 1e-3,
     return m if abs(g(m)) <= 1e-6 else math.nan
 
 
-def sigma_w2_of_init(init, activation=None, fan_in: int | None = None,
+def sigma_w2_of_init(init: str | None, activation: str | None = None, fan_in: int | None = None,
                      fan_out: int | None = None, alpha: float = 0.01) -> float | None:
     """deepgrad's init schemes (deepgrad.init, the names layers take; None or "auto" for the
     layer's default) as sigma_w^2 = fan_in * Var(W): he = gain^2 (the activation's gain as

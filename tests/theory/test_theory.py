@@ -227,6 +227,8 @@ def test_predict_is_one_consistent_record():
             T.predict("tanh", 1.0, 0.0, bad)
     with pytest.raises(ValueError, match="sigma_b2"):
         T.chi1("tanh", 1.0, float("nan"))
+    with pytest.raises(ValueError, match="q0"):
+        T.fixed_point_q("tanh", 1.0, 0.1, q0=float("nan"))
 
 
 @pytest.mark.parametrize("init,act,fan_in,fan_out,alpha", [
