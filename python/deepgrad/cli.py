@@ -187,9 +187,10 @@ def _run_guarded(name: str, args, configs, out: str, go) -> int:
     """Validate, start a Dask client when --jobs/--scheduler ask for one, run ``go(client)``,
     and turn errors into a message and exit status 2 (the finished runs are saved: rerunning
     resumes); the client and its cluster are always closed."""
-    from .study import make_client, validate
+    from .study import check_cluster_args, make_client, validate
     client = cluster = None
     try:
+        check_cluster_args(args.jobs, args.scheduler)
         validate(configs, out)                   # before a cluster is started
         if args.jobs is not None or args.scheduler is not None:
             client, cluster = make_client(args.jobs, args.scheduler)

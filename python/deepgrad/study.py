@@ -444,17 +444,35 @@ def _dask():
     return distributed
 
 
+def check_cluster_args(jobs: int | None = None, scheduler: str | None = None) -> None:
+    """Raise ValueError for a ``jobs``/``scheduler`` pair make_client cannot use (checked
+    before anything is created or started)."""
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer))
+                             or jobs < 1):
+        raise ValueError(f"--jobs must be a positive integer, got {jobs!r}")
+    if scheduler is None or scheduler == "auto":
+        return
+    import re
+    if not isinstance(scheduler, str) or not re.fullmatch(
+            r"([a-z]+://)?(\[[0-9a-fA-F:]+\]|[^\s:/]+):\d+/?", scheduler):
+        raise ValueError(f"--scheduler must be 'auto' or a Dask scheduler address like "
+                         f"tcp://HOST:8786, got {scheduler!r}")
+    if jobs is not None:
+        raise ValueError("--jobs starts local workers and --scheduler names an existing "
+                         "cluster: give one of them (or --scheduler auto --jobs N)")
+
+
 def make_client(jobs: int | None = None, scheduler: str | None = None):
     """A dask.distributed Client: ``jobs`` local worker processes (one thread each), or the
-    cluster at ``scheduler`` ("tcp://host:port"; "auto" starts a LocalCluster with Dask's
-    defaults). Returns (client, cluster or None): close both when done."""
+    cluster at ``scheduler`` ("tcp://host:port"; "auto" starts a LocalCluster, of ``jobs``
+    workers if given, else Dask's default). Returns (client, cluster or None): close both when
+    done."""
+    check_cluster_args(jobs, scheduler)
     distributed = _dask()
     if scheduler not in (None, "auto"):
         return distributed.Client(scheduler), None
     kw = {"threads_per_worker": 1, "processes": True, "dashboard_address": None}
     if jobs is not None:
-        if isinstance(jobs, bool) or int(jobs) != jobs or jobs < 1:
-            raise ValueError(f"jobs must be a positive int, got {jobs!r}")
         kw["n_workers"] = int(jobs)
     cluster = distributed.LocalCluster(**kw)
     return distributed.Client(cluster), cluster

@@ -105,3 +105,27 @@ def test_dask_progress_bar_best_and_failures(tmp_path, monkeypatch):
             assert text.count("done in") == 2
     finally:
         dg.set_num_threads(threads)      # _remote_run set one thread in this process
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--scheduler", "foo"], "--scheduler must be 'auto' or a Dask scheduler address"),
+    (["--scheduler", "tcp://sched:8786", "--jobs", "2"], "give one of them"),
+])
+def test_cluster_arguments_are_checked_before_anything_starts(tmp_path, capsys, argv, msg):
+    out = tmp_path / "o"
+    assert cli.main(["study", *argv, "--no-rnn", "--depths", "3", "--widths", "4",
+                     "--steps", "2", "--out", str(out)]) == 2
+    assert msg in capsys.readouterr().err and not out.exists()
+    for ok in ("auto", "tcp://127.0.0.1:8786", "sched.example.org:8786", "tls://[::1]:8786"):
+        study.check_cluster_args(None, ok)
+
+
+def test_scheduler_auto_with_jobs_runs_a_local_cluster(tmp_path, capsys):
+    pytest.importorskip("dask.distributed")
+    out = tmp_path / "o"
+    assert cli.main(["study", "--scheduler", "auto", "--jobs", "2", "--no-rnn", "--no-plots",
+                     "--depths", "3", "--widths", "4", "--steps", "3", "--activations", "tanh",
+                     "relu", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "running 2 run(s) on Dask (2 workers" in text
+    assert len(list((out / "runs").glob("*.json"))) == 2
