@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--residual", type=_yes_no, nargs="+", default=None,
                    help="residual variants for a custom grid (yes/no)")
     s.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
-    s.add_argument("--lr", type=_positive_float, default=1e-3, help="MLP learning rate")
+    s.add_argument("--lr", type=_positive_float, default=None,
+                   help="MLP learning rate; default 1e-3, phase: 1e-4 (deep nets at the edge "
+                        "of chaos need the smaller step)")
     s.add_argument("--steps", type=_positive_int, default=None,
                    help="MLP training steps; default 1000, phase: 500")
     s.add_argument("--batch-size", type=_positive_int, default=64)
@@ -144,6 +146,7 @@ def _study(args) -> int:
     args.depths = args.depths or [20]
     args.widths = args.widths or [64]
     args.steps = args.steps or 1000
+    args.lr = args.lr or 1e-3
     if args.framework == "torch" and args.out == "deepgrad-study":
         args.out = "deepgrad-study-torch"
     common = dict(framework=args.framework, optimizer=args.optimizer, lr=args.lr, steps=args.steps,
@@ -170,7 +173,7 @@ def _phase(args) -> int:
         configs = phase_grid(args.activation, parse_range(args.sigma_w, "--sigma-w"),
                              parse_range(args.sigma_b, "--sigma-b"),
                              args.depths or [10, 20, 50, 100], (args.widths or [32])[0],
-                             args.steps or 500, lr=args.lr, seed=args.seed,
+                             args.steps or 500, lr=args.lr or 1e-4, seed=args.seed,
                              dataset=args.dataset, batch_size=args.batch_size,
                              device=args.device)
     except ValueError as e:

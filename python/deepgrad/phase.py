@@ -43,7 +43,7 @@ def parse_range(text: str, what: str) -> list[float]:
 
 def phase_grid(activation: str = "tanh", sigma_w2s: Sequence[float] = (1.0,),
                sigma_b2s: Sequence[float] = (0.05,), depths: Sequence[int] = (10, 20, 50, 100),
-               width: int = 32, steps: int = 500, lr: float = 1e-3, seed: int = 0,
+               width: int = 32, steps: int = 500, lr: float = 1e-4, seed: int = 0,
                dataset: str = "spirals", batch_size: int = 64, device: str = "cpu"):
     """One RunConfig per (sigma_b^2, sigma_w^2, depth) cell."""
     if not theory.supports(activation):

@@ -12,7 +12,7 @@ from deepgrad import phase, theory
 def test_tiny_phase_diagram_has_the_right_shape(tmp_path):
     crit = theory.critical_sigma_w2("tanh", 0.05)
     cfgs = phase.phase_grid("tanh", [0.3, round(crit, 2), 8.0], [0.05], [8, 40], width=32,
-                            steps=400)
+                            steps=400, lr=1e-3)
     s = io.StringIO()
     recs = phase.run_phase(cfgs, str(tmp_path), "tanh", stream=s)
     acc = {(r["config"]["sigma_w2"], r["config"]["depth"]): r["result"]["accuracy"] for r in recs}
