@@ -561,6 +561,8 @@ def run_study(configs: Sequence[RunConfig], out: str, resume: bool = True, plots
         print(f"\ninterrupted: {len(done)} finished run(s) kept in {out}; rerun the same "
               "command to resume", file=stream, flush=True)
         write_report(out, done, plots=False, stream=stream)
+        from .report import write_html
+        write_html(out, done, theory=theory)
         raise
     done = [records[k] for k in sorted(records)]
     write_report(out, done, plots=plots, stream=stream, theory=theory)

@@ -129,3 +129,18 @@ def test_scheduler_auto_with_jobs_runs_a_local_cluster(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "running 2 run(s) on Dask (2 workers" in text
     assert len(list((out / "runs").glob("*.json"))) == 2
+
+
+def test_an_interrupted_study_still_writes_its_report(tmp_path, monkeypatch):
+    grid = _grid()
+    real = study.run_one
+
+    def stop_at_second(cfg, progress=None):
+        if cfg.name == grid[1].name:
+            raise KeyboardInterrupt
+        return real(cfg, progress)
+    monkeypatch.setattr(study, "run_one", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(grid, str(tmp_path), plots=False, stream=io.StringIO())
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert grid[0].name in text and grid[1].name not in text
