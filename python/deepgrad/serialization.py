@@ -13,17 +13,23 @@ byte anywhere (an offset or a shape in the header included) is caught.
 
 Loading never runs code (no pickle) and trusts nothing before it is checked: the signature and
 version are read first (a large foreign file costs 20 bytes of reading, not its size in RAM), the
-header length is bounded by the file's size and 64 MiB, the checksum is verified before the
-header is parsed, and then every array entry is validated (known dtype, non-negative integer
-shape whose byte size matches, offsets inside the data block and not overlapping). A truncated,
-corrupted, deeply nested or foreign file raises ValueError. Version-1 files (checksum over the
-data block only) are still read, with the same validation; saving them again writes version 2.
+header length is bounded by the file's size and 16 MiB before the header is read, the header's
+JSON is refused when deeply nested or denser in containers than any state dict, and every array
+entry is validated (known dtype, non-negative integer shape whose byte size matches, inside the
+data block, no overlaps, the data block exactly filling the file) before anything is allocated.
+The arrays are then read straight into their own memory (a load costs one copy of the data, not
+two) while the checksum is computed; a mismatch raises before anything is returned. A
+truncated, corrupted, deeply nested or foreign file raises ValueError naming the file. Version-1
+files (checksum over the data block only) are still read, with the same validation; saving them
+again writes version 2.
 
 Writing is atomic: the data go to a temporary file beside the target
-(``.<name>.dgtmp-<pid>-<random>``), which is fsync'ed and renamed over the target with
-os.replace, then the directory is fsync'ed. A save first removes temporaries of the same target
-left by processes that no longer run (a save killed mid-write), so preempted jobs do not fill the
-disk. The file is created with mode 0666 minus the umask, like any file the user writes.
+(``.<name>.dgtmp-<pid>-<random>``), held under an exclusive flock while it is written, fsync'ed
+and renamed over the target with os.replace, then the directory is fsync'ed. A save first
+removes temporaries of the same target that nobody is writing any more (not locked, and their
+writer's pid is gone or the file is over a minute old): a save killed mid-write costs disk space
+only until the next save, so preempted jobs do not fill the disk. The file is created with mode
+0666 minus the umask, like any file the user writes.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import math
 import os
 import secrets
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -45,7 +52,9 @@ _ALIGN = 64
 _PREFIX = struct.Struct("<8sIQ")
 _TRAILER = struct.Struct("<I4s")
 _END = b"DGOK"
-_MAX_HEADER = 64 << 20   # bytes of JSON; a state dict's header is a few KB per thousand arrays
+_MAX_HEADER = 16 << 20   # bytes of JSON; a state dict needs ~100 per array
+_CHUNK = 16 << 20        # bytes read (and checksummed) at a time
+_STALE_AFTER = 60.0      # seconds after which an unlocked temporary is stale whatever its pid
 _MAX_DEPTH = 64          # nesting of dicts/lists in a saved object
 _DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
            "float16", "float32", "float64"}
@@ -64,7 +73,8 @@ class _Encoder:
     def array(self, a: np.ndarray, tensor: bool) -> dict:
         if a.dtype.name not in _DTYPES:
             raise TypeError(f"deepgrad.save: arrays of dtype {a.dtype} are not supported")
-        a = np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"), copy=False)
+        # asarray, not ascontiguousarray: that one turns a 0-d array into shape (1,)
+        a = np.asarray(a, order="C").astype(a.dtype.newbyteorder("<"), copy=False)
         self.offset += _pad(self.offset)
         self.meta.append({"dtype": a.dtype.name, "shape": list(a.shape), "offset": self.offset,
                           "nbytes": a.nbytes})
@@ -132,8 +142,35 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _unused(full: str, pid: int) -> bool:
+    """True when nobody writes the temporary `full` any more: its flock is free (a writer holds
+    it until its file is renamed) and its writer's pid is gone, or the file is old enough that a
+    free lock cannot be the instant between a writer's open and its flock (a reused pid, or a
+    writer on another machine sharing the folder)."""
+    try:
+        import fcntl
+    except ImportError:            # no flock (Windows): the pid decides
+        return not _pid_alive(pid)
+    try:
+        fd = os.open(full, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False               # a live writer holds it
+    except OSError:
+        os.close(fd)
+        return not _pid_alive(pid)  # a file system without flock: the pid decides
+    try:
+        return not _pid_alive(pid) or time.time() - os.fstat(fd).st_mtime > _STALE_AFTER
+    finally:
+        os.close(fd)
+
+
 def _remove_stale_temporaries(path: str) -> None:
-    """Delete `.<name>.dgtmp-<pid>-*` files beside `path` whose writer no longer runs."""
+    """Delete `.<name>.dgtmp-<pid>-*` files beside `path` that no writer uses any more."""
     directory = os.path.dirname(os.path.abspath(path))
     prefix = _tmp_prefix(path)
     try:
@@ -144,12 +181,14 @@ def _remove_stale_temporaries(path: str) -> None:
         if not name.startswith(prefix):
             continue
         pid = name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        try:
-            os.unlink(os.path.join(directory, name))
-        except OSError:
-            pass
+        full = os.path.join(directory, name)
+        if _unused(full, int(pid)):
+            try:
+                os.unlink(full)
+            except OSError:
+                pass
 
 
 def save(obj, path: str | os.PathLike, format: str | None = None) -> None:
@@ -186,12 +225,22 @@ def _write_body(w: _CrcWriter, header: bytes, enc: _Encoder) -> None:
     w.f.write(_TRAILER.pack(w.crc, _END))
 
 
+def _lock(fd: int) -> None:
+    """Mark a temporary as being written (released when the file is closed)."""
+    try:
+        import fcntl
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):
+        pass                       # no flock here: cleaners fall back to the pid
+
+
 def _write_atomic(path: str, body) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     _remove_stale_temporaries(path)
     tmp = os.path.join(directory, f"{_tmp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        _lock(fd)
         with os.fdopen(fd, "wb") as f:
             body(_CrcWriter(f))
             f.flush()
@@ -272,6 +321,42 @@ def _validate_arrays(path: str, arrays, data_size: int) -> list:
     return out
 
 
+def _parse_header(path: str, raw: bytes, version: int) -> tuple:
+    """The JSON header -> (tree, array table, data_size, v1 crc or None); ValueError for
+    anything malformed, deeply nested or too dense to parse in bounded memory."""
+    # A legitimate header spends ~25 bytes per JSON container ({"dtype":...} entries, tree
+    # nodes); "[[],[],..." spends 3 and would cost ~20x its size in Python objects.
+    if raw.count(b"[") + raw.count(b"{") > len(raw) // 8 + 64:
+        raise _bad(path, "has a corrupted header (far more JSON containers than a state dict "
+                         "header holds)")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise TypeError("the header is not an object")
+        arrays, tree = header["arrays"], header["tree"]
+        data_size = _int(header["data_size"], "data_size")
+        if data_size < 0:
+            raise ValueError(f"negative data_size {data_size}")
+        crc1 = _int(header["crc32"], "crc32") if version == 1 else None
+    except RecursionError:
+        raise _bad(path, "has a corrupted header (nested too deeply)") from None
+    except MemoryError:
+        raise _bad(path, "has a corrupted header (too large to parse)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise _bad(path, f"has a corrupted header ({e})") from None
+    return tree, arrays, data_size, crc1
+
+
+def _read_into(f, mv: memoryview, crc: int, path: str) -> int:
+    """Fill `mv` from `f` in chunks, folding each chunk into the CRC while it is in cache."""
+    for off in range(0, len(mv), _CHUNK):
+        part = mv[off:off + _CHUNK]
+        if f.readinto(part) != len(part):
+            raise _bad(path, "changed size while it was read")
+        crc = zlib.crc32(part, crc)
+    return crc
+
+
 def load(path: str | os.PathLike, format: str | None = None):
     """Read an object written by deepgrad.save. Arrays come back as numpy arrays, Tensors as
     Tensors. Raises ValueError for truncated, corrupted or non-deepgrad files (see the module
@@ -293,53 +378,60 @@ def load(path: str | os.PathLike, format: str | None = None):
         if hlen > min(_MAX_HEADER, size - _PREFIX.size - tail):
             raise _bad(path, "is truncated or corrupted (the header length "
                              f"{hlen} exceeds the file)")
-        rest = bytearray(size - _PREFIX.size)
-        got = f.readinto(rest)
-        if got != len(rest):
+        raw = f.read(hlen)
+        pad = f.read(_pad(_PREFIX.size + hlen))
+        if len(raw) != hlen or len(pad) != _pad(_PREFIX.size + hlen):
+            raise _bad(path, "is truncated (it ends inside the header)")
+        tree, arrays, data_size, crc1 = _parse_header(path, raw, version)
+        start = _PREFIX.size + hlen + len(pad)
+        if start + data_size + tail > size:
+            raise _bad(path, f"is truncated: the header describes {data_size} data bytes, "
+                             f"the file holds {max(0, size - start - tail)}")
+        if start + data_size + tail < size:
+            raise _bad(path, f"has {size - start - data_size - tail} trailing bytes after the "
+                             "data block (corrupted, or something was appended)")
+        entries = _validate_arrays(path, arrays, data_size)
+        # Nothing is allocated before this point beyond the (bounded) header; the arrays
+        # are read straight into their own memory, so a load costs one copy of the data.
+        crc = zlib.crc32(pad, zlib.crc32(raw, zlib.crc32(prefix))) if version >= 2 else 0
+        out: list = [None] * len(entries)
+        gap = bytearray(_ALIGN)
+        pos = 0
+        for i in sorted(range(len(entries)), key=lambda i: entries[i][2]):
+            dt, shape, offset, nbytes = entries[i]
+            if offset > pos:   # alignment padding between arrays
+                if offset - pos > len(gap):
+                    gap = bytearray(offset - pos)
+                crc = _read_into(f, memoryview(gap)[:offset - pos], crc, path)
+            a = np.empty(shape, dtype=dt)
+            crc = _read_into(f, memoryview(a.reshape(-1).view(np.uint8)), crc, path)
+            out[i] = a
+            pos = offset + nbytes
+        if data_size > pos:
+            gap = bytearray(data_size - pos)
+            crc = _read_into(f, memoryview(gap), crc, path)
+        if version >= 2:
+            trailer = f.read(_TRAILER.size)
+            if len(trailer) != _TRAILER.size or trailer[4:] != _END:
+                raise _bad(path, "is truncated or corrupted (its checksum trailer is missing)")
+            if _TRAILER.unpack(trailer)[0] != crc:
+                raise _bad(path, "is corrupted (checksum mismatch over header and data)")
+        elif crc != crc1:
+            raise _bad(path, "is corrupted (data checksum mismatch)")
+        if f.read(1):
             raise _bad(path, "changed size while it was read")
-    blob = memoryview(rest)
-    if version >= 2:
-        if bytes(blob[-4:]) != _END:
-            end = bytes(blob).rfind(_END)
-            if end >= 4 and zlib.crc32(blob[:end - 4], zlib.crc32(prefix)) == \
-                    _TRAILER.unpack(blob[end - 4:end + 4])[0]:
-                raise _bad(path, "has trailing bytes after the data block (corrupted)")
-            raise _bad(path, "is truncated or corrupted (its checksum trailer is missing)")
-        (crc, _), body = _TRAILER.unpack(blob[-_TRAILER.size:]), blob[:-_TRAILER.size]
-        if zlib.crc32(body, zlib.crc32(prefix)) != crc:
-            raise _bad(path, "is corrupted (checksum mismatch over header and data)")
-    else:
-        body = blob
-    try:
-        header = json.loads(bytes(body[:hlen]).decode("utf-8"))
-        if not isinstance(header, dict):
-            raise TypeError("the header is not an object")
-        arrays, tree = header["arrays"], header["tree"]
-        data_size = _int(header["data_size"], "data_size")
-        if data_size < 0:
-            raise ValueError(f"negative data_size {data_size}")
-        crc1 = _int(header["crc32"], "crc32") if version == 1 else None
-    except RecursionError:
-        raise _bad(path, "has a corrupted header (nested too deeply)") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise _bad(path, f"has a corrupted header ({e})") from None
-    start = hlen + _pad(_PREFIX.size + hlen)
-    if len(body) < start + data_size:
-        raise _bad(path, f"is truncated: {max(0, len(body) - start)} of {data_size} data bytes "
-                         "present")
-    if len(body) > start + data_size:
-        raise _bad(path, "has trailing bytes after the data block (corrupted)")
-    data = body[start:start + data_size]
-    if version == 1 and zlib.crc32(data) != crc1:
-        raise _bad(path, "is corrupted (data checksum mismatch)")
-    entries = _validate_arrays(path, arrays, data_size)
+    used: set = set()
 
     def array(i) -> np.ndarray:
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(entries):
             raise _bad(path, f"has a corrupted object tree (array reference {i!r})")
-        dt, shape, offset, nbytes = entries[i]
-        a = np.frombuffer(data, dtype=dt, count=nbytes // dt.itemsize, offset=offset)
-        return a.reshape(shape).astype(dt.newbyteorder("="), copy=True)
+        a = out[i]
+        if not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))
+        elif i in used:     # a crafted tree may name one array twice: never alias them
+            a = a.copy()
+        used.add(i)
+        return a
 
     def decode(node, depth: int):
         if node is None or isinstance(node, (bool, str, int, float)):
@@ -408,7 +500,7 @@ def _flat_arrays(obj) -> dict:
         if not isinstance(v, np.ndarray):
             raise TypeError(f"deepgrad.save(format='safetensors'): {k!r} is a "
                             f"{type(v).__name__}; safetensors stores arrays only")
-        out[k] = np.ascontiguousarray(v)
+        out[k] = np.asarray(v, order="C")     # keeps 0-d arrays 0-d
     return out
 
 
@@ -416,19 +508,39 @@ def _save_safetensors(obj, path: str) -> None:
     stn = _safetensors()
     from . import __version__
     arrays = _flat_arrays(obj)
-    blob = stn.save(arrays, metadata={"format": "np", "writer": f"deepgrad {__version__}"})
+    blob = stn.save(arrays, metadata={"format": "np", "writer": f"deepgrad {__version__}",
+                                          "deepgrad_version": __version__})
 
     def body(w):
         w.f.write(blob)
     _write_atomic(path, body)
 
 
+_ST_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "F16", "U32", "I32", "F32", "U64", "I64", "F64"}
+
+
 def _load_safetensors(path: str) -> dict:
     stn = _safetensors()
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
-    if len(head) < 8 or int.from_bytes(head, "little") > os.path.getsize(path):
-        raise _bad(path, "is not a safetensors file (bad header length)")
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= min(size - 8, _MAX_HEADER * 8):
+            raise _bad(path, "is not a safetensors file (bad header length)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise TypeError("the header is not an object")
+        dtypes = {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
+        raise _bad(path, f"is not a valid safetensors file (header: {e})") from None
+    odd = {k: d for k, d in dtypes.items() if d not in _ST_DTYPES}
+    if odd:
+        k, d = next(iter(odd.items()))
+        raise _bad(path, f"holds {len(odd)} tensor(s) of a dtype numpy cannot represent "
+                         f"({k!r} is {d}); convert them to float32 before saving, e.g. in "
+                         "torch {k: v.float() for k, v in state_dict.items()}")
     try:
         return dict(stn.load_file(path))
     except Exception as e:  # the Rust parser's own error type

@@ -31,6 +31,30 @@ def test_round_trip(tmp_path):
     assert [f for f in os.listdir(tmp_path)] == ["obj.dg"]   # no temp file left behind
 
 
+@pytest.mark.parametrize("fmt", ["deepgrad", "safetensors"])
+def test_round_trip_keeps_every_shape_and_dtype(tmp_path, fmt):
+    """0-d arrays stay 0-d (np.ascontiguousarray made them shape (1,)), Fortran-ordered and
+    big-endian arrays come back equal and native, every supported dtype is exact."""
+    if fmt == "safetensors":
+        pytest.importorskip("safetensors")
+    rng = np.random.default_rng(0)
+    state = {f"d_{t}": (rng.standard_normal((3, 2)) * 50).astype(t)
+             for t in ("float16", "float32", "float64", "int8", "int16", "int32", "int64",
+                       "uint8", "uint16", "uint32", "uint64", "bool")}
+    state.update({"scalar": np.array(3.25), "scalar_t": dg.tensor(np.array(-1.5, np.float32)),
+                  "fortran": np.asfortranarray(rng.standard_normal((3, 4))),
+                  "big_endian": np.arange(5, dtype=">i4"), "empty": np.zeros((2, 0, 3))})
+    dg.save(state, tmp_path / "s.bin", format=fmt)
+    back = dg.load(tmp_path / "s.bin", format=fmt)
+    assert set(back) == set(state)
+    for k, v in state.items():
+        v = v.numpy() if isinstance(v, dg.Tensor) else v
+        got = back[k].numpy() if isinstance(back[k], dg.Tensor) else back[k]
+        assert got.shape == v.shape and got.dtype == v.dtype.newbyteorder("="), k
+        assert got.dtype.isnative and got.tobytes() == np.ascontiguousarray(
+            v.astype(got.dtype)).tobytes(), k
+
+
 def test_refuses_objects_that_would_need_pickle(tmp_path):
     with pytest.raises(TypeError, match="cannot store a object"):
         dg.save({"x": object()}, tmp_path / "x.dg")
