@@ -248,47 +248,73 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore options and state saved by state_dict() (same parameter structure)."""
-        try:
-            groups, state = state_dict["param_groups"], state_dict["state"]
-        except (KeyError, TypeError):
-            raise ValueError("load_state_dict: expected a dict with 'state' and 'param_groups'") from None
+        """Restore options and state saved by state_dict() (same parameter structure). All or
+        nothing: the structure, every option (through the same checks as the constructor) and
+        every state array (names, shape, numeric) are checked and converted before anything
+        changes, so a failure leaves the optimizer exactly as it was."""
+        name = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError(f"{name}: expected a dict with 'state' and 'param_groups' (as "
+                             "returned by state_dict())")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or not isinstance(state, dict):
+            raise ValueError(f"{name}: 'param_groups' must be a list and 'state' a dict")
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"load_state_dict: the state has {len(groups)} param groups, this "
+            raise ValueError(f"{name}: the state has {len(groups)} param groups, this "
                              f"optimizer has {len(self.param_groups)}")
-        carry, k = {}, 0
+        new_groups, carry, listed = [], {}, set()
         for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, dict) or not isinstance(saved.get("params"), (list, tuple)):
+                raise ValueError(f"{name}: param group {gi} is not a dict with a 'params' list")
+            bad = [k for k in saved if not isinstance(k, str)]
+            if bad:
+                raise TypeError(f"{name}: option names must be str, got {bad[0]!r} in param "
+                                f"group {gi}")
+            unknown = set(saved) - set(self.defaults) - {"params", "initial_lr"}
+            if unknown:
+                raise ValueError(f"{name}: unknown option(s) {', '.join(sorted(unknown))} in "
+                                 f"param group {gi} (a state of another optimizer type?)")
             if len(saved["params"]) != len(group["params"]):
-                raise ValueError(f"load_state_dict: param group {gi} has {len(saved['params'])} "
+                raise ValueError(f"{name}: param group {gi} has {len(saved['params'])} "
                                  f"parameters in the state but {len(group['params'])} here")
+            g = dict(group)
+            g.update({n: tuple(v) if isinstance(v, list) else v
+                      for n, v in saved.items() if n != "params"})
+            try:
+                self._check_group(g)
+            except (TypeError, ValueError, KeyError) as e:
+                raise ValueError(f"{name}: param group {gi}: {e}") from None
+            new_groups.append(g)
+            want = set(self._state_names(g))
             for idx, p, loc in zip(saved["params"], group["params"], self._locs[gi]):
+                if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)) \
+                        or int(idx) in listed:
+                    raise ValueError(f"{name}: param group {gi} lists parameter index {idx!r} "
+                                     "(indices are distinct ints)")
+                idx = int(idx)
+                listed.add(idx)
                 st = state.get(idx, state.get(str(idx)))
                 if st is None:
                     continue
                 if not isinstance(st, dict):
-                    raise ValueError(f"load_state_dict: the state of parameter {idx} is a "
+                    raise ValueError(f"{name}: the state of parameter {idx} is a "
                                      f"{type(st).__name__}, not a dict")
-                conv = {}
-                for n, v in st.items():
-                    # convert everything before anything changes: a failure leaves the
-                    # optimizer as it was
-                    try:
-                        v = v.numpy() if isinstance(v, Tensor) else v
-                        if n == "step":
-                            conv[n] = int(v)
-                            continue
-                        conv[n] = np.array(v, dtype=np.float64, copy=True)
-                    except (TypeError, ValueError) as e:
-                        raise ValueError(f"load_state_dict: state {n!r} of parameter {idx} "
-                                         f"cannot be read as numbers ({e})") from None
-                    if conv[n].shape != tuple(loc[2]):
-                        raise ValueError(f"load_state_dict: state {n!r} of parameter {idx} has "
-                                         f"shape {conv[n].shape}, the parameter {tuple(loc[2])}")
-                carry[id(p)] = conv
-        for saved, group in zip(groups, self.param_groups):
-            for n, v in saved.items():
-                if n != "params":
-                    group[n] = tuple(v) if isinstance(v, list) else v
+                if any(not isinstance(n, str) for n in st):
+                    raise TypeError(f"{name}: state keys must be str, got "
+                                    f"{next(n for n in st if not isinstance(n, str))!r} for "
+                                    f"parameter {idx}")
+                names = set(st) - {"step"}
+                if names != want:
+                    raise ValueError(f"{name}: parameter {idx} has state "
+                                     f"{sorted(names)}, this {type(self).__name__} with these "
+                                     f"options keeps {sorted(want)}")
+                carry[id(p)] = self._convert_state(name, idx, st, tuple(loc[2]))
+        stray = [k for k in state if (int(k) if str(k).isdigit() else k) not in listed]
+        if stray:
+            raise ValueError(f"{name}: state for parameter index(es) {stray[:5]} that no param "
+                             "group lists")
+        for g, group in zip(new_groups, self.param_groups):
+            group.update({n: v for n, v in g.items() if n != "params"})
         self._sync()
         for grs in self._group_runs:
             for r in grs:
@@ -297,6 +323,30 @@ class Optimizer:
                     be.fill_(b, 0.0)
         self._steps = [0 for _ in self.param_groups]
         self._import(carry)
+
+    @staticmethod
+    def _convert_state(name: str, idx: int, st: dict, shape: tuple) -> dict:
+        conv = {}
+        for n, v in st.items():
+            try:
+                v = v.numpy() if isinstance(v, Tensor) else v
+                if n == "step":
+                    a = np.asarray(v)
+                    if a.shape != () or a.dtype.kind not in "iuf" or a != int(a) or a < 0:
+                        raise ValueError(f"step must be an integer >= 0, got {v!r}")
+                    conv[n] = int(a)
+                    continue
+                a = np.asarray(v)
+                if a.dtype.kind not in "biuf":
+                    raise ValueError(f"dtype {a.dtype}")
+                conv[n] = np.array(a, dtype=np.float64, copy=True)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{name}: state {n!r} of parameter {idx} cannot be read as "
+                                 f"numbers ({e})") from None
+            if conv[n].shape != shape:
+                raise ValueError(f"{name}: state {n!r} of parameter {idx} has shape "
+                                 f"{conv[n].shape}, the parameter {shape}")
+        return conv
 
     def add_param_group(self, group: dict) -> None:
         """Add a group of parameters with its own options (state is rebuilt, carried over)."""
@@ -504,9 +554,29 @@ class LRScheduler:
         return list(self._last_lr)
 
     def state_dict(self) -> dict:
+        """Every setting and counter of the schedule (not the optimizer), as torch."""
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state_dict() of the same schedule type, checked whole before it applies."""
+        name = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state, dict):
+            raise TypeError(f"{name}: expected a dict, got {type(state).__name__}")
+        bad = [k for k in state if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"{name}: keys must be str, got {bad[0]!r}")
+        own = self.state_dict()
+        unknown = set(state) - set(own)
+        if unknown:
+            raise ValueError(f"{name}: unknown key(s) {', '.join(sorted(unknown))} (a state "
+                             f"of another schedule? this one keeps {', '.join(sorted(own))})")
+        lrs = state.get("base_lrs", self.base_lrs)
+        if not isinstance(lrs, (list, tuple)) or len(lrs) != len(self.optimizer.param_groups):
+            raise ValueError(f"{name}: base_lrs must list one lr per param group "
+                             f"({len(self.optimizer.param_groups)}), got {lrs!r}")
+        epoch = state.get("last_epoch", self.last_epoch)
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < -1:
+            raise ValueError(f"{name}: last_epoch must be an int >= -1, got {epoch!r}")
         self.__dict__.update(state)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import deepgrad as dg
-from deepgrad import nn, optim, serialization
+from deepgrad import nn, serialization
 
 
 def _state():
