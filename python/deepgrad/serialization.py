@@ -301,6 +301,8 @@ def _validate_arrays(path: str, arrays, data_size: int) -> list:
             if any(d < 0 for d in shape):
                 raise ValueError(f"negative dimension in shape {shape}")
             count = math.prod(shape)
+            if math.prod(d for d in shape if d) > max(data_size, 1 << 32):
+                raise ValueError(f"shape {shape} is far larger than the file")
             offset, nbytes = _int(m["offset"], "the offset"), _int(m["nbytes"], "the size")
             if offset < 0 or nbytes < 0:
                 raise ValueError(f"negative offset {offset} or size {nbytes}")

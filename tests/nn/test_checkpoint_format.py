@@ -140,6 +140,7 @@ def test_version_1_files_still_load_and_are_validated(tmp_path):
         "overlap": [{"dtype": "float32", "shape": [4], "offset": 0, "nbytes": 16},
                     {"dtype": "float32", "shape": [4], "offset": 8, "nbytes": 16}],
         "not an integer": [{"dtype": "float32", "shape": [4.0], "offset": 0, "nbytes": 16}],
+        "far larger": [{"dtype": "float32", "shape": [0, 10 ** 30], "offset": 0, "nbytes": 0}],
     }
     for why, m in cases.items():
         tree1 = {"t": "list", "items": [{"t": "array", "i": i} for i in range(len(m))]}
