@@ -2,6 +2,7 @@
 #include "bindings/check.h"
 #include "bindings/registry.h"
 #include "deepgrad/gemm.h"
+#include "deepgrad/layer_stats.h"
 
 #include <type_traits>
 
@@ -24,6 +25,21 @@ bool overlaps(const py::array& a, const py::array& b) {
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
+// The optional layer statistics record (deepgrad/layer_stats.h): None, or a writeable C-contiguous
+// float64 array of at least layer_stats::kSize elements. Returns its data (null for None).
+double* stats_record(const char* fn, py::handle o) {
+  if (o.is_none()) return nullptr;
+  if (!py::isinstance<py::array>(o))
+    fail_type(fn, std::string("stats must be None or a float64 numpy array, got ") +
+                      std::string(py::str(py::type::of(o).attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  if (!is_f64(a) || a.ndim() != 1 || a.shape(0) < layer_stats::kSize ||
+      !(a.flags() & py::array::c_style) || !a.writeable())
+    fail_value(fn, "stats must be a writeable contiguous float64 array of " +
+                       std::to_string(int(layer_stats::kSize)) + " elements (a layer statistics "
+                       "record), got dtype " + dtype_str(a) + " shape " + shape_str(a));
+  return static_cast<double*>(a.mutable_data());
+}
 
 template <class T>
 using GemmFn = void (*)(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,
@@ -74,8 +90,10 @@ py::array gemm_entry(const char* fn, py::handle a_o, py::handle b_o, py::handle 
 }
 
 py::tuple dense_forward_entry(py::handle x_o, py::handle w_o, py::handle b_o,
-                              const std::string& activation, double alpha, bool keep_z) {
+                              const std::string& activation, double alpha, bool keep_z,
+                              py::handle stats_o) {
   const char* fn = "dense_forward";
+  double* stats = stats_record(fn, stats_o);
   py::array x = float_input(x_o, fn, "x");
   py::array w = float_input(w_o, fn, "w");
   ndim_is(fn, x, "x", 2);
@@ -106,15 +124,17 @@ py::tuple dense_forward_entry(py::handle x_o, py::handle w_o, py::handle b_o,
     const T* px = cdata_of<T>(x);
     const T* pw = cdata_of<T>(w);
     py::gil_scoped_release nogil;
-    dense_forward<T>(py_, pz, px, pw, pb, n, in, out, act, T(alpha));
+    dense_forward<T>(py_, pz, px, pw, pb, n, in, out, act, T(alpha), stats);
   });
   return py::make_tuple(y, keep_z ? py::object(z) : py::object(py::none()));
 }
 
 py::object dense_backward_entry(py::handle dy_o, py::handle x_o, py::handle w_o, py::handle z_o,
                                 py::handle y_o, py::handle dw_o, py::handle db_o,
-                                const std::string& activation, double alpha, bool need_dx) {
+                                const std::string& activation, double alpha, bool need_dx,
+                                py::handle stats_o) {
   const char* fn = "dense_backward";
+  double* stats = stats_record(fn, stats_o);
   py::array dy = float_input(dy_o, fn, "dy");
   py::array x = float_input(x_o, fn, "x");
   py::array w = float_input(w_o, fn, "w");
@@ -178,7 +198,7 @@ py::object dense_backward_entry(py::handle dy_o, py::handle x_o, py::handle w_o,
     const T* px = cdata_of<T>(x);
     const T* pw = cdata_of<T>(w);
     py::gil_scoped_release nogil;
-    dense_backward<T>(pdx, pdw, pdb, pdy, px, pw, pz, pyy, n, in, out, act, T(alpha));
+    dense_backward<T>(pdx, pdw, pdb, pdy, px, pw, pz, pyy, n, in, out, act, T(alpha), stats);
   });
   return need_dx ? py::object(dx) : py::object(py::none());
 }
@@ -213,12 +233,16 @@ void bind_gemm(py::module_& m) {
       "The blocked GEMM with the portable micro-kernel (for tests).");
   m.def("dense_forward", &dense_forward_entry, py::arg("x"), py::arg("w"), py::arg("b"),
         py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("keep_z") = false,
+        py::arg("stats") = py::none(),
         "x (N,IN), w (IN,OUT), b (OUT,) or None -> (y, z): y = act(x w + b); z = x w + b, or "
-        "None when the activation's derivative needs only y and keep_z is false.");
+        "None when the activation's derivative needs only y and keep_z is false. stats: None "
+        "or a layer statistics record (float64, 16 slots, deepgrad.monitor.layer_record) "
+        "whose forward slots this call fills.");
   m.def("dense_backward", &dense_backward_entry, py::arg("dy"), py::arg("x"), py::arg("w"),
         py::arg("z"), py::arg("y"), py::arg("dw"), py::arg("db"),
         py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("need_dx") = true,
-        "Accumulates dw += x^T dz and db += colsum(dz) with dz = dy * act'(z); returns "
+        py::arg("stats") = py::none(),
+        "stats: None or a layer statistics record that receives ||dy||^2. Accumulates dw += x^T dz and db += colsum(dz) with dz = dy * act'(z); returns "
         "dx = dz w^T (or None when need_dx is False).");
 }
 

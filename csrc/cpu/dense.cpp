@@ -14,9 +14,13 @@
 #include <algorithm>
 #include <memory>
 
+#include <vector>
+
+#include "cpu/layer_stats.h"
 #include "cpu/mid_fork.h"
 #include "deepgrad/gemm.h"
 #include "deepgrad/kernels.h"
+#include "deepgrad/layer_stats.h"
 
 namespace dg {
 namespace {
@@ -60,11 +64,68 @@ T* dz_scratch(index_t count) {
 // row).
 inline index_t epilogue_rows(index_t out) { return std::max<index_t>(1, 4096 / std::max<index_t>(out, 1)); }
 
+// The forward's share of the layer statistics record (deepgrad/layer_stats.h), taken in the
+// epilogue while each block is in cache, per part (a thread's rows or a block of rows): double
+// sums of z, saturated counts, column maxima of y (alive columns: maximum > 0). The parts are
+// combined in order; the counts are exact, the sums may differ in the last bits between thread
+// counts (a different cut into parts).
+template <class T>
+struct FwdStats {
+  int sat = 0;  // 0: none, 1: on y, 2: on z
+  T center = 0, bound = 0;
+  bool dead = false;
+  index_t out = 0;
+  std::vector<double> s, q;       // per part
+  std::vector<index_t> saturated;  // per part
+  std::vector<T> colmax;           // per part, per column
+
+  FwdStats(const double* rec, index_t out_, int parts)
+      : sat(static_cast<int>(rec[layer_stats::kSatMode])), center(T(rec[layer_stats::kCenter])),
+        bound(T(rec[layer_stats::kBound])), dead(rec[layer_stats::kDead] != 0), out(out_),
+        s(parts, 0.0), q(parts, 0.0), saturated(parts, 0),
+        colmax(dead ? size_t(parts) * out_ : 0, T(0)) {}
+
+  // rows [i0, i1) of z (pre), before the activation
+  void on_pre(const T* z, index_t rows, int part) {
+    cpu::add_sums<T>(&s[part], &q[part], z, rows * out);
+    if (sat == 2) saturated[part] += cpu::count_outside<T>(z, rows * out, center, bound);
+  }
+  // the same rows of y, after the activation
+  void on_out(const T* y, index_t rows, int part) {
+    if (sat == 1) saturated[part] += cpu::count_outside<T>(y, rows * out, center, bound);
+    if (dead) cpu::col_max<T>(colmax.data() + size_t(part) * out, y, rows, out);
+  }
+  void write(double* rec, index_t n) const {
+    double ts = 0.0, tq = 0.0;
+    index_t nsat = 0, nalive = 0;
+    for (size_t p = 0; p < s.size(); ++p) {
+      ts += s[p];
+      tq += q[p];
+      nsat += saturated[p];
+    }
+    if (dead) {
+      const size_t parts = s.size();
+      for (index_t j = 0; j < out; ++j) {
+        bool a = false;
+        for (size_t p = 0; p < parts; ++p) a = a || colmax[p * out + j] > T(0);
+        nalive += a;
+      }
+    }
+    rec[layer_stats::kElements] = double(n * out);
+    rec[layer_stats::kColumns] = double(out);
+    rec[layer_stats::kSum] = ts;
+    rec[layer_stats::kSumSq] = tq;
+    rec[layer_stats::kSaturated] = double(nsat);
+    rec[layer_stats::kAlive] = double(nalive);
+    rec[layer_stats::kFwdCount] += 1.0;
+  }
+};
+
 // pre rows [r0, r1) += b, then y = act(pre) on those rows (in place when pre == y), block by
-// block.
+// block; st (may be null) takes its statistics of each block as part `part`.
 template <class T>
 void bias_act_rows(T* y, T* pre, const T* b, index_t r0, index_t r1, index_t out, Act act,
-                   T alpha) {
+                   T alpha, FwdStats<T>* st = nullptr, int part = 0) {
   const index_t rows = epilogue_rows(out);
   for (index_t i0 = r0; i0 < r1; i0 += rows) {
     const index_t i1 = std::min(r1, i0 + rows);
@@ -74,8 +135,10 @@ void bias_act_rows(T* y, T* pre, const T* b, index_t r0, index_t r1, index_t out
         T* pi = pre + i * out;
         for (index_t j = 0; j < out; ++j) pi[j] += b[j];
       }
+    if (st) st->on_pre(p0, i1 - i0, part);
     if (act != Act::identity || p0 != y + i0 * out)
       cpu::act_forward<T>(y + i0 * out, p0, (i1 - i0) * out, act, alpha);
+    if (st) st->on_out(y + i0 * out, i1 - i0, part);
   }
 }
 
@@ -99,38 +162,51 @@ void colsum_add(T* db, const T* dz, index_t n, index_t out, index_t j0, index_t 
 
 template <class T>
 void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, index_t in,
-                   index_t out, Act act, T alpha) {
-  // x (N,IN), w (IN,OUT), b (OUT) -> y (N,OUT), z (N,OUT) when not null
+                   index_t out, Act act, T alpha, double* stats) {
+  // x (N,IN), w (IN,OUT), b (OUT) -> y (N,OUT), z (N,OUT) when not null; stats: see gemm.h
   T* pre = z ? z : y;
+  const bool want = stats && stats[layer_stats::kWantForward] != 0.0;
   const int nt = mid_fork_threads(n * in * out);
   if (nt > 1 && mid_fork_allowed()) {
+    std::unique_ptr<FwdStats<T>> st;
+    if (want) st = std::make_unique<FwdStats<T>>(stats, out, nt);
     fork_team(nt, [&](int t, int nteam) {
       index_t r0, r1;
       split_units(n, nteam, t, GemmTile<T>::MR, &r0, &r1);
       if (r1 <= r0) return;
       gemm_this_thread<T>(pre + r0 * out, x + r0 * in, w, r1 - r0, out, in, in, out, out, false,
                           false, T(1), T(0));
-      bias_act_rows(y, pre, b, r0, r1, out, act, alpha);
+      bias_act_rows(y, pre, b, r0, r1, out, act, alpha, st.get(), t);
     });
+    if (st) st->write(stats, n);
     return;
   }
   gemm<T>(pre, x, w, n, out, in, in, out, out, false, false, T(1), T(0));
-  if (!b && act == Act::identity && pre == y) return;
+  if (!b && act == Act::identity && pre == y && !want) return;
   // One pass over blocks of rows while they are in L1/L2: bias, then the activation kernel on
   // the block. Forks only from ~50 us of work (the vectorized transcendental activations cost
   // ~0.5-1 ns per float32 element, the piecewise ones a fraction of that), like the GEMM above.
   const bool simple = act == Act::identity || act == Act::relu || act == Act::leaky_relu;
   const index_t rb = epilogue_rows(out);
   const index_t nblocks = (n + rb - 1) / rb;
+  std::unique_ptr<FwdStats<T>> st;
+  if (want) st = std::make_unique<FwdStats<T>>(stats, out, static_cast<int>(nblocks));
   parallel_for(nblocks, threads_for(n * out * (simple ? 1 : 8) / 16), [&](index_t k) {
-    bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha);
+    bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha, st.get(),
+                  static_cast<int>(k));
   });
+  if (st) st->write(stats, n);
 }
 
 template <class T>
 void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* z,
-                    const T* y, index_t n, index_t in, index_t out, Act act, T alpha) {
+                    const T* y, index_t n, index_t in, index_t out, Act act, T alpha,
+                    double* stats) {
   // dy (N,OUT), x (N,IN), w (IN,OUT), z/y (N,OUT) -> dx (N,IN); dw (IN,OUT) +=; db (OUT) +=
+  if (stats) {  // the backward signal ||dL/dy||^2 for the layer statistics record
+    stats[layer_stats::kSignalSq] = cpu::sumsq_or_nan<T>(dy, n * out);
+    stats[layer_stats::kBwdCount] += 1.0;
+  }
   if (n <= 0) {
     return;  // no samples: no contribution to dw/db, and dx is empty
   }
@@ -191,9 +267,9 @@ void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, co
 
 #define DG_INSTANTIATE_DENSE(T)                                                                  \
   template void dense_forward<T>(T*, T*, const T*, const T*, const T*, index_t, index_t, index_t, \
-                                 Act, T);                                                        \
+                                 Act, T, double*);                                               \
   template void dense_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*,  \
-                                  index_t, index_t, index_t, Act, T);
+                                  index_t, index_t, index_t, Act, T, double*);
 DG_INSTANTIATE_DENSE(float)
 DG_INSTANTIATE_DENSE(double)
 #undef DG_INSTANTIATE_DENSE

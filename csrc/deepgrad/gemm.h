@@ -32,16 +32,20 @@ void gemm_portable(T* c, const T* a, const T* b, index_t m, index_t n, index_t k
 
 // x (N,IN), w (IN,OUT), b (OUT) or null -> y (N,OUT) = act(x w + b); z (N,OUT) = x w + b is
 // written only when z is not null (the caller passes it when act_needs_pre(act)).
+// stats (may be null): a layer statistics record (deepgrad/layer_stats.h); when its kWantForward
+// slot is set, the epilogue fills the forward slots for this call while each block is in cache.
 template <class T>
 void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, index_t in,
-                   index_t out, Act act, T alpha);
+                   index_t out, Act act, T alpha, double* stats = nullptr);
 
 // dy, z, y (N,OUT), x (N,IN), w (IN,OUT) -> dx (N,IN) (overwritten; skipped when null),
 // dw (IN,OUT) += x^T dz, db (OUT) += colsum(dz) (skipped when null), with dz = dy * act'(z).
 // z may be null when !act_needs_pre(act); y may be null (it is then recomputed from z).
+// stats (may be null): a layer statistics record that receives ||dy||^2 (kSignalSq).
 template <class T>
 void dense_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const T* z,
-                    const T* y, index_t n, index_t in, index_t out, Act act, T alpha);
+                    const T* y, index_t n, index_t in, index_t out, Act act, T alpha,
+                    double* stats = nullptr);
 
 // ---- micro-kernel interface (shared by gemm.cpp and the ISA-specific files) -------------------
 // C tile (m,n) = alpha * sum_p A(i,p) B(p,j) + beta * C over p < kc, where

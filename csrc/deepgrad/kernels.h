@@ -83,13 +83,30 @@ template <class T> void health(double* out, const T* x, index_t n);
 template <class T> void segment_health(double* out, const T* buf, const index_t* offsets, index_t S);
 
 // ---- optimizers (optim.cpp), one pass over flat buffers, in place --------------------------
+// Step statistics: with `stats` not null, the step also fills, per segment s of the buffers
+// [offsets[s], offsets[s+1]) (offsets (S+1), offsets[0] == 0, offsets[S] == n), the row
+// stats[s] (kStepStats slots) while it holds the data: ||grad|| (NaN when the segment holds a NaN
+// or an Inf), the L-inf norm of its finite values, its non-finite count, the index of its first
+// non-finite value (-1: none), ||param|| after the step, ||param after - param before|| (the
+// difference taken in T), and 1 in slot 6 (filled). Norms in double. The same bits for any
+// thread count (the segments are cut into fixed chunks combined in order).
+constexpr int kStepStats = 8;
+struct StepStatsOut {
+  const index_t* offsets = nullptr;
+  index_t segments = 0;
+  double* stats = nullptr;  // (segments, kStepStats), or null: no statistics
+};
 // param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.
-template <class T> void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHyper<T>& h);
+template <class T>
+void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHyper<T>& h,
+              const StepStatsOut& st = {});
 // param, grad, m, v (n)
-template <class T> void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h);
+template <class T>
+void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h,
+               const StepStatsOut& st = {});
 // param, grad, square_avg (n); momentum_buf null unless h.momentum > 0; grad_avg null unless centered.
 template <class T>
 void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T* grad, index_t n,
-                  const RmspropHyper<T>& h);
+                  const RmspropHyper<T>& h, const StepStatsOut& st = {});
 
 }  // namespace dg::cpu

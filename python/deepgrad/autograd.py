@@ -290,6 +290,16 @@ def _root_grad(root, grad):
     return g if g.dtype == root.data.dtype else be.astype(g, root.data.dtype)
 
 
+#: backward() calls in this process so far (any thread): a reader of statistics taken by an
+#: optimizer step checks that no backward ran since (deepgrad.nn.arena step statistics)
+_BACKWARDS = [0]
+
+
+def backward_calls() -> int:
+    """How many backward passes have started in this process (any thread)."""
+    return _BACKWARDS[0]
+
+
 def backward(root, grad=None, retain_graph: bool = False) -> None:
     """Accumulate d(root)/d(leaf) into every leaf's ``.grad`` (see Tensor.backward).
 
@@ -300,6 +310,7 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
         raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn; "
                            "create the inputs with requires_grad=True")
     g = _root_grad(root, grad)
+    _BACKWARDS[0] += 1
     anomaly = _S.anomaly
     deps = _dependencies(root) if root._node is not None else {}
     grads = {id(root): g}

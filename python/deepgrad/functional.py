@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from functools import partial as _partial
 
+import numpy as np
+
 from .autograd import Node, _S
 from .autograd import _check_forward
 from .tensor import Tensor, _axis, _new, _result, _device_mismatch, _not_tensor
@@ -168,32 +170,64 @@ def _grad_buffer(p: Tensor, pd, be):
     return be.zeros(pd.shape, pd.dtype), False
 
 
-def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, sink, g):
+def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, stats, g):
     """The dense node's backward, bound to its saved values with functools.partial (no closure
-    cells in dense's body, which runs once per layer per step). ``sink``: None, or a list that
-    receives dL/dy (the ``probe=`` of dense)."""
-    if sink is not None:
-        sink.append(g)
+    cells in dense's body, which runs once per layer per step). ``stats``: None or the layer
+    statistics record of the forward, which receives ||dL/dy||^2."""
     dw, w_direct = _grad_buffer(w, wd, be)
     if b is None:
-        dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad)
+        dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad,
+                               stats)
         return dx, None if w_direct else dw
     db, b_direct = _grad_buffer(b, bd, be)
-    dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad)
+    dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad, stats)
     return dx, None if w_direct else dw, None if b_direct else db
 
 
+class LayerStats:
+    """The slots of a layer statistics record: a float64 array of ``SIZE`` elements that the
+    fused dense kernels fill while they already hold the data (``F.dense(..., stats=record)``),
+    so per-layer gradient monitoring costs no extra pass over the data and no Python per layer.
+
+    Request slots (written by the caller, see ``layer_record``): WANT_FORWARD, SAT_MODE (0: no
+    saturation count, 1: count |y - CENTER| > BOUND, 2: count |z - CENTER| > BOUND), CENTER,
+    BOUND, DEAD (count the output columns with some y > 0). Each recorded forward overwrites
+    ELEMENTS (N*C), COLUMNS, SUM and SUM_SQ of the pre-activation z (float64 sums), SATURATED,
+    ALIVE and adds 1 to FWD_COUNT; each backward overwrites SIGNAL_SQ (||dL/dy||^2, NaN when dL/dy
+    holds NaN or Inf) and adds 1 to BWD_COUNT. A reader tells fresh values from stale ones by the
+    counts. READERS is left to the readers (the GradientMonitors sharing the record count
+    themselves there). The same layout is csrc/deepgrad/layer_stats.h."""
+    WANT_FORWARD, SAT_MODE, CENTER, BOUND, DEAD = 0, 1, 2, 3, 4
+    FWD_COUNT, ELEMENTS, COLUMNS, SUM, SUM_SQ, SATURATED, ALIVE = 5, 6, 7, 8, 9, 10, 11
+    BWD_COUNT, SIGNAL_SQ = 12, 13
+    READERS = 14
+    SIZE = 16
+
+
+def layer_record(forward: bool = True, saturation: int = 0, center: float = 0.0,
+                 bound: float = 0.0, dead: bool = False, out: np.ndarray | None = None):
+    """A fresh layer statistics record (see LayerStats), or ``out`` (a float64 array of
+    LayerStats.SIZE elements, e.g. a row of a matrix holding one record per layer) set up as
+    one. ``forward``: fill the forward slots (else only the backward signal)."""
+    rec = np.zeros(LayerStats.SIZE) if out is None else out
+    if rec.dtype != np.float64 or rec.shape != (LayerStats.SIZE,):
+        raise ValueError(f"layer_record: out must be a float64 array of shape "
+                         f"({LayerStats.SIZE},), got {rec.dtype} {rec.shape}")
+    if saturation not in (0, 1, 2):
+        raise ValueError(f"layer_record: saturation must be 0, 1 or 2, got {saturation!r}")
+    rec[:] = 0.0
+    rec[:5] = (1.0 if forward else 0.0, saturation, center, bound, 1.0 if dead else 0.0)
+    return rec
+
+
 def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "identity",
-          alpha: float | None = None, *, pre: list | None = None,
-          probe: list | None = None) -> Tensor:
+          alpha: float | None = None, *, stats: np.ndarray | None = None) -> Tensor:
     """y = act(x @ w + b) as ONE tape node on the native fused kernels.
     x (N, IN), w (IN, OUT), b (OUT,) or None; ``activation`` is an activation name, ``alpha``
-    the leaky_relu slope (default 0.01) or elu scale (default 1.0). ``pre``: a list that receives
-    the pre-activation z = x @ w + b (backend array, or None where the backend cannot keep it),
-    which the kernel then writes instead of computing in place: no extra pass (GradientMonitor).
-    ``probe``: a list that receives, when gradients are enabled, (z, y, backend, sink) with the
-    backend arrays z and y, and sink a list that receives dL/dy when backward reaches this node
-    (None when the output does not require grad); no tensor hook needed (GradientMonitor)."""
+    the leaky_relu slope (default 0.01) or elu scale (default 1.0). ``stats``: None or a layer
+    statistics record (``layer_record()``, see LayerStats) that a forward recording a tape node
+    fills with the pre-activation's sums and the saturated and alive counts, and its backward
+    with ||dL/dy||^2, inside the same kernel calls (CPU tensors)."""
     if activation not in _ACT_SET:
         activation = activation_name(activation)
     if alpha is None:
@@ -205,24 +239,19 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         raise _device_mismatch("dense", x, w if w._be is not be else b)
     xd, wd = x.data, w.data
     bd = None if b is None else b.data
-    if pre is None and probe is None:
+    record = _S.grad_enabled and (x.requires_grad or w.requires_grad or
+                                  (b is not None and b.requires_grad))
+    if stats is None or not record:
         y, z = be.dense_forward(xd, wd, bd, activation, alpha)
+        stats = None
     else:
-        y, z = be.dense_forward(xd, wd, bd, activation, alpha, True)
-        if pre is not None:
-            pre.append(z)
+        y, z = be.dense_forward(xd, wd, bd, activation, alpha, False, stats)
     out = _new(y, be)
-    sink = None
-    if _S.grad_enabled and (x.requires_grad or w.requires_grad or
-                            (b is not None and b.requires_grad)):
+    if record:
         out.requires_grad = True
-        if probe is not None:
-            sink = []
         out._node = Node((x, w) if b is None else (x, w, b),
                          _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha,
-                                  be, sink), "dense", ((x, x._version), (w, w._version)))
-    if probe is not None and _S.grad_enabled:
-        probe.append((z, y, be, sink))
+                                  be, stats), "dense", ((x, x._version), (w, w._version)))
     if _S.anomaly:
         _check_forward(out, "dense")
     return out

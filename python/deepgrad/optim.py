@@ -34,14 +34,25 @@ def _backend(device):
 
 
 class _Run:
-    """One contiguous slice [start, stop) of an arena stepped by one native call."""
-    __slots__ = ("arena", "be", "start", "stop", "p", "g", "state")
+    """One contiguous slice [start, stop) of an arena stepped by one native call. ``sargs``:
+    () or (offsets, stats rows) for the native step to fill the arena's step statistics of the
+    run's segments (set by Optimizer.step while the arena's readers ask)."""
+    __slots__ = ("arena", "be", "start", "stop", "p", "g", "state", "segs", "offs", "sargs")
 
     def __init__(self, arena: Arena, start: int, stop: int):
         self.arena, self.be, self.start, self.stop = arena, arena.be, start, stop
         self.p = arena.slice(arena.params, start, stop)
         self.g = arena.slice(arena.grads, start, stop)
         self.state: dict = {}
+        # the arena segments [lo, hi) that tile [start, stop) (runs are unions of whole segments)
+        off = arena.offsets
+        lo = int(np.searchsorted(off, start, side="left"))
+        hi = int(np.searchsorted(off, stop, side="left"))
+        while hi < len(off) - 1 and off[hi + 1] == stop:  # empty segments at the end
+            hi += 1
+        self.segs = (lo, hi)
+        self.offs = np.ascontiguousarray(off[lo:hi + 1] - start)
+        self.sargs: tuple = ()
 
 
 class Optimizer:
@@ -50,6 +61,9 @@ class Optimizer:
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
+        # the native steps of the built-in optimizers fill the arenas' step statistics; an
+        # _update written elsewhere might not pass them on
+        self._fills_step_stats = type(self)._update in _STEP_STATS_UPDATES
         for g in _as_groups(params):
             group = dict(self.defaults)
             group.update({k: v for k, v in g.items() if k != "params"})
@@ -136,6 +150,17 @@ class Optimizer:
         # backward's "modified in place" check, as in PyTorch)
         self._arenas = list({id(r.arena): r.arena for grs in self._group_runs
                              for r in grs}.values())
+        # {arena id: its runs} where this optimizer steps every non-empty segment of the arena
+        # (so one step can fill all of the arena's step statistics)
+        self._covering = {}
+        for a in self._arenas:
+            runs = [r for grs in self._group_runs for r in grs if r.arena is a]
+            covered = np.zeros(len(a.segments), dtype=bool)
+            for r in runs:
+                covered[r.segs[0]:r.segs[1]] = True
+            sizes = np.diff(a.offsets)
+            if getattr(a.be, "STEP_STATS", False) and bool(np.all(covered | (sizes == 0))):
+                self._covering[a.id] = runs
         self._epoch = _arena_mod._EPOCH[0]
         if carry:
             self._import(carry)
@@ -218,16 +243,42 @@ class Optimizer:
             with enable_grad():
                 loss = closure()
         self._sync()
+        stats = self._arm_step_stats() if self._fills_step_stats else None
         for gi, group in enumerate(self.param_groups):
             self._steps[gi] += 1
             step = self._steps[gi]
             for r in self._group_runs[gi]:
                 self._update(r, group, step)
+        if stats:
+            from .autograd import backward_calls
+            k = backward_calls()
+            for a, runs in stats:
+                for r in runs:
+                    r.sargs = ()
+                a.step_stats_serial += 1
+                a.step_stats_backward = k
         for a in self._arenas:
             a.version += 1
         for t, *_ in self._plain.values():
             t._version += 1
         return loss
+
+    def _arm_step_stats(self) -> list | None:
+        """[(arena, its runs)] for the arenas whose readers ask for step statistics and whose
+        every non-empty segment this optimizer steps; their runs get the native arguments."""
+        out = None
+        for a in self._arenas:
+            if a.step_stats_readers and a.step_stats is not None:
+                runs = self._covering.get(a.id)
+                if runs is None:
+                    continue
+                for r in runs:
+                    lo, hi = r.segs
+                    r.sargs = (r.offs, a.step_stats[lo:hi])
+                if out is None:
+                    out = []
+                out.append((a, runs))
+        return out
 
     def state_dict(self) -> dict:
         """{"state": {param index: {name: numpy array, "step": int}}, "param_groups": [options
@@ -448,9 +499,8 @@ class SGD(Optimizer):
         if m != 0 and buf is None:  # momentum switched on after construction
             buf = r.state["momentum_buffer"] = r.be.zeros(
                 (r.stop - r.start,), r.arena.dtype)
-        r.be.sgd_step(r.p, r.g, buf if m != 0 else None, group["lr"], m,
-                                          group["dampening"], group["nesterov"],
-                                          group["weight_decay"], step == 1)
+        r.be.sgd_step(r.p, r.g, buf if m != 0 else None, group["lr"], m, group["dampening"],
+                      group["nesterov"], group["weight_decay"], step == 1, *r.sargs)
 
 
 class Adam(Optimizer):
@@ -474,9 +524,8 @@ class Adam(Optimizer):
 
     def _update(self, r, group, step):
         b1, b2 = group["betas"]
-        r.be.adam_step(r.p, r.g, r.state["exp_avg"], r.state["exp_avg_sq"],
-                                           step, group["lr"], b1, b2, group["eps"],
-                                           group["weight_decay"], self._decoupled)
+        r.be.adam_step(r.p, r.g, r.state["exp_avg"], r.state["exp_avg_sq"], step, group["lr"],
+                       b1, b2, group["eps"], group["weight_decay"], self._decoupled, *r.sargs)
 
 
 class AdamW(Adam):
@@ -518,7 +567,11 @@ class RMSprop(Optimizer):
         r.be.rmsprop_step(
             r.p, r.g, st["square_avg"], group["lr"], group["alpha"], group["eps"],
             group["weight_decay"], group["momentum"], st.get("momentum_buffer"),
-            group["centered"], st.get("grad_avg"))
+            group["centered"], st.get("grad_avg"), *r.sargs)
+
+
+#: the _update methods that pass a run's step-statistics arguments to the native step
+_STEP_STATS_UPDATES = (SGD._update, Adam._update, RMSprop._update)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The monitor's cheap paths: the native act_stats pass, the pre-activation handed back by the
-fused dense kernel, and activation statistics from it against numpy in float64."""
+"""The monitor's cheap paths: the native act_stats pass, the layer statistics record the fused
+dense kernels fill, and the monitor's statistics from them against numpy in float64."""
 import math
 
 import numpy as np
@@ -47,27 +47,117 @@ def test_act_stats_nan_and_checks():
         cpu.act_stats(z, y.astype(np.float64), 1, 0.0, 0.5, False)
 
 
-@pytest.mark.parametrize("act", ["identity", "relu", "tanh", "sigmoid", "gelu", "softsign"])
+def _record_reference(z, y, sat, center, bound, dead):
+    """(sum z, sum z^2, saturated count, alive columns) in float64 numpy."""
+    z64 = z.astype(np.float64)
+    a = y if sat == 1 else z
+    n_sat = np.count_nonzero(np.abs(a - a.dtype.type(center)) > a.dtype.type(bound)) if sat else 0
+    alive = np.count_nonzero((y > 0).any(axis=0)) if dead else 0
+    return z64.sum(), (z64 ** 2).sum(), n_sat, alive
+
+
+_REQUESTS = {"identity": (0, 0.0, 0.0, False), "relu": (0, 0.0, 0.0, True),
+             "tanh": (1, 0.0, 0.99, False), "sigmoid": (1, 0.5, 0.45, False),
+             "gelu": (0, 0.0, 0.0, True), "softsign": (2, 0.0, 2.0, False)}
+
+
+@pytest.mark.parametrize("act", sorted(_REQUESTS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_hands_back_the_pre_activation(act, dtype):
-    rng = np.random.default_rng(0)
-    x = dg.tensor(rng.normal(size=(9, 5)), dtype=dtype)
-    w = dg.tensor(rng.normal(size=(5, 7)), dtype=dtype, requires_grad=True)
-    b = dg.tensor(rng.normal(size=7), dtype=dtype, requires_grad=True)
-    pre = []
-    y = F.dense(x, w, b, act, pre=pre)
+@pytest.mark.parametrize("shape", [(9, 5, 7), (1, 3, 1), (130, 40, 67)])
+def test_dense_record_matches_numpy(act, dtype, shape):
+    """The forward slots of a layer statistics record filled by the fused kernel equal numpy
+    on z = x w + b and y (float64 to 1e-12 relative, float32 to 1e-5), the output and the
+    gradients are the same bits with or without a record, and the backward adds ||dL/dy||^2."""
+    n, k, c = shape
+    rng = np.random.default_rng(n * 7 + c)
+    x = dg.tensor(rng.normal(size=(n, k)) * 2, dtype=dtype)
+    w = dg.tensor(rng.normal(size=(k, c)), dtype=dtype, requires_grad=True)
+    b = dg.tensor(rng.normal(size=c), dtype=dtype, requires_grad=True)
+    sat, center, bound, dead = _REQUESTS[act]
+    rec = F.layer_record(True, sat, center, bound, dead)
+    y = F.dense(x, w, b, act, stats=rec)
     y0 = F.dense(x, w, b, act)
-    np.testing.assert_array_equal(y.numpy(), y0.numpy())  # the same bits with or without pre
-    assert len(pre) == 1
-    ref = x.numpy().astype(np.float64) @ w.numpy().astype(np.float64) + b.numpy()
+    np.testing.assert_array_equal(y.numpy(), y0.numpy())
+    S = F.LayerStats
+    assert rec[S.FWD_COUNT] == 1 and rec[S.BWD_COUNT] == 0
+    assert rec[S.ELEMENTS] == n * c and rec[S.COLUMNS] == c
+    z = (x.numpy().astype(np.float64) @ w.numpy().astype(np.float64) + b.numpy())
+    s1, s2, n_sat, alive = _record_reference(z, y.numpy(), sat, center, bound, dead)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(pre[0], ref, rtol=tol, atol=tol)
-    # the backward with z kept gives the same gradients
-    y.sum().backward()
+    scale = np.abs(z).sum()
+    assert abs(rec[S.SUM] - s1) <= tol * scale
+    assert rec[S.SUM_SQ] == pytest.approx(s2, rel=tol)
+    if dtype == np.float64:
+        assert (rec[S.SATURATED], rec[S.ALIVE]) == (n_sat, alive)
+    else:  # the kernel counts on its own float32 z and y: a value on the bound may differ
+        zf = x.numpy() @ w.numpy() + b.numpy()
+        _, _, n_sat32, alive32 = _record_reference(zf, y.numpy(), sat, center, bound, dead)
+        assert abs(rec[S.SATURATED] - n_sat32) <= max(2, 1e-3 * n * c)
+        assert abs(rec[S.ALIVE] - alive32) <= 1
+    C = rng.normal(size=(n, c))
+    (y * dg.tensor(C, dtype=dtype)).sum().backward()
     gw = w.grad.numpy().copy()
-    w.grad = None
-    y0.sum().backward()
+    w.grad, b.grad = None, None
+    (y0 * dg.tensor(C, dtype=dtype)).sum().backward()
     np.testing.assert_array_equal(w.grad.numpy(), gw)
+    assert rec[S.BWD_COUNT] == 1
+    assert rec[S.SIGNAL_SQ] == pytest.approx((C.astype(dtype).astype(np.float64) ** 2).sum(),
+                                             rel=tol)
+
+
+def test_dense_record_nan_empty_no_grad_and_bad_records():
+    S = F.LayerStats
+    x = dg.tensor(np.array([[1.0, np.nan], [0.5, 2.0]]))
+    w = dg.tensor(np.eye(2), requires_grad=True)
+    rec = F.layer_record(True, 1, 0.0, 0.9, True)
+    y = F.dense(x, w, None, "tanh", stats=rec)
+    assert math.isnan(rec[S.SUM]) and rec[S.SATURATED] == 1 and rec[S.ALIVE] == 2
+    g = np.array([[1.0, 2.0], [np.inf, 0.0]])
+    y.backward(dg.tensor(g))
+    assert math.isnan(rec[S.SIGNAL_SQ]) and rec[S.BWD_COUNT] == 1
+    # an empty batch: zero elements, the counts still move
+    e = F.dense(dg.tensor(np.zeros((0, 2))), w, None, "relu", stats=rec)
+    assert rec[S.ELEMENTS] == 0 and rec[S.SUM] == 0 and rec[S.FWD_COUNT] == 2
+    e.sum().backward()
+    assert rec[S.SIGNAL_SQ] == 0 and rec[S.BWD_COUNT] == 2
+    # forwards that record no tape node leave the record alone
+    with dg.no_grad():
+        F.dense(x, w, None, "tanh", stats=rec)
+    F.dense(x, w.detach(), None, "tanh", stats=rec)
+    assert rec[S.FWD_COUNT] == 2
+    # a record that asks only for the signal
+    sig = F.layer_record(False)
+    F.dense(dg.tensor(np.ones((3, 2))), w, None, "tanh", stats=sig).sum().backward()
+    assert sig[S.FWD_COUNT] == 0 and sig[S.BWD_COUNT] == 1 and sig[S.SIGNAL_SQ] == 6.0
+    with pytest.raises(ValueError, match="float64 array of 16"):
+        F.dense(x, w, None, "tanh", stats=np.zeros(16, dtype=np.float32))
+    with pytest.raises(ValueError, match="float64 array of 16"):
+        F.dense(x, w, None, "tanh", stats=np.zeros(8))
+    with pytest.raises(ValueError, match="float64 array of 16"):
+        F.dense(x, w, None, "tanh", stats=np.zeros((16, 2))[:, 0])
+    with pytest.raises(TypeError, match="stats must be None or a float64"):
+        F.dense(x, w, None, "tanh", stats=[0.0] * 16)
+    with pytest.raises(ValueError, match="saturation"):
+        F.layer_record(saturation=3)
+
+
+def test_dense_record_does_not_depend_on_the_thread_count():
+    """The mid-size layer forks inside the kernel; the per-row sums are combined in row order,
+    so the record is the same bits on 1 and 2 threads."""
+    rng = np.random.default_rng(31)
+    x = dg.tensor(rng.normal(size=(256, 128)).astype(np.float32))
+    w = dg.tensor(rng.normal(size=(128, 128)).astype(np.float32), requires_grad=True)
+    recs = []
+    old = dg.get_num_threads()
+    try:
+        for t in (1, 2):
+            dg.set_num_threads(t)
+            rec = F.layer_record(True, 1, 0.0, 0.99, True)
+            F.dense(x, w, None, "tanh", stats=rec)
+            recs.append(rec)
+    finally:
+        dg.set_num_threads(old)
+    np.testing.assert_array_equal(recs[0], recs[1])
 
 
 def test_relu_stats_from_the_kernel_match_numpy():
@@ -92,7 +182,8 @@ def test_relu_stats_from_the_kernel_match_numpy():
         assert d["dead"][0][l] == pytest.approx(np.mean(~(h > 0).any(axis=0)), abs=0)
         assert d["saturated"][0][l] is None
     assert d["dead"][0][1] > 0.3
-    assert "_pre" not in m[0].__dict__  # the sink is only set during a recorded forward
+    mon.close()
+    assert all(l.stats is None for l in m)  # close() takes the records away
 
 
 def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
@@ -105,7 +196,7 @@ def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
     for step in range(3):
         W, b = m[0].weight.numpy().copy(), m[0].bias.numpy().copy()
         out = m(dg.tensor(X))
-        kept.append(len(m[0]._probe or []))  # what the recorded forward handed over
+        kept.append(m[0].stats is not None)  # a record only for recorded forwards
         losses.cross_entropy(out, dg.tensor(rng.integers(0, 2, size=32))).backward()
         mon.step()
         if step == 0:
@@ -115,7 +206,7 @@ def test_float32_sigmoid_stats_and_skipped_steps_keep_nothing():
             assert d["act_std"][0][0] == pytest.approx(z.std(), rel=1e-5)
             y = 1 / (1 + np.exp(-z))
             assert d["saturated"][0][0] == pytest.approx(np.mean(y * (1 - y) < 1e-3 / 4), abs=1.5 / z.size)
-    assert kept == [1, 0, 1]  # step 1 skipped: no probe, nothing kept
+    assert kept == [True, False, True]  # step 1 skipped: the plain kernels ran
     assert mon.num_records == 2
 
 
@@ -169,26 +260,7 @@ def test_act_stats_many_is_act_stats_per_item():
         cpu.act_stats_many([(z1, z1)])
 
 
-def test_dense_probe_hands_over_z_y_and_the_output_gradient():
-    rng = np.random.default_rng(21)
-    X, W, b, C = (rng.normal(size=s) for s in ((5, 3), (3, 4), (4,), (5, 4)))
-    x = dg.tensor(X, requires_grad=True)
-    w, bb = dg.tensor(W, requires_grad=True), dg.tensor(b, requires_grad=True)
-    probe = []
-    y = F.dense(x, w, bb, "tanh", probe=probe)
-    (y * dg.tensor(C)).sum().backward()
-    (z, yd, be, sink), = probe
-    np.testing.assert_allclose(z, X @ W + b, rtol=1e-12)
-    np.testing.assert_allclose(yd, np.tanh(X @ W + b), rtol=1e-12)
-    assert len(sink) == 1
-    np.testing.assert_allclose(sink[0], C, rtol=0)  # dL/dy
-    np.testing.assert_allclose(x.grad.numpy(), (C * (1 - np.tanh(X @ W + b) ** 2)) @ W.T, rtol=1e-12)
-    with dg.no_grad():
-        F.dense(x, w, bb, "tanh", probe=probe)
-    assert len(probe) == 1  # forwards without gradients are not handed over
-
-
-def test_monitor_probes_are_removed_on_close_and_signal_matches_numpy():
+def test_monitor_records_are_removed_on_close_and_signal_matches_numpy():
     dg.manual_seed(22)
     rng = np.random.default_rng(22)
     X, C = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
@@ -203,7 +275,7 @@ def test_monitor_probes_are_removed_on_close_and_signal_matches_numpy():
     assert d["signal_norm"][0][0] == pytest.approx(np.linalg.norm(C @ W1.T), rel=1e-12)
     assert d["act_mean"][0][1] is None  # identity layer: no statistics
     mon.close()
-    assert "_probe" not in m[0].__dict__ and "_probe" not in m[1].__dict__
+    assert "stats" not in m[0].__dict__ and "stats" not in m[1].__dict__
 
 
 def test_reading_between_steps_gives_the_same_history_as_reading_at_the_end():

@@ -53,7 +53,7 @@ def test_two_monitors_record_the_same_and_closing_one_leaves_the_other():
     b.close()
     for m in model.modules():  # nothing of either monitor is left on the model
         assert not m._forward_hooks and not m._forward_pre_hooks
-        assert "_probe" not in m.__dict__ and "_pre" not in m.__dict__
+        assert "stats" not in m.__dict__
         assert "forward" not in m.__dict__
 
 

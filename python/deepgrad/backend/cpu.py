@@ -281,18 +281,20 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
 
 
 def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01,
-                  keep_z: bool = False):
+                  keep_z: bool = False, stats=None):
     """Fused dense layer: z = x @ w + b, y = act(z). x (N, IN), w (IN, OUT), b (OUT,) or None.
     Returns (y, z); z is None when the activation's derivative needs only y, unless keep_z (the
-    GEMM then writes z and the epilogue reads it: no extra pass)."""
-    return _C.dense_forward(x, w, b, activation, alpha, keep_z)
+    GEMM then writes z and the epilogue reads it: no extra pass). ``stats``: None or a layer
+    statistics record (functional.LayerStats) whose forward slots the epilogue fills."""
+    return _C.dense_forward(x, w, b, activation, alpha, keep_z, stats)
 
 
 def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: float = 0.01,
-                   need_dx: bool = True):
+                   need_dx: bool = True, stats=None):
     """Backward of dense_forward: accumulates dw (IN, OUT) += x^T dz and db (OUT,) += sum(dz)
-    in place (db may be None) and returns dx (N, IN), or None when need_dx is False."""
-    return _C.dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx)
+    in place (db may be None) and returns dx (N, IN), or None when need_dx is False. ``stats``:
+    None or a layer statistics record that receives ||dy||^2."""
+    return _C.dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx, stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,26 +550,35 @@ def fill_(buf, value: float) -> None:
     _C.fill_(buf, value)
 
 
+#: the optimizer steps fill step statistics (offsets=, stats=; see adam_step)
+STEP_STATS = True
+
+
 def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
-             first_step) -> None:
+             first_step, offsets=None, stats=None) -> None:
     """One SGD update in place with PyTorch semantics (momentum_buf may be None when
-    momentum == 0)."""
+    momentum == 0); offsets/stats: step statistics (see adam_step)."""
     _C.sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
-                first_step)
+                first_step, offsets, stats)
 
 
-def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None:
+def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+              offsets=None, stats=None) -> None:
     """One Adam (decoupled=False: L2 weight decay) or AdamW (decoupled=True) update in place;
-    ``step`` counts from 1."""
-    _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
+    ``step`` counts from 1. With ``offsets`` (S+1 segment starts ending with the size) and
+    ``stats`` (float64 (S, 8)), the same pass fills per segment: ||grad|| (NaN when it holds NaN
+    or Inf), L-inf of its finite values, its non-finite count, the index of the first non-finite
+    value (-1: none), ||param|| after the step, ||update||, and 1 (filled)."""
+    _C.adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                 offsets, stats)
 
 
 def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum, momentum_buf,
-                 centered, grad_avg) -> None:
+                 centered, grad_avg, offsets=None, stats=None) -> None:
     """One RMSprop update in place with PyTorch semantics (momentum_buf / grad_avg may be None
-    when unused)."""
+    when unused); offsets/stats: step statistics (see adam_step)."""
     _C.rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
-                    momentum_buf, centered, grad_avg)
+                    momentum_buf, centered, grad_avg, offsets, stats)
 
 
 # ---- fused recurrent cells (csrc/cpu/rnn.cpp) --------------------------------------------------

@@ -372,17 +372,26 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
                         trans_a=trans_a, trans_b=trans_b)
 
 
+def _no_stats(stats, fn: str) -> None:
+    if stats is not None:
+        raise NotImplementedError(
+            f"{fn}: layer statistics records (stats=) are filled by the CPU kernels only; on "
+            "CUDA the GradientMonitor takes the statistics through module hooks (pass stats=None)")
+
+
 def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01,
-                  keep_z: bool = False):
+                  keep_z: bool = False, stats=None):
     """Fused dense layer; returns (y, z or None). keep_z is a hint the CUDA kernel does not take
     yet: z is returned only when the activation's derivative needs it."""
+    _no_stats(stats, "dense_forward")
     return _C.cuda_dense_forward(_dev(x, "dense_forward", "x"), _dev(w, "dense_forward", "w"),
                                  b, activation, alpha)
 
 
 def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: float = 0.01,
-                   need_dx: bool = True):
+                   need_dx: bool = True, stats=None):
     """Accumulates dw, db in place; returns dx or None."""
+    _no_stats(stats, "dense_backward")
     return _C.cuda_dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx)
 
 
@@ -891,20 +900,34 @@ def fill_(buf, value: float) -> None:
     _dev(buf, "fill_", "buf").fill_(float(value))
 
 
+#: the optimizer steps do not fill step statistics on CUDA (the monitor reads the arena)
+STEP_STATS = False
+
+
+def _no_step_stats(stats, fn: str) -> None:
+    if stats is not None:
+        raise NotImplementedError(f"{fn}: step statistics (offsets=, stats=) are filled by the "
+                                  "CPU kernels only; pass offsets=None, stats=None")
+
+
 def sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
-             first_step) -> None:
+             first_step, offsets=None, stats=None) -> None:
     """One SGD update in place (PyTorch semantics)."""
+    _no_step_stats(stats, "sgd_step")
     _C.cuda_sgd_step(param, grad, momentum_buf, lr, momentum, dampening, nesterov, weight_decay,
                      first_step)
 
 
-def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled) -> None:
+def adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled,
+              offsets=None, stats=None) -> None:
     """One Adam / AdamW update in place."""
+    _no_step_stats(stats, "adam_step")
     _C.cuda_adam_step(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay, decoupled)
 
 
 def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum, momentum_buf,
-                 centered, grad_avg) -> None:
+                 centered, grad_avg, offsets=None, stats=None) -> None:
     """One RMSprop update in place (PyTorch semantics)."""
+    _no_step_stats(stats, "rmsprop_step")
     _C.cuda_rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                          momentum_buf, centered, grad_avg)

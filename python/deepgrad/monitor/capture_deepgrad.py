@@ -14,17 +14,18 @@ activation statistics (pre-activation mean/std, saturated fraction for sigmoid/t
 activations, dead fraction for ReLU). Recurrent layers add the norm of dL/dh_t for every time
 step.
 
-Cost (see benchmarks/RESULTS.md): per recorded step, one native pass over the parameter arena
-(parameter, gradient and update norms), one native call for all layer-output gradient norms, and
-per layer one native pass over its output for the activation statistics, on the pre-activation
-that the fused Dense kernel hands back (``F.dense(pre=...)``), so no matmul is repeated. Steps
-skipped by ``every`` cost a forward-hook call per layer (and a parameter copy before a recorded
-step).
+Cost (see benchmarks/RESULTS.md): a Dense layer (the hot path of an MLP) gets a layer
+statistics record (``Dense.stats``, see deepgrad.functional.LayerStats): its fused forward kernel
+adds the pre-activation sums and the saturated/dead counts while it applies the activation, its
+backward kernel adds ||dL/dy||^2, so those layers cost no extra pass over the data and no Python per
+layer; ``step()`` copies the records of all layers in one numpy operation. Other layers
+(activation modules, RNNs, custom modules) are watched through their forward hooks and a tensor
+hook on their output. Parameter, gradient and update norms come from one native pass over the
+parameter arena. Steps skipped by ``every`` cost nothing in the layers (their records are
+detached) and a parameter copy before a recorded step.
 
-The monitor attaches only through each module's forward hooks (``register_forward_hook``) and
-the fused Dense layer's documented taps (``pre=``/``probe=`` of F.dense, shared by every monitor
-through one ``_Tap`` per module), so several monitors can watch one model and ``close()``
-removes only the closing monitor's hooks.
+Several monitors can watch one model: a Dense record is shared between monitors that ask for the
+same statistics, and ``close()`` removes only the closing monitor's hooks and records.
 """
 
 from __future__ import annotations
@@ -42,47 +43,44 @@ import numpy as np
 from .core import (Finding, GradientWarning, Thresholds, _jsonable, diagnose,
                    new_history, thin, window)
 from .sinks import _close_writer, _tensorboard_record, _tensorboard_writer, history_to_csv
+from ..functional import LayerStats as _LS, layer_record
+
+from ..autograd import _BACKWARDS as _backwards
+
+_FUSED = "step statistics"  # marks a record's norms as the arena's step statistics
+_NO_HOOKS = (([], []), None)  # (signal, statistics) of a step when no layer is hooked
+
+
+class _Rows:
+    """Rows of one shape appended per recorded step into one preallocated array that doubles
+    when full (no Python object per step); take() hands the rows over and starts again."""
+
+    def __init__(self, shape: tuple, dtype=np.float64):
+        self._a = np.empty((8,) + tuple(shape), dtype)
+        self._n = 0
+
+    def append(self, row) -> np.ndarray:
+        """Copy row in; returns the stored row (valid until the next append or take)."""
+        n = self._n
+        if n == len(self._a):
+            grown = np.empty((2 * len(self._a),) + self._a.shape[1:], self._a.dtype)
+            grown[:n] = self._a
+            self._a = grown
+        out = self._a[n]
+        out[...] = row
+        self._n = n + 1
+        return out
+
+    def take(self) -> np.ndarray:
+        out = self._a[:self._n].copy()
+        self._n = 0
+        return out
 
 # ---------------------------------------------------------------------------------------------
 # the monitor
 
 _SATURATING = ("sigmoid", "tanh", "softsign")
 _DEAD = ("relu",)
-
-
-class _Tap:
-    """One module slot shared by every monitor watching that module: F.dense's ``pre=`` and
-    ``probe=`` call ``.append(item)``, which hands the same item to each monitor's own list, so
-    monitors on one model never take each other's data."""
-
-    __slots__ = ("lists",)
-
-    def __init__(self):
-        self.lists: list = []
-
-    def append(self, item) -> None:
-        for lst in self.lists:
-            lst.append(item)
-
-    def __len__(self) -> int:  # items handed over and not yet taken (by the fullest monitor)
-        return max((len(x) for x in self.lists), default=0)
-
-
-def _tap_add(m, slot: str, lst: list) -> None:
-    tap = m.__dict__.get(slot)
-    if tap is None:
-        tap = m.__dict__[slot] = _Tap()
-    if not any(x is lst for x in tap.lists):
-        tap.lists.append(lst)
-
-
-def _tap_remove(m, slot: str, lst: list) -> None:
-    tap = m.__dict__.get(slot)
-    if tap is None:
-        return
-    tap.lists = [x for x in tap.lists if x is not lst]
-    if not tap.lists:
-        del m.__dict__[slot]
 
 
 def _has_params(m) -> bool:
@@ -166,8 +164,9 @@ class GradientMonitor:
 
     Recorded per step (``to_dict()`` keys): ``global_grad_norm``, ``param_grad_norm`` and
     ``param_norm`` (per arena segment, from one native pass over the arena),
-    ``update_norm`` (||w - w at the previous call||, so called after ``opt.step()`` it is this
-    step's update), per layer ``layer_grad_norm``, ``layer_weight_norm`` (all parameters of the
+    ``update_norm`` (this step's update: from the optimizer's step statistics when a
+    built-in optimizer stepped the CPU arena after this step's backward, else ||w - w at the
+    previous call||), per layer ``layer_grad_norm``, ``layer_weight_norm`` (all parameters of the
     layer), ``layer_grad_ratio``, ``layer_update_ratio``, ``signal_norm`` (||dL/d output||),
     ``act_mean``/``act_std`` (pre-activation), ``saturated``, ``dead``; and ``time_signal``
     ({recurrent layer: per step, ||dL/dh_t|| for t = 1..T}). ``seconds`` is the time the monitor
@@ -224,30 +223,23 @@ class GradientMonitor:
                 if src is not None:
                     self._act_src[id(src)] = i
         self._recurrent = {i for i, m in enumerate(self.layers) if hasattr(m, "_watch_states")}
-        self._out_index = {id(m): i for i, m in enumerate(out_mod)}
         self._rec_index = {id(self.layers[i]): i for i in self._recurrent}
         self._wrapped = []
         self._handles = []
-        self._pre_lists: list = []
-        targets = {id(m): m for m in out_mod}
+
+        # Dense layers on the CPU get a layer statistics record that their fused kernels fill:
+        # the signal when the Dense is the layer's output, the activation statistics when it is
+        # the layer's activation source. Everything else goes through forward hooks.
+        self._setup_records(out_mod)
+        self._out_index = {id(m): i for i, m in enumerate(out_mod) if i not in self._rec_signal}
+        stats_by_hook = {k: i for k, i in self._act_src.items() if i not in self._rec_stats}
+        targets = {id(m): m for i, m in enumerate(out_mod) if i not in self._rec_signal}
         for i in self._recurrent:
             targets[id(self.layers[i])] = self.layers[i]
         for i, m in enumerate(self.layers):
             for sub in list(m.modules()) + self._followers[i]:
-                if id(sub) in self._act_src:
+                if id(sub) in stats_by_hook:
                     targets[id(sub)] = sub
-        # A Dense layer that is its own output (activation fused, no followers) needs no
-        # wrapper and no tensor hook: on recorded steps it gets a probe list (F.dense(probe=))
-        # that receives (z, y, backend, sink) in the forward and dL/dy into sink in backward.
-        from ..nn.layers import Dense
-        self._probed = [(i, m, _act_of(m) if id(m) in self._act_src else None)
-                        for i, m in enumerate(self.layers)
-                        if type(m) is Dense and not self._followers[i] and i not in self._recurrent]
-        for _, m, _ in self._probed:
-            targets.pop(id(m), None)
-        self._probe_lists = [[] for _ in self._probed]
-        self._armed = False
-        self._arm(True)  # step 0 is recorded
         for m in targets.values():
             self._wrap(m)
         self._watching = set(self._recurrent)
@@ -256,12 +248,13 @@ class GradientMonitor:
             m.__dict__["_watch_states"] = int(m._watch_states) + 1
 
         # one lookup per hooked forward: (output index, recurrent index, statistics index)
-        self._roles = {k: (self._out_index.get(k), self._rec_index.get(k), self._act_src.get(k))
+        self._roles = {k: (self._out_index.get(k), self._rec_index.get(k), stats_by_hook.get(k))
                        for k in targets}
         self._signal_hooks = [functools.partial(self._signal_hook, i) for i in range(L)]
         from ..autograd import _S
         self._grad_mode = _S
         self._n = 0
+        self._ask_step_stats(model.arena)
         self._seg_cache = None  # (arena, segment->layer index, (segments, layers) 0/1 matrix)
         self._prev_params = None
         self._pending_signal = [None] * L
@@ -269,8 +262,105 @@ class GradientMonitor:
         self._pending_time: dict[int, list] = {}
         self._h = new_history()
         self._raw: list = []  # recorded steps not yet turned into history lists (_flush)
+        self._rec_rows = _Rows((len(self._rec_layers), _LS.SIZE))  # their records, per step
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
+
+    def _setup_records(self, out_mod) -> None:
+        """Give the CPU Dense layers their layer statistics records (see the module docstring):
+        self._rec_layers (modules), self._rec_signal / self._rec_stats ({layer index: record
+        row}), self._recs ((R, SIZE) matrix of this monitor's records) and whether every record
+        is a row of it (one copy per step) or some are shared with another monitor."""
+        from ..nn.layers import Dense
+        from ..backend import cpu as _cpu
+        lim = self.thresholds.saturation_derivative
+        plan = []  # (layer index, module, wants the signal, wants the statistics, request)
+        for i, m in enumerate(self.layers):
+            if not (isinstance(m, Dense) and type(m).forward is Dense.forward
+                    and i not in self._recurrent and m.weight._be is _cpu):
+                continue
+            sig = out_mod[i] is m
+            stats = self._act_src.get(id(m)) == i
+            if not (sig or stats):
+                continue
+            sat, center, bound, dead = _stat_args(_act_of(m), lim) if stats else (0, 0., 0., False)
+            plan.append((i, m, sig, stats, (1.0 if stats else 0.0, sat, center, bound,
+                                            1.0 if dead else 0.0)))
+        self._recs = np.zeros((len(plan), _LS.SIZE))
+        self._rec_layers, rows, self._rec_signal, self._rec_stats = [], [], {}, {}
+        self._rec_owned = []  # records this monitor created (detached on skipped steps)
+        for r, (i, m, sig, stats, req) in enumerate(plan):
+            cur = m.__dict__.get("stats")
+            if cur is not None:
+                if tuple(cur[:5]) != req:
+                    continue  # another monitor's record asks for other statistics: use hooks
+                row = cur
+            else:
+                row = layer_record(*req[:1], int(req[1]), req[2], req[3], bool(req[4]),
+                                   out=self._recs[len(rows)])
+                m.__dict__["stats"] = row
+                self._rec_owned.append(m)
+            row[_LS.READERS] += 1
+            k = len(rows)
+            self._rec_layers.append(m)
+            rows.append(row)
+            if sig:
+                self._rec_signal[i] = k
+            if stats:
+                self._rec_stats[i] = k
+        self._recs = self._recs[:len(rows)]
+        self._rec_list = rows
+        self._rec_fast = len(self._rec_owned) == len(rows)  # all rows of self._recs
+        self._rec_seen = np.zeros((len(rows), 2))
+        self._rec_sat = np.array([r[_LS.SAT_MODE] != 0 for r in rows], dtype=bool)
+        self._rec_dead = np.array([r[_LS.DEAD] != 0 for r in rows], dtype=bool)
+        self._attached = True
+        self._rec_closed = False
+        # the parameter arena's step statistics (filled by the optimizer's step, see
+        # deepgrad.nn.arena): which arena is asked, and the last step statistics taken
+        self._stats_arena, self._stats_asked, self._stats_serial = None, False, -1
+
+    def _ask_step_stats(self, arena) -> None:
+        """Follow the model's arena (a re-layout makes a new one): stop asking the old one for
+        step statistics, ask the new one (every recorded step; with every > 1 only around the
+        recorded steps, see _want_step_stats)."""
+        old = self._stats_arena
+        if old is not None and self._stats_asked:
+            old.request_step_stats(False)
+        self._stats_arena, self._stats_asked, self._stats_serial = arena, False, -1
+        if arena is not None and not self._rec_closed and (self.every == 1 or self._n == 0):
+            self._stats_asked = arena.request_step_stats(True)
+
+    def _want_step_stats(self, on: bool) -> None:
+        a = self._stats_arena
+        if a is not None and on != self._stats_asked and not self._rec_closed:
+            ok = a.request_step_stats(on)
+            self._stats_asked = ok and on
+
+    def _attach_records(self, on: bool) -> None:
+        """Hand this monitor's own records to their layers (on) or take them away (skipped
+        steps of every > 1 then run the plain kernels)."""
+        if on != self._attached and not self._rec_closed:
+            for m, row in zip(self._rec_layers, self._rec_list):
+                # a record another monitor also reads stays attached
+                if row[_LS.READERS] == 1 and any(m is o for o in self._rec_owned):
+                    m.__dict__["stats"] = row if on else None
+            self._attached = on
+
+    def _detach_all_records(self) -> None:
+        """close(): stop reading the records; a record no other monitor reads leaves its layer.
+        (The rows stay for the history of the steps recorded but not yet read.)"""
+        if self._rec_closed:
+            return
+        if self._stats_arena is not None and self._stats_asked:
+            self._stats_arena.request_step_stats(False)
+            self._stats_asked = False
+        self._rec_closed = True
+        for m, row in zip(self._rec_layers, self._rec_list):
+            row[_LS.READERS] -= 1
+            cur = m.__dict__.get("stats", row)
+            if row[_LS.READERS] <= 0 and (cur is row or cur is None):
+                m.__dict__.pop("stats", None)
 
     def _setup_common(self, model, every, layers, thresholds, warn, max_records, default_layers):
         """The arguments both captures share, checked and stored; ``layers`` resolved (names or
@@ -313,106 +403,26 @@ class GradientMonitor:
 
     # -- hooks -----------------------------------------------------------------------------------
     def _wrap(self, m) -> None:
-        """Attach to module m through its forward hooks (removed by close())."""
+        """Attach to module m through its forward hook (removed by close())."""
         mon = self
-        from ..nn.layers import Dense
-        if id(m) in self._act_src and isinstance(m, Dense):
-            # Its statistics need z = x W + b: on recorded steps the fused kernel hands it over
-            # (F.dense(pre=...), through the module's shared tap), so no matmul is repeated.
-            pre: list = []
 
-            def before(mod, args):
-                if mon._n % mon.every == 0:
-                    pre.clear()
-                    _tap_add(mod, "_pre", pre)
-
-            def after(mod, args, out):
-                if mon._n % mon.every == 0:
-                    _tap_remove(mod, "_pre", pre)
-                    mon._on_forward(mod, args, out, pre[-1] if pre else None)
-                    pre.clear()
-            self._handles.append(m.register_forward_pre_hook(before))
-            self._handles.append(m.register_forward_hook(after))
-            self._pre_lists.append((m, pre))
-        else:
-            def after(mod, args, out):
-                if mon._n % mon.every == 0:
-                    mon._on_forward(mod, args, out)
-            self._handles.append(m.register_forward_hook(after))
+        def after(mod, args, out):
+            if mon._n % mon.every == 0:
+                mon._on_forward(mod, args, out)
+        self._handles.append(m.register_forward_hook(after))
         self._wrapped.append(m)
 
-    def _arm(self, on: bool) -> None:
-        """Give the probed Dense layers their probe lists (on) or take them away."""
-        if on:
-            for (_, m, _), lst in zip(self._probed, self._probe_lists):
-                lst.clear()
-                _tap_add(m, "_probe", lst)
-        elif self._armed:
-            for (_, m, _), lst in zip(self._probed, self._probe_lists):
-                _tap_remove(m, "_probe", lst)
-        self._armed = on
-
-    def _collect_probes(self) -> None:
-        """The probed layers' last recorded forward: the gradient the dense backward reported
-        and the act_stats arguments, into the pending lists the hooks fill for other layers."""
-        lim = self.thresholds.saturation_derivative
-        sig, stats = self._pending_signal, self._pending_stats
-        for (i, _, act), lst in zip(self._probed, self._probe_lists):
-            if not lst:
-                continue
-            z, y, be, sink = lst[-1]
-            lst.clear()
-            if sink:
-                sig[i] = (be, sink[-1])
-            if act is None:
-                continue
-            if type(y) is not np.ndarray:
-                y, z = _host(be, y), _host(be, z)
-            # (Dense's z and y: the same (N > 0, C) shape and dtype from one kernel call)
-            stats[i] = (z, y) + _stat_args(act, lim)
-
-    def _gather_host(self):
-        """When every layer is probed and all arrays are on the host: (signal, stats) as
-        _signal_norms() and _layer_stats() return them, straight from the probes in one loop;
-        None (probes untouched) otherwise."""
-        sg, sa, tg, ti, tm = [], [], [], [], []
-        lim = self.thresholds.saturation_derivative
-        nd = np.ndarray
-        for (i, _, act), lst in zip(self._probed, self._probe_lists):
-            if not lst:
-                continue
-            z, y, be, sink = lst[-1]
-            if type(y) is not nd:
-                return None
-            if sink:
-                g = sink[-1]
-                if type(g) is not nd:
-                    return None
-                sg.append(i)
-                sa.append(g)
-            if act is not None:
-                a = _stat_args(act, lim)
-                tg.append(i)
-                ti.append((z, y) + a)
-                tm.append((z.size, a[0], a[3], y.shape[1]))
-        for lst in self._probe_lists:
-            lst.clear()
-        return (sg, _l2_norms(sa) if sa else []), (tg, _act_stats_many(ti), tm) if tg else None
-
     def close(self) -> None:
-        """Remove the monitor's hooks from the model (recorded history stays)."""
-        self._arm(False)
-        self._probed, self._probe_lists = [], []
+        """Remove the monitor's hooks and records from the model (recorded history stays)."""
         for h in self._handles:
             h.remove()
-        for m, pre in self._pre_lists:  # a forward that raised between the two hooks
-            _tap_remove(m, "_pre", pre)
+        self._detach_all_records()
         for i in self._watching:
             m = self.layers[i]
             if m._watch_states:
                 m.__dict__["_watch_states"] = int(m._watch_states) - 1
         self._watching = set()
-        self._handles, self._pre_lists, self._wrapped = [], [], []
+        self._handles, self._wrapped = [], []
         _close_writer(self)
 
     def __enter__(self):
@@ -422,7 +432,7 @@ class GradientMonitor:
         self.close()
         return False
 
-    def _on_forward(self, m, args, out, z=None) -> None:
+    def _on_forward(self, m, args, out) -> None:
         if not self._grad_mode.grad_enabled:
             return
         t0 = time.perf_counter()
@@ -437,7 +447,7 @@ class GradientMonitor:
             # (the layer sets _time_row on every forward; other monitors read the same row)
             self._pending_time[i] = m._time_row or []
         if j is not None and args:
-            self._pending_stats[j] = self._stat_item(m, args[0], y, z)
+            self._pending_stats[j] = self._stat_item(m, args[0], y)
         self.seconds += time.perf_counter() - t0
 
     def _signal_hook(self, i: int, g) -> None:
@@ -455,12 +465,12 @@ class GradientMonitor:
             return got, _l2_norms([sig[i][1] for i in got])
         return got, [_norm(*sig[i]) for i in got]
 
-    def _stat_item(self, m, x, y, z=None):
+    def _stat_item(self, m, x, y):
         """The act_stats arguments (z, y, saturation, center, bound, dead) for a layer's output,
-        host arrays kept until step() (None when the output is not (N, C)). z is the
-        pre-activation the fused Dense kernel handed over, the input of an activation module, or
-        (other weighted layers) recomputed now with one matmul, while the weights are those of
-        this forward."""
+        host arrays kept until step() (None when the output is not (N, C)). z is the input of an
+        activation module or (weighted layers without a record, e.g. on CUDA) recomputed now with
+        one matmul, while the weights are those of this forward."""
+        z = None
         be = y._be
         yd = y.data
         if type(yd) is not np.ndarray:
@@ -541,22 +551,37 @@ class GradientMonitor:
         n = self._n
         self._n += 1
         arena = self.model.arena
+        if arena is not self._stats_arena:
+            self._ask_step_stats(arena)
         if n % self.every != 0:
             if (n + 1) % self.every == 0:
-                self._arm(True)  # the next forward is recorded
+                self._attach_records(True)  # the next forward is recorded
                 if arena is not None:
                     self._snapshot(arena)
+                    self._want_step_stats(True)
             self.seconds += time.perf_counter() - t0
             return False
-        fast = self._gather_host() if not self._wrapped else None
-        if fast is None:
-            self._collect_probes()
+        # the layer records: one copy of all rows; a count that moved since the last recorded
+        # step says the forward (column 0) / backward (column 1) of this step filled the row
+        recs = self._rec_rows.append(self._recs if self._rec_fast else np.array(self._rec_list))
+        cnt = recs[:, _LS.FWD_COUNT:_LS.BWD_COUNT + 1:_LS.BWD_COUNT - _LS.FWD_COUNT]
+        fresh = cnt != self._rec_seen
+        self._rec_seen = cnt.copy()
         if self.every != 1:
-            self._arm(False)
+            self._attach_records(False)
         L = len(self.layers)
         lossv = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
         norms = None
-        if arena is not None:
+        if arena is not None and arena.step_stats_serial != self._stats_serial \
+                and arena is self._stats_arena and arena.step_stats_backward == _backwards[0]:
+            # the optimizer step that followed this step's backward filled the arena's step
+            # statistics from its own pass over the parameters and gradients: nothing to read
+            self._stats_serial = arena.step_stats_serial
+            seg_layer, member = self._seg_layers(arena)
+            norms = (_FUSED, arena.step_stats.copy(), member, seg_layer)
+            if self.every != 1:
+                self._want_step_stats(False)
+        elif arena is not None:
             be = arena.be
             prev = self._prev_params
             has_prev = prev is not None and prev[0] is arena
@@ -586,15 +611,16 @@ class GradientMonitor:
             seg_layer, member = self._seg_layers(arena)
             norms = (gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer)
         # the per-layer aggregates, ratios and Python lists are derived when read (_flush)
-        if fast is None:
-            fast = (self._signal_norms(), self._layer_stats())
-        self._raw.append((n, lossv, norms) + fast)
-        for i in self._recurrent:
-            self._h["time_signal"].setdefault(self.layer_names[i], []).append(
-                self._pending_time.get(i) or [])
-        self._pending_signal = [None] * L
-        self._pending_stats = [None] * L
-        self._pending_time = {}
+        if self._wrapped:
+            self._raw.append((n, lossv, norms, fresh, self._signal_norms(), self._layer_stats()))
+            for i in self._recurrent:
+                self._h["time_signal"].setdefault(self.layer_names[i], []).append(
+                    self._pending_time.get(i) or [])
+            self._pending_signal = [None] * L
+            self._pending_stats = [None] * L
+            self._pending_time = {}
+        else:
+            self._raw.append((n, lossv, norms, fresh) + _NO_HOOKS)
         if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
             self._flush()  # keeps the raw list short and applies the cap
         self.seconds += time.perf_counter() - t0
@@ -629,11 +655,17 @@ class GradientMonitor:
     def _flush(self) -> dict:
         """Turn the raw records of the steps since the last read into the history lists."""
         raw, self._raw = self._raw, []
+        recs_all = self._rec_rows.take()
         h = self._h
         L = len(self.layers)
-        for n, loss, norms, (got, sig), stats in raw:
+        for k, (n, loss, norms, fresh, (got, sig), stats) in enumerate(raw):
             h["steps"].append(n)
             h["loss"].append(loss)
+            if norms is not None and norms[0] is _FUSED:
+                st, member, seg_layer = norms[1:]
+                gn, pn, un, gh = st[:, 0], st[:, 4], st[:, 5], st[:, 1:4]
+                gbad, gtot, ptot = int(st[:, 2].sum()), None, None
+                norms = (gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer)
             if norms is not None:
                 gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer = norms
                 if gtot is None:
@@ -670,13 +702,40 @@ class GradientMonitor:
             row = [None] * L
             for i, v in zip(got, sig.tolist() if isinstance(sig, np.ndarray) else sig):
                 row[i] = v
-            h["signal_norm"].append(row)
             st = self._stats_row(stats, L)
-            for k, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
-                h[k].append([None if s is None else s[pos] for s in st])
+            if len(self._rec_list):
+                self._record_rows(recs_all[k], fresh, row, st)
+            h["signal_norm"].append(row)
+            for key, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
+                h[key].append([None if s is None else s[pos] for s in st])
         if self.max_records is not None:
             self._thin()
         return h
+
+    def _record_rows(self, recs, fresh, sig_row, stats_row) -> None:
+        """Fill the signal and statistics of the layers with records from one step's rows."""
+        S = _LS
+        if self._rec_signal:
+            with np.errstate(invalid="ignore"):
+                sig = np.sqrt(recs[:, S.SIGNAL_SQ]).tolist()
+            ok = fresh[:, 1].tolist()
+            for i, r in self._rec_signal.items():
+                if ok[r]:
+                    sig_row[i] = sig[r]
+        if self._rec_stats:
+            n = recs[:, S.ELEMENTS]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = recs[:, S.SUM] / n
+                std = np.sqrt(np.maximum(recs[:, S.SUM_SQ] / n - mean * mean, 0.0))
+                sat = recs[:, S.SATURATED] / n
+                dead = 1.0 - recs[:, S.ALIVE] / recs[:, S.COLUMNS]
+            ok = (fresh[:, 0] & (n > 0)).tolist()
+            mean, std, sat, dead = mean.tolist(), std.tolist(), sat.tolist(), dead.tolist()
+            has_sat, has_dead = self._rec_sat.tolist(), self._rec_dead.tolist()
+            for i, r in self._rec_stats.items():
+                if ok[r]:
+                    stats_row[i] = (mean[r], std[r], sat[r] if has_sat[r] else None,
+                                    dead[r] if has_dead[r] else None)
 
     @property
     def num_records(self) -> int:

@@ -97,6 +97,16 @@ class Arena:
         self.parameters = tuple(p for _, p in named_params)
         self.id = next(_IDS)
         self.retired = False
+        # Step statistics: while a reader asks (request_step_stats), the built-in optimizers'
+        # native steps over this arena also fill step_stats (S, 8) per segment, from the same
+        # pass that updates the parameters: ||grad|| (NaN when non-finite), L-inf of the finite
+        # gradient values, non-finite count, index of the first non-finite value (-1: none),
+        # ||param|| after the step, ||update||, 1 (filled), 0. step_stats_serial counts the steps
+        # that filled every row; step_stats_backward is autograd.backward_calls() at that step.
+        self.step_stats = None
+        self.step_stats_serial = 0
+        self.step_stats_backward = -1
+        self.step_stats_readers = 0
         old = set()
         for i, ((_, p), s) in enumerate(zip(named_params, segs)):
             pv = flat_view(self.params, s.offset, s.shape)
@@ -121,6 +131,22 @@ class Arena:
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    def request_step_stats(self, on: bool = True) -> bool:
+        """Ask the optimizer steps over this arena to fill ``step_stats`` (on) or stop asking
+        (readers are counted). Returns whether this arena's backend can (CPU: yes)."""
+        if not getattr(self.be, "STEP_STATS", False):
+            return False
+        if on:
+            if self.step_stats is None:
+                st = np.zeros((len(self.segments), 8))
+                st[:, 3] = -1.0
+                st[:, 6] = 1.0  # empty segments are in no step: their zero row stays valid
+                self.step_stats = st
+            self.step_stats_readers += 1
+        else:
+            self.step_stats_readers = max(0, self.step_stats_readers - 1)
+        return True
 
     def __repr__(self) -> str:
         state = ", retired" if self.retired else ""

@@ -56,10 +56,14 @@ class Dense(Module):
     family (relu, leaky_relu, elu, gelu, silu, softplus), LeCun normal for selu, Xavier/Glorot
     uniform (gain 1) otherwise; biases start at zero. ``init`` also takes any name of
     deepgrad.init.INITIALIZERS or a callable filling the weight in place. ``alpha`` is the
-    leaky_relu slope (default 0.01) / elu scale (default 1.0), as in PyTorch."""
+    leaky_relu slope (default 0.01) / elu scale (default 1.0), as in PyTorch.
 
-    _pre = None  # a list set by GradientMonitor on recorded steps: receives z (see F.dense)
-    _probe = None  # a list set by GradientMonitor on recorded steps (see F.dense's probe=)
+    ``stats``: None, or a layer statistics record (``F.layer_record()``) handed to every
+    forward's ``F.dense(..., stats=)``: the fused kernels then fill it with the pre-activation's
+    sums, the saturated and alive counts and ||dL/dy||^2 of each recorded step, with no extra
+    pass (the GradientMonitor sets it)."""
+
+    stats = None
 
     def __init__(self, in_features: int, out_features: int, activation: str | None = None,
                  bias: bool = True, init=None, alpha: float | None = None, dtype=None):
@@ -81,7 +85,7 @@ class Dense(Module):
             return self._forward_any_shape(x)
         try:
             return F.dense(x, self.weight, self.bias, self.activation, self.alpha,
-                           pre=self._pre, probe=self._probe)
+                           stats=self.stats)
         except TypeError:
             if x.dtype != self.weight.dtype:
                 return self._forward_any_shape(x)  # raises, naming the layer
@@ -100,9 +104,9 @@ class Dense(Module):
         shape = tuple(x.shape)
         if len(shape) == 2:
             return F.dense(x, self.weight, self.bias, self.activation, self.alpha,
-                           pre=self._pre, probe=self._probe)
+                           stats=self.stats)
         y = F.dense(x.reshape(-1, self.in_features), self.weight, self.bias, self.activation,
-                    self.alpha, pre=self._pre, probe=self._probe)
+                    self.alpha, stats=self.stats)
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

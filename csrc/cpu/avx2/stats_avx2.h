@@ -1,0 +1,14 @@
+// AVX2 float32 sums for the layer statistics record (stats_avx2.cpp); call only when
+// dg::cpu_has_avx2_fma().
+#pragma once
+#include "deepgrad/common.h"
+
+namespace dg::avx2 {
+// x (n) -> *s += sum x (when s is not null), *q += sum x^2: float lanes over chunks of 256
+// elements (32 per lane), each chunk converted and added to double lanes, folded once at the end.
+void sums_f32(double* s, double* q, const float* x, index_t n);
+// One chunk (k <= 1024) of an optimizer step's statistics (cpu/optim.cpp): o[0] = sum g^2,
+// o[1] = max |g| over the finite values, o[2] = sum (g - g) (NaN when g holds NaN or Inf),
+// o[3] = sum pn^2, o[4] = sum (pn - po)^2 (the difference in float), sums in float lanes.
+void step_chunk_f32(double* o, const float* g, const float* pn, const float* po, index_t k);
+}  // namespace dg::avx2

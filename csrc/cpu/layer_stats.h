@@ -1,0 +1,18 @@
+// Private helpers of the fused layer kernels for the layer statistics record
+// (deepgrad/layer_stats.h): small single-threaded passes over a block that is already in cache.
+#pragma once
+#include "deepgrad/common.h"
+
+namespace dg::cpu {
+
+// x (n) -> *s += sum x, *q += sum x^2, in double (float32 with AVX2 is summed in float lanes over
+// chunks of 256 elements, 32 per lane, each chunk added to double lanes: relative error ~1e-7)
+template <class T> void add_sums(double* s, double* q, const T* x, index_t n);
+// count of i < n with |a[i] - center| > bound (NaN never counts)
+template <class T> index_t count_outside(const T* a, index_t n, T center, T bound);
+// colmax[j] = max(colmax[j], y[r, j]) over the rows of y (R, C); NaN never enters
+template <class T> void col_max(T* colmax, const T* y, index_t R, index_t C);
+// sum of x[i]^2 in double; NaN when x holds a NaN or an Inf
+template <class T> double sumsq_or_nan(const T* x, index_t n);
+
+}  // namespace dg::cpu

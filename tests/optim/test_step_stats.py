@@ -1,0 +1,188 @@
+"""Step statistics (issue 13): the optimizer steps fill, from the same pass that updates the
+parameters, per arena segment: ||grad||, the L-inf of its finite values, its non-finite count and
+first non-finite index, ||param|| after the step and ||update||. Compared with numpy in float64
+(1e-12 relative) and float32 (1e-5), with NaN/Inf planted, empty segments and segments of length
+1; the update itself is the same bits with or without statistics."""
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import losses, nn, optim
+from deepgrad.backend import get_backend
+
+cpu = get_backend("cpu")
+
+OFFSETS = np.array([0, 1, 1, 300, 301, 1337, 1337, 2000], dtype=np.int64)  # empty and 1-long
+
+
+def _reference(g, p_old, p_new, offsets):
+    rows = []
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        gs = g[a:b].astype(np.float64)
+        fin = np.isfinite(gs)
+        bad = np.flatnonzero(~fin)
+        rows.append((np.nan if bad.size else np.linalg.norm(gs),
+                     np.abs(gs[fin]).max() if fin.any() else 0.0,
+                     bad.size, bad[0] if bad.size else -1,
+                     np.linalg.norm(p_new[a:b].astype(np.float64)),
+                     np.linalg.norm((p_new[a:b] - p_old[a:b]).astype(np.float64))))
+    return np.array(rows)
+
+
+def _step(kind, p, g, state, dtype, offsets=None, stats=None):
+    if kind == "sgd":
+        cpu.sgd_step(p, g, state[0], 0.1, 0.9, 0.0, False, 1e-4, False, offsets, stats)
+    elif kind == "adam":
+        cpu.adam_step(p, g, state[0], state[1], 3, 1e-2, 0.9, 0.999, 1e-8, 1e-4, True, offsets,
+                      stats)
+    else:
+        cpu.rmsprop_step(p, g, state[0], 1e-2, 0.99, 1e-8, 0.0, 0.5, state[1], True, state[2],
+                         offsets, stats)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("plant", [False, True])
+def test_step_stats_match_numpy_and_leave_the_update_unchanged(kind, dtype, plant):
+    rng = np.random.default_rng(hash((kind, plant)) % 2**32)
+    n = int(OFFSETS[-1])
+    p0 = rng.normal(size=n).astype(dtype)
+    g = rng.normal(size=n).astype(dtype)
+    if plant:
+        g[0] = np.nan        # the 1-long first segment
+        g[500] = np.inf      # inside the long segment [301, 1337)
+        g[777] = np.nan
+        g[1500] = -np.inf
+    states = [[rng.random(n).astype(dtype) for _ in range(3)] for _ in range(2)]
+    states[1] = [s.copy() for s in states[0]]
+    pa, pb = p0.copy(), p0.copy()
+    stats = np.full((len(OFFSETS) - 1, 8), 7.0)
+    _step(kind, pa, g, states[0], dtype, OFFSETS, stats)
+    _step(kind, pb, g, states[1], dtype)
+    np.testing.assert_array_equal(pa, pb)  # the same update, bit for bit
+    for s0, s1 in zip(*states):
+        np.testing.assert_array_equal(s0, s1)
+    ref = _reference(g, p0, pa, OFFSETS)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(stats[:, [1, 2, 3]], ref[:, [1, 2, 3]], rtol=tol)
+    np.testing.assert_allclose(stats[:, 0], ref[:, 0], rtol=tol)  # NaN where non-finite
+    fin = np.isfinite(ref[:, 4])
+    np.testing.assert_allclose(stats[fin, 4], ref[fin, 4], rtol=tol)
+    np.testing.assert_allclose(stats[fin, 5], ref[fin, 5], rtol=tol)
+    np.testing.assert_array_equal(stats[:, 6], 1.0)
+    assert stats[1].tolist()[:7] == [0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 1.0]  # the empty segment
+
+
+def test_step_stats_do_not_depend_on_the_thread_count():
+    rng = np.random.default_rng(5)
+    n = 300_000
+    offsets = np.array([0, 100_000, 100_001, n], dtype=np.int64)
+    g = rng.normal(size=n).astype(np.float32)
+    out = []
+    old = dg.get_num_threads()
+    try:
+        for t in (1, 2):
+            dg.set_num_threads(t)
+            p = np.ones(n, np.float32)
+            st = np.zeros((3, 8))
+            cpu.adam_step(p, g, np.zeros(n, np.float32), np.zeros(n, np.float32), 1, 1e-3, 0.9,
+                          0.999, 1e-8, 0.0, False, offsets, st)
+            out.append(st)
+    finally:
+        dg.set_num_threads(old)
+    np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_step_stats_arguments_are_checked():
+    p, g = np.zeros(10), np.ones(10)
+    st = np.zeros((2, 8))
+    off = np.array([0, 4, 10])
+    with pytest.raises(ValueError, match="pass both"):
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, off, None)
+    with pytest.raises(ValueError, match="from 0 to param's size 10"):
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, np.array([0, 4, 9]), st)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, np.array([0, 11, 10]), st)
+    with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, off, np.zeros((2, 7)))
+    with pytest.raises(ValueError, match=r"shape \(2, 8\)"):
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, off, np.zeros((2, 8), np.float32))
+    with pytest.raises(TypeError, match="integer"):
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, off.astype(float), st)
+    np.testing.assert_array_equal(p, 0.0)  # nothing was applied
+
+
+def _model_and_data(seed=0):
+    dg.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    m = nn.Sequential(nn.Dense(4, 8, "tanh"), nn.Dense(8, 3))
+    X, y = dg.tensor(rng.normal(size=(16, 4)).astype(np.float32)), rng.integers(0, 3, 16)
+    return m, X, y
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+                                  lambda p: optim.Adam(p, lr=1e-2),
+                                  lambda p: optim.AdamW(p, lr=1e-2),
+                                  lambda p: optim.RMSprop(p, lr=1e-2, centered=True)])
+def test_optimizers_fill_the_arena_while_asked(make):
+    m, X, y = _model_and_data()
+    opt = make(m.parameters())
+    a = m.arena
+    assert a.request_step_stats(True)
+    before = a.params.copy()
+    opt.zero_grad()
+    losses.cross_entropy(m(X), y).backward()
+    opt.step()
+    ref = _reference(a.grads, before, a.params, a.offsets)
+    np.testing.assert_allclose(a.step_stats[:, :6], ref, rtol=1e-5)
+    assert a.step_stats_serial == 1 and a.step_stats_backward == dg.autograd.backward_calls()
+    a.request_step_stats(False)  # nobody asks: the next step leaves them alone
+    opt.zero_grad()
+    losses.cross_entropy(m(X), y).backward()
+    opt.step()
+    assert a.step_stats_serial == 1
+
+
+def test_a_partial_optimizer_or_custom_update_fills_nothing():
+    m, X, y = _model_and_data()
+    a = m.arena
+    a.request_step_stats(True)
+    opt = optim.SGD([m[0].weight], lr=0.1)  # not every segment: no statistics
+    losses.cross_entropy(m(X), y).backward()
+    opt.step()
+    assert a.step_stats_serial == 0
+
+    class Mine(optim.SGD):
+        def _update(self, r, group, step):
+            r.be.sgd_step(r.p, r.g, None, group["lr"], 0.0, 0.0, False, 0.0, step == 1)
+    Mine(m.parameters(), lr=0.1).step()
+    assert a.step_stats_serial == 0
+
+
+def test_monitor_takes_the_step_statistics_only_when_they_describe_this_step():
+    """The usual order (backward, opt.step, monitor.step) reads the optimizer's statistics; a
+    monitor stepped before opt.step() (or after a further backward) gets its own pass, never the
+    previous step's numbers. Both give numpy's norms of the gradients of the step."""
+    from deepgrad.monitor import GradientMonitor
+    for order in ("after", "before"):
+        m, X, y = _model_and_data(3)
+        opt = optim.Adam(m.parameters(), lr=1e-2)
+        mon = GradientMonitor(m)
+        seen = []
+        for _ in range(3):
+            opt.zero_grad()
+            losses.cross_entropy(m(X), y).backward()
+            if order == "before":
+                seen.append([np.linalg.norm(p.grad.numpy().astype(np.float64))
+                             for p in m.parameters()])
+                mon.step()
+            opt.step()
+            if order == "after":
+                seen.append([np.linalg.norm(p.grad.numpy().astype(np.float64))
+                             for p in m.parameters()])
+                mon.step()
+        d = mon.to_dict()
+        np.testing.assert_allclose(d["param_grad_norm"], seen, rtol=1e-6)
+        assert m.arena.step_stats_readers == 1
+        mon.close()
+        assert m.arena.step_stats_readers == 0
