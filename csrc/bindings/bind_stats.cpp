@@ -2,6 +2,8 @@
 // (csrc/cpu/act_stats.cpp).
 #include <string>
 
+#include <vector>
+
 #include "bindings/check.h"
 #include "bindings/registry.h"
 #include "deepgrad/kernels.h"
@@ -163,7 +165,55 @@ py::array_t<double> tensors_health(const py::sequence& arrays) {
   return out;
 }
 
+// The parameters of a model held as separate arrays (a torch model's, viewed through numpy):
+// ||p|| of each and, with diff, ||p - its snapshot|| where the snapshot of array k is
+// prev[offsets k] (prev: one flat buffer of the total size, the arrays' common dtype); with
+// snapshot, prev gets the current values. One call, no copy of the arrays.
+py::tuple tensors_param_norms(const py::sequence& arrays, py::handle prev_o, bool diff,
+                              bool snapshot) {
+  const char* fn = "tensors_param_norms";
+  const py::ssize_t K = static_cast<py::ssize_t>(arrays.size());
+  std::vector<py::array> as;
+  as.reserve(K);
+  py::ssize_t total = 0;
+  for (py::ssize_t k = 0; k < K; ++k) {
+    as.push_back(float_input(arrays[k], fn, "arrays[k]"));
+    if (k) same_dtype(fn, as[0], "arrays[0]", as[k], "arrays[k]");
+    total += as[k].size();
+  }
+  py::array prev;
+  if ((diff || snapshot) && prev_o.is_none())
+    fail_value(fn, "prev is needed for diff or snapshot");
+  if (!prev_o.is_none()) {
+    prev = float_output(prev_o, fn, "prev");
+    if (K) same_dtype(fn, as[0], "arrays[0]", prev, "prev");
+    if (prev.ndim() != 1 || prev.shape(0) != total)
+      fail_value(fn, "prev must be a flat buffer of the arrays' total size " +
+                         std::to_string(total) + ", got shape " + shape_str(prev));
+  }
+  py::array_t<double> pn(K), dn(diff ? K : 0);
+  double* ppn = pn.mutable_data();
+  double* pdn = diff ? dn.mutable_data() : nullptr;
+  py::ssize_t off = 0;
+  for (py::ssize_t k = 0; k < K; ++k) {
+    dispatch_float(as[k], [&](auto tag) {
+      using T = decltype(tag);
+      T* q = prev ? data_of<T>(prev) + off : nullptr;
+      cpu::param_norms<T>(ppn + k, pdn ? pdn + k : nullptr, q, cdata_of<T>(as[k]),
+                          static_cast<index_t>(as[k].size()), snapshot);
+      return 0;
+    });
+    off += as[k].size();
+  }
+  return py::make_tuple(pn, diff ? py::object(dn) : py::object(py::none()));
+}
+
 void bind_stats(py::module_& m) {
+  m.def("tensors_param_norms", &tensors_param_norms, py::arg("arrays"), py::arg("prev"),
+        py::arg("diff") = false, py::arg("snapshot") = false,
+        "arrays (float32/float64, one dtype) -> (||a|| per array, ||a - prev segment|| per "
+        "array or None); prev: flat buffer of the total size; snapshot copies the arrays into "
+        "prev.");
   m.def("segment_health", &segment_health, py::arg("buf"), py::arg("offsets"),
         "float64 (S, 7) per segment of a flat float buffer: [L2, L-inf, min, max] of the finite "
         "elements, NaN count, Inf count, index of the first non-finite (-1: none); one pass.");

@@ -138,6 +138,16 @@ index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, c
   return nonfinite;
 }
 
+template <class T>
+void param_norms(double* pn, double* dn, T* prev, const T* params, index_t n, bool snapshot) {
+  // params, prev (n) -> *pn = ||params||, *dn = ||params - prev|| (when dn); prev = params (snapshot)
+  *pn = std::sqrt(sumsq<T>(params, nullptr, n));
+  if (dn) *dn = std::sqrt(sumsq<T>(params, prev, n));
+  if (snapshot) std::copy(params, params + n, prev);
+}
+
+template void param_norms<float>(double*, double*, float*, const float*, index_t, bool);
+template void param_norms<double>(double*, double*, double*, const double*, index_t, bool);
 template double l2_norm<float>(const float*, index_t);
 template double l2_norm<double>(const double*, index_t);
 template index_t monitor_norms<float>(double*, double*, double*, float*, const float*, const float*,

@@ -72,6 +72,10 @@ template <class T>
 index_t monitor_norms(double* pnorms, double* gnorms, double* dnorms, T* prev, const T* params,
                       const T* grads, const index_t* offsets, index_t S, bool snapshot,
                       double* ghealth = nullptr);
+// params, prev (n) -> *pn = ||params||, *dn = ||params - prev|| (skipped when dn is null; the
+// difference taken in T), then prev = params when snapshot; double accumulation.
+template <class T>
+void param_norms(double* pn, double* dn, T* prev, const T* params, index_t n, bool snapshot);
 
 // ---- tensor health (health.cpp) -------------------------------------------------------------
 // x (n) -> out (7): L2 norm and L-infinity norm of the finite elements, their min and max (NaN

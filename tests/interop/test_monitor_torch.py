@@ -232,3 +232,58 @@ def test_tensorboard_writer_argument_and_missing_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)
     with pytest.raises(ImportError, match=r"deepgrad\[tensorboard\]"):
         GradientMonitor(torch_mlp(), tensorboard="x")
+
+
+class _Functional(torch.nn.Module):
+    """Not a Sequential: the activation finds its layer as the one that ran last."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.a, self.act, self.b = torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+
+
+def test_sequential_pairs_and_module_models_give_the_same_history():
+    seq = torch.nn.Sequential()
+    f = _Functional()
+    seq.add_module("a", torch.nn.Linear(4, 8))
+    seq.add_module("act", torch.nn.Tanh())
+    seq.add_module("b", torch.nn.Linear(8, 3))
+    seq.load_state_dict(f.state_dict())
+    ms, mf = GradientMonitor(seq), GradientMonitor(f)
+    train(seq, 3, ms)
+    train(f, 3, mf)
+    ds, df = ms.to_dict(), mf.to_dict()
+    for k in ("signal_norm", "act_mean", "act_std", "saturated", "param_grad_norm",
+              "update_norm", "layer_grad_linf"):
+        a = [[np.nan if v is None else v for v in row] if row is not None else [] for row in ds[k]]
+        b = [[np.nan if v is None else v for v in row] if row is not None else [] for row in df[k]]
+        assert len(a) == len(b) == 3, k
+        for ra, rb in zip(a, b):
+            np.testing.assert_allclose(ra, rb, rtol=1e-12, err_msg=k)
+    assert all(v is not None for v in ds["signal_norm"][-1] + ds["act_mean"][-1][:1])
+
+
+def test_new_parameter_storage_is_seen_and_nonfinite_is_named():
+    model = torch_mlp()
+    mon = GradientMonitor(model)
+    train(model, 1, mon)
+    with torch.no_grad():  # new storage for one weight: the monitor must read the new values
+        model[2].weight.data = torch.full_like(model[2].weight, 0.5)
+    x = torch.randn(8, 4)
+    loss = model(x).sum()
+    model.zero_grad()
+    loss.backward()
+    model[2].weight.grad[1, 2] = float("nan")
+    mon.step(loss)
+    d = mon.to_dict()
+    w = model[2].weight.detach().double()
+    assert d["param_norm"][-1][2] == pytest.approx(float(w.norm()), rel=1e-12)
+    assert d["layer_nonfinite"][-1] == [0, 1, 0]
+    assert d["first_nonfinite"][-1] == ["2.weight", 1 * w.shape[1] + 2, 1]
+    assert d["param_grad_norm"][-1][2] is None  # NaN, written as None in to_dict()
+    found = [f for f in mon.diagnose() if "2.weight" in f.message]
+    assert found and f"first at element {w.shape[1] + 2}" in found[0].message

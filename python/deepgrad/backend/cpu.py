@@ -520,6 +520,14 @@ def l2_norms(arrays):
     return _C.l2_norms(arrays)
 
 
+def tensors_param_norms(arrays, prev, diff: bool = False, snapshot: bool = False):
+    """Parameters held as separate float arrays of one dtype (a torch model's, viewed through
+    numpy): (||a|| per array, ||a - its segment of prev|| per array or None) in one native call;
+    prev is one flat buffer of the total size, refreshed with the arrays' values when
+    snapshot."""
+    return _C.tensors_param_norms(arrays, prev, diff, snapshot)
+
+
 def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
                   health: bool = False):
     """One pass over flat params/grads (and prev) per segment (GradientMonitor): (param norms,
@@ -527,6 +535,11 @@ def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bo
     gradient's (L-inf, non-finite count, first non-finite index) per segment]); prev[:] = params
     afterwards when snapshot."""
     return _C.monitor_norms(params, grads, prev, offsets, diff, snapshot, health)
+
+
+def tensors_health(arrays):
+    """float64 (K, 7): segment_health's row for each of K float arrays, in one native call."""
+    return _C.tensors_health(arrays)
 
 
 def segment_health(buf, offsets):

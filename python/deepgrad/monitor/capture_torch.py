@@ -32,6 +32,7 @@ any layer. (deepgrad's own recurrent layers record ||dL/dh_t|| for every step.)
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -75,6 +76,7 @@ class TorchGradientMonitor(GradientMonitor):
         # whose qualified name prefixes it (longest first), or by none
         self._named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self._params = [n for n, _ in self._named]
+        self._param_list = [p for _, p in self._named]
         prefixes = sorted(((names[id(m)], i) for i, m in enumerate(self.layers)),
                           key=lambda t: -len(t[0]))
         owner = []
@@ -94,15 +96,32 @@ class TorchGradientMonitor(GradientMonitor):
         self._signal_act = [None] * len(self.layers)
         self._stats: list = [None] * len(self.layers)
         self._last_layer = None  # the layer that ran last in the current forward
+        self._activation_stats = bool(activation_stats)
+        self._keeps = [functools.partial(_keep, self._signal, i) for i in range(len(self.layers))]
+        self._keeps_act = [functools.partial(_keep, self._signal_act, i)
+                           for i in range(len(self.layers))]
+        # A layer followed in its Sequential by an activation module is paired with it once,
+        # here: only the activation gets a hook (its input is the layer's output, its output is
+        # the layer's signal). Other layers get a hook of their own, and activations that are
+        # not paired find their layer as the one that ran last.
+        pairs = _sequential_pairs(model, self.layers)
+        paired = set()
         for i, m in enumerate(self.layers):
-            self._handles.append(m.register_forward_hook(self._make_layer_hook(i)))
+            if i in pairs:
+                a = pairs[i]
+                paired.add(id(a))
+                self._handles.append(a.register_forward_hook(
+                    functools.partial(self._on_pair, i, _ACTIVATIONS[type(a).__name__])))
+            else:
+                self._handles.append(m.register_forward_hook(self._make_layer_hook(i)))
         self._acts = {}
         if activation_stats:
             for m in model.modules():
                 act = _ACTIVATIONS.get(type(m).__name__)
-                if act is not None and not list(m.children()):
+                if act is not None and not list(m.children()) and id(m) not in paired:
                     self._acts[id(m)] = act
                     self._handles.append(m.register_forward_hook(self._on_activation))
+        self._pviews = None  # (data pointers, numpy views) of the parameters (CPU fast path)
         self._n = 0
         self._prev = None
         self._flat = None
@@ -122,19 +141,28 @@ class TorchGradientMonitor(GradientMonitor):
         return self._n % self.every == 0
 
     def _make_layer_hook(self, i: int):
-        signal = self._signal
-
-        def keep(g):
-            signal[i] = g
+        keep = self._keeps[i]
 
         def hook(module, args, out):
             self._last_layer = i
-            if not self._recording():
+            if self._n % self.every:
                 return
             y = out[0] if isinstance(out, tuple) else out
             if getattr(y, "requires_grad", False):
                 y.register_hook(keep)
         return hook
+
+    def _on_pair(self, i: int, act: str, module, args, out):
+        """The activation module paired with layer i: its output's gradient is the layer's
+        signal, its input and output give the layer's statistics (kept as references; their
+        numbers are taken at step())."""
+        if self._n % self.every or not out.requires_grad:
+            return  # not recorded, or a forward without gradients (no_grad, eval)
+        out.register_hook(self._keeps_act[i])
+        if self._activation_stats and args:
+            z = args[0]
+            if z.dim() >= 1 and z.shape == out.shape and z.numel():
+                self._stats[i] = (z, out, act)
 
     def _on_activation(self, module, args, out):
         i = self._last_layer
@@ -146,11 +174,7 @@ class TorchGradientMonitor(GradientMonitor):
         t0 = time.perf_counter()
         z, y = args[0], out
         if getattr(y, "requires_grad", False):
-            sig = self._signal_act
-
-            def keep(g, i=i):
-                sig[i] = g
-            y.register_hook(keep)
+            y.register_hook(self._keeps_act[i])
         self._last_layer = None   # one activation per layer
         if getattr(z, "dim", lambda: 0)() < 1 or z.shape != y.shape or z.numel() == 0:
             return
@@ -164,7 +188,7 @@ class TorchGradientMonitor(GradientMonitor):
         self._handles = []
         self._signal[:] = [None] * len(self.layers)
         self._signal_act[:] = [None] * len(self.layers)
-        self._stats = [None] * len(self.layers)
+        self._stats[:] = [None] * len(self.layers)
         _close_writer(self)
 
     # -- recording -------------------------------------------------------------------------------
@@ -190,33 +214,29 @@ class TorchGradientMonitor(GradientMonitor):
         t0 = time.perf_counter()
         n = self._n
         self._n += 1
-        params = [p for _, p in self._named]
-        flat = self._flat_ok(params)
+        params = self._param_list
+        views = self._host_views(params)
         if n % self.every != 0:
             if (n + 1) % self.every == 0:   # the next step is recorded: keep w for its update
-                if flat:
-                    self._gather(params, self._flat[2])
-                    self._has_prev = True
+                if views is not None:
+                    self._cpu_param_norms(views, diff=False, snapshot=True)
                 else:
                     self._prev = [p.detach().clone() for p in params]
             self.seconds += time.perf_counter() - t0
             return False
-        import torch
         L = len(self.layers)
         lossv = None if loss is None else float(loss.detach() if hasattr(loss, "detach")
                                                 else loss)
-        if flat:
-            # CPU: params and grads gathered into two flat buffers, then ONE native pass gives
-            # every parameter's weight, gradient and update norm and refreshes the snapshot
-            P, G, Q, offsets = self._flat
-            self._gather(params, P)
-            self._gather([p.grad for p in params], G)
-            pn, gn, un, _, gh = _monitor_norms(P, G, Q, offsets, self._has_prev,
-                                               self.every == 1, True)
-            pn, gn = np.asarray(pn, dtype=np.float64), np.asarray(gn, dtype=np.float64)
-            un = None if un is None else np.asarray(un, dtype=np.float64)
+        if views is not None:
+            # CPU: zero-copy numpy views; one native call for the gradients' health (L2, L-inf,
+            # non-finite counts, first bad index) and one for the weight and update norms that
+            # also refreshes the snapshot
+            gh = _tensors_health(self._grad_views(params))
+            pn, un = self._cpu_param_norms(views, diff=self._has_prev,
+                                           snapshot=self.every == 1)
             self._has_prev = self.every == 1
         else:
+            import torch
             gh = None
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             gn = self._norms(grads)
@@ -225,6 +245,7 @@ class TorchGradientMonitor(GradientMonitor):
             if self._prev is not None and len(self._prev) == len(params):
                 un = self._norms([p.detach() - q for p, q in zip(params, self._prev)])
             self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
+            gh = (gn, None)
         chosen = [a if a is not None else g for a, g in zip(self._signal_act, self._signal)]
         sig_idx = [i for i, g in enumerate(chosen) if g is not None]
         sig = self._norms([chosen[i] for i in sig_idx])
@@ -233,7 +254,7 @@ class TorchGradientMonitor(GradientMonitor):
         lim = self.thresholds.saturation_derivative
         for i in st_idx:
             z, y, act = self._stats[i]
-            z, y = z.cpu().numpy(), y.cpu().numpy()
+            z, y = _host(z), _host(y)
             z = np.ascontiguousarray(z.reshape(-1, z.shape[-1]))
             y = np.ascontiguousarray(y.reshape(-1, y.shape[-1]), dtype=z.dtype)
             if z.dtype not in (np.float32, np.float64):
@@ -244,72 +265,151 @@ class TorchGradientMonitor(GradientMonitor):
         raw = _act_stats_many(items) if items else []
         self._signal[:] = [None] * L
         self._signal_act[:] = [None] * L
-        self._stats = [None] * L
+        self._stats[:] = [None] * L
         self._last_layer = None
-
-        h = self._h
-        h["steps"].append(n)
-        h["loss"].append(lossv)
-        bad = not np.all(np.isfinite(gn))
-        h["global_grad_norm"].append(float("nan") if bad else math.sqrt(float(gn @ gn)))
-        h["global_param_norm"].append(math.sqrt(float(pn @ pn)))
-        h["param_grad_norm"].append(gn.tolist())
-        h["param_norm"].append(pn.tolist())
-        h["update_norm"].append(None if un is None else un.tolist())
-        sq = np.array([gn, pn] if un is None else [gn, pn, un])
-        agg = np.sqrt((sq * sq) @ self._member)
-        lw = agg[1]
-        pos = lw > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
-        h["layer_grad_norm"].append(agg[0].tolist())
-        h["layer_weight_norm"].append(lw.tolist())
-        h["layer_grad_ratio"].append(rat[0].tolist())
-        h["layer_update_ratio"].append([None] * L if un is None else rat[2].tolist())
-        linf, nonf, first = _health_rows(gh, self._member, self._params, self._seg_layer)
-        h["layer_grad_linf"].append(linf)
-        h["layer_nonfinite"].append(nonf)
-        h["first_nonfinite"].append(first)
-        row = [None] * L
-        for i, v in zip(sig_idx, sig.tolist()):
-            row[i] = v
-        h["signal_norm"].append(row)
-        stats = self._stats_row((st_idx, raw, meta) if items else None, L)
-        for k, p in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
-            h[k].append([None if s is None else s[p] for s in stats])
-        if self.max_records is not None:
-            self._thin()
+        self._raw.append((n, lossv, gh, pn, un, sig_idx, sig,
+                          (st_idx, raw, meta) if items else None))
+        if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
+            self._flush()
         self.seconds += time.perf_counter() - t0
         self._after_record()
         return True
 
     def _flush(self) -> dict:
-        return self._h
-
-    def _flat_ok(self, params) -> bool:
-        """True when every parameter is a CPU float32 (or every one float64) tensor: then the
-        flat buffers (params, grads, snapshot, offsets) exist in self._flat."""
-        if not params or any(p.device.type != "cpu" for p in params):
-            return False
-        dt = params[0].detach().numpy().dtype
-        if dt not in (np.float32, np.float64) or any(p.dtype != params[0].dtype for p in params):
-            return False
-        sizes = [p.numel() for p in params]
-        if self._flat is None or self._flat[3][-1] != sum(sizes) or self._flat[0].dtype != dt:
-            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-            n = int(offsets[-1])
-            self._flat = (np.empty(n, dt), np.empty(n, dt), np.empty(n, dt), offsets)
-            self._has_prev = False
-        return True
-
-    def _gather(self, tensors, out) -> None:
-        """Copy each tensor (None: zeros) into its segment of the flat buffer ``out``."""
-        offsets = self._flat[3]
-        for t, a, b in zip(tensors, offsets[:-1], offsets[1:]):
-            if t is None:
-                out[a:b] = 0
+        """Turn the raw records of the steps since the last read into the history lists."""
+        raw, self._raw = self._raw, []
+        h = self._h
+        L = len(self.layers)
+        for n, lossv, gh, pn, un, sig_idx, sig, stats in raw:
+            if isinstance(gh, tuple):  # the torch path: L2 norms only
+                gn, gh = gh
             else:
-                out[a:b] = t.detach().numpy().reshape(-1)
+                bad = gh[:, 4] + gh[:, 5]
+                gn = np.where(bad > 0, np.nan, gh[:, 0])
+                gh = np.stack([gh[:, 1], bad, gh[:, 6]], axis=1)
+            h["steps"].append(n)
+            h["loss"].append(lossv)
+            bad = not np.all(np.isfinite(gn))
+            h["global_grad_norm"].append(float("nan") if bad else math.sqrt(float(gn @ gn)))
+            h["global_param_norm"].append(math.sqrt(float(pn @ pn)))
+            h["param_grad_norm"].append(gn.tolist())
+            h["param_norm"].append(pn.tolist())
+            h["update_norm"].append(None if un is None else un.tolist())
+            sq = np.array([gn, pn] if un is None else [gn, pn, un])
+            agg = np.sqrt((sq * sq) @ self._member)
+            lw = agg[1]
+            pos = lw > 0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rat = np.where(pos, agg / np.where(pos, lw, 1.0), np.nan)
+            h["layer_grad_norm"].append(agg[0].tolist())
+            h["layer_weight_norm"].append(lw.tolist())
+            h["layer_grad_ratio"].append(rat[0].tolist())
+            h["layer_update_ratio"].append([None] * L if un is None else rat[2].tolist())
+            linf, nonf, first = _health_rows(gh, self._member, self._params, self._seg_layer)
+            h["layer_grad_linf"].append(linf)
+            h["layer_nonfinite"].append(nonf)
+            h["first_nonfinite"].append(first)
+            row = [None] * L
+            for i, v in zip(sig_idx, sig.tolist()):
+                row[i] = v
+            h["signal_norm"].append(row)
+            st = self._stats_row(stats, L)
+            for k, p in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
+                h[k].append([None if s is None else s[p] for s in st])
+        if self.max_records is not None:
+            self._thin()
+        return h
+
+    @property
+    def num_records(self) -> int:
+        return len(self._h["steps"]) + len(self._raw)
+
+    def _host_views(self, params):
+        """Flat numpy views of the parameters when every one is a CPU float32 (or every one a
+        float64) tensor, cached and checked against the tensors' data pointers each step (a
+        parameter given new storage gets a new view); None otherwise (the torch path)."""
+        pv = self._pviews
+        if pv is not None:
+            ptrs = [p.data_ptr() for p in params]
+            if ptrs == pv[0]:
+                return pv[1]
+        if not params or any(p.device.type != "cpu" for p in params):
+            self._pviews = None
+            return None
+        dt = params[0].dtype
+        if any(p.dtype != dt for p in params):
+            self._pviews = None
+            return None
+        if str(dt) not in _TORCH_FLOATS or any(not p.is_contiguous() for p in params):
+            self._pviews = None
+            return None
+        views = [p.detach().numpy().reshape(-1) for p in params]  # views: contiguous
+        total = sum(v.size for v in views)
+        if self._flat is None or self._flat.size != total or self._flat.dtype != views[0].dtype:
+            self._flat = np.empty(total, views[0].dtype)  # the snapshot for update norms
+            self._has_prev = False
+        self._pviews = ([p.data_ptr() for p in params], views)
+        return views
+
+    def _grad_views(self, params) -> list:
+        """Zero-copy flat numpy views of the gradients (zeros for a parameter without one)."""
+        out = []
+        for p, v in zip(params, self._pviews[1]):
+            g = p.grad
+            if g is None:
+                out.append(np.zeros_like(v))
+                continue
+            if g.requires_grad:
+                g = g.detach()
+            a = g.numpy()
+            out.append(a.reshape(-1) if a.flags.c_contiguous else np.ascontiguousarray(a).reshape(-1))
+        return out
+
+    def _cpu_param_norms(self, views, diff: bool, snapshot: bool):
+        pn, un = _tensors_param_norms(views, self._flat, diff, snapshot)
+        if snapshot:
+            self._has_prev = True
+        return pn, un
+
+
+
+_TORCH_FLOATS = {"torch.float32", "torch.float64"}
+
+
+def _keep(lst: list, i: int, g) -> None:
+    """Tensor hook: keep a reference to the gradient (no copy; norms are taken at step())."""
+    lst[i] = g
+
+
+def _host(t) -> np.ndarray:
+    """A zero-copy numpy view of a CPU tensor (a host copy of a CUDA one)."""
+    t = t.detach()
+    return t.numpy() if t.device.type == "cpu" else t.cpu().numpy()
+
+
+def _sequential_pairs(model, layers) -> dict:
+    """{layer index: the activation module right after that layer in its parent Sequential}."""
+    index = {id(m): i for i, m in enumerate(layers)}
+    pairs = {}
+    for parent in model.modules():
+        if type(parent).__name__ != "Sequential":
+            continue
+        kids = list(parent.children())
+        for a, b in zip(kids, kids[1:]):
+            i = index.get(id(a))
+            if i is not None and type(b).__name__ in _ACTIVATIONS and not list(b.children()):
+                pairs[i] = b
+    return pairs
+
+
+def _tensors_health(arrays):
+    from ..backend import get_backend
+    return get_backend("cpu").tensors_health(arrays)
+
+
+def _tensors_param_norms(arrays, prev, diff, snapshot):
+    from ..backend import get_backend
+    return get_backend("cpu").tensors_param_norms(arrays, prev, diff, snapshot)
 
 
 _CAPTURES.append((is_torch_module, TorchGradientMonitor))
