@@ -1,12 +1,18 @@
-"""Cost of the GradientMonitor relative to a training step (depth-20 width-64 MLP, batch 64).
+"""Cost of the GradientMonitor relative to a training step (depth-20 MLP, batch 64, Adam).
 
-    python benchmarks/bench_monitor.py [--steps 50] [--rounds 7] [--threads N] [--width W] [--batch B]
+    python benchmarks/bench_monitor.py [--steps 50] [--rounds 15] [--threads N] [--widths 64,256]
 
 Times, in the same process, the plain training step (forward, backward, Adam) and the same step
 with a monitor recording every step, every step without activation statistics, and every 10th
 step. The configurations take turns in each round (fair on a shared machine) and each reports
-its best round. The last column is the monitor's own clock (``GradientMonitor.seconds``: its
-hooks in the forward and ``step()``) per step, recording every step.
+the median of its rounds. "own us" is the monitor's own clock per recorded step
+(``GradientMonitor.seconds``: ``step()`` and any hooks).
+
+The breakdown table splits the every=1 cost, in the same rounds, into what the kernels add
+(every Dense layer given its layer statistics record: the statistics taken in the dense forward
+epilogue and backward), what the optimizer adds (the arena's step statistics: gradient health,
+weight and update norms taken in the Adam pass), and the rest (the monitor's ``step()``: one
+copy of the records and of the step statistics into the history arrays).
 
 ``--torch`` adds the PyTorch section (when torch is installed): a torch MLP (depth 20, width 64,
 batch 64, tanh) and a torch LSTM (batch 32, 50 steps, 16 inputs, 128 units), each as the plain
@@ -16,9 +22,11 @@ turns in the same rounds; medians of the rounds.
 """
 import argparse
 import os
+import statistics
 import time
 
 import deepgrad as dg
+from deepgrad import functional as F
 from deepgrad import losses, optim
 from deepgrad.data import spirals
 from deepgrad.monitor import GradientMonitor
@@ -29,13 +37,24 @@ CONFIGS = (("plain", None), ("every=1", dict(every=1)),
 
 
 def make(kw, activation: str, init: str, width: int = 64, batch: int = 64):
-    """A step function for a fresh model, optimizer and (when kw is not None) monitor."""
+    """A step function for a fresh model, optimizer and (when kw is not None) monitor. kw may
+    also be "records" (every Dense layer gets a layer statistics record, no monitor) or
+    "step stats" (the arena asks the optimizer for step statistics, no monitor)."""
     dg.manual_seed(0)
     X, y = spirals(max(600, batch), seed=0)
     xb, yb = dg.tensor(X[:batch]), dg.tensor(y[:batch])
     model = build_mlp(RunConfig(name="bench", activation=activation, init=init, width=width), 2, 3)
     opt = optim.Adam(model.parameters(), lr=1e-3)
-    mon = GradientMonitor(model, **kw) if kw is not None else None
+    mon = None
+    if kw == "records":
+        for m in model.modules():
+            if isinstance(m, dg.nn.Dense):
+                m.stats = F.layer_record(True, 1 if activation == "tanh" else 0, 0.0, 0.9995,
+                                         activation == "relu")
+    elif kw == "step stats":
+        model.arena.request_step_stats(True)
+    elif kw is not None:
+        mon = GradientMonitor(model, **kw)
 
     def step():
         loss = losses.cross_entropy(model(xb), yb)
@@ -52,9 +71,9 @@ def make(kw, activation: str, init: str, width: int = 64, batch: int = 64):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=50, help="steps per timed batch (a multiple of 10)")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=0, help="deepgrad threads (0: default)")
-    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--widths", default="64,256")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--torch", action="store_true", help="also the PyTorch section")
     ap.add_argument("--torch-only", action="store_true", help="only the PyTorch section")
@@ -65,28 +84,45 @@ def main():
             return
     if args.threads:
         dg.set_num_threads(args.threads)
-    print(f"threads {dg.get_num_threads()}, load average {os.getloadavg()[0]:.2f} at start")
-    names = [n for n, _ in CONFIGS]
-    print(f"{'model':16s} " + " ".join(f"{n:>17s}" for n in names) + f" {'monitor ms':>11s}")
-    for act, init in (("tanh", "xavier"), ("relu", "he")):
-        runs = {n: make(kw, act, init, args.width, args.batch) for n, kw in CONFIGS}
-        best = dict.fromkeys(names, float("inf"))
-        own = float("inf")
-        for _ in range(args.rounds):
-            for n in names:
-                step, mon = runs[n]
-                s0 = mon.seconds if mon is not None else 0.0
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    step()
-                t = (time.perf_counter() - t0) / args.steps
-                best[n] = min(best[n], t)
-                if n == "every=1":
-                    own = min(own, (mon.seconds - s0) / args.steps)
-        base = best["plain"]
-        cells = [f"{1e3 * base:8.3f}{'':9s}"] + [
-            f"{1e3 * best[n]:8.3f} ({100 * (best[n] / base - 1):+5.1f}%)" for n in names[1:]]
-        print(f"{f'd20 w{args.width} b{args.batch} ' + act:16s} " + " ".join(f"{c:>17s}" for c in cells) + f" {1e3 * own:11.3f}")
+    print(f"deepgrad, {dg.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f} "
+          f"at start; medians of {args.rounds} rounds of {args.steps} steps, ms per step "
+          "(overhead vs plain)")
+    names = [n for n, _ in CONFIGS] + ["records", "step stats"]
+    shown = [n for n, _ in CONFIGS]
+    print(f"{'model':18s} " + " ".join(f"{n:>17s}" for n in shown) + f" {'own us':>8s}")
+    breakdown = []
+    for width in (int(w) for w in args.widths.split(",")):
+        for act, init in (("tanh", "xavier"), ("relu", "he")):
+            kws = dict(CONFIGS)
+            kws.update({"records": "records", "step stats": "step stats"})
+            runs = {n: make(kws[n], act, init, width, args.batch) for n in names}
+            times = {n: [] for n in names}
+            own = []
+            for _ in range(args.rounds):
+                for n in names:
+                    step, mon = runs[n]
+                    s0 = mon.seconds if mon is not None else 0.0
+                    t0 = time.perf_counter()
+                    for _ in range(args.steps):
+                        step()
+                    times[n].append((time.perf_counter() - t0) / args.steps)
+                    if n == "every=1":
+                        own.append((mon.seconds - s0) / args.steps)
+            med = {n: statistics.median(v) for n, v in times.items()}
+            base = med["plain"]
+            cells = [f"{1e3 * base:8.3f}{'':9s}"] + [
+                f"{1e3 * med[n]:8.3f} ({100 * (med[n] / base - 1):+5.1f}%)" for n in shown[1:]]
+            label = f"d20 w{width} b{args.batch} {act}"
+            print(f"{label:18s} " + " ".join(f"{c:>17s}" for c in cells)
+                  + f" {1e6 * statistics.median(own):8.1f}")
+            total = med["every=1"] - base
+            breakdown.append((label, 1e6 * total, 1e6 * (med["records"] - base),
+                              1e6 * (med["step stats"] - base), 1e6 * statistics.median(own)))
+    print("\nevery=1 cost per step, us (records: the layer statistics in the dense kernels; step "
+          "stats: the norms in the Adam pass; step(): the monitor's own clock)")
+    print(f"{'model':18s} {'total':>8s} {'records':>8s} {'step stats':>10s} {'step()':>8s}")
+    for label, tot, rec, st, own in breakdown:
+        print(f"{label:18s} {tot:8.1f} {rec:8.1f} {st:10.1f} {own:8.1f}")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 

@@ -290,6 +290,26 @@ def _root_grad(root, grad):
     return g if g.dtype == root.data.dtype else be.astype(g, root.data.dtype)
 
 
+def grad_sink(t, data, be):
+    """The one gradient sink of the fused ops: where an op's backward puts input ``t``'s
+    gradient (``data`` is t's value as the forward read it). Returns (buffer, True) when t is a
+    plain leaf the engine would only accumulate into (no hook, no anomaly check, requires
+    grad): the buffer is t.grad's storage (the parameter arena's view, allocated zeroed the
+    first time) and the op accumulates into it and returns None for t. Otherwise (buffer, False):
+    a fresh zeroed buffer that the op returns as t's gradient, so the engine runs t's hooks and
+    accumulates as for every other op. Both paths give the same gradient."""
+    if t._hooks is None and t._node is None and t.requires_grad and not _S.anomaly:
+        gt = t.grad
+        if gt is None:
+            buf = be.zeros(data.shape, data.dtype)
+            t.grad = _new(buf, be)
+            return buf, True
+        gd = gt.data
+        if gd.shape == data.shape and (gd.dtype is data.dtype or gd.dtype == data.dtype):
+            return gd, True
+    return be.zeros(data.shape, data.dtype), False
+
+
 #: backward() calls in this process so far (any thread): a reader of statistics taken by an
 #: optimizer step checks that no backward ran since (deepgrad.nn.arena step statistics)
 _BACKWARDS = [0]

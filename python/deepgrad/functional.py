@@ -6,9 +6,8 @@ from functools import partial as _partial
 
 import numpy as np
 
-from .autograd import Node, _S
-from .autograd import _check_forward
-from .tensor import Tensor, _axis, _new, _result, _device_mismatch, _not_tensor
+from .autograd import _S, grad_sink
+from .tensor import Tensor, _axis, _result, _device_mismatch, _not_tensor
 from .tensor import concat, matmul, maximum, minimum, stack, where  # noqa: F401 (re-exported)
 
 ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
@@ -154,32 +153,16 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 # the fused dense layer: the hot path of every MLP
 
 
-def _grad_buffer(p: Tensor, pd, be):
-    """(buffer to accumulate p's gradient into, whether it is p.grad itself); pd is p.data as
-    the forward read it. A plain leaf without hooks accumulates straight into its .grad (the
-    parameter arena's view), which skips an allocation and an add per layer per step."""
-    if p._hooks is None and p._node is None and p.requires_grad and not _S.anomaly:
-        gt = p.grad
-        if gt is None:
-            buf = be.zeros(pd.shape, pd.dtype)
-            p.grad = _new(buf, be)
-            return buf, True
-        gd = gt.data
-        if gd.shape == pd.shape and (gd.dtype is pd.dtype or gd.dtype == pd.dtype):
-            return gd, True
-    return be.zeros(pd.shape, pd.dtype), False
-
-
 def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, stats, g):
     """The dense node's backward, bound to its saved values with functools.partial (no closure
     cells in dense's body, which runs once per layer per step). ``stats``: None or the layer
     statistics record of the forward, which receives ||dL/dy||^2."""
-    dw, w_direct = _grad_buffer(w, wd, be)
+    dw, w_direct = grad_sink(w, wd, be)
     if b is None:
         dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad,
                                stats)
         return dx, None if w_direct else dw
-    db, b_direct = _grad_buffer(b, bd, be)
+    db, b_direct = grad_sink(b, bd, be)
     dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad, stats)
     return dx, None if w_direct else dw, None if b_direct else db
 
@@ -246,15 +229,11 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         stats = None
     else:
         y, z = be.dense_forward(xd, wd, bd, activation, alpha, False, stats)
-    out = _new(y, be)
-    if record:
-        out.requires_grad = True
-        out._node = Node((x, w) if b is None else (x, w, b),
-                         _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha,
-                                  be, stats), "dense", ((x, x._version), (w, w._version)))
-    if _S.anomaly:
-        _check_forward(out, "dense")
-    return out
+    if not record:
+        return _result(y, be, (), None, "dense")
+    return _result(y, be, (x, w) if b is None else (x, w, b),
+                   _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha, be,
+                            stats), "dense", (x, w))
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
