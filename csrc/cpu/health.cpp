@@ -8,7 +8,13 @@
 #include <cmath>
 #include <limits>
 
+#include <type_traits>
+
+#ifdef DG_HAVE_AVX2_BUILD
+#include "cpu/avx2/stats_avx2.h"
+#endif
 #include "cpu/ew_parallel.h"
+#include "deepgrad/cpu_features.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
@@ -47,7 +53,7 @@ void health_slow(double* out, const T* x, index_t n) {
 // in T, and z = sum of (x - x), which is 0 for finite elements and NaN as soon as one is not;
 // L-inf is max(-min, max). A NaN z sends the segment to health_slow.
 template <class T>
-DG_CLONES void health_one(double* out, const T* x, index_t n) {
+DG_CLONES void health_portable(double* out, const T* x, index_t n) {
   double q[kLanes] = {};
   T mn[kLanes], mx[kLanes], z[kLanes];
   const T inf = std::numeric_limits<T>::infinity();
@@ -86,6 +92,32 @@ DG_CLONES void health_one(double* out, const T* x, index_t n) {
   out[2] = n ? double(mn[0]) : std::nan("");
   out[3] = n ? double(mx[0]) : std::nan("");
   out[4] = 0, out[5] = 0, out[6] = -1;
+}
+
+// float32 with AVX2: the intrinsics loop (float lanes per chunk for the squares), the same
+// results to float32 rounding of the partial sums; otherwise the portable loop.
+template <class T>
+void health_one(double* out, const T* x, index_t n) {
+#ifdef DG_HAVE_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float>) {
+    static const bool avx2 = cpu_has_avx2_fma();
+    if (avx2) {
+      double r[4];
+      avx2::health_f32(r, x, n);
+      if (r[3] != 0.0 || !std::isfinite(r[0])) {  // NaN z: a NaN or an Inf in the segment
+        health_slow<T>(out, x, n);
+        return;
+      }
+      out[0] = std::sqrt(r[0]);
+      out[1] = n ? std::max(-r[1], r[2]) : 0.0;
+      out[2] = n ? r[1] : std::nan("");
+      out[3] = n ? r[2] : std::nan("");
+      out[4] = 0, out[5] = 0, out[6] = -1;
+      return;
+    }
+  }
+#endif
+  health_portable<T>(out, x, n);
 }
 
 }  // namespace
