@@ -1,5 +1,5 @@
 // Launchers of deepgrad's hand-written CUDA compute kernels (csrc/cuda/gemm.cu, dense.cu,
-// activations.cu, softmax_loss.cu, norms.cu, optim.cu, norm_layers.cu, rnn.cu).
+// activations.cu, softmax_loss.cu, norms.cu, health.cu, optim.cu, norm_layers.cu, rnn.cu).
 //
 // Conventions: float32, row-major, contiguous device pointers. Outputs first, then inputs, then
 // sizes, then the stream. Backward kernels accumulate (+=) into parameter gradients (dw, db,
@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "deepgrad/common.h"
+#include "deepgrad/cuda_array.h"
 #include "deepgrad/math.h"
 
 struct CUstream_st;
@@ -103,6 +104,20 @@ void segment_norms_host(double* norms, double* total, std::int64_t* nonfinite, c
 void scale_(float* buf, index_t n, float factor, cudaStream_t stream);
 void clip_value_(float* buf, index_t n, float clip, cudaStream_t stream);
 void fill_(float* buf, index_t n, float value, cudaStream_t stream);
+
+// ---- health.cu --------------------------------------------------------------------------------
+// buf (n) float32 or float64 (t) with segment offsets (S + 1, on the device; offsets[0] = 0,
+// offsets[S] = n) -> out (S, 7) float64 on the device: per segment the row of deepgrad/health.h
+// ([L2, L-inf, min, max] of the finite elements, NaN count, Inf count, first non-finite index
+// relative to the segment or -1), as dg::cpu::segment_health. Two launches, deterministic.
+// workspace: segment_health_workspace(n, S, t) bytes, 16-byte aligned.
+std::size_t segment_health_workspace(index_t n, index_t segments, DType t);
+void segment_health(double* out, void* workspace, const void* buf, DType t,
+                    const std::int64_t* offsets, index_t n, index_t segments, cudaStream_t stream);
+// The whole host call: offsets (S + 1) and out (S, 7) in host memory; scratch kept between calls
+// (offsets equal to the previous call's are not uploaded again); synchronizes the stream.
+void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
+                         index_t n, index_t segments, cudaStream_t stream);
 
 // ---- optim.cu ---------------------------------------------------------------------------------
 // One launch over the whole flat buffer each; per-element formulas from math.h.

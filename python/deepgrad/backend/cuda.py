@@ -885,6 +885,39 @@ def segment_norms(buf, offsets):
     return _C.cuda_segment_norms(_dev(buf, "segment_norms", "buf"), np.asarray(offsets))
 
 
+def segment_health(buf, offsets):
+    """float64 numpy (S, 7) per segment of a flat float32/float64 buffer: L2, L-inf, min, max of
+    the finite values, NaN count, Inf count, first non-finite index (-1), in one pass (tensor
+    health; csrc/cuda/health.cu, deterministic). Returns to the host: one synchronisation."""
+    return _C.cuda_segment_health(_dev(buf, "segment_health", "buf"), np.asarray(offsets))
+
+
+# Per-step statistics without a host synchronisation (csrc/cuda/ring.cu): a device ring of
+# K slots x W float64 values; each record is written by kernels into the next slot, full rings
+# are copied to pinned host memory asynchronously, and only reading waits for the device.
+
+
+def stat_ring(slots: int, width: int):
+    """A device ring of ``slots`` records of ``width`` float64 statistics (_C.CudaStatRing).
+    A record that finds every slot holding an uncopied record first enqueues their copy to the
+    host, so ``slots`` is also the copy period."""
+    return _C.CudaStatRing(int(slots), int(width))
+
+
+def record_stats(ring, step: int, health=(), values=()) -> None:
+    """One per-step record into ``ring``, one native call and no host synchronisation: for each
+    ``(col, buf, offsets)`` of ``health`` the segment_health rows (S, 7) of ``buf`` at columns
+    [col, col + 7 S); for each ``(col, array)`` of ``values`` the device array's values (e.g. the
+    0-d loss) at [col, col + size). Columns the record does not write hold NaN."""
+    ring.record(int(step), tuple(health), tuple(values))
+
+
+def read_stats(ring):
+    """(steps int64 (m,), rows float64 (m, width)): every record since the last read, oldest
+    first; waits for the device once."""
+    return ring.read()
+
+
 def scale_(buf, factor: float) -> None:
     """buf *= factor in place."""
     _C.cuda_scale_(_dev(buf, "scale_", "buf"), float(factor))
