@@ -174,4 +174,34 @@ void gru_cell_backward(float* dxg, float* dhg, float* dh_prev, const float* dh,
                        const float* h_prev, const float* act, index_t B, index_t H,
                        cudaStream_t stream);
 
+// Whole sequences in one host call each way: the contracts of dg::cpu::*_sequence_* in
+// deepgrad/rnn.h (same layouts, float32), queued without a host synchronisation. hs[0] (and
+// cs[0]) hold h0 (c0) on entry. norms: (T) float64 on the device receiving ||dL/dh_t||, or null.
+// work: device scratch of the stated number of floats.
+// xw (T*B, 4H), w (H, 4H) -> y (B, T+1, H), hs, cs (T+1, B, H), acts (T, B, 4H); work B*4H.
+void lstm_sequence_forward(float* y, float* hs, float* cs, float* acts, float* work,
+                           const float* xw, const float* w, index_t B, index_t T, index_t H,
+                           cudaStream_t stream);
+// gy (B, T+1, H) -> dxw (T*B, 4H), dw (H, 4H) (overwritten), dh0, dc0 (B, H); work 4*B*H.
+void lstm_sequence_backward(float* dxw, float* dw, float* dh0, float* dc0, double* norms,
+                            float* work, const float* gy, const float* hs, const float* cs,
+                            const float* acts, const float* w, index_t B, index_t T, index_t H,
+                            cudaStream_t stream);
+// xw (T*B, H), w (H, H) -> y (B, T, H), hs (T+1, B, H), zs (T, B, H) pre-activations.
+void rnn_sequence_forward(float* y, float* hs, float* zs, const float* xw, const float* w,
+                          index_t B, index_t T, index_t H, Act act, cudaStream_t stream);
+// gy (B, T, H) -> dxw (T*B, H), dw (H, H), dh0 (B, H); work 2*B*H.
+void rnn_sequence_backward(float* dxw, float* dw, float* dh0, double* norms, float* work,
+                           const float* gy, const float* hs, const float* zs, const float* w,
+                           index_t B, index_t T, index_t H, Act act, cudaStream_t stream);
+// xw (T*B, 3H) = x W_ih + b_ih, w (H, 3H), bh (3H) or null -> y (B, T, H), hs (T+1, B, H),
+// acts (T, B, 4H); work B*3H.
+void gru_sequence_forward(float* y, float* hs, float* acts, float* work, const float* xw,
+                          const float* w, const float* bh, index_t B, index_t T, index_t H,
+                          cudaStream_t stream);
+// gy (B, T, H) -> dxw (T*B, 3H), dw (H, 3H), dbh (3H) or null, dh0 (B, H); work 2*B*H + T*B*3H.
+void gru_sequence_backward(float* dxw, float* dw, float* dbh, float* dh0, double* norms,
+                           float* work, const float* gy, const float* hs, const float* acts,
+                           const float* w, index_t B, index_t T, index_t H, cudaStream_t stream);
+
 }  // namespace dg::cuda
