@@ -5,6 +5,8 @@
 //       and merge order replayed on the host with deepgrad/health.h (the code the kernel runs),
 //       so CPU-only test runs check the device math against numpy
 //   cuda_segment_health(buf, offsets) -> float64 numpy (S, 7)      segment_health on CUDA
+//   cuda_monitor_norms(params, grads, prev, offsets, diff=False, snapshot=False, health=False)
+//       the CPU's monitor_norms on the device (same results), one host synchronisation
 //   CudaStatRing(slots, width)                            K slots x W float64 on the device
 //       .record(step, health=(), values=())  one per-step record, no host synchronisation:
 //           health: (col, buf, offsets) -> buf's (S, 7) rows at columns [col, col + 7 S)
@@ -20,6 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -138,6 +141,58 @@ py::array_t<double> segment_health(py::handle buf_o, py::handle offsets_o) {
   return out;
 }
 
+// sqrt of the sum of squares over a whole segment, NaN and Inf included, from its health row:
+// what the CPU's monitor_norms reports (NaN wins, then Inf, else the L2 of the finite values).
+double plain_norm(const double* h) {
+  if (h[4] > 0) return std::numeric_limits<double>::quiet_NaN();
+  if (h[5] > 0) return std::numeric_limits<double>::infinity();
+  return h[0];
+}
+
+py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev_o,
+                        py::handle offsets_o, bool diff, bool snapshot, bool health) {
+  const char* fn = "cuda_monitor_norms";
+  const CudaArray& params = float_buf(fn, params_o, "params");
+  const CudaArray& grads = float_buf(fn, grads_o, "grads");
+  cuda_same_dtype(fn, params, "params", grads, "grads");
+  cuda_same_shape(fn, params, "params", grads, "grads");
+  CudaArray* prev = nullptr;
+  if (diff || snapshot) {
+    if (prev_o.is_none()) fail_value(fn, "prev is needed for diff=True or snapshot=True but is None");
+    prev = &cuda_arg(prev_o, fn, "prev", params.dtype);
+    cuda_same_shape(fn, params, "params", *prev, "prev");
+  }
+  const index_t n = params.numel();
+  auto off = offsets_arg(fn, offsets_o, n);
+  const index_t S = off.shape(0) - 1;
+  const int sets = diff ? 3 : 2;
+  CudaArray work = diff ? CudaArray::empty({n}, params.dtype) : CudaArray();
+  std::vector<double> rows(static_cast<std::size_t>(sets * S * kHealthStats));
+  dc::health_rows_host(rows.data(), params.raw(), grads.raw(), prev ? prev->raw() : nullptr,
+                       diff ? work.raw() : nullptr, params.dtype, off.data(), n, S, diff,
+                       snapshot, dc::current_stream());
+  py::array_t<double> pn(S), gn(S), dn(diff ? S : 0);
+  py::array_t<double> gh({health ? S : index_t(0), index_t(3)});
+  double *ppn = pn.mutable_data(), *pgn = gn.mutable_data();
+  std::int64_t bad = 0;
+  for (index_t s = 0; s < S; ++s) {
+    const double* g = rows.data() + kHealthStats * s;
+    const double* p = g + kHealthStats * S;
+    const auto nb = static_cast<std::int64_t>(g[4] + g[5]);
+    bad += nb;
+    ppn[s] = plain_norm(p);
+    pgn[s] = health ? (nb ? std::numeric_limits<double>::quiet_NaN() : g[0]) : plain_norm(g);
+    if (diff) dn.mutable_data()[s] = plain_norm(p + kHealthStats * S);
+    if (health) {
+      double* h = gh.mutable_data() + 3 * s;
+      h[0] = g[1], h[1] = double(nb), h[2] = g[6];
+    }
+  }
+  py::object d = diff ? py::object(dn) : py::object(py::none());
+  if (health) return py::make_tuple(pn, gn, d, bad, gh);
+  return py::make_tuple(pn, gn, d, bad);
+}
+
 index_t col_arg(const char* fn, py::handle o, index_t need, index_t width, const char* what) {
   const index_t col = o.cast<index_t>();
   if (col < 0 || col + need > width)
@@ -214,6 +269,13 @@ void bind_cuda_health(py::module_& m) {
         "segment_health on CUDA: float64 numpy (S, 7) per segment of a 1-D float32/float64 "
         "CudaArray: [L2, L-inf, min, max] of the finite elements, NaN count, Inf count, first "
         "non-finite index (-1); two launches, deterministic; returns to the host (synchronises).");
+  m.def("cuda_monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"),
+        py::arg("prev"), py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
+        py::arg("health") = false,
+        "monitor_norms on CUDA, the CPU entry's results and meaning: (||params||, ||grads||, "
+        "||params - prev|| or None, non-finite gradient count[, health (S, 3): the gradient's "
+        "L-inf, non-finite count, first non-finite index]) per segment; prev = params afterwards "
+        "when snapshot. Health kernel launches, one copy back and one synchronisation.");
   py::class_<dc::StatRing>(m, "CudaStatRing",
                            "A device ring of per-step statistics: slots x width float64. record() "
                            "writes a step without a host synchronisation; read() returns the "

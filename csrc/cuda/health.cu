@@ -141,6 +141,15 @@ void launch_health(double* out, void* workspace, const T* buf, const std::int64_
   check_launch("cuda segment_health (final pass)");
 }
 
+// out (n) = a - b, the difference taken in T (as the CPU's sumsq(x, p)).
+template <class T>
+__global__ void diff_kernel(T* __restrict__ out, const T* __restrict__ a, const T* __restrict__ b,
+                            index_t n) {
+  for (index_t i = blockIdx.x * (index_t)blockDim.x + threadIdx.x; i < n;
+       i += (index_t)gridDim.x * blockDim.x)
+    out[i] = a[i] - b[i];
+}
+
 std::size_t round16(std::size_t b) { return (b + 15) & ~std::size_t(15); }
 
 // Scratch kept between host calls of segment_health_host (as norms.cu's): device memory for
@@ -178,13 +187,21 @@ void segment_health(double* out, void* workspace, const void* buf, DType t,
                          stream);
 }
 
-void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
-                         index_t n, index_t segments, cudaStream_t stream) {
-  HealthScratch& sc = health_scratch();
-  std::lock_guard<std::mutex> lock(sc.mu);
+namespace {
+
+// The scratch of one host call, laid out as [offsets | workspace | rows (R, S, 7)], with the
+// offsets uploaded unless they equal the previous call's. The lock is held by the caller.
+struct HostCall {
+  std::int64_t* d_off;
+  void* d_ws;
+  double* d_rows;
+};
+
+HostCall prepare(HealthScratch& sc, const std::int64_t* offsets, index_t n, index_t segments,
+                 DType t, int row_sets, cudaStream_t stream) {
   const std::size_t off_bytes = round16(sizeof(std::int64_t) * (std::size_t)(segments + 1));
   const std::size_t ws_bytes = round16(segment_health_workspace(n, segments, t));
-  const std::size_t res_bytes = sizeof(double) * kHealthStats * (std::size_t)segments;
+  const std::size_t res_bytes = sizeof(double) * kHealthStats * (std::size_t)segments * row_sets;
   const std::size_t need = off_bytes + ws_bytes + round16(res_bytes);
   if (sc.dev_bytes < need) {
     if (sc.dev) check_status(cudaFree(sc.dev), "cudaFree (segment_health scratch)");
@@ -203,30 +220,82 @@ void segment_health_host(double* out, const void* buf, DType t, const std::int64
     sc.pinned_bytes = pin_need;
   }
   char* base = static_cast<char*>(sc.dev);
-  auto* d_off = reinterpret_cast<std::int64_t*>(base);
-  void* d_ws = base + off_bytes;
-  auto* d_res = reinterpret_cast<double*>(base + off_bytes + ws_bytes);
+  HostCall c{reinterpret_cast<std::int64_t*>(base), base + off_bytes,
+             reinterpret_cast<double*>(base + off_bytes + ws_bytes)};
   const std::size_t nb = sizeof(std::int64_t) * (std::size_t)(segments + 1);
   if (sc.offsets.size() != (std::size_t)(segments + 1) ||
       std::memcmp(sc.offsets.data(), offsets, nb) != 0) {
+    sc.offsets.clear();  // until the upload below is enqueued
     std::memcpy(sc.pinned, offsets, nb);
-    check_status(cudaMemcpyAsync(d_off, sc.pinned, nb, cudaMemcpyHostToDevice, stream),
+    check_status(cudaMemcpyAsync(c.d_off, sc.pinned, nb, cudaMemcpyHostToDevice, stream),
                  "cudaMemcpyAsync (segment_health offsets)");
     sc.offsets.assign(offsets, offsets + segments + 1);
   }
+  return c;
+}
+
+// The rows (bytes) back to `out` through the pinned buffer: the one host synchronisation.
+// The pinned buffer is free again: an offsets upload from it completes before the kernels.
+void rows_to_host(HealthScratch& sc, double* out, const double* d_rows, std::size_t bytes,
+                  cudaStream_t stream) {
+  if (bytes == 0) return;
+  check_status(cudaMemcpyAsync(sc.pinned, d_rows, bytes, cudaMemcpyDeviceToHost, stream),
+               "cudaMemcpyAsync (segment_health rows)");
+  note_host_sync();
+  check_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize (segment_health)");
+  std::memcpy(out, sc.pinned, bytes);
+}
+
+}  // namespace
+
+void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
+                         index_t n, index_t segments, cudaStream_t stream) {
+  HealthScratch& sc = health_scratch();
+  std::lock_guard<std::mutex> lock(sc.mu);
+  const HostCall c = prepare(sc, offsets, n, segments, t, 1, stream);
   try {
-    segment_health(d_res, d_ws, buf, t, d_off, n, segments, stream);
+    segment_health(c.d_rows, c.d_ws, buf, t, c.d_off, n, segments, stream);
   } catch (...) {
     sc.offsets.clear();
     throw;
   }
-  if (segments == 0) return;
-  // The pinned buffer is free again: the upload above completes before the kernels after it.
-  check_status(cudaMemcpyAsync(sc.pinned, d_res, res_bytes, cudaMemcpyDeviceToHost, stream),
-               "cudaMemcpyAsync (segment_health rows)");
-  note_host_sync();
-  check_status(cudaStreamSynchronize(stream), "cudaStreamSynchronize (segment_health)");
-  std::memcpy(out, sc.pinned, res_bytes);
+  rows_to_host(sc, out, c.d_rows, sizeof(double) * kHealthStats * (std::size_t)segments, stream);
+}
+
+void health_rows_host(double* rows, const void* params, const void* grads, void* prev,
+                      void* diff_work, DType t, const std::int64_t* offsets, index_t n,
+                      index_t segments, bool diff, bool snapshot, cudaStream_t stream) {
+  HealthScratch& sc = health_scratch();
+  std::lock_guard<std::mutex> lock(sc.mu);
+  const int sets = diff ? 3 : 2;
+  const HostCall c = prepare(sc, offsets, n, segments, t, sets, stream);
+  const std::size_t set = (std::size_t)kHealthStats * segments;
+  const std::size_t item = dtype_size(t);
+  try {
+    segment_health(c.d_rows, c.d_ws, grads, t, c.d_off, n, segments, stream);
+    segment_health(c.d_rows + set, c.d_ws, params, t, c.d_off, n, segments, stream);
+    if (diff && n > 0) {
+      const unsigned blocks = (unsigned)std::min<index_t>((n + 255) / 256, 4096);
+      if (t == DType::f64)
+        diff_kernel<double><<<blocks, 256, 0, stream>>>(static_cast<double*>(diff_work),
+                                                        static_cast<const double*>(params),
+                                                        static_cast<const double*>(prev), n);
+      else
+        diff_kernel<float><<<blocks, 256, 0, stream>>>(static_cast<float*>(diff_work),
+                                                       static_cast<const float*>(params),
+                                                       static_cast<const float*>(prev), n);
+      check_launch("cuda monitor_norms (params - prev)");
+    }
+    if (diff) segment_health(c.d_rows + 2 * set, c.d_ws, diff_work, t, c.d_off, n, segments, stream);
+    if (snapshot && n > 0)
+      check_status(cudaMemcpyAsync(prev, params, item * (std::size_t)n, cudaMemcpyDeviceToDevice,
+                                   stream),
+                   "cudaMemcpyAsync (monitor_norms snapshot)");
+  } catch (...) {
+    sc.offsets.clear();
+    throw;
+  }
+  rows_to_host(sc, rows, c.d_rows, sizeof(double) * set * sets, stream);
 }
 
 }  // namespace dg::cuda

@@ -118,6 +118,13 @@ void segment_health(double* out, void* workspace, const void* buf, DType t,
 // (offsets equal to the previous call's are not uploaded again); synchronizes the stream.
 void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
                          index_t n, index_t segments, cudaStream_t stream);
+// The monitor's one host call (the CPU's monitor_norms on the device): rows (R, S, 7) in host
+// memory receive the health rows of grads, of params and, when diff, of params - prev (R = 3;
+// else 2), then prev = params when snapshot. diff_work: n elements of t, used when diff. One
+// device-to-host copy and one synchronisation for everything.
+void health_rows_host(double* rows, const void* params, const void* grads, void* prev,
+                      void* diff_work, DType t, const std::int64_t* offsets, index_t n,
+                      index_t segments, bool diff, bool snapshot, cudaStream_t stream);
 
 // ---- optim.cu ---------------------------------------------------------------------------------
 // One launch over the whole flat buffer each; per-element formulas from math.h.

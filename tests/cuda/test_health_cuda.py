@@ -229,3 +229,55 @@ def test_ring_errors(rng):
     assert ring.records == 0  # a refused record leaves the ring unchanged
     with pytest.raises(ValueError, match="slots and width"):
         cb.stat_ring(0, 3)
+
+
+# ---- monitor_norms: the CPU entry's results from the device ------------------------------------
+
+def same_norms(got, ref, rtol=1e-12):
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=rtol, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("diff,snapshot,health", [(False, False, False), (True, True, True),
+                                                  (True, False, False), (False, True, True)])
+def test_monitor_norms_matches_cpu_entry(rng, dtype, diff, snapshot, health):
+    n, S = 30_011, 9
+    off = random_offsets(rng, n, S)
+    params = planted(rng, n, dtype, k_nan=1, k_inf=1)
+    grads = planted(rng, n, dtype, k_nan=2, k_inf=2)
+    prev = (params + rng.standard_normal(n) * 0.01).astype(dtype)
+    prev_cpu = prev.copy()
+    prev_dev = _C.CudaArray(prev)
+    before = _C.cuda_host_syncs()
+    got = cb.monitor_norms(_C.CudaArray(params), _C.CudaArray(grads), prev_dev, off, diff,
+                           snapshot, health)
+    assert _C.cuda_host_syncs() - before == 1  # one copy back for everything
+    ref = _C.monitor_norms(params, grads, prev_cpu, off, diff, snapshot, health)
+    assert len(got) == len(ref)
+    same_norms(got[0], ref[0])
+    same_norms(got[1], ref[1])
+    if diff:
+        same_norms(got[2], ref[2])
+    else:
+        assert got[2] is None
+    assert got[3] == ref[3] == 4
+    if health:
+        np.testing.assert_array_equal(got[4], ref[4])
+    np.testing.assert_array_equal(prev_dev.numpy(), prev_cpu)  # snapshot (or untouched) alike
+
+
+@pytest.mark.cuda
+def test_monitor_norms_errors():
+    a = _C.CudaArray(np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="prev is needed"):
+        cb.monitor_norms(a, a, None, np.array([0, 10]), diff=True)
+    with pytest.raises(TypeError, match="prev has dtype float64"):
+        cb.monitor_norms(a, a, _C.CudaArray(np.zeros(10)), np.array([0, 10]), snapshot=True)
+    with pytest.raises(ValueError, match="grads has shape"):
+        cb.monitor_norms(a, _C.CudaArray(np.zeros(9, np.float32)), None, np.array([0, 10]))

@@ -841,6 +841,18 @@ def segment_health(buf, offsets):
     return _C.cuda_segment_health(_dev(buf, "segment_health", "buf"), np.asarray(offsets))
 
 
+def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
+                  health: bool = False):
+    """The CPU entry's meaning on the device (GradientMonitor): (param norms, grad norms,
+    ||params - prev|| norms or None, non-finite gradient count[, with health the gradient's
+    (L-inf, non-finite count, first non-finite index) per segment]) as host values; prev[:] =
+    params afterwards when snapshot. The health kernel over each buffer, one synchronisation."""
+    fn = "monitor_norms"
+    return _C.cuda_monitor_norms(_dev(params, fn, "params"), _dev(grads, fn, "grads"),
+                                 None if prev is None else _dev(prev, fn, "prev"),
+                                 np.asarray(offsets), diff, snapshot, health)
+
+
 # Per-step statistics without a host synchronisation (csrc/cuda/ring.cu): a device ring of
 # K slots x W float64 values; each record is written by kernels into the next slot, full rings
 # are copied to pinned host memory asynchronously, and only reading waits for the device.
