@@ -6,10 +6,12 @@ Prints three tables:
   2. Training-step milliseconds for the MLP configurations (depth, width, batch) of
      benchmarks/bench_train.py: deepgrad CPU, deepgrad CUDA, PyTorch CUDA eager. A step is
      zero_grad + forward + softmax cross-entropy + backward + Adam, on ReLU Dense layers.
-  3. GB/s of the fused gradient norm (segment_norms, bytes read), the one-pass health kernel
-     (segment_health, bytes read; when the build has it) and Adam (4 reads + 3 writes per
-     element) on a 256 MB arena, against a device-to-device copy (read + write) measured in
-     the same run.
+  3. GB/s of the fused gradient norm (segment_norms, bytes read) and Adam (4 reads + 3 writes
+     per element) on a 256 MB arena, against a device-to-device copy (read + write) measured in
+     the same run; then the one-pass health kernel on 256 MB float32 and float64 arenas, as
+     segment_health (rows to the host) and as a ring record (device only), alternating rounds
+     with a copy of the same buffer; then an LSTM sequence's forward + backward, one native call
+     each way against the Python loop it replaced.
   4. Host synchronisations per training step (deepgrad's own counter, _C.cuda_host_syncs),
      without and with a GradientMonitor at every=1: a step is meant to make none.
 Without a GPU (or in a CPU-only build) only the CPU columns run, and the output says so.
@@ -212,15 +214,6 @@ def bench_bandwidth(mbytes):
            "norm_ms": t_norm * 1e3, "adam_ms": t_adam * 1e3, "copy_ms": t_copy * 1e3,
            "norm_max_relerr": norm_err}
     kernels = [("segment_norms", "norm"), ("adam_step", "adam")]
-    from deepgrad.backend import cuda as bcuda
-    health = getattr(bcuda, "segment_health", None)
-    if health is not None:
-        t_health = timeit(lambda: health(src, offs), sync, reps=5, min_time=0.3)
-        got = health(src, offs)
-        got = got if isinstance(got, np.ndarray) else bcuda.to_numpy(got)
-        res["health_max_relerr"] = float(np.max(np.abs(got[:, 0] - ref) / ref))
-        res["health_GBs"], res["health_ms"] = n * 4 / t_health / 1e9, t_health * 1e3
-        kernels.insert(1, ("segment_health", "health"))
     print(f"\nMemory-bound kernels on a {mbytes} MB float32 arena ({len(offs) - 1} segments)")
     print(f"{'kernel':>22} {'ms':>8} {'GB/s':>8} {'% of copy':>10}")
     print(f"{'device-to-device copy':>22} {res['copy_ms']:>8.3f} {res['copy_GBs']:>8.0f} {100:>9.0f}%")
@@ -228,9 +221,154 @@ def bench_bandwidth(mbytes):
         print(f"{name:>22} {res[key + '_ms']:>8.3f} {res[key + '_GBs']:>8.0f} "
               f"{100 * res[key + '_GBs'] / res['copy_GBs']:>9.0f}%")
     print(f"(segment_norms includes its host round trip: offsets up, norms down; "
-          f"max rel. error vs float64 {norm_err:.1e}"
-          + (f"; segment_health L2 {res['health_max_relerr']:.1e})" if health else ")"))
+          f"max rel. error vs float64 {norm_err:.1e})")
     return res
+
+
+def alternate(fns: dict, sync, rounds=7, min_time=0.05) -> dict:
+    """Median seconds per call of each fn; every round runs each side in turn (same order), a
+    batch of calls then one device synchronize, so machine noise hits both sides alike."""
+    inner = {}
+    for name, fn in fns.items():
+        fn()
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        inner[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(inner[name]):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - t0) / inner[name])
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def bench_health(mbytes):
+    """The one-pass health kernel (csrc/cuda/health.cu) on an arena of `mbytes` MB, float32 and
+    float64, against a device-to-device copy of the same buffer, alternating in rounds: the
+    backend's segment_health (rows back to the host, one synchronize per call) and a ring record
+    (CudaStatRing.record: the same kernel writing into a device slot, no host round trip; the
+    monitor's per-step path). GB/s counts bytes read (the copy: read + written). The rows are
+    checked against the CPU kernel (L2 to 1e-12 relative, the rest exact)."""
+    from deepgrad.backend import cuda as bcuda
+    rng = np.random.default_rng(3)
+    sync = _C.cuda_synchronize
+    res = {"mbytes": mbytes}
+    print(f"\nOne-pass tensor health on a {mbytes} MB arena (200 segments), vs a device copy of "
+          "the same buffer, alternating rounds (medians)")
+    print(f"{'dtype':>8} {'kernel':>34} {'ms':>8} {'GB/s':>8} {'% of copy':>10}")
+    for dtype in (np.float32, np.float64):
+        item = np.dtype(dtype).itemsize
+        n = mbytes * (1 << 20) // item
+        host = rng.standard_normal(n).astype(dtype)
+        host[rng.integers(0, n, 3)] = np.nan
+        offs = np.unique(np.concatenate([[0, n], rng.integers(1, n, 199)])).astype(np.int64)
+        src, dst = _C.CudaArray(host), _C.CudaArray(np.zeros(n, dtype))
+        S = len(offs) - 1
+        ring = bcuda.stat_ring(64, 7 * S)
+        step = [0]
+
+        def record():
+            step[0] += 1
+            ring.record(step[0], ((0, src, offs),), ())
+            if step[0] % 64 == 0:
+                ring.read()  # keeps host storage bounded; one sync per 64 records
+        t = alternate({"copy": lambda: dst.copy_(src),
+                       "health": lambda: bcuda.segment_health(src, offs),
+                       "ring": record}, sync)
+        got, ref = bcuda.segment_health(src, offs), _C.segment_health(host, offs)
+        relerr = float(np.max(np.abs(got[:, 0] - ref[:, 0]) / ref[:, 0]))
+        exact = bool(np.array_equal(got[:, 1:], ref[:, 1:], equal_nan=True))
+        ring.read()
+        ring.record(0, ((0, src, offs),), ())
+        ring_ok = bool(np.array_equal(ring.read()[1].reshape(S, 7), got, equal_nan=True))
+        copy_gbs = 2 * n * item / t["copy"] / 1e9
+        name = np.dtype(dtype).name
+        r = {"copy_ms": t["copy"] * 1e3, "copy_GBs": copy_gbs, "l2_max_relerr": relerr,
+             "others_exact": exact, "ring_equals_host": ring_ok}
+        for key, label in (("health", "segment_health (rows to host)"),
+                           ("ring", "ring record (device only)")):
+            gbs = n * item / t[key] / 1e9
+            r[key + "_ms"], r[key + "_GBs"], r[key + "_pct"] = t[key] * 1e3, gbs, 100 * gbs / copy_gbs
+        print(f"{name:>8} {'device-to-device copy':>34} {r['copy_ms']:>8.3f} {copy_gbs:>8.0f} "
+              f"{100:>9.0f}%")
+        for key, label in (("health", "segment_health (rows to host)"),
+                           ("ring", "ring record (device only)")):
+            print(f"{name:>8} {label:>34} {r[key + '_ms']:>8.3f} {r[key + '_GBs']:>8.0f} "
+                  f"{r[key + '_pct']:>9.0f}%")
+        print(f"{'':>8} vs the CPU kernel: L2 max rel. error {relerr:.1e}, other columns "
+              f"{'exact' if exact else 'DIFFER'}; ring row {'equal' if ring_ok else 'DIFFERS'}")
+        res[name] = r
+        del src, dst, ring
+    return res
+
+
+# ---- 3b. recurrent sequences --------------------------------------------------------------------
+
+def bench_rnn_sequence(configs=((32, 50, 128), (64, 100, 256))):
+    """LSTM forward + backward (with per-step norms, as under the monitor) on CUDA: the backend's
+    one native call each way against the Python loop over backend primitives it replaced (kept
+    here as the baseline), alternating rounds; host synchronisations per forward + backward."""
+    from deepgrad.backend import cuda as b
+    rng = np.random.default_rng(4)
+    sync = _C.cuda_synchronize
+
+    def python_loop(xw, w, h0, c0, gy):
+        B, T = int(h0.shape[0]), int(xw.shape[0]) // int(h0.shape[0])
+        h, c, hs, cs, acts = h0, c0, [h0], [c0], []
+        for t in range(T):
+            gates = b.add(b.getitem(xw, slice(t * B, (t + 1) * B)), b.matmul(h, w))
+            h, c, act = b.lstm_cell_forward(gates, c)
+            hs.append(h)
+            cs.append(c)
+            acts.append(act)
+        b.stack(hs[1:] + [c], axis=1)
+        wt, dgs, dh_next = b.transpose(w), [None] * T, None
+        dc = b.getitem(gy, (slice(None), T))
+        norms = np.zeros(T)
+        for t in range(T - 1, -1, -1):
+            dh = b.getitem(gy, (slice(None), t))
+            if dh_next is not None:
+                dh = b.add(dh, dh_next)
+            norms[t] = b.segment_norms(b.reshape(dh, (int(dh.size),)),
+                                       np.array([0, int(dh.size)], np.int64))[1]
+            dgs[t], dc = b.lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
+            dh_next = b.matmul(dgs[t], wt)
+        dxw = b.concat(dgs, axis=0)
+        b.matmul(b.concat(hs[:T], axis=0), dxw, trans_a=True)
+
+    def native(xw, w, h0, c0, gy):
+        _, saved = b.lstm_sequence_forward(xw, w, h0, c0)
+        b.lstm_sequence_backward(gy, saved, w, True)
+
+    rows = []
+    print("\nLSTM sequence forward + backward on CUDA (with ||dL/dh_t||), ms, alternating rounds")
+    print(f"{'B':>4} {'T':>4} {'H':>5} {'python loop':>12} {'native':>9} {'speedup':>8} "
+          f"{'syncs loop':>11} {'syncs native':>13}")
+    for B, T, H in configs:
+        args = [_C.CudaArray(a.astype(np.float32)) for a in (
+            rng.standard_normal((T * B, 4 * H)), rng.standard_normal((H, 4 * H)) / np.sqrt(H),
+            rng.standard_normal((B, H)), rng.standard_normal((B, H)),
+            rng.standard_normal((B, T + 1, H)))]
+        t = alternate({"loop": lambda: python_loop(*args), "native": lambda: native(*args)}, sync,
+                      rounds=5)
+        syncs = {}
+        for name, fn in (("loop", python_loop), ("native", native)):
+            sync()
+            before = _C.cuda_host_syncs()
+            fn(*args)
+            syncs[name] = _C.cuda_host_syncs() - before
+        row = {"B": B, "T": T, "H": H, "loop_ms": t["loop"] * 1e3, "native_ms": t["native"] * 1e3,
+               "syncs_loop": syncs["loop"], "syncs_native": syncs["native"]}
+        rows.append(row)
+        print(f"{B:>4} {T:>4} {H:>5} {row['loop_ms']:>12.3f} {row['native_ms']:>9.3f} "
+              f"{row['loop_ms'] / row['native_ms']:>7.1f}x {syncs['loop']:>11} "
+              f"{syncs['native']:>13}")
+    return rows
 
 
 # ---- 4. host synchronisations per step --------------------------------------------------------
@@ -287,6 +425,8 @@ def main(argv=None):
     out["train"] = bench_train(CONFIGS, torch, args.quick)
     if gpu:
         out["bandwidth"] = bench_bandwidth(256)
+        out["health"] = bench_health(256)
+        out["rnn_sequence"] = bench_rnn_sequence()
         try:
             out["host_syncs"] = bench_host_syncs()
         except Exception as e:  # a failure here must not lose the tables above

@@ -1,5 +1,5 @@
 // Launchers of deepgrad's hand-written CUDA compute kernels (csrc/cuda/gemm.cu, dense.cu,
-// activations.cu, softmax_loss.cu, norms.cu, optim.cu, norm_layers.cu, rnn.cu).
+// activations.cu, softmax_loss.cu, norms.cu, health.cu, optim.cu, norm_layers.cu, rnn.cu).
 //
 // Conventions: float32, row-major, contiguous device pointers. Outputs first, then inputs, then
 // sizes, then the stream. Backward kernels accumulate (+=) into parameter gradients (dw, db,
@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "deepgrad/common.h"
+#include "deepgrad/cuda_array.h"
 #include "deepgrad/math.h"
 
 struct CUstream_st;
@@ -104,6 +105,27 @@ void scale_(float* buf, index_t n, float factor, cudaStream_t stream);
 void clip_value_(float* buf, index_t n, float clip, cudaStream_t stream);
 void fill_(float* buf, index_t n, float value, cudaStream_t stream);
 
+// ---- health.cu --------------------------------------------------------------------------------
+// buf (n) float32 or float64 (t) with segment offsets (S + 1, on the device; offsets[0] = 0,
+// offsets[S] = n) -> out (S, 7) float64 on the device: per segment the row of deepgrad/health.h
+// ([L2, L-inf, min, max] of the finite elements, NaN count, Inf count, first non-finite index
+// relative to the segment or -1), as dg::cpu::segment_health. Two launches, deterministic.
+// workspace: segment_health_workspace(n, S, t) bytes, 16-byte aligned.
+std::size_t segment_health_workspace(index_t n, index_t segments, DType t);
+void segment_health(double* out, void* workspace, const void* buf, DType t,
+                    const std::int64_t* offsets, index_t n, index_t segments, cudaStream_t stream);
+// The whole host call: offsets (S + 1) and out (S, 7) in host memory; scratch kept between calls
+// (offsets equal to the previous call's are not uploaded again); synchronizes the stream.
+void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
+                         index_t n, index_t segments, cudaStream_t stream);
+// The monitor's one host call (the CPU's monitor_norms on the device): rows (R, S, 7) in host
+// memory receive the health rows of grads, of params and, when diff, of params - prev (R = 3;
+// else 2), then prev = params when snapshot. diff_work: n elements of t, used when diff. One
+// device-to-host copy and one synchronisation for everything.
+void health_rows_host(double* rows, const void* params, const void* grads, void* prev,
+                      void* diff_work, DType t, const std::int64_t* offsets, index_t n,
+                      index_t segments, bool diff, bool snapshot, cudaStream_t stream);
+
 // ---- optim.cu ---------------------------------------------------------------------------------
 // One launch over the whole flat buffer each; per-element formulas from math.h.
 // param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.
@@ -158,5 +180,35 @@ void gru_cell_forward(float* h, float* act, const float* xg, const float* hg, co
 void gru_cell_backward(float* dxg, float* dhg, float* dh_prev, const float* dh,
                        const float* h_prev, const float* act, index_t B, index_t H,
                        cudaStream_t stream);
+
+// Whole sequences in one host call each way: the contracts of dg::cpu::*_sequence_* in
+// deepgrad/rnn.h (same layouts, float32), queued without a host synchronisation. hs[0] (and
+// cs[0]) hold h0 (c0) on entry. norms: (T) float64 on the device receiving ||dL/dh_t||, or null.
+// work: device scratch of the stated number of floats.
+// xw (T*B, 4H), w (H, 4H) -> y (B, T+1, H), hs, cs (T+1, B, H), acts (T, B, 4H); work B*4H.
+void lstm_sequence_forward(float* y, float* hs, float* cs, float* acts, float* work,
+                           const float* xw, const float* w, index_t B, index_t T, index_t H,
+                           cudaStream_t stream);
+// gy (B, T+1, H) -> dxw (T*B, 4H), dw (H, 4H) (overwritten), dh0, dc0 (B, H); work 4*B*H.
+void lstm_sequence_backward(float* dxw, float* dw, float* dh0, float* dc0, double* norms,
+                            float* work, const float* gy, const float* hs, const float* cs,
+                            const float* acts, const float* w, index_t B, index_t T, index_t H,
+                            cudaStream_t stream);
+// xw (T*B, H), w (H, H) -> y (B, T, H), hs (T+1, B, H), zs (T, B, H) pre-activations.
+void rnn_sequence_forward(float* y, float* hs, float* zs, const float* xw, const float* w,
+                          index_t B, index_t T, index_t H, Act act, cudaStream_t stream);
+// gy (B, T, H) -> dxw (T*B, H), dw (H, H), dh0 (B, H); work 2*B*H.
+void rnn_sequence_backward(float* dxw, float* dw, float* dh0, double* norms, float* work,
+                           const float* gy, const float* hs, const float* zs, const float* w,
+                           index_t B, index_t T, index_t H, Act act, cudaStream_t stream);
+// xw (T*B, 3H) = x W_ih + b_ih, w (H, 3H), bh (3H) or null -> y (B, T, H), hs (T+1, B, H),
+// acts (T, B, 4H); work B*3H.
+void gru_sequence_forward(float* y, float* hs, float* acts, float* work, const float* xw,
+                          const float* w, const float* bh, index_t B, index_t T, index_t H,
+                          cudaStream_t stream);
+// gy (B, T, H) -> dxw (T*B, 3H), dw (H, 3H), dbh (3H) or null, dh0 (B, H); work 2*B*H + T*B*3H.
+void gru_sequence_backward(float* dxw, float* dw, float* dbh, float* dh0, double* norms,
+                           float* work, const float* gy, const float* hs, const float* acts,
+                           const float* w, index_t B, index_t T, index_t H, cudaStream_t stream);
 
 }  // namespace dg::cuda

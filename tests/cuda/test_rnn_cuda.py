@@ -231,3 +231,123 @@ def test_monitor_time_signal_on_cuda_matches_cpu(rng, kind):
     np.testing.assert_allclose(ts_g, ts_c, rtol=1e-3)
     np.testing.assert_allclose(np.array(hist[1]["layer_grad_norm"], dtype=np.float64),
                                np.array(hist[0]["layer_grad_norm"], dtype=np.float64), rtol=1e-3)
+
+
+# ---- whole sequences: one native call each way (csrc/cuda/rnn.cu) ------------------------------
+
+from deepgrad.backend import cpu as cpub  # noqa: E402
+
+SEQ_SHAPES = [(1, 1, 1), (3, 1, 5), (4, 7, 24), (5, 13, 37), (64, 20, 129)]  # (B, T, H)
+GATES = {"lstm": 4, "rnn_tanh": 1, "rnn_relu": 1, "gru": 3, "gru_nobias": 3}
+
+
+def seq_inputs(rng, kind, B, T, H):
+    G = GATES[kind]
+    xw = rng.normal(0, 1, (T * B, G * H))
+    w = rng.normal(0, 1 / np.sqrt(H), (H, G * H))
+    h0 = rng.normal(0, 0.5, (B, H))
+    c0 = rng.normal(0, 0.5, (B, H))
+    bh = rng.normal(0, 0.3, 3 * H) if kind == "gru" else None
+    gy = rng.normal(0, 1, (B, T + 1 if kind == "lstm" else T, H))
+    return xw, w, h0, c0, bh, gy
+
+
+def seq_run(be, kind, xw, w, h0, c0, bh, gy, to):
+    """forward + backward with per-step norms on backend `be`; every array through `to`."""
+    if kind == "lstm":
+        y, saved = be.lstm_sequence_forward(to(xw), to(w), to(h0), to(c0))
+        back = be.lstm_sequence_backward(to(gy), saved, to(w), True)
+    elif kind.startswith("rnn"):
+        act = kind.split("_")[1]
+        y, saved = be.rnn_sequence_forward(to(xw), to(w), to(h0), act)
+        back = be.rnn_sequence_backward(to(gy), saved, to(w), True)
+    else:
+        y, saved = be.gru_sequence_forward(to(xw), to(w), None if bh is None else to(bh), to(h0))
+        back = be.gru_sequence_backward(to(gy), saved, to(w), True)
+    return (y,) + tuple(back)
+
+
+def host(a):
+    return None if a is None else (np.asarray(a) if isinstance(a, np.ndarray) else a.numpy())
+
+
+@pytest.mark.parametrize("kind", list(GATES))
+@pytest.mark.parametrize("B,T,H", SEQ_SHAPES)
+def test_sequence_matches_cpu_backend_and_float64(rng, kind, B, T, H):
+    """y, dxw, dw, (dbh), dh0, (dc0) and ||dL/dh_t|| of the CUDA sequence against the CPU
+    backend's native sequence on the same float32 inputs, and the CPU float64 run."""
+    args = seq_inputs(rng, kind, B, T, H)
+    gpu = [host(a) for a in seq_run(cb, kind, *args, to=dev)]
+    cpu32 = [host(a) for a in seq_run(cpub, kind, *args, to=f32)]
+    cpu64 = [host(a) for a in seq_run(cpub, kind, *args, to=np.float64)]
+    assert len(gpu) == len(cpu32)
+    for i, (g, c, r) in enumerate(zip(gpu, cpu32, cpu64)):
+        if c is None:
+            assert g is None, i
+            continue
+        assert g.shape == c.shape, (i, g.shape, c.shape)
+        scale = max(1.0, float(np.max(np.abs(r))))
+        # float32 on both devices, gemm summation orders differ; T steps compound rounding
+        np.testing.assert_allclose(g, c, rtol=1e-4, atol=2e-5 * scale * T, err_msg=f"output {i}")
+        np.testing.assert_allclose(g, r, rtol=1e-3, atol=1e-4 * scale * T, err_msg=f"f64 {i}")
+    norms = gpu[-1]
+    assert norms.dtype == np.float64 and norms.shape == (T,) and np.all(norms > 0)
+
+
+@pytest.mark.parametrize("kind", list(GATES))
+def test_sequence_is_deterministic_and_makes_no_host_sync(rng, kind):
+    B, T, H = 8, 16, 48
+    xw, w, h0, c0, bh, gy = seq_inputs(rng, kind, B, T, H)
+    runs = []
+    for _ in range(2):
+        _C.cuda_synchronize()
+        before = _C.cuda_host_syncs()
+        if kind == "lstm":
+            y, saved = cb.lstm_sequence_forward(dev(xw), dev(w), dev(h0), dev(c0))
+            back = cb.lstm_sequence_backward(dev(gy), saved, dev(w), False)
+        elif kind.startswith("rnn"):
+            y, saved = cb.rnn_sequence_forward(dev(xw), dev(w), dev(h0), kind.split("_")[1])
+            back = cb.rnn_sequence_backward(dev(gy), saved, dev(w), False)
+        else:
+            y, saved = cb.gru_sequence_forward(dev(xw), dev(w), None if bh is None else dev(bh),
+                                               dev(h0))
+            back = cb.gru_sequence_backward(dev(gy), saved, dev(w), False)
+        assert _C.cuda_host_syncs() == before, "a sequence call synchronised with the host"
+        assert back[-1] is None
+        runs.append([host(a) for a in (y,) + tuple(back[:-1])])
+    for a, b in zip(*runs):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_sequence_planted_nan_gives_nan_norms_from_that_step_back(rng):
+    B, T, H = 3, 6, 8
+    xw, w, h0, c0, _, gy = seq_inputs(rng, "rnn_tanh", B, T, H)
+    gy[1, 3, 2] = np.nan  # dL/dh_3 is NaN, and so is every earlier step through the recurrence
+    y, saved = cb.rnn_sequence_forward(dev(xw), dev(w), dev(h0), "tanh")
+    norms = cb.rnn_sequence_backward(dev(gy), saved, dev(w), True)[-1]
+    ref = cpub.rnn_sequence_backward(f32(gy), cpub.rnn_sequence_forward(
+        f32(xw), f32(w), f32(h0), "tanh")[1], f32(w), True)[-1]
+    np.testing.assert_array_equal(np.isnan(norms), np.isnan(ref))
+    assert np.all(np.isnan(norms[:4])) and np.all(np.isfinite(norms[4:]))
+
+
+def test_sequence_argument_errors():
+    z = lambda *s: dev(np.zeros(s))  # noqa: E731
+    with pytest.raises(ValueError, match="xw has shape \\(5, 8\\)"):
+        cb.lstm_sequence_forward(z(5, 8), z(2, 8), z(2, 2), z(2, 2))  # 5 rows, batch 2
+    with pytest.raises(ValueError, match="c0 has shape"):
+        cb.lstm_sequence_forward(z(4, 8), z(2, 8), z(2, 2), z(3, 2))
+    with pytest.raises(ValueError, match="w has shape"):
+        cb.rnn_sequence_forward(z(4, 2), z(2, 3), z(2, 2), "tanh")
+    with pytest.raises(ValueError, match="unknown activation|activation"):
+        cb.rnn_sequence_forward(z(4, 2), z(2, 2), z(2, 2), "swishy")
+    with pytest.raises(ValueError, match="bh has shape"):
+        cb.gru_sequence_forward(z(4, 6), z(2, 6), z(5), z(2, 2))
+    with pytest.raises(ValueError, match="different devices"):
+        cb.gru_sequence_forward(np.zeros((4, 6), np.float32), z(2, 6), None, z(2, 2))
+    with pytest.raises(TypeError, match="float64.*float32"):
+        _C.cuda_rnn_sequence_forward(_C.CudaArray(np.zeros((4, 2))), z(2, 2), z(2, 2), "tanh")
+    _, saved = cb.rnn_sequence_forward(z(4, 2), z(2, 2), z(2, 2), "tanh")
+    with pytest.raises(ValueError, match="gy has shape"):
+        cb.rnn_sequence_backward(z(2, 3, 2), saved, z(2, 2))

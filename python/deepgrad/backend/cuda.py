@@ -517,115 +517,64 @@ def gru_cell_backward(dh, h_prev, act):
                                      _dev(act, fn, "act"))
 
 
+def _norms(n):
+    """The backward's ||dL/dh_t|| (a float64 device array) as float64 numpy, or None: the CPU
+    entries' meaning (one device-to-host read, only when they were asked for)."""
+    return None if n is None else n.numpy()
+
+
 def lstm_sequence_forward(xw, w, h0, c0):
-    """A whole LSTM recurrence: xw (T*B, 4H) time-major input projections, w (H, 4H), h0 and c0
-    (B, H) -> (y (B, T+1, H) = h_1 .. h_T then c_T, what the backward needs). Per step one
-    cuda_gemm and the fused cell kernel (the CPU backend does the same loop in C++)."""
-    B = int(h0.shape[0])
-    T = int(xw.shape[0]) // B
-    h, c = h0, c0
-    hs, cs, acts = [h], [c], []
-    for t in range(T):
-        gates = add(getitem(xw, slice(t * B, (t + 1) * B)), matmul(h, w))
-        h, c, act = lstm_cell_forward(gates, c)
-        hs.append(h)
-        cs.append(c)
-        acts.append(act)
-    return stack(hs[1:] + [c], axis=1), (hs, cs, acts)
+    """A whole LSTM recurrence in one native call (csrc/cuda/rnn.cu): xw (T*B, 4H) time-major
+    input projections, w (H, 4H), h0 and c0 (B, H) -> (y (B, T+1, H) = h_1 .. h_T then c_T, what
+    the backward needs)."""
+    fn = "lstm_sequence_forward"
+    y, hs, cs, acts = _C.cuda_lstm_sequence_forward(_dev(xw, fn, "xw"), _dev(w, fn, "w"),
+                                                    _dev(h0, fn, "h0"), _dev(c0, fn, "c0"))
+    return y, (hs, cs, acts)
 
 
-def _dh_total(gy, t: int, dh_next, out_norms):
-    """dL/dh_t in a reverse walk: column t of gy plus what came back from step t + 1; its norm
-    into out_norms[t] when that is an array."""
-    dh = getitem(gy, (slice(None), t))
-    if dh_next is not None:
-        dh = add(dh, dh_next)
-    if out_norms is not None:
-        _, total, bad = segment_norms(reshape(dh, (int(dh.size),)),
-                                      np.array([0, int(dh.size)], dtype=np.int64))
-        out_norms[t] = float("nan") if bad else float(total)
-    return dh
+def lstm_sequence_backward(gy, saved, w, norms: bool = False):
+    """gy = dL/dy (B, T+1, H) -> (dxw (T*B, 4H), dw (H, 4H), dh0, dc0, ||dL/dh_t|| per step
+    (float64 numpy) or None), in one native call."""
+    hs, cs, acts = saved
+    dxw, dw, dh0, dc0, n = _C.cuda_lstm_sequence_backward(
+        _dev(gy, "lstm_sequence_backward", "gy"), hs, cs, acts, w, norms)
+    return dxw, dw, dh0, dc0, _norms(n)
 
 
 def rnn_sequence_forward(xw, w, h0, activation: str):
-    """A whole Elman recurrence: xw (T*B, H), w (H, H), h0 (B, H) -> (y (B, T, H), saved)."""
-    B = int(h0.shape[0])
-    T = int(xw.shape[0]) // B
-    h, zs, hs = h0, [], [h0]
-    for t in range(T):
-        z = add(getitem(xw, slice(t * B, (t + 1) * B)), matmul(h, w))
-        h = act_forward(z, activation)
-        zs.append(z)
-        hs.append(h)
-    return stack(hs[1:], axis=1), (hs, zs, activation)
+    """A whole Elman recurrence in one native call: xw (T*B, H), w (H, H), h0 (B, H) ->
+    (y (B, T, H), what the backward needs)."""
+    fn = "rnn_sequence_forward"
+    y, hs, zs = _C.cuda_rnn_sequence_forward(_dev(xw, fn, "xw"), _dev(w, fn, "w"),
+                                             _dev(h0, fn, "h0"), activation)
+    return y, (hs, zs, activation)
 
 
 def rnn_sequence_backward(gy, saved, w, norms: bool = False):
     """gy (B, T, H) -> (dxw (T*B, H), dw (H, H), dh0, ||dL/dh_t|| per step or None)."""
     hs, zs, activation = saved
-    T = len(zs)
-    wt = transpose(w)
-    dzs = [None] * T
-    out_norms = np.zeros(T) if norms else None
-    dh_next = None
-    for t in range(T - 1, -1, -1):
-        dh = _dh_total(gy, t, dh_next, out_norms)
-        dzs[t] = act_backward(dh, zs[t], hs[t + 1], activation)
-        dh_next = matmul(dzs[t], wt)
-    dxw = concat(dzs, axis=0)
-    return dxw, matmul(concat(hs[:T], axis=0), dxw, trans_a=True), dh_next, out_norms
+    dxw, dw, dh0, n = _C.cuda_rnn_sequence_backward(_dev(gy, "rnn_sequence_backward", "gy"), hs,
+                                                    zs, w, activation, norms)
+    return dxw, dw, dh0, _norms(n)
 
 
 def gru_sequence_forward(xw, w, bh, h0):
-    """A whole GRU recurrence: xw (T*B, 3H), w (H, 3H), bh (3H,) or None, h0 (B, H) ->
-    (y (B, T, H), saved)."""
-    B = int(h0.shape[0])
-    T = int(xw.shape[0]) // B
-    h, hs, acts = h0, [h0], []
-    for t in range(T):
-        hg = matmul(h, w)
-        if bh is not None:
-            hg = add(hg, bh)
-        h, act = gru_cell_forward(getitem(xw, slice(t * B, (t + 1) * B)), hg, h)
-        hs.append(h)
-        acts.append(act)
-    return stack(hs[1:], axis=1), (hs, acts, bh is not None)
+    """A whole GRU recurrence in one native call: xw (T*B, 3H), w (H, 3H), bh (3H,) or None,
+    h0 (B, H) -> (y (B, T, H), what the backward needs)."""
+    fn = "gru_sequence_forward"
+    y, hs, acts = _C.cuda_gru_sequence_forward(_dev(xw, fn, "xw"), _dev(w, fn, "w"),
+                                               None if bh is None else _dev(bh, fn, "bh"),
+                                               _dev(h0, fn, "h0"))
+    return y, (hs, acts, bh is not None)
 
 
 def gru_sequence_backward(gy, saved, w, norms: bool = False):
     """gy (B, T, H) -> (dxw (T*B, 3H), dw (H, 3H), dbh or None, dh0, norms or None)."""
     hs, acts, has_bh = saved
-    T = len(acts)
-    wt = transpose(w)
-    dxgs, dhgs = [None] * T, [None] * T
-    out_norms = np.zeros(T) if norms else None
-    dh_next = None
-    for t in range(T - 1, -1, -1):
-        dh = _dh_total(gy, t, dh_next, out_norms)
-        dxgs[t], dhgs[t], dh_direct = gru_cell_backward(dh, hs[t], acts[t])
-        dh_next = add(dh_direct, matmul(dhgs[t], wt))
-    dhg = concat(dhgs, axis=0)
-    dbh = sum(dhg, axis=0) if has_bh else None
-    return (concat(dxgs, axis=0), matmul(concat(hs[:T], axis=0), dhg, trans_a=True), dbh,
-            dh_next, out_norms)
-
-
-def lstm_sequence_backward(gy, saved, w, norms: bool = False):
-    """gy = dL/dy (B, T+1, H) -> (dxw (T*B, 4H), dw (H, 4H), dh0, dc0, ||dL/dh_t|| per step
-    (float64 numpy) or None): the reverse walk, then dW as one gemm over all steps."""
-    hs, cs, acts = saved
-    T = len(acts)
-    wt = transpose(w)  # dgates W^T as a plain gemm
-    dgs = [None] * T
-    out_norms = np.zeros(T) if norms else None
-    dh_next = None
-    dc = getitem(gy, (slice(None), T))
-    for t in range(T - 1, -1, -1):
-        dh = _dh_total(gy, t, dh_next, out_norms)
-        dgs[t], dc = lstm_cell_backward(dh, dc, cs[t], cs[t + 1], acts[t])
-        dh_next = matmul(dgs[t], wt)
-    dxw = concat(dgs, axis=0)
-    return dxw, matmul(concat(hs[:T], axis=0), dxw, trans_a=True), dh_next, dc, out_norms
+    dxw, dw, dbh, dh0, n = _C.cuda_gru_sequence_backward(
+        _dev(gy, "gru_sequence_backward", "gy"), hs, acts, w, has_bh, norms)
+    return dxw, dw, dbh, dh0, _norms(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -883,6 +832,51 @@ def bernoulli(shape: tuple, p: float, dtype):
 def segment_norms(buf, offsets):
     """(per-segment norms float64 numpy (S,), total norm, non-finite count); deterministic."""
     return _C.cuda_segment_norms(_dev(buf, "segment_norms", "buf"), np.asarray(offsets))
+
+
+def segment_health(buf, offsets):
+    """float64 numpy (S, 7) per segment of a flat float32/float64 buffer: L2, L-inf, min, max of
+    the finite values, NaN count, Inf count, first non-finite index (-1), in one pass (tensor
+    health; csrc/cuda/health.cu, deterministic). Returns to the host: one synchronisation."""
+    return _C.cuda_segment_health(_dev(buf, "segment_health", "buf"), np.asarray(offsets))
+
+
+def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
+                  health: bool = False):
+    """The CPU entry's meaning on the device (GradientMonitor): (param norms, grad norms,
+    ||params - prev|| norms or None, non-finite gradient count[, with health the gradient's
+    (L-inf, non-finite count, first non-finite index) per segment]) as host values; prev[:] =
+    params afterwards when snapshot. The health kernel over each buffer, one synchronisation."""
+    fn = "monitor_norms"
+    return _C.cuda_monitor_norms(_dev(params, fn, "params"), _dev(grads, fn, "grads"),
+                                 None if prev is None else _dev(prev, fn, "prev"),
+                                 np.asarray(offsets), diff, snapshot, health)
+
+
+# Per-step statistics without a host synchronisation (csrc/cuda/ring.cu): a device ring of
+# K slots x W float64 values; each record is written by kernels into the next slot, full rings
+# are copied to pinned host memory asynchronously, and only reading waits for the device.
+
+
+def stat_ring(slots: int, width: int):
+    """A device ring of ``slots`` records of ``width`` float64 statistics (_C.CudaStatRing).
+    A record that finds every slot holding an uncopied record first enqueues their copy to the
+    host, so ``slots`` is also the copy period."""
+    return _C.CudaStatRing(int(slots), int(width))
+
+
+def record_stats(ring, step: int, health=(), values=()) -> None:
+    """One per-step record into ``ring``, one native call and no host synchronisation: for each
+    ``(col, buf, offsets)`` of ``health`` the segment_health rows (S, 7) of ``buf`` at columns
+    [col, col + 7 S); for each ``(col, array)`` of ``values`` the device array's values (e.g. the
+    0-d loss) at [col, col + size). Columns the record does not write hold NaN."""
+    ring.record(int(step), tuple(health), tuple(values))
+
+
+def read_stats(ring):
+    """(steps int64 (m,), rows float64 (m, width)): every record since the last read, oldest
+    first; waits for the device once."""
+    return ring.read()
 
 
 def scale_(buf, factor: float) -> None:

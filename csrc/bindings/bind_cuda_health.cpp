@@ -1,0 +1,316 @@
+// One-pass tensor health on CUDA (csrc/cuda/health.cu) and the device ring of per-step
+// statistics (csrc/cuda/ring.cu):
+//
+//   health_replay(buf, offsets) -> float64 (S, 7)        every build: the CUDA kernel's tiling
+//       and merge order replayed on the host with deepgrad/health.h (the code the kernel runs),
+//       so CPU-only test runs check the device math against numpy
+//   cuda_segment_health(buf, offsets) -> float64 numpy (S, 7)      segment_health on CUDA
+//   cuda_monitor_norms(params, grads, prev, offsets, diff=False, snapshot=False, health=False)
+//       the CPU's monitor_norms on the device (same results), one host synchronisation
+//   CudaStatRing(slots, width)                            K slots x W float64 on the device
+//       .record(step, health=(), values=())  one per-step record, no host synchronisation:
+//           health: (col, buf, offsets) -> buf's (S, 7) rows at columns [col, col + 7 S)
+//           values: (col, array)        -> the array's values as float64 at [col, col + size)
+//           columns a record does not write hold NaN
+//       .copy_async()                        enqueue the copy of the filled slots to pinned memory
+//       .read() -> (steps int64 (m,), rows float64 (m, W))   since the last read; one sync
+//
+// buf: a 1-D float32/float64 array (numpy for health_replay, CudaArray otherwise); offsets: a
+// numpy integer array (S + 1,) from 0 to buf.size, non-decreasing (the CPU entry's contract).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bindings/check.h"
+#include "bindings/registry.h"
+#include "deepgrad/health.h"
+
+#ifdef DG_HAVE_CUDA
+#include "bindings/cuda_check.h"
+#include "deepgrad/cuda_array.h"
+#include "deepgrad/cuda_kernels.h"
+#include "deepgrad/cuda_ops.h"
+#include "deepgrad/cuda_ring.h"
+#endif
+
+namespace dg::bind {
+namespace {
+
+// The offsets (S+1,) of a flat buffer of n elements, checked: start at 0, never decrease, end
+// at n. A CudaArray is refused (the table lives on the host).
+py::array_t<std::int64_t, py::array::c_style> offsets_arg(const char* fn, py::handle offsets_o,
+                                                          index_t n) {
+  if (!py::isinstance<py::array>(offsets_o))
+    fail_type(fn, "offsets must be a numpy integer array (S+1,) on the host, got " +
+                      py::str(py::type::of(offsets_o).attr("__name__")).cast<std::string>());
+  auto off = int_labels(offsets_o, fn, "offsets");
+  if (off.ndim() != 1 || off.shape(0) < 1)
+    fail_value(fn, "offsets must be 1-D with S+1 >= 1 entries (segment starts, then buf.size), "
+                   "got shape " + shape_str(off));
+  const index_t S = off.shape(0) - 1;
+  const std::int64_t* o = off.data();
+  if (o[0] != 0) fail_value(fn, "offsets[0] must be 0, got " + std::to_string(o[0]));
+  for (index_t s = 0; s < S; ++s)
+    if (o[s + 1] < o[s])
+      fail_value(fn, "offsets must be non-decreasing, but offsets[" + std::to_string(s + 1) +
+                         "] = " + std::to_string(o[s + 1]) + " < offsets[" + std::to_string(s) +
+                         "] = " + std::to_string(o[s]));
+  if (o[S] != n)
+    fail_value(fn, "offsets[-1] = " + std::to_string(o[S]) + " but buf has " + std::to_string(n) +
+                       " elements; the last offset must equal buf.size");
+  return off;
+}
+
+// The CUDA kernel's schedule on the host: tiles of health_tile_size(n) elements, each tile's
+// part of each segment folded into slot t + s, then each segment's slots merged in tile order.
+// Within a block the kernel folds by thread and merges by a shuffle tree; here the fold is in
+// element order, so the sum of squares may differ in the last bits, nothing else.
+template <class T>
+void replay(double* out, const T* buf, const std::int64_t* off, index_t n, index_t S,
+            index_t tile) {
+  const index_t tiles = n > 0 ? (n + tile - 1) / tile : 1;
+  std::vector<HealthAcc<T>> part(static_cast<std::size_t>(tiles + S), health_empty<T>());
+  for (index_t t = 0; n > 0 && t < tiles; ++t) {
+    const index_t lo = t * tile, hi = std::min<index_t>(n, lo + tile);
+    index_t l = 0, r = S;
+    while (l < r) {
+      const index_t mid = (l + r) / 2;
+      if (off[mid + 1] > lo) r = mid; else l = mid + 1;
+    }
+    for (index_t s = l; s < S && off[s] < hi; ++s) {
+      const index_t a = std::max<index_t>(off[s], lo), b = std::min<index_t>(off[s + 1], hi);
+      if (a >= b) continue;
+      HealthAcc<T> acc = health_empty<T>();
+      for (index_t i = a; i < b; ++i) health_add(acc, buf[i], i);
+      part[static_cast<std::size_t>(t + s)] = acc;
+    }
+  }
+  for (index_t s = 0; s < S; ++s) {
+    HealthAcc<T> acc = health_empty<T>();
+    if (off[s + 1] > off[s])
+      for (index_t t = off[s] / tile; t <= (off[s + 1] - 1) / tile; ++t)
+        health_merge(acc, part[static_cast<std::size_t>(t + s)]);
+    health_finish(out + kHealthStats * s, acc, off[s]);
+  }
+}
+
+py::array_t<double> health_replay(py::handle buf_o, py::handle offsets_o, index_t tile) {
+  const char* fn = "health_replay";
+  py::array buf = float_input(buf_o, fn, "buf");
+  ndim_is(fn, buf, "buf", 1);
+  const index_t n = buf.size();
+  auto off = offsets_arg(fn, offsets_o, n);
+  const index_t S = off.shape(0) - 1;
+  if (tile < 0) fail_value(fn, "tile must be >= 1, or 0 for the kernel's own tiling");
+  py::array_t<double> out({py::ssize_t(S), py::ssize_t(kHealthStats)});
+  const index_t tl = tile > 0 ? tile : health_tile_size(n);
+  if (is_f32(buf))
+    replay<float>(out.mutable_data(), static_cast<const float*>(buf.data()), off.data(), n, S, tl);
+  else
+    replay<double>(out.mutable_data(), static_cast<const double*>(buf.data()), off.data(), n, S,
+                   tl);
+  return out;
+}
+
+#ifdef DG_HAVE_CUDA
+
+namespace dc = dg::cuda;
+
+const CudaArray& float_buf(const char* fn, py::handle o, const char* name) {
+  const CudaArray& b = cuda_arg(o, fn, name);
+  if (b.dtype == CDType::i64)
+    fail_type(fn, std::string(name) + " has dtype int64 but the health kernel takes float32 or "
+                                      "float64");
+  cuda_ndim_is(fn, b, name, 1);
+  return b;
+}
+
+py::array_t<double> segment_health(py::handle buf_o, py::handle offsets_o) {
+  const char* fn = "cuda_segment_health";
+  const CudaArray& buf = float_buf(fn, buf_o, "buf");
+  auto off = offsets_arg(fn, offsets_o, buf.numel());
+  const index_t S = off.shape(0) - 1;
+  py::array_t<double> out({py::ssize_t(S), py::ssize_t(kHealthStats)});
+  dc::segment_health_host(out.mutable_data(), buf.raw(), buf.dtype, off.data(), buf.numel(), S,
+                          dc::current_stream());
+  return out;
+}
+
+// sqrt of the sum of squares over a whole segment, NaN and Inf included, from its health row:
+// what the CPU's monitor_norms reports (NaN wins, then Inf, else the L2 of the finite values).
+double plain_norm(const double* h) {
+  if (h[4] > 0) return std::numeric_limits<double>::quiet_NaN();
+  if (h[5] > 0) return std::numeric_limits<double>::infinity();
+  return h[0];
+}
+
+py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev_o,
+                        py::handle offsets_o, bool diff, bool snapshot, bool health) {
+  const char* fn = "cuda_monitor_norms";
+  const CudaArray& params = float_buf(fn, params_o, "params");
+  const CudaArray& grads = float_buf(fn, grads_o, "grads");
+  cuda_same_dtype(fn, params, "params", grads, "grads");
+  cuda_same_shape(fn, params, "params", grads, "grads");
+  CudaArray* prev = nullptr;
+  if (diff || snapshot) {
+    if (prev_o.is_none()) fail_value(fn, "prev is needed for diff=True or snapshot=True but is None");
+    prev = &cuda_arg(prev_o, fn, "prev", params.dtype);
+    cuda_same_shape(fn, params, "params", *prev, "prev");
+  }
+  const index_t n = params.numel();
+  auto off = offsets_arg(fn, offsets_o, n);
+  const index_t S = off.shape(0) - 1;
+  const int sets = diff ? 3 : 2;
+  CudaArray work = diff ? CudaArray::empty({n}, params.dtype) : CudaArray();
+  std::vector<double> rows(static_cast<std::size_t>(sets * S * kHealthStats));
+  dc::health_rows_host(rows.data(), params.raw(), grads.raw(), prev ? prev->raw() : nullptr,
+                       diff ? work.raw() : nullptr, params.dtype, off.data(), n, S, diff,
+                       snapshot, dc::current_stream());
+  py::array_t<double> pn(S), gn(S), dn(diff ? S : 0);
+  py::array_t<double> gh({health ? S : index_t(0), index_t(3)});
+  double *ppn = pn.mutable_data(), *pgn = gn.mutable_data();
+  std::int64_t bad = 0;
+  for (index_t s = 0; s < S; ++s) {
+    const double* g = rows.data() + kHealthStats * s;
+    const double* p = g + kHealthStats * S;
+    const auto nb = static_cast<std::int64_t>(g[4] + g[5]);
+    bad += nb;
+    ppn[s] = plain_norm(p);
+    pgn[s] = health ? (nb ? std::numeric_limits<double>::quiet_NaN() : g[0]) : plain_norm(g);
+    if (diff) dn.mutable_data()[s] = plain_norm(p + kHealthStats * S);
+    if (health) {
+      double* h = gh.mutable_data() + 3 * s;
+      h[0] = g[1], h[1] = double(nb), h[2] = g[6];
+    }
+  }
+  py::object d = diff ? py::object(dn) : py::object(py::none());
+  if (health) return py::make_tuple(pn, gn, d, bad, gh);
+  return py::make_tuple(pn, gn, d, bad);
+}
+
+index_t col_arg(const char* fn, py::handle o, index_t need, index_t width, const char* what) {
+  const index_t col = o.cast<index_t>();
+  if (col < 0 || col + need > width)
+    fail_value(fn, std::string(what) + " at column " + std::to_string(col) + " needs columns [" +
+                       std::to_string(col) + ", " + std::to_string(col + need) +
+                       ") but the ring has width " + std::to_string(width));
+  return col;
+}
+
+py::tuple item_tuple(const char* fn, py::handle it, std::size_t len, const char* form) {
+  if (!py::isinstance<py::tuple>(it) || py::len(it) != len)
+    fail_type(fn, std::string("each item must be a tuple ") + form);
+  return py::reinterpret_borrow<py::tuple>(it);
+}
+
+void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& health,
+                 const py::sequence& values) {
+  const char* fn = "CudaStatRing.record";
+  const index_t W = ring.width();
+  struct HealthJob { const CudaArray* buf; const std::int64_t* off; index_t S, col; };
+  struct ValueJob { const CudaArray* a; index_t col; };
+  // Every argument is checked before anything is enqueued: a bad item leaves the ring unchanged.
+  std::vector<HealthJob> hjobs;
+  std::vector<py::array_t<std::int64_t, py::array::c_style>> keep;  // the offsets' host arrays
+  for (py::handle it : health) {
+    py::tuple t = item_tuple(fn, it, 3, "(col, buf, offsets) in health");
+    const CudaArray& buf = float_buf(fn, t[1], "health buf");
+    keep.push_back(offsets_arg(fn, t[2], buf.numel()));
+    const index_t S = keep.back().shape(0) - 1;
+    hjobs.push_back({&buf, keep.back().data(), S,
+                     col_arg(fn, t[0], kHealthStats * S, W, "a health record of S segments")});
+  }
+  std::vector<ValueJob> vjobs;
+  for (py::handle it : values) {
+    py::tuple t = item_tuple(fn, it, 2, "(col, array) in values");
+    const CudaArray& a = cuda_arg(t[1], fn, "values array");
+    vjobs.push_back({&a, col_arg(fn, t[0], a.numel(), W, "a values array")});
+  }
+  cudaStream_t s = dc::current_stream();
+  double* slot = ring.begin(step);
+  for (const HealthJob& j : hjobs) {
+    const std::int64_t* doff = ring.device_table(j.off, j.S + 1);
+    void* ws = ring.workspace(dc::segment_health_workspace(j.buf->numel(), j.S, j.buf->dtype));
+    dc::segment_health(slot + j.col, ws, j.buf->raw(), j.buf->dtype, doff, j.buf->numel(), j.S,
+                       s);
+  }
+  for (const ValueJob& j : vjobs)
+    dc::launch_cast(slot + j.col, CDType::f64, j.a->raw(), j.a->dtype, j.a->numel(), s);
+}
+
+py::tuple ring_read(dc::StatRing& ring) {
+  std::vector<std::int64_t> steps;
+  std::vector<double> rows;
+  ring.read(steps, rows);
+  const py::ssize_t m = static_cast<py::ssize_t>(steps.size());
+  py::array_t<std::int64_t> st(m);
+  py::array_t<double> out({m, py::ssize_t(ring.width())});
+  if (m) {
+    std::memcpy(st.mutable_data(), steps.data(), sizeof(std::int64_t) * steps.size());
+    std::memcpy(out.mutable_data(), rows.data(), sizeof(double) * rows.size());
+  }
+  return py::make_tuple(st, out);
+}
+
+#endif  // DG_HAVE_CUDA
+
+void bind_cuda_health(py::module_& m) {
+  m.def("health_replay", &health_replay, py::arg("buf"), py::arg("offsets"), py::arg("tile") = 0,
+        "The CUDA health kernel's schedule (tiles, slots, merge order) replayed on the host with "
+        "deepgrad/health.h: float64 (S, 7) rows as cuda_segment_health. tile=0: the kernel's "
+        "tiling; tile > 0 overrides it (tests).");
+#ifdef DG_HAVE_CUDA
+  m.def("cuda_segment_health", &segment_health, py::arg("buf"), py::arg("offsets"),
+        "segment_health on CUDA: float64 numpy (S, 7) per segment of a 1-D float32/float64 "
+        "CudaArray: [L2, L-inf, min, max] of the finite elements, NaN count, Inf count, first "
+        "non-finite index (-1); two launches, deterministic; returns to the host (synchronises).");
+  m.def("cuda_monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"),
+        py::arg("prev"), py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
+        py::arg("health") = false,
+        "monitor_norms on CUDA, the CPU entry's results and meaning: (||params||, ||grads||, "
+        "||params - prev|| or None, non-finite gradient count[, health (S, 3): the gradient's "
+        "L-inf, non-finite count, first non-finite index]) per segment; prev = params afterwards "
+        "when snapshot. Health kernel launches, one copy back and one synchronisation.");
+  py::class_<dc::StatRing>(m, "CudaStatRing",
+                           "A device ring of per-step statistics: slots x width float64. record() "
+                           "writes a step without a host synchronisation; read() returns the "
+                           "records since the last read (one synchronisation).")
+      .def(py::init([](index_t slots, index_t width) {
+             if (slots < 1 || width < 1)
+               fail_value("CudaStatRing", "slots and width must be >= 1, got slots=" +
+                                              std::to_string(slots) + ", width=" +
+                                              std::to_string(width));
+             if (slots > (index_t(1) << 20) || width > (index_t(1) << 24) / slots)
+               fail_value("CudaStatRing", "slots x width must stay below 2**24 values, got " +
+                                              std::to_string(slots) + " x " + std::to_string(width));
+             return new dc::StatRing(slots, width);
+           }),
+           py::arg("slots"), py::arg("width"))
+      .def_property_readonly("slots", &dc::StatRing::slots)
+      .def_property_readonly("width", &dc::StatRing::width)
+      .def_property_readonly("records", &dc::StatRing::records, "Records begun so far.")
+      .def_property_readonly("unread", &dc::StatRing::unread,
+                             "Records not yet returned by read().")
+      .def("record", &ring_record, py::arg("step"), py::arg("health") = py::tuple(),
+           py::arg("values") = py::tuple(),
+           "One per-step record into the next slot, no host synchronisation: health items "
+           "(col, buf, offsets) write buf's (S, 7) health rows at columns [col, col + 7 S), "
+           "values items (col, array) the array's values as float64 at [col, col + size); the "
+           "other columns hold NaN. A full ring enqueues its copy to the host first.")
+      .def("copy_async", &dc::StatRing::copy_async,
+           "Enqueue the copy of the records not yet copied to pinned host memory (never waits).")
+      .def("read", &ring_read,
+           "(steps int64 (m,), rows float64 (m, width)): every record since the last read, "
+           "oldest first (one host synchronisation).");
+#endif
+}
+
+DG_REGISTER_BINDINGS(bind_cuda_health);
+
+}  // namespace
+}  // namespace dg::bind
