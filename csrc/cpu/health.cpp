@@ -94,8 +94,9 @@ DG_CLONES void health_portable(double* out, const T* x, index_t n) {
   out[4] = 0, out[5] = 0, out[6] = -1;
 }
 
-// float32 with AVX2: the intrinsics loop (float lanes per chunk for the squares), the same
-// results to float32 rounding of the partial sums; otherwise the portable loop.
+// float32 with AVX2: the intrinsics loop (squares in double lanes, min/max/check in float
+// vectors: two elements per lane per step instead of the portable loop's conversions and
+// spills); otherwise the portable loop.
 template <class T>
 void health_one(double* out, const T* x, index_t n) {
 #ifdef DG_HAVE_AVX2_BUILD

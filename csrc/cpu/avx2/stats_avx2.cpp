@@ -60,31 +60,26 @@ void sums_f32(double* s, double* q, const float* x, index_t n) {
 }
 
 void health_f32(double* out, const float* x, index_t n) {
-  constexpr index_t kChunk = 256;
+  // squares in double (each float32 is exact in double: the sum matches a float64 reference to
+  // rounding), min, max and the x - x check in float vectors
   const float inf = __builtin_inff();
   __m256d Q0 = _mm256_setzero_pd(), Q1 = Q0, Q2 = Q0, Q3 = Q0;
   __m256 mn0 = _mm256_set1_ps(inf), mn1 = mn0, mx0 = _mm256_set1_ps(-inf), mx1 = mx0;
   __m256 z0 = _mm256_setzero_ps(), z1 = z0;
   index_t i = 0;
-  const index_t nv = n - n % 16;
-  while (i < nv) {
-    const index_t end = std::min(nv, i + kChunk);
-    __m256 q0 = _mm256_setzero_ps(), q1 = q0;
-    for (; i < end; i += 16) {
-      const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-      q0 = _mm256_fmadd_ps(a, a, q0);
-      q1 = _mm256_fmadd_ps(b, b, q1);
-      mn0 = _mm256_min_ps(mn0, a);
-      mn1 = _mm256_min_ps(mn1, b);
-      mx0 = _mm256_max_ps(mx0, a);
-      mx1 = _mm256_max_ps(mx1, b);
-      z0 = _mm256_add_ps(z0, _mm256_sub_ps(a, a));
-      z1 = _mm256_add_ps(z1, _mm256_sub_ps(b, b));
-    }
-    Q0 = _mm256_add_pd(Q0, lo_pd(q0));
-    Q1 = _mm256_add_pd(Q1, hi_pd(q0));
-    Q2 = _mm256_add_pd(Q2, lo_pd(q1));
-    Q3 = _mm256_add_pd(Q3, hi_pd(q1));
+  for (; i + 16 <= n; i += 16) {
+    const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    const __m256d a0 = lo_pd(a), a1 = hi_pd(a), b0 = lo_pd(b), b1 = hi_pd(b);
+    Q0 = _mm256_fmadd_pd(a0, a0, Q0);
+    Q1 = _mm256_fmadd_pd(a1, a1, Q1);
+    Q2 = _mm256_fmadd_pd(b0, b0, Q2);
+    Q3 = _mm256_fmadd_pd(b1, b1, Q3);
+    mn0 = _mm256_min_ps(mn0, a);
+    mn1 = _mm256_min_ps(mn1, b);
+    mx0 = _mm256_max_ps(mx0, a);
+    mx1 = _mm256_max_ps(mx1, b);
+    z0 = _mm256_add_ps(z0, _mm256_sub_ps(a, a));
+    z1 = _mm256_add_ps(z1, _mm256_sub_ps(b, b));
   }
   double q = hsum(_mm256_add_pd(_mm256_add_pd(Q0, Q1), _mm256_add_pd(Q2, Q3)));
   alignas(32) float a[8], b[8], c[8], d[8], e[8], f[8];

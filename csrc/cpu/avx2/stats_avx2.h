@@ -12,7 +12,7 @@ void sums_f32(double* s, double* q, const float* x, index_t n);
 // o[3] = sum pn^2, o[4] = sum (pn - po)^2 (the difference in float), sums in float lanes.
 void step_chunk_f32(double* o, const float* g, const float* pn, const float* po, index_t k);
 // The fast path of the tensor health kernel (cpu/health.cpp) for float32: out[0] = sum x^2
-// (float lanes per 256-element chunk, then double), out[1] = min, out[2] = max, out[3] = sum of
+// (in double lanes), out[1] = min, out[2] = max, out[3] = sum of
 // (x - x) (NaN as soon as one element is NaN or Inf). The caller takes the exact path when
 // out[3] != 0 or the sum is not finite.
 void health_f32(double* out, const float* x, index_t n);

@@ -24,6 +24,14 @@ hook on their output. Parameter, gradient and update norms come from one native 
 parameter arena. Steps skipped by ``every`` cost nothing in the layers (their records are
 detached) and a parameter copy before a recorded step.
 
+On a CUDA model the per-step statistics (gradient, weight and update health per parameter, the
+loss, each hooked layer's ||dL/d output||) go into a device ring buffer (``RING_SLOTS`` records,
+copied to the host asynchronously when full) with one native call that only enqueues work, so a
+recorded step adds no host synchronisation; the host waits once, when the history is read
+(``to_dict()``, ``diagnose()``, ``warn=True`` and a TensorBoard stream read it every step).
+Activation statistics on CUDA copy each layer's output to the host: pass
+``activation_stats=False`` for a monitor that never synchronises inside a step.
+
 Several monitors can watch one model: a Dense record is shared between monitors that ask for the
 same statistics, and ``close()`` removes only the closing monitor's hooks and records.
 """
@@ -48,6 +56,7 @@ from ..functional import LayerStats as _LS, layer_record
 from ..autograd import _BACKWARDS as _backwards
 
 _FUSED = "step statistics"  # marks a record's norms as the arena's step statistics
+_RING = "device ring"  # marks a record whose numbers wait in the device ring
 _NO_HOOKS = (([], []), None)  # (signal, statistics) of a step when no layer is hooked
 
 
@@ -182,6 +191,9 @@ class GradientMonitor:
     record (the first is always kept) and the most recent quarter stays whole.
     """
 
+    #: device arenas: records per ring (the ring's copy to the host is enqueued when full)
+    RING_SLOTS = 100
+
     def __new__(cls, model=None, *args, **kwargs):
         # other frameworks' captures register here (capture_torch does on import of the
         # package), so this module never imports them
@@ -254,6 +266,8 @@ class GradientMonitor:
         from ..autograd import _S
         self._grad_mode = _S
         self._n = 0
+        self._ring = self._ring_arena = self._ring_prev = None
+        self._ring_cache: dict = {}
         self._ask_step_stats(model.arena)
         self._seg_cache = None  # (arena, segment->layer index, (segments, layers) 0/1 matrix)
         self._prev_params = None
@@ -319,6 +333,74 @@ class GradientMonitor:
         # the parameter arena's step statistics (filled by the optimizer's step, see
         # deepgrad.nn.arena): which arena is asked, and the last step statistics taken
         self._stats_arena, self._stats_asked, self._stats_serial = None, False, -1
+
+    # -- device arenas: the per-step statistics in a device ring (no host synchronisation) -----
+    def _ring_layout(self, arena) -> tuple:
+        """(S, columns): per record, the health rows (7 values) of the gradient, parameter and
+        update segments, the loss, and the health row of each layer's dL/d(output)."""
+        S = len(arena.segments)
+        return S, 21 * S + 1 + 7 * len(self.layers)
+
+    def _ring_record(self, arena, n: int, loss) -> None:
+        """One ring record for step n: one native call that only enqueues device work."""
+        be = arena.be
+        S, width = self._ring_layout(arena)
+        if self._ring is None or self._ring_arena is not arena:
+            if self._ring is not None:
+                self._ring_cache.update(self._ring_read())  # keep what the old ring holds
+            self._ring = be.stat_ring(self.RING_SLOTS, width)
+            self._ring_arena = arena
+            self._ring_prev = None
+        off = arena.offsets
+        health = [(0, arena.grads, off), (7 * S, arena.params, off)]
+        prev = self._ring_prev
+        if prev is not None:
+            health.append((14 * S, be.sub(arena.params, prev), off))
+        if self.every == 1:   # the snapshot for the next record's update (a device copy)
+            if prev is None:
+                self._ring_prev = be.copy(arena.params)
+            else:
+                be.copy_(prev, arena.params)
+        else:
+            self._ring_prev = None
+        for i, p in enumerate(self._pending_signal):
+            if p is not None:
+                g = p[1]
+                flat = be.reshape(g, (int(g.size),))
+                health.append((21 * S + 1 + 7 * i, flat, np.array([0, g.size], dtype=np.int64)))
+        values = []
+        if loss is not None:
+            ld = getattr(loss, "data", None)
+            values.append((21 * S, ld if ld is not None and not isinstance(ld, np.ndarray)
+                           else np.asarray(float(ld if ld is not None else loss))))
+        be.record_stats(self._ring, n, tuple(health), tuple(values))
+
+    def _ring_read(self) -> dict:
+        """{step: row} of every record since the last read (the one host synchronisation)."""
+        steps, rows = self._ring_arena.be.read_stats(self._ring)
+        out = dict(self._ring_cache)
+        self._ring_cache = {}
+        out.update(zip(np.asarray(steps).tolist(), np.asarray(rows)))
+        return out
+
+    def _ring_unpack(self, row, arena) -> tuple:
+        """(loss, norms as the host path keeps them, (layers, signal norms)) from a ring row."""
+        S, _ = self._ring_layout(arena)
+        L = len(self.layers)
+        if row is None:
+            return None, None, ([], [])
+        g7, p7, u7 = (row[k * 7 * S:(k + 1) * 7 * S].reshape(S, 7) for k in range(3))
+        bad = g7[:, 4] + g7[:, 5]
+        gn = np.where(bad > 0, np.nan, g7[:, 0])
+        un = None if np.isnan(u7[:, 0]).all() and S else u7[:, 0]
+        gh = np.stack([g7[:, 1], bad, g7[:, 6]], axis=1)
+        seg_layer, member = self._seg_layers(arena)
+        norms = (int(bad.sum()), None, None, gn, p7[:, 0], un, member, gh, seg_layer)
+        loss = None if np.isnan(row[21 * S]) else float(row[21 * S])
+        s7 = row[21 * S + 1:].reshape(L, 7)
+        got = [i for i in range(L) if not np.isnan(s7[i, 4])]
+        sig = [float("nan") if s7[i, 4] + s7[i, 5] else float(s7[i, 0]) for i in got]
+        return loss, norms, (got, sig)
 
     def _ask_step_stats(self, arena) -> None:
         """Follow the model's arena (a re-layout makes a new one): stop asking the old one for
@@ -570,6 +652,15 @@ class GradientMonitor:
         if self.every != 1:
             self._attach_records(False)
         L = len(self.layers)
+        ring = arena is not None and getattr(arena.be, "stat_ring", None) is not None
+        if ring:  # a device arena: everything of this step goes into the device ring, no sync
+            self._ring_record(arena, n, loss)
+            self._raw.append((n, None, (_RING, arena), fresh) + _NO_HOOKS)
+            self._pending_signal = [None] * L
+            self._pending_stats = [None] * L
+            self.seconds += time.perf_counter() - t0
+            self._after_record()
+            return True
         lossv = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
         norms = None
         if arena is not None and arena.step_stats_serial != self._stats_serial \
@@ -656,9 +747,12 @@ class GradientMonitor:
         """Turn the raw records of the steps since the last read into the history lists."""
         raw, self._raw = self._raw, []
         recs_all = self._rec_rows.take()
+        ring_rows = self._ring_read() if self._ring is not None else {}
         h = self._h
         L = len(self.layers)
         for k, (n, loss, norms, fresh, (got, sig), stats) in enumerate(raw):
+            if norms is not None and norms[0] is _RING:
+                loss, norms, (got, sig) = self._ring_unpack(ring_rows.get(n), norms[1])
             h["steps"].append(n)
             h["loss"].append(loss)
             if norms is not None and norms[0] is _FUSED:

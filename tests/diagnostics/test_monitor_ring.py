@@ -1,0 +1,103 @@
+"""The monitor on a device arena (issue 13): every recorded step goes into the backend's stat
+ring with one enqueue-only call and no synchronising read; the host reads the ring once, when the
+history is read, and the history equals the host path's. Checked on the CPU: the arena's backend
+is replaced by a stand-in that logs every call by name and keeps the ring in numpy (the CUDA
+ring itself is tested in tests/cuda)."""
+import types
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import losses, nn, optim
+from deepgrad.backend import get_backend
+from deepgrad.monitor import GradientMonitor
+
+cpu = get_backend("cpu")
+
+# calls a device step may make: they only enqueue work on the device
+ENQUEUE_ONLY = {"stat_ring", "record_stats", "sub", "copy", "copy_", "reshape"}
+
+
+class Ring:
+    def __init__(self, slots, width):
+        self.width, self.rows = width, []
+
+
+def _stand_in(calls):
+    be = types.SimpleNamespace()
+
+    def logged(name, fn):
+        def call(*a, **k):
+            calls.append(name)
+            return fn(*a, **k)
+        return call
+
+    for name in dir(cpu):
+        if not name.startswith("_") and callable(getattr(cpu, name)):
+            setattr(be, name, logged(name, getattr(cpu, name)))
+    be.STEP_STATS = False
+
+    def record_stats(ring, step, health=(), values=()):
+        row = np.full(ring.width, np.nan)
+        for col, buf, off in health:
+            h = cpu.segment_health(np.ascontiguousarray(buf), np.asarray(off, dtype=np.int64))
+            row[col:col + h.size] = h.reshape(-1)
+        for col, v in values:
+            v = np.asarray(v, dtype=np.float64).reshape(-1)
+            row[col:col + v.size] = v
+        ring.rows.append((step, row))
+
+    def read_stats(ring):
+        rows, ring.rows = ring.rows, []
+        return (np.array([s for s, _ in rows], dtype=np.int64),
+                np.array([r for _, r in rows]).reshape(len(rows), ring.width))
+
+    be.stat_ring = logged("stat_ring", Ring)
+    be.record_stats = logged("record_stats", record_stats)
+    be.read_stats = logged("read_stats", read_stats)
+    return be
+
+
+def _run(ring: bool, steps=5):
+    dg.manual_seed(7)
+    rng = np.random.default_rng(7)
+    # Dense then an activation module: the signal is taken by a tensor hook (the hook path that
+    # a CUDA model takes), activation statistics off (they need host copies on a device)
+    m = nn.Sequential(nn.Dense(3, 8, dtype=np.float64), nn.Activation("tanh"),
+                      nn.Dense(8, 2, dtype=np.float64))
+    opt = optim.SGD(m.parameters(), lr=0.1)
+    mon = GradientMonitor(m, activation_stats=False)
+    calls = []
+    if ring:
+        m.arena.be = _stand_in(calls)
+    X, y = dg.tensor(rng.normal(size=(16, 3))), rng.integers(0, 2, 16)
+    per_step = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = losses.cross_entropy(m(X), y)
+        loss.backward()
+        opt.step()
+        del calls[:]
+        mon.step(loss)
+        per_step.append(list(calls))
+    del calls[:]
+    d = mon.to_dict()
+    return d, per_step, list(calls)
+
+
+def test_device_arena_steps_only_enqueue_and_the_history_is_the_same():
+    d, per_step, at_read = _run(True)
+    ref, _, _ = _run(False)
+    for calls in per_step:
+        assert set(calls) <= ENQUEUE_ONLY, calls
+        assert calls.count("record_stats") == 1
+    assert at_read.count("read_stats") == 1
+    for k in ("param_grad_norm", "param_norm", "signal_norm", "loss", "layer_grad_norm",
+              "layer_grad_linf", "layer_nonfinite", "global_grad_norm"):
+        np.testing.assert_allclose(np.array(d[k], dtype=float), np.array(ref[k], dtype=float),
+                                   rtol=1e-12, err_msg=k)
+    # the update norms: from the second record (the ring keeps a device snapshot)
+    np.testing.assert_allclose(np.array(d["update_norm"][1:], dtype=float),
+                               np.array(ref["update_norm"][1:], dtype=float), rtol=1e-9)
+    assert d["update_norm"][0] is None
