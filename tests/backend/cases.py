@@ -160,7 +160,8 @@ def _lstm64(xw, w, h0, c0):
     h, c, hs = h0, c0, []
     for t in range(T):
         a = xw[t * B:(t + 1) * B] + h @ w
-        i, f, g, o = _sig(a[:, :H]), _sig(a[:, H:2 * H]), np.tanh(a[:, 2 * H:3 * H]), _sig(a[:, 3 * H:])
+        i, f = _sig(a[:, :H]), _sig(a[:, H:2 * H])
+        g, o = np.tanh(a[:, 2 * H:3 * H]), _sig(a[:, 3 * H:])
         c = f * c + i * g
         h = o * np.tanh(c)
         hs.append(h)
@@ -257,7 +258,8 @@ def _loss(kind, red):
         if kind == "cross_entropy":
             p, t = _r(rng, 6, 4), rng.integers(0, 4, 6).astype(np.int64)
         elif kind == "bce":
-            p, t = rng.uniform(0.05, 0.95, (6, 3)).astype(F32), (rng.random((6, 3)) < 0.5).astype(F32)
+            p = rng.uniform(0.05, 0.95, (6, 3)).astype(F32)
+            t = (rng.random((6, 3)) < 0.5).astype(F32)
         else:
             p, t = _r(rng, 6, 3), rng.uniform(0, 1, (6, 3)).astype(F32)
         return (kind, p, t, red), {}, None
@@ -448,8 +450,8 @@ def _opt_sgd(nesterov, first):
         b = d if fs else mom * buf + (1 - damp) * d
         d = d + mom * b if nest else b
         return [p - lr * d, g, b]
-    return Case("sgd_step", make, ref, mutates=(0, 1, 2), label=f"nesterov={nesterov}-first={first}",
-                rtol=1e-5, atol=1e-6)
+    return Case("sgd_step", make, ref, mutates=(0, 1, 2),
+                label=f"nesterov={nesterov}-first={first}", rtol=1e-5, atol=1e-6)
 
 
 def _opt_adam(decoupled):
