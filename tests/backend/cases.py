@@ -43,6 +43,7 @@ class Case(NamedTuple):
     rtol: float = 2e-5
     atol: float = 2e-6
     label: str = ""
+    step_stats: bool = False          # uses stats=: NotImplementedError where not STEP_STATS
 
 
 def _r(rng, *shape, lo=None):
@@ -472,6 +473,30 @@ def _opt_adam(decoupled):
                 rtol=1e-5, atol=1e-6)
 
 
+def _opt_adam_stats():
+    """adam_step filling step statistics per segment, one segment holding an Inf gradient."""
+    plain = _opt_adam(False)
+
+    def make(rng):
+        a, _, _ = plain.make(rng)
+        a[1][9] = np.inf
+        return a + (np.array([0, 4, 4, 20]), np.zeros((3, 8))), {}, None
+
+    def ref(a, k, e):
+        with np.errstate(all="ignore"):   # the Inf gradient makes its parameter NaN
+            p, m, v = plain.ref(a[:11], k, e)
+        offs, g, rows = a[11], a[1], []
+        for s, t in zip(offs[:-1], offs[1:]):
+            gs, fin = g[s:t], np.isfinite(g[s:t])
+            bad = np.flatnonzero(~fin)
+            rows.append([np.sqrt(np.sum(gs ** 2)) if fin.all() else np.nan,
+                         np.abs(gs[fin]).max(initial=0), (~fin).sum(), bad[0] if bad.size else -1,
+                         np.linalg.norm(p[s:t]), np.linalg.norm(p[s:t] - a[0][s:t]), 1, 0])
+        return [p, m, v, np.array(rows)]
+    return Case("adam_step", make, ref, mutates=(0, 2, 3, 12), host=(11,), step_stats=True,
+                label="step stats", rtol=1e-5, atol=1e-6)
+
+
 def _opt_rms(centered):
     def make(rng):
         return (_r(rng, 20), _r(rng, 20), _r(rng, 20, lo=0.01), 1e-2, 0.99, 1e-8, 0.01, 0.9,
@@ -733,7 +758,7 @@ def build_cases() -> list[Case]:
         Case("fill_", lambda r: ((_r(r, 30), 0.0), {}, None), lambda a, k, e: [np.zeros(30)],
              mutates=(0,)),
         _opt_sgd(False, False), _opt_sgd(True, False), _opt_sgd(False, True),
-        _opt_adam(False), _opt_adam(True), _opt_rms(False), _opt_rms(True),
+        _opt_adam(False), _opt_adam(True), _opt_adam_stats(), _opt_rms(False), _opt_rms(True),
         # recurrent cells and sequences
         Case("lstm_cell_forward", lambda r: ((_r(r, B, 4 * H), _r(r, B, H)), {}, None),
              lambda a, k, e: _lstm_cell64(*a), rtol=1e-5, atol=1e-6),
@@ -910,6 +935,12 @@ def parity_check(gpu, cpu, case: Case, rng, up, down, rtol=None, atol=None) -> N
     """Run ``case`` on both backends from the same fresh inputs and compare what must agree."""
     args, kwargs, extra = case.make(rng)
     ref_out, ref_args = call(cpu, case, fresh(args), kwargs)
+    if case.step_stats and not gpu.STEP_STATS:   # the documented answer of such a backend
+        try:
+            call(gpu, case, fresh(args), kwargs, up, down)
+        except NotImplementedError:
+            return
+        raise AssertionError(f"{case_id(case)}: STEP_STATS is False but stats= was accepted")
     out, dargs = call(gpu, case, fresh(args), kwargs, up, down)
     compare(observe(case, out, dargs, extra, "parity"),
             observe(case, ref_out, ref_args, extra, "parity"),

@@ -40,6 +40,10 @@ class Backend(Protocol):
     (no copy), so a numpy consumer (DLPack, MPI, ``np.asarray(tensor)``) can share it."""
     DLPACK_DEVICE: tuple
     """(DLPack device type, index) of the arrays: (1, 0) kDLCPU, (2, 0) kDLCUDA."""
+    STEP_STATS: bool
+    """True when the optimizer steps fill step statistics (``offsets=``, ``stats=``) and the
+    dense kernels fill layer statistics records (``stats=``); where False, passing a record
+    raises NotImplementedError and the caller measures another way (the monitor's hooks)."""
 
     # -- creation and transfer ------------------------------------------------------------------
 
@@ -194,15 +198,18 @@ class Backend(Protocol):
         """op(a) @ op(b) for 2-D arrays, op = transpose when the flag is set."""
 
     def dense_forward(self, x, w, b, activation: str = "identity", alpha: float = 0.01,
-                      keep_z: bool = False) -> tuple:
+                      keep_z: bool = False, stats=None) -> tuple:
         """The fused dense layer: z = x @ w + b, y = act(z); x (N, IN), w (IN, OUT), b (OUT,)
         or None. Returns (y, z): z is None when the activation's derivative needs only y,
-        unless keep_z (the kernel then writes z beside y: no extra pass)."""
+        unless keep_z (the kernel then writes z beside y: no extra pass). ``stats``: None or a
+        layer statistics record (functional.LayerStats) whose forward slots the epilogue fills
+        (STEP_STATS backends only)."""
 
     def dense_backward(self, dy, x, w, z, y, dw, db, activation: str = "identity",
-                       alpha: float = 0.01, need_dx: bool = True) -> Array | None:
+                       alpha: float = 0.01, need_dx: bool = True, stats=None) -> Array | None:
         """Backward of dense_forward: dw (IN, OUT) += x^T dz and db (OUT,) += sum(dz, rows) in
-        place (db may be None); returns dx = dz w^T (N, IN), or None when not need_dx."""
+        place (db may be None); returns dx = dz w^T (N, IN), or None when not need_dx.
+        ``stats``: None or the layer's record, which receives ||dy||^2 (STEP_STATS only)."""
 
     # -- softmax (row-wise over the last axis of a 2-D array) -----------------------------------
 
@@ -336,19 +343,24 @@ class Backend(Protocol):
         """buf[...] = value in place (zero_grad)."""
 
     def sgd_step(self, param, grad, momentum_buf, lr, momentum, dampening, nesterov,
-                 weight_decay, first_step) -> None:
+                 weight_decay, first_step, offsets=None, stats=None) -> None:
         """One SGD update in place with PyTorch semantics (momentum_buf may be None when
-        momentum == 0; first_step: the buffer starts as the gradient)."""
+        momentum == 0; first_step: the buffer starts as the gradient). offsets/stats: step
+        statistics, as for adam_step."""
 
     def adam_step(self, param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay,
-                  decoupled) -> None:
+                  decoupled, offsets=None, stats=None) -> None:
         """One Adam (decoupled=False: L2 weight decay) or AdamW (decoupled=True) update in
-        place; ``step`` counts from 1."""
+        place; ``step`` counts from 1. With ``offsets`` (int64 (S+1,) segment starts ending
+        with the size) and ``stats`` (float64 (S, 8)), the same pass fills per segment: ||grad||
+        (NaN when it holds NaN or Inf), L-inf of its finite values, its non-finite count, the
+        first non-finite index (-1: none), ||param|| after the step, ||update||, and 1 (filled)
+        (STEP_STATS backends only; the update itself is the same bits either way)."""
 
     def rmsprop_step(self, param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
-                     momentum_buf, centered, grad_avg) -> None:
+                     momentum_buf, centered, grad_avg, offsets=None, stats=None) -> None:
         """One RMSprop update in place with PyTorch semantics (momentum_buf / grad_avg may be
-        None when unused)."""
+        None when unused); offsets/stats: step statistics, as for adam_step."""
 
     # -- recurrent cells and sequences (formulas in csrc/deepgrad/rnn.h) ------------------------
 
