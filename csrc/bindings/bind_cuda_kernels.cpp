@@ -4,7 +4,7 @@
 //
 //   cuda_gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0) -> out
 //   cuda_gemm_naive(...)                                      same contract, reference kernel
-//   cuda_dense_forward(x, w, b, activation="identity", alpha=0.01) -> (y, z or None)
+//   cuda_dense_forward(x, w, b, activation="identity", alpha=0.01, keep_z=False) -> (y, z or None)
 //   cuda_dense_backward(dy, x, w, z, y, dw, db, activation="identity", alpha=0.01,
 //                       need_dx=True) -> dx or None           (dw, db accumulated in place)
 //   cuda_act_forward(x, activation, alpha=0.01) -> y
@@ -108,7 +108,7 @@ CudaArray gemm_entry(py::handle a_o, py::handle b_o, py::handle out_o, bool tran
 }
 
 py::tuple dense_forward(py::handle x_o, py::handle w_o, py::handle b_o,
-                        const std::string& activation, double alpha) {
+                        const std::string& activation, double alpha, bool keep_z) {
   const char* fn = "cuda_dense_forward";
   CudaArray& x = cuda_f32(x_o, fn, "x");
   CudaArray& w = cuda_f32(w_o, fn, "w");
@@ -123,7 +123,7 @@ py::tuple dense_forward(py::handle x_o, py::handle w_o, py::handle b_o,
   if (b && (b->ndim() != 1 || b->shape[0] != out))
     fail_value(fn, "b has shape " + shape_str(*b) + " but w has " + std::to_string(out) +
                        " output features; b must be (" + std::to_string(out) + ",)");
-  const bool keep_z = act_needs_pre(act);
+  keep_z = keep_z || act_needs_pre(act);  // the epilogue then writes z beside y
   CudaArray y = CudaArray::empty({n, out});
   CudaArray z = keep_z ? CudaArray::empty({n, out}) : CudaArray();
   dc::dense_forward(y.data<float>(), keep_z ? z.data<float>() : nullptr, x.data<float>(),
@@ -520,8 +520,9 @@ void bind_cuda_kernels(py::module_& m) {
         py::arg("trans_a") = false, py::arg("trans_b") = false, py::arg("alpha") = 1.0,
         py::arg("beta") = 0.0, "The reference CUDA GEMM (one thread per output).");
   m.def("cuda_dense_forward", &dense_forward, py::arg("x"), py::arg("w"), py::arg("b"),
-        py::arg("activation") = "identity", py::arg("alpha") = 0.01,
-        "(y, z) with y = act(x w + b); z (the pre-activation) is None when not needed.");
+        py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("keep_z") = false,
+        "(y, z) with y = act(x w + b); z (the pre-activation) is None when the activation's "
+        "derivative needs only y and keep_z is false.");
   m.def("cuda_dense_backward", &dense_backward, py::arg("dy"), py::arg("x"), py::arg("w"),
         py::arg("z"), py::arg("y"), py::arg("dw"), py::arg("db"),
         py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("need_dx") = true,

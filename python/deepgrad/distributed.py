@@ -38,6 +38,8 @@ import sys
 
 import numpy as np
 
+from .backend import backend_of
+
 __all__ = ["init", "is_initialized", "rank", "world_size", "barrier", "broadcast_parameters",
            "allreduce_gradients", "DataParallel", "save_on_rank0", "abort"]
 
@@ -111,7 +113,7 @@ def abort(message: str = "", code: int = 1, detail: str = "") -> None:
 
 def _host(be, a):
     """(a host numpy view or staging copy of backend array a, write-back function)."""
-    if type(a) is np.ndarray:
+    if be.HOST_MEMORY:
         return a, None
     st = _STATE["staging"]
     host = be.to_numpy(a)
@@ -140,12 +142,14 @@ def broadcast_parameters(model, root: int = 0) -> None:
         back()
     for _, b in model.named_buffers():
         data = b.data if hasattr(b, "data") else b
-        be = b._be if hasattr(b, "_be") else None
-        if type(data) is np.ndarray:
+        be = backend_of(data)
+        if be is None:
+            continue
+        if be.HOST_MEMORY:
             if not data.flags.c_contiguous:
                 raise ValueError("broadcast_parameters: a buffer is not contiguous")
             comm.Bcast(data, root=root)
-        elif be is not None:
+        else:
             host, wb = _host(be, data)
             comm.Bcast(host, root=root)
             wb()

@@ -270,19 +270,20 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: eval mode needs running_mean and running_var")
     gd = _data(weight)
-    y, xhat, inv_std = be.batch_norm_forward(x.data, gd, _data(bias), _data(running_mean),
-                                             _data(running_var), training, momentum, eps)
+    y, saved, inv_std = be.batch_norm_forward(x.data, gd, _data(bias), _data(running_mean),
+                                              _data(running_var), training, momentum, eps)
     ins = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g):
-        dx, dgamma, dbeta = be.batch_norm_backward(g, xhat, inv_std, gd, training)
+        dx, dgamma, dbeta = be.batch_norm_backward(g, saved, inv_std, gd, training)
         res = [dx if x.requires_grad else None]
         if weight is not None:
             res.append(dgamma)
         if bias is not None:
             res.append(dbeta)
         return tuple(res)
-    return _result(y, be, ins, backward, "batch_norm", (weight,) if weight is not None else None)
+    # the backward reads x and weight (the backends save x and the mean, not x-hat)
+    return _result(y, be, ins, backward, "batch_norm", (x, weight) if weight is not None else (x,))
 
 
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -296,18 +297,18 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
         if t is not None and tuple(t.data.shape) != (d,):
             raise ValueError(f"layer_norm: {nm} has shape {t.shape} but x's last axis is {d}")
     gd = _data(weight)
-    y, xhat, inv_std = be.layer_norm_forward(x.data, gd, _data(bias), eps)
+    y, saved, inv_std = be.layer_norm_forward(x.data, gd, _data(bias), eps)
     ins = tuple(t for t in (x, weight, bias) if t is not None)
 
     def backward(g):
-        dx, dgamma, dbeta = be.layer_norm_backward(g, xhat, inv_std, gd)
+        dx, dgamma, dbeta = be.layer_norm_backward(g, saved, inv_std, gd)
         res = [dx if x.requires_grad else None]
         if weight is not None:
             res.append(dgamma)
         if bias is not None:
             res.append(dbeta)
         return tuple(res)
-    return _result(y, be, ins, backward, "layer_norm", (weight,) if weight is not None else None)
+    return _result(y, be, ins, backward, "layer_norm", (x, weight) if weight is not None else (x,))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:

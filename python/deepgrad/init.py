@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from . import random as _random
+from .backend import copy_into
 
 __all__ = ["calculate_gain", "constant_", "zeros_", "ones_", "normal_", "uniform_",
            "xavier_uniform_", "xavier_normal_", "glorot_uniform_", "glorot_normal_",
@@ -55,13 +56,7 @@ def _fans(shape: tuple) -> tuple[int, int]:
 
 
 def _fill(t, values: np.ndarray):
-    data = t.data
-    if isinstance(data, np.ndarray):
-        np.copyto(data, values, casting="unsafe")
-    else:  # a device array: copy through the tensor's backend
-        from .backend import get_backend
-        be = get_backend(t.device)
-        be.copy_(data, be.from_numpy(np.asarray(values), dtype=data.dtype))
+    copy_into(t.data, values)
     return t
 
 

@@ -21,7 +21,8 @@ import numbers
 import numpy as np
 
 from .nn import arena as _arena_mod
-from .nn.arena import Arena, flat_view, runs as _runs
+from .backend import backend_of, copy_into, get_backend
+from .nn.arena import Arena, runs as _runs
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "LRScheduler", "StepLR",
@@ -29,7 +30,6 @@ __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "LRScheduler", "StepL
 
 
 def _backend(device):
-    from .backend import get_backend
     return get_backend(device)
 
 
@@ -201,7 +201,7 @@ class Optimizer:
                     continue
                 r = grs[ri]
                 be = r.be
-                st = {n: np.array(be.to_numpy(flat_view(b, off, shape)), copy=True)
+                st = {n: np.array(be.to_numpy(be.view(b, off, shape)), copy=True)
                       for n, b in r.state.items()}
                 st["step"] = self._steps[gi]
                 out[id(p)] = st
@@ -221,7 +221,7 @@ class Optimizer:
                 r = grs[ri]
                 for n, b in r.state.items():
                     if n in st:
-                        _copy_values(flat_view(b, off, shape), np.asarray(st[n]))
+                        _copy_values(r.be.view(b, off, shape), np.asarray(st[n]))
             if steps:
                 self._steps[gi] = max(steps)
 
@@ -458,12 +458,10 @@ def _check_params(ps: list) -> list:
 
 
 def _copy_values(dst, src) -> None:
-    if isinstance(dst, np.ndarray) and isinstance(src, np.ndarray):
-        np.copyto(dst, src.reshape(dst.shape), casting="unsafe")
-        return
-    from .nn.arena import _copy_into
-    be = _backend("cpu" if isinstance(dst, np.ndarray) else "cuda")
-    _copy_into(be, dst, src if not isinstance(src, np.ndarray) else np.asarray(src).reshape(dst.shape))
+    """dst[...] = src's values in dst's shape, from any device (same number of elements)."""
+    be = backend_of(src)
+    copy_into(dst, np.asarray(src).reshape(dst.shape) if be is None else
+              be.reshape(src, tuple(dst.shape)))
 
 
 def _view_tensor(arr, like):

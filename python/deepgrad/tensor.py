@@ -241,7 +241,7 @@ class Tensor:
         """numpy 2's protocol: ``copy=True`` always copies; ``copy=None`` shares the CPU
         tensor's memory when no dtype change is asked; ``copy=False`` shares or raises
         ValueError (a CUDA tensor or a dtype change needs a copy)."""
-        on_host = type(self.data) is np.ndarray
+        on_host = self._be.HOST_MEMORY
         a = self._be.to_numpy(self.data)
         need = (not on_host) or (dtype is not None and np.dtype(dtype) != a.dtype)
         if copy is False and need:
@@ -256,7 +256,7 @@ class Tensor:
         """DLPack export (zero copy for CPU tensors: torch.from_dlpack(t), np.from_dlpack(t)).
         Writes through the consumer are seen here and the other way round; they do not bump
         this tensor's version counter (as with torch). CUDA tensors are not exported yet."""
-        if type(self.data) is not np.ndarray:
+        if not self._be.HOST_MEMORY:
             raise BufferError("DLPack export of a CUDA deepgrad tensor is not supported; "
                               "use t.numpy() (a host copy) or keep the data in deepgrad")
         kw = {}
@@ -270,7 +270,7 @@ class Tensor:
 
     def __dlpack_device__(self):
         """(device type, index): (1, 0) for the CPU (kDLCPU), (2, 0) for CUDA (kDLCUDA)."""
-        return (1, 0) if type(self.data) is np.ndarray else (2, 0)
+        return self._be.DLPACK_DEVICE
 
     def __format__(self, spec: str) -> str:
         if spec and self.data.size == 1:
@@ -823,7 +823,8 @@ def _is_device(x) -> bool:
 
 
 def _index(index, be):
-    """A backend index: Tensors and lists become int64 (or bool) arrays on the backend."""
+    """A backend index: Tensors and lists become int64 (or bool) numpy arrays (every backend
+    reads index arrays on the host)."""
     items = index if isinstance(index, tuple) else (index,)
     out = []
     for i in items:
@@ -836,7 +837,7 @@ def _index(index, be):
             raise IndexError("a boolean scalar is not a valid index")
         elif isinstance(i, numbers.Integral):
             i = int(i)
-        out.append(i if not isinstance(i, np.ndarray) or be is _cpu else be.from_numpy(i))
+        out.append(i)   # index arrays stay on the host on every backend (backend.getitem)
     return tuple(out) if isinstance(index, tuple) else out[0]
 
 

@@ -1,24 +1,10 @@
-"""The CPU backend: the primitive set every deepgrad Tensor op is built from.
+"""The CPU backend: deepgrad's primitives over numpy arrays.
 
-This module is the backend interface definition. ``backend/cuda.py`` provides the same
-functions, with the same signatures and semantics, over ``deepgrad._C.CudaArray``; nothing above
-the backend knows which device it runs on.
-
-Conventions (both backends):
-- ``DEVICE`` is the module's device name ("cpu" / "cuda"); ``Tensor.device`` reads it.
-- "array" means the backend's array type: a numpy ndarray here. Arrays expose ``.shape``
-  (tuple of ints), ``.ndim``, ``.size`` and ``.dtype`` (a numpy dtype: float32, float64, or int64
-  for class labels and indices).
-- Functions return new arrays unless their name ends in ``_`` (in place, returns None). Returned
-  arrays may share memory with an input only where the docstring says "view".
-- Float inputs to one call share one dtype; the Tensor layer checks this before calling.
-- ``scalar`` arguments are Python floats/ints. Shapes are tuples of ints.
-- Callers never modify an array returned by a backend function in place unless they allocated it
-  (``empty``/``zeros``/``full``/``copy``): returned arrays may be shared by several gradients.
-- Floating-point edge cases give IEEE results (inf, nan) silently, as in PyTorch; anomaly mode
-  is the tool that reports them.
-- Heavy kernels (gemm, dense layers, activations, softmax, losses, arena norms and optimizer
-  steps) are deepgrad's native C++ kernels (``deepgrad._C``); elementwise glue is numpy.
+The interface, with each primitive's meaning, is ``backend/protocol.py`` (``Backend``);
+``backend/cuda.py`` has the same names and signatures over ``deepgrad._C.CudaArray``, and
+tests/backend/test_parity.py keeps the two in step. Here heavy kernels (gemm, dense layers,
+activations, softmax, losses, layer norm, recurrent sequences, arena norms and optimizer steps)
+are deepgrad's native C++ kernels (``deepgrad._C``); elementwise glue and batch norm are numpy.
 """
 from __future__ import annotations
 
@@ -28,6 +14,8 @@ from .. import _C
 from .. import random as _random
 
 DEVICE = "cpu"
+HOST_MEMORY = True        # arrays are numpy arrays: to_numpy returns the array itself
+DLPACK_DEVICE = (1, 0)    # kDLCPU
 
 # ---------------------------------------------------------------------------------------------
 # creation and transfer
@@ -69,9 +57,22 @@ def astype(a: np.ndarray, dtype) -> np.ndarray:
     return a if a.dtype == dtype else a.astype(dtype)
 
 
+def view(buf: np.ndarray, offset: int, shape: tuple) -> np.ndarray:
+    """A view of prod(shape) elements of the flat array ``buf`` from ``offset``."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return buf[offset:offset + n].reshape(shape)
+
+
 def copy_(dst: np.ndarray, src: np.ndarray) -> None:
     """dst[...] = src in place (same shape; src may broadcast)."""
     np.copyto(dst, src)
+
+
+def copy_from_host_(dst: np.ndarray, a) -> None:
+    """dst[...] = a for a host value, cast to dst's dtype (numpy's unsafe casting)."""
+    np.copyto(dst, a, casting="unsafe")
 
 
 def add_(dst: np.ndarray, src: np.ndarray) -> None:
@@ -346,10 +347,8 @@ def loss_backward(kind: str, pred, target, reduction: str, grad):
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool,
                        momentum: float, eps: float):
-    """Batch norm over axis 0 of x (N, C). Training: batch statistics, and running_mean /
-    running_var (C,) are updated in place with PyTorch's rule (unbiased variance, ``momentum``
-    weight on the new value). Eval: the running statistics. gamma/beta (C,) may be None.
-    Returns (y, xhat, inv_std) where xhat (N, C) and inv_std (C,) are saved for backward."""
+    """Batch norm over axis 0 of x (N, C) -> (y, saved = (x, mean (C,)), inv_std (C,)); in
+    training the running statistics are updated in place (PyTorch's rule)."""
     if training:
         n = x.shape[0]
         mu = x.mean(axis=0)
@@ -362,19 +361,21 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool
             running_var *= 1.0 - momentum
             running_var += momentum * var * (n / (n - 1))
     else:
-        xc = x - running_mean
+        mu = np.array(running_mean, copy=True)   # the running stats may change before backward
+        xc = x - mu
         var = running_var
     inv_std = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
     xhat = xc * inv_std
-    y = xhat * gamma if gamma is not None else xhat.copy()
+    y = xhat * gamma if gamma is not None else xhat
     if beta is not None:
         y += beta
-    return y, xhat, inv_std
+    return y, (x, mu), inv_std
 
 
-def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
-    """Backward of batch_norm_forward: returns (dx, dgamma, dbeta); dgamma/dbeta are computed
-    even when gamma/beta are None (the caller drops them)."""
+def batch_norm_backward(dy, saved, inv_std, gamma, training: bool):
+    """Backward of batch_norm_forward -> (dx, dgamma, dbeta)."""
+    x, mu = saved
+    xhat = (x - mu) * inv_std        # the forward's xhat, recomputed bit for bit
     dbeta = dy.sum(axis=0)
     dgamma = (dy * xhat).sum(axis=0)
     dxhat = dy * gamma if gamma is not None else dy

@@ -1,6 +1,7 @@
 """The CUDA backend: backend/cpu.py's primitive set over ``deepgrad._C.CudaArray``.
 
-Same functions, signatures and semantics as backend/cpu.py (its docstrings are the interface).
+Same names, signatures and meaning as backend/cpu.py: the interface is backend/protocol.py
+(``Backend``), and tests/backend/test_parity.py and tests/cuda/test_backend_parity.py check both.
 Arrays live in device memory and are C-contiguous; views (``reshape``, arena slices) share
 storage, everything else (transpose, slicing, broadcast_to) materialises with one strided-copy
 kernel. Glue ops (elementwise with broadcasting, reductions, copies, indexing) are deepgrad's own
@@ -14,6 +15,9 @@ Notes:
   gathers/scatters them on the device; repeated positions in index_add_ are summed in a fixed
   order (deterministic, no atomics).
 - Passing a numpy array where a device array is expected raises ValueError naming both devices.
+- The monitor's one-pass statistics (segment_health, monitor_norms, act_stats, act_stats_many,
+  l2_norms) have no CUDA kernels yet: they copy their inputs to the host and run the CPU
+  kernels (a host synchronisation; results identical to the CPU backend's on the same values).
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from .. import _C
 from .. import random as _random
 
 DEVICE = "cuda"
+HOST_MEMORY = False       # arrays live in device memory; to_numpy copies
+DLPACK_DEVICE = (2, 0)    # kDLCUDA
 CudaArray = _C.CudaArray
 
 _py_sum, _py_max = builtins.sum, builtins.max
@@ -129,6 +135,16 @@ def astype(a, dtype):
     """``a`` converted to ``dtype`` (``a`` itself when it already has that dtype)."""
     _dev(a, "astype", "a")
     return a if a.dtype == np.dtype(dtype) else a.astype(_dtype_name(dtype))
+
+
+def view(buf, offset: int, shape: tuple):
+    """A view of prod(shape) elements of the flat device array ``buf`` from ``offset``."""
+    return _dev(buf, "view", "buf").view(int(offset), [int(d) for d in shape])
+
+
+def copy_from_host_(dst, a) -> None:
+    """dst[...] = a for a host value (uploaded in dst's dtype; broadcasts)."""
+    copy_(dst, from_numpy(np.asarray(a), dtype=dst.dtype))
 
 
 def copy_(dst, src) -> None:
@@ -381,11 +397,10 @@ def _no_stats(stats, fn: str) -> None:
 
 def dense_forward(x, w, b, activation: str = "identity", alpha: float = 0.01,
                   keep_z: bool = False, stats=None):
-    """Fused dense layer; returns (y, z or None). keep_z is a hint the CUDA kernel does not take
-    yet: z is returned only when the activation's derivative needs it."""
+    """Fused dense layer; returns (y, z or None); z also when keep_z (the epilogue writes it)."""
     _no_stats(stats, "dense_forward")
     return _C.cuda_dense_forward(_dev(x, "dense_forward", "x"), _dev(w, "dense_forward", "w"),
-                                 b, activation, alpha)
+                                 b, activation, alpha, keep_z)
 
 
 def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: float = 0.01,
@@ -441,22 +456,21 @@ def loss_backward(kind: str, pred, target, reduction: str, grad):
 
 
 # ---------------------------------------------------------------------------------------------
-# normalisation (csrc/cuda/norm_layers.cu). The saved values are opaque to callers: here
-# "xhat" is (x, batch mean) and inv_std the per-feature (or per-row) inverse std.
+# normalisation (csrc/cuda/norm_layers.cu): saved = (x, mean), as on the CPU
 
 
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training: bool,
                        momentum: float, eps: float):
-    """Batch norm over axis 0 of x (N, C); returns (y, saved, inv_std)."""
+    """Batch norm over axis 0 of x (N, C); returns (y, saved = (x, mean (C,)), inv_std (C,))."""
     y, mu, inv_std = _C.cuda_batch_norm_forward(_dev(x, "batch_norm", "x"), gamma, beta,
                                                 running_mean, running_var, training,
                                                 momentum, eps)
     return y, (x, mu), inv_std
 
 
-def batch_norm_backward(dy, xhat, inv_std, gamma, training: bool):
+def batch_norm_backward(dy, saved, inv_std, gamma, training: bool):
     """Returns (dx, dgamma, dbeta)."""
-    x, mu = xhat
+    x, mu = saved
     c = x.shape[1]
     dgamma, dbeta = zeros((c,), x.dtype), zeros((c,), x.dtype)
     dx = _C.cuda_batch_norm_backward(dy, x, gamma, mu, inv_std, dgamma, dbeta, training, True)
@@ -472,9 +486,9 @@ def layer_norm_forward(x, gamma, beta, eps: float):
     return y.reshape(shape), (x2, mu), inv_std
 
 
-def layer_norm_backward(dy, xhat, inv_std, gamma):
+def layer_norm_backward(dy, saved, inv_std, gamma):
     """Returns (dx, dgamma (D,), dbeta (D,))."""
-    x2, mu = xhat
+    x2, mu = saved
     d = x2.shape[1]
     dgamma, dbeta = zeros((d,), x2.dtype), zeros((d,), x2.dtype)
     shape = tuple(dy.shape)
@@ -925,3 +939,45 @@ def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum
     _no_step_stats(stats, "rmsprop_step")
     _C.cuda_rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum,
                          momentum_buf, centered, grad_avg)
+
+
+# ---------------------------------------------------------------------------------------------
+# the monitor's one-pass statistics: no CUDA kernels yet, so the values go through the host and
+# the CPU kernels (the same results as backend/cpu.py on the same values)
+
+
+def _host(a):
+    return None if a is None else _dev(a, "statistics", "array").numpy()
+
+
+def segment_health(buf, offsets):
+    """float64 (S, 7) per segment: see backend/protocol.py (computed on the host)."""
+    return _C.segment_health(_host(buf), np.asarray(offsets))
+
+
+def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
+                  health: bool = False):
+    """One pass per segment over flat params/grads/prev (computed on the host); prev[:] =
+    params afterwards when snapshot."""
+    hp = _host(prev)
+    out = _C.monitor_norms(_host(params), _host(grads), hp, np.asarray(offsets), diff, snapshot,
+                           health)
+    if snapshot and prev is not None:
+        prev.copy_(params)
+    return out
+
+
+def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
+              dead: bool = False):
+    """(sum z, sum z^2, saturated count, live columns) of a layer (computed on the host)."""
+    return _C.act_stats(_host(z), _host(y), saturation, center, bound, dead)
+
+
+def act_stats_many(items):
+    """act_stats over (z, y, saturation, center, bound, dead) tuples (computed on the host)."""
+    return _C.act_stats_many([(_host(z), _host(y)) + tuple(rest) for z, y, *rest in items])
+
+
+def l2_norms(arrays):
+    """float64 (K,): the L2 norm of each array (computed on the host)."""
+    return _C.l2_norms([_host(a) for a in arrays])

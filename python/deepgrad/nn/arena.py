@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..backend import backend_of, copy_into, get_backend, normalize_device
+
 __all__ = ["Arena", "Segment"]
 
 # Bumped whenever an arena is created or retired; modules compare it to a cached stamp so that
@@ -43,15 +45,11 @@ class Segment(NamedTuple):
 
 def flat_view(buf, offset: int, shape: tuple):
     """A view of ``prod(shape)`` elements of the flat backend array ``buf`` starting at
-    ``offset``, with ``shape``."""
-    n = int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-    if isinstance(buf, np.ndarray):
-        return buf[offset:offset + n].reshape(shape)
-    return buf.view(offset, list(shape))
+    ``offset``, with ``shape`` (the owning backend's ``view``)."""
+    return backend_of(buf).view(buf, offset, shape)
 
 
 def _backend(device):
-    from ..backend import get_backend
     return get_backend(device)
 
 
@@ -70,7 +68,6 @@ class Arena:
         self.dtype = np.dtype(dtype if dtype is not None else first.data.dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"Arena: parameters must be float32 or float64, got {self.dtype}")
-        from ..backend import normalize_device
         self.device = normalize_device(device if device is not None else first.device)
         be = self.be = _backend(self.device)   # the backend module of the buffers
         segs, off = [], 0
@@ -109,12 +106,12 @@ class Arena:
         self.step_stats_readers = 0
         old = set()
         for i, ((_, p), s) in enumerate(zip(named_params, segs)):
-            pv = flat_view(self.params, s.offset, s.shape)
-            gv = flat_view(self.grads, s.offset, s.shape)
-            _copy_into(be, pv, p.data)
+            pv = be.view(self.params, s.offset, s.shape)
+            gv = be.view(self.grads, s.offset, s.shape)
+            copy_into(pv, p.data)
             g = p.grad
             if g is not None:
-                _copy_into(be, gv, g.data)
+                copy_into(gv, g.data)
             prev = getattr(p, "_arena", None)
             if prev is not None and prev is not self:
                 old.add(prev)
@@ -162,16 +159,16 @@ class Arena:
     def param_view(self, i: int):
         """The parameter values of segment ``i`` (a view, shaped)."""
         s = self.segments[i]
-        return flat_view(self.params, s.offset, s.shape)
+        return self.be.view(self.params, s.offset, s.shape)
 
     def grad_view(self, i: int):
         """The gradient of segment ``i`` (a view, shaped)."""
         s = self.segments[i]
-        return flat_view(self.grads, s.offset, s.shape)
+        return self.be.view(self.grads, s.offset, s.shape)
 
     def slice(self, buf, start: int, stop: int):
         """Elements [start, stop) of one of the flat buffers, as a 1-D view."""
-        return flat_view(buf, start, (stop - start,))
+        return self.be.view(buf, start, (stop - start,))
 
     def zero_grad(self) -> None:
         """Every gradient to zero in one native pass."""
@@ -185,16 +182,6 @@ class Arena:
     def param_norms(self):
         """As grad_norms, over the parameter values."""
         return self.be.segment_norms(self.params, self.offsets)
-
-
-def _copy_into(be, dst, src) -> None:
-    """dst[...] = src for backend arrays that may live on different devices or dtypes."""
-    if type(dst) is type(src):
-        be.copy_(dst, be.astype(src, dst.dtype))
-        return
-    # crossing devices: go through host memory
-    host = src if isinstance(src, np.ndarray) else _backend("cuda").to_numpy(src)
-    be.copy_(dst, be.from_numpy(np.asarray(host), dtype=dst.dtype))
 
 
 def runs(arena: Arena, slots) -> list[tuple[int, int]]:

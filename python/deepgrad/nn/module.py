@@ -14,6 +14,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from ..autograd import _S
+from ..backend import copy_into
 from .arena import _EPOCH, Arena, runs
 from ..tensor import Tensor
 from .parameter import Parameter
@@ -494,10 +495,4 @@ class Module:
 
 def _assign(t, value: np.ndarray) -> None:
     """t's values = value (in place: arena views stay views)."""
-    data = t.data if isinstance(t, Tensor) else t
-    if isinstance(data, np.ndarray):
-        np.copyto(data, value, casting="unsafe")
-    else:
-        from ..backend import get_backend
-        be = get_backend(t.device)
-        be.copy_(data, be.from_numpy(np.asarray(value), dtype=data.dtype))
+    copy_into(t.data if isinstance(t, Tensor) else t, value)

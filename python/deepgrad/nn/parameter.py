@@ -5,6 +5,7 @@ import copy as _copy
 
 import numpy as np
 
+from ..backend import copy_into
 from ..tensor import Tensor, _new
 
 __all__ = ["Parameter"]
@@ -57,8 +58,7 @@ class Parameter(Tensor):
             raise ValueError(f"Parameter lives in an arena with shape {tuple(cur.shape)}; cannot "
                              f"assign data of shape {tuple(value.shape)} (assign a new Parameter "
                              "to the module attribute instead)")
-        from .arena import _copy_into
-        _copy_into(self._be, cur, value)
+        copy_into(cur, value)
 
     @property
     def grad(self):
@@ -79,8 +79,7 @@ class Parameter(Tensor):
         if tuple(v.shape) != tuple(cur.data.shape):
             raise ValueError(f"Parameter.grad: got a gradient of shape {tuple(v.shape)} for a "
                              f"parameter of shape {tuple(cur.data.shape)}")
-        from .arena import _copy_into
-        _copy_into(self._be, cur.data, v)
+        copy_into(cur.data, v)
 
     # -- arena hooks ---------------------------------------------------------------------------
 

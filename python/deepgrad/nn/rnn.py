@@ -159,11 +159,7 @@ class LSTM(_RecurrentBase):
         self.forget_bias = float(forget_bias)
         if self.bias is not None:
             H = self.hidden_size
-            b = self.bias.data
-            if isinstance(b, np.ndarray):
-                b[H:2 * H] = self.forget_bias
-            else:
-                self.bias._be.setitem_(b, slice(H, 2 * H), self.forget_bias)
+            self.bias._be.setitem_(self.bias.data, slice(H, 2 * H), self.forget_bias)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", forget_bias={self.forget_bias}"

@@ -83,7 +83,7 @@ def clip_grad_norm_(params_or_model, max_norm: float, norm_type: float = 2.0,
             be = _be(params[0])
         for v in views:
             if norm_type == 2.0:
-                flat = v.reshape(-1) if isinstance(v, np.ndarray) else v
+                flat = be.reshape(v, (-1,))
                 _, total, _ = be.segment_norms(flat, np.array([0, _size(v)], dtype=np.int64))
                 parts.append(float(total) ** 2)
             else:
