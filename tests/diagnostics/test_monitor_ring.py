@@ -15,13 +15,9 @@ from deepgrad.monitor import GradientMonitor
 
 cpu = get_backend("cpu")
 
-# calls a device step may make: they only enqueue work on the device
+# calls a device step may make: they only enqueue work on the device (the stand-in's ring is the
+# CPU backend's host ring, whose record is computed at once)
 ENQUEUE_ONLY = {"stat_ring", "record_stats", "sub", "copy", "copy_", "reshape"}
-
-
-class Ring:
-    def __init__(self, slots, width):
-        self.width, self.rows = width, []
 
 
 def _stand_in(calls):
@@ -37,25 +33,8 @@ def _stand_in(calls):
         if not name.startswith("_") and callable(getattr(cpu, name)):
             setattr(be, name, logged(name, getattr(cpu, name)))
     be.STEP_STATS = False
+    be.HOST_MEMORY = False  # a device arena, as far as the monitor can tell
 
-    def record_stats(ring, step, health=(), values=()):
-        row = np.full(ring.width, np.nan)
-        for col, buf, off in health:
-            h = cpu.segment_health(np.ascontiguousarray(buf), np.asarray(off, dtype=np.int64))
-            row[col:col + h.size] = h.reshape(-1)
-        for col, v in values:
-            v = np.asarray(v, dtype=np.float64).reshape(-1)
-            row[col:col + v.size] = v
-        ring.rows.append((step, row))
-
-    def read_stats(ring):
-        rows, ring.rows = ring.rows, []
-        return (np.array([s for s, _ in rows], dtype=np.int64),
-                np.array([r for _, r in rows]).reshape(len(rows), ring.width))
-
-    be.stat_ring = logged("stat_ring", Ring)
-    be.record_stats = logged("record_stats", record_stats)
-    be.read_stats = logged("read_stats", read_stats)
     return be
 
 

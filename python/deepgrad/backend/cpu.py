@@ -538,6 +538,52 @@ def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bo
     return _C.monitor_norms(params, grads, prev, offsets, diff, snapshot, health)
 
 
+class _HostRing:
+    """stat_ring on the host: records are computed when made (nothing to wait for)."""
+
+    def __init__(self, slots: int, width: int):
+        if int(slots) < 1 or int(width) < 0:
+            raise ValueError(f"stat_ring: slots must be >= 1 and width >= 0, got {slots}, {width}")
+        self.width = int(width)
+        self.steps: list = []
+        self.rows: list = []
+
+
+def stat_ring(slots: int, width: int):
+    """A ring of per-step records of ``width`` float64 statistics (see record_stats); on the
+    host the records are kept as they are made."""
+    return _HostRing(slots, width)
+
+
+def record_stats(ring, step: int, health=(), values=()) -> None:
+    """One record for ``step``: for each (col, buf, offsets) of ``health`` the segment_health rows
+    (S, 7) of buf at columns [col, col + 7 S); for each (col, array) of ``values`` the array's
+    values at [col, col + size); NaN elsewhere."""
+    row = np.full(ring.width, np.nan)
+    for col, buf, offsets in health:
+        h = _C.segment_health(buf, offsets).reshape(-1)
+        if col < 0 or col + h.size > ring.width:
+            raise ValueError(f"record_stats: columns [{col}, {col + h.size}) are outside the "
+                             f"ring's {ring.width}")
+        row[col:col + h.size] = h
+    for col, v in values:
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        if col < 0 or col + v.size > ring.width:
+            raise ValueError(f"record_stats: columns [{col}, {col + v.size}) are outside the "
+                             f"ring's {ring.width}")
+        row[col:col + v.size] = v
+    ring.steps.append(int(step))
+    ring.rows.append(row)
+
+
+def read_stats(ring):
+    """(steps int64 (m,), rows float64 (m, width)): every record since the last read."""
+    steps, rows = ring.steps, ring.rows
+    ring.steps, ring.rows = [], []
+    return (np.array(steps, dtype=np.int64),
+            np.array(rows, dtype=np.float64).reshape(len(rows), ring.width))
+
+
 def tensors_health(arrays):
     """float64 (K, 7): segment_health's row for each of K float arrays, in one native call."""
     return _C.tensors_health(arrays)

@@ -981,3 +981,19 @@ def act_stats_many(items):
 def l2_norms(arrays):
     """float64 (K,): the L2 norm of each array (computed on the host)."""
     return _C.l2_norms([_host(a) for a in arrays])
+
+
+def tensors_health(arrays):
+    """float64 (K, 7): the health row of each array (computed on the host)."""
+    return _C.tensors_health([_host(a) for a in arrays])
+
+
+def tensors_param_norms(arrays, prev, diff: bool = False, snapshot: bool = False):
+    """(||a|| per array, ||a - prev segment|| or None); computed on the host, prev (a device
+    buffer) refreshed from the arrays when snapshot."""
+    host = [_host(a) for a in arrays]
+    hprev = None if prev is None else np.array(_host(prev))
+    pn, dn = _C.tensors_param_norms(host, hprev, diff, snapshot)
+    if snapshot and prev is not None:
+        copy_from_host_(prev, hprev)
+    return pn, dn

@@ -333,6 +333,28 @@ class Backend(Protocol):
         """float64 numpy (K,): the L2 norm of each of K float arrays (NaN where one holds NaN or
         Inf)."""
 
+    def stat_ring(self, slots: int, width: int) -> Any:
+        """A ring of per-step records of ``width`` float64 statistics (on CUDA in device memory,
+        copied to the host asynchronously every ``slots`` records)."""
+
+    def record_stats(self, ring, step: int, health=(), values=()) -> None:
+        """One record for ``step`` without a host synchronisation: for each (col, buf, offsets)
+        of ``health`` the segment_health rows (S, 7) of buf at columns [col, col + 7 S); for
+        each (col, array) of ``values`` the array's values at [col, col + size); NaN elsewhere."""
+
+    def read_stats(self, ring) -> tuple:
+        """(steps int64 (m,), rows float64 (m, width)): every record since the last read,
+        oldest first (the one synchronisation)."""
+
+    def tensors_health(self, arrays) -> Any:
+        """float64 numpy (K, 7): segment_health's row for each of K float arrays, one call."""
+
+    def tensors_param_norms(self, arrays, prev, diff: bool = False,
+                            snapshot: bool = False) -> tuple:
+        """Parameters held as K separate float arrays of one dtype: (float64 numpy (K,) of
+        ||a||, float64 numpy (K,) of ||a - its segment of prev|| or None unless diff); prev is
+        one flat buffer of the total size, refreshed with the arrays' values when snapshot."""
+
     def scale_(self, buf, factor: float) -> None:
         """buf *= factor in place (gradient-norm clipping)."""
 

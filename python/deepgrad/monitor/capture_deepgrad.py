@@ -652,8 +652,8 @@ class GradientMonitor:
         if self.every != 1:
             self._attach_records(False)
         L = len(self.layers)
-        ring = arena is not None and getattr(arena.be, "stat_ring", None) is not None
-        if ring:  # a device arena: everything of this step goes into the device ring, no sync
+        if arena is not None and not arena.be.HOST_MEMORY:
+            # a device arena: everything of this step goes into the device ring, no sync
             self._ring_record(arena, n, loss)
             self._raw.append((n, None, (_RING, arena), fresh) + _NO_HOOKS)
             self._pending_signal = [None] * L
