@@ -57,10 +57,10 @@ from . import random
 from .autograd import (detect_anomaly, enable_grad, gradcheck, is_anomaly_enabled,
                        is_grad_enabled, no_grad, set_detect_anomaly, set_grad_enabled)
 from .random import manual_seed
-from .tensor import (Tensor, arange, cat, concat, float32, float64, from_dlpack, from_numpy,
-                     full, full_like, int64,
-                     matmul, maximum, minimum, ones, ones_like, rand, rand_like, randn,
-                     randn_like, stack, tensor, where, zeros, zeros_like)
+from .tensor import (Tensor, arange, float32, float64, from_dlpack, from_numpy, full,
+                     full_like, int64, ones, ones_like, rand, rand_like, randn, randn_like,
+                     tensor, zeros, zeros_like)
+from .ops import cat, concat, matmul, maximum, minimum, stack, where  # binds Tensor's operators
 from . import functional, losses
 from . import data, init, nn, optim
 from . import cuda

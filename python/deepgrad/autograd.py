@@ -290,6 +290,24 @@ def _root_grad(root, grad):
     return g if g.dtype == root.data.dtype else be.astype(g, root.data.dtype)
 
 
+def record(data, be, inputs, backward, name, saved=None):
+    """Wrap an op's output (backend array ``data``) in a Tensor and, when recording is on and an
+    input requires grad, attach its tape Node: ``backward(g)`` returns one gradient (or None) per
+    input; ``saved`` are the input tensors whose values the backward reads, version-checked
+    when it runs. The only code that creates a tape node (every op calls it)."""
+    t = _new(data, be)
+    if _S.grad_enabled:
+        for i in inputs:
+            if i.requires_grad:
+                t.requires_grad = True
+                t._node = Node(inputs, backward, name,
+                               tuple((s, s._version) for s in saved) if saved else None)
+                break
+    if _S.anomaly:
+        _check_forward(t, name)
+    return t
+
+
 def grad_sink(t, data, be):
     """The one gradient sink of the fused ops: where an op's backward puts input ``t``'s
     gradient (``data`` is t's value as the forward read it). Returns (buffer, True) when t is a

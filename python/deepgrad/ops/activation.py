@@ -1,0 +1,145 @@
+"""Activations (elementwise, csrc/cpu/activations.cpp and csrc/cuda/activations.cu through the
+backend: the formulas of csrc/deepgrad/math.h) and the row-wise softmax / log-softmax
+(csrc/cpu/softmax.cpp, csrc/cuda/softmax_loss.cu). Each is one tape node."""
+from __future__ import annotations
+
+from ..autograd import record as _result
+from ..tensor import Tensor, _axis, _not_tensor
+
+ACTIVATIONS = ("identity", "step", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu",
+               "gelu", "softplus", "silu", "softsign")
+_ACT_SET = frozenset(ACTIVATIONS)
+_ALIASES = {"swish": "silu", "linear": "identity", "none": "identity", None: "identity"}
+_DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
+
+
+def activation_name(name) -> str:
+    """The native name for an activation spec ("relu", "swish" -> "silu", None -> "identity");
+    ValueError listing the choices for an unknown one."""
+    n = _ALIASES.get(name.lower() if isinstance(name, str) else name,
+                     name.lower() if isinstance(name, str) else name)
+    if n not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)} "
+                         f"(or 'swish', or None for identity)")
+    return n
+
+
+def activation(x: Tensor, name: str, alpha: float | None = None) -> Tensor:
+    """act(x) elementwise for any activation name, as one tape node (``alpha``: leaky_relu slope,
+    default 0.01; elu scale, default 1.0)."""
+    name = activation_name(name)
+    return _act(x, name, _DEFAULT_ALPHA.get(name, 0.01) if alpha is None else float(alpha))
+
+
+def _act(x: Tensor, name: str, alpha: float) -> Tensor:
+    try:
+        be = x._be
+    except AttributeError:
+        raise _not_tensor(name, x) from None
+    xd = x.data
+    y = be.act_forward(xd, name, alpha)
+    return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name, (x,))
+
+
+def identity(x: Tensor) -> Tensor:
+    """x itself (recorded, so hooks on the output see dL/dx)."""
+    return _act(x, "identity", 0.01)
+
+
+def step(x: Tensor) -> Tensor:
+    """Heaviside step: 1 where x > 0 else 0 (zero gradient: the perceptron's output)."""
+    return _act(x, "step", 0.01)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """1 / (1 + exp(-x))."""
+    return _act(x, "sigmoid", 0.01)
+
+
+def tanh(x: Tensor) -> Tensor:
+    """Hyperbolic tangent."""
+    return _act(x, "tanh", 0.01)
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0)."""
+    return _act(x, "relu", 0.01)
+
+
+def leaky_relu(x: Tensor, alpha: float = 0.01) -> Tensor:
+    """x where x > 0, else alpha * x."""
+    return _act(x, "leaky_relu", float(alpha))
+
+
+def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+    return _act(x, "elu", float(alpha))
+
+
+def selu(x: Tensor) -> Tensor:
+    """Scaled ELU with the self-normalising constants."""
+    return _act(x, "selu", 0.01)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """Gaussian error linear unit."""
+    return _act(x, "gelu", 0.01)
+
+
+def softplus(x: Tensor) -> Tensor:
+    """log(1 + exp(x)), computed stably."""
+    return _act(x, "softplus", 0.01)
+
+
+def silu(x: Tensor) -> Tensor:
+    """x * sigmoid(x) (a.k.a. swish)."""
+    return _act(x, "silu", 0.01)
+
+
+swish = silu
+
+
+def softsign(x: Tensor) -> Tensor:
+    """x / (1 + |x|)."""
+    return _act(x, "softsign", 0.01)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax
+
+
+def _rowwise(x: Tensor, axis: int, fwd, bwd, name: str) -> Tensor:
+    be = x._be
+    nd = x.data.ndim
+    ax = _axis(name, axis, nd)
+    if nd == 0:  # one element (PyTorch): the op over a (1,) row
+        return _rowwise(x.reshape(1), 0, fwd, bwd, name).reshape(())
+    perm = None if ax == nd - 1 else tuple(i for i in range(nd) if i != ax) + (ax,)
+    xd = x.data if perm is None else be.transpose(x.data, perm)
+    shape = xd.shape
+    y = be.reshape(fwd(be.reshape(xd, (-1, shape[-1]))), shape)
+    inv = None if perm is None else tuple(sorted(range(nd), key=lambda i: perm[i]))
+
+    def backward(g):
+        gd = g if perm is None else be.transpose(g, perm)
+        dx = be.reshape(bwd(be.reshape(gd, (-1, shape[-1])), be.reshape(y, (-1, shape[-1]))),
+                        shape)
+        return (dx if inv is None else be.transpose(dx, inv),)
+    out = y if inv is None else be.transpose(y, inv)
+    return _result(out, be, (x,), backward, name)
+
+
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along ``axis`` (default: last)."""
+    if not isinstance(x, Tensor):
+        raise _not_tensor("softmax", x)
+    be = x._be
+    return _rowwise(x, axis, be.softmax, be.softmax_backward, "softmax")
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """x - logsumexp(x) along ``axis``, computed stably."""
+    if not isinstance(x, Tensor):
+        raise _not_tensor("log_softmax", x)
+    be = x._be
+    return _rowwise(x, axis, be.log_softmax, be.log_softmax_backward, "log_softmax")

@@ -1,0 +1,145 @@
+"""Linear algebra: matmul and the @ operators (csrc/cpu/gemm.cpp, csrc/cuda/gemm.cu through the
+backend), and the fused dense layer y = act(x W + b), the MLP's hot path (csrc/cpu/dense.cpp,
+csrc/cuda/dense.cu), with its layer statistics record."""
+from __future__ import annotations
+
+from functools import partial as _partial
+
+import numpy as np
+
+from ..autograd import _S, grad_sink
+from ..autograd import record as _result
+from ..tensor import Tensor, _device_mismatch, _operand
+from .activation import _ACT_SET, _DEFAULT_ALPHA, activation_name
+from .common import _same
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """Matrix product of 1-D or 2-D tensors (native gemm); 1-D operands are treated as a row
+    (left) or a column (right) vector and that axis is dropped from the result."""
+    be = _same("matmul", (a, b))
+    if a.data.ndim == 1:
+        r = matmul(a.reshape(1, -1), b)
+        return r.reshape(-1) if r.data.ndim == 2 else r.reshape(())
+    if b.data.ndim == 1:
+        return matmul(a, b.reshape(-1, 1)).reshape(-1)
+    if a.data.ndim != 2 or b.data.ndim != 2:
+        raise ValueError(f"matmul: only 1-D and 2-D tensors are supported, got shapes "
+                         f"{a.shape} and {b.shape}")
+    if a.data.shape[1] != b.data.shape[0]:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
+                         f"{a.data.shape[1]} (dim 1) != {b.data.shape[0]} (dim 0)")
+    ad, bd = a.data, b.data
+
+    def backward(g):
+        return (be.matmul(g, bd, False, True) if a.requires_grad else None,
+                be.matmul(ad, g, True, False) if b.requires_grad else None)
+    return _result(be.matmul(ad, bd), be, (a, b), backward, "matmul", (a, b))
+
+
+def matmul_method(self, other):
+    if not isinstance(other, Tensor):
+        other = _operand("matmul", self, other)
+        if not isinstance(other, Tensor):
+            raise TypeError("matmul: the other operand must be a tensor or an array")
+    return matmul(self, other)
+
+
+def rmatmul_method(self, other):
+    o = _operand("matmul", self, other)
+    if not isinstance(o, Tensor):
+        raise TypeError("matmul: the other operand must be a tensor or an array")
+    return matmul(o, self)
+
+
+# ---------------------------------------------------------------------------------------------
+# the fused dense layer
+
+
+
+def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, stats, g):
+    """The dense node's backward, bound to its saved values with functools.partial (no closure
+    cells in dense's body, which runs once per layer per step). ``stats``: None or the layer
+    statistics record of the forward, which receives ||dL/dy||^2."""
+    dw, w_direct = grad_sink(w, wd, be)
+    if b is None:
+        dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad,
+                               stats)
+        return dx, None if w_direct else dw
+    db, b_direct = grad_sink(b, bd, be)
+    dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad, stats)
+    return dx, None if w_direct else dw, None if b_direct else db
+
+
+class LayerStats:
+    """The slots of a layer statistics record: a float64 array of ``SIZE`` elements that the
+    fused dense kernels fill while they already hold the data (``F.dense(..., stats=record)``),
+    so per-layer gradient monitoring costs no extra pass over the data and no Python per layer.
+
+    Request slots (written by the caller, see ``layer_record``): WANT_FORWARD, SAT_MODE (0: no
+    saturation count, 1: count |y - CENTER| > BOUND, 2: count |z - CENTER| > BOUND), CENTER,
+    BOUND, DEAD (count the output columns with some y > 0). Each recorded forward overwrites
+    ELEMENTS (N*C), COLUMNS, SUM and SUM_SQ of the pre-activation z (float64 sums), SATURATED,
+    ALIVE and adds 1 to FWD_COUNT; each backward overwrites SIGNAL_SQ (||dL/dy||^2, NaN when dL/dy
+    holds NaN or Inf) and adds 1 to BWD_COUNT. A reader tells fresh values from stale ones by the
+    counts. READERS is left to the readers (the GradientMonitors sharing the record count
+    themselves there). The same layout is csrc/deepgrad/layer_stats.h."""
+    WANT_FORWARD, SAT_MODE, CENTER, BOUND, DEAD = 0, 1, 2, 3, 4
+    FWD_COUNT, ELEMENTS, COLUMNS, SUM, SUM_SQ, SATURATED, ALIVE = 5, 6, 7, 8, 9, 10, 11
+    BWD_COUNT, SIGNAL_SQ = 12, 13
+    READERS = 14
+    SIZE = 16
+
+
+def layer_record(forward: bool = True, saturation: int = 0, center: float = 0.0,
+                 bound: float = 0.0, dead: bool = False, out: np.ndarray | None = None):
+    """A fresh layer statistics record (see LayerStats), or ``out`` (a float64 array of
+    LayerStats.SIZE elements, e.g. a row of a matrix holding one record per layer) set up as
+    one. ``forward``: fill the forward slots (else only the backward signal)."""
+    rec = np.zeros(LayerStats.SIZE) if out is None else out
+    if rec.dtype != np.float64 or rec.shape != (LayerStats.SIZE,):
+        raise ValueError(f"layer_record: out must be a float64 array of shape "
+                         f"({LayerStats.SIZE},), got {rec.dtype} {rec.shape}")
+    if saturation not in (0, 1, 2):
+        raise ValueError(f"layer_record: saturation must be 0, 1 or 2, got {saturation!r}")
+    rec[:] = 0.0
+    rec[:5] = (1.0 if forward else 0.0, saturation, center, bound, 1.0 if dead else 0.0)
+    return rec
+
+
+def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "identity",
+          alpha: float | None = None, *, stats: np.ndarray | None = None) -> Tensor:
+    """y = act(x @ w + b) as ONE tape node on the native fused kernels.
+    x (N, IN), w (IN, OUT), b (OUT,) or None; ``activation`` is an activation name, ``alpha``
+    the leaky_relu slope (default 0.01) or elu scale (default 1.0). ``stats``: None or a layer
+    statistics record (``layer_record()``, see LayerStats) that a forward recording a tape node
+    fills with the pre-activation's sums and the saturated and alive counts, and its backward
+    with ||dL/dy||^2, inside the same kernel calls (CPU tensors)."""
+    if activation not in _ACT_SET:
+        activation = activation_name(activation)
+    if alpha is None:
+        alpha = _DEFAULT_ALPHA.get(activation, 0.01)
+    if not isinstance(x, Tensor):
+        x = Tensor(x, dtype=w.dtype, device=w.device)
+    be = x._be
+    if w._be is not be or (b is not None and b._be is not be):
+        raise _device_mismatch("dense", x, w if w._be is not be else b)
+    xd, wd = x.data, w.data
+    bd = None if b is None else b.data
+    record = _S.grad_enabled and (x.requires_grad or w.requires_grad or
+                                  (b is not None and b.requires_grad))
+    if stats is None or not record:
+        y, z = be.dense_forward(xd, wd, bd, activation, alpha)
+        stats = None
+    else:
+        y, z = be.dense_forward(xd, wd, bd, activation, alpha, False, stats)
+    if not record:
+        return _result(y, be, (), None, "dense")
+    return _result(y, be, (x, w) if b is None else (x, w, b),
+                   _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha, be,
+                            stats), "dense", (x, w))
+
+
+def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """x @ w + b (dense without an activation)."""
+    return dense(x, w, b, "identity")

@@ -1,0 +1,61 @@
+"""Reductions: sum, mean, max, argmax over axes (csrc/cpu/reduce.cpp, csrc/cuda/reduce_ops.cu
+through the backend). Bound onto Tensor in ops/__init__.py."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import record as _result
+from ..tensor import Tensor, _axis, _keep_shape, _new, _reduce_axes  # noqa: F401
+
+
+def tensor_sum(self, axis=None, keepdims: bool = False):
+    """Sum over all elements or ``axis`` (int or tuple)."""
+    be = self._be
+    shape = self.data.shape
+    axes = _reduce_axes(axis, len(shape), "sum")
+    kshape = _keep_shape(shape, axes)
+
+    def backward(g):
+        return (be.broadcast_to(be.reshape(g, kshape), shape),)
+    return _result(be.sum(self.data, axes, keepdims), be, (self,), backward, "sum")
+
+
+def mean(self, axis=None, keepdims: bool = False):
+    """Mean over all elements or ``axis`` (int or tuple)."""
+    be = self._be
+    shape = self.data.shape
+    axes = _reduce_axes(axis, len(shape), "mean")
+    kshape = _keep_shape(shape, axes)
+    n = self.data.size if axes is None else int(np.prod([shape[a] for a in axes]))
+    if n == 0:
+        raise ValueError(f"mean(): reduction over zero elements (shape {tuple(shape)})")
+    inv = 1.0 / n
+
+    def backward(g):
+        return (be.broadcast_to(be.reshape(be.mul(g, inv), kshape), shape),)
+    return _result(be.mean(self.data, axes, keepdims), be, (self,), backward, "mean")
+
+
+def tensor_max(self, axis=None, keepdims: bool = False):
+    """Maximum over all elements or ``axis``; ties share the gradient equally."""
+    be = self._be
+    ad = self.data
+    if ad.size == 0:
+        raise ValueError("max(): empty tensor")
+    axes = _reduce_axes(axis, ad.ndim, "max")
+    kshape = _keep_shape(ad.shape, axes)
+    out = be.max(ad, axes, keepdims)
+
+    def backward(g):
+        mask = be.eq(ad, be.reshape(out, kshape))
+        cnt = be.sum(mask, axes, True)
+        return (be.mul(mask, be.div(be.reshape(g, kshape), cnt)),)
+    return _result(out, be, (self,), backward, "max", (self,))
+
+
+def argmax(self, axis=None) -> "Tensor":
+    """Indices of the maxima (int64, not differentiable); the flat index when axis is None."""
+    if self.data.size == 0:
+        raise ValueError("argmax(): empty tensor")
+    ax = None if axis is None else _axis("argmax", axis, self.data.ndim)
+    return _new(self._be.argmax(self.data, ax if self.data.ndim else None), self._be)
