@@ -141,17 +141,17 @@ def _act_of(m) -> str | None:
 
 
 def _host(be, a) -> np.ndarray:
-    return a if isinstance(a, np.ndarray) else np.asarray(be.to_numpy(a))
+    return np.asarray(be.to_numpy(a))  # the array itself on a host backend
 
 
 def _norm(be, a) -> float:
     """L2 norm with float64 accumulation (the native deterministic reduction)."""
-    if type(a) is np.ndarray and a.flags.c_contiguous:  # the common case, per layer and step
+    if be.HOST_MEMORY:
         flat = a.reshape(-1)
-    else:
-        flat = be.reshape(a, (int(a.size),)) if not isinstance(a, np.ndarray) else a.reshape(-1)
-        if isinstance(flat, np.ndarray) and not flat.flags.c_contiguous:
-            flat = be.copy(flat)  # (device arrays are always C-contiguous: reshape is a view)
+        if not flat.flags.c_contiguous:
+            flat = be.copy(flat)
+    else:  # device arrays are always C-contiguous: reshape is a view
+        flat = be.reshape(a, (int(a.size),))
     _, total, bad = be.segment_norms(flat, np.array([0, flat.size], dtype=np.int64))
     return float("nan") if bad else float(total)
 
@@ -371,7 +371,8 @@ class GradientMonitor:
         values = []
         if loss is not None:
             ld = getattr(loss, "data", None)
-            values.append((21 * S, ld if ld is not None and not isinstance(ld, np.ndarray)
+            on_device = ld is not None and not loss._be.HOST_MEMORY
+            values.append((21 * S, ld if on_device
                            else np.asarray(float(ld if ld is not None else loss))))
         be.record_stats(self._ring, n, tuple(health), tuple(values))
 
@@ -543,7 +544,7 @@ class GradientMonitor:
         no gradient arrived."""
         sig = self._pending_signal
         got = [i for i, p in enumerate(sig) if p is not None]
-        if all(type(sig[i][1]) is np.ndarray for i in got):
+        if all(sig[i][0].HOST_MEMORY for i in got):
             return got, _l2_norms([sig[i][1] for i in got])
         return got, [_norm(*sig[i]) for i in got]
 
@@ -555,12 +556,12 @@ class GradientMonitor:
         z = None
         be = y._be
         yd = y.data
-        if type(yd) is not np.ndarray:
+        if not be.HOST_MEMORY:
             yd = _host(be, yd)
         if yd.ndim != 2 or yd.shape[0] == 0 or yd.shape[1] == 0:
             return None
         if z is not None:
-            if type(z) is not np.ndarray:
+            if not be.HOST_MEMORY:
                 z = _host(be, z)
         elif getattr(m, "in_features", None) is not None and getattr(m, "weight", None) is not None:
             z = _host(be, getattr(x, "data", x)) @ _host(be, m.weight.data)
@@ -673,32 +674,19 @@ class GradientMonitor:
             if self.every != 1:
                 self._want_step_stats(False)
         elif arena is not None:
-            be = arena.be
+            # a host arena (device arenas took the ring path above): one native pass gives
+            # the norms and the gradient's health (L-inf, non-finite counts, first bad element)
             prev = self._prev_params
             has_prev = prev is not None and prev[0] is arena
             # the snapshot for the next update norm: here when every step is recorded, else on
             # the step before the next recorded one
             snap = self.every == 1
-            if type(arena.params) is np.ndarray:  # host arena: one native pass does it all
-                if snap and not has_prev:
-                    prev = self._prev_params = (arena, np.empty_like(arena.params))
-                # the gradient pass is the health kernel: L-inf and non-finite counts and the
-                # first bad element come out of the same read as the norms
-                pn, gn, un, gbad, gh = _monitor_norms(arena.params, arena.grads,
-                                                      prev[1] if has_prev or snap else None,
-                                                      arena.offsets, has_prev, snap, True)
-                gtot = ptot = None  # from gn and pn when read
-            else:
-                gh = None   # the device arena: L2 norms only (see the CUDA backend)
-                gn, gtot, gbad = arena.grad_norms()
-                pn, ptot, _ = arena.param_norms()
-                gn, pn = np.asarray(gn, dtype=np.float64), np.asarray(pn, dtype=np.float64)
-                un = None
-                if has_prev:
-                    un = np.asarray(be.segment_norms(be.sub(arena.params, prev[1]),
-                                                     arena.offsets)[0], dtype=np.float64)
-                if snap:
-                    self._snapshot(arena)
+            if snap and not has_prev:
+                prev = self._prev_params = (arena, np.empty_like(arena.params))
+            pn, gn, un, gbad, gh = _monitor_norms(arena.params, arena.grads,
+                                                  prev[1] if has_prev or snap else None,
+                                                  arena.offsets, has_prev, snap, True)
+            gtot = ptot = None  # from gn and pn when read
             seg_layer, member = self._seg_layers(arena)
             norms = (gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer)
         # the per-layer aggregates, ratios and Python lists are derived when read (_flush)
