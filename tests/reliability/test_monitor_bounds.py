@@ -86,7 +86,7 @@ def test_two_monitors_on_a_recurrent_layer():
     assert len(rows) == 2 and all(len(r) == 5 and all(v is not None for v in r) for r in rows)
     assert a.to_dict()["time_signal"][name][0] == rows[0]
     b.close()
-    assert rnn._watch_states == 0
+    assert rnn.time_signal_readers == 0
 
 
 def test_warn_diagnoses_a_bounded_window(monkeypatch):

@@ -234,7 +234,7 @@ class GradientMonitor:
                         src = sub  # the last one: the activation that feeds the next layer
                 if src is not None:
                     self._act_src[id(src)] = i
-        self._recurrent = {i for i, m in enumerate(self.layers) if hasattr(m, "_watch_states")}
+        self._recurrent = {i for i, m in enumerate(self.layers) if hasattr(m, "time_signal_readers")}
         self._rec_index = {id(self.layers[i]): i for i in self._recurrent}
         self._wrapped = []
         self._handles = []
@@ -257,7 +257,7 @@ class GradientMonitor:
         self._watching = set(self._recurrent)
         for i in self._recurrent:  # a count: each monitor watching the layer adds one
             m = self.layers[i]
-            m.__dict__["_watch_states"] = int(m._watch_states) + 1
+            m.time_signal_readers = int(m.time_signal_readers) + 1
 
         # one lookup per hooked forward: (output index, recurrent index, statistics index)
         self._roles = {k: (self._out_index.get(k), self._rec_index.get(k), stats_by_hook.get(k))
@@ -502,8 +502,8 @@ class GradientMonitor:
         self._detach_all_records()
         for i in self._watching:
             m = self.layers[i]
-            if m._watch_states:
-                m.__dict__["_watch_states"] = int(m._watch_states) - 1
+            if m.time_signal_readers:
+                m.time_signal_readers = int(m.time_signal_readers) - 1
         self._watching = set()
         self._handles, self._wrapped = [], []
         _close_writer(self)
@@ -527,8 +527,8 @@ class GradientMonitor:
         i = r
         if i is not None and getattr(y, "requires_grad", False):
             # the recurrent layer's sequence node fills this list with ||dL/dh_t|| on backward
-            # (the layer sets _time_row on every forward; other monitors read the same row)
-            self._pending_time[i] = m._time_row or []
+            # (the layer sets last_time_signal on every forward; other monitors read the same)
+            self._pending_time[i] = m.last_time_signal or []
         if j is not None and args:
             self._pending_stats[j] = self._stat_item(m, args[0], y)
         self.seconds += time.perf_counter() - t0

@@ -9,8 +9,9 @@ the steps in reverse and forms dW_hh with one gemm over all of them. No per-step
 nodes, so the loop costs about what its kernels cost. Gate order follows PyTorch: LSTM (i, f, g, o), GRU (r, z, n), so weights
 transpose to and from ``torch.nn.LSTM``/``GRU`` (which store W as (4H, in); ours is (in, 4H)).
 
-While a GradientMonitor watches a recurrent layer it records ||dL/dh_t|| for every time step t,
-so decay through time is visible exactly like decay through depth.
+``time_signal_readers`` / ``last_time_signal``: while a reader asks (a GradientMonitor watching the
+layer does), the backward fills a list with ||dL/dh_t|| for every time step t, so decay through
+time is visible exactly like decay through depth.
 """
 from __future__ import annotations
 
@@ -55,10 +56,12 @@ class _RecurrentBase(Module):
         self.bias = Parameter(np.zeros(G, dtype=dt)) if bias else None
         if self.bias is not None:
             _init.uniform_(self.bias, -k, k)
-        # Set by a GradientMonitor watching this layer; forward then leaves in _time_row the
-        # list that the backward fills with ||dL/dh_t|| per step.
-        self._watch_states = False
-        self._time_row: list | None = None
+        # The time signal, a documented option of the recurrent layers: while
+        # time_signal_readers > 0 (each GradientMonitor watching the layer adds one), every
+        # training forward leaves in last_time_signal the list that its backward fills with
+        # ||dL/dh_t|| for t = 1..T (one array out of the native backward loop).
+        self.time_signal_readers = 0
+        self.last_time_signal: list | None = None
 
     def _init_activation(self) -> str:
         return "tanh"
@@ -114,8 +117,8 @@ class _RecurrentBase(Module):
 
     def _time_signal_row(self, T: int) -> list | None:
         """While a GradientMonitor watches this layer: a list the sequence node's backward
-        fills with ||dL/dh_t|| per step (handed to the monitor through self._time_row)."""
-        return [None] * T if self._watch_states else None
+        fills with ||dL/dh_t|| per step (left in self.last_time_signal)."""
+        return [None] * T if self.time_signal_readers else None
 
 
 class RNN(_RecurrentBase):
@@ -143,7 +146,7 @@ class RNN(_RecurrentBase):
         h0 = self._state(h0, B, H, "state h0")
         row = self._time_signal_row(T)
         y = _rnn_sequence(self._project(x), self.weight_hh, h0, self.nonlinearity, row)
-        self._time_row = row if y.requires_grad else None
+        self.last_time_signal = row if y.requires_grad else None
         return y, y[:, T - 1]
 
 
@@ -178,7 +181,7 @@ class LSTM(_RecurrentBase):
             c0 = self._state(state0[1], B, H, "state c0")
         row = self._time_signal_row(T)
         y = _lstm_sequence(self._project(x), self.weight_hh, h0, c0, row)
-        self._time_row = row if y.requires_grad else None
+        self.last_time_signal = row if y.requires_grad else None
         return y[:, :T], (y[:, T - 1], y[:, T])
 
 
@@ -205,5 +208,5 @@ class GRU(_RecurrentBase):
         h0 = self._state(h0, B, H, "state h0")
         row = self._time_signal_row(T)
         y = _gru_sequence(self._project(x), self.weight_hh, self.bias_hh, h0, row)
-        self._time_row = row if y.requires_grad else None
+        self.last_time_signal = row if y.requires_grad else None
         return y, y[:, T - 1]
