@@ -29,16 +29,23 @@ bool overlaps(const py::array& a, const py::array& b) {
 // float64 array of at least layer_stats::kSize elements. Returns its data (null for None).
 double* stats_record(const char* fn, py::handle o) {
   if (o.is_none()) return nullptr;
-  if (!py::isinstance<py::array>(o))
-    fail_type(fn, std::string("stats must be None or a float64 numpy array, got ") +
-                      std::string(py::str(py::type::of(o).attr("__name__"))));
-  py::array a = py::reinterpret_borrow<py::array>(o);
-  if (!is_f64(a) || a.ndim() != 1 || a.shape(0) < layer_stats::kSize ||
-      !(a.flags() & py::array::c_style) || !a.writeable())
+  // Read straight from the array object (this runs on every recorded layer call): a numpy
+  // array, float64, 1-D with at least kSize elements, C-contiguous and writeable.
+  namespace pd = py::detail;
+  if (py::isinstance<py::array>(o)) {
+    const pd::PyArray_Proxy* a = pd::array_proxy(o.ptr());
+    const int type_num = pd::array_descriptor_proxy(a->descr)->type_num;
+    const int need = pd::npy_api::NPY_ARRAY_C_CONTIGUOUS_ | pd::npy_api::NPY_ARRAY_WRITEABLE_;
+    if (type_num == pd::npy_api::NPY_DOUBLE_ && a->nd == 1 &&
+        a->dimensions[0] >= layer_stats::kSize && (a->flags & need) == need)
+      return reinterpret_cast<double*>(a->data);
+    py::array arr = py::reinterpret_borrow<py::array>(o);
     fail_value(fn, "stats must be a writeable contiguous float64 array of " +
                        std::to_string(int(layer_stats::kSize)) + " elements (a layer statistics "
-                       "record), got dtype " + dtype_str(a) + " shape " + shape_str(a));
-  return static_cast<double*>(a.mutable_data());
+                       "record), got dtype " + dtype_str(arr) + " shape " + shape_str(arr));
+  }
+  fail_type(fn, std::string("stats must be None or a float64 numpy array, got ") +
+                    std::string(py::str(py::type::of(o).attr("__name__"))));
 }
 
 template <class T>
