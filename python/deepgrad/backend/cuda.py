@@ -15,9 +15,9 @@ Notes:
   gathers/scatters them on the device; repeated positions in index_add_ are summed in a fixed
   order (deterministic, no atomics).
 - Passing a numpy array where a device array is expected raises ValueError naming both devices.
-- The monitor's one-pass statistics (segment_health, monitor_norms, act_stats, act_stats_many,
-  l2_norms) have no CUDA kernels yet: they copy their inputs to the host and run the CPU
-  kernels (a host synchronisation; results identical to the CPU backend's on the same values).
+- act_stats, act_stats_many, l2_norms, tensors_health and tensors_param_norms have no CUDA
+  kernels: they copy their inputs to the host and run the CPU kernels (a host synchronisation;
+  results identical to the CPU backend's on the same values).
 """
 from __future__ import annotations
 
