@@ -45,6 +45,9 @@ def _source_api(path):
     funcs, names = {}, set()
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            assert node.name not in funcs, (f"{os.path.basename(path)} defines {node.name} twice "
+                                            f"(line {node.lineno}): the second one silently "
+                                            "replaces the first")
             a = node.args
             funcs[node.name] = ([x.arg for x in a.posonlyargs + a.args],
                                 [ast.unparse(d) for d in a.defaults],

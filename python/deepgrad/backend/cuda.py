@@ -15,9 +15,9 @@ Notes:
   gathers/scatters them on the device; repeated positions in index_add_ are summed in a fixed
   order (deterministic, no atomics).
 - Passing a numpy array where a device array is expected raises ValueError naming both devices.
-- The monitor's one-pass statistics (segment_health, monitor_norms, act_stats, act_stats_many,
-  l2_norms) have no CUDA kernels yet: they copy their inputs to the host and run the CPU
-  kernels (a host synchronisation; results identical to the CPU backend's on the same values).
+- act_stats, act_stats_many, l2_norms, tensors_health and tensors_param_norms have no CUDA
+  kernels: they copy their inputs to the host and run the CPU kernels (a host synchronisation;
+  results identical to the CPU backend's on the same values).
 """
 from __future__ import annotations
 
@@ -942,29 +942,13 @@ def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum
 
 
 # ---------------------------------------------------------------------------------------------
-# the monitor's one-pass statistics: no CUDA kernels yet, so the values go through the host and
-# the CPU kernels (the same results as backend/cpu.py on the same values)
+# statistics without CUDA kernels (activation statistics, torch models' per-tensor health and
+# norms): the values go through the host and the CPU kernels (the same results as
+# backend/cpu.py on the same values; each call synchronises)
 
 
 def _host(a):
     return None if a is None else _dev(a, "statistics", "array").numpy()
-
-
-def segment_health(buf, offsets):
-    """float64 (S, 7) per segment: see backend/protocol.py (computed on the host)."""
-    return _C.segment_health(_host(buf), np.asarray(offsets))
-
-
-def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
-                  health: bool = False):
-    """One pass per segment over flat params/grads/prev (computed on the host); prev[:] =
-    params afterwards when snapshot."""
-    hp = _host(prev)
-    out = _C.monitor_norms(_host(params), _host(grads), hp, np.asarray(offsets), diff, snapshot,
-                           health)
-    if snapshot and prev is not None:
-        prev.copy_(params)
-    return out
 
 
 def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
