@@ -232,10 +232,15 @@ void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& heal
     vjobs.push_back({&a, col_arg(fn, t[0], a.numel(), W, "a values array")});
   }
   cudaStream_t s = dc::current_stream();
+  // The workspace is sized once for every item (growing it frees the old one, which waits).
+  std::size_t ws_bytes = 0;
+  for (const HealthJob& j : hjobs)
+    ws_bytes = std::max(ws_bytes,
+                        dc::segment_health_workspace(j.buf->numel(), j.S, j.buf->dtype));
+  void* ws = hjobs.empty() ? nullptr : ring.workspace(ws_bytes);
   double* slot = ring.begin(step);
   for (const HealthJob& j : hjobs) {
     const std::int64_t* doff = ring.device_table(j.off, j.S + 1);
-    void* ws = ring.workspace(dc::segment_health_workspace(j.buf->numel(), j.S, j.buf->dtype));
     dc::segment_health(slot + j.col, ws, j.buf->raw(), j.buf->dtype, doff, j.buf->numel(), j.S,
                        s);
   }

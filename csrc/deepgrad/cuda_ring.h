@@ -42,8 +42,10 @@ class StatRing {
   // A device copy of `count` int64 host values, uploaded on first use and kept (a few distinct
   // offset tables per ring: the arena's, every step). Never waits.
   const std::int64_t* device_table(const std::int64_t* host, index_t count);
-  // Device scratch of at least `bytes` bytes owned by the ring (grown with cudaMalloc, which
-  // happens on the first records only).
+  // Device scratch of at least `bytes` bytes owned by the ring. Growing it frees the old block
+  // (cudaFree waits for the device), so callers ask once per record for the largest size; after
+  // the first record of a given arena it never grows, and like the offset tables it allocates
+  // nothing more.
   void* workspace(std::size_t bytes);
 
  private:
