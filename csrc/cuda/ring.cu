@@ -187,7 +187,7 @@ const std::int64_t* StatRing::device_table(const std::int64_t* host, index_t cou
   for (auto& t : r.tables)
     if (t.host.size() == (std::size_t)count && std::memcmp(t.host.data(), host, nb) == 0)
       return t.dev;
-  if (r.tables.size() >= 8) {  // a table per step would be a caller bug; keep the newest few
+  if (r.tables.size() >= 256) {  // a new table every step would be a caller bug: keep 256
     cudaFree(r.tables.front().dev);  // implicitly waits for the kernels that read it
     cudaFreeHost(r.tables.front().pinned);
     r.tables.erase(r.tables.begin());

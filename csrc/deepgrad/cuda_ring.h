@@ -39,8 +39,10 @@ class StatRing {
   void copy_async();
   void read(std::vector<std::int64_t>& steps, std::vector<double>& rows);
 
-  // A device copy of `count` int64 host values, uploaded on first use and kept (a few distinct
-  // offset tables per ring: the arena's, every step). Never waits.
+  // A device copy of `count` int64 host values, uploaded on first use and kept, found again by
+  // content (the arena's offsets, a [0, size] table per layer tensor: the same few every step).
+  // Never waits while it holds at most 256 tables; beyond that the oldest is freed (cudaFree
+  // waits for the device).
   const std::int64_t* device_table(const std::int64_t* host, index_t count);
   // Device scratch of at least `bytes` bytes owned by the ring. Growing it frees the old block
   // (cudaFree waits for the device), so callers ask once per record for the largest size; after

@@ -942,29 +942,13 @@ def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum
 
 
 # ---------------------------------------------------------------------------------------------
-# the monitor's one-pass statistics: no CUDA kernels yet, so the values go through the host and
-# the CPU kernels (the same results as backend/cpu.py on the same values)
+# the monitor's per-layer statistics without CUDA kernels: the values go through the host and the
+# CPU kernels (the same results as backend/cpu.py on the same values). segment_health and
+# monitor_norms have CUDA kernels (csrc/cuda/health.cu, above).
 
 
 def _host(a):
     return None if a is None else _dev(a, "statistics", "array").numpy()
-
-
-def segment_health(buf, offsets):
-    """float64 (S, 7) per segment: see backend/protocol.py (computed on the host)."""
-    return _C.segment_health(_host(buf), np.asarray(offsets))
-
-
-def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bool = False,
-                  health: bool = False):
-    """One pass per segment over flat params/grads/prev (computed on the host); prev[:] =
-    params afterwards when snapshot."""
-    hp = _host(prev)
-    out = _C.monitor_norms(_host(params), _host(grads), hp, np.asarray(offsets), diff, snapshot,
-                           health)
-    if snapshot and prev is not None:
-        prev.copy_(params)
-    return out
 
 
 def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
