@@ -11,6 +11,8 @@
 //       .record(step, health=(), values=())  one per-step record, no host synchronisation:
 //           health: (col, buf, offsets) -> buf's (S, 7) rows at columns [col, col + 7 S)
 //           values: (col, array)        -> the array's values as float64 at [col, col + size)
+//                   (a CudaArray is copied on the device; a number or numpy array known on the
+//                   host is kept beside the slot and written into the row when it arrives)
 //           columns a record does not write hold NaN
 //       .copy_async()                        enqueue the copy of the filled slots to pinned memory
 //       .read() -> (steps int64 (m,), rows float64 (m, W))   since the last read; one sync
@@ -214,6 +216,7 @@ void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& heal
   const index_t W = ring.width();
   struct HealthJob { const CudaArray* buf; const std::int64_t* off; index_t S, col; };
   struct ValueJob { const CudaArray* a; index_t col; };
+  struct HostJob { std::vector<double> v; index_t col; };
   // Every argument is checked before anything is enqueued: a bad item leaves the ring unchanged.
   std::vector<HealthJob> hjobs;
   std::vector<py::array_t<std::int64_t, py::array::c_style>> keep;  // the offsets' host arrays
@@ -226,10 +229,24 @@ void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& heal
                      col_arg(fn, t[0], kHealthStats * S, W, "a health record of S segments")});
   }
   std::vector<ValueJob> vjobs;
+  std::vector<HostJob> host_jobs;
   for (py::handle it : values) {
     py::tuple t = item_tuple(fn, it, 2, "(col, array) in values");
-    const CudaArray& a = cuda_arg(t[1], fn, "values array");
-    vjobs.push_back({&a, col_arg(fn, t[0], a.numel(), W, "a values array")});
+    if (py::isinstance<CudaArray>(t[1])) {
+      const CudaArray& a = cuda_arg(t[1], fn, "values array");
+      vjobs.push_back({&a, col_arg(fn, t[0], a.numel(), W, "a values array")});
+      continue;
+    }
+    // values known on the host (a float, a numpy array): kept beside the slot, no transfer
+    py::array a = py::array::ensure(t[1]);
+    if (!a || (a.dtype().kind() != 'f' && a.dtype().kind() != 'i' && a.dtype().kind() != 'u'
+               && a.dtype().kind() != 'b')) {
+      PyErr_Clear();
+      fail_type(fn, "a values item must hold a CudaArray, a number or a numeric numpy array");
+    }
+    auto d = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);
+    host_jobs.push_back({std::vector<double>(d.data(), d.data() + d.size()),
+                         col_arg(fn, t[0], d.size(), W, "a values array")});
   }
   cudaStream_t s = dc::current_stream();
   // The workspace is sized once for every item (growing it frees the old one, which waits).
@@ -246,6 +263,8 @@ void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& heal
   }
   for (const ValueJob& j : vjobs)
     dc::launch_cast(slot + j.col, CDType::f64, j.a->raw(), j.a->dtype, j.a->numel(), s);
+  for (const HostJob& j : host_jobs)
+    for (std::size_t k = 0; k < j.v.size(); ++k) ring.put_host(j.col + (index_t)k, j.v[k]);
 }
 
 py::tuple ring_read(dc::StatRing& ring) {

@@ -36,6 +36,9 @@ class StatRing {
   index_t unread() const;   // begun and not yet returned by read()
 
   double* begin(std::int64_t step);
+  // A value known on the host for the record begun last, at column `col`: kept beside the slot
+  // and written into its row when the row reaches the host (no transfer, no wait).
+  void put_host(index_t col, double value);
   void copy_async();
   void read(std::vector<std::int64_t>& steps, std::vector<double>& rows);
 

@@ -215,6 +215,24 @@ def test_ring_wraps_and_copies_when_full(rng):
 
 
 @pytest.mark.cuda
+def test_ring_host_values_join_their_rows(rng):
+    """Values known on the host (a float, a numpy array) are kept beside the slot and written
+    into the row when it reaches the host: no transfer, no wait, right row after a wrap."""
+    ring = cb.stat_ring(2, 5)
+    dev_vals = rng.standard_normal((5, 2))
+    before = _C.cuda_host_syncs()
+    for k in range(5):
+        cb.record_stats(ring, k, values=[(0, float(k) + 0.5), (1, _C.CudaArray(dev_vals[k])),
+                                         (3, np.array([k, -k], np.int64))])
+    assert _C.cuda_host_syncs() == before
+    steps, rows = cb.read_stats(ring)
+    np.testing.assert_array_equal(steps, np.arange(5))
+    np.testing.assert_array_equal(rows[:, 0], np.arange(5) + 0.5)
+    np.testing.assert_array_equal(rows[:, 1:3], dev_vals)
+    np.testing.assert_array_equal(rows[:, 3:], np.stack([np.arange(5), -np.arange(5)], 1))
+
+
+@pytest.mark.cuda
 def test_ring_errors(rng):
     ring = cb.stat_ring(4, 8)
     a = _C.CudaArray(np.zeros(10, np.float32))
@@ -226,6 +244,10 @@ def test_ring_errors(rng):
         cb.record_stats(ring, 0, health=[(0, a, np.array([0, 5]))])
     with pytest.raises(TypeError, match="tuple"):
         cb.record_stats(ring, 0, values=[[0, a]])
+    with pytest.raises(TypeError, match="numeric numpy array"):
+        cb.record_stats(ring, 0, values=[(0, "loss")])
+    with pytest.raises(ValueError, match="width 8"):
+        cb.record_stats(ring, 0, values=[(7, np.zeros(2))])
     assert ring.records == 0  # a refused record leaves the ring unchanged
     with pytest.raises(ValueError, match="slots and width"):
         cb.stat_ring(0, 3)
