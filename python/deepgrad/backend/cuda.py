@@ -882,7 +882,8 @@ def stat_ring(slots: int, width: int):
 def record_stats(ring, step: int, health=(), values=()) -> None:
     """One per-step record into ``ring``, one native call and no host synchronisation: for each
     ``(col, buf, offsets)`` of ``health`` the segment_health rows (S, 7) of ``buf`` at columns
-    [col, col + 7 S); for each ``(col, array)`` of ``values`` the array's values (e.g. the 0-d
+    [col, col + 7 S), for each ``(col, [arrays])`` one such row per array (e.g. every layer's
+    dL/d(output), in one pair of launches per 64 arrays) at [col, col + 7 K); for each ``(col, array)`` of ``values`` the array's values (e.g. the 0-d
     loss) at [col, col + size): a device array is copied on the device, a number or numpy array
     is kept on the host and joins its row when read. Columns the record does not write hold
     NaN."""
