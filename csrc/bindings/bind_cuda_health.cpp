@@ -390,8 +390,10 @@ void bind_cuda_health(py::module_& m) {
            py::arg("values") = py::tuple(),
            "One per-step record into the next slot, no host synchronisation: health items "
            "(col, buf, offsets) write buf's (S, 7) health rows at columns [col, col + 7 S), "
-           "values items (col, array) the array's values as float64 at [col, col + size); the "
-           "other columns hold NaN. A full ring enqueues its copy to the host first.")
+           "(col, [arrays]) one row per array at [col, col + 7 K); values items (col, array) "
+           "the values as float64 at [col, col + size) (a CudaArray copied on the device, a "
+           "number or numpy array joined on the host when read); the other columns hold NaN. "
+           "A full ring enqueues its copy to the host first.")
       .def("copy_async", &dc::StatRing::copy_async,
            "Enqueue the copy of the records not yet copied to pinned host memory (never waits).")
       .def("read", &ring_read,
