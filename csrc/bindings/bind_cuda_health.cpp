@@ -5,12 +5,17 @@
 //       and merge order replayed on the host with deepgrad/health.h (the code the kernel runs),
 //       so CPU-only test runs check the device math against numpy
 //   cuda_segment_health(buf, offsets) -> float64 numpy (S, 7)      segment_health on CUDA
+//   cuda_tensors_health(arrays) -> float64 numpy (K, 7)             tensors_health on CUDA
 //   cuda_monitor_norms(params, grads, prev, offsets, diff=False, snapshot=False, health=False)
 //       the CPU's monitor_norms on the device (same results), one host synchronisation
 //   CudaStatRing(slots, width)                            K slots x W float64 on the device
 //       .record(step, health=(), values=())  one per-step record, no host synchronisation:
 //           health: (col, buf, offsets) -> buf's (S, 7) rows at columns [col, col + 7 S)
+//                   (col, [arrays])     -> one row per array (K, 7) at [col, col + 7 K), in
+//                                          one pair of launches per 64 arrays
 //           values: (col, array)        -> the array's values as float64 at [col, col + size)
+//                   (a CudaArray is copied on the device; a number or numpy array known on the
+//                   host is kept beside the slot and written into the row when it arrives)
 //           columns a record does not write hold NaN
 //       .copy_async()                        enqueue the copy of the filled slots to pinned memory
 //       .read() -> (steps int64 (m,), rows float64 (m, W))   since the last read; one sync
@@ -193,6 +198,44 @@ py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev
   return py::make_tuple(pn, gn, d, bad);
 }
 
+// A sequence of float CudaArrays of one dtype (any shapes, read flat): their pointers and sizes.
+void tensor_list(const char* fn, py::handle seq, std::vector<const void*>& ptrs,
+                 std::vector<index_t>& sizes, CDType& t) {
+  if (!py::isinstance<py::sequence>(seq) || py::isinstance<CudaArray>(seq))
+    fail_type(fn, "arrays must be a list or tuple of CudaArrays");
+  t = CDType::f32;
+  bool first = true;
+  for (py::handle o : py::reinterpret_borrow<py::sequence>(seq)) {
+    const CudaArray& a = cuda_arg(o, fn, "arrays[k]");
+    if (a.dtype == CDType::i64)
+      fail_type(fn, "arrays[k] has dtype int64 but the health kernel takes float32 or float64");
+    if (!first && a.dtype != t)
+      fail_type(fn, "arrays mix float32 and float64; pass one dtype per list");
+    t = a.dtype;
+    first = false;
+    ptrs.push_back(a.raw());
+    sizes.push_back(a.numel());
+  }
+}
+
+py::array_t<double> tensors_health(py::handle arrays) {
+  const char* fn = "cuda_tensors_health";
+  std::vector<const void*> ptrs;
+  std::vector<index_t> sizes;
+  CDType t;
+  tensor_list(fn, arrays, ptrs, sizes, t);
+  const index_t K = (index_t)ptrs.size();
+  py::array_t<double> out({K, index_t(kHealthStats)});
+  if (K == 0) return out;
+  const std::size_t ws = dc::tensors_health_workspace(sizes.data(), K, t);
+  CudaArray work = CudaArray::empty({(index_t)((ws + 7) / 8)}, CDType::f64);
+  CudaArray rows = CudaArray::empty({K, index_t(kHealthStats)}, CDType::f64);
+  dc::tensors_health(rows.data<double>(), work.raw(), ptrs.data(), sizes.data(), K, t,
+                     dc::current_stream());
+  dc::memcpy_d2h(out.mutable_data(), rows.raw(), rows.nbytes());  // the one synchronisation
+  return out;
+}
+
 index_t col_arg(const char* fn, py::handle o, index_t need, index_t width, const char* what) {
   const index_t col = o.cast<index_t>();
   if (col < 0 || col + need > width)
@@ -213,12 +256,29 @@ void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& heal
   const char* fn = "CudaStatRing.record";
   const index_t W = ring.width();
   struct HealthJob { const CudaArray* buf; const std::int64_t* off; index_t S, col; };
+  struct TensorsJob {
+    std::vector<const void*> ptrs;
+    std::vector<index_t> sizes;
+    CDType t;
+    index_t col;
+  };
   struct ValueJob { const CudaArray* a; index_t col; };
+  struct HostJob { std::vector<double> v; index_t col; };
   // Every argument is checked before anything is enqueued: a bad item leaves the ring unchanged.
   std::vector<HealthJob> hjobs;
   std::vector<py::array_t<std::int64_t, py::array::c_style>> keep;  // the offsets' host arrays
+  std::vector<TensorsJob> tjobs;
   for (py::handle it : health) {
-    py::tuple t = item_tuple(fn, it, 3, "(col, buf, offsets) in health");
+    if (py::isinstance<py::tuple>(it) && py::len(it) == 2) {  // (col, [arrays]): one row each
+      py::tuple t = py::reinterpret_borrow<py::tuple>(it);
+      TensorsJob j;
+      tensor_list(fn, t[1], j.ptrs, j.sizes, j.t);
+      j.col = col_arg(fn, t[0], kHealthStats * (index_t)j.ptrs.size(), W,
+                      "a health record of K arrays");
+      tjobs.push_back(std::move(j));
+      continue;
+    }
+    py::tuple t = item_tuple(fn, it, 3, "(col, buf, offsets) or (col, [arrays]) in health");
     const CudaArray& buf = float_buf(fn, t[1], "health buf");
     keep.push_back(offsets_arg(fn, t[2], buf.numel()));
     const index_t S = keep.back().shape(0) - 1;
@@ -226,21 +286,48 @@ void ring_record(dc::StatRing& ring, std::int64_t step, const py::sequence& heal
                      col_arg(fn, t[0], kHealthStats * S, W, "a health record of S segments")});
   }
   std::vector<ValueJob> vjobs;
+  std::vector<HostJob> host_jobs;
   for (py::handle it : values) {
     py::tuple t = item_tuple(fn, it, 2, "(col, array) in values");
-    const CudaArray& a = cuda_arg(t[1], fn, "values array");
-    vjobs.push_back({&a, col_arg(fn, t[0], a.numel(), W, "a values array")});
+    if (py::isinstance<CudaArray>(t[1])) {
+      const CudaArray& a = cuda_arg(t[1], fn, "values array");
+      vjobs.push_back({&a, col_arg(fn, t[0], a.numel(), W, "a values array")});
+      continue;
+    }
+    // values known on the host (a float, a numpy array): kept beside the slot, no transfer
+    py::array a = py::array::ensure(t[1]);
+    if (!a || (a.dtype().kind() != 'f' && a.dtype().kind() != 'i' && a.dtype().kind() != 'u'
+               && a.dtype().kind() != 'b')) {
+      PyErr_Clear();
+      fail_type(fn, "a values item must hold a CudaArray, a number or a numeric numpy array");
+    }
+    auto d = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);
+    host_jobs.push_back({std::vector<double>(d.data(), d.data() + d.size()),
+                         col_arg(fn, t[0], d.size(), W, "a values array")});
   }
   cudaStream_t s = dc::current_stream();
+  // The workspace is sized once for every item (growing it frees the old one, which waits).
+  std::size_t ws_bytes = 0;
+  for (const HealthJob& j : hjobs)
+    ws_bytes = std::max(ws_bytes,
+                        dc::segment_health_workspace(j.buf->numel(), j.S, j.buf->dtype));
+  for (const TensorsJob& j : tjobs)
+    ws_bytes = std::max(ws_bytes, dc::tensors_health_workspace(j.sizes.data(),
+                                                               (index_t)j.sizes.size(), j.t));
+  void* ws = ws_bytes ? ring.workspace(ws_bytes) : nullptr;
   double* slot = ring.begin(step);
   for (const HealthJob& j : hjobs) {
     const std::int64_t* doff = ring.device_table(j.off, j.S + 1);
-    void* ws = ring.workspace(dc::segment_health_workspace(j.buf->numel(), j.S, j.buf->dtype));
     dc::segment_health(slot + j.col, ws, j.buf->raw(), j.buf->dtype, doff, j.buf->numel(), j.S,
                        s);
   }
+  for (const TensorsJob& j : tjobs)
+    dc::tensors_health(slot + j.col, ws, j.ptrs.data(), j.sizes.data(), (index_t)j.sizes.size(),
+                       j.t, s);
   for (const ValueJob& j : vjobs)
     dc::launch_cast(slot + j.col, CDType::f64, j.a->raw(), j.a->dtype, j.a->numel(), s);
+  for (const HostJob& j : host_jobs)
+    for (std::size_t k = 0; k < j.v.size(); ++k) ring.put_host(j.col + (index_t)k, j.v[k]);
 }
 
 py::tuple ring_read(dc::StatRing& ring) {
@@ -269,6 +356,9 @@ void bind_cuda_health(py::module_& m) {
         "segment_health on CUDA: float64 numpy (S, 7) per segment of a 1-D float32/float64 "
         "CudaArray: [L2, L-inf, min, max] of the finite elements, NaN count, Inf count, first "
         "non-finite index (-1); two launches, deterministic; returns to the host (synchronises).");
+  m.def("cuda_tensors_health", &tensors_health, py::arg("arrays"),
+        "tensors_health on CUDA: float64 numpy (K, 7), segment_health's row for each of K float "
+        "CudaArrays of one dtype (read flat), one pair of launches per 64 arrays; synchronises.");
   m.def("cuda_monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"),
         py::arg("prev"), py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
         py::arg("health") = false,
@@ -300,8 +390,10 @@ void bind_cuda_health(py::module_& m) {
            py::arg("values") = py::tuple(),
            "One per-step record into the next slot, no host synchronisation: health items "
            "(col, buf, offsets) write buf's (S, 7) health rows at columns [col, col + 7 S), "
-           "values items (col, array) the array's values as float64 at [col, col + size); the "
-           "other columns hold NaN. A full ring enqueues its copy to the host first.")
+           "(col, [arrays]) one row per array at [col, col + 7 K); values items (col, array) "
+           "the values as float64 at [col, col + size) (a CudaArray copied on the device, a "
+           "number or numpy array joined on the host when read); the other columns hold NaN. "
+           "A full ring enqueues its copy to the host first.")
       .def("copy_async", &dc::StatRing::copy_async,
            "Enqueue the copy of the records not yet copied to pinned host memory (never waits).")
       .def("read", &ring_read,

@@ -84,41 +84,86 @@ __device__ HealthAcc<T> block_health(const T* __restrict__ buf, index_t lo, inde
   return a;
 }
 
+// Where the segments' elements live. FlatSource: one buffer cut by device offsets (element
+// indices global to the buffer). TensorSource: up to kMaxTensors separate arrays laid end to end
+// in a virtual buffer (kernel-argument space, nothing to upload; indices local to each array).
 template <class T, bool VEC>
+struct FlatSource {
+  const T* buf;
+  const std::int64_t* off;
+  static constexpr bool kLocal = false;
+  __device__ std::int64_t operator[](int s) const { return off[s]; }
+  __device__ HealthAcc<T> fold(int, index_t a, index_t b) const {
+    return block_health<T, VEC>(buf, a, b);
+  }
+};
+
+constexpr int kMaxTensors = 64;
+
+template <class T>
+struct TensorSource {
+  const T* ptr[kMaxTensors];
+  std::int64_t off[kMaxTensors + 1];  // cumulative sizes
+  static constexpr bool kLocal = true;
+  __device__ std::int64_t operator[](int s) const { return off[s]; }
+  __device__ HealthAcc<T> fold(int s, index_t a, index_t b) const {
+    const T* p = ptr[s];
+    const index_t base = off[s];
+    if ((reinterpret_cast<std::uintptr_t>(p) & 15u) == 0)  // the same for the whole block
+      return block_health<T, true>(p, a - base, b - base);
+    return block_health<T, false>(p, a - base, b - base);
+  }
+};
+
+template <class T, class Src>
 __global__ void __launch_bounds__(kTileThreads)
-    health_partial_kernel(HealthAcc<T>* __restrict__ part, const T* __restrict__ buf,
-                          const std::int64_t* __restrict__ off, index_t n, int segments,
-                          index_t tile) {
+    health_partial_kernel(HealthAcc<T>* __restrict__ part, const Src src, index_t n,
+                          int segments, index_t tile) {
   const index_t t = blockIdx.x;
   const index_t lo = t * tile, hi = std::min<index_t>(n, lo + tile);
   int l = 0, r = segments;  // the first segment ending after lo
   while (l < r) {
     const int mid = (l + r) / 2;
-    if (off[mid + 1] > lo) r = mid; else l = mid + 1;
+    if (src[mid + 1] > lo) r = mid; else l = mid + 1;
   }
-  for (int s = l; s < segments && off[s] < hi; ++s) {
-    const index_t a = std::max<index_t>(off[s], lo), b = std::min<index_t>(off[s + 1], hi);
+  for (int s = l; s < segments && src[s] < hi; ++s) {
+    const index_t a = std::max<index_t>(src[s], lo), b = std::min<index_t>(src[s + 1], hi);
     if (a >= b) continue;
-    const HealthAcc<T> acc = block_health<T, VEC>(buf, a, b);
+    const HealthAcc<T> acc = src.fold(s, a, b);
     if (threadIdx.x == 0) part[t + s] = acc;
   }
 }
 
-template <class T>
+template <class T, class Src>
 __global__ void __launch_bounds__(kFinalThreads)
     health_final_kernel(double* __restrict__ out, const HealthAcc<T>* __restrict__ part,
-                        const std::int64_t* __restrict__ off, int segments, index_t tile) {
+                        const Src src, int segments, index_t tile) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   for (int s = warp; s < segments; s += kFinalThreads / 32) {
-    const index_t a = off[s], b = off[s + 1];
+    const index_t a = src[s], b = src[s + 1];
     HealthAcc<T> acc = health_empty<T>();
     if (b > a) {
       const index_t t0 = a / tile, t1 = (b - 1) / tile;
       for (index_t t = t0 + lane; t <= t1; t += 32) health_merge(acc, part[t + s]);
     }
     warp_merge(acc);
-    if (lane == 0) health_finish(out + (std::size_t)kHealthStats * s, acc, a);
+    if (lane == 0) health_finish(out + (std::size_t)kHealthStats * s, acc, Src::kLocal ? 0 : a);
   }
+}
+
+// Both passes over n elements in `segments` segments of src.
+template <class T, class Src>
+void launch_passes(double* out, HealthAcc<T>* part, const Src& src, index_t n, index_t segments,
+                   cudaStream_t stream) {
+  const index_t tile = health_tile_size(n), tiles = health_tile_count(n);
+  if (n > 0) {
+    health_partial_kernel<T, Src><<<(unsigned)tiles, kTileThreads, 0, stream>>>(
+        part, src, n, (int)segments, tile);
+    check_launch("cuda segment_health (partial pass)");
+  }
+  health_final_kernel<T, Src><<<1, kFinalThreads, 0, stream>>>(out, part, src, (int)segments,
+                                                                tile);
+  check_launch("cuda segment_health (final pass)");
 }
 
 template <class T>
@@ -126,19 +171,28 @@ void launch_health(double* out, void* workspace, const T* buf, const std::int64_
                    index_t n, index_t segments, cudaStream_t stream) {
   if (segments > 0x7fffffff) throw std::runtime_error("cuda segment_health: too many segments");
   if (segments == 0) return;
-  const index_t tile = health_tile_size(n), tiles = health_tile_count(n);
   auto* part = static_cast<HealthAcc<T>*>(workspace);
-  if (n > 0) {
-    if ((reinterpret_cast<std::uintptr_t>(buf) & 15u) == 0)
-      health_partial_kernel<T, true><<<(unsigned)tiles, kTileThreads, 0, stream>>>(
-          part, buf, offsets, n, (int)segments, tile);
-    else
-      health_partial_kernel<T, false><<<(unsigned)tiles, kTileThreads, 0, stream>>>(
-          part, buf, offsets, n, (int)segments, tile);
-    check_launch("cuda segment_health (partial pass)");
+  if ((reinterpret_cast<std::uintptr_t>(buf) & 15u) == 0)
+    launch_passes<T>(out, part, FlatSource<T, true>{buf, offsets}, n, segments, stream);
+  else
+    launch_passes<T>(out, part, FlatSource<T, false>{buf, offsets}, n, segments, stream);
+}
+
+// Groups of up to kMaxTensors arrays, one pair of launches each.
+template <class T>
+void launch_tensors(double* out, void* workspace, const void* const* ptrs, const index_t* sizes,
+                    index_t count, cudaStream_t stream) {
+  auto* part = static_cast<HealthAcc<T>*>(workspace);
+  for (index_t g = 0; g < count; g += kMaxTensors) {
+    const int m = (int)std::min<index_t>(kMaxTensors, count - g);
+    TensorSource<T> src{};
+    src.off[0] = 0;
+    for (int k = 0; k < m; ++k) {
+      src.ptr[k] = static_cast<const T*>(ptrs[g + k]);
+      src.off[k + 1] = src.off[k] + sizes[g + k];
+    }
+    launch_passes<T>(out + kHealthStats * g, part, src, src.off[m], m, stream);
   }
-  health_final_kernel<T><<<1, kFinalThreads, 0, stream>>>(out, part, offsets, (int)segments, tile);
-  check_launch("cuda segment_health (final pass)");
 }
 
 // out (n) = a - b, the difference taken in T (as the CPU's sumsq(x, p)).
@@ -247,6 +301,25 @@ void rows_to_host(HealthScratch& sc, double* out, const double* d_rows, std::siz
 }
 
 }  // namespace
+
+std::size_t tensors_health_workspace(const index_t* sizes, index_t count, DType t) {
+  std::size_t most = 0;
+  for (index_t g = 0; g < count; g += kMaxTensors) {
+    const index_t m = std::min<index_t>(kMaxTensors, count - g);
+    index_t n = 0;
+    for (index_t k = 0; k < m; ++k) n += sizes[g + k];
+    most = std::max(most, segment_health_workspace(n, m, t));
+  }
+  return most;
+}
+
+void tensors_health(double* out, void* workspace, const void* const* ptrs, const index_t* sizes,
+                    index_t count, DType t, cudaStream_t stream) {
+  if (t == DType::f64)
+    launch_tensors<double>(out, workspace, ptrs, sizes, count, stream);
+  else
+    launch_tensors<float>(out, workspace, ptrs, sizes, count, stream);
+}
 
 void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
                          index_t n, index_t segments, cudaStream_t stream) {

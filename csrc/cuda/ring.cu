@@ -8,6 +8,7 @@
 #include <deque>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "deepgrad/cuda_array.h"
 #include "deepgrad/cuda_ring.h"
@@ -17,10 +18,13 @@ namespace dg::cuda {
 namespace {
 
 // A pinned host chunk that receives one copy_async: up to `slots` records.
+using HostValues = std::vector<std::pair<index_t, double>>;  // (column, value)
+
 struct Chunk {
   double* host = nullptr;
   cudaEvent_t done = nullptr;
   std::vector<std::int64_t> steps;  // of the records in it, oldest first
+  std::vector<HostValues> values;   // host-side values of each record, written on harvest
 };
 
 struct Table {
@@ -35,6 +39,7 @@ struct StatRing::Impl {
   index_t slots = 0, width = 0;
   double* dev = nullptr;                  // (slots, width)
   std::vector<std::int64_t> slot_steps;   // the step held by each slot
+  std::vector<HostValues> slot_values;    // values given on the host for each slot's record
   index_t written = 0;                    // records begun
   index_t copied = 0;                     // records whose copy is enqueued
   std::deque<Chunk> inflight, spare;      // copies enqueued, oldest first; free chunks
@@ -47,10 +52,13 @@ struct StatRing::Impl {
   std::size_t row_bytes() const { return sizeof(double) * (std::size_t)width; }
 
   void harvest(Chunk& c) {
-    const std::size_t m = c.steps.size();
+    const std::size_t m = c.steps.size(), first = out_rows.size();
     out_steps.insert(out_steps.end(), c.steps.begin(), c.steps.end());
     out_rows.insert(out_rows.end(), c.host, c.host + m * (std::size_t)width);
+    for (std::size_t k = 0; k < m; ++k)
+      for (const auto& [col, v] : c.values[k]) out_rows[first + k * width + col] = v;
     c.steps.clear();
+    c.values.clear();
   }
   // Moves every completed copy (in order) to host storage; never waits.
   void harvest_ready() {
@@ -98,6 +106,7 @@ StatRing::StatRing(index_t slots, index_t width) : impl_(new Impl) {
   r.slots = slots;
   r.width = width;
   r.slot_steps.assign((std::size_t)slots, -1);
+  r.slot_values.assign((std::size_t)slots, {});
   check_status(cudaMalloc(reinterpret_cast<void**>(&r.dev), r.row_bytes() * slots),
                "cudaMalloc (CudaStatRing)");
 }
@@ -138,6 +147,7 @@ double* StatRing::begin(std::int64_t step) {
   check_status(cudaMemsetAsync(p, 0xff, r.row_bytes(), current_stream()),
                "cudaMemsetAsync (CudaStatRing.begin)");
   r.slot_steps[(std::size_t)slot] = step;
+  r.slot_values[(std::size_t)slot].clear();
   ++r.written;
   return p;
 }
@@ -160,8 +170,12 @@ void StatRing::copy_async() {
                  "cudaMemcpyAsync (CudaStatRing)");
   check_status(cudaEventRecord(c.done, s), "cudaEventRecord (CudaStatRing)");
   c.steps.resize((std::size_t)count);
-  for (index_t k = 0; k < count; ++k)
-    c.steps[(std::size_t)k] = r.slot_steps[(std::size_t)((first + k) % r.slots)];
+  c.values.resize((std::size_t)count);
+  for (index_t k = 0; k < count; ++k) {
+    const std::size_t slot = (std::size_t)((first + k) % r.slots);
+    c.steps[(std::size_t)k] = r.slot_steps[slot];
+    c.values[(std::size_t)k].swap(r.slot_values[slot]);
+  }
   r.inflight.push_back(std::move(c));
   r.copied += count;
 }
@@ -181,13 +195,19 @@ void StatRing::read(std::vector<std::int64_t>& steps, std::vector<double>& rows)
   r.out_rows.clear();
 }
 
+void StatRing::put_host(index_t col, double value) {
+  Impl& r = *impl_;
+  if (r.written == 0) throw std::logic_error("CudaStatRing.put_host before begin");
+  r.slot_values[(std::size_t)((r.written - 1) % r.slots)].emplace_back(col, value);
+}
+
 const std::int64_t* StatRing::device_table(const std::int64_t* host, index_t count) {
   Impl& r = *impl_;
   const std::size_t nb = sizeof(std::int64_t) * (std::size_t)count;
   for (auto& t : r.tables)
     if (t.host.size() == (std::size_t)count && std::memcmp(t.host.data(), host, nb) == 0)
       return t.dev;
-  if (r.tables.size() >= 8) {  // a table per step would be a caller bug; keep the newest few
+  if (r.tables.size() >= 256) {  // a new table every step would be a caller bug: keep 256
     cudaFree(r.tables.front().dev);  // implicitly waits for the kernels that read it
     cudaFreeHost(r.tables.front().pinned);
     r.tables.erase(r.tables.begin());

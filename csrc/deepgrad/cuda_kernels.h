@@ -114,6 +114,13 @@ void fill_(float* buf, index_t n, float value, cudaStream_t stream);
 std::size_t segment_health_workspace(index_t n, index_t segments, DType t);
 void segment_health(double* out, void* workspace, const void* buf, DType t,
                     const std::int64_t* offsets, index_t n, index_t segments, cudaStream_t stream);
+// K separate float32 or float64 (t) device arrays ptrs[k] of sizes[k] elements -> out (K, 7) on
+// the device: each array's row as one segment (the first non-finite index local to it). One
+// pair of launches per 64 arrays, the pointers passed as kernel arguments (nothing uploaded).
+// workspace: tensors_health_workspace(sizes, K, t) bytes.
+std::size_t tensors_health_workspace(const index_t* sizes, index_t count, DType t);
+void tensors_health(double* out, void* workspace, const void* const* ptrs, const index_t* sizes,
+                    index_t count, DType t, cudaStream_t stream);
 // The whole host call: offsets (S + 1) and out (S, 7) in host memory; scratch kept between calls
 // (offsets equal to the previous call's are not uploaded again); synchronizes the stream.
 void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,

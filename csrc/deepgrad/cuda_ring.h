@@ -36,14 +36,21 @@ class StatRing {
   index_t unread() const;   // begun and not yet returned by read()
 
   double* begin(std::int64_t step);
+  // A value known on the host for the record begun last, at column `col`: kept beside the slot
+  // and written into its row when the row reaches the host (no transfer, no wait).
+  void put_host(index_t col, double value);
   void copy_async();
   void read(std::vector<std::int64_t>& steps, std::vector<double>& rows);
 
-  // A device copy of `count` int64 host values, uploaded on first use and kept (a few distinct
-  // offset tables per ring: the arena's, every step). Never waits.
+  // A device copy of `count` int64 host values, uploaded on first use and kept, found again by
+  // content (the arena's offsets, a [0, size] table per layer tensor: the same few every step).
+  // Never waits while it holds at most 256 tables; beyond that the oldest is freed (cudaFree
+  // waits for the device).
   const std::int64_t* device_table(const std::int64_t* host, index_t count);
-  // Device scratch of at least `bytes` bytes owned by the ring (grown with cudaMalloc, which
-  // happens on the first records only).
+  // Device scratch of at least `bytes` bytes owned by the ring. Growing it frees the old block
+  // (cudaFree waits for the device), so callers ask once per record for the largest size; after
+  // the first record of a given arena it never grows, and like the offset tables it allocates
+  // nothing more.
   void* workspace(std::size_t bytes);
 
  private:

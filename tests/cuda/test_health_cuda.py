@@ -159,16 +159,35 @@ def test_segment_health_errors():
         cb.segment_health(_C.CudaArray(np.zeros((2, 5), np.float32)), np.array([0, 10]))
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tensors_health_one_row_per_array(rng, dtype):
+    """70 arrays (two launch groups of at most 64), sizes 0 to 5000, some misaligned views, NaN
+    and Inf planted: each row equals the CPU kernel's row of that array."""
+    host, devs = [], []
+    for k in range(70):
+        n = int(rng.choice([0, 1, 3, 17, 300, 5000]))
+        a = planted(rng, n, dtype, k_nan=min(1, n), k_inf=min(1, max(0, n - 1)))
+        host.append(a)
+        devs.append(dev_view(a, 1) if k % 3 == 0 else _C.CudaArray(a))
+    got = _C.cuda_tensors_health(devs)
+    ref = np.concatenate([_C.segment_health(a, np.array([0, a.size])) for a in host])
+    check(got, ref, 1e-12)
+    assert _C.cuda_tensors_health([]).shape == (0, 7)
+    with pytest.raises(TypeError, match="mix float32 and float64"):
+        _C.cuda_tensors_health([_C.CudaArray(np.zeros(2, np.float32)), _C.CudaArray(np.zeros(2))])
+
+
 # ---- the ring ----------------------------------------------------------------------------------
 
 @pytest.mark.cuda
 def test_ring_records_equal_cpu_health_without_host_syncs(rng):
     """Each step: fresh gradients and parameters, a device loss; one record per step writes the
-    loss and both buffers' health rows. No record synchronises; the read returns every step in
+    loss, both buffers' health rows and a row per array of a list. No record synchronises; the read returns every step in
     order and synchronises once."""
     n, S, steps = 50_000, 6, 7
     off = random_offsets(rng, n, S)
-    width = 1 + 14 * S
+    width = 1 + 14 * S + 14
     ring = cb.stat_ring(100, width)
     host = []
     for step in range(steps):
@@ -179,7 +198,8 @@ def test_ring_records_equal_cpu_health_without_host_syncs(rng):
         host.append((10 * step, loss, g, p))
         _C.cuda_synchronize()
         before = _C.cuda_host_syncs()
-        cb.record_stats(ring, 10 * step, health=[(1, dg_, off), (1 + 7 * S, dp, off)],
+        cb.record_stats(ring, 10 * step, health=[(1, dg_, off), (1 + 7 * S, dp, off),
+                                                 (1 + 14 * S, [dl, dg_])],
                         values=[(0, dl)])
         assert _C.cuda_host_syncs() == before, "a record synchronised with the host"
     assert ring.records == steps and ring.unread == steps
@@ -192,7 +212,10 @@ def test_ring_records_equal_cpu_health_without_host_syncs(rng):
     for (step, loss, g, p), row in zip(host, rows):
         assert row[0] == np.float64(loss)
         check(row[1:1 + 7 * S].reshape(S, 7), _C.segment_health(g, off), 1e-12)
-        check(row[1 + 7 * S:].reshape(S, 7), _C.segment_health(p, off), 1e-12)
+        check(row[1 + 7 * S:1 + 14 * S].reshape(S, 7), _C.segment_health(p, off), 1e-12)
+        check(row[1 + 14 * S:].reshape(2, 7), np.concatenate(  # a (col, [arrays]) item
+            [_C.segment_health(np.atleast_1d(a), np.array([0, a.size])) for a in (loss, g)]),
+            1e-12)
     assert cb.read_stats(ring)[1].shape == (0, width)  # nothing new
 
 
@@ -215,6 +238,24 @@ def test_ring_wraps_and_copies_when_full(rng):
 
 
 @pytest.mark.cuda
+def test_ring_host_values_join_their_rows(rng):
+    """Values known on the host (a float, a numpy array) are kept beside the slot and written
+    into the row when it reaches the host: no transfer, no wait, right row after a wrap."""
+    ring = cb.stat_ring(2, 5)
+    dev_vals = rng.standard_normal((5, 2))
+    before = _C.cuda_host_syncs()
+    for k in range(5):
+        cb.record_stats(ring, k, values=[(0, float(k) + 0.5), (1, _C.CudaArray(dev_vals[k])),
+                                         (3, np.array([k, -k], np.int64))])
+    assert _C.cuda_host_syncs() == before
+    steps, rows = cb.read_stats(ring)
+    np.testing.assert_array_equal(steps, np.arange(5))
+    np.testing.assert_array_equal(rows[:, 0], np.arange(5) + 0.5)
+    np.testing.assert_array_equal(rows[:, 1:3], dev_vals)
+    np.testing.assert_array_equal(rows[:, 3:], np.stack([np.arange(5), -np.arange(5)], 1))
+
+
+@pytest.mark.cuda
 def test_ring_errors(rng):
     ring = cb.stat_ring(4, 8)
     a = _C.CudaArray(np.zeros(10, np.float32))
@@ -226,6 +267,10 @@ def test_ring_errors(rng):
         cb.record_stats(ring, 0, health=[(0, a, np.array([0, 5]))])
     with pytest.raises(TypeError, match="tuple"):
         cb.record_stats(ring, 0, values=[[0, a]])
+    with pytest.raises(TypeError, match="numeric numpy array"):
+        cb.record_stats(ring, 0, values=[(0, "loss")])
+    with pytest.raises(ValueError, match="width 8"):
+        cb.record_stats(ring, 0, values=[(7, np.zeros(2))])
     assert ring.records == 0  # a refused record leaves the ring unchanged
     with pytest.raises(ValueError, match="slots and width"):
         cb.stat_ring(0, 3)

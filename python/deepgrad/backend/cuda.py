@@ -882,8 +882,11 @@ def stat_ring(slots: int, width: int):
 def record_stats(ring, step: int, health=(), values=()) -> None:
     """One per-step record into ``ring``, one native call and no host synchronisation: for each
     ``(col, buf, offsets)`` of ``health`` the segment_health rows (S, 7) of ``buf`` at columns
-    [col, col + 7 S); for each ``(col, array)`` of ``values`` the device array's values (e.g. the
-    0-d loss) at [col, col + size). Columns the record does not write hold NaN."""
+    [col, col + 7 S), for each ``(col, [arrays])`` one such row per array (e.g. every layer's
+    dL/d(output), in one pair of launches per 64 arrays) at [col, col + 7 K); for each ``(col, array)`` of ``values`` the array's values (e.g. the 0-d
+    loss) at [col, col + size): a device array is copied on the device, a number or numpy array
+    is kept on the host and joins its row when read. Columns the record does not write hold
+    NaN."""
     ring.record(int(step), tuple(health), tuple(values))
 
 
@@ -942,9 +945,10 @@ def rmsprop_step(param, grad, square_avg, lr, alpha, eps, weight_decay, momentum
 
 
 # ---------------------------------------------------------------------------------------------
-# statistics without CUDA kernels (activation statistics, torch models' per-tensor health and
-# norms): the values go through the host and the CPU kernels (the same results as
-# backend/cpu.py on the same values; each call synchronises)
+# statistics without CUDA kernels (activation statistics, parameter norms of separate arrays):
+# the values go through the host and the CPU kernels (the same results as backend/cpu.py on the
+# same values; each call synchronises). segment_health, monitor_norms and tensors_health have
+# CUDA kernels (csrc/cuda/health.cu).
 
 
 def _host(a):
@@ -968,8 +972,9 @@ def l2_norms(arrays):
 
 
 def tensors_health(arrays):
-    """float64 (K, 7): the health row of each array (computed on the host)."""
-    return _C.tensors_health([_host(a) for a in arrays])
+    """float64 (K, 7): the health row of each array (one CUDA health pass over all of them,
+    one synchronisation)."""
+    return _C.cuda_tensors_health(list(arrays))
 
 
 def tensors_param_norms(arrays, prev, diff: bool = False, snapshot: bool = False):
