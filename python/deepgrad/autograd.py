@@ -296,14 +296,15 @@ def record(data, be, inputs, backward, name, saved=None):
     input; ``saved`` are the input tensors whose values the backward reads, version-checked
     when it runs. The only code that creates a tape node (every op calls it)."""
     t = _new(data, be)
-    if _S.grad_enabled:
+    s = _S
+    if s.grad_enabled:
         for i in inputs:
             if i.requires_grad:
                 t.requires_grad = True
                 t._node = Node(inputs, backward, name,
-                               tuple((s, s._version) for s in saved) if saved else None)
+                               tuple([(v, v._version) for v in saved]) if saved else None)
                 break
-    if _S.anomaly:
+    if s.anomaly:
         _check_forward(t, name)
     return t
 

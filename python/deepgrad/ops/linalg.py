@@ -62,12 +62,14 @@ def _dense_backward(x, w, b, xd, wd, bd, z, y, activation, alpha, be, stats, g):
     cells in dense's body, which runs once per layer per step). ``stats``: None or the layer
     statistics record of the forward, which receives ||dL/dy||^2."""
     dw, w_direct = grad_sink(w, wd, be)
-    if b is None:
-        dx = be.dense_backward(g, xd, wd, z, y, dw, None, activation, alpha, x.requires_grad,
+    db, b_direct = (None, True) if b is None else grad_sink(b, bd, be)
+    if stats is None:
+        dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad)
+    else:
+        dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad,
                                stats)
+    if b is None:
         return dx, None if w_direct else dw
-    db, b_direct = grad_sink(b, bd, be)
-    dx = be.dense_backward(g, xd, wd, z, y, dw, db, activation, alpha, x.requires_grad, stats)
     return dx, None if w_direct else dw, None if b_direct else db
 
 
