@@ -85,7 +85,7 @@ void step_with_stats(T* p, const T* g, const StepStatsOut& st, index_t cost, Upd
     const double* q = part.data() + k * kPart;
     o[0] += q[0];
     o[1] = std::max(o[1], q[1]);
-    o[2] += q[2];  // NaN once any chunk saw a non-finite gradient value
+    o[2] += q[2];  // NaN once any chunk saw a non-finite gradient value (or float overflow)
     o[4] += q[3];
     o[5] += q[4];
   }
@@ -95,7 +95,8 @@ void step_with_stats(T* p, const T* g, const StepStatsOut& st, index_t cost, Upd
     if (std::isnan(o[2])) {  // rare: the segment's health pass for the exact numbers
       double h[7];
       health<T>(h, g + b, n);
-      o[0] = std::nan("");
+      const bool bad = h[4] + h[5] > 0;  // else float squares overflowed: the exact norm
+      o[0] = bad ? std::nan("") : h[0];
       o[1] = h[1];
       o[2] = h[4] + h[5];
       o[3] = h[6];

@@ -186,3 +186,14 @@ def test_monitor_takes_the_step_statistics_only_when_they_describe_this_step():
         assert m.arena.step_stats_readers == 1
         mon.close()
         assert m.arena.step_stats_readers == 0
+
+
+def test_huge_finite_float32_gradients_are_not_called_nonfinite():
+    """float32 gradients near 1e20: their squares overflow float32 lanes; the statistics still
+    give the exact norm and no non-finite values (the exact pass takes over)."""
+    g = np.full(600, 1e20, np.float32)
+    p = np.zeros(600, np.float32)
+    st = np.zeros((1, 8))
+    cpu.sgd_step(p, g, None, 1e-30, 0.0, 0.0, False, 0.0, False, np.array([0, 600]), st)
+    assert st[0, 0] == pytest.approx(np.linalg.norm(g.astype(np.float64)), rel=1e-6)
+    assert st[0, 2] == 0 and st[0, 3] == -1 and st[0, 1] == pytest.approx(1e20, rel=1e-6)

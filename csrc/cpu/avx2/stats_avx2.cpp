@@ -111,7 +111,7 @@ void health_f32(double* out, const float* x, index_t n) {
 void step_chunk_f32(double* o, const float* g, const float* pn, const float* po, index_t k) {
   const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   const __m256 inf = _mm256_set1_ps(__builtin_inff());
-  __m256 q = _mm256_setzero_ps(), m = q, c = q, ps = q, ds = q;
+  __m256 q = _mm256_setzero_ps(), m = q, ps = q, ds = q;
   index_t i = 0;
   for (; i + 8 <= k; i += 8) {
     const __m256 v = _mm256_loadu_ps(g + i), w = _mm256_loadu_ps(pn + i);
@@ -120,21 +120,18 @@ void step_chunk_f32(double* o, const float* g, const float* pn, const float* po,
     q = _mm256_fmadd_ps(v, v, q);
     // the finite values only: |v| < inf (false for NaN and +-Inf)
     m = _mm256_max_ps(m, _mm256_and_ps(a, _mm256_cmp_ps(a, inf, _CMP_LT_OQ)));
-    c = _mm256_add_ps(c, _mm256_sub_ps(v, v));
     ps = _mm256_fmadd_ps(w, w, ps);
     ds = _mm256_fmadd_ps(d, d, ds);
   }
-  alignas(32) float lq[8], lm[8], lc[8], lp[8], ld[8];
+  alignas(32) float lq[8], lm[8], lp[8], ld[8];
   _mm256_store_ps(lq, q);
   _mm256_store_ps(lm, m);
-  _mm256_store_ps(lc, c);
   _mm256_store_ps(lp, ps);
   _mm256_store_ps(ld, ds);
-  double sq = 0, mx = 0, cc = 0, sp = 0, sd = 0;
+  double sq = 0, mx = 0, sp = 0, sd = 0;
   for (int j = 0; j < 8; ++j) {
     sq += lq[j];
     mx = std::max(mx, double(lm[j]));
-    cc += lc[j];
     sp += lp[j];
     sd += ld[j];
   }
@@ -142,13 +139,14 @@ void step_chunk_f32(double* o, const float* g, const float* pn, const float* po,
     const float v = g[i], w = pn[i], d = w - po[i], a = std::fabs(v);
     sq += double(v * v);
     if (a < __builtin_inff()) mx = std::max(mx, double(a));
-    cc += double(v - v);
     sp += double(w * w);
     sd += double(d * d);
   }
   o[0] = sq;
   o[1] = mx;
-  o[2] = cc;
+  // a NaN or an Inf in g makes the sum of squares NaN or Inf (so does an overflow of the float
+  // squares, |g| > 1.8e19: the caller's exact pass then sorts it out)
+  o[2] = std::isfinite(sq) ? 0.0 : std::nan("");
   o[3] = sp;
   o[4] = sd;
 }
