@@ -138,7 +138,7 @@ void shape3_is(const char* fn, const py::array& a, const char* name, py::ssize_t
 }
 
 py::tuple lstm_sequence_forward(py::handle xw_o, py::handle w_o, py::handle h0_o,
-                                py::handle c0_o) {
+                                py::handle c0_o, bool reference) {
   const char* fn = "lstm_sequence_forward";
   py::array xw = float_input(xw_o, fn, "xw"), w = float_input(w_o, fn, "w");
   py::array h0 = float_input(h0_o, fn, "h0"), c0 = float_input(c0_o, fn, "c0");
@@ -166,14 +166,15 @@ py::tuple lstm_sequence_forward(py::handle xw_o, py::handle w_o, py::handle h0_o
     std::memcpy(phs, cdata_of<T>(h0), sizeof(T) * B * H);
     std::memcpy(pcs, cdata_of<T>(c0), sizeof(T) * B * H);
     py::gil_scoped_release nogil;
-    cpu::lstm_sequence_forward<T>(data_of<T>(y), phs, pcs, data_of<T>(acts), cdata_of<T>(xw),
-                                  cdata_of<T>(w), B, steps, H);
+    (reference ? cpu::lstm_sequence_forward_stepwise<T> : cpu::lstm_sequence_forward<T>)(
+        data_of<T>(y), phs, pcs, data_of<T>(acts), cdata_of<T>(xw), cdata_of<T>(w), B, steps, H);
   });
   return py::make_tuple(y, hs, cs, acts);
 }
 
 py::tuple lstm_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle cs_o,
-                                 py::handle acts_o, py::handle w_o, bool want_norms) {
+                                 py::handle acts_o, py::handle w_o, bool want_norms,
+                                 bool reference) {
   const char* fn = "lstm_sequence_backward";
   py::array hs = float_input(hs_o, fn, "hs"), cs = float_input(cs_o, fn, "cs");
   py::array acts = float_input(acts_o, fn, "acts"), w = float_input(w_o, fn, "w");
@@ -196,10 +197,9 @@ py::tuple lstm_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle cs
     using T = decltype(tag);
     double* pn = want_norms ? norms.mutable_data() : nullptr;
     py::gil_scoped_release nogil;
-    cpu::lstm_sequence_backward<T>(data_of<T>(dxw), data_of<T>(dw), data_of<T>(dh0),
-                                   data_of<T>(dc0), pn, cdata_of<T>(gy), cdata_of<T>(hs),
-                                   cdata_of<T>(cs), cdata_of<T>(acts), cdata_of<T>(w), B, steps,
-                                   H);
+    (reference ? cpu::lstm_sequence_backward_stepwise<T> : cpu::lstm_sequence_backward<T>)(
+        data_of<T>(dxw), data_of<T>(dw), data_of<T>(dh0), data_of<T>(dc0), pn, cdata_of<T>(gy),
+        cdata_of<T>(hs), cdata_of<T>(cs), cdata_of<T>(acts), cdata_of<T>(w), B, steps, H);
   });
   return py::make_tuple(dxw, dw, dh0, dc0, want_norms ? py::object(norms) : py::object(py::none()));
 }
@@ -223,7 +223,7 @@ py::ssize_t sequence_args(const char* fn, const py::array& xw, const py::array& 
 }
 
 py::tuple rnn_sequence_forward(py::handle xw_o, py::handle w_o, py::handle h0_o,
-                               const std::string& activation) {
+                               const std::string& activation, bool reference) {
   const char* fn = "rnn_sequence_forward";
   py::array xw = float_input(xw_o, fn, "xw"), w = float_input(w_o, fn, "w");
   py::array h0 = float_input(h0_o, fn, "h0");
@@ -237,14 +237,16 @@ py::tuple rnn_sequence_forward(py::handle xw_o, py::handle w_o, py::handle h0_o,
     using T = decltype(tag);
     std::memcpy(data_of<T>(hs), cdata_of<T>(h0), sizeof(T) * B * H);
     py::gil_scoped_release nogil;
-    cpu::rnn_sequence_forward<T>(data_of<T>(y), data_of<T>(hs), data_of<T>(zs), cdata_of<T>(xw),
-                                 cdata_of<T>(w), B, steps, H, act);
+    (reference ? cpu::rnn_sequence_forward_stepwise<T> : cpu::rnn_sequence_forward<T>)(
+        data_of<T>(y), data_of<T>(hs), data_of<T>(zs), cdata_of<T>(xw), cdata_of<T>(w), B, steps,
+        H, act);
   });
   return py::make_tuple(y, hs, zs);
 }
 
 py::tuple rnn_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle zs_o,
-                                py::handle w_o, const std::string& activation, bool want_norms) {
+                                py::handle w_o, const std::string& activation, bool want_norms,
+                                bool reference) {
   const char* fn = "rnn_sequence_backward";
   py::array gy = float_input(gy_o, fn, "gy"), hs = float_input(hs_o, fn, "hs");
   py::array zs = float_input(zs_o, fn, "zs"), w = float_input(w_o, fn, "w");
@@ -264,15 +266,15 @@ py::tuple rnn_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle zs_
     using T = decltype(tag);
     double* pn = want_norms ? norms.mutable_data() : nullptr;
     py::gil_scoped_release nogil;
-    cpu::rnn_sequence_backward<T>(data_of<T>(dxw), data_of<T>(dw), data_of<T>(dh0), pn,
-                                  cdata_of<T>(gy), cdata_of<T>(hs), cdata_of<T>(zs),
-                                  cdata_of<T>(w), B, steps, H, act);
+    (reference ? cpu::rnn_sequence_backward_stepwise<T> : cpu::rnn_sequence_backward<T>)(
+        data_of<T>(dxw), data_of<T>(dw), data_of<T>(dh0), pn, cdata_of<T>(gy), cdata_of<T>(hs),
+        cdata_of<T>(zs), cdata_of<T>(w), B, steps, H, act);
   });
   return py::make_tuple(dxw, dw, dh0, want_norms ? py::object(norms) : py::object(py::none()));
 }
 
 py::tuple gru_sequence_forward(py::handle xw_o, py::handle w_o, py::handle bh_o,
-                               py::handle h0_o) {
+                               py::handle h0_o, bool reference) {
   const char* fn = "gru_sequence_forward";
   py::array xw = float_input(xw_o, fn, "xw"), w = float_input(w_o, fn, "w");
   py::array h0 = float_input(h0_o, fn, "h0");
@@ -294,14 +296,15 @@ py::tuple gru_sequence_forward(py::handle xw_o, py::handle w_o, py::handle bh_o,
     std::memcpy(data_of<T>(hs), cdata_of<T>(h0), sizeof(T) * B * H);
     const T* pb = has_bh ? cdata_of<T>(bh) : nullptr;
     py::gil_scoped_release nogil;
-    cpu::gru_sequence_forward<T>(data_of<T>(y), data_of<T>(hs), data_of<T>(acts),
-                                 cdata_of<T>(xw), cdata_of<T>(w), pb, B, steps, H);
+    (reference ? cpu::gru_sequence_forward_stepwise<T> : cpu::gru_sequence_forward<T>)(
+        data_of<T>(y), data_of<T>(hs), data_of<T>(acts), cdata_of<T>(xw), cdata_of<T>(w), pb, B,
+        steps, H);
   });
   return py::make_tuple(y, hs, acts);
 }
 
 py::tuple gru_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle acts_o,
-                                py::handle w_o, bool has_bh, bool want_norms) {
+                                py::handle w_o, bool has_bh, bool want_norms, bool reference) {
   const char* fn = "gru_sequence_backward";
   py::array gy = float_input(gy_o, fn, "gy"), hs = float_input(hs_o, fn, "hs");
   py::array acts = float_input(acts_o, fn, "acts"), w = float_input(w_o, fn, "w");
@@ -323,14 +326,16 @@ py::tuple gru_sequence_backward(py::handle gy_o, py::handle hs_o, py::handle act
     double* pn = want_norms ? norms.mutable_data() : nullptr;
     T* pdb = has_bh ? data_of<T>(dbh) : nullptr;
     py::gil_scoped_release nogil;
-    cpu::gru_sequence_backward<T>(data_of<T>(dxw), data_of<T>(dw), pdb, data_of<T>(dh0), pn,
-                                  cdata_of<T>(gy), cdata_of<T>(hs), cdata_of<T>(acts),
-                                  cdata_of<T>(w), B, steps, H);
+    (reference ? cpu::gru_sequence_backward_stepwise<T> : cpu::gru_sequence_backward<T>)(
+        data_of<T>(dxw), data_of<T>(dw), pdb, data_of<T>(dh0), pn, cdata_of<T>(gy),
+        cdata_of<T>(hs), cdata_of<T>(acts), cdata_of<T>(w), B, steps, H);
   });
   return py::make_tuple(dxw, dw, has_bh ? py::object(dbh) : py::object(py::none()), dh0,
                         want_norms ? py::object(norms) : py::object(py::none()));
 }
 
+// The six sequence entry points take reference=True to run the stepwise reference kernels (one
+// gemm() call per step; see rnn.h) instead of the fast ones: for tests and bench_rnn.py.
 void bind_rnn(py::module_& m) {
   m.def("lstm_cell_forward", &lstm_cell_forward, py::arg("gates"), py::arg("c_prev"),
         "LSTM gate arithmetic. gates (B, 4H) pre-activations in order (i, f, g, o), c_prev (B, H)"
@@ -344,26 +349,29 @@ void bind_rnn(py::module_& m) {
   m.def("gru_cell_backward", &gru_cell_backward, py::arg("dh"), py::arg("h_prev"), py::arg("act"),
         "dh (B, H) -> (dxg (B, 3H), dhg (B, 3H), dh_prev (B, H) the direct part z*dh).");
   m.def("lstm_sequence_forward", &lstm_sequence_forward, py::arg("xw"), py::arg("w"),
-        py::arg("h0"), py::arg("c0"),
+        py::arg("h0"), py::arg("c0"), py::arg("reference") = false,
         "A whole LSTM sequence: xw (T*B, 4H) time-major input projections, w (H, 4H), h0 and c0 "
         "(B, H) -> (y (B, T+1, H) = h_1..h_T then c_T, hs and cs (T+1, B, H), acts (T, B, 4H)).");
   m.def("lstm_sequence_backward", &lstm_sequence_backward, py::arg("gy"), py::arg("hs"),
         py::arg("cs"), py::arg("acts"), py::arg("w"), py::arg("norms") = false,
+        py::arg("reference") = false,
         "gy = dL/dy (B, T+1, H) with the saved hs, cs, acts of lstm_sequence_forward -> (dxw "
         "(T*B, 4H), dw (H, 4H), dh0, dc0 (B, H), ||dL/dh_t|| per step (T,) or None).");
   m.def("rnn_sequence_forward", &rnn_sequence_forward, py::arg("xw"), py::arg("w"),
-        py::arg("h0"), py::arg("activation") = "tanh",
+        py::arg("h0"), py::arg("activation") = "tanh", py::arg("reference") = false,
         "A whole Elman RNN sequence: xw (T*B, H), w (H, H), h0 (B, H) -> (y (B, T, H), hs "
         "(T+1, B, H), zs (T, B, H) pre-activations).");
   m.def("rnn_sequence_backward", &rnn_sequence_backward, py::arg("gy"), py::arg("hs"),
         py::arg("zs"), py::arg("w"), py::arg("activation") = "tanh", py::arg("norms") = false,
+        py::arg("reference") = false,
         "gy (B, T, H) -> (dxw (T*B, H), dw (H, H), dh0 (B, H), ||dL/dh_t|| (T,) or None).");
   m.def("gru_sequence_forward", &gru_sequence_forward, py::arg("xw"), py::arg("w"),
-        py::arg("bh"), py::arg("h0"),
+        py::arg("bh"), py::arg("h0"), py::arg("reference") = false,
         "A whole GRU sequence: xw (T*B, 3H) = x W_ih + b_ih, w (H, 3H), bh (3H,) or None, h0 "
         "(B, H) -> (y (B, T, H), hs (T+1, B, H), acts (T, B, 4H)).");
   m.def("gru_sequence_backward", &gru_sequence_backward, py::arg("gy"), py::arg("hs"),
         py::arg("acts"), py::arg("w"), py::arg("has_bh") = true, py::arg("norms") = false,
+        py::arg("reference") = false,
         "gy (B, T, H) -> (dxw (T*B, 3H), dw (H, 3H), dbh (3H,) or None, dh0 (B, H), "
         "||dL/dh_t|| (T,) or None).");
 }

@@ -31,9 +31,10 @@ constexpr index_t kCellCost = 16;
 // Rows over threads: a cell step is 5-50 us at common sizes, so the fork goes through the
 // mid-size fork's backoff (cpu/mid_fork.h), which keeps it on the calling thread while forks
 // wait for a busy CPU.
-template <class F>
+// kFork false: all rows on the calling thread (the sequence kernels split rows themselves).
+template <bool kFork = true, class F>
 void rows(index_t B, index_t H, F&& row) {
-  const int nt = threads_for(B * H * kCellCost);
+  const int nt = kFork ? threads_for(B * H * kCellCost) : 1;
   if (nt > 1 && mid_fork_allowed()) {
     fork_team(nt, [&](int t, int nteam) {
       index_t lo, hi;
@@ -82,15 +83,14 @@ DG_CLONES void gru_bwd_row(T* __restrict dx, T* __restrict dg, T* __restrict dhp
                       &dx[H + j], &dx[2 * H + j], &dg[j], &dg[H + j], &dg[2 * H + j], &dhp[j]);
 }
 
-}  // namespace
-
-template <class T>
-void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, index_t H) {
+// The cell kernels over B rows, split over threads (kFork) or on the calling thread.
+template <bool kFork, class T>
+void lstm_fwd(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, index_t H) {
 #ifdef DG_HAVE_AVX2_BUILD
   if constexpr (std::is_same_v<T, float>) {  // the same formulas on AVX2/FMA intrinsics
     static const bool avx2 = cpu_has_avx2_fma();
     if (avx2) {
-      rows(B, H, [&](index_t b) {
+      rows<kFork>(B, H, [&](index_t b) {
         avx2::lstm_forward_row_f32(h + b * H, c + b * H, act + b * 4 * H, gates + b * 4 * H,
                                    c_prev + b * H, H);
       });
@@ -98,15 +98,15 @@ void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, inde
     }
   }
 #endif
-  rows(B, H, [&](index_t b) {
+  rows<kFork>(B, H, [&](index_t b) {
     lstm_fwd_row(h + b * H, c + b * H, act + b * 4 * H, gates + b * 4 * H, c_prev + b * H, H);
   });
 }
 
-template <class T>
-void lstm_cell_backward(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev,
-                        const T* c, const T* act, index_t B, index_t H) {
-  rows(B, H, [&](index_t b) {
+template <bool kFork, class T>
+void lstm_bwd(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev, const T* c,
+              const T* act, index_t B, index_t H) {
+  rows<kFork>(B, H, [&](index_t b) {
     T* d = dgates + b * 4 * H;
     T* dcp = dc_prev + b * H;
     const T* dhb = dh ? dh + b * H : nullptr;
@@ -121,30 +121,75 @@ void lstm_cell_backward(T* dgates, T* dc_prev, const T* dh, const T* dc, const T
   });
 }
 
-template <class T>
-void gru_cell_forward(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B, index_t H) {
-  rows(B, H, [&](index_t b) {
+template <bool kFork, class T>
+void gru_fwd(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B, index_t H) {
+  rows<kFork>(B, H, [&](index_t b) {
     gru_fwd_row(h + b * H, act + b * 4 * H, xg + b * 3 * H, hg + b * 3 * H, h_prev + b * H, H);
   });
 }
 
-template <class T>
-void gru_cell_backward(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act,
-                       index_t B, index_t H) {
-  rows(B, H, [&](index_t b) {
+template <bool kFork, class T>
+void gru_bwd(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act, index_t B,
+             index_t H) {
+  rows<kFork>(B, H, [&](index_t b) {
     gru_bwd_row(dxg + b * 3 * H, dhg + b * 3 * H, dh_prev + b * H, dh + b * H, act + b * 4 * H,
                 h_prev + b * H, H);
   });
 }
 
-#define DG_INSTANTIATE(T)                                                                        \
-  template void lstm_cell_forward<T>(T*, T*, T*, const T*, const T*, index_t, index_t);          \
-  template void lstm_cell_backward<T>(T*, T*, const T*, const T*, const T*, const T*, const T*,  \
-                                      index_t, index_t);                                         \
-  template void gru_cell_forward<T>(T*, T*, const T*, const T*, const T*, index_t, index_t);     \
-  template void gru_cell_backward<T>(T*, T*, T*, const T*, const T*, const T*, index_t, index_t);
+}  // namespace
+
+template <class T>
+void lstm_cell_forward(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, index_t H) {
+  lstm_fwd<true>(h, c, act, gates, c_prev, B, H);
+}
+template <class T>
+void lstm_cell_forward_here(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B,
+                            index_t H) {
+  lstm_fwd<false>(h, c, act, gates, c_prev, B, H);
+}
+template <class T>
+void lstm_cell_backward(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev,
+                        const T* c, const T* act, index_t B, index_t H) {
+  lstm_bwd<true>(dgates, dc_prev, dh, dc, c_prev, c, act, B, H);
+}
+template <class T>
+void lstm_cell_backward_here(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev,
+                             const T* c, const T* act, index_t B, index_t H) {
+  lstm_bwd<false>(dgates, dc_prev, dh, dc, c_prev, c, act, B, H);
+}
+template <class T>
+void gru_cell_forward(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B, index_t H) {
+  gru_fwd<true>(h, act, xg, hg, h_prev, B, H);
+}
+template <class T>
+void gru_cell_forward_here(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B,
+                           index_t H) {
+  gru_fwd<false>(h, act, xg, hg, h_prev, B, H);
+}
+template <class T>
+void gru_cell_backward(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act,
+                       index_t B, index_t H) {
+  gru_bwd<true>(dxg, dhg, dh_prev, dh, h_prev, act, B, H);
+}
+template <class T>
+void gru_cell_backward_here(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev,
+                            const T* act, index_t B, index_t H) {
+  gru_bwd<false>(dxg, dhg, dh_prev, dh, h_prev, act, B, H);
+}
+
+#define DG_INSTANTIATE_CELLS(T, SUFFIX)                                                         \
+  template void lstm_cell_forward##SUFFIX<T>(T*, T*, T*, const T*, const T*, index_t, index_t);  \
+  template void lstm_cell_backward##SUFFIX<T>(T*, T*, const T*, const T*, const T*, const T*,    \
+                                              const T*, index_t, index_t);                       \
+  template void gru_cell_forward##SUFFIX<T>(T*, T*, const T*, const T*, const T*, index_t,       \
+                                            index_t);                                            \
+  template void gru_cell_backward##SUFFIX<T>(T*, T*, T*, const T*, const T*, const T*, index_t,  \
+                                             index_t);
+#define DG_INSTANTIATE(T) DG_INSTANTIATE_CELLS(T, ) DG_INSTANTIATE_CELLS(T, _here)
 DG_INSTANTIATE(float)
 DG_INSTANTIATE(double)
 #undef DG_INSTANTIATE
+#undef DG_INSTANTIATE_CELLS
 
 }  // namespace dg::cpu

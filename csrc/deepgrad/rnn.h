@@ -94,6 +94,21 @@ template <class T>
 void gru_cell_backward(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev, const T* act,
                        index_t B, index_t H);
 
+// The same four cell kernels on the calling thread only (no fork): for callers that have split
+// their rows over threads already (the sequence kernels below). Same results, bit for bit.
+template <class T>
+void lstm_cell_forward_here(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B,
+                            index_t H);
+template <class T>
+void lstm_cell_backward_here(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev,
+                             const T* c, const T* act, index_t B, index_t H);
+template <class T>
+void gru_cell_forward_here(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B,
+                           index_t H);
+template <class T>
+void gru_cell_backward_here(T* dxg, T* dhg, T* dh_prev, const T* dh, const T* h_prev,
+                            const T* act, index_t B, index_t H);
+
 // ---- a whole LSTM sequence on the CPU (one native call each way; nn.LSTM's tape node) ----
 // xw (T*B, 4H): x_t W_ih + b for every step, time-major; w (H, 4H); hs[0], cs[0] (B, H) hold
 // h0 and c0 on entry. Writes hs[1..T], cs[1..T] (hs, cs: (T+1, B, H)), acts (T, B, 4H) and
@@ -130,6 +145,32 @@ template <class T>
 void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T* gy,
                            const T* hs, const T* acts, const T* w, index_t B, index_t steps,
                            index_t H);
+
+// The reference implementations of the six sequence kernels above (same arguments): per step one
+// gemm() call (which packs W_hh again every step) and one cell kernel call over the whole batch.
+// The fast kernels fall back to these where the CPU lacks AVX2/FMA; tests and bench_rnn.py
+// compare against them.
+template <class T>
+void lstm_sequence_forward_stepwise(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w,
+                                    index_t B, index_t steps, index_t H);
+template <class T>
+void lstm_sequence_backward_stepwise(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const T* gy,
+                                     const T* hs, const T* cs, const T* acts, const T* w,
+                                     index_t B, index_t steps, index_t H);
+template <class T>
+void rnn_sequence_forward_stepwise(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B,
+                                   index_t steps, index_t H, Act act);
+template <class T>
+void rnn_sequence_backward_stepwise(T* dxw, T* dw, T* dh0, double* norms, const T* gy,
+                                    const T* hs, const T* zs, const T* w, index_t B,
+                                    index_t steps, index_t H, Act act);
+template <class T>
+void gru_sequence_forward_stepwise(T* y, T* hs, T* acts, const T* xw, const T* w, const T* bh,
+                                   index_t B, index_t steps, index_t H);
+template <class T>
+void gru_sequence_backward_stepwise(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T* gy,
+                                    const T* hs, const T* acts, const T* w, index_t B,
+                                    index_t steps, index_t H);
 
 }  // namespace cpu
 }  // namespace dg

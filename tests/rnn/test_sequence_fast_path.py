@@ -1,0 +1,121 @@
+"""The fast recurrent sequence kernels (W_hh packed once per sequence, fused row tiles, batch rows
+split over threads) against the stepwise reference kernels (one gemm() call per step,
+reference=True), and against float64 when run in float32."""
+import numpy as np
+import pytest
+
+import deepgrad
+from deepgrad import _C
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+# (batch, steps, hidden): micro-kernel row-tile remainders 1-5, 7, 8; hidden sizes below, at and
+# past the 16-wide panels; 600 sums K in gemm's 512-long chunks on the forward and backward.
+SHAPES = [(1, 3, 1), (2, 4, 3), (7, 3, 5), (13, 5, 17), (32, 4, 33), (20, 3, 64), (9, 2, 600)]
+
+
+def _inputs(kind, B, T, H, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    G = GATES[kind] * H
+    xw = rng.standard_normal((T * B, G)).astype(dtype)
+    w = (rng.uniform(-1, 1, (H, G)) * 1.5 / np.sqrt(H)).astype(dtype)
+    bh = rng.uniform(-0.5, 0.5, G).astype(dtype)
+    h0 = rng.uniform(-0.5, 0.5, (B, H)).astype(dtype)
+    c0 = rng.uniform(-0.5, 0.5, (B, H)).astype(dtype)
+    gy = rng.standard_normal((B, T + (kind == "lstm"), H)).astype(dtype)
+    return xw, w, bh, h0, c0, gy
+
+
+def _run(kind, args, reference, act="tanh", with_bias=True):
+    """Forward and backward outputs of one sequence: [y, saved..., grads..., norms]."""
+    xw, w, bh, h0, c0, gy = args
+    if kind == "lstm":
+        y, hs, cs, acts = _C.lstm_sequence_forward(xw, w, h0, c0, reference=reference)
+        back = _C.lstm_sequence_backward(gy, hs, cs, acts, w, True, reference=reference)
+        return [y, hs, cs, acts, *back]
+    if kind == "gru":
+        y, hs, acts = _C.gru_sequence_forward(xw, w, bh if with_bias else None, h0,
+                                              reference=reference)
+        back = _C.gru_sequence_backward(gy, hs, acts, w, with_bias, True, reference=reference)
+        return [y, hs, acts, *back]
+    y, hs, zs = _C.rnn_sequence_forward(xw, w, h0, act, reference=reference)
+    back = _C.rnn_sequence_backward(gy, hs, zs, w, act, True, reference=reference)
+    return [y, hs, zs, *back]
+
+
+def _rel_err(a, b):
+    return float(np.max(np.abs(a.astype(np.float64) - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 1e-6), (np.float64, 1e-14)])
+def test_fast_sequence_matches_the_stepwise_reference(kind, shape, dtype, tol):
+    # On one thread the two paths give every element the same operations in the same order; the
+    # per-step ||dL/dh_t|| (last output) adds its squares row by row, so it may differ in the
+    # last bits of a double.
+    saved = deepgrad.get_num_threads()
+    try:
+        deepgrad.set_num_threads(1)
+        args = _inputs(kind, *shape, dtype)
+        fast, ref = _run(kind, args, False), _run(kind, args, True)
+    finally:
+        deepgrad.set_num_threads(saved)
+    assert len(fast) == len(ref)
+    for i, (a, b) in enumerate(zip(fast, ref)):
+        assert a.dtype == b.dtype and a.shape == b.shape, i
+        assert _rel_err(a, b) <= (1e-13 if i == len(fast) - 1 else tol), (i, _rel_err(a, b))
+
+
+@pytest.mark.parametrize("kind", ["gru", "rnn"])
+def test_fast_sequence_variants_match_the_reference(kind):
+    # GRU without b_hh, RNN with relu (float32; a relu recurrence can grow, so relative error)
+    saved = deepgrad.get_num_threads()
+    try:
+        deepgrad.set_num_threads(1)
+        args = _inputs(kind, 11, 6, 24, np.float32, seed=4)
+        kw = {"with_bias": False} if kind == "gru" else {"act": "relu"}
+        fast, ref = _run(kind, args, False, **kw), _run(kind, args, True, **kw)
+    finally:
+        deepgrad.set_num_threads(saved)
+    for i, (a, b) in enumerate(zip(fast, ref)):
+        if b is None:
+            assert a is None
+            continue
+        assert _rel_err(a, b) <= (1e-13 if i == len(fast) - 1 else 1e-6), i
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_fast_sequence_gives_the_same_bits_on_any_number_of_threads(kind):
+    # batch rows are split over threads; each row's arithmetic does not depend on the split
+    args = _inputs(kind, 37, 5, 40, np.float32, seed=2)
+    saved = deepgrad.get_num_threads()
+    runs = []
+    try:
+        for t in (1, 2, 3, 4):
+            deepgrad.set_num_threads(t)
+            runs.append(_run(kind, args, False))
+    finally:
+        deepgrad.set_num_threads(saved)
+    for r in runs[1:]:
+        for a, b in zip(r, runs[0]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_fast_float32_sequence_is_close_to_float64(kind):
+    # the float32 fast path against the float64 reference path on the same (rounded) inputs
+    args32 = _inputs(kind, 10, 8, 48, np.float32, seed=5)
+    args64 = tuple(a.astype(np.float64) for a in args32)
+    fast32, ref64 = _run(kind, args32, False), _run(kind, args64, True)
+    for i, (a, b) in enumerate(zip(fast32, ref64)):
+        assert _rel_err(a, b) < 2e-5, (i, _rel_err(a, b))
+
+
+def test_fast_sequence_norms_are_nan_where_the_gradient_is_not_finite():
+    xw, w, bh, h0, c0, gy = _inputs("lstm", 6, 4, 8, np.float32, seed=1)
+    gy[2, 2, 3] = np.inf  # dL/dh_2 of row 2 is infinite; earlier steps get NaN through W^T
+    y, hs, cs, acts = _C.lstm_sequence_forward(xw, w, h0, c0)
+    norms = _C.lstm_sequence_backward(gy, hs, cs, acts, w, True)[4]
+    ref = _C.lstm_sequence_backward(gy, hs, cs, acts, w, True, reference=True)[4]
+    assert np.isfinite(norms[3]) and np.isnan(norms[:3]).all()
+    np.testing.assert_array_equal(np.isnan(norms), np.isnan(ref))
