@@ -348,6 +348,18 @@ void bind_rnn(py::module_& m) {
         "order (r, z, n); h_prev (B, H) -> (h (B, H), act (B, 4H) = (r, z, n, hg_n)).");
   m.def("gru_cell_backward", &gru_cell_backward, py::arg("dh"), py::arg("h_prev"), py::arg("act"),
         "dh (B, H) -> (dxg (B, 3H), dhg (B, 3H), dh_prev (B, H) the direct part z*dh).");
+  m.def(
+      "_rnn_set_kernel",
+      [](const std::string& name) {
+        if (name != "auto" && name != "avx2")
+          throw py::value_error("_rnn_set_kernel: name must be 'auto' or 'avx2', got '" + name +
+                                "'");
+        cpu::rnn_set_kernel_limit(name == "avx2" ? 1 : 0);
+        return std::string(cpu::rnn_fast_kernel_name());
+      },
+      py::arg("name"),
+      "Which micro-kernel the fast recurrent sequence kernels use: 'auto' (AVX-512 where the CPU "
+      "has it) or 'avx2' (at most AVX2). Returns the kernel now in use (for tests and benchmarks).");
   m.def("lstm_sequence_forward", &lstm_sequence_forward, py::arg("xw"), py::arg("w"),
         py::arg("h0"), py::arg("c0"), py::arg("reference") = false,
         "A whole LSTM sequence: xw (T*B, 4H) time-major input projections, w (H, 4H), h0 and c0 "

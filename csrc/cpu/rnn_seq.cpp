@@ -17,9 +17,14 @@
 // path sums K in the chunks gemm() on one thread uses (see gemm_k_chunk), so results match the
 // reference bit for bit wherever gemm() is unchanged, on any number of threads.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "cpu/mid_fork.h"
 #include "deepgrad/cpu_features.h"
@@ -60,19 +65,136 @@ void batch_first(T* y, const T* hs, index_t B, index_t steps, index_t H, index_t
 
 // ---- the fast path's pieces --------------------------------------------------------------------
 
-// The micro-kernel of gemm.h where the CPU has AVX2/FMA, else null (the stepwise path then).
-template <class T> MicroKernel<T> fast_ukernel();
-template <> MicroKernel<float> fast_ukernel<float>() {
-#ifdef DG_HAVE_AVX2_BUILD
-  if (cpu_has_avx2_fma()) return &avx2::ukernel_f32;
-#endif
-  return nullptr;
+// ---- an AVX-512 micro-kernel for the recurrent products -----------------------------------
+// Same contract as gemm.h's MicroKernel (C tile = alpha * sum_p A(i,p) B(p,j) + beta * C), on
+// R x 32 float (R x 16 double) tiles of two zmm vectors per row. Each element of C is one FMA
+// chain over p from zero, then alpha * acc and beta * C added as in gemm.h's AVX2 kernel, so the
+// two kernels give the same bits; on cores with full-width AVX-512 units (Zen 5) it does twice
+// the multiply-adds per cycle. Rows past m are not computed (R = m); columns past n are masked.
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64))
+#define DG_RNN_AVX512 1
+#define DG_TARGET_AVX512 __attribute__((target("avx512f")))
+
+template <class T> struct Z;
+template <> struct Z<float> {
+  using V = __m512;
+  static constexpr int W = 16;
+  DG_TARGET_AVX512 static V zero() { return _mm512_setzero_ps(); }
+  DG_TARGET_AVX512 static V load(const float* p) { return _mm512_loadu_ps(p); }
+  DG_TARGET_AVX512 static V set1(float x) { return _mm512_set1_ps(x); }
+  DG_TARGET_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  DG_TARGET_AVX512 static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  DG_TARGET_AVX512 static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  DG_TARGET_AVX512 static V load_n(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
+  }
+  DG_TARGET_AVX512 static void store_n(float* p, V v, int n) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+  }
+};
+template <> struct Z<double> {
+  using V = __m512d;
+  static constexpr int W = 8;
+  DG_TARGET_AVX512 static V zero() { return _mm512_setzero_pd(); }
+  DG_TARGET_AVX512 static V load(const double* p) { return _mm512_loadu_pd(p); }
+  DG_TARGET_AVX512 static V set1(double x) { return _mm512_set1_pd(x); }
+  DG_TARGET_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  DG_TARGET_AVX512 static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  DG_TARGET_AVX512 static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
+  DG_TARGET_AVX512 static V load_n(const double* p, int n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
+  }
+  DG_TARGET_AVX512 static void store_n(double* p, V v, int n) {
+    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), v);
+  }
+};
+
+template <class T, int R>
+DG_TARGET_AVX512 void tile_avx512(index_t kc, const T* a, index_t rsa, index_t csa, const T* b,
+                                  index_t rsb, T* c, index_t ldc, T alpha, T beta, int n) {
+  using S = Z<T>;
+  using V = typename S::V;
+  constexpr int W = S::W;
+  V acc[R][2];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = S::zero();
+  index_t off = 0;
+#pragma GCC unroll 2
+  for (index_t p = 0; p < kc; ++p) {
+    const V b0 = S::load(b), b1 = S::load(b + W);
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) {
+      const V av = S::set1(a[i * rsa + off]);
+      acc[i][0] = S::fma(av, b0, acc[i][0]);
+      acc[i][1] = S::fma(av, b1, acc[i][1]);
+    }
+    b += rsb;
+    off += csa;
+  }
+  const V va = S::set1(alpha), vb = S::set1(beta);
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+    T* ci = c + i * ldc;
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int cols = n - h * W;
+      if (cols <= 0) break;
+      V v = S::mul(va, acc[i][h]);
+      if (cols >= W) {
+        if (beta != T(0)) v = S::fma(vb, S::load(ci + h * W), v);
+        S::store(ci + h * W, v);
+      } else {
+        if (beta != T(0)) v = S::fma(vb, S::load_n(ci + h * W, cols), v);
+        S::store_n(ci + h * W, v, cols);
+      }
+    }
+  }
 }
-template <> MicroKernel<double> fast_ukernel<double>() {
-#ifdef DG_HAVE_AVX2_BUILD
-  if (cpu_has_avx2_fma()) return &avx2::ukernel_f64;
+
+template <class T>
+void ukernel_avx512(index_t kc, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb,
+                    T* c, index_t ldc, T alpha, T beta, int m, int n) {
+  switch (m) {
+#define DG_TILE_CASE(R) \
+  case R: return tile_avx512<T, R>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, n);
+    DG_TILE_CASE(1) DG_TILE_CASE(2) DG_TILE_CASE(3) DG_TILE_CASE(4)
+    DG_TILE_CASE(5) DG_TILE_CASE(6) DG_TILE_CASE(7) DG_TILE_CASE(8)
+#undef DG_TILE_CASE
+  }
+}
+
+bool cpu_has_avx512f() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+}
 #endif
-  return nullptr;
+
+// Which tiles the fast path may use (rnn_set_kernel): 0 = the best the CPU has, 1 = AVX2 only.
+std::atomic<int> g_kernel_limit{0};
+
+// The fast path's micro-kernel: its tile width nr (W_hh's panels) and height mr.
+template <class T>
+struct Kernel {
+  MicroKernel<T> uk = nullptr;  // null: no fast kernel on this CPU (the stepwise path runs)
+  int nr = 0, mr = 0;
+};
+
+template <class T>
+Kernel<T> fast_kernel() {
+#ifdef DG_RNN_AVX512
+  if (g_kernel_limit.load(std::memory_order_relaxed) == 0 && cpu_has_avx512f())
+    return {&ukernel_avx512<T>, 2 * Z<T>::W, 8};
+#endif
+#ifdef DG_HAVE_AVX2_BUILD
+  if (cpu_has_avx2_fma()) {
+    if constexpr (std::is_same_v<T, float>) return {&avx2::ukernel_f32, GemmTile<T>::NR, 6};
+    else return {&avx2::ukernel_f64, GemmTile<T>::NR, 6};
+  }
+#endif
+  return {};
 }
 
 // The chunks along K in which gemm() on one thread sums an (m, n, k) product: all of K at once on
@@ -83,49 +205,50 @@ inline index_t gemm_k_chunk(index_t m, index_t n, index_t k) {
   return small ? k : index_t(512);
 }
 
-// B (K, N) with B(p, j) = b[p * rs + j * cs] -> NR-wide panels [jp0, jp1), p-major, zero padded
-// (the micro-kernel reads NR values per p): panel jp at dst + jp * NR * K.
+// B (K, N) with B(p, j) = b[p * rs + j * cs] -> nr-wide panels [jp0, jp1), p-major, zero padded
+// (the micro-kernel reads nr values per p): panel jp at dst + jp * nr * K.
 template <class T>
-void pack_panels(T* dst, const T* b, index_t rs, index_t cs, index_t K, index_t N, index_t jp0,
-                 index_t jp1) {
-  constexpr int NR = GemmTile<T>::NR;
+void pack_panels(T* dst, const T* b, index_t rs, index_t cs, index_t K, index_t N, int nr,
+                 index_t jp0, index_t jp1) {
   for (index_t jp = jp0; jp < jp1; ++jp) {
-    T* d = dst + jp * NR * K;
-    const index_t j0 = jp * NR;
-    const int nr = static_cast<int>(std::min<index_t>(NR, N - j0));
+    T* d = dst + jp * nr * K;
+    const index_t j0 = jp * nr;
+    const int n = static_cast<int>(std::min<index_t>(nr, N - j0));
     if (cs == 1) {
       for (index_t p = 0; p < K; ++p) {
         const T* s = b + p * rs + j0;
-        for (int j = 0; j < nr; ++j) d[p * NR + j] = s[j];
-        for (int j = nr; j < NR; ++j) d[p * NR + j] = T(0);
+        for (int j = 0; j < n; ++j) d[p * nr + j] = s[j];
+        for (int j = n; j < nr; ++j) d[p * nr + j] = T(0);
       }
     } else {
-      for (int j = 0; j < nr; ++j) {
+      for (int j = 0; j < n; ++j) {
         const T* s = b + (j0 + j) * cs;
-        for (index_t p = 0; p < K; ++p) d[p * NR + j] = s[p * rs];
+        for (index_t p = 0; p < K; ++p) d[p * nr + j] = s[p * rs];
       }
-      for (int j = nr; j < NR; ++j)
-        for (index_t p = 0; p < K; ++p) d[p * NR + j] = T(0);
+      for (int j = n; j < nr; ++j)
+        for (index_t p = 0; p < K; ++p) d[p * nr + j] = T(0);
     }
   }
 }
 
-// W packed once per sequence: (K, N) = W (ldw = N) or W^T (W stored (N, K), ldw = K).
+// W packed once per sequence: (K, N) = W (W stored (K, N)) or W^T (W stored (N, K)).
 template <class T>
 struct Panels {
   std::vector<T> buf;
   const T* b;
-  index_t rs, cs, K, N, npn;
-  Panels(const T* w, index_t K_, index_t N_, bool transposed)
-      : b(w), rs(transposed ? 1 : N_), cs(transposed ? K_ : 1), K(K_), N(N_),
-        npn((N_ + GemmTile<T>::NR - 1) / GemmTile<T>::NR) {
-    buf.resize(static_cast<size_t>(npn * GemmTile<T>::NR * K));
+  index_t rs, cs, K, N;
+  int nr;
+  index_t npn;
+  Panels(const T* w, index_t K_, index_t N_, bool transposed, int nr_)
+      : b(w), rs(transposed ? 1 : N_), cs(transposed ? K_ : 1), K(K_), N(N_), nr(nr_),
+        npn((N_ + nr_ - 1) / nr_) {
+    buf.resize(static_cast<size_t>(npn * nr * K));
   }
   // Thread t of n packs its share of the panels.
   void pack(int t, int n) {
     index_t lo, hi;
     split_units(npn, n, t, 1, &lo, &hi);
-    pack_panels(buf.data(), b, rs, cs, K, N, lo, hi);
+    pack_panels(buf.data(), b, rs, cs, K, N, nr, lo, hi);
   }
 };
 
@@ -134,30 +257,34 @@ struct Panels {
 template <class T>
 void rows_times(MicroKernel<T> uk, T* c, index_t ldc, const T* a, index_t lda,
                 const Panels<T>& bp, index_t kc, int mr, T beta) {
-  constexpr int NR = GemmTile<T>::NR;
   const index_t K = bp.K, N = bp.N;
+  const int nr = bp.nr;
   for (index_t jp = 0; jp < bp.npn; ++jp) {
-    const int nr = static_cast<int>(std::min<index_t>(NR, N - jp * NR));
-    const T* bj = bp.buf.data() + jp * NR * K;
+    const int n = static_cast<int>(std::min<index_t>(nr, N - jp * nr));
+    const T* bj = bp.buf.data() + jp * nr * K;
     for (index_t p0 = 0; p0 < K; p0 += kc)
-      uk(std::min(kc, K - p0), a + p0, lda, 1, bj + p0 * NR, NR, c + jp * NR, ldc, T(1),
-         p0 == 0 ? beta : T(1), mr, nr);
+      uk(std::min(kc, K - p0), a + p0, lda, 1, bj + p0 * nr, nr, c + jp * nr, ldc, T(1),
+         p0 == 0 ? beta : T(1), mr, n);
   }
 }
 
-// Rows [r0, r1) in micro-kernel tiles f(r, mr): 6 rows each, but a remainder of 7 or 8 rows goes
-// as 4 + 3 or 4 + 4 (the 4-row kernel runs at full speed, the 1-2 row one at half).
+// Rows [r0, r1) in micro-kernel tiles f(r, mr) of at most mr_max rows (6 or 8). The AVX2 kernel
+// computes 2, 4 or 6 rows and its 1-2 row tile runs at half speed, so a remainder of 7 or 8 rows
+// goes as 4 + 3 or 4 + 4; the AVX-512 kernel computes exactly mr rows and wants 4 or more, so
+// 9-11 rows go as two halves.
 template <class F>
-void row_tiles(index_t r0, index_t r1, F&& f) {
+void row_tiles(index_t r0, index_t r1, int mr_max, F&& f) {
   for (index_t r = r0; r < r1;) {
     const index_t left = r1 - r;
-    const int mr = left >= 9 || left == 6 ? 6 : left >= 7 ? 4 : static_cast<int>(left);
+    int mr;
+    if (mr_max == 6) mr = left >= 9 || left == 6 ? 6 : left >= 7 ? 4 : static_cast<int>(left);
+    else mr = left <= 8 ? static_cast<int>(left) : left < 12 ? static_cast<int>(left + 1) / 2 : 8;
     f(r, mr);
     r += mr;
   }
 }
 
-constexpr int kTileRows = 6;  // GemmTile<T>::MR: the most rows row_tiles hands out
+constexpr int kTileRows = 8;  // the most rows row_tiles hands out
 
 // Threads for a sequence of `macs` multiply-adds over B rows: as gemm() would fork for it, with
 // at least 4 rows per thread.
@@ -333,10 +460,10 @@ void gru_sequence_backward_stepwise(T* dxw, T* dw, T* dbh, T* dh0, double* norms
 template <class T>
 void lstm_sequence_forward(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w, index_t B,
                            index_t steps, index_t H) {
-  const MicroKernel<T> uk = fast_ukernel<T>();
-  if (!uk) return lstm_sequence_forward_stepwise(y, hs, cs, acts, xw, w, B, steps, H);
+  const Kernel<T> kn = fast_kernel<T>();
+  if (!kn.uk) return lstm_sequence_forward_stepwise(y, hs, cs, acts, xw, w, B, steps, H);
   const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk(B, G, H), ld = (steps + 1) * H;
-  Panels<T> wp(w, H, G, false);
+  Panels<T> wp(w, H, G, false, kn.nr);
   const int nt = sequence_threads(B, B * G * H * steps);
   std::vector<T> gbuf(static_cast<size_t>(nt * kTileRows * G));
   team(nt, [&](int t, int n) {
@@ -348,9 +475,9 @@ void lstm_sequence_forward(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w,
     for (index_t s = 0; s < steps; ++s) {
       const T *hp = hs + s * BH, *cp = cs + s * BH, *x = xw + s * B * G;
       T *hn = hs + (s + 1) * BH, *cn = cs + (s + 1) * BH, *a = acts + s * B * G;
-      row_tiles(r0, r1, [&](index_t r, int mr) {  // gates = xw_t + h_{t-1} W, then the cell
+      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {  // gates = xw_t + h_{t-1} W, then the cell
         std::memcpy(g, x + r * G, sizeof(T) * mr * G);
-        rows_times(uk, g, G, hp + r * H, H, wp, kc, mr, T(1));
+        rows_times(kn.uk, g, G, hp + r * H, H, wp, kc, mr, T(1));
         lstm_cell_forward_here<T>(hn + r * H, cn + r * H, a + r * G, g, cp + r * H, mr, H);
       });
     }
@@ -366,12 +493,12 @@ template <class T>
 void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const T* gy,
                             const T* hs, const T* cs, const T* acts, const T* w, index_t B,
                             index_t steps, index_t H) {
-  const MicroKernel<T> uk = fast_ukernel<T>();
-  if (!uk)
+  const Kernel<T> kn = fast_kernel<T>();
+  if (!kn.uk)
     return lstm_sequence_backward_stepwise(dxw, dw, dh0, dc0, norms, gy, hs, cs, acts, w, B,
                                            steps, H);
   const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk(B, H, G), ld = (steps + 1) * H;
-  Panels<T> wt(w, G, H, true);  // W^T (4H, H)
+  Panels<T> wt(w, G, H, true, kn.nr);  // W^T (4H, H)
   const int nt = sequence_threads(B, B * G * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dcs(static_cast<size_t>(2 * BH)),
       dhbuf(static_cast<size_t>(nt * kTileRows * H));
@@ -393,11 +520,11 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
       T* dcp = dcs.data() + (1 - cur) * BH;
       T* dg = dxw + s * B * G;
       double* ssr = norms ? ss.data() + s * B : nullptr;
-      row_tiles(r0, r1, [&](index_t r, int mr) {
+      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {
         tile_dh(dh, gy, dhn.data(), r, mr, H, ld, s, ssr);  // output at t + step t + 1
         lstm_cell_backward_here<T>(dg + r * G, dcp + r * H, dh, dc + r * H, cs + s * BH + r * H,
                                    cs + (s + 1) * BH + r * H, acts + s * B * G + r * G, mr, H);
-        rows_times(uk, dhn.data() + r * H, H, dg + r * G, G, wt, kc, mr, T(0));  // dgates W^T
+        rows_times(kn.uk, dhn.data() + r * H, H, dg + r * G, G, wt, kc, mr, T(0));  // dgates W^T
       });
       cur = 1 - cur;
     }
@@ -413,10 +540,10 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
 template <class T>
 void rnn_sequence_forward(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B, index_t steps,
                           index_t H, Act act) {
-  const MicroKernel<T> uk = fast_ukernel<T>();
-  if (!uk) return rnn_sequence_forward_stepwise(y, hs, zs, xw, w, B, steps, H, act);
+  const Kernel<T> kn = fast_kernel<T>();
+  if (!kn.uk) return rnn_sequence_forward_stepwise(y, hs, zs, xw, w, B, steps, H, act);
   const index_t BH = B * H, kc = gemm_k_chunk(B, H, H);
-  Panels<T> wp(w, H, H, false);
+  Panels<T> wp(w, H, H, false, kn.nr);
   const int nt = sequence_threads(B, B * H * H * steps);
   team(nt, [&](int t, int n) {
     wp.pack(t, n);
@@ -424,10 +551,10 @@ void rnn_sequence_forward(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B
     index_t r0, r1;
     split_units(B, n, t, 1, &r0, &r1);
     for (index_t s = 0; s < steps; ++s) {
-      row_tiles(r0, r1, [&](index_t r, int mr) {  // z = xw_t + h_{t-1} W, h_t = act(z)
+      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {  // z = xw_t + h_{t-1} W, h_t = act(z)
         T* z = zs + s * BH + r * H;
         std::memcpy(z, xw + s * BH + r * H, sizeof(T) * mr * H);
-        rows_times(uk, z, H, hs + s * BH + r * H, H, wp, kc, mr, T(1));
+        rows_times(kn.uk, z, H, hs + s * BH + r * H, H, wp, kc, mr, T(1));
         act_forward<T>(hs + (s + 1) * BH + r * H, z, mr * H, act, T(0.01));
       });
     }
@@ -440,11 +567,11 @@ void rnn_sequence_forward(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B
 template <class T>
 void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, const T* hs,
                            const T* zs, const T* w, index_t B, index_t steps, index_t H, Act act) {
-  const MicroKernel<T> uk = fast_ukernel<T>();
-  if (!uk)
+  const Kernel<T> kn = fast_kernel<T>();
+  if (!kn.uk)
     return rnn_sequence_backward_stepwise(dxw, dw, dh0, norms, gy, hs, zs, w, B, steps, H, act);
   const index_t BH = B * H, kc = gemm_k_chunk(B, H, H);
-  Panels<T> wt(w, H, H, true);
+  Panels<T> wt(w, H, H, true, kn.nr);
   const int nt = sequence_threads(B, B * H * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(nt * kTileRows * H));
   std::vector<double> ss(norms ? static_cast<size_t>(steps * B) : 0);
@@ -457,12 +584,12 @@ void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, co
     std::fill(dhn.data() + r0 * H, dhn.data() + r1 * H, T(0));
     for (index_t s = steps - 1; s >= 0; --s) {
       double* ssr = norms ? ss.data() + s * B : nullptr;
-      row_tiles(r0, r1, [&](index_t r, int mr) {
+      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {
         tile_dh(dh, gy, dhn.data(), r, mr, H, steps * H, s, ssr);
         T* dz = dxw + s * BH + r * H;
         act_backward<T>(dz, dh, zs + s * BH + r * H, hs + (s + 1) * BH + r * H, mr * H, act,
                         T(0.01));
-        rows_times(uk, dhn.data() + r * H, H, dz, H, wt, kc, mr, T(0));  // dz W^T
+        rows_times(kn.uk, dhn.data() + r * H, H, dz, H, wt, kc, mr, T(0));  // dz W^T
       });
     }
   });
@@ -474,10 +601,10 @@ void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, co
 template <class T>
 void gru_sequence_forward(T* y, T* hs, T* acts, const T* xw, const T* w, const T* bh, index_t B,
                           index_t steps, index_t H) {
-  const MicroKernel<T> uk = fast_ukernel<T>();
-  if (!uk) return gru_sequence_forward_stepwise(y, hs, acts, xw, w, bh, B, steps, H);
+  const Kernel<T> kn = fast_kernel<T>();
+  if (!kn.uk) return gru_sequence_forward_stepwise(y, hs, acts, xw, w, bh, B, steps, H);
   const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk(B, G, H);
-  Panels<T> wp(w, H, G, false);
+  Panels<T> wp(w, H, G, false, kn.nr);
   const int nt = sequence_threads(B, B * G * H * steps);
   std::vector<T> gbuf(static_cast<size_t>(nt * kTileRows * G));
   team(nt, [&](int t, int n) {
@@ -488,10 +615,10 @@ void gru_sequence_forward(T* y, T* hs, T* acts, const T* xw, const T* w, const T
     T* g = gbuf.data() + t * kTileRows * G;
     for (index_t s = 0; s < steps; ++s) {
       const T* hp = hs + s * BH;
-      row_tiles(r0, r1, [&](index_t r, int mr) {  // hg = b_hh + h_{t-1} W, then the cell
+      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {  // hg = b_hh + h_{t-1} W, then the cell
         if (bh)
           for (int i = 0; i < mr; ++i) std::memcpy(g + i * G, bh, sizeof(T) * G);
-        rows_times(uk, g, G, hp + r * H, H, wp, kc, mr, bh ? T(1) : T(0));
+        rows_times(kn.uk, g, G, hp + r * H, H, wp, kc, mr, bh ? T(1) : T(0));
         gru_cell_forward_here<T>(hs + (s + 1) * BH + r * H, acts + s * B * 4 * H + r * 4 * H,
                                  xw + s * B * G + r * G, g, hp + r * H, mr, H);
       });
@@ -506,12 +633,12 @@ template <class T>
 void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T* gy,
                            const T* hs, const T* acts, const T* w, index_t B, index_t steps,
                            index_t H) {
-  const MicroKernel<T> uk = fast_ukernel<T>();
-  if (!uk)
+  const Kernel<T> kn = fast_kernel<T>();
+  if (!kn.uk)
     return gru_sequence_backward_stepwise(dxw, dw, dbh, dh0, norms, gy, hs, acts, w, B, steps,
                                           H);
   const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk(B, H, G);
-  Panels<T> wt(w, G, H, true);  // W^T (3H, H)
+  Panels<T> wt(w, G, H, true, kn.nr);  // W^T (3H, H)
   const int nt = sequence_threads(B, B * G * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(nt * kTileRows * H));
   std::vector<T> dhg(static_cast<size_t>(steps * B * G));  // d(h W + b_hh), time-major
@@ -526,12 +653,12 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
     for (index_t s = steps - 1; s >= 0; --s) {
       double* ssr = norms ? ss.data() + s * B : nullptr;
       T* dhg_s = dhg.data() + s * B * G;
-      row_tiles(r0, r1, [&](index_t r, int mr) {
+      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {
         tile_dh(dh, gy, dhn.data(), r, mr, H, steps * H, s, ssr);
         // dhn = z * dh (the direct part), then += dhg W^T
         gru_cell_backward_here<T>(dxw + s * B * G + r * G, dhg_s + r * G, dhn.data() + r * H, dh,
                                   hs + s * BH + r * H, acts + s * B * 4 * H + r * 4 * H, mr, H);
-        rows_times(uk, dhn.data() + r * H, H, dhg_s + r * G, G, wt, kc, mr, T(1));
+        rows_times(kn.uk, dhn.data() + r * H, H, dhg_s + r * G, G, wt, kc, mr, T(1));
       });
     }
   });
@@ -545,6 +672,14 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
   }
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
   if (norms) norms_from_rows(norms, ss, B, steps);
+}
+
+void rnn_set_kernel_limit(int limit) { g_kernel_limit.store(limit, std::memory_order_relaxed); }
+
+const char* rnn_fast_kernel_name() {
+  const Kernel<float> k = fast_kernel<float>();
+  if (!k.uk) return "stepwise";
+  return k.nr == 32 ? "avx512" : "avx2";
 }
 
 #define DG_INSTANTIATE_SEQ(T, SUFFIX)                                                            \

@@ -146,6 +146,12 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
                            const T* hs, const T* acts, const T* w, index_t B, index_t steps,
                            index_t H);
 
+// The fast sequence kernels' micro-kernel: AVX-512 where the CPU has it (twice the multiply-adds
+// per cycle on full-width cores, same results), else gemm.h's AVX2 one, else the stepwise path.
+// rnn_set_kernel_limit(1) keeps them to AVX2 (tests and benchmarks of both); 0 restores the best.
+void rnn_set_kernel_limit(int limit);
+const char* rnn_fast_kernel_name();  // "avx512", "avx2" or "stepwise"
+
 // The reference implementations of the six sequence kernels above (same arguments): per step one
 // gemm() call (which packs W_hh again every step) and one cell kernel call over the whole batch.
 // The fast kernels fall back to these where the CPU lacks AVX2/FMA; tests and bench_rnn.py
