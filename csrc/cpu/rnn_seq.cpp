@@ -312,6 +312,55 @@ inline void team_barrier() {
 #endif
 }
 
+// dW (M, N) = A^T D over all T*B rows: A stored (K, M) (hs[0 .. T-1]), D (K, N) (the gate
+// gradients), overwritten. The weight gradient's one GEMM per sequence, on the fast path's
+// micro-kernel. K is summed in gemm_k_chunk's chunks exactly as gemm() on one thread sums it,
+// so dW is the same as from gemm(). A is packed once into row tiles (p-major, mr wide); threads
+// take blocks of D's panels and pack each (chunk, panel) block of D once.
+template <class T>
+void weight_grad(const Kernel<T>& kn, T* c, const T* a, const T* d, index_t M, index_t N,
+                 index_t K) {
+  const index_t kc = gemm_k_chunk(M, N, K);
+  const int nr = kn.nr;
+  const index_t npn = (N + nr - 1) / nr;
+  std::vector<index_t> tiles;  // row tile starts, then M
+  row_tiles(0, M, kn.mr, [&](index_t r, int) { tiles.push_back(r); });
+  tiles.push_back(M);
+  std::vector<T> ap(static_cast<size_t>(M * K));
+  const int nt = static_cast<int>(
+      std::max<index_t>(1, std::min<index_t>(threads_for(M * N * K / 64), npn)));
+  std::vector<T> dbuf(static_cast<size_t>(nt * std::min(kc, K) * nr));
+  const index_t ntile = static_cast<index_t>(tiles.size()) - 1;
+  team(nt, [&](int t, int n) {
+    index_t lo, hi;
+    split_units(ntile, n, t, 1, &lo, &hi);
+    for (index_t it = lo; it < hi; ++it) {  // tile rows [r, r + mr) -> ap + r * K, p-major
+      const index_t r = tiles[it];
+      const int mr = static_cast<int>(tiles[it + 1] - r);
+      T* dst = ap.data() + r * K;
+      for (index_t p = 0; p < K; ++p)
+        for (int i = 0; i < mr; ++i) dst[p * mr + i] = a[p * M + r + i];
+    }
+    team_barrier();
+    split_units(npn, n, t, 1, &lo, &hi);
+    T* db = dbuf.data() + t * std::min(kc, K) * nr;
+    for (index_t p0 = 0; p0 < K; p0 += kc) {
+      const index_t k = std::min(kc, K - p0);
+      for (index_t jp = lo; jp < hi; ++jp) {
+        const int ncols = static_cast<int>(std::min<index_t>(nr, N - jp * nr));
+        pack_panels(db, d + p0 * N + jp * nr, N, index_t(1), k, index_t(ncols), nr, 0, 1);
+        const T* bj = db;
+        for (index_t it = 0; it < ntile; ++it) {
+          const index_t r = tiles[it];
+          const int mr = static_cast<int>(tiles[it + 1] - r);
+          kn.uk(k, ap.data() + r * K + p0 * mr, 1, mr, bj, nr, c + r * N + jp * nr, N, T(1),
+                p0 == 0 ? T(0) : T(1), mr, ncols);
+        }
+      }
+    }
+  });
+}
+
 // dh rows (mr, H) = gy[b, t, :] + dhn[b] for b in [r, r + mr) (gy row stride ld); with ss, the
 // sum of squares of each dh row into ss[b] (in double).
 template <class T>
@@ -531,7 +580,7 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
     if (t == 0) last = cur;
   });
   // dW = sum_t h_{t-1}^T dgates_t: hs[0 .. T-1] as one (T*B, H) matrix
-  gemm<T>(dw, hs, dxw, H, G, steps * B, H, G, G, true, false, T(1), T(0));
+  weight_grad(kn, dw, hs, dxw, H, G, steps * B);
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
   std::memcpy(dc0, dcs.data() + last * BH, sizeof(T) * BH);
   if (norms) norms_from_rows(norms, ss, B, steps);
@@ -593,7 +642,7 @@ void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, co
       });
     }
   });
-  gemm<T>(dw, hs, dxw, H, H, steps * B, H, H, H, true, false, T(1), T(0));
+  weight_grad(kn, dw, hs, dxw, H, H, steps * B);  // dW = hs[0 .. T-1]^T dz
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
   if (norms) norms_from_rows(norms, ss, B, steps);
 }
@@ -662,7 +711,7 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
       });
     }
   });
-  gemm<T>(dw, hs, dhg.data(), H, G, steps * B, H, G, G, true, false, T(1), T(0));
+  weight_grad(kn, dw, hs, dhg.data(), H, G, steps * B);  // dW = hs[0 .. T-1]^T dhg
   if (dbh) {  // column sums of dhg over all steps and rows, in order
     for (index_t j = 0; j < G; ++j) dbh[j] = T(0);
     for (index_t r = 0; r < steps * B; ++r) {
