@@ -163,17 +163,7 @@ void ukernel_avx512(index_t kc, const T* a, index_t rsa, index_t csa, const T* b
   }
 }
 
-bool cpu_has_avx512f() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  return has;
-}
 #endif
-
-// Which tiles the fast path may use (rnn_set_kernel): 0 = the best the CPU has, 1 = AVX2 only.
-std::atomic<int> g_kernel_limit{0};
 
 // The fast path's micro-kernel: its tile width nr (W_hh's panels) and height mr.
 template <class T>
@@ -185,7 +175,7 @@ struct Kernel {
 template <class T>
 Kernel<T> fast_kernel() {
 #ifdef DG_RNN_AVX512
-  if (g_kernel_limit.load(std::memory_order_relaxed) == 0 && cpu_has_avx512f())
+  if (rnn_use_avx512())
     return {&ukernel_avx512<T>, 2 * Z<T>::W, 8};
 #endif
 #ifdef DG_HAVE_AVX2_BUILD
@@ -722,8 +712,6 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
   if (norms) norms_from_rows(norms, ss, B, steps);
 }
-
-void rnn_set_kernel_limit(int limit) { g_kernel_limit.store(limit, std::memory_order_relaxed); }
 
 const char* rnn_fast_kernel_name() {
   const Kernel<float> k = fast_kernel<float>();

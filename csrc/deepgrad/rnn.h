@@ -149,7 +149,9 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
 // The fast sequence kernels' micro-kernel: AVX-512 where the CPU has it (twice the multiply-adds
 // per cycle on full-width cores, same results), else gemm.h's AVX2 one, else the stepwise path.
 // rnn_set_kernel_limit(1) keeps them to AVX2 (tests and benchmarks of both); 0 restores the best.
+// The float32 LSTM forward cell takes AVX-512 under the same switch (same bits as its AVX2 loop).
 void rnn_set_kernel_limit(int limit);
+bool rnn_use_avx512();  // AVX-512 kernels allowed and the CPU has them
 const char* rnn_fast_kernel_name();  // "avx512", "avx2" or "stepwise"
 
 // The reference implementations of the six sequence kernels above (same arguments): per step one
