@@ -123,6 +123,88 @@ __attribute__((target("avx512f"))) void lstm_forward_row_f32_avx512(
   if (j < H) lstm_block16(h, c, act, a, c_prev, H, j, static_cast<__mmask16>((1u << (H - j)) - 1));
 }
 
+// The float32 GRU forward row on AVX-512: cpu/vec_math.h's exp, sigmoid and tanh as the portable
+// row loop below runs them (its AVX2 clone has no FMA: every product is rounded before it is
+// added), with the same operations in the same order on 16 lanes: the same bits as that loop.
+// The _round_ forms (current rounding mode) are builtins that GCC does not contract into FMAs.
+constexpr int kCur = _MM_FROUND_CUR_DIRECTION;
+DG_T512 __m512 mul(__m512 a, __m512 b) { return _mm512_mul_round_ps(a, b, kCur); }
+DG_T512 __m512 add(__m512 a, __m512 b) { return _mm512_add_round_ps(a, b, kCur); }
+DG_T512 __m512 sub(__m512 a, __m512 b) { return _mm512_sub_round_ps(a, b, kCur); }
+DG_T512 __m512 muladd(__m512 a, __m512 b, __m512 c) { return add(mul(a, b), c); }
+
+DG_T512 __m512 exp_nonpos_vm16(__m512 x) {
+  const __m512 xc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, z1(-104.0f), _CMP_LT_OQ), x,
+                                         z1(-104.0f));
+  const __m512 k = add(muladd(xc, z1(1.44269504088896341f), z1(12582912.0f)), z1(-12582912.0f));
+  __m512 r = sub(xc, mul(k, z1(0.693359375f)));
+  r = add(r, mul(k, z1(2.12194440e-4f)));
+  const __m512 z = mul(r, r);
+  __m512 p = z1(1.9875691500e-4f);
+  p = muladd(p, r, z1(1.3981999507e-3f));
+  p = muladd(p, r, z1(8.3334519073e-3f));
+  p = muladd(p, r, z1(4.1665795894e-2f));
+  p = muladd(p, r, z1(1.6666665459e-1f));
+  p = muladd(p, r, z1(5.0000001201e-1f));
+  p = add(muladd(p, z, r), z1(1.0f));
+  const __m512 kc = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(z1(-160.0f), k, _CMP_LT_OQ),
+                                         z1(-160.0f), k);
+  const __m512i ki = _mm512_cvttps_epi32(kc);
+  const __m512i k1 = _mm512_srai_epi32(_mm512_add_epi32(ki, _mm512_srli_epi32(ki, 31)), 1);
+  const __m512i k2 = _mm512_sub_epi32(ki, k1);
+  const __m512i bias = _mm512_set1_epi32(127);
+  const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, bias), 23));
+  const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, bias), 23));
+  return mul(mul(p, s1), s2);
+}
+
+DG_T512 __m512 sigmoid_vm16(__m512 x) {
+  const __m512 e = exp_nonpos_vm16(or_ps(x, z1(-0.0f)));  // -|x|
+  const __m512 d = _mm512_div_ps(z1(1.0f), add(e, z1(1.0f)));
+  return mul(
+      d, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ), e, z1(1.0f)));
+}
+
+DG_T512 __m512 tanh_vm16(__m512 x) {
+  const __m512 sign = z1(-0.0f);
+  const __m512 ax = andnot_ps(sign, x);
+  const __m512 z = mul(x, x);
+  __m512 p = z1(-5.70498872745e-3f);
+  p = muladd(p, z, z1(2.06390887954e-2f));
+  p = muladd(p, z, z1(-5.37397155531e-2f));
+  p = muladd(p, z, z1(1.33314422036e-1f));
+  p = muladd(p, z, z1(-3.33332819422e-1f));
+  const __m512 small = mul(muladd(p, z, z1(1.0f)), x);
+  const __m512 e = exp_nonpos_vm16(mul(ax, z1(-2.0f)));
+  const __m512 big_abs = _mm512_div_ps(sub(z1(1.0f), e), add(e, z1(1.0f)));
+  const __m512 big = or_ps(andnot_ps(sign, big_abs), and_ps(sign, x));  // copysign
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, z1(0.625f), _CMP_LT_OQ), big, small);
+}
+
+DG_T512 void gru_block16(float* h, float* s, const float* x, const float* g, const float* hp,
+                         index_t H, index_t j, __mmask16 m) {
+  const __m512 hn = _mm512_maskz_loadu_ps(m, g + 2 * H + j);
+  const __m512 r = sigmoid_vm16(add(_mm512_maskz_loadu_ps(m, x + j),
+                                    _mm512_maskz_loadu_ps(m, g + j)));
+  const __m512 z = sigmoid_vm16(add(_mm512_maskz_loadu_ps(m, x + H + j),
+                                    _mm512_maskz_loadu_ps(m, g + H + j)));
+  const __m512 n = tanh_vm16(add(mul(r, hn), _mm512_maskz_loadu_ps(m, x + 2 * H + j)));
+  const __m512 hh = add(mul(sub(z1(1.0f), z), n),
+                        mul(z, _mm512_maskz_loadu_ps(m, hp + j)));
+  _mm512_mask_storeu_ps(s + j, m, r);
+  _mm512_mask_storeu_ps(s + H + j, m, z);
+  _mm512_mask_storeu_ps(s + 2 * H + j, m, n);
+  _mm512_mask_storeu_ps(s + 3 * H + j, m, hn);
+  _mm512_mask_storeu_ps(h + j, m, hh);
+}
+
+__attribute__((target("avx512f"))) void gru_forward_row_f32_avx512(
+    float* h, float* s, const float* x, const float* g, const float* hp, index_t H) {
+  index_t j = 0;
+  for (; j + 16 <= H; j += 16) gru_block16(h, s, x, g, hp, H, j, 0xFFFF);
+  if (j < H) gru_block16(h, s, x, g, hp, H, j, static_cast<__mmask16>((1u << (H - j)) - 1));
+}
+
 bool cpu_has_avx512f() {
   static const bool has = [] {
     __builtin_cpu_init();
@@ -242,6 +324,17 @@ void lstm_bwd(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev, 
 
 template <bool kFork, class T>
 void gru_fwd(T* h, T* act, const T* xg, const T* hg, const T* h_prev, index_t B, index_t H) {
+#ifdef DG_CELL_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    if (rnn_use_avx512()) {
+      rows<kFork>(B, H, [&](index_t b) {
+        gru_forward_row_f32_avx512(h + b * H, act + b * 4 * H, xg + b * 3 * H, hg + b * 3 * H,
+                                   h_prev + b * H, H);
+      });
+      return;
+    }
+  }
+#endif
   rows<kFork>(B, H, [&](index_t b) {
     gru_fwd_row(h + b * H, act + b * 4 * H, xg + b * 3 * H, hg + b * 3 * H, h_prev + b * H, H);
   });

@@ -119,3 +119,50 @@ def test_fast_sequence_norms_are_nan_where_the_gradient_is_not_finite():
     ref = _C.lstm_sequence_backward(gy, hs, cs, acts, w, True, reference=True)[4]
     assert np.isfinite(norms[3]) and np.isnan(norms[:3]).all()
     np.testing.assert_array_equal(np.isnan(norms), np.isnan(ref))
+
+
+def _with_kernel(name, f):
+    """f() with the sequence and cell kernels limited to `name` ('avx2' or 'auto')."""
+    try:
+        _C._rnn_set_kernel(name)
+        return f()
+    finally:
+        _C._rnn_set_kernel("auto")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_and_avx2_kernels_give_the_same_bits(kind, dtype):
+    # Where the CPU has AVX-512 the sequences run 8 x 32 tiles and the float32 LSTM/GRU forward
+    # cells 16 lanes; both keep the AVX2 kernels' operations, so the results are the same bits.
+    # (On a CPU without AVX-512 both runs take the AVX2 kernels and the test is trivially true.)
+    for shape in [(13, 5, 17), (20, 3, 64), (9, 2, 600)]:
+        args = _inputs(kind, *shape, dtype, seed=7)
+        a = _with_kernel("avx2", lambda: _run(kind, args, False))
+        b = _with_kernel("auto", lambda: _run(kind, args, False))
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_avx512_and_avx2_cells_agree_on_special_values():
+    rng = np.random.default_rng(8)
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 88.5, -88.5, 103.9,
+                         -104.5, -200.0, 200.0, 0.625, -0.625, 0.62499], np.float32)
+    for H in (5, 16, 21):
+        gates = rng.normal(0, 5, (4, 4 * H)).astype(np.float32)
+        xg, hg = (rng.normal(0, 5, (4, 3 * H)).astype(np.float32) for _ in range(2))
+        prev = rng.normal(0, 1, (4, H)).astype(np.float32)
+        for arr in (gates, xg, hg, prev):
+            idx = rng.choice(arr.size, size=min(arr.size // 3, len(specials)), replace=False)
+            arr.flat[idx] = specials[:len(idx)]
+
+        def cells():
+            return [*_C.lstm_cell_forward(gates, prev), *_C.gru_cell_forward(xg, hg, prev)]
+        a, b = _with_kernel("avx2", cells), _with_kernel("auto", cells)
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u.view(np.int32), v.view(np.int32))  # NaN bits too
+
+
+def test_set_kernel_rejects_unknown_names():
+    with pytest.raises(ValueError, match="'auto' or 'avx2'"):
+        _C._rnn_set_kernel("avx1024")
