@@ -198,6 +198,38 @@ DG_T512 void gru_block16(float* h, float* s, const float* x, const float* g, con
   _mm512_mask_storeu_ps(h + j, m, hh);
 }
 
+// The float32 LSTM backward row (dh and dc given) on AVX-512, rnn.h's formulas as the portable
+// row's AVX2 clone evaluates them (left to right, no FMA).
+DG_T512 void lstm_bwd_block16(float* d, float* dcp, const float* dh, const float* dc,
+                              const float* cp, const float* c, const float* s, index_t H,
+                              index_t j, __mmask16 m) {
+  const __m512 i = _mm512_maskz_loadu_ps(m, s + j), f = _mm512_maskz_loadu_ps(m, s + H + j);
+  const __m512 g = _mm512_maskz_loadu_ps(m, s + 2 * H + j);
+  const __m512 o = _mm512_maskz_loadu_ps(m, s + 3 * H + j);
+  const __m512 dhv = _mm512_maskz_loadu_ps(m, dh + j), one = z1(1.0f);
+  const __m512 tc = tanh_vm16(_mm512_maskz_loadu_ps(m, c + j));
+  const __m512 dct = add(_mm512_maskz_loadu_ps(m, dc + j),
+                         mul(mul(dhv, o), sub(one, mul(tc, tc))));
+  const __m512 d_o = mul(mul(mul(dhv, tc), o), sub(one, o));
+  const __m512 d_i = mul(mul(mul(dct, g), i), sub(one, i));
+  const __m512 d_f = mul(mul(mul(dct, _mm512_maskz_loadu_ps(m, cp + j)), f), sub(one, f));
+  const __m512 d_g = mul(mul(dct, i), sub(one, mul(g, g)));
+  _mm512_mask_storeu_ps(d + j, m, d_i);
+  _mm512_mask_storeu_ps(d + H + j, m, d_f);
+  _mm512_mask_storeu_ps(d + 2 * H + j, m, d_g);
+  _mm512_mask_storeu_ps(d + 3 * H + j, m, d_o);
+  _mm512_mask_storeu_ps(dcp + j, m, mul(dct, f));
+}
+
+__attribute__((target("avx512f"))) void lstm_backward_row_f32_avx512(
+    float* d, float* dcp, const float* dh, const float* dc, const float* cp, const float* c,
+    const float* s, index_t H) {
+  index_t j = 0;
+  for (; j + 16 <= H; j += 16) lstm_bwd_block16(d, dcp, dh, dc, cp, c, s, H, j, 0xFFFF);
+  if (j < H)
+    lstm_bwd_block16(d, dcp, dh, dc, cp, c, s, H, j, static_cast<__mmask16>((1u << (H - j)) - 1));
+}
+
 __attribute__((target("avx512f"))) void gru_forward_row_f32_avx512(
     float* h, float* s, const float* x, const float* g, const float* hp, index_t H) {
   index_t j = 0;
@@ -307,6 +339,8 @@ void lstm_fwd(T* h, T* c, T* act, const T* gates, const T* c_prev, index_t B, in
 template <bool kFork, class T>
 void lstm_bwd(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev, const T* c,
               const T* act, index_t B, index_t H) {
+  const bool use512 = rnn_use_avx512();
+  (void)use512;
   rows<kFork>(B, H, [&](index_t b) {
     T* d = dgates + b * 4 * H;
     T* dcp = dc_prev + b * H;
@@ -315,6 +349,14 @@ void lstm_bwd(T* dgates, T* dc_prev, const T* dh, const T* dc, const T* c_prev, 
     const T* cpb = c_prev + b * H;
     const T* cb = c + b * H;
     const T* s = act + b * 4 * H;
+#ifdef DG_CELL_AVX512
+    if constexpr (std::is_same_v<T, float>) {
+      if (dh && dc && use512) {
+        lstm_backward_row_f32_avx512(d, dcp, dhb, dcb, cpb, cb, s, H);
+        return;
+      }
+    }
+#endif
     if (dh && dc) lstm_bwd_row<T, true, true>(d, dcp, dhb, dcb, cpb, cb, s, H);
     else if (dh) lstm_bwd_row<T, true, false>(d, dcp, dhb, dcb, cpb, cb, s, H);
     else if (dc) lstm_bwd_row<T, false, true>(d, dcp, dhb, dcb, cpb, cb, s, H);
