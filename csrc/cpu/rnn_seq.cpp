@@ -204,7 +204,9 @@ void pack_panels(T* dst, const T* b, index_t rs, index_t cs, index_t K, index_t 
     T* d = dst + jp * nr * K;
     const index_t j0 = jp * nr;
     const int n = static_cast<int>(std::min<index_t>(nr, N - j0));
-    if (cs == 1) {
+    if (cs == 1 && n == nr) {  // whole rows of the panel: plain copies
+      for (index_t p = 0; p < K; ++p) std::memcpy(d + p * nr, b + p * rs + j0, sizeof(T) * nr);
+    } else if (cs == 1) {
       for (index_t p = 0; p < K; ++p) {
         const T* s = b + p * rs + j0;
         for (int j = 0; j < n; ++j) d[p * nr + j] = s[j];
@@ -328,8 +330,13 @@ void weight_grad(const Kernel<T>& kn, T* c, const T* a, const T* d, index_t M, i
       const index_t r = tiles[it];
       const int mr = static_cast<int>(tiles[it + 1] - r);
       T* dst = ap.data() + r * K;
-      for (index_t p = 0; p < K; ++p)
-        for (int i = 0; i < mr; ++i) dst[p * mr + i] = a[p * M + r + i];
+      if (mr == 8) {  // the common tile: a fixed-size copy per p
+        for (index_t p = 0; p < K; ++p)
+          for (int i = 0; i < 8; ++i) dst[p * 8 + i] = a[p * M + r + i];
+      } else {
+        for (index_t p = 0; p < K; ++p)
+          for (int i = 0; i < mr; ++i) dst[p * mr + i] = a[p * M + r + i];
+      }
     }
     team_barrier();
     split_units(npn, n, t, 1, &lo, &hi);
