@@ -48,6 +48,22 @@ double* stats_record(const char* fn, py::handle o) {
                     std::string(py::str(py::type::of(o).attr("__name__"))));
 }
 
+const char* isa_name(GemmIsa isa) {
+  return isa == GemmIsa::avx512 ? "avx512" : isa == GemmIsa::avx2 ? "avx2" : "portable";
+}
+
+void need_isa(const char* fn, GemmIsa isa) {
+  if (!gemm_isa_available(isa))
+    fail_value(fn, std::string("this CPU (or this build) has no ") + isa_name(isa) +
+                       " micro-kernel; deepgrad._C._gemm_isas() lists the available ones");
+}
+
+template <class T, GemmIsa I>
+void gemm_isa_fn(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
+                 index_t ldb, index_t ldc, bool ta, bool tb, T alpha, T beta) {
+  gemm_with_isa(I, c, a, b, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta);
+}
+
 template <class T>
 using GemmFn = void (*)(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,
                         index_t, bool, bool, T, T);
@@ -238,6 +254,62 @@ void bind_gemm(py::module_& m) {
       py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
       py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
       "The blocked GEMM with the portable micro-kernel (for tests).");
+  m.def(
+      "_gemm_avx2",
+      [](py::handle a, py::handle b, py::handle out, bool ta, bool tb, double alpha, double beta) {
+        need_isa("_gemm_avx2", GemmIsa::avx2);
+        return gemm_entry<&gemm_isa_fn<float, GemmIsa::avx2>, &gemm_isa_fn<double, GemmIsa::avx2>>(
+            "_gemm_avx2", a, b, out, ta, tb, alpha, beta);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
+      py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
+      "The blocked GEMM with the AVX2/FMA micro-kernel (tests, benchmarks).");
+  m.def(
+      "_gemm_avx512",
+      [](py::handle a, py::handle b, py::handle out, bool ta, bool tb, double alpha, double beta) {
+        need_isa("_gemm_avx512", GemmIsa::avx512);
+        return gemm_entry<&gemm_isa_fn<float, GemmIsa::avx512>,
+                          &gemm_isa_fn<double, GemmIsa::avx512>>("_gemm_avx512", a, b, out, ta,
+                                                                  tb, alpha, beta);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out") = py::none(), py::arg("trans_a") = false,
+      py::arg("trans_b") = false, py::arg("alpha") = 1.0, py::arg("beta") = 0.0,
+      "The blocked GEMM with the AVX-512F micro-kernel (tests, benchmarks).");
+  m.def(
+      "_gemm_isas",
+      [] {
+        py::list names;
+        for (GemmIsa isa : {GemmIsa::portable, GemmIsa::avx2, GemmIsa::avx512})
+          if (gemm_isa_available(isa)) names.append(isa_name(isa));
+        return py::make_tuple(names, isa_name(gemm_best_isa()));
+      },
+      "(micro-kernel families this CPU runs, the one gemm uses).");
+  m.def(
+      "_fma_peak_probe",
+      [](long long iters, int threads, const std::string& isa_s) {
+        const char* fn = "_fma_peak_probe";
+        if (iters < 1 || threads < 1)
+          fail_value(fn, "iters and threads must be >= 1, got iters=" + std::to_string(iters) +
+                             ", threads=" + std::to_string(threads));
+        GemmIsa isa = gemm_best_isa();
+        if (isa_s != "best") {
+          if (isa_s == "portable") isa = GemmIsa::portable;
+          else if (isa_s == "avx2") isa = GemmIsa::avx2;
+          else if (isa_s == "avx512") isa = GemmIsa::avx512;
+          else fail_value(fn, "isa must be 'best', 'portable', 'avx2' or 'avx512', got '" + isa_s + "'");
+          need_isa(fn, isa);
+        }
+        double flops = 0, seconds = 0;
+        {
+          py::gil_scoped_release nogil;
+          fma_peak_probe(isa, iters, threads, &flops, &seconds);
+        }
+        return py::make_tuple(flops, seconds);
+      },
+      py::arg("iters"), py::arg("threads") = 1, py::arg("isa") = "best",
+      "Benchmark probe: each of `threads` threads runs iters x 12 independent float FMA chains of "
+      "the isa's vector width ('best': the one gemm uses); returns (floating-point operations, "
+      "wall seconds).");
   m.def("dense_forward", &dense_forward_entry, py::arg("x"), py::arg("w"), py::arg("b"),
         py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("keep_z") = false,
         py::arg("stats") = py::none(),

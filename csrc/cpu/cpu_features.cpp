@@ -14,4 +14,17 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_avx512f() {
+#if defined(DG_HAVE_AVX2_BUILD) && (defined(__GNUC__) || defined(__clang__))
+  // libgcc's check includes XCR0's opmask/zmm bits, i.e. the OS saves the AVX-512 state.
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 }  // namespace dg

@@ -8,6 +8,7 @@
 // strides, and B's rows too when B is small and not transposed, because packing would cost as
 // much as the multiply itself.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -73,18 +74,32 @@ void ukernel_portable(index_t kc, const T* a, index_t rsa, index_t csa, const T*
     }
 }
 
-template <class T> MicroKernel<T> best_ukernel();
-template <> MicroKernel<float> best_ukernel<float>() {
+// A micro-kernel and its tile width NR (MR = GemmTile<T>::MR = 6 for all of them).
+template <class T>
+struct Kernel {
+  MicroKernel<T> fn;
+  int nr;
+};
+
+template <class T>
+Kernel<T> isa_kernel(GemmIsa isa) {
 #ifdef DG_HAVE_AVX2_BUILD
-  if (cpu_has_avx2_fma()) return &avx2::ukernel_f32;
+  constexpr bool f32 = sizeof(T) == 4;
+  if (isa == GemmIsa::avx512) {
+    if constexpr (f32) return {&avx512::ukernel_f32, 32};
+    else return {&avx512::ukernel_f64, 16};
+  }
+  if (isa == GemmIsa::avx2) {
+    if constexpr (f32) return {&avx2::ukernel_f32, 16};
+    else return {&avx2::ukernel_f64, 8};
+  }
 #endif
-  return &ukernel_portable<float>;
+  return {&ukernel_portable<T>, GemmTile<T>::NR};
 }
-template <> MicroKernel<double> best_ukernel<double>() {
-#ifdef DG_HAVE_AVX2_BUILD
-  if (cpu_has_avx2_fma()) return &avx2::ukernel_f64;
-#endif
-  return &ukernel_portable<double>;
+
+template <class T>
+Kernel<T> best_kernel() {
+  return isa_kernel<T>(gemm_best_isa());
 }
 
 // ---- packing ----------------------------------------------------------------------------------
@@ -116,9 +131,8 @@ void pack_a(T* dst, const T* a, index_t rsa, index_t csa, index_t mc, index_t kc
 // B block (kc, nc) with B(p,j) = b[p*rsb + j*csb] -> NR-wide panels, p-major, zero padded.
 // Packs panels [jp0, npn) (the unpacked path packs only B's last, partial panel).
 template <class T>
-void pack_b(T* dst, const T* b, index_t rsb, index_t csb, index_t kc, index_t nc,
+void pack_b(T* dst, const T* b, index_t rsb, index_t csb, index_t kc, index_t nc, int NR,
             index_t jp0 = 0) {
-  constexpr int NR = GemmTile<T>::NR;
   for (index_t jp = jp0; jp * NR < nc; ++jp) {
     T* d = dst + jp * NR * kc;
     const index_t c0 = jp * NR;
@@ -157,22 +171,23 @@ void scale_c(T* c, index_t m, index_t n, index_t ldc, T beta) {
 // A is read in place through (rsa, csa); B in place when its rows are contiguous, except the last
 // partial NR panel (and all of B when transposed), which is packed once up front.
 template <class T>
-void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
+void gemm_unpacked(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n,
                    index_t k, index_t rsa, index_t csa, index_t ldb, index_t ldc, bool trans_b,
                    bool pack_all_b, T alpha, T beta) {
-  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
+  constexpr int MR = GemmTile<T>::MR;
+  const int NR = uk.nr;
   const index_t npm = (m + MR - 1) / MR, npn = (n + NR - 1) / NR;
   T* bp = nullptr;  // packed panels
   index_t first_packed = npn;
   if (trans_b || pack_all_b) {
     first_packed = 0;
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
-    if (trans_b) pack_b(bp, b, 1, ldb, k, n);
-    else pack_b(bp, b, ldb, 1, k, n);
+    if (trans_b) pack_b(bp, b, 1, ldb, k, n, NR);
+    else pack_b(bp, b, ldb, 1, k, n, NR);
   } else if (n % NR) {
     first_packed = npn - 1;
     bp = scratch<T>(0, std::size_t(npn) * NR * k);
-    pack_b(bp, b, ldb, 1, k, n, first_packed);
+    pack_b(bp, b, ldb, 1, k, n, NR, first_packed);
   }
   for (index_t jp = 0; jp < npn; ++jp) {
     const bool packed = jp >= first_packed;
@@ -181,7 +196,7 @@ void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, i
     const int nr = static_cast<int>(std::min<index_t>(NR, n - jp * NR));
     for (index_t ip = 0; ip < npm; ++ip) {
       const int mr = static_cast<int>(std::min<index_t>(MR, m - ip * MR));
-      uk(k, a + ip * MR * rsa, rsa, csa, bj, rsb, c + ip * MR * ldc + jp * NR, ldc, alpha, beta,
+      uk.fn(k, a + ip * MR * rsa, rsa, csa, bj, rsb, c + ip * MR * ldc + jp * NR, ldc, alpha, beta,
          mr, nr);
     }
   }
@@ -189,10 +204,14 @@ void gemm_unpacked(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, i
 
 // ---- the packed path ------------------------------------------------------------------------
 template <class T>
-void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n,
+void gemm_packed(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n,
                  index_t k, index_t rsa, index_t csa, index_t rsb, index_t csb, index_t ldc,
                  T alpha, T beta) {
-  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
+  constexpr int MR = GemmTile<T>::MR;
+  const int NR = uk.nr;
+  // The same blocks for the AVX-512 tiles: KC = 256 (so that their 128-byte-wide B panel fits
+  // L1 like the AVX2 one) measured 5-10% slower at n = 1024-2048 on Zen 5, and KC = 512 keeps
+  // the AVX2 and AVX-512 results bitwise equal.
   constexpr index_t MC = Blocking<T>::MC, KC = Blocking<T>::KC, NC = Blocking<T>::NC;
   const index_t kc_max = std::min(k, KC), nc_max = std::min(n, NC);
   T* bp = scratch<T>(0, std::size_t((nc_max + NR - 1) / NR) * NR * kc_max);
@@ -202,7 +221,7 @@ void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
     for (index_t pc = 0; pc < k; pc += KC) {
       const index_t kc = std::min(KC, k - pc);
       const T beta_eff = pc == 0 ? beta : T(1);
-      pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc);
+      pack_b(bp, b + pc * rsb + jc * csb, rsb, csb, kc, nc, NR);
       for (index_t ic = 0; ic < m; ic += MC) {
         const index_t mc = std::min(MC, m - ic), npm = (mc + MR - 1) / MR;
         pack_a(ap, a + ic * rsa + pc * csa, rsa, csa, mc, kc);
@@ -211,7 +230,7 @@ void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
           const T* bj = bp + jp * NR * kc;
           for (index_t ip = 0; ip < npm; ++ip) {
             const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip * MR));
-            uk(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR, ldc,
+            uk.fn(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR, ldc,
                alpha, beta_eff, mr, nr);
           }
         }
@@ -222,7 +241,7 @@ void gemm_packed(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
 
 // One thread's GEMM: picks the unpacked or the packed path for this (sub)problem.
 template <class T>
-void gemm_serial(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
+void gemm_serial(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
                  index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
                  T beta) {
   const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
@@ -244,7 +263,7 @@ void gemm_serial(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
 // every element of C is computed by one thread in a fixed order. The grid minimises the
 // duplicated packing pn*M + pm*N.
 template <class T>
-void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
+void gemm_driver(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
                  index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
                  T beta, bool may_fork) {
   if (m <= 0 || n <= 0) return;
@@ -252,7 +271,8 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
     scale_c(c, m, n, ldc, beta);
     return;
   }
-  constexpr int MR = GemmTile<T>::MR, NR = GemmTile<T>::NR;
+  constexpr int MR = GemmTile<T>::MR;
+  const int NR = uk.nr;
   // Fork from ~2M multiply-adds (e.g. 128x128x128, ~40 us on one core at ~50 G multiply-adds/s):
   // a fork and join costs a few us on an idle machine, but a whole scheduler time slice when a
   // team thread is preempted on a busy one, so small layers stay on the calling thread.
@@ -317,22 +337,46 @@ void gemm_driver(MicroKernel<T> uk, T* c, const T* a, const T* b, index_t m, ind
 template <class T>
 void gemm(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda, index_t ldb,
           index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
-  static const MicroKernel<T> uk = best_ukernel<T>();
+  static const Kernel<T> uk = best_kernel<T>();
   gemm_driver(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta, true);
 }
 
 template <class T>
 void gemm_this_thread(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
                       index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
-  static const MicroKernel<T> uk = best_ukernel<T>();
+  static const Kernel<T> uk = best_kernel<T>();
   gemm_driver(uk, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha, beta, false);
 }
 
 template <class T>
 void gemm_portable(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
                    index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta) {
-  gemm_driver(&ukernel_portable<T>, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha,
-              beta, true);
+  gemm_with_isa(GemmIsa::portable, c, a, b, m, n, k, lda, ldb, ldc, trans_a, trans_b, alpha,
+                beta);
+}
+
+bool gemm_isa_available(GemmIsa isa) {
+  switch (isa) {
+    case GemmIsa::portable: return true;
+    case GemmIsa::avx2: return cpu_has_avx2_fma();
+    case GemmIsa::avx512: return cpu_has_avx2_fma() && cpu_has_avx512f();
+  }
+  return false;
+}
+
+GemmIsa gemm_best_isa() {
+  static const GemmIsa best = gemm_isa_available(GemmIsa::avx512) ? GemmIsa::avx512
+                              : gemm_isa_available(GemmIsa::avx2) ? GemmIsa::avx2
+                                                                  : GemmIsa::portable;
+  return best;
+}
+
+template <class T>
+void gemm_with_isa(GemmIsa isa, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
+                   index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
+                   T beta) {
+  gemm_driver(isa_kernel<T>(gemm_isa_available(isa) ? isa : GemmIsa::portable), c, a, b, m, n, k,
+              lda, ldb, ldc, trans_a, trans_b, alpha, beta, true);
 }
 
 template <class T>
@@ -351,6 +395,43 @@ void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, i
     }
 }
 
+namespace {
+// The probe's loop without AVX2: 12 scalar chains (the portable micro-kernel's best case).
+float fma_probe_scalar(index_t iters) {
+  float acc[12];
+  for (int j = 0; j < 12; ++j) acc[j] = 0.001f * float(j);
+  for (index_t it = 0; it < iters; ++it)
+    for (int j = 0; j < 12; ++j) acc[j] = acc[j] * 0.999f + 0.001f;
+  float s = 0;
+  for (int j = 0; j < 12; ++j) s += acc[j];
+  return s;
+}
+}  // namespace
+
+void fma_peak_probe(GemmIsa isa, index_t iters, int threads, double* flops, double* seconds) {
+  float (*probe)(index_t) = &fma_probe_scalar;
+  int lanes = 1;
+#ifdef DG_HAVE_AVX2_BUILD
+  if (isa == GemmIsa::avx512 && gemm_isa_available(isa)) probe = &avx512::fma_probe_f32, lanes = 16;
+  else if (isa != GemmIsa::portable && cpu_has_avx2_fma()) probe = &avx2::fma_probe_f32, lanes = 8;
+#endif
+  volatile float sink = 0;  // keeps the chains' results alive
+  const auto t0 = std::chrono::steady_clock::now();
+#ifdef DG_HAVE_OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const float r = probe(iters);
+#pragma omp atomic
+    sink += r;
+  }
+#else
+  threads = 1;
+  sink = probe(iters);
+#endif
+  *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  *flops = 2.0 * 12 * lanes * double(iters) * threads;
+}
+
 #define DG_INSTANTIATE_GEMM(T)                                                                  \
   template void gemm<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t, index_t,    \
                         index_t, bool, bool, T, T);                                             \
@@ -359,7 +440,9 @@ void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, i
   template void gemm_portable<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t,    \
                                  index_t, index_t, bool, bool, T, T);                           \
   template void gemm_naive<T>(T*, const T*, const T*, index_t, index_t, index_t, index_t,       \
-                              index_t, index_t, bool, bool, T, T);
+                              index_t, index_t, bool, bool, T, T);                              \
+  template void gemm_with_isa<T>(GemmIsa, T*, const T*, const T*, index_t, index_t, index_t,    \
+                                 index_t, index_t, index_t, bool, bool, T, T);
 DG_INSTANTIATE_GEMM(float)
 DG_INSTANTIATE_GEMM(double)
 #undef DG_INSTANTIATE_GEMM

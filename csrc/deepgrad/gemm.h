@@ -20,6 +20,19 @@ template <class T>
 void gemm_this_thread(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
                       index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha, T beta);
 
+// The micro-kernel families: the portable one, AVX2/FMA (6x16 float, 6x8 double tiles) and
+// AVX-512F (6x32, 6x16). gemm uses the widest this CPU runs; AVX2 and AVX-512 give bitwise equal
+// results (each element is the same chain of FMAs).
+enum class GemmIsa { portable, avx2, avx512 };
+bool gemm_isa_available(GemmIsa isa);
+GemmIsa gemm_best_isa();
+
+// gemm with one family's micro-kernel (the portable one when the CPU lacks it): tests, benchmarks.
+template <class T>
+void gemm_with_isa(GemmIsa isa, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
+                   index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
+                   T beta);
+
 // The triple loop: the test oracle.
 template <class T>
 void gemm_naive(T* c, const T* a, const T* b, index_t m, index_t n, index_t k, index_t lda,
@@ -64,6 +77,22 @@ void ukernel_f32(index_t kc, const float* a, index_t rsa, index_t csa, const flo
                  index_t rsb, float* c, index_t ldc, float alpha, float beta, int m, int n);
 void ukernel_f64(index_t kc, const double* a, index_t rsa, index_t csa, const double* b,
                  index_t rsb, double* c, index_t ldc, double alpha, double beta, int m, int n);
+// iters x 12 independent 8-wide float FMAs (the peak probe's inner loop); returns their sum.
+float fma_probe_f32(index_t iters);
 }  // namespace avx2
+
+namespace avx512 {
+void ukernel_f32(index_t kc, const float* a, index_t rsa, index_t csa, const float* b,
+                 index_t rsb, float* c, index_t ldc, float alpha, float beta, int m, int n);
+void ukernel_f64(index_t kc, const double* a, index_t rsa, index_t csa, const double* b,
+                 index_t rsb, double* c, index_t ldc, double alpha, double beta, int m, int n);
+float fma_probe_f32(index_t iters);  // as avx2::fma_probe_f32, 16 lanes
+}  // namespace avx512
+
+// The FMA peak probe (benchmarks): `threads` threads each run `iters` x 12 independent float
+// FMA chains of isa's vector width (16 lanes for AVX-512, 8 for AVX2, 1 for portable; a narrower
+// one when the CPU lacks it). Returns the floating-point operations done (2 per lane per FMA) and
+// the wall seconds they took.
+void fma_peak_probe(GemmIsa isa, index_t iters, int threads, double* flops, double* seconds);
 
 }  // namespace dg

@@ -1,4 +1,5 @@
-"""GEMM kernels (deepgrad._C.gemm, gemm_naive, _gemm_portable) against float64 numpy."""
+"""GEMM kernels (deepgrad._C.gemm, gemm_naive, _gemm_portable, and the AVX2 / AVX-512
+micro-kernels that this CPU runs) against float64 numpy."""
 import zlib
 
 import numpy as np
@@ -8,6 +9,9 @@ import deepgrad
 from deepgrad import _C
 
 KERNELS = {"gemm": _C.gemm, "gemm_naive": _C.gemm_naive, "portable": _C._gemm_portable}
+ISAS, BEST_ISA = _C._gemm_isas()
+# Every SIMD family the CPU runs, whichever gemm picks (AVX-512 on Zen 5 / Intel server cores).
+KERNELS.update({isa: getattr(_C, f"_gemm_{isa}") for isa in ("avx2", "avx512") if isa in ISAS})
 # Odd sizes and non-multiples of the 6x16 / 6x8 tiles (the unpacked small-problem path).
 SHAPES = [(1, 1, 1), (7, 33, 5), (33, 7, 257), (257, 1, 33), (6, 16, 8), (65, 130, 97)]
 # Mid-size (packs only B) and large shapes that cross the cache blocks MC, KC, NC.
@@ -49,7 +53,7 @@ def test_gemm_matches_numpy(kernel, dtype, ta, tb, shape):
     check(out, reference(a, b, ta, tb), dtype, k)
 
 
-@pytest.mark.parametrize("kernel", ["gemm", "portable"])
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k != "gemm_naive"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
 @pytest.mark.parametrize("shape", BIG_SHAPES)
@@ -193,3 +197,46 @@ def test_mid_size_gemm_is_bitwise_thread_independent(dtype, ta, tb, m, n, k):
     for c in outs[1:]:
         np.testing.assert_array_equal(c, outs[0])
     check(outs[0], reference(a, b, ta, tb, 0.5, -2.0, c0), dtype, k)
+
+
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="needs a CPU with AVX-512F")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,n,k", SHAPES + BIG_SHAPES + [(128, 64, 64), (64, 64, 128)])
+def test_avx2_and_avx512_kernels_are_bitwise_equal(dtype, ta, tb, m, n, k):
+    # Each element of C is the same chain of FMAs in both (gemm.h): the vector width only
+    # changes which elements share an instruction.
+    rng = np.random.default_rng(11)
+    a, b = operands(rng, m, n, k, ta, tb, dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    c2, c5 = c0.copy(), c0.copy()
+    _C._gemm_avx2(a, b, c2, ta, tb, 0.5, -2.0)
+    _C._gemm_avx512(a, b, c5, ta, tb, 0.5, -2.0)
+    np.testing.assert_array_equal(c2, c5)
+    check(c5, reference(a, b, ta, tb, 0.5, -2.0, c0), dtype, k)
+
+
+def test_gemm_uses_the_widest_isa():
+    assert BEST_ISA == ISAS[-1]
+    assert ISAS[0] == "portable"
+
+
+def test_missing_isa_is_a_clear_error():
+    a = np.ones((2, 2), np.float32)
+    for isa in ("avx2", "avx512"):
+        if isa not in ISAS:
+            with pytest.raises(ValueError, match=f"no {isa} micro-kernel"):
+                getattr(_C, f"_gemm_{isa}")(a, a)
+
+
+def test_fma_peak_probe():
+    flops, secs = _C._fma_peak_probe(1000, 1)
+    lanes = {"portable": 1, "avx2": 8, "avx512": 16}[BEST_ISA]
+    assert flops == 2 * 12 * lanes * 1000 and secs > 0
+    for isa in ISAS:
+        assert _C._fma_peak_probe(10, 2, isa)[0] == 2 * 12 * {"portable": 1, "avx2": 8,
+                                                                "avx512": 16}[isa] * 10 * 2
+    with pytest.raises(ValueError, match="iters and threads"):
+        _C._fma_peak_probe(0, 1)
+    with pytest.raises(ValueError, match="isa must be"):
+        _C._fma_peak_probe(10, 1, "sse9")

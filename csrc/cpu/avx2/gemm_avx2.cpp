@@ -1,5 +1,5 @@
-// AVX2/FMA GEMM micro-kernels: a 6x16 float tile (12 ymm accumulators) and a 6x8 double tile,
-// written once over a small vector wrapper.
+// AVX2/FMA GEMM micro-kernels: a 6x16 float tile (12 ymm accumulators) and a 6x8 double tile
+// (cpu/avx2/gemm_tile.h over the 256-bit vector wrapper below).
 // Compiled with -mavx2 -mfma; gemm.cpp calls them only after dg::cpu_has_avx2_fma().
 #if defined(__x86_64__) || defined(_M_X64)  // the glob picks this file up on every target
 #include <immintrin.h>
@@ -33,99 +33,37 @@ template <> struct Vec<double> {
   static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
 };
 
-// R rows x 2 vectors of accumulators (R = 6: 12 of the 16 ymm registers, plus 2 for B and one
-// for the broadcast A value). Edge tiles with few rows use R = 2 or 4 instead of computing
-// rows they drop. Rows past m reuse row 0, so nothing past the matrix is read.
-template <class T, int R, bool kPacked>
-inline void tile(index_t kc, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
-                 index_t ldc, T alpha, T beta, int m, int n) {
-  using S = Vec<T>;
-  using V = typename S::V;
-  constexpr int W = S::W, NR = 2 * W;
-  const T* r[R];
-#pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) r[i] = a + (i < m ? i : 0) * rsa;
-  V acc[R][2];
-#pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = S::zero();
-  if (kPacked) {
-    // Packed A (rsa == 1, csa == 6): one pointer and constant offsets, fewer address updates.
-#pragma GCC unroll 4
-    for (index_t p = 0; p < kc; ++p) {
-      const V b0 = S::load(b), b1 = S::load(b + W);
-#pragma GCC unroll 6
-      for (int i = 0; i < R; ++i) {
-        const V av = S::bcast(a + i);
-        acc[i][0] = S::fma(av, b0, acc[i][0]);
-        acc[i][1] = S::fma(av, b1, acc[i][1]);
-      }
-      b += rsb;
-      a += 6;
-    }
-  } else {
-    index_t off = 0;
-#pragma GCC unroll 4
-    for (index_t p = 0; p < kc; ++p) {
-      const V b0 = S::load(b), b1 = S::load(b + W);
-#pragma GCC unroll 6
-      for (int i = 0; i < R; ++i) {
-        const V av = S::bcast(r[i] + off);
-        acc[i][0] = S::fma(av, b0, acc[i][0]);
-        acc[i][1] = S::fma(av, b1, acc[i][1]);
-      }
-      b += rsb;
-      off += csa;
-    }
-  }
-  const V va = S::set1(alpha), vb = S::set1(beta);
-  if (m == R && n == NR) {
-#pragma GCC unroll 6
-    for (int i = 0; i < R; ++i) {
-      T* ci = c + i * ldc;
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        V v = S::mul(va, acc[i][h]);
-        if (beta != T(0)) v = S::fma(vb, S::load(ci + W * h), v);
-        S::store(ci + W * h, v);
-      }
-    }
-    return;
-  }
-  alignas(32) T t[R][NR];
-#pragma GCC unroll 6
-  for (int i = 0; i < R; ++i) {
-    S::store(&t[i][0], acc[i][0]);
-    S::store(&t[i][W], acc[i][1]);
-  }
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < n; ++j)
-      c[i * ldc + j] = beta != T(0) ? alpha * t[i][j] + beta * c[i * ldc + j] : alpha * t[i][j];
-}
-
-template <class T>
-void ukernel(index_t kc, const T* a, index_t rsa, index_t csa, const T* b, index_t rsb, T* c,
-             index_t ldc, T alpha, T beta, int m, int n) {
-  if (rsa == 1 && csa == 6) {
-    if (m > 4) tile<T, 6, true>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
-    else if (m > 2) tile<T, 4, true>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
-    else tile<T, 2, true>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
-  } else {
-    if (m > 4) tile<T, 6, false>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
-    else if (m > 2) tile<T, 4, false>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
-    else tile<T, 2, false>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
-  }
-}
+#include "cpu/avx2/gemm_tile.h"
 
 }  // namespace
 
 void ukernel_f32(index_t kc, const float* a, index_t rsa, index_t csa, const float* b,
                  index_t rsb, float* c, index_t ldc, float alpha, float beta, int m, int n) {
-  ukernel<float>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
+  ukernel<Vec<float>>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
 }
 
 void ukernel_f64(index_t kc, const double* a, index_t rsa, index_t csa, const double* b,
                  index_t rsb, double* c, index_t ldc, double alpha, double beta, int m, int n) {
-  ukernel<double>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
+  ukernel<Vec<double>>(kc, a, rsa, csa, b, rsb, c, ldc, alpha, beta, m, n);
+}
+
+float fma_probe_f32(index_t iters) {
+  // 12 independent chains: FMA latency (4 cycles on Zen 4, 4-5 on Intel) times 2 FMA ports
+  // needs at least 8-10 in flight for the ports to issue every cycle.
+  constexpr int kChains = 12;
+  __m256 acc[kChains];
+#pragma GCC unroll 12
+  for (int j = 0; j < kChains; ++j) acc[j] = _mm256_set1_ps(0.001f * float(j));
+  const __m256 mul = _mm256_set1_ps(0.999f), add = _mm256_set1_ps(0.001f);
+  for (index_t it = 0; it < iters; ++it) {
+#pragma GCC unroll 12
+    for (int j = 0; j < kChains; ++j) acc[j] = _mm256_fmadd_ps(acc[j], mul, add);
+  }
+  __m256 s = acc[0];
+  for (int j = 1; j < kChains; ++j) s = _mm256_add_ps(s, acc[j]);
+  alignas(32) float t[8];
+  _mm256_store_ps(t, s);
+  return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
 }
 
 }  // namespace dg::avx2
