@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 
 _PINNED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-if any(v in os.environ for v in _PINNED) and "DG_BENCH_CHILD" not in os.environ:
+if (__name__ == "__main__" and any(v in os.environ for v in _PINNED)
+        and "DG_BENCH_CHILD" not in os.environ):
     # OpenBLAS reads these when it loads: restart before numpy is imported.
     env = {k: v for k, v in os.environ.items() if k not in _PINNED}
     env["DG_BENCH_CHILD"] = "1"
@@ -59,28 +61,51 @@ def blas_kernel() -> str:
     return "unknown"
 
 
-SETTLE = 0.0  # seconds to pause before timing each library (set for multi-threaded tables)
+# gemm runs the AVX-512 micro-kernel on this CPU: also time the AVX2 one (the previous kernel).
+AVX2_COLUMN = _C._gemm_isas()[1] == "avx512"
+SETTLE = 0.0  # seconds to pause before timing each batch (set for multi-threaded tables)
+ROUNDS = 7
 
 
-def best_times(fns, min_time: float) -> list[float]:
-    """Best per-call seconds of each fn over 6 batches of about min_time/6 each. Each fn is timed
-    after a pause of SETTLE seconds: OpenBLAS's worker threads keep spinning for a while after a
-    call, and would otherwise steal a core from whatever is timed next."""
-    best = []
+def median_times(fns, min_time: float, rounds: int | None = None) -> list[float]:
+    """Median per-call seconds of each fn: `rounds` rounds, each timing one batch of calls of
+    every fn in turn (the order alternates between rounds), about min_time/rounds per fn per
+    round. Side by side in rounds, so a neighbour's burst of load hits both sides alike. Each
+    batch is timed after a pause of SETTLE seconds: OpenBLAS's worker threads keep spinning for a
+    while after a call, and would otherwise steal a core from whatever is timed next."""
+    rounds = rounds or ROUNDS
+    reps = []
     for fn in fns:
-        if SETTLE:
-            time.sleep(SETTLE)
         fn()
         t0 = time.perf_counter()
         fn()
-        reps = max(1, int(min_time / 6 / max(time.perf_counter() - t0, 1e-7)))
-        b = float("inf")
-        for _ in range(6):
+        reps.append(max(1, int(min_time / rounds / max(time.perf_counter() - t0, 1e-7))))
+    samples = [[] for _ in fns]
+    for r in range(rounds):
+        order = range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))
+        for i in order:
+            if SETTLE:
+                time.sleep(SETTLE)
+            fn, n = fns[i], reps[i]
             t0 = time.perf_counter()
-            for _ in range(reps):
+            for _ in range(n):
                 fn()
-            b = min(b, (time.perf_counter() - t0) / reps)
-        best.append(b)
+            samples[i].append((time.perf_counter() - t0) / n)
+    return [statistics.median(x) for x in samples]
+
+
+def fma_peak(threads: int, probes: int = 40, seconds: float = 0.004) -> float:
+    """GFLOP/s of `threads` threads running independent FMA chains of the GEMM micro-kernel's
+    vector width (deepgrad._C._fma_peak_probe): the machine's arithmetic peak, measured in this
+    run. The best of `probes` short probes spread over about a second, because on a shared
+    machine a long probe measures the neighbours too."""
+    flops, secs = _C._fma_peak_probe(100_000, threads)
+    iters = max(1000, int(100_000 * seconds / max(secs, 1e-6)))
+    best = 0.0
+    for _ in range(probes):
+        flops, secs = _C._fma_peak_probe(iters, threads)
+        best = max(best, flops / secs / 1e9)
+        time.sleep(0.02)
     return best
 
 
@@ -134,10 +159,12 @@ def gemm_row(label, m, n, k, ta, tb, dtype, min_time, rng):
     out_dg = np.empty((m, n), dtype)
     out_np = np.empty((m, n), dtype)
     a_op, b_op = (a.T if ta else a), (b.T if tb else b)
-    t_dg, t_np = best_times([lambda: _C.gemm(a, b, out_dg, ta, tb),
-                             lambda: np.matmul(a_op, b_op, out=out_np)], min_time)
-    flops = 2.0 * m * n * k
-    return label, flops / t_dg / 1e9, flops / t_np / 1e9
+    fns = [lambda: _C.gemm(a, b, out_dg, ta, tb), lambda: np.matmul(a_op, b_op, out=out_np)]
+    if AVX2_COLUMN:  # the AVX2 micro-kernel too, when gemm runs a wider one: before/after
+        out_2 = np.empty((m, n), dtype)
+        fns.append(lambda: _C._gemm_avx2(a, b, out_2, ta, tb))
+    t = median_times(fns, min_time)
+    return label, 2.0 * m * n * k, t[0], t[1], t[2] if AVX2_COLUMN else None
 
 
 def dense_row(batch, width, dtype, min_time, rng):
@@ -152,21 +179,27 @@ def dense_row(batch, width, dtype, min_time, rng):
         np.add(tmp, b, out=tmp)
         return np.maximum(tmp, 0.0)
 
-    t_dg, t_np = best_times([lambda: _C.dense_forward(x, w, b, "relu"), numpy_dense], min_time)
-    flops = 2.0 * batch * width * width
-    return f"dense relu {batch}x{width}->{width}", flops / t_dg / 1e9, flops / t_np / 1e9
+    t_dg, t_np = median_times([lambda: _C.dense_forward(x, w, b, "relu"), numpy_dense],
+                              min_time)
+    return f"dense relu {batch}x{width}->{width}", 2.0 * batch * width * width, t_dg, t_np, None
 
 
-def run_table(threads: int, quick: bool) -> list[tuple[str, str, float, float]]:
+SQUARES = [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
+
+
+def run_table(threads: int, quick: bool) -> list[tuple]:
     rng = np.random.default_rng(0)
-    min_time = 0.06 if quick else 0.2
-    squares = [64, 256, 1024] if quick else [64, 128, 256, 512, 1024, 2048]
-    batches = [32, 1024] if quick else [32, 256, 1024]
-    widths = [32, 128, 1024] if quick else [32, 128, 512, 1024]
+    min_time = 0.1 if quick else 0.3
+    squares = [32, 64, 128, 256, 1024] if quick else SQUARES
+    batches = [32, 1024] if quick else [32, 128, 1024]
+    widths = [32, 128, 1024] if quick else [32, 64, 256, 1024]
     rows = []
     with NumpyThreads(threads):
+        # The fixed cost of a call (argument checks, dispatch, output checks): a 1x1x1 product.
+        rows.append(("float32", *gemm_row("per call: 1x1x1", 1, 1, 1, False, False, np.float32,
+                                          min_time, rng)))
         for dtype in (np.float32, np.float64):
-            for s in squares:
+            for s in squares if dtype == np.float32 else [64, 256, 1024]:
                 if dtype == np.float64 and quick and s > 256:
                     continue
                 rows.append((np.dtype(dtype).name, *gemm_row(f"square {s}", s, s, s, False,
@@ -184,12 +217,23 @@ def run_table(threads: int, quick: bool) -> list[tuple[str, str, float, float]]:
     return rows
 
 
-def print_table(threads: int, rows) -> None:
-    print(f"\n### {threads} thread{'s' if threads > 1 else ''}\n")
-    print("| shape (M x N x K) | dtype | deepgrad GFLOP/s | numpy GFLOP/s | ratio |")
-    print("|---|---|---:|---:|---:|")
-    for dtype, label, g_dg, g_np in rows:
-        print(f"| {label} | {dtype} | {g_dg:.1f} | {g_np:.1f} | {g_dg / g_np:.2f} |")
+def print_table(threads: int, rows, peak: float) -> None:
+    print(f"\n### {threads} thread{'s' if threads > 1 else ''} (FMA peak {peak:.0f} GFLOP/s; "
+          f"load average {open('/proc/loadavg').read().split()[0]})\n")
+    avx2 = " deepgrad AVX2 GFLOP/s |" if AVX2_COLUMN else ""
+    print("| shape (M x N x K) | dtype | deepgrad us/call | numpy us/call | deepgrad GFLOP/s "
+          f"| numpy GFLOP/s |{avx2} deepgrad % of peak | ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if AVX2_COLUMN else ""))
+    for dtype, label, flops, t_dg, t_np, t_2 in rows:
+        # float64 has half the lanes per FMA: its peak is half the float32 peak.
+        pk = peak / (2 if dtype == "float64" else 1)
+        col2 = (f" {flops / t_2 / 1e9:.1f} |" if t_2 else " - |") if AVX2_COLUMN else ""
+        print(f"| {label} | {dtype} | {t_dg * 1e6:.2f} | {t_np * 1e6:.2f} | "
+              f"{flops / t_dg / 1e9:.1f} | {flops / t_np / 1e9:.1f} |{col2} "
+              f"{100 * flops / t_dg / 1e9 / pk:.0f}% | {t_np / t_dg:.2f} |")
+    worst = min((t_np / t_dg, label) for d, label, f, t_dg, t_np, _ in rows
+                if label.startswith("square") and d == "float32")
+    print(f"\nworst float32 square ratio: {worst[0]:.2f} ({worst[1]})")
     sys.stdout.flush()
 
 
@@ -198,7 +242,7 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="fewer shapes and shorter timings")
     p.add_argument("--threads", type=int, nargs="*", default=[1, 2], help="thread counts")
     p.add_argument("--passes", type=int, default=1,
-                   help="measure the whole table this many times and keep each row's best figure "
+                   help="measure the whole table this many times and keep each row's best median "
                         "per library (for machines shared with other work)")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each row wait up to SECONDS for the CPUs to be >= 90%% idle")
@@ -212,10 +256,15 @@ def main(argv=None) -> None:
         info = deepgrad.build_info()
         print(f"# deepgrad kernel benchmark ({time.strftime('%Y-%m-%d')})\n")
         print(f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
-        print(f"- deepgrad {info['version']}, SIMD {info['simd']}, compiler {info['compiler']}")
+        print(f"- deepgrad {info['version']}, SIMD {info['simd']}, GEMM micro-kernel "
+              f"{_C._gemm_isas()[1]}, compiler {info['compiler']}")
         print(f"- numpy {np.__version__}, BLAS {blas_kernel()}")
-        print("- GFLOP/s = 2*M*N*K / best time; 'dense relu' is deepgrad.dense_forward against "
-              "numpy x@w, +b, maximum(.,0)")
+        print("- us/call = median over rounds that alternate the two libraries; GFLOP/s = "
+              "2*M*N*K / that time, so the per-call cost counts; 'dense relu' is "
+              "deepgrad.dense_forward against numpy x@w, +b, maximum(.,0)")
+        print("- FMA peak: deepgrad._C._fma_peak_probe, independent float FMA chains of the GEMM "
+              "micro-kernel's vector width on every thread (the best of 40 short probes before "
+              "and after the table); float64 rows are compared with half of it")
         sys.stdout.flush()
     for t in args.threads:
         if threadpool_limits is None and child != str(t):
@@ -225,13 +274,15 @@ def main(argv=None) -> None:
                    "--passes", str(args.passes), "--wait-idle", str(args.wait_idle)]
             subprocess.call(cmd + (["--quick"] if args.quick else []), env=env)
             continue
-        SETTLE = 0.15 if t > 1 else 0.0
+        SETTLE = 0.05 if t > 1 else 0.0
+        peak = fma_peak(t)
         rows = run_table(t, args.quick)
         for _ in range(args.passes - 1):
             more = run_table(t, args.quick)
-            rows = [(d, lab, max(a, a2), max(b, b2))
-                    for (d, lab, a, b), (_, _, a2, b2) in zip(rows, more)]
-        print_table(t, rows)
+            rows = [(d, lab, f, min(a, a2), min(b, b2), c and min(c, c2))
+                    for (d, lab, f, a, b, c), (_, _, _, a2, b2, c2) in zip(rows, more)]
+        peak = max(peak, fma_peak(t))
+        print_table(t, rows, peak)
 
     mem = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_memory.py")
     if not args.no_memory and os.path.exists(mem):
