@@ -2,8 +2,11 @@
 
 Compares deepgrad, a plain numpy MLP written the way a student would, and PyTorch eager on the
 CPU (when installed), all in this process with the same thread count. Prints ms/step (median
-over repeated steps after warm-up) and the ratios, then the Python overhead per Dense layer
-per step (a deep, tiny network where the kernels cost next to nothing).
+over rounds that alternate the frameworks) and the ratios; then, per configuration, deepgrad's
+step against the machine's FMA peak measured in the same run (bench_kernels.fma_peak) and where
+its time goes (GEMMs, activation, loss, optimizer, the other native work, Python); then the
+Python overhead per Dense layer per step (a deep, tiny network where the kernels cost next to
+nothing).
 
     python benchmarks/bench_train.py [--threads N] [--seconds S] [--configs 10,64,128 ...]
                                      [--wait-idle S]
@@ -54,6 +57,27 @@ def _time(step, seconds: float, min_steps: int = 5, warmup: int = 3,
     return reduce(times)
 
 
+def _time_rounds(steps, seconds: float, rounds: int = 5, warmup: int = 3) -> list[float]:
+    """Median seconds per call of each of `steps`, timed side by side: `rounds` rounds, each
+    running every step (in alternating order) for about seconds/rounds, so that a burst of load
+    from another process hits all of them alike."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    samples = [[] for _ in steps]
+    for r in range(rounds):
+        for i in (range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))):
+            t_end = time.perf_counter() + seconds / rounds
+            while True:
+                t0 = time.perf_counter()
+                steps[i]()
+                t1 = time.perf_counter()
+                samples[i].append(t1 - t0)
+                if t1 >= t_end or len(samples[i]) >= 400 * (r + 1):
+                    break
+    return [statistics.median(x) for x in samples]
+
+
 def _data(width: int, batch: int):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, width)).astype(np.float32)
@@ -73,6 +97,7 @@ def deepgrad_step(depth: int, width: int, batch: int):
         loss = losses.mse(model(x), t)
         loss.backward()
         opt.step()
+    step.optimizer = opt
     return step
 
 
@@ -139,6 +164,109 @@ def step_flops(depth: int, width: int, batch: int) -> int:
     return 2 * batch * width * width * (3 * depth - 1)
 
 
+SPLIT = ("GEMMs", "activation", "loss", "optimizer", "other native", "Python")
+
+
+def step_split(depth: int, width: int, batch: int, seconds: float) -> dict:
+    """Where deepgrad's training step spends its time, each part measured side by side with the
+    step itself (medians over alternating rounds):
+      GEMMs         the step's 3*depth-1 products alone (_C.gemm into preallocated arrays),
+                    less the fixed cost of as many empty (1x1x1) calls;
+      activation    sigmoid forward and backward (_C.act_forward/act_backward) on every layer;
+      loss          MSE forward and backward kernels;
+      optimizer     opt.step() (one native Adam call over the parameter arena, and its Python);
+      other native  the bare native step (dense_forward/backward, loss and opt.step() called
+                    from a plain loop) less the four parts above: bias, colsum, dz, checks;
+      Python        the full step less the bare native step: the tape, modules, zero_grad.
+    Returns the seconds of each part and of the step."""
+    from deepgrad import _C
+    f32 = np.float32
+    rng = np.random.default_rng(1)
+    x, t = _data(width, batch)
+    ws = [rng.uniform(-0.3, 0.3, (width, width)).astype(f32) for _ in range(depth)]
+    bs = [np.zeros(width, f32) for _ in range(depth)]
+    hs = [x] + [np.empty((batch, width), f32) for _ in range(depth)]
+    gs = [np.empty((batch, width), f32) for _ in range(depth + 1)]
+    dws = [np.zeros_like(w) for w in ws]
+    dbs = [np.zeros_like(b) for b in bs]
+    for i in range(depth):
+        hs[i + 1][:] = _C.act_forward(hs[i] @ ws[i], "sigmoid")
+    gs[depth][:] = rng.standard_normal((batch, width)).astype(f32) * 1e-3
+    one, one_out = np.ones((1, 1), f32), np.empty((1, 1), f32)
+
+    def gemms():
+        for i in range(depth):
+            _C.gemm(hs[i], ws[i], hs[i + 1])
+        for i in reversed(range(depth)):
+            _C.gemm(hs[i], gs[i + 1], dws[i], True, False, 1.0, 1.0)
+            if i:
+                _C.gemm(gs[i + 1], ws[i], gs[i], False, True)
+
+    def empty_calls():
+        for _ in range(3 * depth - 1):
+            _C.gemm(one, one, one_out)
+
+    def acts():
+        for i in range(depth):
+            _C.act_forward(hs[i + 1], "sigmoid")
+            _C.act_backward(gs[i + 1], None, hs[i + 1], "sigmoid")
+
+    def loss():
+        _C.loss_forward("mse", hs[depth], t, "mean")
+        _C.loss_backward("mse", hs[depth], t, "mean", 1.0)
+
+    full = deepgrad_step(depth, width, batch)
+    full()
+    opt = full.optimizer
+
+    def native():
+        h, saved = x, []
+        for w, b in zip(ws, bs):
+            y, z = _C.dense_forward(h, w, b, "sigmoid")
+            saved.append((h, y))
+            h = y
+        _C.loss_forward("mse", h, t, "mean")
+        g = _C.loss_backward("mse", h, t, "mean", 1.0)
+        for i in reversed(range(depth)):
+            hi, y = saved[i]
+            g = _C.dense_backward(g, hi, ws[i], None, y, dws[i], dbs[i], "sigmoid", 0.01, i > 0)
+        opt.step()
+
+    t_full, t_native, t_gemm, t_empty, t_act, t_loss, t_opt = _time_rounds(
+        [full, native, gemms, empty_calls, acts, loss, opt.step], seconds)
+    parts = {"GEMMs": max(t_gemm - t_empty, 0.0), "activation": t_act, "loss": t_loss,
+             "optimizer": t_opt}
+    parts["other native"] = max(t_native - sum(parts.values()), 0.0)
+    parts["Python"] = max(t_full - t_native, 0.0)
+    parts["step"] = t_full
+    return parts
+
+
+def print_peak_table(configs, seconds: float, threads: int) -> None:
+    """Per configuration: deepgrad's step GFLOP/s against the FMA peak of `threads` threads
+    measured in this run, and the time split (step_split)."""
+    from bench_kernels import fma_peak
+    peak = fma_peak(threads)
+    print(f"\ndeepgrad step against the FMA peak ({peak:.0f} GFLOP/s on {threads} thread"
+          f"{'s' if threads > 1 else ''}, measured in this run; load average "
+          f"{open('/proc/loadavg').read().split()[0]})")
+    print("GFLOP/s = the step's GEMM flops / step time; 'GEMM GFLOP/s' = the same flops / the "
+          "GEMMs' own time; 'at peak' = the GEMM flops / the peak (the floor for this step)")
+    head = (f"{'depth':>5} {'width':>5} {'batch':>5} | {'step us':>8} {'GFLOP/s':>7} "
+            f"{'%peak':>5} {'GEMM GF/s':>9} {'at peak':>7} | " +
+            " ".join(f"{k:>12}" for k in SPLIT))
+    print(head)
+    print("-" * len(head))
+    for depth, width, batch in configs:
+        p = step_split(depth, width, batch, max(seconds, 1.0))
+        fl = step_flops(depth, width, batch)
+        print(f"{depth:5d} {width:5d} {batch:5d} | {p['step'] * 1e6:8.1f} "
+              f"{fl / p['step'] * 1e-9:7.1f} {100 * fl / p['step'] * 1e-9 / peak:4.0f}% "
+              f"{fl / max(p['GEMMs'], 1e-12) * 1e-9:9.1f} {fl / peak * 1e-3:7.1f} | " +
+              " ".join(f"{p[k] * 1e6:6.1f} ({100 * p[k] / p['step']:2.0f}%)" for k in SPLIT))
+    sys.stdout.flush()
+
+
 def python_overhead(seconds: float) -> tuple[float, float, float]:
     """For a 100-layer network of width 4 and batch 1 (kernels cost next to nothing): µs per
     Dense layer per training step, µs per layer of the bare native calls alone (dense_forward +
@@ -194,25 +322,33 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=0.5, help="time budget per measurement")
     ap.add_argument("--configs", nargs="*", default=None, help="depth,width,batch triples")
     ap.add_argument("--no-numpy", action="store_true", help="skip the numpy baseline")
+    ap.add_argument("--no-split", action="store_true",
+                    help="skip the FMA-peak table and time split of the narrow (width <= 64) "
+                         "configurations")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                     help="before each measurement wait up to S seconds for idle CPUs")
     args = ap.parse_args()
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     torch = frameworks(args.threads)
-    print("full training step (forward, MSE, backward, Adam), sigmoid, float32, ms/step (median)")
+    print("full training step (forward, MSE, backward, Adam), sigmoid, float32, ms/step (median "
+          "over rounds alternating the frameworks); load average "
+          f"{open('/proc/loadavg').read().split()[0]}")
     head = f"{'depth':>5} {'width':>5} {'batch':>5} | {'deepgrad':>9} {'numpy':>9} {'torch':>9} | " \
            f"{'numpy/dg':>8} {'torch/dg':>8} | GEMM GFLOP/s: {'dg':>5} {'numpy':>5} {'torch':>5}"
     print(head)
     print("-" * len(head))
     for depth, width, batch in configs:
-        def timed(make):
-            step = make(depth, width, batch)
-            if args.wait_idle > 0:
-                _wait_idle(args.wait_idle)
-            return _time(step, args.seconds)
-        t_dg = timed(deepgrad_step)
-        t_np = None if args.no_numpy else timed(numpy_step)
-        t_th = timed(lambda *a: torch_step(torch, *a)) if torch else None
+        steps = [deepgrad_step(depth, width, batch)]
+        if not args.no_numpy:
+            steps.append(numpy_step(depth, width, batch))
+        if torch:
+            steps.append(torch_step(torch, depth, width, batch))
+        if args.wait_idle > 0:
+            _wait_idle(args.wait_idle)
+        times = _time_rounds(steps, args.seconds * len(steps))
+        t_dg = times[0]
+        t_np = None if args.no_numpy else times[1]
+        t_th = times[-1] if torch else None
 
         def ms(t):
             return f"{t * 1e3:9.3f}" if t is not None else f"{'-':>9}"
@@ -226,6 +362,9 @@ def main() -> None:
         print(f"{depth:5d} {width:5d} {batch:5d} | {ms(t_dg)} {ms(t_np)} {ms(t_th)} | "
               f"{ratio(t_np)} {ratio(t_th)} |               {gflops(t_dg)} {gflops(t_np)} "
               f"{gflops(t_th)}")
+    narrow = [c for c in configs if c[1] <= 64]
+    if narrow and not args.no_split:
+        print_peak_table(narrow, args.seconds, dg.get_num_threads())
     if args.wait_idle > 0:
         _wait_idle(args.wait_idle)
     full, floor, fwd = python_overhead(args.seconds)
