@@ -197,7 +197,7 @@ void gemm_unpacked(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m,
     for (index_t ip = 0; ip < npm; ++ip) {
       const int mr = static_cast<int>(std::min<index_t>(MR, m - ip * MR));
       uk.fn(k, a + ip * MR * rsa, rsa, csa, bj, rsb, c + ip * MR * ldc + jp * NR, ldc, alpha, beta,
-         mr, nr);
+            mr, nr);
     }
   }
 }

@@ -68,6 +68,8 @@ template <class T>
 using MicroKernel = void (*)(index_t kc, const T* a, index_t rsa, index_t csa, const T* b,
                              index_t rsb, T* c, index_t ldc, T alpha, T beta, int m, int n);
 
+// The portable and AVX2 tiles (MR x NR); the AVX-512 ones are MR x 2*NR. Callers that split C
+// over threads use these as units (any split is correct; whole tiles are faster).
 template <class T> struct GemmTile;
 template <> struct GemmTile<float> { static constexpr int MR = 6, NR = 16; };
 template <> struct GemmTile<double> { static constexpr int MR = 6, NR = 8; };
