@@ -152,7 +152,12 @@ class NumpyThreads:
             self.ctx.unregister()
 
 
+ROWS = ""  # set by --rows
+
+
 def gemm_row(label, m, n, k, ta, tb, dtype, min_time, rng):
+    if ROWS not in label:
+        return None
     wait_idle()
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
@@ -168,6 +173,8 @@ def gemm_row(label, m, n, k, ta, tb, dtype, min_time, rng):
 
 
 def dense_row(batch, width, dtype, min_time, rng):
+    if ROWS not in f"dense relu {batch}x{width}->{width}":
+        return None
     wait_idle()
     x = rng.standard_normal((batch, width)).astype(dtype)
     w = rng.standard_normal((width, width)).astype(dtype)
@@ -196,25 +203,25 @@ def run_table(threads: int, quick: bool) -> list[tuple]:
     rows = []
     with NumpyThreads(threads):
         # The fixed cost of a call (argument checks, dispatch, output checks): a 1x1x1 product.
-        rows.append(("float32", *gemm_row("per call: 1x1x1", 1, 1, 1, False, False, np.float32,
+        rows.append(("float32", gemm_row("per call: 1x1x1", 1, 1, 1, False, False, np.float32,
                                           min_time, rng)))
         for dtype in (np.float32, np.float64):
             for s in squares if dtype == np.float32 else [64, 256, 1024]:
                 if dtype == np.float64 and quick and s > 256:
                     continue
-                rows.append((np.dtype(dtype).name, *gemm_row(f"square {s}", s, s, s, False,
+                rows.append((np.dtype(dtype).name, gemm_row(f"square {s}", s, s, s, False,
                                                              False, dtype, min_time, rng)))
         for bsz in batches:
             for wd in widths:
                 # The three GEMMs of a dense layer: forward X W, backward dY W^T and X^T dY.
-                rows.append(("float32", *gemm_row(f"X W      {bsz}x{wd}x{wd}", bsz, wd, wd,
+                rows.append(("float32", gemm_row(f"X W      {bsz}x{wd}x{wd}", bsz, wd, wd,
                                                   False, False, np.float32, min_time, rng)))
-                rows.append(("float32", *gemm_row(f"dY W^T   {bsz}x{wd}x{wd}", bsz, wd, wd,
+                rows.append(("float32", gemm_row(f"dY W^T   {bsz}x{wd}x{wd}", bsz, wd, wd,
                                                   False, True, np.float32, min_time, rng)))
-                rows.append(("float32", *gemm_row(f"X^T dY   {wd}x{wd}x{bsz}", wd, wd, bsz,
+                rows.append(("float32", gemm_row(f"X^T dY   {wd}x{wd}x{bsz}", wd, wd, bsz,
                                                   True, False, np.float32, min_time, rng)))
-                rows.append(("float32", *dense_row(bsz, wd, np.float32, min_time, rng)))
-    return rows
+                rows.append(("float32", dense_row(bsz, wd, np.float32, min_time, rng)))
+    return [(d, *r) for d, r in rows if r is not None]
 
 
 def print_table(threads: int, rows, peak: float) -> None:
@@ -231,9 +238,10 @@ def print_table(threads: int, rows, peak: float) -> None:
         print(f"| {label} | {dtype} | {t_dg * 1e6:.2f} | {t_np * 1e6:.2f} | "
               f"{flops / t_dg / 1e9:.1f} | {flops / t_np / 1e9:.1f} |{col2} "
               f"{100 * flops / t_dg / 1e9 / pk:.0f}% | {t_np / t_dg:.2f} |")
-    worst = min((t_np / t_dg, label) for d, label, f, t_dg, t_np, _ in rows
-                if label.startswith("square") and d == "float32")
-    print(f"\nworst float32 square ratio: {worst[0]:.2f} ({worst[1]})")
+    worst = min(((t_np / t_dg, label) for d, label, f, t_dg, t_np, _ in rows
+                 if label.startswith("square") and d == "float32"), default=None)
+    if worst:
+        print(f"\nworst float32 square ratio: {worst[0]:.2f} ({worst[1]})")
     sys.stdout.flush()
 
 
@@ -247,9 +255,11 @@ def main(argv=None) -> None:
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each row wait up to SECONDS for the CPUs to be >= 90%% idle")
     p.add_argument("--no-memory", action="store_true", help="skip bench_memory.py")
+    p.add_argument("--rows", default="", metavar="TEXT",
+                   help="only the rows whose label contains TEXT (e.g. 'square', '128x64')")
     args = p.parse_args(argv)
-    global WAIT_IDLE, SETTLE
-    WAIT_IDLE = args.wait_idle
+    global WAIT_IDLE, SETTLE, ROWS
+    WAIT_IDLE, ROWS = args.wait_idle, args.rows
 
     child = os.environ.get("DG_BENCH_THREADS")
     if child is None:
@@ -271,7 +281,8 @@ def main(argv=None) -> None:
             # Without threadpoolctl, numpy's thread count is fixed when OpenBLAS loads.
             env = dict(os.environ, OPENBLAS_NUM_THREADS=str(t), DG_BENCH_THREADS=str(t))
             cmd = [sys.executable, os.path.abspath(__file__), "--threads", str(t), "--no-memory",
-                   "--passes", str(args.passes), "--wait-idle", str(args.wait_idle)]
+                   "--passes", str(args.passes), "--wait-idle", str(args.wait_idle),
+                   "--rows", args.rows]
             subprocess.call(cmd + (["--quick"] if args.quick else []), env=env)
             continue
         SETTLE = 0.05 if t > 1 else 0.0
