@@ -95,18 +95,19 @@ def median_times(fns, min_time: float, rounds: int | None = None) -> list[float]
 
 
 def fma_peak(threads: int, probes: int = 40, seconds: float = 0.004) -> float:
-    """GFLOP/s of `threads` threads running independent FMA chains of the GEMM micro-kernel's
+    """GFLOP/s of `threads` cores running independent FMA chains of the GEMM micro-kernel's
     vector width (deepgrad._C._fma_peak_probe): the machine's arithmetic peak, measured in this
-    run. The best of `probes` short probes spread over about a second, because on a shared
-    machine a long probe measures the neighbours too."""
-    flops, secs = _C._fma_peak_probe(100_000, threads)
+    run. It is `threads` x the best of `probes` short one-thread probes spread over about a
+    second: on a shared machine a long probe, or one on all threads at once (which waits for a
+    thread that another process preempted), measures the neighbours too."""
+    flops, secs = _C._fma_peak_probe(100_000, 1)
     iters = max(1000, int(100_000 * seconds / max(secs, 1e-6)))
     best = 0.0
     for _ in range(probes):
-        flops, secs = _C._fma_peak_probe(iters, threads)
+        flops, secs = _C._fma_peak_probe(iters, 1)
         best = max(best, flops / secs / 1e9)
         time.sleep(0.02)
-    return best
+    return threads * best
 
 
 def cpu_idle_fraction(seconds: float = 0.5) -> float:
@@ -273,8 +274,9 @@ def main(argv=None) -> None:
               "2*M*N*K / that time, so the per-call cost counts; 'dense relu' is "
               "deepgrad.dense_forward against numpy x@w, +b, maximum(.,0)")
         print("- FMA peak: deepgrad._C._fma_peak_probe, independent float FMA chains of the GEMM "
-              "micro-kernel's vector width on every thread (the best of 40 short probes before "
-              "and after the table); float64 rows are compared with half of it")
+              "micro-kernel's vector width, the best of 40 short one-thread probes before and "
+              "after the table, times the thread count; float64 rows are compared with half of "
+              "it")
         sys.stdout.flush()
     for t in args.threads:
         if threadpool_limits is None and child != str(t):
