@@ -296,7 +296,8 @@ void bind_gemm(py::module_& m) {
           if (isa_s == "portable") isa = GemmIsa::portable;
           else if (isa_s == "avx2") isa = GemmIsa::avx2;
           else if (isa_s == "avx512") isa = GemmIsa::avx512;
-          else fail_value(fn, "isa must be 'best', 'portable', 'avx2' or 'avx512', got '" + isa_s + "'");
+          else fail_value(fn, "isa must be 'best', 'portable', 'avx2' or 'avx512', got '" + isa_s +
+                                  "'");
           need_isa(fn, isa);
         }
         double flops = 0, seconds = 0;

@@ -230,8 +230,8 @@ void gemm_packed(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, i
           const T* bj = bp + jp * NR * kc;
           for (index_t ip = 0; ip < npm; ++ip) {
             const int mr = static_cast<int>(std::min<index_t>(MR, mc - ip * MR));
-            uk.fn(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR, ldc,
-               alpha, beta_eff, mr, nr);
+            uk.fn(kc, ap + ip * MR * kc, 1, MR, bj, NR, c + (ic + ip * MR) * ldc + jc + jp * NR,
+                  ldc, alpha, beta_eff, mr, nr);
           }
         }
       }
@@ -241,9 +241,9 @@ void gemm_packed(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, i
 
 // One thread's GEMM: picks the unpacked or the packed path for this (sub)problem.
 template <class T>
-void gemm_serial(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n, index_t k,
-                 index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b, T alpha,
-                 T beta) {
+void gemm_serial(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n,
+                 index_t k, index_t lda, index_t ldb, index_t ldc, bool trans_a, bool trans_b,
+                 T alpha, T beta) {
   const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const index_t work = m * n * k;
   if (work <= kSmallWork && n * k <= (index_t(1) << 20)) {
