@@ -174,6 +174,11 @@ def test_tensors_health_one_row_per_array(rng, dtype):
     ref = np.concatenate([_C.segment_health(a, np.array([0, a.size])) for a in host])
     check(got, ref, 1e-12)
     assert _C.cuda_tensors_health([]).shape == (0, 7)
+    # the backend entry, the CPU entry's meaning, float32 and float64 mixed in one call
+    mixed = [_C.CudaArray(host[0]), _C.CudaArray(host[1].astype(np.float64)), devs[2]]
+    check(cb.tensors_health(mixed), np.concatenate(
+        [_C.segment_health(a, np.array([0, a.size]))
+         for a in (host[0], host[1].astype(np.float64), host[2])]), 1e-12)
     with pytest.raises(TypeError, match="mix float32 and float64"):
         _C.cuda_tensors_health([_C.CudaArray(np.zeros(2, np.float32)), _C.CudaArray(np.zeros(2))])
 

@@ -972,9 +972,15 @@ def l2_norms(arrays):
 
 
 def tensors_health(arrays):
-    """float64 (K, 7): the health row of each array (one CUDA health pass over all of them,
-    one synchronisation)."""
-    return _C.cuda_tensors_health(list(arrays))
+    """float64 (K, 7): the health row of each array, from the CUDA health kernel
+    (csrc/cuda/health.cu: one pair of launches per 64 arrays of a dtype, one synchronisation
+    per dtype present)."""
+    arrays = [_dev(a, "tensors_health", f"arrays[{i}]") for i, a in enumerate(arrays)]
+    out = np.empty((len(arrays), 7))
+    for dt in {a.dtype for a in arrays}:
+        idx = [i for i, a in enumerate(arrays) if a.dtype == dt]
+        out[idx] = _C.cuda_tensors_health([arrays[i] for i in idx])
+    return out
 
 
 def tensors_param_norms(arrays, prev, diff: bool = False, snapshot: bool = False):
