@@ -243,12 +243,14 @@ class Tensor:
         return a if dtype is None else a.astype(dtype, copy=False)
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        """DLPack export (zero copy for CPU tensors: torch.from_dlpack(t), np.from_dlpack(t)).
-        Writes through the consumer are seen here and the other way round; they do not bump
-        this tensor's version counter (as with torch). CUDA tensors are not exported yet."""
+        """DLPack export, zero copy: torch.from_dlpack(t), np.from_dlpack(t) for CPU tensors,
+        torch.from_dlpack(t) or cupy.from_dlpack(t) for CUDA tensors (the capsule keeps the
+        device memory alive; ``stream`` is the consumer's, made to wait for deepgrad's pending
+        work). Writes through the consumer are seen here and the other way round; they do not
+        bump this tensor's version counter (as with torch)."""
         if not self._be.HOST_MEMORY:
-            raise BufferError("DLPack export of a CUDA deepgrad tensor is not supported; "
-                              "use t.numpy() (a host copy) or keep the data in deepgrad")
+            return self._be.to_dlpack(self.data, stream=stream, max_version=max_version,
+                                      dl_device=dl_device, copy=copy)
         kw = {}
         if max_version is not None:
             kw["max_version"] = max_version
@@ -527,14 +529,26 @@ def from_numpy(a: np.ndarray, requires_grad: bool = False) -> Tensor:
 
 
 def from_dlpack(x, requires_grad: bool = False) -> Tensor:
-    """A CPU tensor sharing the memory of any DLPack producer on the CPU (a torch CPU tensor, a
-    numpy array, a deepgrad tensor, ...), zero copy. CUDA producers are not imported yet: copy
-    to the host first (``x.cpu()``)."""
+    """A tensor sharing the memory of any DLPack producer, zero copy: on the CPU (a torch CPU
+    tensor, a numpy array, a deepgrad tensor, ...) or on CUDA (a torch CUDA tensor, a CuPy
+    array, ...; needs a deepgrad built with CUDA). Writes on either side are seen on the other.
+    Non-contiguous, read-only or unsupported-dtype memory is refused, naming the copy to make."""
     if hasattr(x, "__dlpack_device__"):
-        dev = x.__dlpack_device__()
-        if int(dev[0]) != 1:
+        dev = tuple(int(v) for v in x.__dlpack_device__())
+        if dev[0] == 2:   # kDLCUDA
+            try:
+                be = get_backend("cuda")
+            except RuntimeError as e:
+                raise BufferError(f"from_dlpack: the producer's memory is on CUDA (DLPack device "
+                                  f"{dev}) but {e}; or copy it to the host first (x.cpu())"
+                                  ) from None
+            t = _new(be.from_dlpack(x), be)
+            if requires_grad:
+                t.requires_grad_(True)
+            return t
+        if dev[0] != 1:
             raise BufferError(f"from_dlpack: the producer's memory is on DLPack device {dev}, "
-                              "not the CPU; deepgrad imports CPU memory only (copy with .cpu())")
+                              "neither the CPU nor CUDA; copy it to the host first")
     try:
         a = np.from_dlpack(x)
     except (TypeError, BufferError, RuntimeError) as e:

@@ -1,0 +1,168 @@
+"""The DLPack protocol's CUDA side in every build (issue 12): the argument rules of
+backend/dlpack.py (capsule kind from max_version, the stream values the spec allows, dl_device,
+copy), how deepgrad asks a producer for a capsule (max_version first, the legacy call for older
+producers), from_dlpack's refusals when deepgrad cannot import CUDA memory, and, in a CUDA
+build, the import checks of _C.cuda_from_dlpack that run before any device is touched (a refused
+capsule is left to its producer). The GPU half is tests/cuda/test_dlpack_cuda.py."""
+import ctypes
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import _C
+from deepgrad.backend import dlpack as dl
+
+HAVE_CUDA_BUILD = bool(_C.build_info()["cuda"])
+HAVE_GPU = HAVE_CUDA_BUILD and _C.cuda_device_count() > 0
+
+
+@pytest.mark.parametrize("max_version,want", [
+    (None, None), ((0, 8), None), ((1, 0), (1, 0)), ((1, 1), (1, 1)), ((1, 7), (1, 1)),
+    ((2, 0), (1, 1)), ([1, 0], (1, 0))])
+def test_capsule_version(max_version, want):
+    assert dl.capsule_version(max_version) == want
+
+
+@pytest.mark.parametrize("bad", [1, "1.0", (1,), (1, 0, 0)])
+def test_capsule_version_refuses_malformed(bad):
+    with pytest.raises(TypeError, match="max_version"):
+        dl.capsule_version(bad)
+
+
+def test_export_stream_values():
+    for ok in (None, -1, 1, 2, 0x7f0012345678):
+        assert dl.export_stream(ok) == ok
+    with pytest.raises(ValueError, match="stream=0 is ambiguous"):
+        dl.export_stream(0)
+    with pytest.raises(ValueError, match="not a CUDA stream"):
+        dl.export_stream(-2)
+    for bad in (1.0, "1", True, object()):
+        with pytest.raises(TypeError, match="stream must be an int"):
+            dl.export_stream(bad)
+
+
+def test_export_args():
+    assert dl.export_args((2, 0)) == {"versioned": False, "minor": 0, "stream": None,
+                                      "copy": False}
+    assert dl.export_args((2, 0), stream=2, max_version=(1, 0), dl_device=(2, 0), copy=True) == \
+        {"versioned": True, "minor": 0, "stream": 2, "copy": True}
+    assert dl.export_args((2, 0), max_version=(1, 3), copy=False)["minor"] == 1
+    with pytest.raises(BufferError, match=r"device \(2, 0\) and cannot be exported to \(1, 0\)"):
+        dl.export_args((2, 0), dl_device=(1, 0))
+    with pytest.raises(TypeError, match="copy must be"):
+        dl.export_args((2, 0), copy="yes")
+
+
+class _NewProducer:
+    def __init__(self):
+        self.calls = []
+
+    def __dlpack__(self, *, stream=None, max_version=None):
+        self.calls.append({"stream": stream, "max_version": max_version})
+        return "capsule"
+
+
+class _OldProducer:
+    """A producer from before DLPack 1.0: no max_version keyword."""
+    def __init__(self):
+        self.calls = []
+
+    def __dlpack__(self, stream=None):
+        self.calls.append({"stream": stream})
+        return "legacy capsule"
+
+
+class _BrokenProducer:
+    def __dlpack__(self, *, stream=None, max_version=None):
+        raise TypeError("cannot export a tensor that requires grad")
+
+
+def test_request_capsule_negotiates_the_version():
+    p = _NewProducer()
+    assert dl.request_capsule(p) == "capsule"
+    assert p.calls == [{"stream": 1, "max_version": (1, 1)}]   # deepgrad's legacy default stream
+    q = _OldProducer()
+    assert dl.request_capsule(q) == "legacy capsule"
+    assert q.calls == [{"stream": 1}]
+    with pytest.raises(TypeError, match="requires grad"):      # other TypeErrors are not masked
+        dl.request_capsule(_BrokenProducer())
+
+
+class _FakeCudaProducer:
+    def __init__(self, device=(2, 0)):
+        self.device = device
+        self.asked = False
+
+    def __dlpack_device__(self):
+        return self.device
+
+    def __dlpack__(self, **kw):
+        self.asked = True
+        raise AssertionError("not reached: deepgrad refuses before asking for the capsule")
+
+
+@pytest.mark.skipif(HAVE_GPU, reason="the refusal of a build or machine without CUDA")
+def test_from_dlpack_cuda_producer_without_cuda_names_the_fix():
+    p = _FakeCudaProducer()
+    want = "rebuild with -Ccmake.define.DEEPGRAD_CUDA=ON" if not HAVE_CUDA_BUILD \
+        else "no CUDA device is available"
+    with pytest.raises(BufferError, match=r"on CUDA \(DLPack device \(2, 0\)\).*") as e:
+        dg.from_dlpack(p)
+    assert want in str(e.value) and "x.cpu()" in str(e.value)
+    assert not p.asked
+
+
+def test_from_dlpack_other_devices_are_refused():
+    p = _FakeCudaProducer(device=(8, 0))   # kDLMetal
+    with pytest.raises(BufferError, match=r"DLPack device \(8, 0\), neither the CPU nor CUDA"):
+        dg.from_dlpack(p)
+    assert not p.asked
+
+
+def test_cpu_tensor_export_is_unchanged():
+    t = dg.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert t.__dlpack_device__() == (1, 0)
+    n = np.from_dlpack(t)
+    n[0, 1] = 9
+    assert t.numpy()[0, 1] == 9
+
+
+def _capsule_name(cap):
+    f = ctypes.pythonapi.PyCapsule_GetName
+    f.restype, f.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    return f(cap).decode()
+
+
+@pytest.mark.skipif(not HAVE_CUDA_BUILD, reason="deepgrad was built without CUDA")
+def test_cuda_import_checks_before_touching_the_device():
+    """_C.cuda_from_dlpack's checks that need no GPU: not a capsule, a wrong name, a consumed
+    capsule, CPU memory; each refused capsule keeps its name, so numpy's deleter frees it."""
+    with pytest.raises(TypeError, match="expected a DLPack capsule"):
+        _C.cuda_from_dlpack(np.arange(3.0))
+    a = np.arange(4.0)
+    for kw, name in (({}, "dltensor"), ({"max_version": (1, 0)}, "dltensor_versioned")):
+        cap = a.__dlpack__(**kw)
+        assert _capsule_name(cap) == name
+        with pytest.raises(BufferError, match=r"DLPack device type 1, not CUDA \(2\)"):
+            _C.cuda_from_dlpack(cap)
+        assert _capsule_name(cap) == name          # not consumed: its destructor frees it
+    pyc = ctypes.pythonapi.PyCapsule_New
+    pyc.restype, pyc.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p,
+                                                   ctypes.c_void_p]
+    buf = ctypes.create_string_buffer(8)
+    for nm, exc, msg in ((b"used_dltensor", ValueError, "already consumed"),
+                         (b"something_else", TypeError, "not 'dltensor'")):
+        with pytest.raises(exc, match=msg):
+            _C.cuda_from_dlpack(pyc(ctypes.addressof(buf), nm, None))
+
+
+def test_monitor_cuda_route_is_off_without_deepgrad_cuda():
+    """Without CUDA kernels (or a GPU) the torch monitor's CUDA norms fall back to
+    torch._foreach_norm; the health rows' L2 column becomes NaN where a tensor is not finite."""
+    from deepgrad.monitor import capture_torch as ct
+    rows = np.array([[3.0, 2, -2, 2, 0, 0, -1], [1.0, 1, 0, 1, 1, 0, 4], [5.0, 5, 5, 5, 0, 2, 0]])
+    out = ct._l2_of(rows)
+    assert out[0] == 3.0 and np.isnan(out[1]) and np.isnan(out[2])
+    if not HAVE_GPU:
+        assert ct._cuda_health([]) is None
