@@ -248,17 +248,8 @@ class Tensor:
         device memory alive; ``stream`` is the consumer's, made to wait for deepgrad's pending
         work). Writes through the consumer are seen here and the other way round; they do not
         bump this tensor's version counter (as with torch)."""
-        if not self._be.HOST_MEMORY:
-            return self._be.to_dlpack(self.data, stream=stream, max_version=max_version,
-                                      dl_device=dl_device, copy=copy)
-        kw = {}
-        if max_version is not None:
-            kw["max_version"] = max_version
-        if dl_device is not None:
-            kw["dl_device"] = dl_device
-        if copy is not None:
-            kw["copy"] = copy
-        return self.data.__dlpack__(**kw) if kw else self.data.__dlpack__()
+        return self._be.to_dlpack(self.data, stream=stream, max_version=max_version,
+                                  dl_device=dl_device, copy=copy)
 
     def __dlpack_device__(self):
         """(device type, index): (1, 0) for the CPU (kDLCPU), (2, 0) for CUDA (kDLCUDA)."""
@@ -550,7 +541,7 @@ def from_dlpack(x, requires_grad: bool = False) -> Tensor:
             raise BufferError(f"from_dlpack: the producer's memory is on DLPack device {dev}, "
                               "neither the CPU nor CUDA; copy it to the host first")
     try:
-        a = np.from_dlpack(x)
+        a = _cpu.from_dlpack(x)
     except (TypeError, BufferError, RuntimeError) as e:
         raise type(e)(f"from_dlpack: {e}") from None
     return from_numpy(a, requires_grad)   # refuses strided or read-only memory, naming why
