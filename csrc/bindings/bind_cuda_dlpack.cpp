@@ -60,7 +60,9 @@ struct ExportCtx {
   DLManagedTensor legacy{};
 };
 
-void delete_versioned(DLManagedTensorVersioned* m) { delete static_cast<ExportCtx*>(m->manager_ctx); }
+void delete_versioned(DLManagedTensorVersioned* m) {
+  delete static_cast<ExportCtx*>(m->manager_ctx);
+}
 void delete_legacy(DLManagedTensor* m) { delete static_cast<ExportCtx*>(m->manager_ctx); }
 
 // Capsule destructors: a capsule that still has its original name was never consumed, so its
@@ -198,7 +200,8 @@ CudaArray from_dlpack(py::handle cap_) {
                  std::to_string(t->device.device_type) + ", not CUDA (2)");
   const int dev = dc::current_device();
   if (t->device.device_id != dev)
-    buffer_error(std::string(fn) + ": the tensor is on cuda:" + std::to_string(t->device.device_id) +
+    buffer_error(std::string(fn) + ": the tensor is on cuda:" +
+                 std::to_string(t->device.device_id) +
                  " but deepgrad runs on cuda:" + std::to_string(dev) +
                  "; move it with x.to('cuda:" + std::to_string(dev) + "') (a copy)");
   CDType dt;

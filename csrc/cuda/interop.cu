@@ -22,7 +22,8 @@ void consumer_stream_wait(std::intptr_t stream) {
   // stream already; a consumer on deepgrad's stream needs nothing either.
   if (stream == 1 || consumer == producer) return;
   cudaEvent_t ev = nullptr;
-  check_status(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "__dlpack__: cudaEventCreate");
+  check_status(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming),
+               "__dlpack__: cudaEventCreate");
   int st = cudaEventRecord(ev, producer);
   if (st == cudaSuccess) st = cudaStreamWaitEvent(consumer, ev, 0);
   cudaEventDestroy(ev);  // released once the wait has been satisfied
