@@ -166,3 +166,62 @@ def test_monitor_cuda_route_is_off_without_deepgrad_cuda():
     assert out[0] == 3.0 and np.isnan(out[1]) and np.isnan(out[2])
     if not HAVE_GPU:
         assert ct._cuda_health([]) is None
+
+
+def test_monitor_device_branch_bookkeeping_matches_the_cpu_path(monkeypatch):
+    """The torch monitor's CUDA branch (one health call over gradients + weights + updates,
+    sliced into the gradient health, weight norms and update norms) gives the CPU path's history:
+    checked on the CPU with the device kernel stood in for by the CPU tensors_health over the
+    same tensors (the CUDA kernel itself is checked against the CPU in tests/cuda)."""
+    torch = pytest.importorskip("torch")
+    from deepgrad.backend import cpu as cpu_be
+    from deepgrad.monitor import GradientMonitor
+    from deepgrad.monitor import capture_torch as ct
+
+    def run(device_branch):
+        torch.manual_seed(3)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(),
+                                    torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                    torch.nn.Linear(16, 3))
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        mon = GradientMonitor(model)
+        calls = []
+        if device_branch:
+            def health(tensors):
+                calls.append(len(tensors))
+                return cpu_be.tensors_health([t.detach().numpy().reshape(-1) for t in tensors])
+            monkeypatch.setattr(ct, "_cuda_health", health)
+            monkeypatch.setattr(ct.TorchGradientMonitor, "_host_views", lambda self, p: None)
+        for i in range(4):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            if i == 2:
+                model[2].weight.grad[1, 1] = float("nan")   # a non-finite gradient, found
+            opt.step()
+            mon.step(loss)
+        monkeypatch.undo()
+        return mon.to_dict(), calls
+
+    ref, _ = run(False)
+    got, calls = run(True)
+    P = 6   # 3 Linear layers x (weight, bias)
+    # one call per recorded step: gradients + weights (+ updates after the first)
+    assert calls == [2 * P, 3 * P, 3 * P, 3 * P]
+    for key in ("param_grad_norm", "param_norm", "update_norm", "layer_grad_norm",
+                "layer_weight_norm", "layer_grad_ratio", "layer_update_ratio", "signal_norm",
+                "layer_grad_linf", "layer_nonfinite", "global_grad_norm"):
+        if key not in ref:
+            continue
+        assert len(got[key]) == len(ref[key]) == 4, key
+        for step, (a, b) in enumerate(zip(ref[key], got[key])):
+            if a is None or b is None:
+                assert a is None and b is None, (key, step)
+                continue
+            a = np.array(a, dtype=np.float64)
+            b = np.array(b, dtype=np.float64)
+            np.testing.assert_allclose(b, a, rtol=1e-6, equal_nan=True, err_msg=f"{key} {step}")
+    assert got["first_nonfinite"] == ref["first_nonfinite"]
+    assert np.isnan(np.array(got["param_grad_norm"][2], dtype=np.float64)[2])
