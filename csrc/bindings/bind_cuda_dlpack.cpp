@@ -198,12 +198,6 @@ CudaArray from_dlpack(py::handle cap_) {
   if (t->device.device_type != kDLCUDA)
     buffer_error(std::string(fn) + ": the tensor is on DLPack device type " +
                  std::to_string(t->device.device_type) + ", not CUDA (2)");
-  const int dev = dc::current_device();
-  if (t->device.device_id != dev)
-    buffer_error(std::string(fn) + ": the tensor is on cuda:" +
-                 std::to_string(t->device.device_id) +
-                 " but deepgrad runs on cuda:" + std::to_string(dev) +
-                 "; move it with x.to('cuda:" + std::to_string(dev) + "') (a copy)");
   CDType dt;
   const DLDataType& d = t->dtype;
   if (d.lanes == 1 && d.code == kDLFloat && d.bits == 32) dt = CDType::f32;
@@ -243,6 +237,13 @@ CudaArray from_dlpack(py::handle cap_) {
   if (reinterpret_cast<std::uintptr_t>(data) % item != 0)
     fail_value(fn, "the tensor's data is not aligned to its " + std::to_string(item) +
                    "-byte elements; pass a copy (x.clone() in torch)");
+  // Last (the first check that talks to the CUDA runtime): the device deepgrad launches on.
+  const int dev = dc::current_device();
+  if (t->device.device_id != dev)
+    buffer_error(std::string(fn) + ": the tensor is on cuda:" +
+                 std::to_string(t->device.device_id) +
+                 " but deepgrad runs on cuda:" + std::to_string(dev) +
+                 "; move it with x.to('cuda:" + std::to_string(dev) + "') (a copy)");
   // Ownership moves to the storage: rename the capsule so its destructor leaves it alone.
   if (PyCapsule_SetName(cap, versioned ? "used_dltensor_versioned" : "used_dltensor") != 0)
     throw py::error_already_set();

@@ -225,3 +225,87 @@ def test_monitor_device_branch_bookkeeping_matches_the_cpu_path(monkeypatch):
             np.testing.assert_allclose(b, a, rtol=1e-6, equal_nan=True, err_msg=f"{key} {step}")
     assert got["first_nonfinite"] == ref["first_nonfinite"]
     assert np.isnan(np.array(got["param_grad_norm"][2], dtype=np.float64)[2])
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class _DLManagedTensorVersioned(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32),
+                ("manager_ctx", ctypes.c_void_p), ("deleter", _DELETER),
+                ("flags", ctypes.c_uint64), ("dl_tensor", _DLTensor)]
+
+
+def _fake_cuda_capsule(shape, strides=None, code=2, bits=32, flags=0, major=1, device_id=0):
+    """A "dltensor_versioned" capsule claiming CUDA memory (the pointer is never dereferenced:
+    every case below is refused before), with a deleter that counts its calls."""
+    keep = {"calls": 0}
+
+    def deleter(_):
+        keep["calls"] += 1
+    keep["deleter"] = _DELETER(deleter)
+    n = len(shape)
+    keep["shape"] = (ctypes.c_int64 * max(n, 1))(*shape)
+    keep["strides"] = (ctypes.c_int64 * max(n, 1))(*(strides or [0]))
+    keep["buf"] = ctypes.create_string_buffer(1024)
+    m = _DLManagedTensorVersioned()
+    m.major, m.minor, m.deleter, m.flags = major, 1, keep["deleter"], flags
+    m.dl_tensor.data = ctypes.addressof(keep["buf"])
+    m.dl_tensor.device = _DLDevice(2, device_id)
+    m.dl_tensor.ndim = n
+    m.dl_tensor.dtype = _DLDataType(code, bits, 1)
+    m.dl_tensor.shape = ctypes.cast(keep["shape"], ctypes.POINTER(ctypes.c_int64))
+    if strides is not None:
+        m.dl_tensor.strides = ctypes.cast(keep["strides"], ctypes.POINTER(ctypes.c_int64))
+    keep["m"] = m
+    pyc = ctypes.pythonapi.PyCapsule_New
+    pyc.restype, pyc.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p,
+                                                   ctypes.c_void_p]
+    return pyc(ctypes.addressof(m), b"dltensor_versioned", None), keep
+
+
+@pytest.mark.skipif(not HAVE_CUDA_BUILD, reason="deepgrad was built without CUDA")
+@pytest.mark.parametrize("kw,exc,msg", [
+    (dict(shape=(4, 6), strides=(1, 4)), ValueError,
+     r"shape \(4, 6\) is not C-contiguous \(strides \(1, 4\).*x\.contiguous\(\)"),
+    (dict(shape=(4, 6), strides=(12, 2)), ValueError, "not C-contiguous"),
+    (dict(shape=(3,), bits=16), TypeError, r"dtype float16 cannot be shared.*x\.float\(\)"),
+    (dict(shape=(3,), code=4, bits=16), TypeError, "dtype bfloat16 cannot be shared"),
+    (dict(shape=(3,), code=0, bits=32), TypeError, "dtype int32 cannot be shared"),
+    (dict(shape=(3,), code=6, bits=8), TypeError, "dtype bool8 cannot be shared"),
+    (dict(shape=(3,), flags=1), ValueError, "read-only"),
+    (dict(shape=(3,), major=2), BufferError, r"version 2\.1 is newer"),
+])
+def test_cuda_import_refusals_leave_the_capsule_to_its_producer(kw, exc, msg):
+    cap, keep = _fake_cuda_capsule(**kw)
+    with pytest.raises(exc, match=msg):
+        _C.cuda_from_dlpack(cap)
+    assert _capsule_name(cap) == "dltensor_versioned" and keep["calls"] == 0
+
+
+@pytest.mark.skipif(not HAVE_CUDA_BUILD, reason="deepgrad was built without CUDA")
+def test_cuda_import_accepts_contiguous_strides_and_checks_the_device_last():
+    """Strides of size-1 dimensions are free and a zero-size tensor is contiguous; such
+    capsules pass every layout check and reach the device check (no GPU: the CUDA runtime's
+    error; a GPU: cuda:99 is not deepgrad's device), still unconsumed."""
+    for kw in (dict(shape=(4, 1, 6), strides=(6, 99, 1)), dict(shape=(0, 3), strides=(7, 7)),
+               dict(shape=(2, 3), strides=None)):
+        cap, keep = _fake_cuda_capsule(device_id=99, **kw)
+        with pytest.raises((BufferError, RuntimeError)) as e:
+            _C.cuda_from_dlpack(cap)
+        assert "cuda:99" in str(e.value) or "CUDA" in str(e.value)
+        assert _capsule_name(cap) == "dltensor_versioned" and keep["calls"] == 0
