@@ -1,4 +1,4 @@
-// DLPack interop of CUDA arrays (zero copy both ways) and the multi-tensor health over such views.
+// DLPack interop of CUDA arrays, zero copy both ways.
 //
 //   cuda_to_dlpack(a, versioned=True, minor=1, stream=None) -> PyCapsule
 //       exports a CudaArray's device memory without copying: a "dltensor_versioned" capsule
@@ -13,12 +13,10 @@
 //       producer's pointer and calls the producer's deleter when the last view is dropped. The
 //       capsule is renamed "used_dltensor[_versioned]" (ownership taken) only after every check
 //       passed, so a refused capsule is still freed by its producer's capsule destructor.
-//   cuda_tensors_health(arrays) -> float64 (K, 7)    tensors_health on the device (health.cu)
 //   cuda_current_device() -> int
 //
 // The Python side (backend/dlpack.py) negotiates the protocol arguments and calls these.
 #ifdef DG_HAVE_CUDA
-#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
@@ -28,8 +26,6 @@
 #include "bindings/cuda_check.h"
 #include "bindings/registry.h"
 #include "deepgrad/cuda_array.h"
-#include "deepgrad/cuda_kernels.h"
-#include "deepgrad/health.h"
 #include "third_party/dlpack/dlpack.h"
 
 namespace dg::bind {
@@ -252,29 +248,6 @@ CudaArray from_dlpack(py::handle cap_) {
   return CudaArray(dc::Storage::external(data, nbytes, &release_imported, im), 0, shape, dt);
 }
 
-// ---- the health kernel over separate device arrays --------------------------------------------
-
-py::array_t<double> tensors_health(const py::sequence& arrays) {
-  const char* fn = "cuda_tensors_health";
-  const std::size_t K = py::len(arrays);
-  std::vector<const void*> bufs(K);
-  std::vector<CDType> types(K);
-  std::vector<index_t> sizes(K);
-  for (std::size_t k = 0; k < K; ++k) {
-    const CudaArray& a = cuda_arg(arrays[k], fn, "each array");
-    if (a.dtype == CDType::i64)
-      fail_type(fn, "array " + std::to_string(k) + " has dtype int64 but the health kernel "
-                    "takes float32 or float64");
-    bufs[k] = a.raw();
-    types[k] = a.dtype;
-    sizes[k] = a.numel();
-  }
-  py::array_t<double> out({py::ssize_t(K), py::ssize_t(kHealthStats)});
-  dc::tensors_health_host(out.mutable_data(), bufs.data(), types.data(), sizes.data(),
-                          static_cast<index_t>(K), dc::current_stream());
-  return out;
-}
-
 void bind_cuda_dlpack(py::module_& m) {
   m.def("cuda_to_dlpack", &to_dlpack, py::arg("array"), py::arg("versioned") = true,
         py::arg("minor") = 1, py::arg("stream") = py::none(),
@@ -283,9 +256,6 @@ void bind_cuda_dlpack(py::module_& m) {
   m.def("cuda_from_dlpack", &from_dlpack, py::arg("capsule"),
         "A CudaArray sharing a DLPack producer's CUDA memory (zero copy); the producer's deleter "
         "runs when the last view is dropped.");
-  m.def("cuda_tensors_health", &tensors_health, py::arg("arrays"),
-        "float64 (K, 7): the health row of each float32/float64 CudaArray (csrc/cuda/health.cu), "
-        "one device-to-host copy and one synchronisation for all K.");
   m.def("cuda_current_device", &dc::current_device);
 }
 

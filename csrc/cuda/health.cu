@@ -251,9 +251,12 @@ struct HostCall {
   double* d_rows;
 };
 
-// Grows the scratch to `need` device bytes and `pin_need` pinned bytes (the caller holds the
-// lock); a regrown device block forgets the uploaded offsets.
-void reserve(HealthScratch& sc, std::size_t need, std::size_t pin_need) {
+HostCall prepare(HealthScratch& sc, const std::int64_t* offsets, index_t n, index_t segments,
+                 DType t, int row_sets, cudaStream_t stream) {
+  const std::size_t off_bytes = round16(sizeof(std::int64_t) * (std::size_t)(segments + 1));
+  const std::size_t ws_bytes = round16(segment_health_workspace(n, segments, t));
+  const std::size_t res_bytes = sizeof(double) * kHealthStats * (std::size_t)segments * row_sets;
+  const std::size_t need = off_bytes + ws_bytes + round16(res_bytes);
   if (sc.dev_bytes < need) {
     if (sc.dev) check_status(cudaFree(sc.dev), "cudaFree (segment_health scratch)");
     sc.dev = nullptr;
@@ -262,6 +265,7 @@ void reserve(HealthScratch& sc, std::size_t need, std::size_t pin_need) {
     check_status(cudaMalloc(&sc.dev, need), "cudaMalloc (segment_health scratch)");
     sc.dev_bytes = need;
   }
+  const std::size_t pin_need = std::max(off_bytes, res_bytes);
   if (sc.pinned_bytes < pin_need) {
     if (sc.pinned) check_status(cudaFreeHost(sc.pinned), "cudaFreeHost (segment_health)");
     sc.pinned = nullptr;
@@ -269,15 +273,6 @@ void reserve(HealthScratch& sc, std::size_t need, std::size_t pin_need) {
     check_status(cudaMallocHost(&sc.pinned, pin_need), "cudaMallocHost (segment_health)");
     sc.pinned_bytes = pin_need;
   }
-}
-
-HostCall prepare(HealthScratch& sc, const std::int64_t* offsets, index_t n, index_t segments,
-                 DType t, int row_sets, cudaStream_t stream) {
-  const std::size_t off_bytes = round16(sizeof(std::int64_t) * (std::size_t)(segments + 1));
-  const std::size_t ws_bytes = round16(segment_health_workspace(n, segments, t));
-  const std::size_t res_bytes = sizeof(double) * kHealthStats * (std::size_t)segments * row_sets;
-  const std::size_t need = off_bytes + ws_bytes + round16(res_bytes);
-  reserve(sc, need, std::max(off_bytes, res_bytes));
   char* base = static_cast<char*>(sc.dev);
   HostCall c{reinterpret_cast<std::int64_t*>(base), base + off_bytes,
              reinterpret_cast<double*>(base + off_bytes + ws_bytes)};
@@ -374,36 +369,6 @@ void health_rows_host(double* rows, const void* params, const void* grads, void*
     throw;
   }
   rows_to_host(sc, rows, c.d_rows, sizeof(double) * set * sets, stream);
-}
-
-void tensors_health_host(double* out, const void* const* bufs, const DType* types,
-                         const index_t* sizes, index_t count, cudaStream_t stream) {
-  if (count <= 0) return;
-  HealthScratch& sc = health_scratch();
-  std::lock_guard<std::mutex> lock(sc.mu);
-  // [offsets: (0, n_k) per tensor | one workspace, reused in stream order | rows (K, 7)]
-  const std::size_t off_bytes = round16(sizeof(std::int64_t) * 2 * (std::size_t)count);
-  std::size_t ws = 0;
-  for (index_t k = 0; k < count; ++k)
-    ws = std::max(ws, round16(segment_health_workspace(sizes[k], 1, types[k])));
-  const std::size_t res_bytes = sizeof(double) * kHealthStats * (std::size_t)count;
-  reserve(sc, off_bytes + ws + round16(res_bytes), std::max(off_bytes, res_bytes));
-  char* base = static_cast<char*>(sc.dev);
-  auto* d_off = reinterpret_cast<std::int64_t*>(base);
-  double* d_rows = reinterpret_cast<double*>(base + off_bytes + ws);
-  sc.offsets.clear();  // the offsets region now holds this call's pairs
-  auto* h_off = static_cast<std::int64_t*>(sc.pinned);
-  for (index_t k = 0; k < count; ++k) {
-    h_off[2 * k] = 0;
-    h_off[2 * k + 1] = sizes[k];
-  }
-  check_status(cudaMemcpyAsync(d_off, h_off, sizeof(std::int64_t) * 2 * (std::size_t)count,
-                               cudaMemcpyHostToDevice, stream),
-               "cudaMemcpyAsync (tensors_health sizes)");
-  for (index_t k = 0; k < count; ++k)
-    segment_health(d_rows + (std::size_t)kHealthStats * k, base + off_bytes, bufs[k], types[k],
-                   d_off + 2 * k, sizes[k], 1, stream);
-  rows_to_host(sc, out, d_rows, res_bytes, stream);
 }
 
 }  // namespace dg::cuda

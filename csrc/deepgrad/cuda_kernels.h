@@ -125,12 +125,6 @@ void tensors_health(double* out, void* workspace, const void* const* ptrs, const
 // (offsets equal to the previous call's are not uploaded again); synchronizes the stream.
 void segment_health_host(double* out, const void* buf, DType t, const std::int64_t* offsets,
                          index_t n, index_t segments, cudaStream_t stream);
-// K separate device arrays (bufs[k]: sizes[k] elements of types[k], float32 or float64, e.g.
-// zero-copy DLPack views of a torch model's gradients) -> out (K, 7) in host memory, each row as
-// one segment of segment_health. 2 launches per array on `stream` into one device table, then
-// one device-to-host copy and one synchronisation for all of them.
-void tensors_health_host(double* out, const void* const* bufs, const DType* types,
-                         const index_t* sizes, index_t count, cudaStream_t stream);
 // The monitor's one host call (the CPU's monitor_norms on the device): rows (R, S, 7) in host
 // memory receive the health rows of grads, of params and, when diff, of params - prev (R = 3;
 // else 2), then prev = params when snapshot. diff_work: n elements of t, used when diff. One

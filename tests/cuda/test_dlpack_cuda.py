@@ -185,18 +185,28 @@ def test_refusals_name_the_fix(rng):
     np.testing.assert_array_equal(t.numpy(), base[1:3].cpu().numpy())
 
 
-def test_cuda_tensors_health_matches_cpu(rng):
+def test_cuda_tensors_health_over_dlpack_views_matches_cpu(rng):
     from deepgrad.backend import cpu as cpu_be, cuda as cuda_be
-    arrays = [_rand(rng, s, d) for s, d in (((33, 7), np.float32), ((1000,), np.float64),
-                                             ((0,), np.float32), ((1,), np.float64),
-                                             ((4097,), np.float32))]
-    arrays[1][[5, 700]] = [np.nan, np.inf]
-    arrays[4][4000] = -np.inf
-    got = cuda_be.tensors_health([_C.CudaArray(a) for a in arrays])
-    np.testing.assert_allclose(got, cpu_be.tensors_health(arrays), rtol=1e-12, atol=0)
-    # through DLPack views of torch tensors
-    views = [dg.from_dlpack(torch.from_numpy(a).cuda()).data for a in arrays]
-    np.testing.assert_allclose(cuda_be.tensors_health(views), got, rtol=1e-12, atol=0)
+    for dtype in (np.float32, np.float64):
+        arrays = [_rand(rng, s, dtype) for s in ((33, 7), (1000,), (0,), (1,), (4097,))]
+        arrays[1][[5, 700]] = [np.nan, np.inf]
+        arrays[4][4000] = -np.inf
+        views = [dg.from_dlpack(torch.from_numpy(a).cuda()).data for a in arrays]
+        np.testing.assert_allclose(cuda_be.tensors_health(views), cpu_be.tensors_health(arrays),
+                                   rtol=1e-12, atol=0)
+
+
+def test_monitor_cuda_health_mixed_dtypes_and_strides(rng):
+    from deepgrad.backend import cpu as cpu_be
+    from deepgrad.monitor import capture_torch
+    a = _rand(rng, (6, 8), np.float32)
+    b = _rand(rng, (5,), np.float64)
+    ts = [torch.from_numpy(a).cuda().T, torch.from_numpy(b).cuda(),
+          torch.from_numpy(a).cuda().half()]
+    got = capture_torch._cuda_health(ts)
+    ref = cpu_be.tensors_health([a.T.astype(np.float64).copy(), b,
+                                 a.astype(np.float16).astype(np.float64)])
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0)
 
 
 def test_torch_monitor_cuda_norms_use_deepgrad_kernel(rng):

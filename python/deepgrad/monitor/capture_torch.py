@@ -418,8 +418,8 @@ _CUDA_BACKEND = []   # [deepgrad's CUDA backend, or None without CUDA kernels or
 
 def _cuda_health(tensors):
     """float64 (K, 7) health rows (tensors_health) of torch CUDA tensors from deepgrad's CUDA
-    kernel, read through zero-copy DLPack views (a float32 copy for other float dtypes, a
-    contiguous copy for strided ones); None when deepgrad has no CUDA or a tensor is not on
+    kernel, read through zero-copy DLPack views (a float32 copy for other float dtypes, float64
+    copies when float32 and float64 mix, a contiguous copy for strided ones); None when deepgrad has no CUDA or a tensor is not on
     deepgrad's device (the caller then uses torch._foreach_norm)."""
     if not _CUDA_BACKEND:
         from ..backend import get_backend
@@ -431,17 +431,16 @@ def _cuda_health(tensors):
     if be is None:
         return None
     index = be.DLPACK_DEVICE[1]
-    views = []
+    ts = []
     for t in tensors:
         if t.device.type != "cuda" or (t.device.index or 0) != index:
             return None
         t = t.detach()
-        if str(t.dtype) not in _TORCH_FLOATS:
-            t = t.float()
-        if not t.is_contiguous():
-            t = t.contiguous()
-        views.append(be.from_dlpack(t))
-    return be.tensors_health(views)
+        ts.append(t if str(t.dtype) in _TORCH_FLOATS else t.float())
+    if len({t.dtype for t in ts}) > 1:   # the kernel takes one dtype per call
+        ts = [t.double() for t in ts]
+    return be.tensors_health([be.from_dlpack(t if t.is_contiguous() else t.contiguous())
+                              for t in ts])
 
 
 def _l2_of(rows: np.ndarray) -> np.ndarray:
