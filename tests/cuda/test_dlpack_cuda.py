@@ -209,6 +209,22 @@ def test_monitor_cuda_health_mixed_dtypes_and_strides(rng):
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0)
 
 
+def test_monitor_cuda_health_waits_for_torch_side_stream(rng):
+    """Tensors written on a torch side stream and read by deepgrad's kernel at once: the one
+    event _cuda_health records orders deepgrad's stream after torch's (no host sync)."""
+    from deepgrad.backend import cpu as cpu_be
+    from deepgrad.monitor import capture_torch
+    a = [_rand(rng, (2048, 2048), np.float32) for _ in range(3)]
+    side = torch.cuda.Stream()
+    for _ in range(3):
+        with torch.cuda.stream(side):
+            ts = [torch.from_numpy(x).cuda(non_blocking=False) for x in a]
+            ts = [(t * 2.0 + 1.0).exp().log() for t in ts]   # pending work on the side stream
+            got = capture_torch._cuda_health(ts)
+        ref = cpu_be.tensors_health([(x.astype(np.float64) * 2 + 1) for x in a])
+        np.testing.assert_allclose(got[:, :4], ref[:, :4], rtol=1e-5)
+
+
 def test_torch_monitor_cuda_norms_use_deepgrad_kernel(rng):
     from deepgrad.monitor import GradientMonitor
     from deepgrad.monitor import capture_torch

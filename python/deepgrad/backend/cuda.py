@@ -1010,6 +1010,9 @@ def to_dlpack(a, stream=None, max_version=None, dl_device=None, copy=None):
 
 def from_dlpack(x):
     """A device array sharing the CUDA memory of DLPack producer ``x`` (zero copy); the
-    producer's deleter runs when the last deepgrad view of it is dropped."""
+    producer's deleter runs when the last deepgrad view of it is dropped. ``x`` may also be a
+    capsule the caller already asked for (then the caller has ordered the streams)."""
+    if type(x).__name__ == "PyCapsule":
+        return _C.cuda_from_dlpack(x)
     from .dlpack import request_capsule
     return _C.cuda_from_dlpack(request_capsule(x))

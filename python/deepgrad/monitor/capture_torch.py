@@ -439,7 +439,14 @@ def _cuda_health(tensors):
         ts.append(t if str(t.dtype) in _TORCH_FLOATS else t.float())
     if len({t.dtype for t in ts}) > 1:   # the kernel takes one dtype per call
         ts = [t.double() for t in ts]
-    return be.tensors_health([be.from_dlpack(t if t.is_contiguous() else t.contiguous())
+    ts = [t if t.is_contiguous() else t.contiguous() for t in ts]
+    # deepgrad reads on the legacy default stream: order it after torch's current stream once
+    # (an event, no host sync), then export each tensor without its per-call stream logic
+    import torch
+    cur = torch.cuda.current_stream(index)
+    if cur.cuda_stream != 0:
+        torch.cuda.default_stream(index).wait_stream(cur)
+    return be.tensors_health([be.from_dlpack(t.__dlpack__(stream=-1, max_version=(1, 1)))
                               for t in ts])
 
 
