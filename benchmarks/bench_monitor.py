@@ -20,7 +20,10 @@ torch step, with only the hooks the monitor needs doing nothing ("hooks only": t
 hook dispatch sets for any per-layer capture), with deepgrad's GradientMonitor at every=1,
 every=10 and every=1 without activation statistics, and with the usual hand-written alternative
 (after backward, ``p.grad.norm().item()`` for every parameter), taking turns in the same rounds;
-medians of the rounds.
+medians of the rounds. ``--torch-device cuda`` runs it on the GPU: there the monitor takes its
+norms with deepgrad's CUDA health kernel over zero-copy DLPack views when deepgrad was built with
+CUDA, and the extra column "every=1 foreach" is the same monitor with that path switched off
+(``torch._foreach_norm``), measured in the same rounds.
 """
 import argparse
 import os
@@ -79,6 +82,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--torch", action="store_true", help="also the PyTorch section")
     ap.add_argument("--torch-only", action="store_true", help="only the PyTorch section")
+    ap.add_argument("--torch-device", default="cpu", help="cpu or cuda (the PyTorch section)")
     args = ap.parse_args()
     if args.torch or args.torch_only:
         torch_section(args)
@@ -145,7 +149,8 @@ def torch_section(args) -> None:
         for _ in range(18):
             layers += [torch.nn.Linear(64, 64), torch.nn.Tanh()]
         model = torch.nn.Sequential(*layers, torch.nn.Linear(64, 3))
-        x, y = torch.randn(64, 2), torch.randint(0, 3, (64,))
+        x, y = torch.randn(64, 2, device=dev), torch.randint(0, 3, (64,), device=dev)
+        model = model.to(dev)
         return model, lambda: torch.nn.functional.cross_entropy(model(x), y)
 
     class Seq(torch.nn.Module):
@@ -159,13 +164,19 @@ def torch_section(args) -> None:
 
     def lstm():
         torch.manual_seed(0)
-        model = Seq()
-        x, y = torch.randn(32, 50, 16), torch.randn(32, 1)
+        model = Seq().to(dev)
+        x, y = torch.randn(32, 50, 16, device=dev), torch.randn(32, 1, device=dev)
         return model, lambda: torch.nn.functional.mse_loss(model(x), y)
 
+    dev = args.torch_device
+    from deepgrad.monitor import capture_torch
     variants = ("plain", "hooks only", "monitor every=1", "monitor every=10",
                 "no act, every=1", "p.grad.norm() loop")
-    print(f"\nPyTorch {torch.__version__}, {torch.get_num_threads()} thread(s); medians of "
+    if dev != "cpu":
+        variants += ("monitor every=1 foreach",)
+    sync = torch.cuda.synchronize if dev != "cpu" else (lambda: None)
+    print(f"\nPyTorch {torch.__version__} on {dev}, {torch.get_num_threads()} thread(s); "
+          f"medians of "
           f"{args.rounds} rounds of {args.steps} steps, ms per step (overhead vs plain)")
     print(f"{'model':22s} " + " ".join(f"{v:>21s}" for v in variants))
     for label, make_model in (("torch MLP d20 w64 b64", mlp), ("torch LSTM B32 T50 H128", lstm)):
@@ -175,14 +186,15 @@ def torch_section(args) -> None:
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             mon = None
             if v.startswith("monitor"):
-                mon = GradientMonitor(model, every=1 if v.endswith("=1") else 10)
+                mon = GradientMonitor(model, every=10 if v.endswith("=10") else 1)
             elif v.startswith("no act"):
                 mon = GradientMonitor(model, every=1, activation_stats=False)
             elif v == "hooks only":
                 _floor_hooks(torch, model)
             loop = v.startswith("p.grad")
+            foreach = v.endswith("foreach")
 
-            def step(model=model, loss_fn=loss_fn, opt=opt, mon=mon, loop=loop):
+            def step(model=model, loss_fn=loss_fn, opt=opt, mon=mon, loop=loop, foreach=foreach):
                 opt.zero_grad()
                 loss = loss_fn()
                 loss.backward()
@@ -190,16 +202,23 @@ def torch_section(args) -> None:
                     _ = [p.grad.norm().item() for p in model.parameters()]
                 opt.step()
                 if mon is not None:
+                    if foreach:   # deepgrad's CUDA route off: torch._foreach_norm
+                        saved = capture_torch._CUDA_BACKEND[:]
+                        capture_torch._CUDA_BACKEND[:] = [None]
                     mon.step(loss)
+                    if foreach:
+                        capture_torch._CUDA_BACKEND[:] = saved
             for _ in range(5):
                 step()
             runs[v] = step
         times = {v: [] for v in variants}
         for _ in range(args.rounds):
             for v in variants:
+                sync()
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     runs[v]()
+                sync()
                 times[v].append((time.perf_counter() - t0) / args.steps)
         med = {v: statistics.median(t) for v, t in times.items()}
         base = med["plain"]

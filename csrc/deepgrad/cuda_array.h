@@ -55,6 +55,13 @@ void check_launch(const char* what);
 // Turns a cudaError_t (passed as int) into std::runtime_error naming `what`; no-op on success.
 void check_status(int status, const char* what);
 void synchronize();
+// The device deepgrad's launches run on (cudaGetDevice; csrc/cuda/interop.cu).
+int current_device();
+// DLPack export (csrc/cuda/interop.cu): makes the consumer's stream wait for the work enqueued
+// so far on current_stream(), without a host synchronisation. `stream` is the consumer's value
+// from the Python protocol: 1 the legacy default stream (deepgrad's own: nothing to do), 2 the
+// per-thread default stream, anything else a cudaStream_t; -1 and 0 are handled by the caller.
+void consumer_stream_wait(std::intptr_t stream);
 // Host synchronisations so far (device-to-host copies, stream/device synchronize calls made by
 // deepgrad): a training step is meant to make none; tests and tools/gpu-check count them.
 std::int64_t host_syncs();
@@ -81,14 +88,30 @@ struct Storage {
   void* ptr = nullptr;
   std::size_t bytes = 0;    // bytes asked for
   std::size_t granted = 0;  // bucket size actually reserved
+  // Memory owned by someone else (a DLPack producer's tensor, bindings/bind_cuda_dlpack.cpp):
+  // release(release_ctx) runs when the last view is dropped, instead of returning the block to
+  // the caching allocator.
+  void (*release)(void*) = nullptr;
+  void* release_ctx = nullptr;
   Storage() = default;
   explicit Storage(std::size_t nbytes) : bytes(nbytes) {
     if (nbytes) ptr = device_alloc(nbytes, &granted);
   }
+  // Wraps `nbytes` of device memory at `p` without copying; `rel(ctx)` frees it.
+  static std::shared_ptr<Storage> external(void* p, std::size_t nbytes, void (*rel)(void*),
+                                           void* ctx) {
+    auto s = std::make_shared<Storage>();
+    s->ptr = p;
+    s->bytes = nbytes;
+    s->release = rel;
+    s->release_ctx = ctx;
+    return s;
+  }
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   ~Storage() {
-    if (ptr) device_free(ptr, granted);
+    if (release) release(release_ctx);
+    else if (ptr) device_free(ptr, granted);
   }
 };
 

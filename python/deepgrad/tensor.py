@@ -243,20 +243,13 @@ class Tensor:
         return a if dtype is None else a.astype(dtype, copy=False)
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        """DLPack export (zero copy for CPU tensors: torch.from_dlpack(t), np.from_dlpack(t)).
-        Writes through the consumer are seen here and the other way round; they do not bump
-        this tensor's version counter (as with torch). CUDA tensors are not exported yet."""
-        if not self._be.HOST_MEMORY:
-            raise BufferError("DLPack export of a CUDA deepgrad tensor is not supported; "
-                              "use t.numpy() (a host copy) or keep the data in deepgrad")
-        kw = {}
-        if max_version is not None:
-            kw["max_version"] = max_version
-        if dl_device is not None:
-            kw["dl_device"] = dl_device
-        if copy is not None:
-            kw["copy"] = copy
-        return self.data.__dlpack__(**kw) if kw else self.data.__dlpack__()
+        """DLPack export, zero copy: torch.from_dlpack(t), np.from_dlpack(t) for CPU tensors,
+        torch.from_dlpack(t) or cupy.from_dlpack(t) for CUDA tensors (the capsule keeps the
+        device memory alive; ``stream`` is the consumer's, made to wait for deepgrad's pending
+        work). Writes through the consumer are seen here and the other way round; they do not
+        bump this tensor's version counter (as with torch)."""
+        return self._be.to_dlpack(self.data, stream=stream, max_version=max_version,
+                                  dl_device=dl_device, copy=copy)
 
     def __dlpack_device__(self):
         """(device type, index): (1, 0) for the CPU (kDLCPU), (2, 0) for CUDA (kDLCUDA)."""
@@ -527,16 +520,28 @@ def from_numpy(a: np.ndarray, requires_grad: bool = False) -> Tensor:
 
 
 def from_dlpack(x, requires_grad: bool = False) -> Tensor:
-    """A CPU tensor sharing the memory of any DLPack producer on the CPU (a torch CPU tensor, a
-    numpy array, a deepgrad tensor, ...), zero copy. CUDA producers are not imported yet: copy
-    to the host first (``x.cpu()``)."""
+    """A tensor sharing the memory of any DLPack producer, zero copy: on the CPU (a torch CPU
+    tensor, a numpy array, a deepgrad tensor, ...) or on CUDA (a torch CUDA tensor, a CuPy
+    array, ...; needs a deepgrad built with CUDA). Writes on either side are seen on the other.
+    Non-contiguous, read-only or unsupported-dtype memory is refused, naming the copy to make."""
     if hasattr(x, "__dlpack_device__"):
-        dev = x.__dlpack_device__()
-        if int(dev[0]) != 1:
+        dev = tuple(int(v) for v in x.__dlpack_device__())
+        if dev[0] == 2:   # kDLCUDA
+            try:
+                be = get_backend("cuda")
+            except RuntimeError as e:
+                raise BufferError(f"from_dlpack: the producer's memory is on CUDA (DLPack device "
+                                  f"{dev}) but {e}; or copy it to the host first (x.cpu())"
+                                  ) from None
+            t = _new(be.from_dlpack(x), be)
+            if requires_grad:
+                t.requires_grad_(True)
+            return t
+        if dev[0] != 1:
             raise BufferError(f"from_dlpack: the producer's memory is on DLPack device {dev}, "
-                              "not the CPU; deepgrad imports CPU memory only (copy with .cpu())")
+                              "neither the CPU nor CUDA; copy it to the host first")
     try:
-        a = np.from_dlpack(x)
+        a = _cpu.from_dlpack(x)
     except (TypeError, BufferError, RuntimeError) as e:
         raise type(e)(f"from_dlpack: {e}") from None
     return from_numpy(a, requires_grad)   # refuses strided or read-only memory, naming why

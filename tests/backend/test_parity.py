@@ -122,7 +122,9 @@ def test_cuda_module_is_a_backend_when_built_with_cuda():
 # by their own tests, on the CPU against numpy and on a GPU against the CPU.
 OWN_TESTS = {"stat_ring": "tests/backend/test_stat_ring.py",
              "record_stats": "tests/backend/test_stat_ring.py",
-             "read_stats": "tests/backend/test_stat_ring.py"}
+             "read_stats": "tests/backend/test_stat_ring.py",
+             "to_dlpack": "tests/cuda/test_dlpack_cuda.py",
+             "from_dlpack": "tests/cuda/test_dlpack_cuda.py"}
 
 
 def test_every_primitive_has_a_case():

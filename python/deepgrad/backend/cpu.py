@@ -32,6 +32,20 @@ def to_numpy(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def to_dlpack(a, stream=None, max_version=None, dl_device=None, copy=None):
+    """numpy's DLPack capsule of ``a`` (shares memory unless ``copy=True``); ``stream`` is
+    meaningless for CPU memory and ignored."""
+    kw = {k: v for k, v in (("max_version", max_version), ("dl_device", dl_device),
+                            ("copy", copy)) if v is not None}
+    return a.__dlpack__(**kw)
+
+
+def from_dlpack(x):
+    """numpy's zero-copy import of CPU producer ``x`` (deepgrad.from_numpy then refuses strided
+    or read-only memory, naming the copy to make)."""
+    return np.from_dlpack(x)
+
+
 def empty(shape: tuple, dtype) -> np.ndarray:
     """An uninitialised array of ``shape`` and ``dtype``."""
     return np.empty(shape, dtype=dtype)

@@ -992,3 +992,27 @@ def tensors_param_norms(arrays, prev, diff: bool = False, snapshot: bool = False
     if snapshot and prev is not None:
         copy_from_host_(prev, hprev)
     return pn, dn
+
+
+# ---------------------------------------------------------------------------------------------
+# DLPack (bindings/bind_cuda_dlpack.cpp; the protocol's argument rules in backend/dlpack.py)
+
+
+def to_dlpack(a, stream=None, max_version=None, dl_device=None, copy=None):
+    """A DLPack capsule sharing ``a``'s device memory (a fresh copy's with ``copy=True``); the
+    consumer's ``stream`` is made to wait for deepgrad's pending work (an event, no host sync)."""
+    from .dlpack import export_args
+    kw = export_args(DLPACK_DEVICE, stream, max_version, dl_device, copy)
+    if kw.pop("copy"):
+        a = a.copy()
+    return _C.cuda_to_dlpack(_dev(a, "__dlpack__", "array"), **kw)
+
+
+def from_dlpack(x):
+    """A device array sharing the CUDA memory of DLPack producer ``x`` (zero copy); the
+    producer's deleter runs when the last deepgrad view of it is dropped. ``x`` may also be a
+    capsule the caller already asked for (then the caller has ordered the streams)."""
+    if type(x).__name__ == "PyCapsule":
+        return _C.cuda_from_dlpack(x)
+    from .dlpack import request_capsule
+    return _C.cuda_from_dlpack(request_capsule(x))

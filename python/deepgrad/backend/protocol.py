@@ -55,6 +55,20 @@ class Backend(Protocol):
     def to_numpy(self, a) -> Any:
         """The values as a numpy array on the host (the array itself when HOST_MEMORY)."""
 
+    def to_dlpack(self, a, stream=None, max_version=None, dl_device=None, copy=None) -> Any:
+        """A DLPack capsule sharing ``a``'s memory (a fresh copy's with ``copy=True``), from
+        the Python DLPack protocol's ``__dlpack__`` arguments (``Tensor.__dlpack__``): a
+        versioned capsule when ``max_version >= (1, 0)``, else the legacy one; on CUDA the
+        consumer's ``stream`` is made to wait for the work already enqueued (backend/dlpack.py
+        has the argument rules)."""
+
+    def from_dlpack(self, x) -> Any:
+        """An array sharing the memory of DLPack producer ``x`` on this device, zero copy
+        (``deepgrad.from_dlpack``); the producer's memory stays alive while the array does. On
+        the CPU numpy's import (strided or read-only memory comes back as such: the caller
+        refuses it); on CUDA non-contiguous, read-only or non float32/float64/int64 memory is
+        refused, naming the copy to make."""
+
     def empty(self, shape: tuple, dtype) -> Array:
         """An uninitialised array."""
 

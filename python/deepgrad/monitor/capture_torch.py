@@ -22,8 +22,10 @@ What it attaches (all removed by ``close()``; none changes a number of the train
   it gets no statistics.
 Norms: on the CPU the gradients and weights of all parameters are read as zero-copy numpy views
 and their norms come from deepgrad's native multi-tensor kernel in one call per quantity; on
-CUDA, ``torch._foreach_norm`` on the device and one copy of the results to the host per recorded
-step (never a synchronisation per layer).
+CUDA, when deepgrad was built with CUDA, from deepgrad's CUDA health kernel over zero-copy DLPack
+views of the gradients, weights and updates in one call and one copy of the results to the host
+per recorded step (else ``torch._foreach_norm`` on the device, one copy per quantity); never a
+synchronisation per layer.
 
 Recurrent layers: torch's fused RNN/LSTM/GRU kernels do not expose the gradient with respect to
 each step's hidden state (it lives inside the fused backward), so ``time_signal`` stays empty for
@@ -204,6 +206,9 @@ class TorchGradientMonitor(GradientMonitor):
                     a = np.ascontiguousarray(a, dtype=np.float64)
                 arrays.append(a.reshape(-1))
             return np.asarray(_l2_norms(arrays), dtype=np.float64)
+        rows = _cuda_health(tensors)   # deepgrad's CUDA kernel over DLPack views, one sync
+        if rows is not None:
+            return _l2_of(rows)
         import torch
         norms = torch._foreach_norm([t.detach().float() for t in tensors])
         return torch.stack(norms).double().cpu().numpy()   # one host copy per recorded step
@@ -237,15 +242,21 @@ class TorchGradientMonitor(GradientMonitor):
             self._has_prev = self.every == 1
         else:
             import torch
-            gh = None
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-            gn = self._norms(grads)
-            pn = self._norms(params)
-            un = None
-            if self._prev is not None and len(self._prev) == len(params):
-                un = self._norms([p.detach() - q for p, q in zip(params, self._prev)])
+            has_prev = self._prev is not None and len(self._prev) == len(params)
+            diffs = [p.detach() - q for p, q in zip(params, self._prev)] if has_prev else []
+            # deepgrad's CUDA health kernel over zero-copy DLPack views of all of them: one
+            # native call, one synchronisation (torch._foreach_norm without deepgrad's CUDA)
+            rows = _cuda_health(grads + list(params) + diffs)
+            K = len(params)
+            if rows is not None:
+                gh, pn = rows[:K], _l2_of(rows[K:2 * K])
+                un = _l2_of(rows[2 * K:]) if has_prev else None
+            else:
+                gh = (self._norms(grads), None)
+                pn = self._norms(params)
+                un = self._norms(diffs) if has_prev else None
             self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
-            gh = (gn, None)
         chosen = [a if a is not None else g for a, g in zip(self._signal_act, self._signal)]
         sig_idx = [i for i, g in enumerate(chosen) if g is not None]
         sig = self._norms([chosen[i] for i in sig_idx])
@@ -400,6 +411,49 @@ def _sequential_pairs(model, layers) -> dict:
             if i is not None and type(b).__name__ in _ACTIVATIONS and not list(b.children()):
                 pairs[i] = b
     return pairs
+
+
+_CUDA_BACKEND = []   # [deepgrad's CUDA backend, or None without CUDA kernels or a GPU]
+
+
+def _cuda_health(tensors):
+    """float64 (K, 7) health rows (tensors_health) of torch CUDA tensors from deepgrad's CUDA
+    kernel, read through zero-copy DLPack views (a float32 copy for other float dtypes, float64
+    copies when float32 and float64 mix, a contiguous copy for strided ones); None when deepgrad has no CUDA or a tensor is not on
+    deepgrad's device (the caller then uses torch._foreach_norm)."""
+    if not _CUDA_BACKEND:
+        from ..backend import get_backend
+        try:
+            _CUDA_BACKEND.append(get_backend("cuda"))
+        except RuntimeError:
+            _CUDA_BACKEND.append(None)
+    be = _CUDA_BACKEND[0]
+    if be is None:
+        return None
+    index = be.DLPACK_DEVICE[1]
+    ts = []
+    for t in tensors:
+        if t.device.type != "cuda" or (t.device.index or 0) != index:
+            return None
+        t = t.detach()
+        ts.append(t if str(t.dtype) in _TORCH_FLOATS else t.float())
+    if len({t.dtype for t in ts}) > 1:   # the kernel takes one dtype per call
+        ts = [t.double() for t in ts]
+    ts = [t if t.is_contiguous() else t.contiguous() for t in ts]
+    # deepgrad reads on the legacy default stream: order it after torch's current stream once
+    # (an event, no host sync), then export each tensor without its per-call stream logic
+    import torch
+    cur = torch.cuda.current_stream(index)
+    if cur.cuda_stream != 0:
+        torch.cuda.default_stream(index).wait_stream(cur)
+    return be.tensors_health([be.from_dlpack(t.__dlpack__(stream=-1, max_version=(1, 1)))
+                              for t in ts])
+
+
+def _l2_of(rows: np.ndarray) -> np.ndarray:
+    """The L2 norm column of health rows, NaN where the tensor holds a NaN or an Inf (as
+    _l2_norms)."""
+    return np.where(rows[:, 4] + rows[:, 5] > 0, np.nan, rows[:, 0])
 
 
 def _tensors_health(arrays):
