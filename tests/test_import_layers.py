@@ -51,7 +51,8 @@ def _graph():
 # The floors, bottom up (docs/design.md). A module imports from its own floor or below; the
 # package's __init__ (the public facade) may import anything. A new module must be placed here.
 FLOORS = [
-    ("core", ["deepgrad.autograd", "deepgrad.backend", "deepgrad.random", "deepgrad.cuda"]),
+    ("core", ["deepgrad.runtime", "deepgrad.autograd", "deepgrad.backend", "deepgrad.random",
+              "deepgrad.cuda"]),
     ("tensor", ["deepgrad.tensor"]),
     ("ops", ["deepgrad.ops", "deepgrad.functional", "deepgrad.losses", "deepgrad.nn",
              "deepgrad.init", "deepgrad.data", "deepgrad.serialization", "deepgrad._seqdata"]),

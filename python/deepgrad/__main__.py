@@ -6,7 +6,7 @@ def _main() -> int:
     if len(sys.argv) > 1:
         from .cli import main
         return main(sys.argv[1:])
-    from . import build_info
+    from .runtime import build_info
     for k, v in build_info().items():
         print(f"{k:20s} {v}")
     return 0

@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     if args.command == "study":
         return _study(args)
     if args.command == "info":
-        from . import build_info
+        from .runtime import build_info
         for k, v in build_info().items():
             print(f"{k:20s} {v}")
         return 0

@@ -8,7 +8,7 @@ arrays are kept for reuse, so a training step after warm-up makes no cudaMalloc 
 """
 from __future__ import annotations
 
-from . import _C
+from .runtime import _C
 
 BUILT_WITHOUT_CUDA = ("deepgrad was built without CUDA; "
                       "rebuild with -Ccmake.define.DEEPGRAD_CUDA=ON")

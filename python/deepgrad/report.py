@@ -242,7 +242,7 @@ def write_html(out: str, records: Sequence[dict], theory: bool = False,
     """Write ``out``/report.html from the run records and the plots already in ``out``;
     returns its path (written atomically). A phase study passes its maps (``phase_images``)
     and accuracy table (``phase_text``), shown first."""
-    from . import __version__, build_info
+    from .runtime import __version__, build_info
     info = build_info()
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',

@@ -508,7 +508,7 @@ def _flat_arrays(obj) -> dict:
 
 def _save_safetensors(obj, path: str) -> None:
     stn = _safetensors()
-    from . import __version__
+    from .runtime import __version__
     arrays = _flat_arrays(obj)
     blob = stn.save(arrays, metadata={"format": "np", "writer": f"deepgrad {__version__}",
                                           "deepgrad_version": __version__})

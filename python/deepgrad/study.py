@@ -47,11 +47,13 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
     if cfg.framework == "torch":
         from .study_torch import run_one_torch
         return run_one_torch(cfg, progress)
-    import deepgrad as dg
+    from .autograd import no_grad
+    from .random import manual_seed
+    from .tensor import tensor
     from . import losses
     from .monitor import GradientMonitor
 
-    dg.manual_seed(cfg.seed)
+    manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if cfg.model == "mlp":
         X, y, tr, te, classify, n_out = mlp_data(cfg, rng)
@@ -76,16 +78,16 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
     sched = optim.CosineAnnealingLR(opt, T_max=cfg.steps) if cfg.model == "mlp" else None
     every = cfg.every or max(1, cfg.steps // 25)
     mon = GradientMonitor(model, every=every)
-    Xt = dg.tensor(X[tr], device=cfg.device)
-    yt = dg.tensor(y[tr], device=cfg.device)
+    Xt = tensor(X[tr], device=cfg.device)
+    yt = tensor(y[tr], device=cfg.device)
     curve = []
     bs = min(cfg.batch_size, len(tr))
     Xtr, ytr = X[tr], y[tr]
     t0 = time.perf_counter()
     for step in range(cfg.steps):
         idx = rng.integers(0, len(tr), bs)
-        xb = dg.tensor(Xtr[idx], device=cfg.device)
-        yb = dg.tensor(ytr[idx], device=cfg.device)
+        xb = tensor(Xtr[idx], device=cfg.device)
+        yb = tensor(ytr[idx], device=cfg.device)
         loss = loss_fn(model(xb), yb)
         opt.zero_grad()
         loss.backward()
@@ -100,9 +102,9 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
     # a final record of the trained model's gradient flow (forward + backward, no update)
     final = _final_record(model, mon, loss_fn, Xt, yt, bs, rng)
     model.eval()
-    with dg.no_grad():
+    with no_grad():
         train_loss = float(loss_fn(model(Xt), yt).item())
-        Xe = dg.tensor(X[te], device=cfg.device)
+        Xe = tensor(X[te], device=cfg.device)
         pe = model(Xe).numpy()
     model.train()
     mon.close()
@@ -133,7 +135,7 @@ def run_one(cfg: RunConfig, progress: Callable[[int, float], None] | None = None
 def _final_record(model, mon, loss_fn, Xt, yt, bs, rng):
     """Per-layer backward signal of the trained model on one batch (not a training step),
     through each layer's backward hook (removed afterwards)."""
-    import deepgrad as dg
+    from .tensor import tensor
     n = Xt.shape[0]
     idx = rng.integers(0, n, bs)
     row = [None] * len(mon.layers)
@@ -143,8 +145,8 @@ def _final_record(model, mon, loss_fn, Xt, yt, bs, rng):
             np.asarray(g.numpy(), dtype=np.float64))))
     handles = [layer.register_full_backward_hook(hook(i)) for i, layer in enumerate(mon.layers)]
     try:
-        xb = dg.tensor(Xt.numpy()[idx], device=Xt.device)
-        yb = dg.tensor(yt.numpy()[idx], device=yt.device)
+        xb = tensor(Xt.numpy()[idx], device=Xt.device)
+        yb = tensor(yt.numpy()[idx], device=yt.device)
         loss = loss_fn(model(xb), yb)
         model.zero_grad()
         loss.backward()
@@ -282,7 +284,7 @@ def record_key(cfg: RunConfig) -> dict:
     """What a saved run must match to be reused: the whole configuration, the data set's
     content, deepgrad's version and the build facts that change results, and their hash."""
     import hashlib
-    from . import __version__, _C
+    from .runtime import __version__, _C
     info = _C.build_info()
     ident = {"config": cfg.to_dict(), "deepgrad": __version__,
              "build": {"simd": info["simd"], "compiler": info["compiler"]},
@@ -481,8 +483,8 @@ def make_client(jobs: int | None = None, scheduler: str | None = None):
 def _remote_run(cfg_dict: dict) -> dict:
     """One run on a Dask worker: deepgrad on one thread (the worker is one process of many),
     the record returned to the driver, which alone writes files."""
-    import deepgrad as dg
-    dg.set_num_threads(1)
+    from .runtime import set_num_threads
+    set_num_threads(1)
     return run_one(RunConfig(**cfg_dict))
 
 

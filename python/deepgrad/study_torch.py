@@ -119,12 +119,13 @@ def torch_model_for(dg_model):
 def run_one_torch(cfg, progress=None) -> dict:
     """study.run_one for the torch twin of ``cfg``'s model (see the module docstring)."""
     torch = _torch()
-    import deepgrad as dg
+    from .random import manual_seed
+    from .tensor import tensor
     from . import study_runs as study
     from .monitor import GradientMonitor, diagnose
     if cfg.device != "cpu":
         raise ValueError("--framework torch runs on the CPU here (--device cpu)")
-    dg.manual_seed(cfg.seed)
+    manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if cfg.model == "mlp":
@@ -136,7 +137,7 @@ def run_one_torch(cfg, progress=None) -> dict:
         tr, te = np.arange(4096), np.arange(4096, 4096 + 512)
         classify = False
         dgm = study._build_rnn(cfg)
-    dgm(dg.tensor(X[tr[:2]]))       # lay out the arena
+    dgm(tensor(X[tr[:2]]))       # lay out the arena
     model = torch_model_for(dgm)
     F = torch.nn.functional
     loss_fn = F.cross_entropy if classify else F.mse_loss

@@ -98,8 +98,12 @@ def fake_c():
 
 @pytest.fixture
 def be(monkeypatch):
-    """backend/cuda.py bound to the stand-in _C (deepgrad._C itself is restored afterwards)."""
-    monkeypatch.setattr(deepgrad, "_C", fake_c())
+    """backend/cuda.py bound to the stand-in _C (deepgrad._C itself is restored afterwards).
+    The backend imports _C from deepgrad.runtime, so the stand-in goes there too."""
+    import deepgrad.runtime
+    fake = fake_c()
+    monkeypatch.setattr(deepgrad, "_C", fake)
+    monkeypatch.setattr(deepgrad.runtime, "_C", fake)
     spec = importlib.util.spec_from_file_location("deepgrad.backend._cuda_probe", BACKEND)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

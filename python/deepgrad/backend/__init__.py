@@ -38,7 +38,7 @@ def get_backend(device) -> ModuleType:
     d = normalize_device(device)
     if d == "cpu":
         return cpu
-    from .. import _C
+    from ..runtime import _C
     if not _C.build_info()["cuda"]:
         raise RuntimeError(_CUDA_MISSING)
     from .. import cuda as _cuda
@@ -53,7 +53,7 @@ def backend_of(a) -> ModuleType | None:
     array), or None when ``a`` is not a backend array (a list, a scalar)."""
     if isinstance(a, np.ndarray):
         return cpu
-    from .. import _C
+    from ..runtime import _C
     cls = getattr(_C, "CudaArray", None)
     if cls is not None and isinstance(a, cls):
         from . import cuda as cuda_backend

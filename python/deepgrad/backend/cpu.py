@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _C
+from ..runtime import _C
 from .. import random as _random
 
 DEVICE = "cpu"

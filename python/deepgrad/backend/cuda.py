@@ -27,7 +27,7 @@ import numbers
 
 import numpy as np
 
-from .. import _C
+from ..runtime import _C
 from .. import random as _random
 
 DEVICE = "cuda"

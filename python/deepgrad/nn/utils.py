@@ -114,7 +114,7 @@ def clip_grad_norm_(params_or_model, max_norm: float, norm_type: float = 2.0,
 def _first_nonfinite(params_or_model, groups) -> str:
     """' (first in <name>, element <index>: nan)' for the first parameter whose gradient holds
     NaN or Inf (its state_dict name when a Module was given), from the health kernel."""
-    from .. import _C
+    from ..runtime import _C
     names = {}
     if hasattr(params_or_model, "named_parameters"):
         names = {id(p): n for n, p in params_or_model.named_parameters()}
