@@ -287,7 +287,10 @@ def main(argv=None) -> None:
                    "--rows", args.rows]
             subprocess.call(cmd + (["--quick"] if args.quick else []), env=env)
             continue
-        SETTLE = 0.05 if t > 1 else 0.0
+        # OpenBLAS's workers spin ~0.1 s after a call (its THREAD_TIMEOUT): a shorter pause left
+        # numpy's spinning thread on the second core while deepgrad's 2-thread batch ran, and
+        # the table showed deepgrad at its 1-thread rate (0.39-0.75x numpy at n = 96-1024)
+        SETTLE = 0.25 if t > 1 else 0.0
         peak = fma_peak(t)
         rows = run_table(t, args.quick)
         for _ in range(args.passes - 1):
