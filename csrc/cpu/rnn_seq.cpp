@@ -24,6 +24,8 @@
 #include <vector>
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+
+#include "cpu/avx2/vec512.h"
 #endif
 
 #include "cpu/mid_fork.h"
@@ -75,39 +77,9 @@ void batch_first(T* y, const T* hs, index_t B, index_t steps, index_t H, index_t
 #define DG_RNN_AVX512 1
 #define DG_TARGET_AVX512 __attribute__((target("avx512f")))
 
-template <class T> struct Z;
-template <> struct Z<float> {
-  using V = __m512;
-  static constexpr int W = 16;
-  DG_TARGET_AVX512 static V zero() { return _mm512_setzero_ps(); }
-  DG_TARGET_AVX512 static V load(const float* p) { return _mm512_loadu_ps(p); }
-  DG_TARGET_AVX512 static V set1(float x) { return _mm512_set1_ps(x); }
-  DG_TARGET_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  DG_TARGET_AVX512 static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  DG_TARGET_AVX512 static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-  DG_TARGET_AVX512 static V load_n(const float* p, int n) {
-    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), p);
-  }
-  DG_TARGET_AVX512 static void store_n(float* p, V v, int n) {
-    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
-  }
-};
-template <> struct Z<double> {
-  using V = __m512d;
-  static constexpr int W = 8;
-  DG_TARGET_AVX512 static V zero() { return _mm512_setzero_pd(); }
-  DG_TARGET_AVX512 static V load(const double* p) { return _mm512_loadu_pd(p); }
-  DG_TARGET_AVX512 static V set1(double x) { return _mm512_set1_pd(x); }
-  DG_TARGET_AVX512 static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  DG_TARGET_AVX512 static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  DG_TARGET_AVX512 static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
-  DG_TARGET_AVX512 static V load_n(const double* p, int n) {
-    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
-  }
-  DG_TARGET_AVX512 static void store_n(double* p, V v, int n) {
-    _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1), v);
-  }
-};
+// the 512-bit vector wrapper the GEMM's AVX-512 micro-kernels use (cpu/avx2/vec512.h)
+template <class T>
+using Z = avx512::Vec512<T>;
 
 template <class T, int R>
 DG_TARGET_AVX512 void tile_avx512(index_t kc, const T* a, index_t rsa, index_t csa, const T* b,

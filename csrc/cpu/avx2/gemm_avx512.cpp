@@ -7,6 +7,7 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
+#include "cpu/avx2/vec512.h"
 #include "deepgrad/gemm.h"
 
 #if defined(__clang__)
@@ -19,29 +20,8 @@
 namespace dg::avx512 {
 namespace {
 
-template <class T> struct Vec;
-template <> struct Vec<float> {
-  using V = __m512;
-  static constexpr int W = 16;
-  static V zero() { return _mm512_setzero_ps(); }
-  static V load(const float* p) { return _mm512_loadu_ps(p); }
-  static V bcast(const float* p) { return _mm512_set1_ps(*p); }
-  static V set1(float x) { return _mm512_set1_ps(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
-};
-template <> struct Vec<double> {
-  using V = __m512d;
-  static constexpr int W = 8;
-  static V zero() { return _mm512_setzero_pd(); }
-  static V load(const double* p) { return _mm512_loadu_pd(p); }
-  static V bcast(const double* p) { return _mm512_set1_pd(*p); }
-  static V set1(double x) { return _mm512_set1_pd(x); }
-  static V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  static void store(double* p, V v) { _mm512_storeu_pd(p, v); }
-};
+template <class T>
+using Vec = Vec512<T>;  // cpu/avx2/vec512.h
 
 #include "cpu/avx2/gemm_tile.h"
 
