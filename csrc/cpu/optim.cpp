@@ -6,59 +6,70 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef DG_HAVE_AVX2_BUILD
-#include "cpu/avx2/stats_avx2.h"
-#endif
 #include "cpu/ew_parallel.h"
-#include "deepgrad/cpu_features.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
 namespace {
 
-// ---- step statistics (kernels.h): each segment in chunks of kStatChunk elements; a chunk's old
-// parameters are kept on the stack, the update runs on the chunk, then one pass over the chunk
-// (in L1) takes the gradient's and the new parameters' sums.
-constexpr index_t kStatChunk = 256;
-constexpr int kPart = 5;  // per chunk: sum g^2, max |g| (finite), g - g (NaN: non-finite), sum p^2, sum d^2
+// ---- step statistics (kernels.h): each segment is cut into chunks of kStatChunk elements; one
+// loop per chunk applies the update and takes, in the same registers, the gradient's and the new
+// parameters' sums (a chunk's partial sums in T, combined in double in chunk order: the same bits
+// for any thread count). The update is the same per-element function as without statistics, in a
+// function of the same target clones, so the parameters come out bit-identical.
+constexpr index_t kStatChunk = 1024;
+// The per-element updates below are lambdas inlined into the target clones of the loop (GCC would
+// otherwise call them element by element, unvectorised).
+#define DG_INLINE_LAMBDA __attribute__((always_inline))
+constexpr int kPart = 5;  // per chunk: sum g^2, max |g| (finite), non-finite flag, sum p^2, sum d^2
 
-template <class T>
-DG_CLONES void chunk_stats_portable(double* o, const T* g, const T* pn, const T* po, index_t k) {
-  double q = 0, m = 0, c = 0, ps = 0, ds = 0;
-  for (index_t i = 0; i < k; ++i) {
-    const T v = g[i], a = std::abs(v), w = pn[i], d = T(w - po[i]);
-    q += double(v) * double(v);
-    if (a <= std::numeric_limits<T>::max()) m = std::max(m, double(a));  // finite values only
-    c += double(v - v);
-    ps += double(w) * double(w);
-    ds += double(d) * double(d);
+// elem(i) updates element i in place (p[i] among others); po[i] is element i's value before the
+// update (po == p: read just before elem(i)). Writes the chunk's (sum g^2, max finite |g|, NaN when
+// g held a NaN/Inf or its float squares overflowed (else 0), sum p^2, sum (p - po)^2) into o;
+// max |g| is exact only when o[2] is 0.
+template <class T, class Elem>
+DG_CLONES512 void update_range_stats(double* o, T* p, const T* po, const T* g, index_t n, Elem elem) {
+  T q = 0, mx = 0, ps = 0, ds = 0;
+#pragma omp simd reduction(+ : q, ps, ds) reduction(max : mx)
+  for (index_t i = 0; i < n; ++i) {
+    const T v = g[i], old = po[i];
+    elem(i);
+    const T w = p[i], d = T(w - old);
+    q += v * v;  // NaN or Inf once g holds a NaN or an Inf
+    mx = std::max(mx, std::abs(v));
+    ps += w * w;
+    ds += d * d;
   }
-  o[0] = q;
-  o[1] = m;
-  o[2] = c;
-  o[3] = ps;
-  o[4] = ds;
+  // A sum of squares that is not finite flags the chunk (a NaN or Inf in g, or float squares that
+  // overflowed): the caller then takes the segment's exact health pass, whose L-inf counts the
+  // finite values only.
+  o[0] = double(q);
+  o[1] = double(mx);
+  o[2] = std::isfinite(q) ? 0.0 : std::nan("");
+  o[3] = double(ps);
+  o[4] = double(ds);
 }
 
-// A chunk's (sum g^2, max finite |g|, sum (g - g), sum p^2, sum d^2): AVX2 float lanes for
-// float32 where the CPU has it, double accumulation otherwise.
-template <class T>
-void chunk_stats(double* o, const T* g, const T* pn, const T* po, index_t k) {
-#ifdef DG_HAVE_AVX2_BUILD
-  if constexpr (std::is_same_v<T, float>) {
-    static const bool avx2 = cpu_has_avx2_fma();
-    if (avx2) return avx2::step_chunk_f32(o, g, pn, po, k);
-  }
-#endif
-  chunk_stats_portable<T>(o, g, pn, po, k);
+// For updates whose per-element function branches on its hyper-parameters (SGD, RMSprop: the
+// statistics loop above would not vectorise around them): the chunk's old values on the stack,
+// the update's own vectorised range(), then the sums over the chunk in L1.
+template <class T, class Range>
+void update_chunk_then_stats(double* o, T* p, const T* g, index_t n, Range&& range) {
+  T old[kStatChunk];
+  std::copy(p, p + n, old);
+  range();
+  update_range_stats(o, p, old, g, n, [](index_t) DG_INLINE_LAMBDA {});
 }
 
-// Runs update(lo, hi) over [0, n) chunk by chunk and fills st.stats (see kernels.h).
-template <class T, class Update>
-void step_with_stats(T* p, const T* g, const StepStatsOut& st, index_t cost, Update&& update) {
+// Runs the update over [0, n) chunk by chunk (chunk(o, lo, hi): update_range_stats over the
+// chunk) and fills st.stats (see kernels.h).
+template <class T, class Chunk>
+void step_with_stats(const T* g, const StepStatsOut& st, index_t cost, Chunk&& chunk) {
   const index_t S = st.segments;
   const index_t* off = st.offsets;
   std::vector<index_t> lo, seg;
+  lo.reserve(static_cast<size_t>(off[S] / kStatChunk + S + 1));
+  seg.reserve(lo.capacity());
   for (index_t s = 0; s < S; ++s)
     for (index_t a = off[s]; a < off[s + 1]; a += kStatChunk) {
       lo.push_back(a);
@@ -67,12 +78,9 @@ void step_with_stats(T* p, const T* g, const StepStatsOut& st, index_t cost, Upd
   const index_t m = static_cast<index_t>(lo.size());
   std::vector<double> part(static_cast<size_t>(m) * kPart);
   parallel_ranges(m, kStatChunk * cost, [&](index_t a, index_t b) {
-    T old[kStatChunk];
     for (index_t k = a; k < b; ++k) {
       const index_t l = lo[k], h = std::min(l + kStatChunk, off[seg[k] + 1]);
-      std::copy(p + l, p + h, old);
-      update(l, h);
-      chunk_stats<T>(part.data() + k * kPart, g + l, p + l, old, h - l);
+      chunk(part.data() + k * kPart, l, h);
     }
   });
   double* out = st.stats;
@@ -115,7 +123,7 @@ void step_with_stats(T* p, const T* g, const StepStatsOut& st, index_t cost, Upd
 constexpr index_t kSgdCost = 4, kAdaptiveCost = 16;
 
 template <class T, bool kHaveBuf>
-DG_CLONES void sgd_range(T* p, T* buf, const T* g, index_t n, SgdHyper<T> h) {
+DG_CLONES512 void sgd_range(T* p, T* buf, const T* g, index_t n, SgdHyper<T> h) {
   for (index_t i = 0; i < n; ++i) {
     T dummy = T(0);
     sgd_update(h, p[i], g[i], kHaveBuf ? buf[i] : dummy);
@@ -123,12 +131,12 @@ DG_CLONES void sgd_range(T* p, T* buf, const T* g, index_t n, SgdHyper<T> h) {
 }
 
 template <class T>
-DG_CLONES void adam_range(T* p, T* m, T* v, const T* g, index_t n, AdamHyper<T> h) {
+DG_CLONES512 void adam_range(T* p, T* m, T* v, const T* g, index_t n, AdamHyper<T> h) {
   for (index_t i = 0; i < n; ++i) adam_update(h, p[i], g[i], m[i], v[i]);
 }
 
 template <class T, bool kHaveBuf, bool kCentered>
-DG_CLONES void rmsprop_range(T* p, T* sq, T* buf, T* ga, const T* g, index_t n, RmspropHyper<T> h) {
+DG_CLONES512 void rmsprop_range(T* p, T* sq, T* buf, T* ga, const T* g, index_t n, RmspropHyper<T> h) {
   for (index_t i = 0; i < n; ++i) {
     T dummy_buf = T(0), dummy_ga = T(0);
     rmsprop_update(h, p[i], g[i], sq[i], kHaveBuf ? buf[i] : dummy_buf, kCentered ? ga[i] : dummy_ga);
@@ -145,18 +153,36 @@ void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHype
     if (have_buf) sgd_range<T, true>(param + lo, momentum_buf + lo, grad + lo, hi - lo, h);
     else sgd_range<T, false>(param + lo, nullptr, grad + lo, hi - lo, h);
   };
-  if (st.stats) return step_with_stats(param, grad, st, kSgdCost, range);
+  if (st.stats) {
+    return step_with_stats(grad, st, kSgdCost, [&](double* o, index_t lo, index_t hi) {
+      update_chunk_then_stats(o, param + lo, grad + lo, hi - lo, [&] { range(lo, hi); });
+    });
+  }
   parallel_ranges(n, kSgdCost, range);
 }
 
 template <class T>
 void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h,
                const StepStatsOut& st) {
-  auto range = [&](index_t lo, index_t hi) {
+  if (st.stats) {  // Adam's element function vectorises inside the statistics loop: one pass
+    const AdamHyper<T> hv = h;
+    return step_with_stats(grad, st, kAdaptiveCost, [&](double* o, index_t lo, index_t hi) {
+      T *p = param + lo, *mm = m + lo, *vv = v + lo;
+      const T* g = grad + lo;
+      if (hv.weight_decay != T(0)) {
+        update_range_stats(o, p, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+          adam_update_l2<T, true>(hv, p[i], g[i], mm[i], vv[i]);
+        });
+      } else {
+        update_range_stats(o, p, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+          adam_update_l2<T, false>(hv, p[i], g[i], mm[i], vv[i]);
+        });
+      }
+    });
+  }
+  parallel_ranges(n, kAdaptiveCost, [&](index_t lo, index_t hi) {
     adam_range(param + lo, m + lo, v + lo, grad + lo, hi - lo, h);
-  };
-  if (st.stats) return step_with_stats(param, grad, st, kAdaptiveCost, range);
-  parallel_ranges(n, kAdaptiveCost, range);
+  });
 }
 
 template <class T>
@@ -176,7 +202,11 @@ void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T
     else if (centered) rmsprop_range<T, false, true>(p, sq, b, ga, g, k, h);
     else rmsprop_range<T, false, false>(p, sq, b, ga, g, k, h);
   };
-  if (st.stats) return step_with_stats(param, grad, st, kAdaptiveCost, range);
+  if (st.stats) {
+    return step_with_stats(grad, st, kAdaptiveCost, [&](double* o, index_t lo, index_t hi) {
+      update_chunk_then_stats(o, param + lo, grad + lo, hi - lo, [&] { range(lo, hi); });
+    });
+  }
   parallel_ranges(n, kAdaptiveCost, range);
 }
 

@@ -234,14 +234,21 @@ inline AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, doubl
   h.inv_bc2_sqrt = T(1.0 / std::sqrt(bc2));
   return h;
 }
-template <class T> DG_HOST_DEVICE void adam_update(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
+// kL2: whether h.weight_decay is nonzero, known at compile time (a loop that must vectorise
+// without unswitching, e.g. cpu/optim.cpp's update with statistics); adam_update decides per call.
+template <class T, bool kL2>
+DG_HOST_DEVICE void adam_update_l2(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
   const T pp = p * h.decay_factor;
-  if (h.weight_decay != T(0)) g = g + h.weight_decay * pp;
+  if (kL2) g = g + h.weight_decay * pp;
   const T mm = m + h.one_minus_beta1 * (g - m);
   const T vv = h.beta2 * v + h.one_minus_beta2 * (g * g);
   m = mm;
   v = vv;
   p = pp - h.step_size * (mm / (std::sqrt(vv) * h.inv_bc2_sqrt + h.eps));
+}
+template <class T> DG_HOST_DEVICE void adam_update(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
+  if (h.weight_decay != T(0)) adam_update_l2<T, true>(h, p, g, m, v);
+  else adam_update_l2<T, false>(h, p, g, m, v);
 }
 
 // RMSprop: g += wd p; sq = alpha sq + (1 - alpha) g^2; centered: ga = lerp(ga, g, 1 - alpha),

@@ -32,15 +32,18 @@ def _reference(g, p_old, p_new, offsets):
 def _step(kind, p, g, state, dtype, offsets=None, stats=None):
     if kind == "sgd":
         cpu.sgd_step(p, g, state[0], 0.1, 0.9, 0.0, False, 1e-4, False, offsets, stats)
-    elif kind == "adam":
+    elif kind == "adam":  # AdamW (decoupled decay)
         cpu.adam_step(p, g, state[0], state[1], 3, 1e-2, 0.9, 0.999, 1e-8, 1e-4, True, offsets,
+                      stats)
+    elif kind == "adam-l2":  # Adam with the L2 term added to the gradient (another loop)
+        cpu.adam_step(p, g, state[0], state[1], 3, 1e-2, 0.9, 0.999, 1e-8, 1e-2, False, offsets,
                       stats)
     else:
         cpu.rmsprop_step(p, g, state[0], 1e-2, 0.99, 1e-8, 0.0, 0.5, state[1], True, state[2],
                          offsets, stats)
 
 
-@pytest.mark.parametrize("kind", ["sgd", "adam", "rmsprop"])
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adam-l2", "rmsprop"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("plant", [False, True])
 def test_step_stats_match_numpy_and_leave_the_update_unchanged(kind, dtype, plant):
