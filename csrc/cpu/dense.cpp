@@ -13,6 +13,7 @@
 // results do not depend on the thread count.
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include <vector>
 
@@ -75,15 +76,30 @@ struct FwdStats {
   T center = 0, bound = 0;
   bool dead = false;
   index_t out = 0;
-  std::vector<double> s, q;       // per part
-  std::vector<index_t> saturated;  // per part
-  std::vector<T> colmax;           // per part, per column
+  int parts = 0;
+  // per part: s, q (sum z, sum z^2), saturated count, then per part and column the maximum of y:
+  // all in one buffer of the calling thread, reused from forward to forward (no allocation per
+  // layer call once it has grown)
+  double* s = nullptr;
+  double* q = nullptr;
+  index_t* saturated = nullptr;
+  T* colmax = nullptr;
 
-  FwdStats(const double* rec, index_t out_, int parts)
+  FwdStats(const double* rec, index_t out_, int parts_)
       : sat(static_cast<int>(rec[layer_stats::kSatMode])), center(T(rec[layer_stats::kCenter])),
         bound(T(rec[layer_stats::kBound])), dead(rec[layer_stats::kDead] != 0), out(out_),
-        s(parts, 0.0), q(parts, 0.0), saturated(parts, 0),
-        colmax(dead ? size_t(parts) * out_ : 0, T(0)) {}
+        parts(parts_) {
+    static_assert(sizeof(index_t) == sizeof(double) && sizeof(T) <= sizeof(double));
+    thread_local std::vector<double> buf;
+    const size_t cols = dead ? (size_t(parts) * out * sizeof(T) + sizeof(double) - 1) / sizeof(double) : 0;
+    const size_t need = 3 * size_t(parts) + cols;
+    if (buf.size() < need) buf.resize(need);
+    std::fill(buf.begin(), buf.begin() + need, 0.0);  // zero bits: 0.0, 0 and T(0) alike
+    s = buf.data();
+    q = s + parts;
+    saturated = reinterpret_cast<index_t*>(q + parts);
+    colmax = reinterpret_cast<T*>(q + 2 * parts);
+  }
 
   // rows [i0, i1) of z (pre), before the activation
   void on_pre(const T* z, index_t rows, int part) {
@@ -93,21 +109,20 @@ struct FwdStats {
   // the same rows of y, after the activation
   void on_out(const T* y, index_t rows, int part) {
     if (sat == 1) saturated[part] += cpu::count_outside<T>(y, rows * out, center, bound);
-    if (dead) cpu::col_max<T>(colmax.data() + size_t(part) * out, y, rows, out);
+    if (dead) cpu::col_max<T>(colmax + size_t(part) * out, y, rows, out);
   }
   void write(double* rec, index_t n) const {
     double ts = 0.0, tq = 0.0;
     index_t nsat = 0, nalive = 0;
-    for (size_t p = 0; p < s.size(); ++p) {
+    for (int p = 0; p < parts; ++p) {
       ts += s[p];
       tq += q[p];
       nsat += saturated[p];
     }
     if (dead) {
-      const size_t parts = s.size();
       for (index_t j = 0; j < out; ++j) {
         bool a = false;
-        for (size_t p = 0; p < parts; ++p) a = a || colmax[p * out + j] > T(0);
+        for (int p = 0; p < parts; ++p) a = a || colmax[size_t(p) * out + j] > T(0);
         nalive += a;
       }
     }
@@ -168,15 +183,15 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   const bool want = stats && stats[layer_stats::kWantForward] != 0.0;
   const int nt = mid_fork_threads(n * in * out);
   if (nt > 1 && mid_fork_allowed()) {
-    std::unique_ptr<FwdStats<T>> st;
-    if (want) st = std::make_unique<FwdStats<T>>(stats, out, nt);
+    std::optional<FwdStats<T>> st;
+    if (want) st.emplace(stats, out, nt);
     fork_team(nt, [&](int t, int nteam) {
       index_t r0, r1;
       split_units(n, nteam, t, GemmTile<T>::MR, &r0, &r1);
       if (r1 <= r0) return;
       gemm_this_thread<T>(pre + r0 * out, x + r0 * in, w, r1 - r0, out, in, in, out, out, false,
                           false, T(1), T(0));
-      bias_act_rows(y, pre, b, r0, r1, out, act, alpha, st.get(), t);
+      bias_act_rows(y, pre, b, r0, r1, out, act, alpha, st ? &*st : nullptr, t);
     });
     if (st) st->write(stats, n);
     return;
@@ -189,10 +204,10 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   const bool simple = act == Act::identity || act == Act::relu || act == Act::leaky_relu;
   const index_t rb = epilogue_rows(out);
   const index_t nblocks = (n + rb - 1) / rb;
-  std::unique_ptr<FwdStats<T>> st;
-  if (want) st = std::make_unique<FwdStats<T>>(stats, out, static_cast<int>(nblocks));
+  std::optional<FwdStats<T>> st;
+  if (want) st.emplace(stats, out, static_cast<int>(nblocks));
   parallel_for(nblocks, threads_for(n * out * (simple ? 1 : 8) / 16), [&](index_t k) {
-    bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha, st.get(),
+    bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha, st ? &*st : nullptr,
                   static_cast<int>(k));
   });
   if (st) st->write(stats, n);

@@ -61,7 +61,7 @@ void sums_impl(double* s_out, double* q_out, const T* x, index_t n) {
 }
 
 template <class T>
-DG_CLONES index_t count_outside_impl(const T* a, index_t n, T center, T bound) {
+DG_CLONES512 index_t count_outside_impl(const T* a, index_t n, T center, T bound) {
   using I = std::conditional_t<std::is_same_v<T, float>, std::int32_t, std::int64_t>;
   index_t total = 0;
   for (index_t i0 = 0; i0 < n; i0 += (index_t(1) << 30)) {
@@ -73,11 +73,25 @@ DG_CLONES index_t count_outside_impl(const T* a, index_t n, T center, T bound) {
   return total;
 }
 
+// Column blocks of kColBlock with the maxima in registers over all rows (a row-by-row update of
+// colmax in memory paid a store-to-load round trip and an alias check per row).
+constexpr index_t kColBlock = 64;
+
 template <class T>
-DG_CLONES void col_max_impl(T* colmax, const T* y, index_t R, index_t C) {
-  for (index_t r = 0; r < R; ++r) {
+DG_CLONES512 void col_max_impl(T* __restrict colmax, const T* __restrict y, index_t R, index_t C) {
+  index_t j0 = 0;
+  for (; j0 + kColBlock <= C; j0 += kColBlock) {
+    T acc[kColBlock];
+    for (index_t j = 0; j < kColBlock; ++j) acc[j] = colmax[j0 + j];
+    for (index_t r = 0; r < R; ++r) {
+      const T* row = y + r * C + j0;
+      for (index_t j = 0; j < kColBlock; ++j) acc[j] = row[j] > acc[j] ? row[j] : acc[j];
+    }
+    for (index_t j = 0; j < kColBlock; ++j) colmax[j0 + j] = acc[j];
+  }
+  for (index_t r = 0; r < R && j0 < C; ++r) {
     const T* row = y + r * C;
-    for (index_t j = 0; j < C; ++j) colmax[j] = row[j] > colmax[j] ? row[j] : colmax[j];
+    for (index_t j = j0; j < C; ++j) colmax[j] = row[j] > colmax[j] ? row[j] : colmax[j];
   }
 }
 

@@ -63,7 +63,7 @@ _REQUESTS = {"identity": (0, 0.0, 0.0, False), "relu": (0, 0.0, 0.0, True),
 
 @pytest.mark.parametrize("act", sorted(_REQUESTS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(9, 5, 7), (1, 3, 1), (130, 40, 67)])
+@pytest.mark.parametrize("shape", [(9, 5, 7), (1, 3, 1), (130, 40, 67), (20, 8, 150)])
 def test_dense_record_matches_numpy(act, dtype, shape):
     """The forward slots of a layer statistics record filled by the fused kernel equal numpy
     on z = x w + b and y (float64 to 1e-12 relative, float32 to 1e-5), the output and the

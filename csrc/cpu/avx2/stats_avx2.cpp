@@ -21,42 +21,67 @@ inline double hsum(__m256d a) {
 
 }  // namespace
 
-void sums_f32(double* s, double* q, const float* x, index_t n) {
-  constexpr index_t kChunk = 256;
+namespace {
+
+// 64 elements per iteration in 8 independent float accumulators per sum (enough chains to cover
+// the FMA latency at two FMAs per cycle); every chunk of 512 elements (8 terms per float lane)
+// is converted and added to double lanes.
+template <bool kWantSum>
+inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
+  constexpr index_t kChunk = 512, kStep = 64;
   __m256d S0 = _mm256_setzero_pd(), S1 = S0, S2 = S0, S3 = S0;
   __m256d Q0 = S0, Q1 = S0, Q2 = S0, Q3 = S0;
   index_t i = 0;
-  const index_t nv = n - n % 16;
+  const index_t nv = n - n % kStep;
   while (i < nv) {
     const index_t end = std::min(nv, i + kChunk);
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, q0 = s0, q1 = s0;
-    for (; i < end; i += 16) {
-      const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
-      s0 = _mm256_add_ps(s0, a);
-      s1 = _mm256_add_ps(s1, b);
-      q0 = _mm256_fmadd_ps(a, a, q0);
-      q1 = _mm256_fmadd_ps(b, b, q1);
+    __m256 sa[8], qa[8];
+    for (int k = 0; k < 8; ++k) sa[k] = qa[k] = _mm256_setzero_ps();
+    for (; i < end; i += kStep)
+      for (int k = 0; k < 8; ++k) {
+        const __m256 v = _mm256_loadu_ps(x + i + 8 * k);
+        if constexpr (kWantSum) sa[k] = _mm256_add_ps(sa[k], v);
+        qa[k] = _mm256_fmadd_ps(v, v, qa[k]);
+      }
+    // fold the 8 accumulators pairwise to 2 (float, over <= 8 * 8 terms per lane), then to double
+    for (int w = 4; w >= 2; w /= 2)
+      for (int k = 0; k < w; ++k) {
+        if constexpr (kWantSum) sa[k] = _mm256_add_ps(sa[k], sa[k + w]);
+        qa[k] = _mm256_add_ps(qa[k], qa[k + w]);
+      }
+    if constexpr (kWantSum) {
+      S0 = _mm256_add_pd(S0, lo_pd(sa[0]));
+      S1 = _mm256_add_pd(S1, hi_pd(sa[0]));
+      S2 = _mm256_add_pd(S2, lo_pd(sa[1]));
+      S3 = _mm256_add_pd(S3, hi_pd(sa[1]));
     }
-    if (s) {
-      S0 = _mm256_add_pd(S0, lo_pd(s0));
-      S1 = _mm256_add_pd(S1, hi_pd(s0));
-      S2 = _mm256_add_pd(S2, lo_pd(s1));
-      S3 = _mm256_add_pd(S3, hi_pd(s1));
-    }
-    Q0 = _mm256_add_pd(Q0, lo_pd(q0));
-    Q1 = _mm256_add_pd(Q1, hi_pd(q0));
-    Q2 = _mm256_add_pd(Q2, lo_pd(q1));
-    Q3 = _mm256_add_pd(Q3, hi_pd(q1));
+    Q0 = _mm256_add_pd(Q0, lo_pd(qa[0]));
+    Q1 = _mm256_add_pd(Q1, hi_pd(qa[0]));
+    Q2 = _mm256_add_pd(Q2, lo_pd(qa[1]));
+    Q3 = _mm256_add_pd(Q3, hi_pd(qa[1]));
   }
   double ts = hsum(_mm256_add_pd(_mm256_add_pd(S0, S1), _mm256_add_pd(S2, S3)));
   double tq = hsum(_mm256_add_pd(_mm256_add_pd(Q0, Q1), _mm256_add_pd(Q2, Q3)));
+  for (; i + 8 <= n; i += 8) {  // the last < 64 elements: one vector at a time, in double
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256d a = lo_pd(v), b = hi_pd(v);
+    if constexpr (kWantSum) ts += hsum(_mm256_add_pd(a, b));
+    tq += hsum(_mm256_fmadd_pd(a, a, _mm256_mul_pd(b, b)));
+  }
   for (; i < n; ++i) {
     const double v = x[i];
     ts += v;
     tq += v * v;
   }
-  if (s) *s += ts;
+  if constexpr (kWantSum) *s += ts;
   *q += tq;
+}
+
+}  // namespace
+
+void sums_f32(double* s, double* q, const float* x, index_t n) {
+  if (s) sums_f32_impl<true>(s, q, x, n);
+  else sums_f32_impl<false>(s, q, x, n);
 }
 
 void health_f32(double* out, const float* x, index_t n) {
@@ -106,49 +131,6 @@ void health_f32(double* out, const float* x, index_t n) {
   out[1] = mn;
   out[2] = mx;
   out[3] = z;
-}
-
-void step_chunk_f32(double* o, const float* g, const float* pn, const float* po, index_t k) {
-  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  const __m256 inf = _mm256_set1_ps(__builtin_inff());
-  __m256 q = _mm256_setzero_ps(), m = q, ps = q, ds = q;
-  index_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    const __m256 v = _mm256_loadu_ps(g + i), w = _mm256_loadu_ps(pn + i);
-    const __m256 d = _mm256_sub_ps(w, _mm256_loadu_ps(po + i));
-    const __m256 a = _mm256_and_ps(v, absmask);
-    q = _mm256_fmadd_ps(v, v, q);
-    // the finite values only: |v| < inf (false for NaN and +-Inf)
-    m = _mm256_max_ps(m, _mm256_and_ps(a, _mm256_cmp_ps(a, inf, _CMP_LT_OQ)));
-    ps = _mm256_fmadd_ps(w, w, ps);
-    ds = _mm256_fmadd_ps(d, d, ds);
-  }
-  alignas(32) float lq[8], lm[8], lp[8], ld[8];
-  _mm256_store_ps(lq, q);
-  _mm256_store_ps(lm, m);
-  _mm256_store_ps(lp, ps);
-  _mm256_store_ps(ld, ds);
-  double sq = 0, mx = 0, sp = 0, sd = 0;
-  for (int j = 0; j < 8; ++j) {
-    sq += lq[j];
-    mx = std::max(mx, double(lm[j]));
-    sp += lp[j];
-    sd += ld[j];
-  }
-  for (; i < k; ++i) {
-    const float v = g[i], w = pn[i], d = w - po[i], a = std::fabs(v);
-    sq += double(v * v);
-    if (a < __builtin_inff()) mx = std::max(mx, double(a));
-    sp += double(w * w);
-    sd += double(d * d);
-  }
-  o[0] = sq;
-  o[1] = mx;
-  // a NaN or an Inf in g makes the sum of squares NaN or Inf (so does an overflow of the float
-  // squares, |g| > 1.8e19: the caller's exact pass then sorts it out)
-  o[2] = std::isfinite(sq) ? 0.0 : std::nan("");
-  o[3] = sp;
-  o[4] = sd;
 }
 
 }  // namespace dg::avx2

@@ -4,14 +4,9 @@
 #include "deepgrad/common.h"
 
 namespace dg::avx2 {
-// x (n) -> *s += sum x (when s is not null), *q += sum x^2: float lanes over chunks of 256
-// elements (32 per lane), each chunk converted and added to double lanes, folded once at the end.
+// x (n) -> *s += sum x (when s is not null), *q += sum x^2: 64 float lanes over chunks of 512
+// elements (8 terms per lane), each chunk converted and added to double lanes, folded at the end.
 void sums_f32(double* s, double* q, const float* x, index_t n);
-// One chunk (k <= 1024) of an optimizer step's statistics (cpu/optim.cpp): o[0] = sum g^2,
-// o[1] = max |g| over the finite values, o[2] = 0, or NaN when the sum of squares is not finite
-// (g holds NaN or Inf, or its float squares overflow: the caller then takes the exact pass),
-// o[3] = sum pn^2, o[4] = sum (pn - po)^2 (the difference in float), sums in float lanes.
-void step_chunk_f32(double* o, const float* g, const float* pn, const float* po, index_t k);
 // The fast path of the tensor health kernel (cpu/health.cpp) for float32: out[0] = sum x^2
 // (in double lanes), out[1] = min, out[2] = max, out[3] = sum of
 // (x - x) (NaN as soon as one element is NaN or Inf). The caller takes the exact path when
