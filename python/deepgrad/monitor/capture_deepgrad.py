@@ -644,12 +644,10 @@ class GradientMonitor:
                     self._want_step_stats(True)
             self.seconds += time.perf_counter() - t0
             return False
-        # the layer records: one copy of all rows; a count that moved since the last recorded
-        # step says the forward (column 0) / backward (column 1) of this step filled the row
-        recs = self._rec_rows.append(self._recs if self._rec_fast else np.array(self._rec_list))
-        cnt = recs[:, _LS.FWD_COUNT:_LS.BWD_COUNT + 1:_LS.BWD_COUNT - _LS.FWD_COUNT]
-        fresh = cnt != self._rec_seen
-        self._rec_seen = cnt.copy()
+        # the layer records: one copy of all rows (their forward/backward counts say, when read,
+        # which of them this step filled: _flush compares each row's counts with the previous)
+        self._rec_rows.append(self._recs if self._rec_fast else np.array(self._rec_list))
+        fresh = None
         if self.every != 1:
             self._attach_records(False)
         L = len(self.layers)
@@ -735,6 +733,13 @@ class GradientMonitor:
         """Turn the raw records of the steps since the last read into the history lists."""
         raw, self._raw = self._raw, []
         recs_all = self._rec_rows.take()
+        fresh_all = None
+        if len(recs_all):
+            # a count that moved since the previous recorded step says the forward (column 0) /
+            # backward (column 1) of this step filled the row
+            cnt = recs_all[:, :, _LS.FWD_COUNT:_LS.BWD_COUNT + 1:_LS.BWD_COUNT - _LS.FWD_COUNT]
+            fresh_all = cnt != np.concatenate([self._rec_seen[None], cnt[:-1]])
+            self._rec_seen = cnt[-1].copy()
         ring_rows = self._ring_read() if self._ring is not None else {}
         h = self._h
         L = len(self.layers)
@@ -786,7 +791,7 @@ class GradientMonitor:
                 row[i] = v
             st = self._stats_row(stats, L)
             if len(self._rec_list):
-                self._record_rows(recs_all[k], fresh, row, st)
+                self._record_rows(recs_all[k], fresh_all[k], row, st)
             h["signal_norm"].append(row)
             for key, pos in (("act_mean", 0), ("act_std", 1), ("saturated", 2), ("dead", 3)):
                 h[key].append([None if s is None else s[pos] for s in st])
