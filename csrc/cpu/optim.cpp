@@ -18,23 +18,22 @@ namespace {
 // for any thread count). The update is the same per-element function as without statistics, in a
 // function of the same target clones, so the parameters come out bit-identical.
 constexpr index_t kStatChunk = 1024;
-// The per-element updates below are lambdas inlined into the target clones of the loop (GCC would
-// otherwise call them element by element, unvectorised).
+// The per-element updates below are inlined into the target clones of the statistics loop (GCC
+// would otherwise call them element by element, unvectorised).
 #define DG_INLINE_LAMBDA __attribute__((always_inline))
 constexpr int kPart = 5;  // per chunk: sum g^2, max |g| (finite), non-finite flag, sum p^2, sum d^2
 
-// elem(i) updates element i in place (p[i] among others); po[i] is element i's value before the
-// update (po == p: read just before elem(i)). Writes the chunk's (sum g^2, max finite |g|, NaN when
-// g held a NaN/Inf or its float squares overflowed (else 0), sum p^2, sum (p - po)^2) into o;
-// max |g| is exact only when o[2] is 0.
+// elem(i) updates element i in place (p[i] among others) and returns the new p[i] from its
+// registers (a reload through another pointer would wait on the store). Writes the chunk's
+// (sum g^2, max |g|, NaN when g held a NaN/Inf or its float squares overflowed (else 0), sum p^2,
+// sum (p - p before)^2) into o; max |g| is exact only when o[2] is 0.
 template <class T, class Elem>
-DG_CLONES512 void update_range_stats(double* o, T* p, const T* po, const T* g, index_t n, Elem elem) {
+DG_CLONES512 void update_range_stats(double* o, const T* p, const T* g, index_t n, Elem elem) {
   T q = 0, mx = 0, ps = 0, ds = 0;
 #pragma omp simd reduction(+ : q, ps, ds) reduction(max : mx)
   for (index_t i = 0; i < n; ++i) {
-    const T v = g[i], old = po[i];
-    elem(i);
-    const T w = p[i], d = T(w - old);
+    const T v = g[i], old = p[i];
+    const T w = elem(i), d = T(w - old);
     q += v * v;  // NaN or Inf once g holds a NaN or an Inf
     mx = std::max(mx, std::abs(v));
     ps += w * w;
@@ -48,17 +47,6 @@ DG_CLONES512 void update_range_stats(double* o, T* p, const T* po, const T* g, i
   o[2] = std::isfinite(q) ? 0.0 : std::nan("");
   o[3] = double(ps);
   o[4] = double(ds);
-}
-
-// For updates whose per-element function branches on its hyper-parameters (SGD, RMSprop: the
-// statistics loop above would not vectorise around them): the chunk's old values on the stack,
-// the update's own vectorised range(), then the sums over the chunk in L1.
-template <class T, class Range>
-void update_chunk_then_stats(double* o, T* p, const T* g, index_t n, Range&& range) {
-  T old[kStatChunk];
-  std::copy(p, p + n, old);
-  range();
-  update_range_stats(o, p, old, g, n, [](index_t) DG_INLINE_LAMBDA {});
 }
 
 // Runs the update over [0, n) chunk by chunk (chunk(o, lo, hi): update_range_stats over the
@@ -122,92 +110,97 @@ void step_with_stats(const T* g, const StepStatsOut& st, index_t cost, Chunk&& c
 // Per-element cost for the threading grain (sqrt + divide for the adaptive methods).
 constexpr index_t kSgdCost = 4, kAdaptiveCost = 16;
 
-template <class T, bool kHaveBuf>
-DG_CLONES512 void sgd_range(T* p, T* buf, const T* g, index_t n, SgdHyper<T> h) {
-  for (index_t i = 0; i < n; ++i) {
-    T dummy = T(0);
-    sgd_update(h, p[i], g[i], kHaveBuf ? buf[i] : dummy);
-  }
-}
-
-template <class T>
-DG_CLONES512 void adam_range(T* p, T* m, T* v, const T* g, index_t n, AdamHyper<T> h) {
-  for (index_t i = 0; i < n; ++i) adam_update(h, p[i], g[i], m[i], v[i]);
-}
-
-template <class T, bool kHaveBuf, bool kCentered>
-DG_CLONES512 void rmsprop_range(T* p, T* sq, T* buf, T* ga, const T* g, index_t n, RmspropHyper<T> h) {
-  for (index_t i = 0; i < n; ++i) {
-    T dummy_buf = T(0), dummy_ga = T(0);
-    rmsprop_update(h, p[i], g[i], sq[i], kHaveBuf ? buf[i] : dummy_buf, kCentered ? ga[i] : dummy_ga);
-  }
+// The plain update: elem(i) over [0, n), in the same clones as the statistics loop.
+template <class T, class Elem>
+DG_CLONES512 void update_range(index_t n, Elem elem) {
+  for (index_t i = 0; i < n; ++i) elem(i);
 }
 
 }  // namespace
 
+// f(std::bool_constant<b>...) for run-time flags b: one instantiation per combination.
+template <class F>
+void with_flags(F&& f) { f(); }
+template <class F, class... B>
+void with_flags(F&& f, bool b, B... rest) {
+  if (b) with_flags([&](auto... k) { f(std::true_type{}, k...); }, rest...);
+  else with_flags([&](auto... k) { f(std::false_type{}, k...); }, rest...);
+}
+
+// Each step below builds one element function per combination of its hyper-parameter branches
+// (known at compile time, so both loops vectorise without unswitching) and runs it through
+// update_range, or through update_range_stats chunk by chunk when statistics are asked for: the
+// same element code either way, so the same bits.
+template <class T, class Run>
+void run_step(index_t n, index_t cost, const T* grad, const StepStatsOut& st, Run&& run) {
+  if (st.stats) return step_with_stats(grad, st, cost, run);
+  parallel_ranges(n, cost, [&](index_t lo, index_t hi) { run(nullptr, lo, hi); });
+}
+
+template <class T, class Elem>
+void range_or_stats(double* o, const T* p, const T* g, index_t k, const Elem& elem) {
+  if (o) update_range_stats(o, p, g, k, elem);
+  else update_range<T>(k, elem);
+}
+
 template <class T>
 void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHyper<T>& h,
               const StepStatsOut& st) {
-  const bool have_buf = h.momentum != T(0) && momentum_buf != nullptr;
-  auto range = [&](index_t lo, index_t hi) {
-    if (have_buf) sgd_range<T, true>(param + lo, momentum_buf + lo, grad + lo, hi - lo, h);
-    else sgd_range<T, false>(param + lo, nullptr, grad + lo, hi - lo, h);
-  };
-  if (st.stats) {
-    return step_with_stats(grad, st, kSgdCost, [&](double* o, index_t lo, index_t hi) {
-      update_chunk_then_stats(o, param + lo, grad + lo, hi - lo, [&] { range(lo, hi); });
-    });
-  }
-  parallel_ranges(n, kSgdCost, range);
+  const SgdHyper<T> hv = h;
+  const bool mom = h.momentum != T(0) && momentum_buf != nullptr;
+  run_step(n, kSgdCost, grad, st, [&](double* o, index_t lo, index_t hi) {
+    T *p = param + lo, *b = mom ? momentum_buf + lo : nullptr;
+    const T* g = grad + lo;
+    with_flags([&](auto kwd, auto kmom, auto kfirst, auto knest) {
+      range_or_stats(o, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+        T bi = kmom ? b[i] : T(0);  // a local: the buffer is untouched without momentum
+        sgd_update_t<T, kwd, kmom, kfirst, knest>(hv, p[i], g[i], bi);
+        if (kmom) b[i] = bi;
+        return p[i];
+      });
+    }, hv.weight_decay != T(0), mom, mom && hv.first_step, mom && hv.nesterov);
+  });
 }
 
 template <class T>
 void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h,
                const StepStatsOut& st) {
-  if (st.stats) {  // Adam's element function vectorises inside the statistics loop: one pass
-    const AdamHyper<T> hv = h;
-    return step_with_stats(grad, st, kAdaptiveCost, [&](double* o, index_t lo, index_t hi) {
-      T *p = param + lo, *mm = m + lo, *vv = v + lo;
-      const T* g = grad + lo;
-      if (hv.weight_decay != T(0)) {
-        update_range_stats(o, p, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
-          adam_update_l2<T, true>(hv, p[i], g[i], mm[i], vv[i]);
-        });
-      } else {
-        update_range_stats(o, p, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
-          adam_update_l2<T, false>(hv, p[i], g[i], mm[i], vv[i]);
-        });
-      }
-    });
-  }
-  parallel_ranges(n, kAdaptiveCost, [&](index_t lo, index_t hi) {
-    adam_range(param + lo, m + lo, v + lo, grad + lo, hi - lo, h);
+  const AdamHyper<T> hv = h;
+  run_step(n, kAdaptiveCost, grad, st, [&](double* o, index_t lo, index_t hi) {
+    T *p = param + lo, *mm = m + lo, *vv = v + lo;
+    const T* g = grad + lo;
+    with_flags([&](auto kl2) {
+      range_or_stats(o, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+        adam_update_l2<T, kl2>(hv, p[i], g[i], mm[i], vv[i]);
+        return p[i];
+      });
+    }, hv.weight_decay != T(0));
   });
 }
 
 template <class T>
 void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T* grad, index_t n,
                   const RmspropHyper<T>& h, const StepStatsOut& st) {
-  const bool have_buf = h.momentum > T(0) && momentum_buf != nullptr;
+  const RmspropHyper<T> hv = h;
+  const bool mom = h.momentum > T(0) && momentum_buf != nullptr;
   const bool centered = h.centered && grad_avg != nullptr;
-  auto range = [&](index_t lo, index_t hi) {
-    T* p = param + lo;
-    T* sq = square_avg + lo;
-    T* b = have_buf ? momentum_buf + lo : nullptr;
+  run_step(n, kAdaptiveCost, grad, st, [&](double* o, index_t lo, index_t hi) {
+    T *p = param + lo, *sq = square_avg + lo;
+    T* b = mom ? momentum_buf + lo : nullptr;
     T* ga = centered ? grad_avg + lo : nullptr;
     const T* g = grad + lo;
-    const index_t k = hi - lo;
-    if (have_buf && centered) rmsprop_range<T, true, true>(p, sq, b, ga, g, k, h);
-    else if (have_buf) rmsprop_range<T, true, false>(p, sq, b, ga, g, k, h);
-    else if (centered) rmsprop_range<T, false, true>(p, sq, b, ga, g, k, h);
-    else rmsprop_range<T, false, false>(p, sq, b, ga, g, k, h);
-  };
-  if (st.stats) {
-    return step_with_stats(grad, st, kAdaptiveCost, [&](double* o, index_t lo, index_t hi) {
-      update_chunk_then_stats(o, param + lo, grad + lo, hi - lo, [&] { range(lo, hi); });
-    });
-  }
-  parallel_ranges(n, kAdaptiveCost, range);
+    with_flags([&](auto kwd, auto kcen, auto kmom) {
+      range_or_stats(o, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+        // the state in locals; the buffers a configuration does not use are left alone
+        T s = sq[i], bi = kmom ? b[i] : T(0), gi = kcen ? ga[i] : T(0);
+        rmsprop_update_t<T, kwd, kcen, kmom>(hv, p[i], g[i], s, bi, gi);
+        sq[i] = s;
+        if (kmom) b[i] = bi;
+        if (kcen) ga[i] = gi;
+        return p[i];
+      });
+    }, hv.weight_decay != T(0), centered, mom);
+  });
 }
 
 #define DG_INST(T)                                                                              \

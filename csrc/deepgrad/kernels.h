@@ -100,7 +100,8 @@ struct StepStatsOut {
   index_t segments = 0;
   double* stats = nullptr;  // (segments, kStepStats), or null: no statistics
 };
-// param, grad, momentum_buf (n); momentum_buf may be null when h.momentum == 0.
+// param, grad, momentum_buf (n); momentum_buf may be null only when h.momentum == 0 (a null buffer
+// means no momentum term).
 template <class T>
 void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHyper<T>& h,
               const StepStatsOut& st = {});
@@ -108,7 +109,8 @@ void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHype
 template <class T>
 void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h,
                const StepStatsOut& st = {});
-// param, grad, square_avg (n); momentum_buf null unless h.momentum > 0; grad_avg null unless centered.
+// param, grad, square_avg (n); momentum_buf null unless h.momentum > 0; grad_avg null unless centered
+// (a null buffer means no momentum term / not centered).
 template <class T>
 void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T* grad, index_t n,
                   const RmspropHyper<T>& h, const StepStatsOut& st = {});

@@ -196,6 +196,21 @@ template <class T> struct SgdHyper {
   T lr, momentum, dampening, weight_decay;
   bool nesterov, first_step;
 };
+// The *_t forms take the branches on the hyper-parameters as template flags (kWd: weight_decay != 0,
+// kMom: momentum != 0 (SGD) / > 0 (RMSprop), kCentered), for loops that must vectorise without
+// unswitching (cpu/optim.cpp's updates with statistics); the plain forms decide per call.
+// (SGD also kFirst: h.first_step, kNesterov: h.nesterov.)
+template <class T, bool kWd, bool kMom, bool kFirst, bool kNesterov>
+DG_HOST_DEVICE void sgd_update_t(const SgdHyper<T>& h, T& p, T g, T& buf) {
+  T d = g;
+  if (kWd) d = d + h.weight_decay * p;
+  if (kMom) {
+    const T b = kFirst ? d : h.momentum * buf + (T(1) - h.dampening) * d;
+    buf = b;
+    d = kNesterov ? d + h.momentum * b : b;
+  }
+  p = p - h.lr * d;
+}
 template <class T> DG_HOST_DEVICE void sgd_update(const SgdHyper<T>& h, T& p, T g, T& buf) {
   T d = g;
   if (h.weight_decay != T(0)) d = d + h.weight_decay * p;
@@ -258,25 +273,46 @@ template <class T> struct RmspropHyper {
   T lr, alpha, eps, weight_decay, momentum;
   bool centered;
 };
-template <class T>
-DG_HOST_DEVICE void rmsprop_update(const RmspropHyper<T>& h, T& p, T g, T& sq, T& buf, T& ga) {
-  if (h.weight_decay != T(0)) g = g + h.weight_decay * p;
+template <class T, bool kWd, bool kCentered, bool kMom>
+DG_HOST_DEVICE void rmsprop_update_t(const RmspropHyper<T>& h, T& p, T g, T& sq, T& buf, T& ga) {
+  if (kWd) g = g + h.weight_decay * p;
   const T s = h.alpha * sq + (T(1) - h.alpha) * (g * g);
   sq = s;
   T avg;
-  if (h.centered) {
+  if (kCentered) {
     const T a = ga + (T(1) - h.alpha) * (g - ga);
     ga = a;
     avg = std::sqrt(s - a * a) + h.eps;
   } else {
     avg = std::sqrt(s) + h.eps;
   }
-  if (h.momentum > T(0)) {
+  if (kMom) {
     const T b = h.momentum * buf + g / avg;
     buf = b;
     p = p - h.lr * b;
   } else {
     p = p - h.lr * (g / avg);
+  }
+}
+template <class T>
+DG_HOST_DEVICE void rmsprop_update(const RmspropHyper<T>& h, T& p, T g, T& sq, T& buf, T& ga) {
+  const bool wd = h.weight_decay != T(0), mom = h.momentum > T(0);
+  if (wd) {
+    if (h.centered) {
+      if (mom) rmsprop_update_t<T, true, true, true>(h, p, g, sq, buf, ga);
+      else rmsprop_update_t<T, true, true, false>(h, p, g, sq, buf, ga);
+    } else {
+      if (mom) rmsprop_update_t<T, true, false, true>(h, p, g, sq, buf, ga);
+      else rmsprop_update_t<T, true, false, false>(h, p, g, sq, buf, ga);
+    }
+  } else {
+    if (h.centered) {
+      if (mom) rmsprop_update_t<T, false, true, true>(h, p, g, sq, buf, ga);
+      else rmsprop_update_t<T, false, true, false>(h, p, g, sq, buf, ga);
+    } else {
+      if (mom) rmsprop_update_t<T, false, false, true>(h, p, g, sq, buf, ga);
+      else rmsprop_update_t<T, false, false, false>(h, p, g, sq, buf, ga);
+    }
   }
 }
 

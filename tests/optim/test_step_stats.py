@@ -32,6 +32,13 @@ def _reference(g, p_old, p_new, offsets):
 def _step(kind, p, g, state, dtype, offsets=None, stats=None):
     if kind == "sgd":
         cpu.sgd_step(p, g, state[0], 0.1, 0.9, 0.0, False, 1e-4, False, offsets, stats)
+    elif kind == "sgd-nesterov-first":  # each branch of the SGD update is its own loop
+        cpu.sgd_step(p, g, state[0], 0.1, 0.9, 0.0, True, 1e-3, True, offsets, stats)
+    elif kind == "sgd-plain":
+        cpu.sgd_step(p, g, None, 0.1, 0.0, 0.0, False, 0.0, False, offsets, stats)
+    elif kind == "rmsprop-plain":
+        cpu.rmsprop_step(p, g, state[0], 1e-2, 0.99, 1e-8, 1e-3, 0.0, None, False, None,
+                         offsets, stats)
     elif kind == "adam":  # AdamW (decoupled decay)
         cpu.adam_step(p, g, state[0], state[1], 3, 1e-2, 0.9, 0.999, 1e-8, 1e-4, True, offsets,
                       stats)
@@ -43,7 +50,8 @@ def _step(kind, p, g, state, dtype, offsets=None, stats=None):
                          offsets, stats)
 
 
-@pytest.mark.parametrize("kind", ["sgd", "adam", "adam-l2", "rmsprop"])
+@pytest.mark.parametrize("kind", ["sgd", "sgd-nesterov-first", "sgd-plain", "adam", "adam-l2",
+                                  "rmsprop", "rmsprop-plain"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("plant", [False, True])
 def test_step_stats_match_numpy_and_leave_the_update_unchanged(kind, dtype, plant):
