@@ -406,3 +406,27 @@ def test_bfloat16_model_is_monitored():
                                [float(p.grad.double().norm()) for p in model.parameters()],
                                rtol=1e-12)
     assert d["act_mean"][-1][0] is not None and d["signal_norm"][-1][0] > 0
+
+
+def test_hook_reattachment_without_handle_fields_and_two_monitors():
+    """The hooks go back into the modules' hook dicts under their handles' keys; without those
+    handle fields (another torch) they are registered anew each time: same history. A second
+    monitor on the same model keeps its own hooks when the first is closed."""
+    def run(plain_handles):
+        model = torch_mlp(depth=4)
+        mon = GradientMonitor(model, every=2)
+        if plain_handles:
+            mon._slots = None
+        other = GradientMonitor(model, every=1)
+        train(model, 6, mon)   # ends on step 5, before the recorded step 6: mon's hooks are on
+        assert _activation_hooks(model) == len(mon._hook_specs) + len(other._hook_specs)
+        mon.close()
+        assert _activation_hooks(model) == len(other._hook_specs)
+        other.close()
+        assert _activation_hooks(model) == 0
+        return mon.to_dict()
+    a, b = run(False), run(True)
+    assert a["steps"] == b["steps"] == [0, 2, 4]
+    assert a["signal_norm"][-1][0] is not None
+    for k in ("signal_norm", "act_mean", "param_grad_norm", "update_norm"):
+        assert a[k] == b[k], k
