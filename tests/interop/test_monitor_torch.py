@@ -430,3 +430,25 @@ def test_hook_reattachment_without_handle_fields_and_two_monitors():
     assert a["signal_norm"][-1][0] is not None
     for k in ("signal_norm", "act_mean", "param_grad_norm", "update_norm"):
         assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("act", [lambda: torch.nn.ReLU(inplace=True), torch.nn.Softsign,
+                                 torch.nn.GELU, torch.nn.LeakyReLU])
+def test_signal_is_the_gradient_of_the_activation_output(act):
+    """The layer signal read from the activation's autograd node (in-place ReLU, a composite
+    Softsign, GELU, LeakyReLU) is the gradient torch retains for the activation's output."""
+    model = torch_mlp(act=act, depth=4)
+    mon = GradientMonitor(model)
+    outs = []
+    hooks = [model[i].register_forward_hook(lambda m, a, o: (o.retain_grad(), outs.append(o))
+                                            and None) for i in (1, 3, 5)]
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(7))
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    mon.step(loss)
+    for h in hooks:
+        h.remove()
+    want = [float(o.grad.double().norm()) for o in outs] + [None]
+    got = mon.to_dict()["signal_norm"][-1]
+    np.testing.assert_allclose(got[:3], want[:3], rtol=1e-12)
+    assert got[3] is not None and got[3] > 0   # the last Linear: its own output's gradient

@@ -14,7 +14,11 @@ What it attaches (all removed by ``close()``; none changes a number of the train
   the activation's (as for deepgrad models, where Dense("tanh") is one layer), so
   the signal is taken there. (A tensor hook on the output gives exactly what a full backward hook
   reports as grad_output, without its wrapping of the module's inputs and outputs, its warning
-  for a first layer whose input needs no gradient, or its clash with in-place activations.);
+  for a first layer whose input needs no gradient, or its clash with in-place activations.
+  On the output of an activation module paired with its layer the hook is a pre-hook of the
+  output's autograd node instead, ``grad_fn.register_prehook``: the same gradient, for ~0.8 us
+  less per layer and step than a tensor hook; it sees the gradient after any tensor hooks the
+  user put on that output, i.e. the one the node receives.);
 - a forward hook per activation module (ReLU, LeakyReLU, Tanh, Sigmoid, Softsign, GELU, ELU,
   SiLU) that follows a layer in the forward: its input is the layer's pre-activation, so the
   pre-activation mean/std and the saturated or dead fractions come from one native pass
@@ -105,6 +109,10 @@ class TorchGradientMonitor(GradientMonitor):
         self._activation_stats = bool(activation_stats)
         self._keeps = [functools.partial(_keep, self._signal, i) for i in range(len(self.layers))]
         self._keeps_act = [functools.partial(_keep, self._signal_act, i)
+                           for i in range(len(self.layers))]
+        # the same as node pre-hooks on the activation's autograd node (one output): they get
+        # (dL/d output,) before the node runs; registering one costs half a tensor hook
+        self._keeps_node = [functools.partial(_keep_first, self._signal_act, i)
                            for i in range(len(self.layers))]
         # A layer followed in its Sequential by an activation module is paired with it once,
         # here: only the activation gets a hook (its input is the layer's output, its output is
@@ -207,7 +215,11 @@ class TorchGradientMonitor(GradientMonitor):
         numbers, and the checks of their shapes, are taken at step())."""
         if self._n % self.every or not out.requires_grad:
             return  # not recorded, or a forward without gradients (no_grad, eval)
-        out.register_hook(self._keeps_act[i])
+        fn = out.grad_fn
+        if fn is not None and out.output_nr == 0:
+            fn.register_prehook(self._keeps_node[i])
+        else:   # a leaf that requires grad, or not its node's first output
+            out.register_hook(self._keeps_act[i])
         if self._activation_stats and args:
             self._stats[i] = (args[0], out, act)
 
@@ -324,7 +336,9 @@ class TorchGradientMonitor(GradientMonitor):
                 continue
             z, y, act = s
             try:   # the common case: 2-D CPU float32/float64 tensors of one dtype and shape
-                z, y = z.detach().numpy(), y.detach().numpy()
+                # force=True: detach (and resolve a view) in one call, ~0.5 us less than
+                # detach().numpy(); a view of the same memory for a plain CPU tensor
+                z, y = z.numpy(force=True), y.numpy(force=True)
                 dt = z.dtype
                 ok = (z.ndim == 2 and y.dtype is dt and (dt is _F32 or dt is _F64)
                       and z.shape == y.shape and z.size > 0)
@@ -468,6 +482,11 @@ class TorchGradientMonitor(GradientMonitor):
 
 _TORCH_FLOATS = {"torch.float32", "torch.float64"}
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _keep_first(lst: list, i: int, grads) -> None:
+    """Node pre-hook of a one-output node: keep a reference to the gradient of its output."""
+    lst[i] = grads[0]
 
 
 def _keep(lst: list, i: int, g) -> None:
