@@ -83,6 +83,11 @@ def main():
     ap.add_argument("--torch", action="store_true", help="also the PyTorch section")
     ap.add_argument("--torch-only", action="store_true", help="only the PyTorch section")
     ap.add_argument("--torch-device", default="cpu", help="cpu or cuda (the PyTorch section)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="PyTorch section on the CPU: time with the process's CPU clock "
+                         "(time.process_time) instead of the wall clock, so that time spent "
+                         "waiting for a core taken by other processes is not counted (a loaded "
+                         "shared machine; cache interference still is)")
     args = ap.parse_args()
     if args.torch or args.torch_only:
         torch_section(args)
@@ -175,8 +180,11 @@ def torch_section(args) -> None:
     if dev != "cpu":
         variants += ("monitor every=1 foreach",)
     sync = torch.cuda.synchronize if dev != "cpu" else (lambda: None)
+    cpu_clock = args.cpu_time and dev == "cpu"
+    clock = time.process_time if cpu_clock else time.perf_counter
     print(f"\nPyTorch {torch.__version__} on {dev}, {torch.get_num_threads()} thread(s); "
-          f"medians of "
+          f"{'process CPU time, ' if cpu_clock else ''}load average {os.getloadavg()[0]:.2f} "
+          f"at start; medians of "
           f"{args.rounds} rounds of {args.steps} steps, ms per step (overhead vs plain)")
     print(f"{'model':22s} " + " ".join(f"{v:>21s}" for v in variants))
     for label, make_model in (("torch MLP d20 w64 b64", mlp), ("torch LSTM B32 T50 H128", lstm)):
@@ -215,16 +223,17 @@ def torch_section(args) -> None:
         for _ in range(args.rounds):
             for v in variants:
                 sync()
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(args.steps):
                     runs[v]()
                 sync()
-                times[v].append((time.perf_counter() - t0) / args.steps)
+                times[v].append((clock() - t0) / args.steps)
         med = {v: statistics.median(t) for v, t in times.items()}
         base = med["plain"]
         cells = [f"{1e3 * base:8.3f}{'':13s}"] + [
             f"{1e3 * med[v]:8.3f} ({100 * (med[v] / base - 1):+6.1f}%)" for v in variants[1:]]
         print(f"{label:22s} " + " ".join(f"{c:>21s}" for c in cells))
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
 
 
 def _floor_hooks(torch, model) -> None:

@@ -287,3 +287,168 @@ def test_new_parameter_storage_is_seen_and_nonfinite_is_named():
     assert d["param_grad_norm"][-1][2] is None  # NaN, written as None in to_dict()
     found = [f for f in mon.diagnose() if "2.weight" in f.message]
     assert found and f"first at element {w.shape[1] + 2}" in found[0].message
+
+
+def _activation_hooks(model):
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def test_hooks_are_on_only_for_recorded_steps_and_rows_match_every_step():
+    """every > 1: the forward hooks are attached before each recorded step and removed after
+    it (a step that is not recorded runs hook-free); the recorded rows equal those of a monitor
+    recording every step at the same steps."""
+    m1, m3 = torch_mlp(depth=4), torch_mlp(depth=4)
+    mon1, mon3 = GradientMonitor(m1, every=1), GradientMonitor(m3, every=3)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
+    opts = [torch.optim.Adam(m.parameters(), lr=1e-2) for m in (m1, m3)]
+    hooked = []
+    for _ in range(8):
+        hooked.append(_activation_hooks(m3) > 0)
+        for m, opt, mon in zip((m1, m3), opts, (mon1, mon3)):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            loss.backward()
+            opt.step()
+            mon.step(loss)
+    assert hooked == [True, False, False, True, False, False, True, False]
+    assert _activation_hooks(m1) > 0
+    d1, d3 = mon1.to_dict(), mon3.to_dict()
+    assert d3["steps"] == [0, 3, 6]
+    for k in ("loss", "signal_norm", "param_grad_norm", "param_norm", "act_mean", "act_std",
+              "saturated", "layer_grad_linf"):
+        assert d3[k] == [d1[k][s] for s in (0, 3, 6)], k
+    # updates: w(s) - w(s-1) in both (every=3 snapshots the weights the step before)
+    assert d3["update_norm"][0] is None
+    assert d3["update_norm"][1:] == [d1["update_norm"][s] for s in (3, 6)]
+    mon3.close()
+    mon3.step()
+    mon3.step()   # after close(): still recording norms, never re-attaching hooks
+    assert _activation_hooks(m3) == 0
+
+
+def _grad_case(case):
+    """(model, dtype) trained 3 steps under one of the gradient layouts the fast path must see
+    through; returns the monitor's history and torch's own numbers for the last step."""
+    dtype = torch.float64 if case == "float64" else torch.float32
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                                torch.nn.Tanh(), torch.nn.Linear(8, 3)).to(dtype)
+    unused = torch.nn.Linear(3, 3).to(dtype)   # a parameter whose grad stays None
+    model.add_module("unused", unused)
+    model.forward = lambda x: torch.nn.Sequential.forward(torch.nn.Sequential(*model[:5]), x)
+    mon = GradientMonitor(model)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 4, generator=g).to(dtype)
+    y = torch.randint(0, 3, (16,), generator=g)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sig = []
+    for _ in range(3):
+        opt.zero_grad(set_to_none=case != "kept")
+        outs = []
+        hs = [model[i].register_forward_hook(lambda m, a, o: (o.retain_grad(), outs.append(o))
+                                             and None) for i in (1, 3, 4)]
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        for h in hs:
+            h.remove()
+        loss.backward(create_graph=case == "create_graph")
+        if case == "strided":   # same values, column-major layout
+            for p in model.parameters():
+                if p.grad is not None and p.grad.dim() == 2:
+                    p.grad = p.grad.t().contiguous().t()
+                    assert not p.grad.is_contiguous()
+        if case == "neg_view":
+            model[0].weight.grad = torch._neg_view(model[0].weight.grad)
+        grads = [None if p.grad is None else float(p.grad.detach().double().norm())
+                 for p in model.parameters()]
+        sig = [float(o.grad.detach().double().norm()) for o in outs]
+        opt.step()
+        mon.step(loss)
+        if case == "create_graph":
+            for p in model.parameters():
+                p.grad = None   # break the graph cycle create_graph makes
+    return mon.to_dict(), grads, sig
+
+
+@pytest.mark.filterwarnings("ignore:Using backward.. with create_graph=True")
+@pytest.mark.parametrize("case", ["plain", "kept", "strided", "float64", "create_graph",
+                                  "neg_view"])
+def test_gradient_layouts_give_torchs_numbers(case):
+    """Gradients kept across steps (zero_grad(set_to_none=False)), strided, float64, requiring
+    grad (create_graph) or negative-bit views, and a parameter without a gradient: the recorded
+    norms are torch's."""
+    d, grads, sig = _grad_case(case)
+    got = d["param_grad_norm"][-1]
+    assert got[-2:] == [0.0, 0.0]   # the unused layer: no gradient, norm 0
+    np.testing.assert_allclose(got[:-2], grads[:-2], rtol=1e-12)
+    np.testing.assert_allclose(d["signal_norm"][-1][:3], sig, rtol=1e-12)
+    assert d["signal_norm"][-1][3] is None   # the unused layer ran no forward
+    assert all(v is not None for v in d["act_mean"][-1][:2])
+    assert d["layer_nonfinite"][-1][:3] == [0, 0, 0]
+
+
+def test_bfloat16_model_is_monitored():
+    """A bfloat16 model (numpy has no bfloat16): the norms come from float64 copies."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).to(torch.bfloat16)
+    mon = GradientMonitor(model)
+    x = torch.randn(16, 4, dtype=torch.bfloat16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        loss = model(x).float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        mon.step(loss)
+    d = mon.to_dict()
+    np.testing.assert_allclose(d["param_grad_norm"][-1],
+                               [float(p.grad.double().norm()) for p in model.parameters()],
+                               rtol=1e-12)
+    assert d["act_mean"][-1][0] is not None and d["signal_norm"][-1][0] > 0
+
+
+def test_hook_reattachment_without_handle_fields_and_two_monitors():
+    """The hooks go back into the modules' hook dicts under their handles' keys; without those
+    handle fields (another torch) they are registered anew each time: same history. A second
+    monitor on the same model keeps its own hooks when the first is closed."""
+    def run(plain_handles):
+        model = torch_mlp(depth=4)
+        mon = GradientMonitor(model, every=2)
+        if plain_handles:
+            mon._slots = None
+        other = GradientMonitor(model, every=1)
+        train(model, 6, mon)   # ends on step 5, before the recorded step 6: mon's hooks are on
+        assert _activation_hooks(model) == len(mon._hook_specs) + len(other._hook_specs)
+        mon.close()
+        assert _activation_hooks(model) == len(other._hook_specs)
+        other.close()
+        assert _activation_hooks(model) == 0
+        return mon.to_dict()
+    a, b = run(False), run(True)
+    assert a["steps"] == b["steps"] == [0, 2, 4]
+    assert a["signal_norm"][-1][0] is not None
+    for k in ("signal_norm", "act_mean", "param_grad_norm", "update_norm"):
+        assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("act", [lambda: torch.nn.ReLU(inplace=True), torch.nn.Softsign,
+                                 torch.nn.GELU, torch.nn.LeakyReLU])
+def test_signal_is_the_gradient_of_the_activation_output(act):
+    """The layer signal read from the activation's autograd node (in-place ReLU, a composite
+    Softsign, GELU, LeakyReLU) is the gradient torch retains for the activation's output."""
+    model = torch_mlp(act=act, depth=4)
+    mon = GradientMonitor(model)
+    outs = []
+    hooks = [model[i].register_forward_hook(lambda m, a, o: (o.retain_grad(), outs.append(o))
+                                            and None) for i in (1, 3, 5)]
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(7))
+    loss = model(x).pow(2).mean()
+    loss.backward()
+    mon.step(loss)
+    for h in hooks:
+        h.remove()
+    want = [float(o.grad.double().norm()) for o in outs] + [None]
+    got = mon.to_dict()["signal_norm"][-1]
+    np.testing.assert_allclose(got[:3], want[:3], rtol=1e-12)
+    assert got[3] is not None and got[3] > 0   # the last Linear: its own output's gradient
