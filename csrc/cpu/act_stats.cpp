@@ -1,74 +1,58 @@
 // Kernels for the GradientMonitor: per-layer activation statistics in one pass over a layer's
 // output, and the per-parameter norms of a step in one pass over the arena.
 //
-// Sums accumulate in double over 16 fixed lanes combined pairwise in a fixed order (the same bits
-// on every run, as segment_norms); the counts are exact. Single-threaded: one memory-bound pass,
-// no fork/join per call.
+// Sums in double lanes in a fixed order (the same bits on every run; AVX2 double lanes for float32);
+// the counts are cpu/layer_stats.h's, the ones the fused dense kernels take for deepgrad's own
+// layers, exact.
+// Single-threaded: one pass, no fork/join per call.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
+#ifdef DG_HAVE_AVX2_BUILD
+#include "cpu/avx2/stats_avx2.h"
+#endif
 #include "cpu/ew_parallel.h"
+#include "cpu/layer_stats.h"
+#include "deepgrad/cpu_features.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
 namespace {
 
-constexpr int kLanes = 16;
-
-inline double combine(double* acc) {
-  for (int w = kLanes / 2; w > 0; w /= 2)
-    for (int j = 0; j < w; ++j) acc[j] += acc[j + w];
-  return acc[0];
+// *s += sum v (s may be null), *q += sum v^2 for v = x - p (p not null; the difference in T) or x,
+// every term in double: float32 through AVX2 double lanes where the CPU has them
+template <class T>
+DG_CLONES void exact_sums_portable(double* s, double* q, const T* x, const T* p, index_t n) {
+  double ts = 0.0, tq = 0.0;
+#pragma omp simd reduction(+ : ts, tq)
+  for (index_t i = 0; i < n; ++i) {
+    const double v = p ? double(T(x[i] - p[i])) : double(x[i]);
+    ts += v;
+    tq += v * v;
+  }
+  if (s) *s += ts;
+  *q += tq;
 }
 
-// (sum x, sum x^2) of x (n) in double
 template <class T>
-DG_CLONES void sum_sumsq(double* out, const T* x, index_t n) {
-  double s[kLanes] = {}, q[kLanes] = {};
-  index_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int j = 0; j < kLanes; ++j) {
-      const double v = double(x[i + j]);
-      s[j] += v;
-      q[j] += v * v;
-    }
-  for (int j = 0; i < n; ++i, ++j) {
-    const double v = double(x[i]);
-    s[j] += v;
-    q[j] += v * v;
+void exact_sums(double* s, double* q, const T* x, const T* p, index_t n) {
+#ifdef DG_HAVE_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float>) {
+    static const bool avx2 = cpu_has_avx2_fma();
+    if (avx2) return avx2::sums_f32_exact(s, q, x, p, n);
   }
-  out[0] = combine(s);
-  out[1] = combine(q);
+#endif
+  exact_sums_portable<T>(s, q, x, p, n);
 }
 
-// sum of (x - p)^2 over n elements (p may be null), the difference taken in T, summed in double
+// sum of (x - p)^2 (or x^2 when p is null) in double
 template <class T>
-DG_CLONES double sumsq(const T* x, const T* p, index_t n) {
-  double q[kLanes] = {};
-  index_t i = 0;
-  if (p) {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int j = 0; j < kLanes; ++j) {
-        const double v = double(T(x[i + j] - p[i + j]));
-        q[j] += v * v;
-      }
-    for (int j = 0; i < n; ++i, ++j) {
-      const double v = double(T(x[i] - p[i]));
-      q[j] += v * v;
-    }
-  } else {
-    for (; i + kLanes <= n; i += kLanes)
-      for (int j = 0; j < kLanes; ++j) {
-        const double v = double(x[i + j]);
-        q[j] += v * v;
-      }
-    for (int j = 0; i < n; ++i, ++j) {
-      const double v = double(x[i]);
-      q[j] += v * v;
-    }
-  }
-  return combine(q);
+double sumsq(const T* x, const T* p, index_t n) {
+  double q = 0.0;
+  exact_sums<T>(nullptr, &q, x, p, n);
+  return q;
 }
 
 }  // namespace
@@ -78,23 +62,15 @@ void act_stats(double* sums, index_t* counts, const T* z, const T* y, index_t n,
                int saturation, T center, T bound, bool dead) {
   // z (N, C), y (N, C) -> sums (2), counts (2); see kernels.h
   const index_t size = n * c;
-  sum_sumsq<T>(sums, z, size);
-  counts[0] = counts[1] = 0;
-  if (saturation) {
-    const T* a = saturation == 1 ? y : z;
-    index_t cnt = 0;
-    for (index_t j = 0; j < size; ++j) cnt += std::abs(a[j] - center) > bound;  // NaN: no
-    counts[0] = cnt;
-  }
-  if (dead) {
-    std::vector<unsigned char> alive(static_cast<size_t>(c), 0);
-    for (index_t r = 0; r < n; ++r) {
-      const T* row = y + r * c;
-      for (index_t j = 0; j < c; ++j) alive[j] |= static_cast<unsigned char>(row[j] > T(0));
-    }
-    index_t cnt = 0;
-    for (index_t j = 0; j < c; ++j) cnt += alive[j];
-    counts[1] = cnt;
+  sums[0] = sums[1] = 0.0;
+  exact_sums<T>(&sums[0], &sums[1], z, nullptr, size);
+  counts[0] = saturation ? count_outside<T>(saturation == 1 ? y : z, size, center, bound) : 0;
+  counts[1] = 0;
+  if (dead && c > 0) {  // alive columns: some y > 0 (NaN never counts)
+    thread_local std::vector<T> colmax;
+    colmax.assign(static_cast<size_t>(c), T(0));
+    col_max<T>(colmax.data(), y, n, c);
+    for (index_t j = 0; j < c; ++j) counts[1] += colmax[j] > T(0);
   }
 }
 

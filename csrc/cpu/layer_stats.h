@@ -5,8 +5,9 @@
 
 namespace dg::cpu {
 
-// x (n) -> *s += sum x, *q += sum x^2, in double (float32 with AVX2 is summed in float lanes over
-// chunks of 256 elements, 32 per lane, each chunk added to double lanes: relative error ~1e-7)
+// act_stats.cpp (the monitor's kernels for other frameworks' tensors) uses the counts.
+// x (n) -> *s += sum x, *q += sum x^2, in double (float32 with AVX2 is summed in 64 float lanes
+// over chunks of 512 elements, each chunk added to double lanes: relative error ~1e-7)
 template <class T> void add_sums(double* s, double* q, const T* x, index_t n);
 // count of i < n with |a[i] - center| > bound (NaN never counts)
 template <class T> index_t count_outside(const T* a, index_t n, T center, T bound);

@@ -84,6 +84,34 @@ void sums_f32(double* s, double* q, const float* x, index_t n) {
   else sums_f32_impl<false>(s, q, x, n);
 }
 
+void sums_f32_exact(double* s, double* q, const float* x, const float* p, index_t n) {
+  // 16 elements per iteration, each 4-wide double group in its own chain for both sums
+  __m256d S[4], Q[4];
+  for (int k = 0; k < 4; ++k) S[k] = Q[k] = _mm256_setzero_pd();
+  index_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
+    if (p) {
+      a = _mm256_sub_ps(a, _mm256_loadu_ps(p + i));
+      b = _mm256_sub_ps(b, _mm256_loadu_ps(p + i + 8));
+    }
+    const __m256d d[4] = {lo_pd(a), hi_pd(a), lo_pd(b), hi_pd(b)};
+    for (int k = 0; k < 4; ++k) {
+      S[k] = _mm256_add_pd(S[k], d[k]);
+      Q[k] = _mm256_fmadd_pd(d[k], d[k], Q[k]);
+    }
+  }
+  double ts = hsum(_mm256_add_pd(_mm256_add_pd(S[0], S[1]), _mm256_add_pd(S[2], S[3])));
+  double tq = hsum(_mm256_add_pd(_mm256_add_pd(Q[0], Q[1]), _mm256_add_pd(Q[2], Q[3])));
+  for (; i < n; ++i) {
+    const double v = p ? double(x[i] - p[i]) : double(x[i]);
+    ts += v;
+    tq += v * v;
+  }
+  if (s) *s += ts;
+  *q += tq;
+}
+
 void health_f32(double* out, const float* x, index_t n) {
   // squares in double (each float32 is exact in double: the sum matches a float64 reference to
   // rounding), min, max and the x - x check in float vectors
