@@ -24,6 +24,7 @@ from .nn import arena as _arena_mod
 from .backend import backend_of, copy_into, get_backend
 from .nn.arena import Arena, runs as _runs
 from .tensor import Tensor
+from .autograd import backward_calls
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "LRScheduler", "StepLR",
            "ExponentialLR", "CosineAnnealingLR", "LinearWarmup"]
@@ -64,6 +65,7 @@ class Optimizer:
         # the native steps of the built-in optimizers fill the arenas' step statistics; an
         # _update written elsewhere might not pass them on
         self._fills_step_stats = type(self)._update in _STEP_STATS_UPDATES
+        self._stats_args: dict = {}  # arena id -> (its step_stats, runs, native arguments per run)
         for g in _as_groups(params):
             group = dict(self.defaults)
             group.update({k: v for k, v in g.items() if k != "params"})
@@ -250,7 +252,6 @@ class Optimizer:
             for r in self._group_runs[gi]:
                 self._update(r, group, step)
         if stats:
-            from .autograd import backward_calls
             k = backward_calls()
             for a, runs in stats:
                 for r in runs:
@@ -272,9 +273,15 @@ class Optimizer:
                 runs = self._covering.get(a.id)
                 if runs is None:
                     continue
-                for r in runs:
-                    lo, hi = r.segs
-                    r.sargs = (r.offs, a.step_stats[lo:hi])
+                cache = self._stats_args.get(a.id)
+                if cache is None or cache[0] is not a.step_stats or cache[1] is not runs:
+                    # the native arguments (offsets, a view of the arena's rows) per run, kept
+                    # while the arena keeps the same statistics array and these runs
+                    cache = (a.step_stats, runs, [(r.offs, a.step_stats[r.segs[0]:r.segs[1]])
+                                                  for r in runs])
+                    self._stats_args[a.id] = cache
+                for r, args in zip(runs, cache[2]):
+                    r.sargs = args
                 if out is None:
                     out = []
                 out.append((a, runs))
