@@ -208,3 +208,37 @@ def test_huge_finite_float32_gradients_are_not_called_nonfinite():
     cpu.sgd_step(p, g, None, 1e-30, 0.0, 0.0, False, 0.0, False, np.array([0, 600]), st)
     assert st[0, 0] == pytest.approx(np.linalg.norm(g.astype(np.float64)), rel=1e-6)
     assert st[0, 2] == 0 and st[0, 3] == -1 and st[0, 1] == pytest.approx(1e20, rel=1e-6)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_update_norm_is_never_taken_from_a_stale_snapshot(every):
+    """When the optimizer fills the step statistics the monitor takes no parameter snapshot of
+    its own; a later step by an update that fills nothing then has no update norm (None) rather
+    than one against old parameters, and the recorded steps after it get numpy's update norms."""
+    from deepgrad.monitor import GradientMonitor
+
+    class Mine(optim.SGD):  # a custom update: no step statistics
+        def _update(self, r, group, step):
+            r.be.sgd_step(r.p, r.g, None, group["lr"], 0.0, 0.0, False, 0.0, step == 1)
+
+    m, X, y = _model_and_data(4)
+    fused, mine = optim.Adam(m.parameters(), lr=1e-2), Mine(m.parameters(), lr=0.05)
+    mon = GradientMonitor(m, every=every)
+    expect = []
+    for k in range(8 * every):
+        opt = fused if k < 4 * every else mine
+        opt.zero_grad()
+        losses.cross_entropy(m(X), y).backward()
+        before = [p.numpy().astype(np.float64) for p in m.parameters()]
+        opt.step()
+        if k % every == 0:
+            expect.append([np.linalg.norm(p.numpy().astype(np.float64) - b)
+                           for p, b in zip(m.parameters(), before)])
+        mon.step()
+    got = mon.to_dict()["update_norm"]
+    assert len(got) == 8
+    for k in range(8):
+        if k == 4:  # the first custom step after fused ones: no snapshot was taken before it
+            assert got[k] is None
+        else:
+            np.testing.assert_allclose(got[k], expect[k], rtol=1e-5, atol=1e-12)

@@ -271,6 +271,10 @@ class GradientMonitor:
         self._ask_step_stats(model.arena)
         self._seg_cache = None  # (arena, segment->layer index, (segments, layers) 0/1 matrix)
         self._prev_params = None
+        self._prev_for = -1  # the step whose update the snapshot in _prev_params precedes
+        # the last recorded step's norms came from the optimizer's own pass (its update norm
+        # included): while they do, skipped steps take no parameter snapshot
+        self._fused_last = False
         self._pending_signal = [None] * L
         self._pending_stats = [None] * L
         self._pending_time: dict[int, list] = {}
@@ -325,6 +329,8 @@ class GradientMonitor:
         self._recs = self._recs[:len(rows)]
         self._rec_list = rows
         self._rec_fast = len(self._rec_owned) == len(rows)  # all rows of self._recs
+        owned = {id(m) for m in self._rec_owned}
+        self._rec_own_rows = [(m, row) for m, row in zip(self._rec_layers, rows) if id(m) in owned]
         self._rec_seen = np.zeros((len(rows), 2))
         self._rec_sat = np.array([r[_LS.SAT_MODE] != 0 for r in rows], dtype=bool)
         self._rec_dead = np.array([r[_LS.DEAD] != 0 for r in rows], dtype=bool)
@@ -424,9 +430,9 @@ class GradientMonitor:
         """Hand this monitor's own records to their layers (on) or take them away (skipped
         steps of every > 1 then run the plain kernels)."""
         if on != self._attached and not self._rec_closed:
-            for m, row in zip(self._rec_layers, self._rec_list):
+            for m, row in self._rec_own_rows:
                 # a record another monitor also reads stays attached
-                if row[_LS.READERS] == 1 and any(m is o for o in self._rec_owned):
+                if row[_LS.READERS] == 1:
                     m.__dict__["stats"] = row if on else None
             self._attached = on
 
@@ -627,6 +633,7 @@ class GradientMonitor:
             arena.be.copy_(prev[1], arena.params)
         else:
             self._prev_params = (arena, arena.be.copy(arena.params))
+        self._prev_for = self._n  # the step about to run (step() has counted this one)
 
     def step(self, loss=None) -> bool:
         """Record this step if it is one of every ``every``; returns True when it recorded."""
@@ -640,7 +647,8 @@ class GradientMonitor:
             if (n + 1) % self.every == 0:
                 self._attach_records(True)  # the next forward is recorded
                 if arena is not None:
-                    self._snapshot(arena)
+                    if not self._fused_last:  # else the optimizer's pass gives the update norm
+                        self._snapshot(arena)
                     self._want_step_stats(True)
             self.seconds += time.perf_counter() - t0
             return False
@@ -669,18 +677,23 @@ class GradientMonitor:
             self._stats_serial = arena.step_stats_serial
             seg_layer, member = self._seg_layers(arena)
             norms = (_FUSED, arena.step_stats.copy(), member, seg_layer)
+            self._fused_last = True
             if self.every != 1:
                 self._want_step_stats(False)
         elif arena is not None:
+            self._fused_last = False  # snapshots for the update norm again (every > 1)
             # a host arena (device arenas took the ring path above): one native pass gives
             # the norms and the gradient's health (L-inf, non-finite counts, first bad element)
             prev = self._prev_params
-            has_prev = prev is not None and prev[0] is arena
+            mine = prev is not None and prev[0] is arena
+            has_prev = mine and self._prev_for == n  # a snapshot taken right before this update
             # the snapshot for the next update norm: here when every step is recorded, else on
             # the step before the next recorded one
             snap = self.every == 1
-            if snap and not has_prev:
+            if snap and not mine:
                 prev = self._prev_params = (arena, np.empty_like(arena.params))
+            if snap:
+                self._prev_for = n + 1
             pn, gn, un, gbad, gh = _monitor_norms(arena.params, arena.grads,
                                                   prev[1] if has_prev or snap else None,
                                                   arena.offsets, has_prev, snap, True)
