@@ -17,60 +17,64 @@ namespace {
 // parameters' sums (a chunk's partial sums in T, combined in double in chunk order: the same bits
 // for any thread count). The update is the same per-element function as without statistics, in a
 // function of the same target clones, so the parameters come out bit-identical.
-constexpr index_t kStatChunk = 1024;
+constexpr index_t kStatChunk = 2048;  // float partial sums: 128 terms per AVX-512 lane
 // The per-element updates below are inlined into the target clones of the statistics loop (GCC
 // would otherwise call them element by element, unvectorised).
 #define DG_INLINE_LAMBDA __attribute__((always_inline))
 constexpr int kPart = 5;  // per chunk: sum g^2, max |g| (finite), non-finite flag, sum p^2, sum d^2
 
 // elem(i) updates element i in place (p[i] among others) and returns the new p[i] from its
-// registers (a reload through another pointer would wait on the store). Writes the chunk's
-// (sum g^2, max |g|, NaN when g held a NaN/Inf or its float squares overflowed (else 0), sum p^2,
-// sum (p - p before)^2) into o; max |g| is exact only when o[2] is 0.
+// registers (a reload through another pointer would wait on the store). For each chunk k of
+// [ka, kb) writes (sum g^2, max |g|, NaN when g held a NaN/Inf or its float squares overflowed
+// (else 0), sum p^2, sum (p - p before)^2); max |g| is exact only when the flag is 0. One call per
+// thread's run of chunks (not one per chunk through the clone dispatch).
 template <class T, class Elem>
-DG_CLONES512 void update_range_stats(double* o, const T* p, const T* g, index_t n, Elem elem) {
-  T q = 0, mx = 0, ps = 0, ds = 0;
+DG_CLONES512 void update_range_stats(double* parts, const index_t* bounds, index_t ka, index_t kb,
+                                     const T* p, const T* g, Elem elem) {
+  // chunk k is [bounds[k], bounds[k + 1]); its sums go to parts[k * kPart ...]
+  for (index_t k = ka; k < kb; ++k) {
+    T q = 0, mx = 0, ps = 0, ds = 0;
+    const index_t lo = bounds[k], hi = bounds[k + 1];
 #pragma omp simd reduction(+ : q, ps, ds) reduction(max : mx)
-  for (index_t i = 0; i < n; ++i) {
-    const T v = g[i], old = p[i];
-    const T w = elem(i), d = T(w - old);
-    q += v * v;  // NaN or Inf once g holds a NaN or an Inf
-    mx = std::max(mx, std::abs(v));
-    ps += w * w;
-    ds += d * d;
+    for (index_t i = lo; i < hi; ++i) {
+      const T v = g[i], old = p[i];
+      const T w = elem(i), d = T(w - old);
+      q += v * v;  // NaN or Inf once g holds a NaN or an Inf
+      mx = std::max(mx, std::abs(v));
+      ps += w * w;
+      ds += d * d;
+    }
+    // A sum of squares that is not finite flags the chunk (a NaN or Inf in g, or float squares
+    // that overflowed): the caller then takes the segment's exact health pass, whose L-inf
+    // counts the finite values only.
+    double* o = parts + k * kPart;
+    o[0] = double(q);
+    o[1] = double(mx);
+    o[2] = std::isfinite(q) ? 0.0 : std::nan("");
+    o[3] = double(ps);
+    o[4] = double(ds);
   }
-  // A sum of squares that is not finite flags the chunk (a NaN or Inf in g, or float squares that
-  // overflowed): the caller then takes the segment's exact health pass, whose L-inf counts the
-  // finite values only.
-  o[0] = double(q);
-  o[1] = double(mx);
-  o[2] = std::isfinite(q) ? 0.0 : std::nan("");
-  o[3] = double(ps);
-  o[4] = double(ds);
 }
 
-// Runs the update over [0, n) chunk by chunk (chunk(o, lo, hi): update_range_stats over the
-// chunk) and fills st.stats (see kernels.h).
-template <class T, class Chunk>
-void step_with_stats(const T* g, const StepStatsOut& st, index_t cost, Chunk&& chunk) {
+// Runs the update over the segments cut into chunks (run(parts, bounds, ka, kb): chunks [ka, kb)
+// through update_range_stats) and fills st.stats (see kernels.h).
+template <class T, class Run>
+void step_with_stats(const T* g, const StepStatsOut& st, index_t cost, Run&& run) {
   const index_t S = st.segments;
   const index_t* off = st.offsets;
-  std::vector<index_t> lo, seg;
-  lo.reserve(static_cast<size_t>(off[S] / kStatChunk + S + 1));
-  seg.reserve(lo.capacity());
+  std::vector<index_t> bounds, seg;  // chunk k: [bounds[k], bounds[k + 1]) in segment seg[k]
+  bounds.reserve(static_cast<size_t>(off[S] / kStatChunk + S + 2));
+  seg.reserve(bounds.capacity());
   for (index_t s = 0; s < S; ++s)
     for (index_t a = off[s]; a < off[s + 1]; a += kStatChunk) {
-      lo.push_back(a);
+      bounds.push_back(a);
       seg.push_back(s);
     }
-  const index_t m = static_cast<index_t>(lo.size());
+  bounds.push_back(off[S]);  // the chunks tile [0, off[S]): each ends where the next starts
+  const index_t m = static_cast<index_t>(seg.size());
   std::vector<double> part(static_cast<size_t>(m) * kPart);
-  parallel_ranges(m, kStatChunk * cost, [&](index_t a, index_t b) {
-    for (index_t k = a; k < b; ++k) {
-      const index_t l = lo[k], h = std::min(l + kStatChunk, off[seg[k] + 1]);
-      chunk(part.data() + k * kPart, l, h);
-    }
-  });
+  parallel_ranges(m, kStatChunk * cost,
+                  [&](index_t a, index_t b) { run(part.data(), bounds.data(), a, b); });
   double* out = st.stats;
   for (index_t s = 0; s < S; ++s) {
     double* o = out + s * kStepStats;
@@ -112,8 +116,8 @@ constexpr index_t kSgdCost = 4, kAdaptiveCost = 16;
 
 // The plain update: elem(i) over [0, n), in the same clones as the statistics loop.
 template <class T, class Elem>
-DG_CLONES512 void update_range(index_t n, Elem elem) {
-  for (index_t i = 0; i < n; ++i) elem(i);
+DG_CLONES512 void update_range(index_t lo, index_t hi, Elem elem) {
+  for (index_t i = lo; i < hi; ++i) elem(i);
 }
 
 }  // namespace
@@ -134,13 +138,16 @@ void with_flags(F&& f, bool b, B... rest) {
 template <class T, class Run>
 void run_step(index_t n, index_t cost, const T* grad, const StepStatsOut& st, Run&& run) {
   if (st.stats) return step_with_stats(grad, st, cost, run);
-  parallel_ranges(n, cost, [&](index_t lo, index_t hi) { run(nullptr, lo, hi); });
+  parallel_ranges(n, cost, [&](index_t lo, index_t hi) { run(nullptr, nullptr, lo, hi); });
 }
 
+// parts null: the plain update of elements [a, b); else the chunks [a, b) of bounds with their
+// statistics into parts (elem indexes the whole buffers)
 template <class T, class Elem>
-void range_or_stats(double* o, const T* p, const T* g, index_t k, const Elem& elem) {
-  if (o) update_range_stats(o, p, g, k, elem);
-  else update_range<T>(k, elem);
+void range_or_stats(double* parts, const index_t* bounds, index_t a, index_t b, const T* p,
+                    const T* g, const Elem& elem) {
+  if (parts) update_range_stats(parts, bounds, a, b, p, g, elem);
+  else update_range<T>(a, b, elem);
 }
 
 template <class T>
@@ -148,11 +155,11 @@ void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHype
               const StepStatsOut& st) {
   const SgdHyper<T> hv = h;
   const bool mom = h.momentum != T(0) && momentum_buf != nullptr;
-  run_step(n, kSgdCost, grad, st, [&](double* o, index_t lo, index_t hi) {
-    T *p = param + lo, *b = mom ? momentum_buf + lo : nullptr;
-    const T* g = grad + lo;
+  run_step(n, kSgdCost, grad, st, [&](double* parts, const index_t* bounds, index_t a, index_t z) {
+    T *p = param, *b = mom ? momentum_buf : nullptr;
+    const T* g = grad;
     with_flags([&](auto kwd, auto kmom, auto kfirst, auto knest) {
-      range_or_stats(o, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
         T bi = kmom ? b[i] : T(0);  // a local: the buffer is untouched without momentum
         sgd_update_t<T, kwd, kmom, kfirst, knest>(hv, p[i], g[i], bi);
         if (kmom) b[i] = bi;
@@ -166,11 +173,11 @@ template <class T>
 void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T>& h,
                const StepStatsOut& st) {
   const AdamHyper<T> hv = h;
-  run_step(n, kAdaptiveCost, grad, st, [&](double* o, index_t lo, index_t hi) {
-    T *p = param + lo, *mm = m + lo, *vv = v + lo;
-    const T* g = grad + lo;
+  run_step(n, kAdaptiveCost, grad, st, [&](double* parts, const index_t* bounds, index_t a, index_t z) {
+    T *p = param, *mm = m, *vv = v;
+    const T* g = grad;
     with_flags([&](auto kl2) {
-      range_or_stats(o, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
         adam_update_l2<T, kl2>(hv, p[i], g[i], mm[i], vv[i]);
         return p[i];
       });
@@ -184,13 +191,13 @@ void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T
   const RmspropHyper<T> hv = h;
   const bool mom = h.momentum > T(0) && momentum_buf != nullptr;
   const bool centered = h.centered && grad_avg != nullptr;
-  run_step(n, kAdaptiveCost, grad, st, [&](double* o, index_t lo, index_t hi) {
-    T *p = param + lo, *sq = square_avg + lo;
-    T* b = mom ? momentum_buf + lo : nullptr;
-    T* ga = centered ? grad_avg + lo : nullptr;
-    const T* g = grad + lo;
+  run_step(n, kAdaptiveCost, grad, st, [&](double* parts, const index_t* bounds, index_t a, index_t z) {
+    T *p = param, *sq = square_avg;
+    T* b = mom ? momentum_buf : nullptr;
+    T* ga = centered ? grad_avg : nullptr;
+    const T* g = grad;
     with_flags([&](auto kwd, auto kcen, auto kmom) {
-      range_or_stats(o, p, g, hi - lo, [=](index_t i) DG_INLINE_LAMBDA {
+      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
         // the state in locals; the buffers a configuration does not use are left alone
         T s = sq[i], bi = kmom ? b[i] : T(0), gi = kcen ? ga[i] : T(0);
         rmsprop_update_t<T, kwd, kcen, kmom>(hv, p[i], g[i], s, bi, gi);
