@@ -178,7 +178,7 @@ void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T
     const T* g = grad;
     with_flags([&](auto kl2) {
       range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
-        adam_update_l2<T, kl2>(hv, p[i], g[i], mm[i], vv[i]);
+        adam_update_t<T, kl2>(hv, p[i], g[i], mm[i], vv[i]);
         return p[i];
       });
     }, hv.weight_decay != T(0));

@@ -196,30 +196,29 @@ template <class T> struct SgdHyper {
   T lr, momentum, dampening, weight_decay;
   bool nesterov, first_step;
 };
-// The *_t forms take the branches on the hyper-parameters as template flags (kWd: weight_decay != 0,
-// kMom: momentum != 0 (SGD) / > 0 (RMSprop), kCentered), for loops that must vectorise without
-// unswitching (cpu/optim.cpp's updates with statistics); the plain forms decide per call.
-// (SGD also kFirst: h.first_step, kNesterov: h.nesterov.)
-template <class T, bool kWd, bool kMom, bool kFirst, bool kNesterov>
+// An update's branches on its hyper-parameters are template flags: 0 or 1 fixes a branch at compile
+// time (loops that must vectorise without unswitching: cpu/optim.cpp), kAsHyper (the default)
+// reads it from the hyper-parameters per call (the plain *_update forms, the CUDA kernels). One
+// formula either way, so the same bits.
+constexpr int kAsHyper = 2;
+DG_HOST_DEVICE constexpr bool branch(int flag, bool from_hyper) {
+  return flag == kAsHyper ? from_hyper : flag != 0;
+}
+// kWd: weight_decay != 0, kMom: momentum != 0, kFirst: first_step, kNesterov: nesterov
+template <class T, int kWd = kAsHyper, int kMom = kAsHyper, int kFirst = kAsHyper,
+          int kNesterov = kAsHyper>
 DG_HOST_DEVICE void sgd_update_t(const SgdHyper<T>& h, T& p, T g, T& buf) {
   T d = g;
-  if (kWd) d = d + h.weight_decay * p;
-  if (kMom) {
-    const T b = kFirst ? d : h.momentum * buf + (T(1) - h.dampening) * d;
+  if (branch(kWd, h.weight_decay != T(0))) d = d + h.weight_decay * p;
+  if (branch(kMom, h.momentum != T(0))) {
+    const T b = branch(kFirst, h.first_step) ? d : h.momentum * buf + (T(1) - h.dampening) * d;
     buf = b;
-    d = kNesterov ? d + h.momentum * b : b;
+    d = branch(kNesterov, h.nesterov) ? d + h.momentum * b : b;
   }
   p = p - h.lr * d;
 }
 template <class T> DG_HOST_DEVICE void sgd_update(const SgdHyper<T>& h, T& p, T g, T& buf) {
-  T d = g;
-  if (h.weight_decay != T(0)) d = d + h.weight_decay * p;
-  if (h.momentum != T(0)) {
-    const T b = h.first_step ? d : h.momentum * buf + (T(1) - h.dampening) * d;
-    buf = b;
-    d = h.nesterov ? d + h.momentum * b : b;
-  }
-  p = p - h.lr * d;
+  sgd_update_t<T>(h, p, g, buf);
 }
 
 // Adam (decoupled = false: L2 term wd p added to the gradient) and AdamW (decoupled = true:
@@ -249,12 +248,11 @@ inline AdamHyper<T> make_adam_hyper(double lr, double beta1, double beta2, doubl
   h.inv_bc2_sqrt = T(1.0 / std::sqrt(bc2));
   return h;
 }
-// kL2: whether h.weight_decay is nonzero, known at compile time (a loop that must vectorise
-// without unswitching, e.g. cpu/optim.cpp's update with statistics); adam_update decides per call.
-template <class T, bool kL2>
-DG_HOST_DEVICE void adam_update_l2(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
+// kL2: weight_decay != 0 (see sgd_update_t)
+template <class T, int kL2 = kAsHyper>
+DG_HOST_DEVICE void adam_update_t(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
   const T pp = p * h.decay_factor;
-  if (kL2) g = g + h.weight_decay * pp;
+  if (branch(kL2, h.weight_decay != T(0))) g = g + h.weight_decay * pp;
   const T mm = m + h.one_minus_beta1 * (g - m);
   const T vv = h.beta2 * v + h.one_minus_beta2 * (g * g);
   m = mm;
@@ -262,8 +260,7 @@ DG_HOST_DEVICE void adam_update_l2(const AdamHyper<T>& h, T& p, T g, T& m, T& v)
   p = pp - h.step_size * (mm / (std::sqrt(vv) * h.inv_bc2_sqrt + h.eps));
 }
 template <class T> DG_HOST_DEVICE void adam_update(const AdamHyper<T>& h, T& p, T g, T& m, T& v) {
-  if (h.weight_decay != T(0)) adam_update_l2<T, true>(h, p, g, m, v);
-  else adam_update_l2<T, false>(h, p, g, m, v);
+  adam_update_t<T>(h, p, g, m, v);
 }
 
 // RMSprop: g += wd p; sq = alpha sq + (1 - alpha) g^2; centered: ga = lerp(ga, g, 1 - alpha),
@@ -273,20 +270,21 @@ template <class T> struct RmspropHyper {
   T lr, alpha, eps, weight_decay, momentum;
   bool centered;
 };
-template <class T, bool kWd, bool kCentered, bool kMom>
+// kWd: weight_decay != 0, kCentered: centered, kMom: momentum > 0 (see sgd_update_t)
+template <class T, int kWd = kAsHyper, int kCentered = kAsHyper, int kMom = kAsHyper>
 DG_HOST_DEVICE void rmsprop_update_t(const RmspropHyper<T>& h, T& p, T g, T& sq, T& buf, T& ga) {
-  if (kWd) g = g + h.weight_decay * p;
+  if (branch(kWd, h.weight_decay != T(0))) g = g + h.weight_decay * p;
   const T s = h.alpha * sq + (T(1) - h.alpha) * (g * g);
   sq = s;
   T avg;
-  if (kCentered) {
+  if (branch(kCentered, h.centered)) {
     const T a = ga + (T(1) - h.alpha) * (g - ga);
     ga = a;
     avg = std::sqrt(s - a * a) + h.eps;
   } else {
     avg = std::sqrt(s) + h.eps;
   }
-  if (kMom) {
+  if (branch(kMom, h.momentum > T(0))) {
     const T b = h.momentum * buf + g / avg;
     buf = b;
     p = p - h.lr * b;
@@ -296,24 +294,7 @@ DG_HOST_DEVICE void rmsprop_update_t(const RmspropHyper<T>& h, T& p, T g, T& sq,
 }
 template <class T>
 DG_HOST_DEVICE void rmsprop_update(const RmspropHyper<T>& h, T& p, T g, T& sq, T& buf, T& ga) {
-  const bool wd = h.weight_decay != T(0), mom = h.momentum > T(0);
-  if (wd) {
-    if (h.centered) {
-      if (mom) rmsprop_update_t<T, true, true, true>(h, p, g, sq, buf, ga);
-      else rmsprop_update_t<T, true, true, false>(h, p, g, sq, buf, ga);
-    } else {
-      if (mom) rmsprop_update_t<T, true, false, true>(h, p, g, sq, buf, ga);
-      else rmsprop_update_t<T, true, false, false>(h, p, g, sq, buf, ga);
-    }
-  } else {
-    if (h.centered) {
-      if (mom) rmsprop_update_t<T, false, true, true>(h, p, g, sq, buf, ga);
-      else rmsprop_update_t<T, false, true, false>(h, p, g, sq, buf, ga);
-    } else {
-      if (mom) rmsprop_update_t<T, false, false, true>(h, p, g, sq, buf, ga);
-      else rmsprop_update_t<T, false, false, false>(h, p, g, sq, buf, ga);
-    }
-  }
+  rmsprop_update_t<T>(h, p, g, sq, buf, ga);
 }
 
 }  // namespace dg
