@@ -282,10 +282,13 @@ inline void spin_pause() {
 // batches still split.
 //
 // When a team still loses to one thread (a team thread waits for a CPU that another process
-// holds, and the join waited longer than the chains it took saved), the next sequences run on
-// the calling thread: 4 calls at first, twice as many after each further loss (up to 256), as
-// the mid-size fork's backoff (cpu/mid_fork.h) does for per-step GEMMs; while that backoff keeps
-// mid-size forks on one thread, the sequences stay on it too.
+// holds, and the calling thread waited for it longer than its chains saved), the next sequence calls
+// (forward, backward, weight gradient) run on the calling thread: 16 at first, twice as many
+// after each further loss (up to 1024), as the mid-size fork's backoff (cpu/mid_fork.h) does for
+// per-step GEMMs; while that backoff keeps mid-size forks on one thread, the sequences stay on
+// it too. With another busy process on a 2-vCPU VM, one losing team costs about a scheduler
+// slice (~10 ms, libgomp's spinning join); RNN (64, 50, 64) forward + backward on 2 threads:
+// 10-45 ms per call without the backoff, 0.3 ms with it (0.27 ms idle).
 class SequenceBackoff {
  public:
   bool allow() {
@@ -294,12 +297,12 @@ class SequenceBackoff {
     skip_.store(s - 1, std::memory_order_relaxed);
     return false;
   }
-  // own_s: the calling thread's time up to the end of its last chain (done of nch chains);
-  // wait_s: the join's wait after it.
-  void report(double own_s, double wait_s, index_t done, index_t nch) {
-    const double alone =
-        own_s * static_cast<double>(nch) / static_cast<double>(std::max<index_t>(done, 1));
-    if (own_s + wait_s > alone) {
+  // The calling thread's view of one team run: waited_s, its time waiting (from the fork until
+  // it runs, for W's panels other threads claimed, and at the join); saved_s, the chains the
+  // other threads ran, at its own time per chain. Lost: the waits exceeded what the team saved, and 300 us (on an
+  // idle VM the join's jitter stays below ~0.1 ms).
+  void report(double waited_s, double saved_s) {
+    if (waited_s > saved_s && waited_s > 300e-6) {
       const int len = len_.load(std::memory_order_relaxed);
       skip_.store(len, std::memory_order_relaxed);
       len_.store(std::min(2 * len, kMax), std::memory_order_relaxed);
@@ -309,7 +312,7 @@ class SequenceBackoff {
   }
 
  private:
-  static constexpr int kMin = 4, kMax = 256;
+  static constexpr int kMin = 16, kMax = 1024;
   std::atomic<int> skip_{0}, len_{kMin};
 };
 inline SequenceBackoff g_seq_backoff;
@@ -351,23 +354,31 @@ struct Chains {
     const index_t nch = static_cast<index_t>(bounds.size()) - 1;
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
-    clock::time_point t_own = t0;
+    clock::time_point t_start, t_wait, t_packed, t_own;  // the calling thread's
     index_t done = 0;
     team(nt, [&](int t, int) {
+      if (t == 0) t_start = clock::now();
       for (index_t jp; (jp = next_panel.fetch_add(1, std::memory_order_relaxed)) < wp.npn;) {
         wp.pack(jp);
         packed.fetch_add(1, std::memory_order_release);
       }
+      if (t == 0) t_wait = clock::now();
       while (packed.load(std::memory_order_acquire) < wp.npn) spin_pause();
+      if (t == 0) t_packed = clock::now();
       for (index_t c; (c = next_chain.fetch_add(1, std::memory_order_relaxed)) < nch;) {
         chain(t, bounds[c], bounds[c + 1]);
         if (t == 0) ++done;
       }
       if (t == 0) t_own = clock::now();
     });
-    if (nt > 1)
-      g_seq_backoff.report(std::chrono::duration<double>(t_own - t0).count(),
-                           std::chrono::duration<double>(clock::now() - t_own).count(), done, nch);
+    if (nt > 1) {
+      const auto t_end = clock::now();
+      auto sec = [](clock::duration d) { return std::chrono::duration<double>(d).count(); };
+      // done == 0: the other threads ran everything while this one waited (it was not
+      // scheduled at the fork), nothing was saved
+      const double saved = done > 0 ? sec(t_own - t_packed) / done * (nch - done) : 0.0;
+      g_seq_backoff.report(sec(t_start - t0) + sec(t_packed - t_wait) + sec(t_end - t_own), saved);
+    }
   }
 };
 
