@@ -302,6 +302,7 @@ class SequenceBackoff {
   // other threads ran, at its own time per chain. Lost: the waits exceeded what the team saved, and 300 us (on an
   // idle VM the join's jitter stays below ~0.1 ms).
   void report(double waited_s, double saved_s) {
+    if (!seen_.exchange(true, std::memory_order_relaxed)) return;  // the first fork starts the pool
     if (waited_s > saved_s && waited_s > 300e-6) {
       const int len = len_.load(std::memory_order_relaxed);
       skip_.store(len, std::memory_order_relaxed);
@@ -314,6 +315,7 @@ class SequenceBackoff {
  private:
   static constexpr int kMin = 16, kMax = 1024;
   std::atomic<int> skip_{0}, len_{kMin};
+  std::atomic<bool> seen_{false};
 };
 inline SequenceBackoff g_seq_backoff;
 
