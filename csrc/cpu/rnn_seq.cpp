@@ -282,30 +282,34 @@ inline void spin_pause() {
 // batches still split.
 //
 // When a team still loses to one thread (a team thread waits for a CPU that another process
-// holds, and the calling thread waited for it longer than its chains saved), the next sequence calls
-// (forward, backward, weight gradient) run on the calling thread: 16 at first, twice as many
-// after each further loss (up to 1024), as the mid-size fork's backoff (cpu/mid_fork.h) does for
-// per-step GEMMs; while that backoff keeps mid-size forks on one thread, the sequences stay on
-// it too. With another busy process on a 2-vCPU VM, one losing team costs about a scheduler
-// slice (~10 ms, libgomp's spinning join); RNN (64, 50, 64) forward + backward on 2 threads:
-// 10-45 ms per call without the backoff, 0.3 ms with it (0.27 ms idle).
+// holds, and the calling thread waited for it longer than its chains saved), sequence calls
+// (forward, backward, weight gradient) run on the calling thread for a while: 25 ms at first,
+// twice as long after each further loss (up to 0.4 s), as the mid-size fork's backoff
+// (cpu/mid_fork.h) does for per-step GEMMs; while that backoff keeps mid-size forks on one
+// thread, the sequences stay on it too. The backoff counts time, not calls: sequence calls take
+// 0.1-20 ms, and a count long enough to amortize a loss at one size kept another size on one
+// thread for seconds after the machine was idle again. With another busy process on a 2-vCPU
+// VM, one losing team costs about a scheduler slice (~10 ms, libgomp's spinning join); RNN
+// (64, 50, 64) forward + backward on 2 threads: 10-45 ms per call without the backoff, 0.3 ms
+// with it (0.27 ms idle).
 class SequenceBackoff {
  public:
-  bool allow() {
-    const int s = skip_.load(std::memory_order_relaxed);
-    if (s <= 0) return true;
-    skip_.store(s - 1, std::memory_order_relaxed);
-    return false;
+  using clock = std::chrono::steady_clock;
+  bool allow() const {
+    return clock::now().time_since_epoch().count() >= until_.load(std::memory_order_relaxed);
   }
   // The calling thread's view of one team run: waited_s, its time waiting (from the fork until
   // it runs, for W's panels other threads claimed, and at the join); saved_s, the chains the
-  // other threads ran, at its own time per chain. Lost: the waits exceeded what the team saved, and 300 us (on an
-  // idle VM the join's jitter stays below ~0.1 ms).
+  // other threads ran, at its own time per chain. Lost: the waits exceeded what the team saved,
+  // and 300 us (on an idle VM the join's jitter stays below ~0.1 ms).
   void report(double waited_s, double saved_s) {
     if (!seen_.exchange(true, std::memory_order_relaxed)) return;  // the first fork starts the pool
     if (waited_s > saved_s && waited_s > 300e-6) {
-      const int len = len_.load(std::memory_order_relaxed);
-      skip_.store(len, std::memory_order_relaxed);
+      const double len = len_.load(std::memory_order_relaxed);
+      until_.store(clock::now().time_since_epoch().count() +
+                       std::chrono::duration_cast<clock::duration>(
+                           std::chrono::duration<double>(len)).count(),
+                   std::memory_order_relaxed);
       len_.store(std::min(2 * len, kMax), std::memory_order_relaxed);
     } else {
       len_.store(kMin, std::memory_order_relaxed);
@@ -313,8 +317,9 @@ class SequenceBackoff {
   }
 
  private:
-  static constexpr int kMin = 16, kMax = 1024;
-  std::atomic<int> skip_{0}, len_{kMin};
+  static constexpr double kMin = 0.025, kMax = 0.4;  // seconds on one thread after a loss
+  std::atomic<clock::rep> until_{0};
+  std::atomic<double> len_{kMin};
   std::atomic<bool> seen_{false};
 };
 inline SequenceBackoff g_seq_backoff;
@@ -324,8 +329,7 @@ inline SequenceBackoff g_seq_backoff;
 inline int sequence_threads(index_t macs, index_t units) {
   const int want = static_cast<int>(std::min<index_t>(threads_for(macs / 64), units));
   if (want <= 1) return 1;
-  const bool seq_ok = g_seq_backoff.allow();
-  return seq_ok && mid_fork_allowed() ? want : 1;
+  return g_seq_backoff.allow() && mid_fork_allowed() ? want : 1;
 }
 
 template <class T>
