@@ -282,8 +282,9 @@ inline void spin_pause() {
 // batches still split.
 //
 // When a team still loses to one thread (a team thread waits for a CPU that another process
-// holds, and the calling thread waited for it longer than its chains saved), sequence calls
-// (forward, backward, weight gradient) run on the calling thread for a while: 25 ms at first,
+// holds, and the calling thread waited for it longer than its chains saved) twice in a row,
+// sequence calls (forward, backward, weight gradient) run on the calling thread for a while
+// (a single loss is often a worker's slow wake-up after an idle spell): 25 ms at first,
 // twice as long after each further loss (up to 0.4 s), as the mid-size fork's backoff
 // (cpu/mid_fork.h) does for per-step GEMMs; while that backoff keeps mid-size forks on one
 // thread, the sequences stay on it too. The backoff counts time, not calls: sequence calls take
@@ -305,6 +306,9 @@ class SequenceBackoff {
   void report(double waited_s, double saved_s) {
     if (!seen_.exchange(true, std::memory_order_relaxed)) return;  // the first fork starts the pool
     if (waited_s > saved_s && waited_s > 300e-6) {
+      // one loss alone (a worker's slow wake-up after an idle spell) does not start a window
+      if (streak_.fetch_add(1, std::memory_order_relaxed) < 1) return;
+      streak_.store(0, std::memory_order_relaxed);
       const double len = len_.load(std::memory_order_relaxed);
       until_.store(clock::now().time_since_epoch().count() +
                        std::chrono::duration_cast<clock::duration>(
@@ -312,12 +316,14 @@ class SequenceBackoff {
                    std::memory_order_relaxed);
       len_.store(std::min(2 * len, kMax), std::memory_order_relaxed);
     } else {
+      streak_.store(0, std::memory_order_relaxed);
       len_.store(kMin, std::memory_order_relaxed);
     }
   }
 
  private:
-  static constexpr double kMin = 0.025, kMax = 0.4;  // seconds on one thread after a loss
+  static constexpr double kMin = 0.025, kMax = 0.4;  // seconds on one thread after two losses
+  std::atomic<int> streak_{0};
   std::atomic<clock::rep> until_{0};
   std::atomic<double> len_{kMin};
   std::atomic<bool> seen_{false};
