@@ -11,7 +11,7 @@ GFLOP/s and as a fraction of deepgrad's own large GEMM (1024^3, timed between th
 
     python benchmarks/bench_rnn.py [--threads N] [--rounds R] [--configs B,T,I,H ...]
                                    [--kinds rnn gru lstm] [--wait-idle S] [--kernel auto|avx2]
-                                   [--clock wall|cpu]
+                                   [--clock wall|cpu] [--settle S]
 """
 from __future__ import annotations
 
@@ -207,17 +207,21 @@ def gemm_rate(n: int = 1024, reps: int = 3, clock=time.perf_counter) -> float:
 
 
 def alternate(steps: dict, rounds: int, per_round: float, wait_idle: float,
-              clock=time.perf_counter) -> dict:
+              clock=time.perf_counter, settle: float = 0.0) -> dict:
     """Median seconds per step of each side, the sides taking turns: every round runs each side
     for about `per_round` seconds (at least 2 steps), and the median is over all rounds' steps.
     `clock` times each step (time.process_time: the CPU time of this process, which on one
-    thread leaves out the time slices other processes take)."""
+    thread leaves out the time slices other processes take). `settle`: seconds of pause before
+    each side's turn (OpenBLAS's and PyTorch's worker threads keep spinning for ~0.1 s after
+    their last call and hold the second core during the next side's first steps)."""
     times = {k: [] for k in steps}
     for f in steps.values():  # warm-up
         for _ in range(2):
             f()
     for _ in range(rounds):
         for k, f in steps.items():
+            if settle > 0:
+                time.sleep(settle)
             if wait_idle > 0:
                 _wait_idle(wait_idle)
             t_end = time.perf_counter() + per_round
@@ -242,6 +246,9 @@ def main() -> None:
                     help="deepgrad's sequence micro-kernel (avx2: AVX2 even where AVX-512 is)")
     ap.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
                     help="before each side's turn wait up to S seconds for idle CPUs")
+    ap.add_argument("--settle", type=float, default=None, metavar="S",
+                    help="pause before each side's turn (default 0.25 s with more than one "
+                         "thread, else 0)")
     ap.add_argument("--clock", default="wall", choices=("wall", "cpu"),
                     help="time steps by the wall clock, or by this process's CPU time (only "
                          "meaningful on 1 thread: on a shared machine it leaves out the time "
@@ -250,11 +257,14 @@ def main() -> None:
     if args.clock == "cpu" and (args.threads or dg.get_num_threads()) != 1:
         ap.error("--clock cpu needs --threads 1 (CPU time adds up the threads)")
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    nthreads = args.threads or dg.get_num_threads()
+    settle = args.settle if args.settle is not None else (0.25 if nthreads > 1 else 0.0)
     configs = [tuple(int(v) for v in c.split(",")) for c in args.configs] if args.configs else CONFIGS
     torch = frameworks(args.threads)
     kernel = _C._rnn_set_kernel(args.kernel)
     print(f"recurrent training step (forward over T, MSE on h_T, BPTT, Adam), float32, ms/step "
-          f"(median of {args.rounds} alternating rounds, {args.clock} clock); deepgrad sequence "
+          f"(median of {args.rounds} alternating rounds, {args.clock} clock, {settle:g} s pause "
+          f"before each turn); deepgrad sequence "
           f"kernel: {kernel}; before = deepgrad's stepwise reference kernels")
     head = (f"{'kind':>4} {'B':>4} {'T':>4} {'I':>4} {'H':>4} | {'deepgrad':>8} {'before':>8} "
             f"{'numpy':>8} {'torch':>8} | {'before/dg':>9} {'numpy/dg':>8} {'torch/dg':>8} | "
@@ -269,7 +279,7 @@ def main() -> None:
                      "numpy": numpy_step(kind, B, T, I, H)}
             if torch:
                 steps["torch"] = torch_step(torch, kind, B, T, I, H)
-            t = alternate(steps, args.rounds, args.per_round, args.wait_idle, clock)
+            t = alternate(steps, args.rounds, args.per_round, args.wait_idle, clock, settle)
             rates.append(gemm_rate(clock=clock))
             gf = step_flops(kind, B, T, I, H) / t["dg"] / 1e9
 

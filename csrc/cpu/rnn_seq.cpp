@@ -3,13 +3,14 @@
 //
 // The fast path (lstm/rnn/gru_sequence_forward/backward) packs W_hh once per sequence into the
 // GEMM micro-kernel's NR-wide panels (W for the forward, W^T for the backward), and then runs
-// each step as one pass over micro-kernel row tiles of the batch: the tile's recurrent product
-// (h_{t-1} W, or d(pre-activations) W^T) straight into a small buffer that stays in L1, and at
-// once the tile's gate arithmetic (the fused LSTM/GRU cell or the activation). Batch rows are
-// independent through the whole recurrence, so threads take blocks of rows and each runs every
-// step of its own rows: one fork per sequence and no barrier between steps. Nothing is allocated
-// per step. The input projection of all steps (x W_ih + b) is one GEMM before the forward (the
-// caller's dense op), and dW_hh one GEMM over all T*B rows after the backward.
+// each step as one pass over the rows of a chain (a block of up to 32 batch rows): the recurrent
+// product (h_{t-1} W, or d(pre-activations) W^T) panel by panel over the chain's micro-kernel row
+// tiles into a small buffer that stays in L1/L2, and at once the chain's gate arithmetic (the
+// fused LSTM/GRU cell or the activation). Batch rows are independent through the whole
+// recurrence, so threads claim chains one at a time and run every step of each: one fork per
+// sequence and no barrier between steps (see Chains). Nothing is allocated per step. The input
+// projection of all steps (x W_ih + b) is one GEMM before the forward (the caller's dense op),
+// and dW_hh one GEMM over all T*B rows after the backward.
 //
 // The reference path (*_stepwise, the previous implementation and the fallback without AVX2/FMA)
 // runs per step one gemm() call, which packs W again every step, and the cell kernel over the
@@ -18,6 +19,7 @@
 // reference bit for bit wherever gemm() is unchanged, on any number of threads.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -208,29 +210,8 @@ struct Panels {
         npn((N_ + nr_ - 1) / nr_) {
     buf.resize(static_cast<size_t>(npn * nr * K));
   }
-  // Thread t of n packs its share of the panels.
-  void pack(int t, int n) {
-    index_t lo, hi;
-    split_units(npn, n, t, 1, &lo, &hi);
-    pack_panels(buf.data(), b, rs, cs, K, N, nr, lo, hi);
-  }
+  void pack(index_t jp) { pack_panels(buf.data(), b, rs, cs, K, N, nr, jp, jp + 1); }
 };
-
-// C rows (mr, N) (row stride ldc) = beta C + A rows (mr, K) (row stride lda) . B from its packed
-// panels, K summed in chunks of kc (from the second chunk on, each is added to C).
-template <class T>
-void rows_times(MicroKernel<T> uk, T* c, index_t ldc, const T* a, index_t lda,
-                const Panels<T>& bp, index_t kc, int mr, T beta) {
-  const index_t K = bp.K, N = bp.N;
-  const int nr = bp.nr;
-  for (index_t jp = 0; jp < bp.npn; ++jp) {
-    const int n = static_cast<int>(std::min<index_t>(nr, N - jp * nr));
-    const T* bj = bp.buf.data() + jp * nr * K;
-    for (index_t p0 = 0; p0 < K; p0 += kc)
-      uk(std::min(kc, K - p0), a + p0, lda, 1, bj + p0 * nr, nr, c + jp * nr, ldc, T(1),
-         p0 == 0 ? beta : T(1), mr, n);
-  }
-}
 
 // Rows [r0, r1) in micro-kernel tiles f(r, mr) of at most mr_max rows (6 or 8). The AVX2 kernel
 // computes 2, 4 or 6 rows and its 1-2 row tile runs at half speed, so a remainder of 7 or 8 rows
@@ -250,14 +231,7 @@ void row_tiles(index_t r0, index_t r1, int mr_max, F&& f) {
 
 constexpr int kTileRows = 8;  // the most rows row_tiles hands out
 
-// Threads for a sequence of `macs` multiply-adds over B rows: as gemm() would fork for it, with
-// at least 4 rows per thread.
-inline int sequence_threads(index_t B, index_t macs) {
-  const int nt = threads_for(macs / 64);
-  return static_cast<int>(std::max<index_t>(1, std::min<index_t>(nt, B / 4)));
-}
-
-// body(t, n) on a team of nt threads (t = 0 is the caller); body may use `#pragma omp barrier`.
+// body(t, n) on a team of nt threads (t = 0 is the caller).
 template <class F>
 void team(int nt, F&& body) {
 #ifdef DG_HAVE_OPENMP
@@ -270,61 +244,185 @@ void team(int nt, F&& body) {
   body(0, 1);
 }
 
-inline void team_barrier() {
-#ifdef DG_HAVE_OPENMP
-#pragma omp barrier
+// C rows [0, m) (row stride ldc) = beta C + A rows (row stride lda) . B from its packed panels:
+// panel by panel, each panel's K x nr block read by every row tile of the block in turn (it stays
+// in L1 between them; W_hh itself may not fit in L2). Each tile sums K in chunks of kc (from the
+// second chunk on, added to C), so each element gets the operations of gemm() on one thread.
+template <class T>
+void block_times(const Kernel<T>& kn, T* c, index_t ldc, const T* a, index_t lda, index_t m,
+                 const Panels<T>& bp, index_t kc, T beta) {
+  const index_t K = bp.K, N = bp.N;
+  const int nr = bp.nr;
+  for (index_t jp = 0; jp < bp.npn; ++jp) {
+    const int n = static_cast<int>(std::min<index_t>(nr, N - jp * nr));
+    const T* bj = bp.buf.data() + jp * nr * K;
+    row_tiles(0, m, kn.mr, [&](index_t r, int mr) {
+      for (index_t p0 = 0; p0 < K; p0 += kc)
+        kn.uk(std::min(kc, K - p0), a + r * lda + p0, lda, 1, bj + p0 * nr, nr,
+              c + r * ldc + jp * nr, ldc, T(1), p0 == 0 ? beta : T(1), mr, n);
+    });
+  }
+}
+
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_pause();
 #endif
 }
+
+// The batch cut into chains: blocks of consecutive rows, each run through every step of the
+// sequence by one thread (rows are independent through the whole recurrence). Threads claim
+// chains one at a time from a shared counter, so a thread that gets less CPU (another process
+// on its core, a late start) takes fewer chains instead of holding up the others at the join;
+// with one static block of rows per thread (the previous split) the whole sequence waited for
+// its slowest thread. A chain's step runs its row tiles panel by panel (block_times), so each
+// W_hh panel comes from L2 once per chain and step and from L1 for the chain's other tiles:
+// chains hold up to 32 rows on one thread, 16 on a team (more chains to balance). A team gets
+// at most one thread per chain, and at least min(threads, B / 4) chains are made so that small
+// batches still split.
+//
+// When a team still loses to one thread (a team thread waits for a CPU that another process
+// holds, and the calling thread waited for it longer than its chains saved) twice in a row,
+// sequence calls (forward, backward, weight gradient) run on the calling thread for a while
+// (a single loss is often a worker's slow wake-up after an idle spell): 25 ms at first,
+// twice as long after each further loss (up to 0.4 s), as the mid-size fork's backoff
+// (cpu/mid_fork.h) does for per-step GEMMs; while that backoff keeps mid-size forks on one
+// thread, the sequences stay on it too. The backoff counts time, not calls: sequence calls take
+// 0.1-20 ms, and a count long enough to amortize a loss at one size kept another size on one
+// thread for seconds after the machine was idle again. With another busy process on a 2-vCPU
+// VM, one losing team costs about a scheduler slice (~10 ms, libgomp's spinning join); RNN
+// (64, 50, 64) forward + backward on 2 threads: 10-45 ms per call without the backoff, 0.3 ms
+// with it (0.27 ms idle).
+class SequenceBackoff {
+ public:
+  using clock = std::chrono::steady_clock;
+  bool allow() const {
+    return clock::now().time_since_epoch().count() >= until_.load(std::memory_order_relaxed);
+  }
+  // The calling thread's view of one team run: waited_s, its time waiting (from the fork until
+  // it runs, for W's panels other threads claimed, and at the join); saved_s, the chains the
+  // other threads ran, at its own time per chain. Lost: the waits exceeded what the team saved,
+  // and 300 us (on an idle VM the join's jitter stays below ~0.1 ms).
+  void report(double waited_s, double saved_s) {
+    if (!seen_.exchange(true, std::memory_order_relaxed)) return;  // the first fork starts the pool
+    if (waited_s > saved_s && waited_s > 300e-6) {
+      // one loss alone (a worker's slow wake-up after an idle spell) does not start a window
+      if (streak_.fetch_add(1, std::memory_order_relaxed) < 1) return;
+      streak_.store(0, std::memory_order_relaxed);
+      const double len = len_.load(std::memory_order_relaxed);
+      until_.store(clock::now().time_since_epoch().count() +
+                       std::chrono::duration_cast<clock::duration>(
+                           std::chrono::duration<double>(len)).count(),
+                   std::memory_order_relaxed);
+      len_.store(std::min(2 * len, kMax), std::memory_order_relaxed);
+    } else {
+      streak_.store(0, std::memory_order_relaxed);
+      len_.store(kMin, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  static constexpr double kMin = 0.025, kMax = 0.4;  // seconds on one thread after two losses
+  std::atomic<int> streak_{0};
+  std::atomic<clock::rep> until_{0};
+  std::atomic<double> len_{kMin};
+  std::atomic<bool> seen_{false};
+};
+inline SequenceBackoff g_seq_backoff;
+
+// Team size for `macs` multiply-adds that can use up to `units` threads: as gemm() would fork
+// for them, and 1 while either backoff holds.
+inline int sequence_threads(index_t macs, index_t units) {
+  const int want = static_cast<int>(std::min<index_t>(threads_for(macs / 64), units));
+  if (want <= 1) return 1;
+  return g_seq_backoff.allow() && mid_fork_allowed() ? want : 1;
+}
+
+template <class T>
+struct Chains {
+  std::vector<index_t> bounds;  // chain c: rows [bounds[c], bounds[c + 1])
+  int nt = 1;
+  index_t rows = 0;  // the most rows of a chain
+  // `macs`: the multiply-adds of the whole sequence.
+  Chains(index_t B, index_t macs) {
+    const int want = threads_for(macs / 64);
+    const index_t most = want > 1 ? 16 : 32;
+    index_t nch = (B + most - 1) / most;
+    nch = std::max<index_t>(nch, std::min<index_t>(want, B / 4));
+    nt = nch > 1 ? sequence_threads(macs, nch) : 1;
+    for (index_t c = 0; c < nch; ++c) {
+      index_t lo, hi;
+      split_units(B, static_cast<int>(nch), static_cast<int>(c), 1, &lo, &hi);
+      bounds.push_back(lo);
+      rows = std::max(rows, hi - lo);
+    }
+    bounds.push_back(B);
+  }
+  // Packs W's panels (claimed one at a time; every thread waits until all are packed, without a
+  // barrier that a late thread would hold), then chain(t, r0, r1) for every chain.
+  template <class F>
+  void run(Panels<T>& wp, F&& chain) const {
+    std::atomic<index_t> next_panel{0}, packed{0}, next_chain{0};
+    const index_t nch = static_cast<index_t>(bounds.size()) - 1;
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    clock::time_point t_start, t_wait, t_packed, t_own;  // the calling thread's
+    index_t done = 0;
+    team(nt, [&](int t, int) {
+      if (t == 0) t_start = clock::now();
+      for (index_t jp; (jp = next_panel.fetch_add(1, std::memory_order_relaxed)) < wp.npn;) {
+        wp.pack(jp);
+        packed.fetch_add(1, std::memory_order_release);
+      }
+      if (t == 0) t_wait = clock::now();
+      while (packed.load(std::memory_order_acquire) < wp.npn) spin_pause();
+      if (t == 0) t_packed = clock::now();
+      for (index_t c; (c = next_chain.fetch_add(1, std::memory_order_relaxed)) < nch;) {
+        chain(t, bounds[c], bounds[c + 1]);
+        if (t == 0) ++done;
+      }
+      if (t == 0) t_own = clock::now();
+    });
+    if (nt > 1) {
+      const auto t_end = clock::now();
+      auto sec = [](clock::duration d) { return std::chrono::duration<double>(d).count(); };
+      // done == 0: the other threads ran everything while this one waited (it was not
+      // scheduled at the fork), nothing was saved
+      const double saved = done > 0 ? sec(t_own - t_packed) / done * (nch - done) : 0.0;
+      g_seq_backoff.report(sec(t_start - t0) + sec(t_packed - t_wait) + sec(t_end - t_own), saved);
+    }
+  }
+};
 
 // dW (M, N) = A^T D over all T*B rows: A stored (K, M) (hs[0 .. T-1]), D (K, N) (the gate
 // gradients), overwritten. The weight gradient's one GEMM per sequence, on the fast path's
 // micro-kernel. K is summed in gemm_k_chunk's chunks exactly as gemm() on one thread sums it,
-// so dW is the same as from gemm(). A is packed once into row tiles (p-major, mr wide); threads
-// take blocks of D's panels and pack each (chunk, panel) block of D once.
+// so dW is the same as from gemm(). The micro-kernel reads A^T straight from hs (a row tile's
+// mr values of one p are adjacent; a packed copy of A, a transposing pass over all of hs, cost
+// more than it saved: LSTM (128, 20, 256) fused forward + backward -5% without it); threads take
+// blocks of D's panels and pack each (chunk, panel) block of D once.
 template <class T>
 void weight_grad(const Kernel<T>& kn, T* c, const T* a, const T* d, index_t M, index_t N,
                  index_t K) {
   const index_t kc = gemm_k_chunk(M, N, K);
   const int nr = kn.nr;
   const index_t npn = (N + nr - 1) / nr;
-  std::vector<index_t> tiles;  // row tile starts, then M
-  row_tiles(0, M, kn.mr, [&](index_t r, int) { tiles.push_back(r); });
-  tiles.push_back(M);
-  std::vector<T> ap(static_cast<size_t>(M * K));
-  const int nt = static_cast<int>(
-      std::max<index_t>(1, std::min<index_t>(threads_for(M * N * K / 64), npn)));
-  std::vector<T> dbuf(static_cast<size_t>(nt * std::min(kc, K) * nr));
-  const index_t ntile = static_cast<index_t>(tiles.size()) - 1;
+  const int nt = sequence_threads(M * N * K, npn);
+  const index_t kb = std::min(kc, K);
+  std::vector<T> dbuf(static_cast<size_t>(nt * kb * nr));
   team(nt, [&](int t, int n) {
     index_t lo, hi;
-    split_units(ntile, n, t, 1, &lo, &hi);
-    for (index_t it = lo; it < hi; ++it) {  // tile rows [r, r + mr) -> ap + r * K, p-major
-      const index_t r = tiles[it];
-      const int mr = static_cast<int>(tiles[it + 1] - r);
-      T* dst = ap.data() + r * K;
-      if (mr == 8) {  // the common tile: a fixed-size copy per p
-        for (index_t p = 0; p < K; ++p)
-          for (int i = 0; i < 8; ++i) dst[p * 8 + i] = a[p * M + r + i];
-      } else {
-        for (index_t p = 0; p < K; ++p)
-          for (int i = 0; i < mr; ++i) dst[p * mr + i] = a[p * M + r + i];
-      }
-    }
-    team_barrier();
     split_units(npn, n, t, 1, &lo, &hi);
-    T* db = dbuf.data() + t * std::min(kc, K) * nr;
+    T* db = dbuf.data() + t * kb * nr;
     for (index_t p0 = 0; p0 < K; p0 += kc) {
       const index_t k = std::min(kc, K - p0);
       for (index_t jp = lo; jp < hi; ++jp) {
         const int ncols = static_cast<int>(std::min<index_t>(nr, N - jp * nr));
         pack_panels(db, d + p0 * N + jp * nr, N, index_t(1), k, index_t(ncols), nr, 0, 1);
-        const T* bj = db;
-        for (index_t it = 0; it < ntile; ++it) {
-          const index_t r = tiles[it];
-          const int mr = static_cast<int>(tiles[it + 1] - r);
-          kn.uk(k, ap.data() + r * K + p0 * mr, 1, mr, bj, nr, c + r * N + jp * nr, N, T(1),
+        row_tiles(0, M, kn.mr, [&](index_t r, int mr) {
+          kn.uk(k, a + p0 * M + r, 1, M, db, nr, c + r * N + jp * nr, N, T(1),
                 p0 == 0 ? T(0) : T(1), mr, ncols);
-        }
+        });
       }
     }
   });
@@ -473,7 +571,7 @@ void gru_sequence_backward_stepwise(T* dxw, T* dw, T* dbh, T* dh0, double* norms
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
 }
 
-// ---- fast: W packed once, per step one pass over row tiles, rows split over threads ----------
+// ---- fast: W packed once, the batch in chains of rows, each chain through every step ---------
 
 template <class T>
 void lstm_sequence_forward(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w, index_t B,
@@ -482,22 +580,17 @@ void lstm_sequence_forward(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w,
   if (!kn.uk) return lstm_sequence_forward_stepwise(y, hs, cs, acts, xw, w, B, steps, H);
   const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk(B, G, H), ld = (steps + 1) * H;
   Panels<T> wp(w, H, G, false, kn.nr);
-  const int nt = sequence_threads(B, B * G * H * steps);
-  std::vector<T> gbuf(static_cast<size_t>(nt * kTileRows * G));
-  team(nt, [&](int t, int n) {
-    wp.pack(t, n);
-    team_barrier();
-    index_t r0, r1;
-    split_units(B, n, t, 1, &r0, &r1);
-    T* g = gbuf.data() + t * kTileRows * G;
-    for (index_t s = 0; s < steps; ++s) {
-      const T *hp = hs + s * BH, *cp = cs + s * BH, *x = xw + s * B * G;
-      T *hn = hs + (s + 1) * BH, *cn = cs + (s + 1) * BH, *a = acts + s * B * G;
-      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {  // gates = xw_t + h_{t-1} W, then the cell
-        std::memcpy(g, x + r * G, sizeof(T) * mr * G);
-        rows_times(kn.uk, g, G, hp + r * H, H, wp, kc, mr, T(1));
-        lstm_cell_forward_here<T>(hn + r * H, cn + r * H, a + r * G, g, cp + r * H, mr, H);
-      });
+  const Chains<T> ch(B, B * G * H * steps);
+  std::vector<T> gbuf(static_cast<size_t>(ch.nt * ch.rows * G));
+  ch.run(wp, [&](int t, index_t r0, index_t r1) {
+    T* g = gbuf.data() + t * ch.rows * G;
+    const index_t m = r1 - r0;
+    for (index_t s = 0; s < steps; ++s) {  // gates = xw_t + h_{t-1} W, then the cell
+      const T *hp = hs + s * BH + r0 * H, *cp = cs + s * BH + r0 * H;
+      std::memcpy(g, xw + s * B * G + r0 * G, sizeof(T) * m * G);
+      block_times(kn, g, G, hp, H, m, wp, kc, T(1));
+      lstm_cell_forward_here<T>(hs + (s + 1) * BH + r0 * H, cs + (s + 1) * BH + r0 * H,
+                                acts + s * B * G + r0 * G, g, cp, m, H);
     }
     for (index_t b = r0; b < r1; ++b) {  // y (B, T+1, H): h_1 .. h_T, then c_T
       for (index_t s = 0; s < steps; ++s)
@@ -517,16 +610,11 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
                                            steps, H);
   const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk(B, H, G), ld = (steps + 1) * H;
   Panels<T> wt(w, G, H, true, kn.nr);  // W^T (4H, H)
-  const int nt = sequence_threads(B, B * G * H * steps);
+  const Chains<T> ch(B, B * G * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dcs(static_cast<size_t>(2 * BH)),
-      dhbuf(static_cast<size_t>(nt * kTileRows * H));
+      dhbuf(static_cast<size_t>(ch.nt * kTileRows * H));
   std::vector<double> ss(norms ? static_cast<size_t>(steps * B) : 0);
-  int last = 0;  // which half of dcs holds dL/dc_0 at the end
-  team(nt, [&](int t, int n) {
-    wt.pack(t, n);
-    team_barrier();
-    index_t r0, r1;
-    split_units(B, n, t, 1, &r0, &r1);
+  ch.run(wt, [&](int t, index_t r0, index_t r1) {
     T* dh = dhbuf.data() + t * kTileRows * H;
     for (index_t b = r0; b < r1; ++b) {  // dL/dc_T from the output, dL/dh_T's recurrent part 0
       std::memcpy(dcs.data() + b * H, gy + b * ld + steps * H, sizeof(T) * H);
@@ -542,16 +630,15 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
         tile_dh(dh, gy, dhn.data(), r, mr, H, ld, s, ssr);  // output at t + step t + 1
         lstm_cell_backward_here<T>(dg + r * G, dcp + r * H, dh, dc + r * H, cs + s * BH + r * H,
                                    cs + (s + 1) * BH + r * H, acts + s * B * G + r * G, mr, H);
-        rows_times(kn.uk, dhn.data() + r * H, H, dg + r * G, G, wt, kc, mr, T(0));  // dgates W^T
       });
+      block_times(kn, dhn.data() + r0 * H, H, dg + r0 * G, G, r1 - r0, wt, kc, T(0));  // dg W^T
       cur = 1 - cur;
     }
-    if (t == 0) last = cur;
   });
   // dW = sum_t h_{t-1}^T dgates_t: hs[0 .. T-1] as one (T*B, H) matrix
   weight_grad(kn, dw, hs, dxw, H, G, steps * B);
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
-  std::memcpy(dc0, dcs.data() + last * BH, sizeof(T) * BH);
+  std::memcpy(dc0, dcs.data() + (steps % 2) * BH, sizeof(T) * BH);  // the half written last
   if (norms) norms_from_rows(norms, ss, B, steps);
 }
 
@@ -562,19 +649,14 @@ void rnn_sequence_forward(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B
   if (!kn.uk) return rnn_sequence_forward_stepwise(y, hs, zs, xw, w, B, steps, H, act);
   const index_t BH = B * H, kc = gemm_k_chunk(B, H, H);
   Panels<T> wp(w, H, H, false, kn.nr);
-  const int nt = sequence_threads(B, B * H * H * steps);
-  team(nt, [&](int t, int n) {
-    wp.pack(t, n);
-    team_barrier();
-    index_t r0, r1;
-    split_units(B, n, t, 1, &r0, &r1);
-    for (index_t s = 0; s < steps; ++s) {
-      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {  // z = xw_t + h_{t-1} W, h_t = act(z)
-        T* z = zs + s * BH + r * H;
-        std::memcpy(z, xw + s * BH + r * H, sizeof(T) * mr * H);
-        rows_times(kn.uk, z, H, hs + s * BH + r * H, H, wp, kc, mr, T(1));
-        act_forward<T>(hs + (s + 1) * BH + r * H, z, mr * H, act, T(0.01));
-      });
+  const Chains<T> ch(B, B * H * H * steps);
+  ch.run(wp, [&](int, index_t r0, index_t r1) {
+    const index_t m = r1 - r0;
+    for (index_t s = 0; s < steps; ++s) {  // z = xw_t + h_{t-1} W, h_t = act(z)
+      T* z = zs + s * BH + r0 * H;
+      std::memcpy(z, xw + s * BH + r0 * H, sizeof(T) * m * H);
+      block_times(kn, z, H, hs + s * BH + r0 * H, H, m, wp, kc, T(1));
+      act_forward<T>(hs + (s + 1) * BH + r0 * H, z, m * H, act, T(0.01));
     }
     for (index_t b = r0; b < r1; ++b)
       for (index_t s = 0; s < steps; ++s)
@@ -590,25 +672,21 @@ void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, co
     return rnn_sequence_backward_stepwise(dxw, dw, dh0, norms, gy, hs, zs, w, B, steps, H, act);
   const index_t BH = B * H, kc = gemm_k_chunk(B, H, H);
   Panels<T> wt(w, H, H, true, kn.nr);
-  const int nt = sequence_threads(B, B * H * H * steps);
-  std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(nt * kTileRows * H));
+  const Chains<T> ch(B, B * H * H * steps);
+  std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(ch.nt * kTileRows * H));
   std::vector<double> ss(norms ? static_cast<size_t>(steps * B) : 0);
-  team(nt, [&](int t, int n) {
-    wt.pack(t, n);
-    team_barrier();
-    index_t r0, r1;
-    split_units(B, n, t, 1, &r0, &r1);
+  ch.run(wt, [&](int t, index_t r0, index_t r1) {
     T* dh = dhbuf.data() + t * kTileRows * H;
     std::fill(dhn.data() + r0 * H, dhn.data() + r1 * H, T(0));
     for (index_t s = steps - 1; s >= 0; --s) {
       double* ssr = norms ? ss.data() + s * B : nullptr;
       row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {
         tile_dh(dh, gy, dhn.data(), r, mr, H, steps * H, s, ssr);
-        T* dz = dxw + s * BH + r * H;
-        act_backward<T>(dz, dh, zs + s * BH + r * H, hs + (s + 1) * BH + r * H, mr * H, act,
-                        T(0.01));
-        rows_times(kn.uk, dhn.data() + r * H, H, dz, H, wt, kc, mr, T(0));  // dz W^T
+        act_backward<T>(dxw + s * BH + r * H, dh, zs + s * BH + r * H, hs + (s + 1) * BH + r * H,
+                        mr * H, act, T(0.01));
       });
+      block_times(kn, dhn.data() + r0 * H, H, dxw + s * BH + r0 * H, H, r1 - r0, wt, kc,
+                  T(0));  // dz W^T
     }
   });
   weight_grad(kn, dw, hs, dxw, H, H, steps * B);  // dW = hs[0 .. T-1]^T dz
@@ -623,23 +701,18 @@ void gru_sequence_forward(T* y, T* hs, T* acts, const T* xw, const T* w, const T
   if (!kn.uk) return gru_sequence_forward_stepwise(y, hs, acts, xw, w, bh, B, steps, H);
   const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk(B, G, H);
   Panels<T> wp(w, H, G, false, kn.nr);
-  const int nt = sequence_threads(B, B * G * H * steps);
-  std::vector<T> gbuf(static_cast<size_t>(nt * kTileRows * G));
-  team(nt, [&](int t, int n) {
-    wp.pack(t, n);
-    team_barrier();
-    index_t r0, r1;
-    split_units(B, n, t, 1, &r0, &r1);
-    T* g = gbuf.data() + t * kTileRows * G;
-    for (index_t s = 0; s < steps; ++s) {
-      const T* hp = hs + s * BH;
-      row_tiles(r0, r1, kn.mr, [&](index_t r, int mr) {  // hg = b_hh + h_{t-1} W, then the cell
-        if (bh)
-          for (int i = 0; i < mr; ++i) std::memcpy(g + i * G, bh, sizeof(T) * G);
-        rows_times(kn.uk, g, G, hp + r * H, H, wp, kc, mr, bh ? T(1) : T(0));
-        gru_cell_forward_here<T>(hs + (s + 1) * BH + r * H, acts + s * B * 4 * H + r * 4 * H,
-                                 xw + s * B * G + r * G, g, hp + r * H, mr, H);
-      });
+  const Chains<T> ch(B, B * G * H * steps);
+  std::vector<T> gbuf(static_cast<size_t>(ch.nt * ch.rows * G));
+  ch.run(wp, [&](int t, index_t r0, index_t r1) {
+    T* g = gbuf.data() + t * ch.rows * G;
+    const index_t m = r1 - r0;
+    for (index_t s = 0; s < steps; ++s) {  // hg = b_hh + h_{t-1} W, then the cell
+      const T* hp = hs + s * BH + r0 * H;
+      if (bh)
+        for (index_t i = 0; i < m; ++i) std::memcpy(g + i * G, bh, sizeof(T) * G);
+      block_times(kn, g, G, hp, H, m, wp, kc, bh ? T(1) : T(0));
+      gru_cell_forward_here<T>(hs + (s + 1) * BH + r0 * H, acts + s * B * 4 * H + r0 * 4 * H,
+                               xw + s * B * G + r0 * G, g, hp, m, H);
     }
     for (index_t b = r0; b < r1; ++b)
       for (index_t s = 0; s < steps; ++s)
@@ -657,15 +730,11 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
                                           H);
   const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk(B, H, G);
   Panels<T> wt(w, G, H, true, kn.nr);  // W^T (3H, H)
-  const int nt = sequence_threads(B, B * G * H * steps);
-  std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(nt * kTileRows * H));
+  const Chains<T> ch(B, B * G * H * steps);
+  std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(ch.nt * kTileRows * H));
   std::vector<T> dhg(static_cast<size_t>(steps * B * G));  // d(h W + b_hh), time-major
   std::vector<double> ss(norms ? static_cast<size_t>(steps * B) : 0);
-  team(nt, [&](int t, int n) {
-    wt.pack(t, n);
-    team_barrier();
-    index_t r0, r1;
-    split_units(B, n, t, 1, &r0, &r1);
+  ch.run(wt, [&](int t, index_t r0, index_t r1) {
     T* dh = dhbuf.data() + t * kTileRows * H;
     std::fill(dhn.data() + r0 * H, dhn.data() + r1 * H, T(0));
     for (index_t s = steps - 1; s >= 0; --s) {
@@ -676,8 +745,8 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
         // dhn = z * dh (the direct part), then += dhg W^T
         gru_cell_backward_here<T>(dxw + s * B * G + r * G, dhg_s + r * G, dhn.data() + r * H, dh,
                                   hs + s * BH + r * H, acts + s * B * 4 * H + r * 4 * H, mr, H);
-        rows_times(kn.uk, dhn.data() + r * H, H, dhg_s + r * G, G, wt, kc, mr, T(1));
       });
+      block_times(kn, dhn.data() + r0 * H, H, dhg_s + r0 * G, G, r1 - r0, wt, kc, T(1));
     }
   });
   weight_grad(kn, dw, hs, dhg.data(), H, G, steps * B);  // dW = hs[0 .. T-1]^T dhg

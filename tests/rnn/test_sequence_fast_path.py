@@ -101,6 +101,40 @@ def test_fast_sequence_gives_the_same_bits_on_any_number_of_threads(kind):
             np.testing.assert_array_equal(a, b)
 
 
+# Batches cut into several chains of rows (up to 32 rows on one thread, 16 on a team): chain
+# sizes that are not multiples of the 8-row tile, single-step sequences, one row, hidden sizes off
+# the 16-lane vector width; on 1 to 3 threads (the last two shapes are big enough for a team:
+# 4.2M multiply-adds), against the reference and float64.
+CHAIN_SHAPES = [(1, 1, 5), (70, 3, 19), (45, 1, 40), (33, 2, 16), (100, 2, 7), (70, 8, 96),
+                (50, 20, 72)]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("shape", CHAIN_SHAPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_fast_sequence_chains_match_the_reference_and_float64(kind, shape, threads):
+    saved = deepgrad.get_num_threads()
+    try:
+        deepgrad.set_num_threads(threads)
+        args32 = _inputs(kind, *shape, np.float32, seed=7)
+        args64 = tuple(a.astype(np.float64) for a in args32)
+        fast = _run(kind, args32, False)
+        deepgrad.set_num_threads(1)
+        fast1 = _run(kind, args32, False)
+        ref = _run(kind, args32, True)
+        ref64 = _run(kind, args64, True)
+        fast64 = _run(kind, args64, False)
+    finally:
+        deepgrad.set_num_threads(saved)
+    for a, a1 in zip(fast, fast1):  # the same bits on any number of threads
+        np.testing.assert_array_equal(a, a1)
+    for i, (a, b, b64, a64) in enumerate(zip(fast, ref, ref64, fast64)):
+        last = i == len(fast) - 1
+        assert _rel_err(a, b) <= (1e-13 if last else 1e-6), (i, _rel_err(a, b))
+        assert _rel_err(a, b64) < 2e-5, (i, _rel_err(a, b64))
+        assert _rel_err(a64, b64) <= (1e-13 if last else 1e-14), (i, _rel_err(a64, b64))
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_fast_float32_sequence_is_close_to_float64(kind):
     # the float32 fast path against the float64 reference path on the same (rounded) inputs
