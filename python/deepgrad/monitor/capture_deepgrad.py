@@ -58,30 +58,35 @@ from ..autograd import _BACKWARDS as _backwards
 _FUSED = "step statistics"  # marks a record's norms as the arena's step statistics
 _RING = "device ring"  # marks a record whose numbers wait in the device ring
 _NO_HOOKS = (([], []), None)  # (signal, statistics) of a step when no layer is hooked
+_REC_LO, _REC_HI = _LS.FWD_COUNT, _LS.SIGNAL_SQ + 1  # the record slots a step writes
 
 
 class _Rows:
-    """Rows of one shape appended per recorded step into one preallocated array that doubles
-    when full (no Python object per step); take() hands the rows over and starts again."""
+    """Rows of one shape appended per recorded step into preallocated blocks (no Python object
+    per step, and no copy of what is stored when more room is needed: a growing history touches
+    each byte of fresh memory once); take() hands the rows over as one array and starts again."""
 
-    def __init__(self, shape: tuple, dtype=np.float64):
-        self._a = np.empty((8,) + tuple(shape), dtype)
+    def __init__(self, shape: tuple, dtype=np.float64, block_bytes: int = 1 << 19):
+        self._shape, self._dtype = tuple(shape), np.dtype(dtype)
+        row = max(1, int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize)
+        self._block = max(8, block_bytes // row)  # rows per block
+        self._full: list = []  # filled blocks
+        self._a = np.empty((self._block,) + self._shape, self._dtype)
         self._n = 0
 
-    def append(self, row) -> np.ndarray:
-        """Copy row in; returns the stored row (valid until the next append or take)."""
-        n = self._n
-        if n == len(self._a):
-            grown = np.empty((2 * len(self._a),) + self._a.shape[1:], self._a.dtype)
-            grown[:n] = self._a
-            self._a = grown
-        out = self._a[n]
-        out[...] = row
-        self._n = n + 1
-        return out
+    def append(self, row) -> None:
+        """Copy row in."""
+        if self._n == self._block:
+            self._full.append(self._a)
+            self._a = np.empty_like(self._a)
+            self._n = 0
+        self._a[self._n] = row
+        self._n += 1
 
     def take(self) -> np.ndarray:
-        out = self._a[:self._n].copy()
+        out = np.concatenate(self._full + [self._a[:self._n]]) if self._full else \
+            self._a[:self._n].copy()
+        self._full = []
         self._n = 0
         return out
 
@@ -280,7 +285,9 @@ class GradientMonitor:
         self._pending_time: dict[int, list] = {}
         self._h = new_history()
         self._raw: list = []  # recorded steps not yet turned into history lists (_flush)
-        self._rec_rows = _Rows((len(self._rec_layers), _LS.SIZE))  # their records, per step
+        # their records, per step: the slots a forward or backward writes (the request slots and
+        # the readers' count do not change), put back in place when read
+        self._rec_rows = _Rows((len(self._rec_layers), _REC_HI - _REC_LO))
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
 
@@ -654,7 +661,8 @@ class GradientMonitor:
             return False
         # the layer records: one copy of all rows (their forward/backward counts say, when read,
         # which of them this step filled: _flush compares each row's counts with the previous)
-        self._rec_rows.append(self._recs if self._rec_fast else np.array(self._rec_list))
+        self._rec_rows.append((self._recs if self._rec_fast else np.array(self._rec_list))
+                              [:, _REC_LO:_REC_HI])
         fresh = None
         if self.every != 1:
             self._attach_records(False)
@@ -676,7 +684,7 @@ class GradientMonitor:
             # statistics from its own pass over the parameters and gradients: nothing to read
             self._stats_serial = arena.step_stats_serial
             seg_layer, member = self._seg_layers(arena)
-            norms = (_FUSED, arena.step_stats.copy(), member, seg_layer)
+            norms = (_FUSED, arena.step_stats[:, :6].copy(), member, seg_layer)  # 6, 7: unread
             self._fused_last = True
             if self.every != 1:
                 self._want_step_stats(False)
@@ -745,7 +753,9 @@ class GradientMonitor:
     def _flush(self) -> dict:
         """Turn the raw records of the steps since the last read into the history lists."""
         raw, self._raw = self._raw, []
-        recs_all = self._rec_rows.take()
+        kept = self._rec_rows.take()
+        recs_all = np.zeros(kept.shape[:2] + (_LS.SIZE,))
+        recs_all[:, :, _REC_LO:_REC_HI] = kept
         fresh_all = None
         if len(recs_all):
             # a count that moved since the previous recorded step says the forward (column 0) /
