@@ -59,6 +59,16 @@ void total_dh(T* dh, const T* gy, const T* dhn, index_t B, index_t H, index_t ld
   if (norms) norms[t] = std::isfinite(ss) ? std::sqrt(ss) : std::nan("");
 }
 
+// out (C) = the column sums of x (R, C), rows added in order (the same bits on every path)
+template <class T>
+void col_sums(T* out, const T* x, index_t R, index_t C) {
+  for (index_t j = 0; j < C; ++j) out[j] = T(0);
+  for (index_t r = 0; r < R; ++r) {
+    const T* row = x + r * C;
+    for (index_t j = 0; j < C; ++j) out[j] += row[j];
+  }
+}
+
 // y (B, T, H) batch-first from hs[1..T] (time-major (T+1, B, H)); ld is y's row stride.
 template <class T>
 void batch_first(T* y, const T* hs, index_t B, index_t steps, index_t H, index_t ld) {
@@ -561,13 +571,7 @@ void gru_sequence_backward_stepwise(T* dxw, T* dw, T* dbh, T* dh0, double* norms
     gemm<T>(dhn.data(), dhg_t, w, B, H, G, G, G, H, false, true, T(1), T(1));
   }
   gemm<T>(dw, hs, dhg.data(), H, G, steps * B, H, G, G, true, false, T(1), T(0));
-  if (dbh) {  // column sums of dhg over all steps and rows, in order
-    for (index_t j = 0; j < G; ++j) dbh[j] = T(0);
-    for (index_t r = 0; r < steps * B; ++r) {
-      const T* row = dhg.data() + r * G;
-      for (index_t j = 0; j < G; ++j) dbh[j] += row[j];
-    }
-  }
+  if (dbh) col_sums(dbh, dhg.data(), steps * B, G);
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
 }
 
@@ -750,13 +754,7 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
     }
   });
   weight_grad(kn, dw, hs, dhg.data(), H, G, steps * B);  // dW = hs[0 .. T-1]^T dhg
-  if (dbh) {  // column sums of dhg over all steps and rows, in order
-    for (index_t j = 0; j < G; ++j) dbh[j] = T(0);
-    for (index_t r = 0; r < steps * B; ++r) {
-      const T* row = dhg.data() + r * G;
-      for (index_t j = 0; j < G; ++j) dbh[j] += row[j];
-    }
-  }
+  if (dbh) col_sums(dbh, dhg.data(), steps * B, G);
   std::memcpy(dh0, dhn.data(), sizeof(T) * BH);
   if (norms) norms_from_rows(norms, ss, B, steps);
 }
