@@ -6,11 +6,32 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define DG_HAVE_MXCSR 1
+#endif
+
 #include "cpu/ew_parallel.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::cpu {
 namespace {
+
+// Flush-to-zero for one thread's part of an optimizer step, the previous mode restored after.
+// The moment buffers of parameters whose gradient stays at zero (dead ReLU units, unused
+// embeddings) decay geometrically (m by beta1 each step) into the subnormal range, where x86
+// cores take a slow path for every operation that produces a subnormal: measured 2.3x on the
+// Adam step of a trained ReLU MLP with 15% of its m subnormal. A result below FLT_MIN becomes 0
+// instead (its contribution to any update is below the resolution of a normal parameter).
+// Inputs are left as they are (no denormals-are-zero): a subnormal gradient still counts in the
+// statistics.
+struct FlushToZero {
+#ifdef DG_HAVE_MXCSR
+  unsigned saved = _mm_getcsr();
+  FlushToZero() { _mm_setcsr(saved | 0x8000u); }
+  ~FlushToZero() { _mm_setcsr(saved); }
+#endif
+};
 
 // ---- step statistics (kernels.h): each segment is cut into chunks of kStatChunk elements; one
 // loop per chunk applies the update and takes, in the same registers, the gradient's and the new
@@ -73,8 +94,10 @@ void step_with_stats(const T* g, const StepStatsOut& st, index_t cost, Run&& run
   bounds.push_back(off[S]);  // the chunks tile [0, off[S]): each ends where the next starts
   const index_t m = static_cast<index_t>(seg.size());
   std::vector<double> part(static_cast<size_t>(m) * kPart);
-  parallel_ranges(m, kStatChunk * cost,
-                  [&](index_t a, index_t b) { run(part.data(), bounds.data(), a, b); });
+  parallel_ranges(m, kStatChunk * cost, [&](index_t a, index_t b) {
+    FlushToZero ftz;
+    run(part.data(), bounds.data(), a, b);
+  });
   double* out = st.stats;
   for (index_t s = 0; s < S; ++s) {
     double* o = out + s * kStepStats;
@@ -138,7 +161,10 @@ void with_flags(F&& f, bool b, B... rest) {
 template <class T, class Run>
 void run_step(index_t n, index_t cost, const T* grad, const StepStatsOut& st, Run&& run) {
   if (st.stats) return step_with_stats(grad, st, cost, run);
-  parallel_ranges(n, cost, [&](index_t lo, index_t hi) { run(nullptr, nullptr, lo, hi); });
+  parallel_ranges(n, cost, [&](index_t lo, index_t hi) {
+    FlushToZero ftz;
+    run(nullptr, nullptr, lo, hi);
+  });
 }
 
 // parts null: the plain update of elements [a, b); else the chunks [a, b) of bounds with their

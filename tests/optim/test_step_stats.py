@@ -210,6 +210,29 @@ def test_huge_finite_float32_gradients_are_not_called_nonfinite():
     assert st[0, 2] == 0 and st[0, 3] == -1 and st[0, 1] == pytest.approx(1e20, rel=1e-6)
 
 
+def test_optimizer_state_is_flushed_instead_of_decaying_into_subnormals():
+    """Adam's first moment of a parameter whose gradient stays 0 decays by beta1 each step into
+    the subnormal range, where every operation takes the CPU's slow path; results below the
+    smallest normal float are flushed to 0 inside the optimizer step (what they would add to an
+    update is below the resolution of any normal parameter). The flush does not leak: the
+    thread's floating-point mode is as before afterwards."""
+    tiny = np.finfo(np.float32).tiny
+    n = 4096
+    p = np.ones(n, np.float32)
+    g = np.zeros(n, np.float32)
+    m = np.full(n, 50 * tiny, np.float32)
+    v = np.zeros(n, np.float32)
+    v[::2] = 1.0
+    for t in range(1, 60):
+        cpu.adam_step(p, g, m, v, t, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+        assert not np.any((m != 0) & (np.abs(m) < tiny)), f"subnormal m after step {t}"
+        assert not np.any((v != 0) & (np.abs(v) < tiny)), f"subnormal v after step {t}"
+    assert np.all(np.abs(m) < 50 * tiny)  # it decayed
+    np.testing.assert_array_equal(p, np.float32(1.0))  # nothing a float can show moved
+    # numpy, after the steps on this thread, still produces subnormals
+    assert np.float32(tiny) * np.float32(0.5) > 0
+
+
 @pytest.mark.parametrize("every", [1, 3])
 def test_update_norm_is_never_taken_from_a_stale_snapshot(every):
     """When the optimizer fills the step statistics the monitor takes no parameter snapshot of
