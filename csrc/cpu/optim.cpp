@@ -44,36 +44,69 @@ constexpr index_t kStatChunk = 2048;  // float partial sums: 128 terms per AVX-5
 #define DG_INLINE_LAMBDA __attribute__((always_inline))
 constexpr int kPart = 5;  // per chunk: sum g^2, max |g| (finite), non-finite flag, sum p^2, sum d^2
 
+// A chunk's sum of squares taken in T is as good as one in double (the health kernel's) while it
+// is finite and at least kSafeLow: each of the at most kStatChunk = 2^11 squares that fell below
+// T's smallest normal lost less than that (2^-126 for float), so the sum is then off by at most
+// 2^-40 of itself from underflow (plus the usual rounding of a float sum). Below, the chunk's sum
+// is taken again in double from the values still in cache. Float squares underflow from
+// |x| < 1e-19: the gradients of a network whose gradient vanishes, the case this library exists
+// to measure.
+template <class T>
+constexpr T kSafeLow = std::numeric_limits<T>::min() * T(2251799813685248.0);  // * 2^51
+
+template <class T>
+double sumsq_double(const T* x, index_t n) {
+  double q = 0;
+  for (index_t i = 0; i < n; ++i) q += double(x[i]) * double(x[i]);
+  return q;
+}
+
 // elem(i) updates element i in place (p[i] among others) and returns the new p[i] from its
 // registers (a reload through another pointer would wait on the store). For each chunk k of
-// [ka, kb) writes (sum g^2, max |g|, NaN when g held a NaN/Inf or its float squares overflowed
-// (else 0), sum p^2, sum (p - p before)^2); max |g| is exact only when the flag is 0. One call per
-// thread's run of chunks (not one per chunk through the clone dispatch).
+// [ka, kb) writes (sum g^2, max |g|, NaN when g held a NaN/Inf (else 0), sum p^2,
+// sum (p - p before)^2), each sum as exact as a sum in double (see kSafeLow); max |g| is exact
+// only when the flag is 0. One call per thread's run of chunks (not one per chunk through the
+// clone dispatch).
 template <class T, class Elem>
 DG_CLONES512 void update_range_stats(double* parts, const index_t* bounds, index_t ka, index_t kb,
                                      const T* p, const T* g, Elem elem) {
+  // the chunk's parameters before the update, for the rare chunk whose update sum is redone
+  alignas(64) T before[kStatChunk];
   // chunk k is [bounds[k], bounds[k + 1]); its sums go to parts[k * kPart ...]
   for (index_t k = ka; k < kb; ++k) {
-    T q = 0, mx = 0, ps = 0, ds = 0;
+    T q = 0, ps = 0, ds = 0, mx = 0, md = 0;
     const index_t lo = bounds[k], hi = bounds[k + 1];
-#pragma omp simd reduction(+ : q, ps, ds) reduction(max : mx)
+    T* bf = before - lo;
+#pragma omp simd reduction(+ : q, ps, ds) reduction(max : mx, md)
     for (index_t i = lo; i < hi; ++i) {
       const T v = g[i], old = p[i];
+      bf[i] = old;
       const T w = elem(i), d = T(w - old);
       q += v * v;  // NaN or Inf once g holds a NaN or an Inf
       mx = std::max(mx, std::abs(v));
       ps += w * w;
       ds += d * d;
+      md = std::max(md, std::abs(d));
     }
-    // A sum of squares that is not finite flags the chunk (a NaN or Inf in g, or float squares
-    // that overflowed): the caller then takes the segment's exact health pass, whose L-inf
-    // counts the finite values only.
+    const index_t n = hi - lo;
     double* o = parts + k * kPart;
-    o[0] = double(q);
+    // A gradient sum that is not finite flags the chunk (a NaN or Inf in g, or squares that
+    // overflowed T): the caller then takes the segment's exact health pass, whose L-inf counts
+    // the finite values only.
+    o[0] = (q < kSafeLow<T> && mx > T(0)) ? sumsq_double(g + lo, n) : double(q);
     o[1] = double(mx);
     o[2] = std::isfinite(q) ? 0.0 : std::nan("");
-    o[3] = double(ps);
-    o[4] = double(ds);
+    o[3] = (ps < kSafeLow<T> || !std::isfinite(ps)) ? sumsq_double(p + lo, n) : double(ps);
+    if ((ds < kSafeLow<T> && md > T(0)) || !std::isfinite(ds)) {
+      double s = 0;
+      for (index_t i = 0; i < n; ++i) {
+        const double d = double(T(p[lo + i] - before[i]));
+        s += d * d;
+      }
+      o[4] = s;
+    } else {
+      o[4] = double(ds);
+    }
   }
 }
 

@@ -210,6 +210,37 @@ def test_huge_finite_float32_gradients_are_not_called_nonfinite():
     assert st[0, 2] == 0 and st[0, 3] == -1 and st[0, 1] == pytest.approx(1e20, rel=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["sgd-plain", "adam"])
+@pytest.mark.parametrize("gscale,pscale", [(1e-20, 1.0), (1e-40, 1.0), (1e-25, 1e-25),
+                                           (1e-42, 1e-30), (1e25, 1e25), (3e-39, 0.0)])
+def test_float32_statistics_hold_over_the_whole_float_range(kind, gscale, pscale):
+    """Vanishing gradients are what the monitor exists to measure: float32 squares underflow
+    below |x| ~ 1e-19 (and overflow above ~1e19), so a sum of squares taken in float32 lanes
+    would report a vanishing gradient as exactly 0. Gradients, parameters and updates from
+    subnormal to 1e25 give the float64 numbers (1e-5), in long segments (several chunks), a
+    1-long one, and a segment mixing ordinary and tiny values."""
+    rng = np.random.default_rng(11)
+    offsets = np.array([0, 1, 5000, 7000, 7001], dtype=np.int64)
+    n = int(offsets[-1])
+    g = (rng.normal(size=n) * gscale).astype(np.float32)
+    p0 = (rng.normal(size=n) * pscale).astype(np.float32)
+    g[5000:5100] = rng.normal(size=100).astype(np.float32)  # ordinary values next to tiny ones
+    state = [np.zeros(n, np.float32), np.zeros(n, np.float32)]
+    p = p0.copy()
+    st = np.zeros((len(offsets) - 1, 8))
+    if kind == "sgd-plain":
+        cpu.sgd_step(p, g, None, 1.0, 0.0, 0.0, False, 0.0, False, offsets, st)
+    else:
+        cpu.adam_step(p, g, state[0], state[1], 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False, offsets,
+                      st)
+    ref = _reference(g, p0, p, offsets)
+    assert np.all(st[:, 2] == 0)  # nothing non-finite
+    for col, rc in ((0, 0), (1, 1), (4, 4), (5, 5)):
+        np.testing.assert_allclose(st[:, col], ref[:, rc], rtol=1e-5, atol=0,
+                                   err_msg=f"statistics column {col}")
+    assert (st[:, 0] > 0).all() == (np.abs(g.astype(np.float64)) > 0).any()
+
+
 def test_optimizer_state_is_flushed_instead_of_decaying_into_subnormals():
     """Adam's first moment of a parameter whose gradient stays 0 decays by beta1 each step into
     the subnormal range, where every operation takes the CPU's slow path; results below the
