@@ -105,6 +105,26 @@ def test_dense_record_matches_numpy(act, dtype, shape):
                                              rel=tol)
 
 
+@pytest.mark.parametrize("scale", [1e-25, 1e-40, 1e25, 3e19])
+def test_dense_record_holds_over_the_whole_float32_range(scale):
+    """A vanishing signal squares below the smallest float32 (|x| < 1e-19), an exploding one
+    above the largest (|x| > 1.8e19): the record's sums still equal the float64 numbers, so the
+    monitor shows a signal of 1e-25 as 1e-25, not 0, and one of 1e25 as 1e25, not inf."""
+    rng = np.random.default_rng(3)
+    n, k, c = 64, 16, 96  # several 512-element chunks of the sums
+    x = dg.tensor(rng.normal(size=(n, k)) * scale, dtype=np.float32)
+    w = dg.tensor(rng.normal(size=(k, c)) * 0.25, dtype=np.float32, requires_grad=True)
+    rec = F.layer_record(True, 0, 0.0, 0.0, False)
+    y = F.dense(x, w, None, "identity", stats=rec)
+    z = x.numpy().astype(np.float64) @ w.numpy().astype(np.float64)
+    S = F.LayerStats
+    assert rec[S.SUM_SQ] == pytest.approx((z ** 2).sum(), rel=1e-5, abs=0)
+    G = (rng.normal(size=(n, c)) * scale).astype(np.float32)
+    G[:2] = rng.normal(size=(2, c))  # ordinary rows before tiny ones: a chunk mixes them
+    y.backward(dg.tensor(G))
+    assert rec[S.SIGNAL_SQ] == pytest.approx((G.astype(np.float64) ** 2).sum(), rel=1e-5, abs=0)
+
+
 def test_dense_record_nan_empty_no_grad_and_bad_records():
     S = F.LayerStats
     x = dg.tensor(np.array([[1.0, np.nan], [0.5, 2.0]]))

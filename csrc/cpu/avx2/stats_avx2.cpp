@@ -23,9 +23,35 @@ inline double hsum(__m256d a) {
 
 namespace {
 
+// The chunk [lo, hi) in double lanes (exact squares over the whole float range).
+inline void sums_double(double& ts, double& tq, const float* x, index_t lo, index_t hi) {
+  __m256d S = _mm256_setzero_pd(), Q = S;
+  index_t i = lo;
+  for (; i + 8 <= hi; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256d a = lo_pd(v), b = hi_pd(v);
+    S = _mm256_add_pd(S, _mm256_add_pd(a, b));
+    Q = _mm256_add_pd(Q, _mm256_fmadd_pd(a, a, _mm256_mul_pd(b, b)));
+  }
+  ts += hsum(S);
+  tq += hsum(Q);
+  for (; i < hi; ++i) {
+    const double v = x[i];
+    ts += v;
+    tq += v * v;
+  }
+}
+
+// A chunk's float sum of squares is as good as a double one while it is finite and at least
+// FLT_MIN * 2^51: at most 512 squares fell below FLT_MIN (|x| < 1e-19), each losing less than
+// that, so underflow moved the sum by at most 2^-40 of itself. A smaller or non-finite chunk
+// (a vanishing or exploding signal, the cases the statistics exist to show) is summed again in
+// double from L1.
+constexpr float kSafeLow = 2.64697796e-23f;  // 2^-75
+
 // 64 elements per iteration in 8 independent float accumulators per sum (enough chains to cover
 // the FMA latency at two FMAs per cycle); every chunk of 512 elements (8 terms per float lane)
-// is converted and added to double lanes.
+// is converted and added to double lanes, or taken again in double (see kSafeLow).
 template <bool kWantSum>
 inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
   constexpr index_t kChunk = 512, kStep = 64;
@@ -33,8 +59,9 @@ inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
   __m256d Q0 = S0, Q1 = S0, Q2 = S0, Q3 = S0;
   index_t i = 0;
   const index_t nv = n - n % kStep;
+  double ts = 0, tq = 0;  // the chunks taken again in double
   while (i < nv) {
-    const index_t end = std::min(nv, i + kChunk);
+    const index_t start = i, end = std::min(nv, i + kChunk);
     __m256 sa[8], qa[8];
     for (int k = 0; k < 8; ++k) sa[k] = qa[k] = _mm256_setzero_ps();
     for (; i < end; i += kStep)
@@ -49,6 +76,12 @@ inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
         if constexpr (kWantSum) sa[k] = _mm256_add_ps(sa[k], sa[k + w]);
         qa[k] = _mm256_add_ps(qa[k], qa[k + w]);
       }
+    const __m256 qs = _mm256_add_ps(qa[0], qa[1]);
+    const float cq = hsum(_mm256_add_pd(lo_pd(qs), hi_pd(qs)));
+    if (!(cq >= kSafeLow && cq <= 3.4e38f)) {  // too small, Inf or NaN: the chunk in double
+      sums_double(ts, tq, x, start, end);
+      continue;
+    }
     if constexpr (kWantSum) {
       S0 = _mm256_add_pd(S0, lo_pd(sa[0]));
       S1 = _mm256_add_pd(S1, hi_pd(sa[0]));
@@ -60,8 +93,8 @@ inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
     Q2 = _mm256_add_pd(Q2, lo_pd(qa[1]));
     Q3 = _mm256_add_pd(Q3, hi_pd(qa[1]));
   }
-  double ts = hsum(_mm256_add_pd(_mm256_add_pd(S0, S1), _mm256_add_pd(S2, S3)));
-  double tq = hsum(_mm256_add_pd(_mm256_add_pd(Q0, Q1), _mm256_add_pd(Q2, Q3)));
+  ts += hsum(_mm256_add_pd(_mm256_add_pd(S0, S1), _mm256_add_pd(S2, S3)));
+  tq += hsum(_mm256_add_pd(_mm256_add_pd(Q0, Q1), _mm256_add_pd(Q2, Q3)));
   for (; i + 8 <= n; i += 8) {  // the last < 64 elements: one vector at a time, in double
     const __m256 v = _mm256_loadu_ps(x + i);
     const __m256d a = lo_pd(v), b = hi_pd(v);
