@@ -6,10 +6,30 @@
 
 #include "bindings/check.h"
 #include "bindings/registry.h"
+#include "cpu/layer_stats.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::bind {
 namespace {
+
+py::tuple record_sums(py::handle x_o, const std::string& isa, py::object center_o,
+                      py::object bound_o) {
+  const char* fn = "_record_sums";
+  py::array x = float_input(x_o, fn, "x");
+  if (!is_f32(x)) fail_type(fn, "x must be float32");
+  const int k = isa == "double" ? 0 : isa == "avx2" ? 1 : isa == "avx512" ? 2 : -1;
+  if (k < 0) fail_value(fn, "isa must be 'double', 'avx2' or 'avx512', got '" + isa + "'");
+  const bool counted = !bound_o.is_none();
+  const float center = center_o.is_none() ? 0.0f : center_o.cast<float>();
+  const float bound = counted ? bound_o.cast<float>() : 0.0f;
+  double s = 0, q = 0;
+  index_t count = 0;
+  if (!cpu::add_sums_isa(k, &s, &q, counted ? &count : nullptr, cdata_of<float>(x),
+                         static_cast<index_t>(x.size()), center, bound))
+    fail_value(fn, "this build or CPU has no " + isa + " loop");
+  if (counted) return py::make_tuple(s, q, count);
+  return py::make_tuple(s, q);
+}
 
 py::tuple act_stats(py::handle z_o, py::handle y_o, int saturation, double center, double bound,
                     bool dead) {
@@ -233,6 +253,11 @@ void bind_stats(py::module_& m) {
         "prev[:] = params afterwards when snapshot. health=True adds a fifth item, float64 (S, 3): "
         "per segment the gradient's L-inf, NaN+Inf count and first non-finite index (-1), from "
         "the same pass.");
+  m.def("_record_sums", &record_sums, py::arg("x"), py::arg("isa"), py::arg("center") = py::none(),
+        py::arg("bound") = py::none(),
+        "Test hook: (sum x, sum x^2) of a float32 array through one loop of the layer record's "
+        "sums ('double', 'avx2' or 'avx512'), plus the count of |x - center| > bound when bound "
+        "is given; ValueError when this build or CPU lacks it.");
   m.def("act_stats", &act_stats, py::arg("z"), py::arg("y"), py::arg("saturation") = 0,
         py::arg("center") = 0.0, py::arg("bound") = 0.0, py::arg("dead") = false,
         "z (N, C) pre-activation, y (N, C) output -> (sum z, sum z^2 in float64, count of "

@@ -12,6 +12,8 @@
 // inside, and every element gets the same operations in the same order as on one thread, so
 // results do not depend on the thread count.
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <memory>
 #include <optional>
 
@@ -85,11 +87,25 @@ struct FwdStats {
   index_t* saturated = nullptr;
   T* colmax = nullptr;
 
-  FwdStats(const double* rec, index_t out_, int parts_)
+  FwdStats(const double* rec, index_t out_, int parts_, Act act)
       : sat(static_cast<int>(rec[layer_stats::kSatMode])), center(T(rec[layer_stats::kCenter])),
         bound(T(rec[layer_stats::kBound])), dead(rec[layer_stats::kDead] != 0), out(out_),
         parts(parts_) {
     static_assert(sizeof(index_t) == sizeof(double) && sizeof(T) <= sizeof(double));
+    // tanh and the sigmoid are increasing and odd about their centre (0 and 1/2), so a count of
+    // |y - centre| > bound is the count of |z| > the bound taken through the inverse: counted on z
+    // in the same loads as z's sums instead of in a pass over y (the two may differ for a z
+    // within the activation kernel's rounding of the threshold)
+    const double b = rec[layer_stats::kBound], c = rec[layer_stats::kCenter];
+    const double inf = std::numeric_limits<double>::infinity();
+    if (sat == 1 && act == Act::tanh_ && c == 0.0) {
+      sat = 2;
+      bound = T(b < 0 ? -1.0 : b < 1 ? std::atanh(b) : inf);
+    } else if (sat == 1 && act == Act::sigmoid && c == 0.5) {
+      sat = 2;
+      center = T(0);
+      bound = T(b < 0 ? -1.0 : 2 * b < 1 ? 2 * std::atanh(2 * b) : inf);
+    }
     thread_local std::vector<double> buf;
     const size_t cols = dead ? (size_t(parts) * out * sizeof(T) + sizeof(double) - 1) / sizeof(double) : 0;
     const size_t need = 3 * size_t(parts) + cols;
@@ -103,8 +119,8 @@ struct FwdStats {
 
   // rows [i0, i1) of z (pre), before the activation
   void on_pre(const T* z, index_t rows, int part) {
-    cpu::add_sums<T>(&s[part], &q[part], z, rows * out);
-    if (sat == 2) saturated[part] += cpu::count_outside<T>(z, rows * out, center, bound);
+    if (sat == 2) cpu::add_sums_count<T>(&s[part], &q[part], &saturated[part], z, rows * out, center, bound);
+    else cpu::add_sums<T>(&s[part], &q[part], z, rows * out);
   }
   // the same rows of y, after the activation
   void on_out(const T* y, index_t rows, int part) {
@@ -184,7 +200,7 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   const int nt = mid_fork_threads(n * in * out);
   if (nt > 1 && mid_fork_allowed()) {
     std::optional<FwdStats<T>> st;
-    if (want) st.emplace(stats, out, nt);
+    if (want) st.emplace(stats, out, nt, act);
     fork_team(nt, [&](int t, int nteam) {
       index_t r0, r1;
       split_units(n, nteam, t, GemmTile<T>::MR, &r0, &r1);
@@ -205,7 +221,7 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   const index_t rb = epilogue_rows(out);
   const index_t nblocks = (n + rb - 1) / rb;
   std::optional<FwdStats<T>> st;
-  if (want) st.emplace(stats, out, static_cast<int>(nblocks));
+  if (want) st.emplace(stats, out, static_cast<int>(nblocks), act);
   parallel_for(nblocks, threads_for(n * out * (simple ? 1 : 8) / 16), [&](index_t k) {
     bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha, st ? &*st : nullptr,
                   static_cast<int>(k));

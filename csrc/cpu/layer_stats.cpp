@@ -47,13 +47,15 @@ DG_CLONES void sums_portable(double* s_out, double* q_out, const T* x, index_t n
   *q_out += fold(Q);
 }
 
-// float32: the AVX2 loop (float lanes per chunk of 256, then double) where the CPU has it;
+// float32: the AVX-512 or AVX2 loop (float lanes per chunk, then double) where the CPU has it;
 // otherwise, and for float64, double lanes
 template <class T, bool kWantSum>
 void sums_impl(double* s_out, double* q_out, const T* x, index_t n) {
 #ifdef DG_HAVE_AVX2_BUILD
   if constexpr (std::is_same_v<T, float>) {
+    static const bool avx512 = cpu_has_avx2_fma() && cpu_has_avx512f();
     static const bool avx2 = cpu_has_avx2_fma();
+    if (avx512) return avx512::sums_f32(kWantSum ? s_out : nullptr, q_out, x, n);
     if (avx2) return avx2::sums_f32(kWantSum ? s_out : nullptr, q_out, x, n);
   }
 #endif
@@ -103,6 +105,41 @@ void add_sums(double* s, double* q, const T* x, index_t n) {
 }
 
 template <class T>
+void add_sums_count(double* s, double* q, index_t* count, const T* x, index_t n, T center,
+                    T bound) {
+#ifdef DG_HAVE_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float>) {
+    static const bool avx512 = cpu_has_avx2_fma() && cpu_has_avx512f();
+    if (avx512) return avx512::sums_count_f32(s, q, count, x, n, center, bound);
+  }
+#endif
+  sums_impl<T, true>(s, q, x, n);
+  *count += count_outside_impl(x, n, center, bound);
+}
+
+bool add_sums_isa(int isa, double* s, double* q, index_t* count, const float* x, index_t n,
+                  float center, float bound) {
+  if (isa == 0) {
+    sums_portable<float, true>(s, q, x, n);
+    if (count) *count += count_outside_impl(x, n, center, bound);
+    return true;
+  }
+#ifdef DG_HAVE_AVX2_BUILD
+  if (isa == 1 && cpu_has_avx2_fma()) {
+    avx2::sums_f32(s, q, x, n);
+    if (count) *count += count_outside_impl(x, n, center, bound);
+    return true;
+  }
+  if (isa == 2 && cpu_has_avx2_fma() && cpu_has_avx512f()) {
+    if (count) avx512::sums_count_f32(s, q, count, x, n, center, bound);
+    else avx512::sums_f32(s, q, x, n);
+    return true;
+  }
+#endif
+  return false;
+}
+
+template <class T>
 index_t count_outside(const T* a, index_t n, T center, T bound) {
   return count_outside_impl(a, n, center, bound);
 }
@@ -124,6 +161,7 @@ double sumsq_or_nan(const T* x, index_t n) {
 
 #define DG_INST(T)                                                        \
   template void add_sums<T>(double*, double*, const T*, index_t);         \
+  template void add_sums_count<T>(double*, double*, index_t*, const T*, index_t, T, T); \
   template index_t count_outside<T>(const T*, index_t, T, T);              \
   template void col_max<T>(T*, const T*, index_t, index_t);               \
   template double sumsq_or_nan<T>(const T*, index_t);

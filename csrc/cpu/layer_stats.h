@@ -6,9 +6,19 @@
 namespace dg::cpu {
 
 // act_stats.cpp (the monitor's kernels for other frameworks' tensors) uses the counts.
-// x (n) -> *s += sum x, *q += sum x^2, in double (float32 with AVX2 is summed in 64 float lanes
-// over chunks of 512 elements, each chunk added to double lanes: relative error ~1e-7)
+// x (n) -> *s += sum x, *q += sum x^2, in double (float32 with AVX-512 or AVX2 is summed in float
+// lanes over chunks, each chunk added to double lanes or, when its squares under- or overflowed
+// float32, summed again in double: relative error ~1e-7 over the whole float range)
 template <class T> void add_sums(double* s, double* q, const T* x, index_t n);
+// add_sums (and add_sums_count when count is not null) for float32 through one given loop (0:
+// double lanes, 1: AVX2, 2: AVX-512), for the tests of each path; false when this build or this
+// CPU lacks it
+bool add_sums_isa(int isa, double* s, double* q, index_t* count, const float* x, index_t n,
+                  float center, float bound);
+// add_sums and *count += the count of |x[i] - center| > bound (NaN never counts), one pass with
+// AVX-512
+template <class T>
+void add_sums_count(double* s, double* q, index_t* count, const T* x, index_t n, T center, T bound);
 // count of i < n with |a[i] - center| > bound (NaN never counts)
 template <class T> index_t count_outside(const T* a, index_t n, T center, T bound);
 // colmax[j] = max(colmax[j], y[r, j]) over the rows of y (R, C); NaN never enters

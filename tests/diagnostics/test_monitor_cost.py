@@ -125,6 +125,54 @@ def test_dense_record_holds_over_the_whole_float32_range(scale):
     assert rec[S.SIGNAL_SQ] == pytest.approx((G.astype(np.float64) ** 2).sum(), rel=1e-5, abs=0)
 
 
+def _record_isas():
+    from deepgrad import _C
+    out = []
+    for isa in ("double", "avx2", "avx512"):
+        try:
+            _C._record_sums(np.ones(1, np.float32), isa)
+            out.append(isa)
+        except ValueError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("isa", _record_isas())
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 511, 512, 2047, 2048, 2049, 9000])
+@pytest.mark.parametrize("scale", [1.0, 1e-25, 1e-42, 3e19, 1e30])
+def test_record_sums_of_every_loop_over_the_whole_float32_range(isa, n, scale):
+    """Each loop behind the record's sums (the one this CPU uses and the others it can run)
+    equals float64 numpy, for lengths around its vector, unroll and chunk sizes, values from
+    subnormal to 1e30, and chunks mixing ordinary and tiny values."""
+    from deepgrad import _C
+    rng = np.random.default_rng(n)
+    x = (rng.normal(size=n) * scale).astype(np.float32)
+    if n > 600:
+        x[100:600] = rng.normal(size=500).astype(np.float32)
+    s, q = _C._record_sums(x, isa)
+    x64 = x.astype(np.float64)
+    assert abs(s - x64.sum()) <= 1e-5 * np.abs(x64).sum()
+    assert q == pytest.approx((x64 ** 2).sum(), rel=1e-5, abs=0)
+    # with the saturation count from the same loads (NaN never counts)
+    if n > 3:
+        x[3] = np.nan
+    center, bound = np.float32(0.1 * scale), np.float32(scale)
+    s2, q2, c = _C._record_sums(x, isa, float(center), float(bound))
+    assert c == np.count_nonzero(np.abs(x - center) > bound)
+    if n <= 3:
+        assert (s2, q2) == (s, q)
+    else:
+        assert np.isnan(s2) and np.isnan(q2)
+
+
+def test_record_sums_hook_checks_its_arguments():
+    from deepgrad import _C
+    with pytest.raises(TypeError, match="float32"):
+        _C._record_sums(np.ones(3), "double")
+    with pytest.raises(ValueError, match="isa must be"):
+        _C._record_sums(np.ones(3, np.float32), "sse9")
+
+
 def test_dense_record_nan_empty_no_grad_and_bad_records():
     S = F.LayerStats
     x = dg.tensor(np.array([[1.0, np.nan], [0.5, 2.0]]))

@@ -42,16 +42,9 @@ inline void sums_double(double& ts, double& tq, const float* x, index_t lo, inde
   }
 }
 
-// A chunk's float sum of squares is as good as a double one while it is finite and at least
-// FLT_MIN * 2^51: at most 512 squares fell below FLT_MIN (|x| < 1e-19), each losing less than
-// that, so underflow moved the sum by at most 2^-40 of itself. A smaller or non-finite chunk
-// (a vanishing or exploding signal, the cases the statistics exist to show) is summed again in
-// double from L1.
-constexpr float kSafeLow = 2.64697796e-23f;  // 2^-75
-
 // 64 elements per iteration in 8 independent float accumulators per sum (enough chains to cover
 // the FMA latency at two FMAs per cycle); every chunk of 512 elements (8 terms per float lane)
-// is converted and added to double lanes, or taken again in double (see kSafeLow).
+// is converted and added to double lanes, or taken again in double (see kSumSafeLow).
 template <bool kWantSum>
 inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
   constexpr index_t kChunk = 512, kStep = 64;
@@ -77,8 +70,8 @@ inline void sums_f32_impl(double* s, double* q, const float* x, index_t n) {
         qa[k] = _mm256_add_ps(qa[k], qa[k + w]);
       }
     const __m256 qs = _mm256_add_ps(qa[0], qa[1]);
-    const float cq = hsum(_mm256_add_pd(lo_pd(qs), hi_pd(qs)));
-    if (!(cq >= kSafeLow && cq <= 3.4e38f)) {  // too small, Inf or NaN: the chunk in double
+    const double cq = hsum(_mm256_add_pd(lo_pd(qs), hi_pd(qs)));
+    if (!(std::isfinite(cq) && cq >= double(kSumSafeLow))) {  // the chunk again, in double
       sums_double(ts, tq, x, start, end);
       continue;
     }
