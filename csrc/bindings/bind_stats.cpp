@@ -31,6 +31,35 @@ py::tuple record_sums(py::handle x_o, const std::string& isa, py::object center_
   return py::make_tuple(s, q);
 }
 
+// dst[i, at : at + r * (c1 - c0)] = src[:, c0:c1] (row by row): one step of the monitor's history,
+// its layer records and the optimizer's step statistics, copied in one call each (numpy slicing
+// and assignment cost ~1 us a step). Returns the column after the copied values.
+index_t rows_put(py::handle dst_o, index_t i, py::handle src_o, index_t c0, index_t c1,
+                 index_t at) {
+  const char* fn = "rows_put";
+  if (!py::isinstance<py::array>(dst_o) || !py::isinstance<py::array>(src_o))
+    fail_type(fn, "dst and src must be numpy arrays");
+  py::array dst = py::reinterpret_borrow<py::array>(dst_o);
+  py::array src = py::reinterpret_borrow<py::array>(src_o);
+  if (!is_f64(dst) || !is_f64(src) || dst.ndim() != 2 || src.ndim() != 2)
+    fail_type(fn, "dst and src must be 2-D float64 arrays, got " + shape_str(dst) + " and " +
+                      shape_str(src));
+  if (!(dst.flags() & py::array::c_style) || !(src.flags() & py::array::c_style) ||
+      !dst.writeable())
+    fail_value(fn, "dst must be C-contiguous and writeable and src C-contiguous");
+  const index_t rows = src.shape(0), cols = src.shape(1), w = c1 - c0;
+  if (c0 < 0 || c1 > cols || w < 0 || i < 0 || i >= dst.shape(0) || at < 0 ||
+      at + rows * w > dst.shape(1))
+    fail_value(fn, "columns [" + std::to_string(c0) + ", " + std::to_string(c1) + ") of src " +
+                       shape_str(src) + " do not fit row " + std::to_string(i) + " of dst " +
+                       shape_str(dst) + " at column " + std::to_string(at));
+  const double* s = static_cast<const double*>(src.data());
+  double* d = static_cast<double*>(dst.mutable_data()) + i * dst.shape(1) + at;
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < w; ++c) d[r * w + c] = s[r * cols + c0 + c];
+  return at + rows * w;
+}
+
 py::tuple act_stats(py::handle z_o, py::handle y_o, int saturation, double center, double bound,
                     bool dead) {
   const char* fn = "act_stats";
@@ -253,6 +282,10 @@ void bind_stats(py::module_& m) {
         "prev[:] = params afterwards when snapshot. health=True adds a fifth item, float64 (S, 3): "
         "per segment the gradient's L-inf, NaN+Inf count and first non-finite index (-1), from "
         "the same pass.");
+  m.def("rows_put", &rows_put, py::arg("dst"), py::arg("i"), py::arg("src"), py::arg("c0"),
+        py::arg("c1"), py::arg("at"),
+        "dst[i, at : at + rows * (c1 - c0)] = src[:, c0:c1] (2-D float64, row by row); returns "
+        "the column after them. The monitor's per-step history append.");
   m.def("_record_sums", &record_sums, py::arg("x"), py::arg("isa"), py::arg("center") = py::none(),
         py::arg("bound") = py::none(),
         "Test hook: (sum x, sum x^2) of a float32 array through one loop of the layer record's "

@@ -9,6 +9,7 @@ import pytest
 import deepgrad as dg
 from deepgrad import losses, nn, optim
 from deepgrad.backend import get_backend
+from deepgrad.monitor import GradientMonitor
 
 cpu = get_backend("cpu")
 
@@ -296,3 +297,27 @@ def test_update_norm_is_never_taken_from_a_stale_snapshot(every):
             assert got[k] is None
         else:
             np.testing.assert_allclose(got[k], expect[k], rtol=1e-5, atol=1e-12)
+
+
+def test_monitor_history_follows_a_relayout_mid_run():
+    """Each recorded step stores its step statistics in one row with the layer records; a model
+    laid out anew (a layer appended: more arena segments, wider rows) keeps the rows already
+    recorded and records the new layout's, each equal to numpy on that step's gradients."""
+    m, X, y = _model_and_data()
+    opt = optim.Adam(m.parameters(), lr=1e-2)
+    mon = GradientMonitor(m)
+    want = []
+    for step in range(6):
+        if step == 3:
+            m.append(nn.Dense(3, 3, init="xavier"))
+        opt.zero_grad()
+        losses.cross_entropy(m(X), y).backward()
+        a = m.arena
+        want.append([float(np.linalg.norm(a.grads[o:e].astype(np.float64)))
+                     for o, e in zip(a.offsets[:-1], a.offsets[1:])])
+        opt.step()
+        mon.step()
+    got = mon.to_dict()["param_grad_norm"]
+    assert [len(r) for r in got] == [len(r) for r in want] and len(want[0]) < len(want[-1])
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5)

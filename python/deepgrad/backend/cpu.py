@@ -552,6 +552,11 @@ def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bo
     return _C.monitor_norms(params, grads, prev, offsets, diff, snapshot, health)
 
 
+# dst[i, at:...] = src[:, c0:c1] row by row (2-D float64), returns the next column: the
+# GradientMonitor's history append, one native call instead of numpy slicing and assignment
+rows_put = _C.rows_put
+
+
 class _HostRing:
     """stat_ring on the host: records are computed when made (nothing to wait for)."""
 

@@ -62,26 +62,28 @@ _REC_LO, _REC_HI = _LS.FWD_COUNT, _LS.SIGNAL_SQ + 1  # the record slots a step w
 
 
 class _Rows:
-    """Rows of one shape appended per recorded step into preallocated blocks (no Python object
+    """Rows of one width filled per recorded step into preallocated blocks (no Python object
     per step, and no copy of what is stored when more room is needed: a growing history touches
     each byte of fresh memory once); take() hands the rows over as one array and starts again."""
 
-    def __init__(self, shape: tuple, dtype=np.float64, block_bytes: int = 1 << 19):
-        self._shape, self._dtype = tuple(shape), np.dtype(dtype)
-        row = max(1, int(np.prod(self._shape, dtype=np.int64)) * self._dtype.itemsize)
-        self._block = max(8, block_bytes // row)  # rows per block
+    def __init__(self, width: int, block_bytes: int = 1 << 19):
+        self.width = int(width)
+        self._block = max(8, block_bytes // max(8, 8 * self.width))  # rows per block
         self._full: list = []  # filled blocks
-        self._a = np.empty((self._block,) + self._shape, self._dtype)
+        self._a = np.empty((self._block, self.width))
         self._n = 0
 
-    def append(self, row) -> None:
-        """Copy row in."""
+    def __len__(self) -> int:
+        return self._n + self._block * len(self._full)
+
+    def slot(self) -> tuple:
+        """(block, row index) of a new row, for the caller to fill (native rows_put)."""
         if self._n == self._block:
             self._full.append(self._a)
             self._a = np.empty_like(self._a)
             self._n = 0
-        self._a[self._n] = row
         self._n += 1
+        return self._a, self._n - 1
 
     def take(self) -> np.ndarray:
         out = np.concatenate(self._full + [self._a[:self._n]]) if self._full else \
@@ -287,7 +289,10 @@ class GradientMonitor:
         self._raw: list = []  # recorded steps not yet turned into history lists (_flush)
         # their records, per step: the slots a forward or backward writes (the request slots and
         # the readers' count do not change), put back in place when read
-        self._rec_rows = _Rows((len(self._rec_layers), _REC_HI - _REC_LO))
+        # (and, where the optimizer's pass gave the step statistics, their 6 columns per arena
+        # segment after the records): one row per recorded step, see _slot()
+        self._rec_w = len(self._rec_layers) * (_REC_HI - _REC_LO)
+        self._rec_rows = _Rows(self._rec_w)
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
 
@@ -661,8 +666,13 @@ class GradientMonitor:
             return False
         # the layer records: one copy of all rows (their forward/backward counts say, when read,
         # which of them this step filled: _flush compares each row's counts with the previous)
-        self._rec_rows.append((self._recs if self._rec_fast else np.array(self._rec_list))
-                              [:, _REC_LO:_REC_HI])
+        nseg = len(arena.segments) if arena is not None else 0
+        if self._rec_rows.width != self._rec_w + 6 * nseg:
+            self._new_rows(nseg)
+        block, slot = self._rec_rows.slot()
+        if self._rec_w:
+            _rows_put(block, slot, self._recs if self._rec_fast else np.array(self._rec_list),
+                      _REC_LO, _REC_HI, 0)
         fresh = None
         if self.every != 1:
             self._attach_records(False)
@@ -684,7 +694,8 @@ class GradientMonitor:
             # statistics from its own pass over the parameters and gradients: nothing to read
             self._stats_serial = arena.step_stats_serial
             seg_layer, member = self._seg_layers(arena)
-            norms = (_FUSED, arena.step_stats[:, :6].copy(), member, seg_layer)  # 6, 7: unread
+            _rows_put(block, slot, arena.step_stats, 0, 6, self._rec_w)  # 6, 7: unread
+            norms = (_FUSED, nseg, member, seg_layer)
             self._fused_last = True
             if self.every != 1:
                 self._want_step_stats(False)
@@ -725,6 +736,13 @@ class GradientMonitor:
         self._after_record()
         return True
 
+    def _new_rows(self, nseg: int) -> None:
+        """Rows for steps over an arena of nseg segments (the model was laid out anew): the rows
+        kept so far are turned into history first."""
+        if len(self._rec_rows):
+            self._flush()
+        self._rec_rows = _Rows(self._rec_w + 6 * nseg)
+
     def _after_record(self) -> None:
         """warn=True and the TensorBoard stream, after each recorded step. Incremental: every
         finding depends on the latest record or, for growth, on the last growth_window records,
@@ -754,8 +772,11 @@ class GradientMonitor:
         """Turn the raw records of the steps since the last read into the history lists."""
         raw, self._raw = self._raw, []
         kept = self._rec_rows.take()
-        recs_all = np.zeros(kept.shape[:2] + (_LS.SIZE,))
-        recs_all[:, :, _REC_LO:_REC_HI] = kept
+        L_rec = len(self._rec_layers)
+        recs_all = np.zeros((len(kept), L_rec, _LS.SIZE))
+        recs_all[:, :, _REC_LO:_REC_HI] = kept[:, :self._rec_w].reshape(len(kept), L_rec,
+                                                                         _REC_HI - _REC_LO)
+        fused_all = kept[:, self._rec_w:]
         fresh_all = None
         if len(recs_all):
             # a count that moved since the previous recorded step says the forward (column 0) /
@@ -772,7 +793,8 @@ class GradientMonitor:
             h["steps"].append(n)
             h["loss"].append(loss)
             if norms is not None and norms[0] is _FUSED:
-                st, member, seg_layer = norms[1:]
+                nseg, member, seg_layer = norms[1:]
+                st = fused_all[k].reshape(nseg, 6)
                 gn, pn, un, gh = st[:, 0], st[:, 4], st[:, 5], st[:, 1:4]
                 gbad, gtot, ptot = int(st[:, 2].sum()), None, None
                 norms = (gbad, gtot, ptot, gn, pn, un, member, gh, seg_layer)
@@ -896,6 +918,14 @@ def _l2_norms(arrays: list) -> np.ndarray:
     from ..backend import get_backend
     _l2_norms = get_backend("cpu").l2_norms
     return _l2_norms(arrays)
+
+
+def _rows_put(dst, i, src, c0, c1, at):
+    """deepgrad.backend.cpu.rows_put (native), bound on first use."""
+    global _rows_put
+    from ..backend import get_backend
+    _rows_put = get_backend("cpu").rows_put
+    return _rows_put(dst, i, src, c0, c1, at)
 
 
 def _monitor_norms(params, grads, prev, offsets, diff: bool, snapshot: bool,
