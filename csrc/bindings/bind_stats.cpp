@@ -1,5 +1,6 @@
 // Checked entry point for the GradientMonitor's per-layer activation statistics
 // (csrc/cpu/act_stats.cpp).
+#include <limits>
 #include <string>
 
 #include <vector>
@@ -58,6 +59,43 @@ index_t rows_put(py::handle dst_o, index_t i, py::handle src_o, index_t c0, inde
   for (index_t r = 0; r < rows; ++r)
     for (index_t c = 0; c < w; ++c) d[r * w + c] = s[r * cols + c0 + c];
   return at + rows * w;
+}
+
+// A recorded step of the GradientMonitor in one call (its common case: host arena, step
+// statistics from the optimizer's pass): row i of dst gets [step, loss (NaN: none), 1 when a loss
+// was given, recs[:, lo:hi] row by row, stats[:, :6] row by row]. The loss is a Python number or a
+// one-element float array (a host tensor's data); anything else: float(loss.item()).
+void monitor_put(py::handle dst_o, index_t i, index_t step, py::handle loss, py::handle recs_o,
+                 index_t lo, index_t hi, py::handle stats_o) {
+  const char* fn = "monitor_put";
+  double lv = std::numeric_limits<double>::quiet_NaN(), given = 0.0;
+  if (!loss.is_none()) {
+    given = 1.0;
+    if (py::isinstance<py::array>(loss)) {
+      py::array a = py::reinterpret_borrow<py::array>(loss);
+      if (a.size() == 1 && is_f64(a)) lv = *static_cast<const double*>(a.data());
+      else if (a.size() == 1 && is_f32(a)) lv = double(*static_cast<const float*>(a.data()));
+      else lv = py::float_(loss.attr("item")()).cast<double>();
+    } else if (PyFloat_Check(loss.ptr()) || PyLong_Check(loss.ptr())) {
+      lv = py::float_(py::reinterpret_borrow<py::object>(loss)).cast<double>();
+    } else {
+      lv = py::float_(loss.attr("item")()).cast<double>();
+    }
+  }
+  py::array dst = py::reinterpret_borrow<py::array>(dst_o);
+  if (!py::isinstance<py::array>(dst_o) || !is_f64(dst) || dst.ndim() != 2 ||
+      !(dst.flags() & py::array::c_style) || !dst.writeable() || i < 0 || i >= dst.shape(0) ||
+      dst.shape(1) < 3)
+    fail_value(fn, "dst must be a writeable C-contiguous 2-D float64 array with row " +
+                       std::to_string(i) + " and 3 head columns, got " +
+                       (py::isinstance<py::array>(dst_o) ? shape_str(dst) : std::string("?")));
+  double* row = static_cast<double*>(dst.mutable_data()) + i * dst.shape(1);
+  row[0] = double(step);
+  row[1] = lv;
+  row[2] = given;
+  index_t at = 3;
+  if (!recs_o.is_none()) at = rows_put(dst_o, i, recs_o, lo, hi, at);
+  if (!stats_o.is_none()) rows_put(dst_o, i, stats_o, 0, 6, at);
 }
 
 py::tuple act_stats(py::handle z_o, py::handle y_o, int saturation, double center, double bound,
@@ -286,6 +324,10 @@ void bind_stats(py::module_& m) {
         py::arg("c1"), py::arg("at"),
         "dst[i, at : at + rows * (c1 - c0)] = src[:, c0:c1] (2-D float64, row by row); returns "
         "the column after them. The monitor's per-step history append.");
+  m.def("monitor_put", &monitor_put, py::arg("dst"), py::arg("i"), py::arg("step"),
+        py::arg("loss"), py::arg("recs"), py::arg("lo"), py::arg("hi"), py::arg("stats"),
+        "A GradientMonitor step in one call: dst[i] = [step, loss (NaN: None), loss given, "
+        "recs[:, lo:hi] row by row (recs may be None), stats[:, :6] row by row (may be None)].");
   m.def("_record_sums", &record_sums, py::arg("x"), py::arg("isa"), py::arg("center") = py::none(),
         py::arg("bound") = py::none(),
         "Test hook: (sum x, sum x^2) of a float32 array through one loop of the layer record's "

@@ -321,3 +321,45 @@ def test_monitor_history_follows_a_relayout_mid_run():
     assert [len(r) for r in got] == [len(r) for r in want] and len(want[0]) < len(want[-1])
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5)
+
+
+def test_monitor_keeps_the_loss_in_any_form_in_its_one_call_row():
+    """The recorded step's one native call reads the loss from a host tensor's array, a Python
+    or numpy number, or anything with .item(); None stays None."""
+    class Boxed:
+        def __init__(self, v):
+            self.v = v
+
+        def item(self):
+            return self.v
+
+    m, X, y = _model_and_data()
+    opt = optim.SGD(m.parameters(), lr=0.1)
+    mon = GradientMonitor(m)
+    given = []
+    for form in ("tensor", "float", "np64", "np32", "int", "boxed", "none"):
+        opt.zero_grad()
+        loss = losses.cross_entropy(m(X), y)
+        loss.backward()
+        opt.step()
+        v = float(loss.item())
+        arg = {"tensor": loss, "float": v, "np64": np.float64(v), "np32": np.float32(v),
+               "int": 3, "boxed": Boxed(v), "none": None}[form]
+        mon.step(arg)
+        given.append(None if form == "none" else 3.0 if form == "int" else
+                     float(np.float32(v)) if form == "np32" else v)
+    got = mon.to_dict()["loss"]
+    assert got[:-1] == pytest.approx(given[:-1], rel=1e-7) and got[-1] is None
+
+
+def test_monitor_put_checks_its_row():
+    dst = np.zeros((2, 10))
+    recs = np.arange(12.0).reshape(3, 4)
+    cpu.monitor_put(dst, 1, 7, 2.5, recs, 1, 3, None)
+    assert dst[1].tolist() == [7, 2.5, 1, 1, 2, 5, 6, 9, 10, 0]
+    with pytest.raises(ValueError, match="do not fit"):
+        cpu.monitor_put(dst, 1, 7, None, recs, 0, 4, None)  # 3 + 12 > 10 columns
+    with pytest.raises(ValueError, match="row 2"):
+        cpu.monitor_put(dst, 2, 7, None, None, 0, 0, None)
+    with pytest.raises(ValueError, match="float64"):
+        cpu.monitor_put(dst.astype(np.float32), 0, 7, None, None, 0, 0, None)

@@ -555,6 +555,8 @@ def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bo
 # dst[i, at:...] = src[:, c0:c1] row by row (2-D float64), returns the next column: the
 # GradientMonitor's history append, one native call instead of numpy slicing and assignment
 rows_put = _C.rows_put
+# a GradientMonitor step's row (step, loss, records, step statistics) in one native call
+monitor_put = _C.monitor_put
 
 
 class _HostRing:

@@ -59,6 +59,9 @@ _FUSED = "step statistics"  # marks a record's norms as the arena's step statist
 _RING = "device ring"  # marks a record whose numbers wait in the device ring
 _NO_HOOKS = (([], []), None)  # (signal, statistics) of a step when no layer is hooked
 _REC_LO, _REC_HI = _LS.FWD_COUNT, _LS.SIGNAL_SQ + 1  # the record slots a step writes
+_HEAD = 3  # a history row starts with [step, loss (NaN: none), 1 when a loss was given]
+_IN_ROW = "in row"  # a recorded step whose step, loss and step statistics are all in its row
+_NO_ROWS = object()  # no history rows made yet (an arena may be None: a model without parameters)
 
 
 class _Rows:
@@ -292,7 +295,8 @@ class GradientMonitor:
         # (and, where the optimizer's pass gave the step statistics, their 6 columns per arena
         # segment after the records): one row per recorded step, see _slot()
         self._rec_w = len(self._rec_layers) * (_REC_HI - _REC_LO)
-        self._rec_rows = _Rows(self._rec_w)
+        self._rec_rows = _Rows(_HEAD + self._rec_w)
+        self._rows_arena = _NO_ROWS  # the arena whose step statistics fit the rows (_new_rows)
         self._params: list[str] = []
         self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
 
@@ -664,15 +668,35 @@ class GradientMonitor:
                     self._want_step_stats(True)
             self.seconds += time.perf_counter() - t0
             return False
-        # the layer records: one copy of all rows (their forward/backward counts say, when read,
-        # which of them this step filled: _flush compares each row's counts with the previous)
-        nseg = len(arena.segments) if arena is not None else 0
-        if self._rec_rows.width != self._rec_w + 6 * nseg:
-            self._new_rows(nseg)
+        # The layer records: one copy of all rows (their forward/backward counts say, when read,
+        # which of them this step filled: _flush compares each row's counts with the previous).
+        if arena is not self._rows_arena:
+            self._new_rows(arena)
         block, slot = self._rec_rows.slot()
-        if self._rec_w:
-            _rows_put(block, slot, self._recs if self._rec_fast else np.array(self._rec_list),
-                      _REC_LO, _REC_HI, 0)
+        recs = (self._recs if self._rec_fast else np.array(self._rec_list)) if self._rec_w \
+            else None
+        if arena is not None and arena.step_stats_serial != self._stats_serial \
+                and arena is self._stats_arena and arena.step_stats_backward == _backwards[0] \
+                and not self._wrapped and arena.be.HOST_MEMORY:
+            # The common case in one native call: the optimizer step that followed this step's
+            # backward filled the arena's step statistics from its own pass over the parameters
+            # and gradients; the step, the loss, the records and those statistics go into the
+            # row (the per-layer aggregates are derived when read, in _flush).
+            self._stats_serial = arena.step_stats_serial
+            be = getattr(loss, "_be", None)  # a host tensor: its array, read natively
+            _monitor_put(block, slot, n, loss.data if be is not None and be.HOST_MEMORY else loss,
+                         recs, _REC_LO, _REC_HI, arena.step_stats)
+            self._raw.append(_IN_ROW)
+            self._fused_last = True
+            if self.every != 1:
+                self._attach_records(False)
+                self._want_step_stats(False)
+            if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
+                self._flush()
+            self.seconds += time.perf_counter() - t0
+            self._after_record()
+            return True
+        _monitor_put(block, slot, n, None, recs, _REC_LO, _REC_HI, None)
         fresh = None
         if self.every != 1:
             self._attach_records(False)
@@ -694,8 +718,8 @@ class GradientMonitor:
             # statistics from its own pass over the parameters and gradients: nothing to read
             self._stats_serial = arena.step_stats_serial
             seg_layer, member = self._seg_layers(arena)
-            _rows_put(block, slot, arena.step_stats, 0, 6, self._rec_w)  # 6, 7: unread
-            norms = (_FUSED, nseg, member, seg_layer)
+            _rows_put(block, slot, arena.step_stats, 0, 6, _HEAD + self._rec_w)  # 6, 7: unread
+            norms = (_FUSED, len(arena.segments), member, seg_layer)
             self._fused_last = True
             if self.every != 1:
                 self._want_step_stats(False)
@@ -736,12 +760,16 @@ class GradientMonitor:
         self._after_record()
         return True
 
-    def _new_rows(self, nseg: int) -> None:
-        """Rows for steps over an arena of nseg segments (the model was laid out anew): the rows
-        kept so far are turned into history first."""
+    def _new_rows(self, arena) -> None:
+        """Rows for the steps over this arena (the first, or the model was laid out anew: more
+        segments, wider rows): the rows kept so far are turned into history first."""
         if len(self._rec_rows):
             self._flush()
-        self._rec_rows = _Rows(self._rec_w + 6 * nseg)
+        nseg = len(arena.segments) if arena is not None and arena.be.HOST_MEMORY else 0
+        self._rec_rows = _Rows(_HEAD + self._rec_w + 6 * nseg)
+        self._rows_arena = arena
+        if arena is not None:
+            self._seg_layers(arena)  # the parameter names of the history (self._params)
 
     def _after_record(self) -> None:
         """warn=True and the TensorBoard stream, after each recorded step. Incremental: every
@@ -774,9 +802,11 @@ class GradientMonitor:
         kept = self._rec_rows.take()
         L_rec = len(self._rec_layers)
         recs_all = np.zeros((len(kept), L_rec, _LS.SIZE))
-        recs_all[:, :, _REC_LO:_REC_HI] = kept[:, :self._rec_w].reshape(len(kept), L_rec,
-                                                                         _REC_HI - _REC_LO)
-        fused_all = kept[:, self._rec_w:]
+        w = _HEAD + self._rec_w
+        recs_all[:, :, _REC_LO:_REC_HI] = kept[:, _HEAD:w].reshape(len(kept), L_rec,
+                                                                    _REC_HI - _REC_LO)
+        fused_all = kept[:, w:]
+        in_row = None  # (segment -> layer, membership) of the rows' arena, for _IN_ROW steps
         fresh_all = None
         if len(recs_all):
             # a count that moved since the previous recorded step says the forward (column 0) /
@@ -787,7 +817,15 @@ class GradientMonitor:
         ring_rows = self._ring_read() if self._ring is not None else {}
         h = self._h
         L = len(self.layers)
-        for k, (n, loss, norms, fresh, (got, sig), stats) in enumerate(raw):
+        for k, entry in enumerate(raw):
+            if entry is _IN_ROW:
+                if in_row is None:
+                    in_row = self._seg_layers(self._rows_arena)
+                head = kept[k]
+                entry = (int(head[0]), float(head[1]) if head[2] else None,
+                         (_FUSED, len(self._rows_arena.segments), in_row[1], in_row[0]),
+                         None) + _NO_HOOKS
+            n, loss, norms, fresh, (got, sig), stats = entry
             if norms is not None and norms[0] is _RING:
                 loss, norms, (got, sig) = self._ring_unpack(ring_rows.get(n), norms[1])
             h["steps"].append(n)
@@ -918,6 +956,14 @@ def _l2_norms(arrays: list) -> np.ndarray:
     from ..backend import get_backend
     _l2_norms = get_backend("cpu").l2_norms
     return _l2_norms(arrays)
+
+
+def _monitor_put(dst, i, step, loss, recs, lo, hi, stats):
+    """deepgrad.backend.cpu.monitor_put (native), bound on first use."""
+    global _monitor_put
+    from ..backend import get_backend
+    _monitor_put = get_backend("cpu").monitor_put
+    return _monitor_put(dst, i, step, loss, recs, lo, hi, stats)
 
 
 def _rows_put(dst, i, src, c0, c1, at):
