@@ -62,6 +62,9 @@ _REC_LO, _REC_HI = _LS.FWD_COUNT, _LS.SIGNAL_SQ + 1  # the record slots a step w
 _HEAD = 3  # a history row starts with [step, loss (NaN: none), 1 when a loss was given]
 _IN_ROW = "in row"  # a recorded step whose step, loss and step statistics are all in its row
 _NO_ROWS = object()  # no history rows made yet (an arena may be None: a model without parameters)
+# bumped whenever a record's readers change (a monitor attaching or closing): the monitors' cached
+# lists of the records they alone read, and so switch on and off, are then rebuilt
+_READERS_EPOCH = [0]
 
 
 class _Rows:
@@ -298,7 +301,9 @@ class GradientMonitor:
         self._rec_rows = _Rows(_HEAD + self._rec_w)
         self._rows_arena = _NO_ROWS  # the arena whose step statistics fit the rows (_new_rows)
         self._params: list[str] = []
-        self.seconds = 0.0  # time spent in step() and in the hooks (for overhead reports)
+        # time spent in step() and in the hooks (for overhead reports); a skipped step that is not
+        # the one before a recorded step only counts itself and is not timed
+        self.seconds = 0.0
 
     def _setup_records(self, out_mod) -> None:
         """Give the CPU Dense layers their layer statistics records (see the module docstring):
@@ -335,6 +340,7 @@ class GradientMonitor:
                 m.__dict__["stats"] = row
                 self._rec_owned.append(m)
             row[_LS.READERS] += 1
+            _READERS_EPOCH[0] += 1
             k = len(rows)
             self._rec_layers.append(m)
             rows.append(row)
@@ -347,6 +353,7 @@ class GradientMonitor:
         self._rec_fast = len(self._rec_owned) == len(rows)  # all rows of self._recs
         owned = {id(m) for m in self._rec_owned}
         self._rec_own_rows = [(m, row) for m, row in zip(self._rec_layers, rows) if id(m) in owned]
+        self._toggle, self._toggle_epoch = [], -1  # see _attach_records
         self._rec_seen = np.zeros((len(rows), 2))
         self._rec_sat = np.array([r[_LS.SAT_MODE] != 0 for r in rows], dtype=bool)
         self._rec_dead = np.array([r[_LS.DEAD] != 0 for r in rows], dtype=bool)
@@ -446,10 +453,17 @@ class GradientMonitor:
         """Hand this monitor's own records to their layers (on) or take them away (skipped
         steps of every > 1 then run the plain kernels)."""
         if on != self._attached and not self._rec_closed:
-            for m, row in self._rec_own_rows:
+            if self._toggle_epoch != _READERS_EPOCH[0]:
                 # a record another monitor also reads stays attached
-                if row[_LS.READERS] == 1:
-                    m.__dict__["stats"] = row if on else None
+                self._toggle = [(m.__dict__, row) for m, row in self._rec_own_rows
+                                if row[_LS.READERS] == 1]
+                self._toggle_epoch = _READERS_EPOCH[0]
+            if on:
+                for d, row in self._toggle:
+                    d["stats"] = row
+            else:
+                for d, _ in self._toggle:
+                    d["stats"] = None
             self._attached = on
 
     def _detach_all_records(self) -> None:
@@ -463,6 +477,7 @@ class GradientMonitor:
         self._rec_closed = True
         for m, row in zip(self._rec_layers, self._rec_list):
             row[_LS.READERS] -= 1
+            _READERS_EPOCH[0] += 1
             cur = m.__dict__.get("stats", row)
             if row[_LS.READERS] <= 0 and (cur is row or cur is None):
                 m.__dict__.pop("stats", None)
@@ -653,9 +668,12 @@ class GradientMonitor:
 
     def step(self, loss=None) -> bool:
         """Record this step if it is one of every ``every``; returns True when it recorded."""
-        t0 = time.perf_counter()
         n = self._n
-        self._n += 1
+        self._n = n + 1
+        every = self.every
+        if n % every and (n + 1) % every:
+            return False  # neither recorded nor the one before: nothing to do (nor to time)
+        t0 = time.perf_counter()
         arena = self.model.arena
         if arena is not self._stats_arena:
             self._ask_step_stats(arena)
