@@ -19,6 +19,7 @@
 
 #include <vector>
 
+#include "cpu/ew_parallel.h"
 #include "cpu/layer_stats.h"
 #include "cpu/mid_fork.h"
 #include "deepgrad/gemm.h"
@@ -152,6 +153,15 @@ struct FwdStats {
   }
 };
 
+// z (rows, out) += b on every row, in the CPU's widest vectors (the baseline build is SSE2).
+template <class T>
+DG_CLONES512 void add_bias_rows(T* __restrict z, const T* __restrict b, index_t rows, index_t out) {
+  for (index_t i = 0; i < rows; ++i) {
+    T* zi = z + i * out;
+    for (index_t j = 0; j < out; ++j) zi[j] += b[j];
+  }
+}
+
 // pre rows [r0, r1) += b, then y = act(pre) on those rows (in place when pre == y), block by
 // block; st (may be null) takes its statistics of each block as part `part`.
 template <class T>
@@ -161,11 +171,7 @@ void bias_act_rows(T* y, T* pre, const T* b, index_t r0, index_t r1, index_t out
   for (index_t i0 = r0; i0 < r1; i0 += rows) {
     const index_t i1 = std::min(r1, i0 + rows);
     T* p0 = pre + i0 * out;
-    if (b)
-      for (index_t i = i0; i < i1; ++i) {
-        T* pi = pre + i * out;
-        for (index_t j = 0; j < out; ++j) pi[j] += b[j];
-      }
+    if (b) add_bias_rows(p0, b, i1 - i0, out);
     if (st) st->on_pre(p0, i1 - i0, part);
     if (act != Act::identity || p0 != y + i0 * out)
       cpu::act_forward<T>(y + i0 * out, p0, (i1 - i0) * out, act, alpha);
@@ -176,7 +182,7 @@ void bias_act_rows(T* y, T* pre, const T* b, index_t r0, index_t r1, index_t out
 // db[j0, j1) += column sums of dz (N,OUT) over those columns, rows in order: the same sums
 // whatever the column blocks.
 template <class T>
-void colsum_add(T* db, const T* dz, index_t n, index_t out, index_t j0, index_t j1) {
+DG_CLONES512 void colsum_add(T* db, const T* dz, index_t n, index_t out, index_t j0, index_t j1) {
   constexpr index_t chunk = 64;
   for (index_t c0 = j0; c0 < j1; c0 += chunk) {
     const index_t c1 = std::min(j1, c0 + chunk);
