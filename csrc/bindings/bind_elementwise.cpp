@@ -6,6 +6,10 @@
 
 #include "bindings/check.h"
 #include "bindings/registry.h"
+#ifdef DG_HAVE_AVX2_BUILD
+#include "cpu/avx2/act_avx2.h"
+#endif
+#include "deepgrad/cpu_features.h"
 #include "deepgrad/kernels.h"
 
 namespace dg::bind {
@@ -15,6 +19,35 @@ std::vector<py::ssize_t> shape_of(const py::array& a) {
   return std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim());
 }
 
+
+// Test hook: float32 sigmoid / tanh / silu through one intrinsics path ('avx2' or 'avx512').
+py::array act_f32_isa(py::handle x_o, const std::string& act, const std::string& isa) {
+  const char* fn = "_act_f32_isa";
+  py::array x = float_input(x_o, fn, "x");
+  if (!is_f32(x)) fail_type(fn, "x must be float32");
+  if (act != "sigmoid" && act != "tanh" && act != "silu")
+    fail_value(fn, "activation must be sigmoid, tanh or silu, got '" + act + "'");
+  py::array_t<float> y(shape_of(x));
+  const float* px = cdata_of<float>(x);
+  float* py_ = y.mutable_data();
+  const index_t n = static_cast<index_t>(x.size());
+  bool done = false;
+#ifdef DG_HAVE_AVX2_BUILD
+  if (isa == "avx2" && cpu_has_avx2_fma()) {
+    if (act == "sigmoid") avx2::sigmoid_f32(py_, px, n);
+    else if (act == "tanh") avx2::tanh_f32(py_, px, n);
+    else avx2::silu_f32(py_, px, n);
+    done = true;
+  } else if (isa == "avx512" && cpu_has_avx2_fma() && cpu_has_avx512f()) {
+    if (act == "sigmoid") avx512::sigmoid_f32(py_, px, n);
+    else if (act == "tanh") avx512::tanh_f32(py_, px, n);
+    else avx512::silu_f32(py_, px, n);
+    done = true;
+  }
+#endif
+  if (!done) fail_value(fn, "this build or CPU has no " + isa + " activation loop");
+  return y;
+}
 
 void finite_scalar(const char* fn, const char* name, double v) {
   if (!std::isfinite(v)) fail_value(fn, std::string(name) + " must be finite, got " + std::to_string(v));
@@ -290,6 +323,9 @@ void fill_(py::handle buf_o, double value) {
 }
 
 void bind_elementwise(py::module_& m) {
+  m.def("_act_f32_isa", &act_f32_isa, py::arg("x"), py::arg("activation"), py::arg("isa"),
+        "Test hook: float32 sigmoid/tanh/silu through the 'avx2' or 'avx512' loop; ValueError "
+        "when this build or CPU lacks it.");
   m.def("act_forward", &act_forward, py::arg("x"), py::arg("activation"), py::arg("alpha") = 0.01,
         "y = act(x), elementwise; x float32/float64 of any shape.");
   m.def("act_backward", &act_backward, py::arg("dy"), py::arg("z"), py::arg("y"), py::arg("activation"),

@@ -66,13 +66,21 @@ DG_CLONES void act_fwd_loop(T* y, const T* x, index_t n, T alpha) {
   for (index_t i = 0; i < n; ++i) y[i] = fwd<A, T>(x[i], alpha);
 }
 
-// float32 sigmoid, tanh and silu take the AVX2/FMA intrinsics loops where the CPU has them
-// (~1.5x the vectorized portable loop; same formulas).
+// float32 sigmoid, tanh and silu take the AVX-512 or AVX2/FMA intrinsics loops where the CPU has
+// them (~1.5x the vectorized portable loop with AVX2, ~2x that with AVX-512; same formulas, and
+// the two intrinsics paths give the same bits).
 template <Act A, class T>
 void act_fwd_range(T* y, const T* x, index_t n, T alpha) {
 #ifdef DG_HAVE_AVX2_BUILD
   if constexpr (std::is_same_v<T, float> && (A == Act::sigmoid || A == Act::tanh_ || A == Act::silu)) {
+    static const bool avx512 = cpu_has_avx2_fma() && cpu_has_avx512f();
     static const bool avx2 = cpu_has_avx2_fma();
+    if (avx512) {
+      if constexpr (A == Act::sigmoid) avx512::sigmoid_f32(y, x, n);
+      else if constexpr (A == Act::tanh_) avx512::tanh_f32(y, x, n);
+      else avx512::silu_f32(y, x, n);
+      return;
+    }
     if (avx2) {
       if constexpr (A == Act::sigmoid) avx2::sigmoid_f32(y, x, n);
       else if constexpr (A == Act::tanh_) avx2::tanh_f32(y, x, n);
