@@ -706,13 +706,14 @@ class GradientMonitor:
                          recs, _REC_LO, _REC_HI, arena.step_stats)
             self._raw.append(_IN_ROW)
             self._fused_last = True
-            if self.every != 1:
+            if every != 1:
                 self._attach_records(False)
                 self._want_step_stats(False)
             if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
                 self._flush()
             self.seconds += time.perf_counter() - t0
-            self._after_record()
+            if self.warn or self._tb is not None:
+                self._after_record()
             return True
         _monitor_put(block, slot, n, None, recs, _REC_LO, _REC_HI, None)
         fresh = None
