@@ -61,8 +61,10 @@ double sumsq_double(const T* x, index_t n) {
   return q;
 }
 
-// elem(i) updates element i in place (p[i] among others) and returns the new p[i] from its
-// registers (a reload through another pointer would wait on the store). For each chunk k of
+// elem(i, g_i, p_i) updates element i in place (p[i] among others), returns the new p[i] from its
+// registers (a reload through another pointer would wait on the store) and hands back the
+// gradient and the parameter it loaded (loading them again here cost two more loads per vector:
+// the compiler cannot tell that its pointers and these are the same). For each chunk k of
 // [ka, kb) writes (sum g^2, max |g|, NaN when g held a NaN/Inf (else 0), sum p^2,
 // sum (p - p before)^2), each sum as exact as a sum in double (see kSafeLow); max |g| is exact
 // only when the flag is 0. One call per thread's run of chunks (not one per chunk through the
@@ -79,9 +81,9 @@ DG_CLONES512 void update_range_stats(double* parts, const index_t* bounds, index
     T* bf = before - lo;
 #pragma omp simd reduction(+ : q, ps, ds) reduction(max : mx, md)
     for (index_t i = lo; i < hi; ++i) {
-      const T v = g[i], old = p[i];
+      T v, old;
+      const T w = elem(i, v, old), d = T(w - old);
       bf[i] = old;
-      const T w = elem(i), d = T(w - old);
       q += v * v;  // NaN or Inf once g holds a NaN or an Inf
       mx = std::max(mx, std::abs(v));
       ps += w * w;
@@ -170,10 +172,13 @@ void step_with_stats(const T* g, const StepStatsOut& st, index_t cost, Run&& run
 // Per-element cost for the threading grain (sqrt + divide for the adaptive methods).
 constexpr index_t kSgdCost = 4, kAdaptiveCost = 16;
 
-// The plain update: elem(i) over [0, n), in the same clones as the statistics loop.
+// The plain update: elem over [0, n), in the same clones as the statistics loop.
 template <class T, class Elem>
 DG_CLONES512 void update_range(index_t lo, index_t hi, Elem elem) {
-  for (index_t i = lo; i < hi; ++i) elem(i);
+  for (index_t i = lo; i < hi; ++i) {
+    T v, old;
+    elem(i, v, old);
+  }
 }
 
 }  // namespace
@@ -218,11 +223,14 @@ void sgd_step(T* param, T* momentum_buf, const T* grad, index_t n, const SgdHype
     T *p = param, *b = mom ? momentum_buf : nullptr;
     const T* g = grad;
     with_flags([&](auto kwd, auto kmom, auto kfirst, auto knest) {
-      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
+      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i, T& gi, T& p0) DG_INLINE_LAMBDA {
         T bi = kmom ? b[i] : T(0);  // a local: the buffer is untouched without momentum
-        sgd_update_t<T, kwd, kmom, kfirst, knest>(hv, p[i], g[i], bi);
+        T pi = p0 = p[i];
+        gi = g[i];
+        sgd_update_t<T, kwd, kmom, kfirst, knest>(hv, pi, gi, bi);
+        p[i] = pi;
         if (kmom) b[i] = bi;
-        return p[i];
+        return pi;
       });
     }, hv.weight_decay != T(0), mom, mom && hv.first_step, mom && hv.nesterov);
   });
@@ -236,9 +244,12 @@ void adam_step(T* param, T* m, T* v, const T* grad, index_t n, const AdamHyper<T
     T *p = param, *mm = m, *vv = v;
     const T* g = grad;
     with_flags([&](auto kl2) {
-      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
-        adam_update_t<T, kl2>(hv, p[i], g[i], mm[i], vv[i]);
-        return p[i];
+      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i, T& gi, T& p0) DG_INLINE_LAMBDA {
+        T pi = p0 = p[i];
+        gi = g[i];
+        adam_update_t<T, kl2>(hv, pi, gi, mm[i], vv[i]);
+        p[i] = pi;
+        return pi;
       });
     }, hv.weight_decay != T(0));
   });
@@ -256,14 +267,17 @@ void rmsprop_step(T* param, T* square_avg, T* momentum_buf, T* grad_avg, const T
     T* ga = centered ? grad_avg : nullptr;
     const T* g = grad;
     with_flags([&](auto kwd, auto kcen, auto kmom) {
-      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i) DG_INLINE_LAMBDA {
+      range_or_stats(parts, bounds, a, z, p, g, [=](index_t i, T& gr, T& p0) DG_INLINE_LAMBDA {
         // the state in locals; the buffers a configuration does not use are left alone
         T s = sq[i], bi = kmom ? b[i] : T(0), gi = kcen ? ga[i] : T(0);
-        rmsprop_update_t<T, kwd, kcen, kmom>(hv, p[i], g[i], s, bi, gi);
+        T pi = p0 = p[i];
+        gr = g[i];
+        rmsprop_update_t<T, kwd, kcen, kmom>(hv, pi, gr, s, bi, gi);
+        p[i] = pi;
         sq[i] = s;
         if (kmom) b[i] = bi;
         if (kcen) ga[i] = gi;
-        return p[i];
+        return pi;
       });
     }, hv.weight_decay != T(0), centered, mom);
   });
