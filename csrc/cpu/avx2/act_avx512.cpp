@@ -9,12 +9,7 @@
 #include "cpu/avx2/act512.h"
 #include "cpu/avx2/act_avx2.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f")
-#endif
+#include "cpu/avx2/avx512_begin.h"
 
 namespace dg::avx512 {
 namespace {
@@ -46,9 +41,5 @@ void silu_f32(float* y, const float* x, index_t n) { map16<Op::silu>(y, x, n); }
 
 }  // namespace dg::avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "cpu/avx2/avx512_end.h"
 #endif

@@ -10,12 +10,7 @@
 #include "cpu/avx2/vec512.h"
 #include "deepgrad/gemm.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f")
-#endif
+#include "cpu/avx2/avx512_begin.h"
 
 namespace dg::avx512 {
 namespace {
@@ -54,9 +49,5 @@ float fma_probe_f32(index_t iters) {
 
 }  // namespace dg::avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "cpu/avx2/avx512_end.h"
 #endif

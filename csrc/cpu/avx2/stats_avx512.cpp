@@ -10,12 +10,7 @@
 
 #include "cpu/avx2/stats_avx2.h"
 
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f")
-#endif
+#include "cpu/avx2/avx512_begin.h"
 
 namespace dg::avx512 {
 namespace {
@@ -122,9 +117,5 @@ void sums_count_f32(double* s, double* q, index_t* count, const float* x, index_
 
 }  // namespace dg::avx512
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+#include "cpu/avx2/avx512_end.h"
 #endif
