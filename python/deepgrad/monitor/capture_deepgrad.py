@@ -296,7 +296,7 @@ class GradientMonitor:
         # their records, per step: the slots a forward or backward writes (the request slots and
         # the readers' count do not change), put back in place when read
         # (and, where the optimizer's pass gave the step statistics, their 6 columns per arena
-        # segment after the records): one row per recorded step, see _slot()
+        # segment after the records): one row per recorded step (_Rows.slot, filled in step())
         self._rec_w = len(self._rec_layers) * (_REC_HI - _REC_LO)
         self._rec_rows = _Rows(_HEAD + self._rec_w)
         self._rows_arena = _NO_ROWS  # the arena whose step statistics fit the rows (_new_rows)
