@@ -452,3 +452,24 @@ def test_signal_is_the_gradient_of_the_activation_output(act):
     got = mon.to_dict()["signal_norm"][-1]
     np.testing.assert_allclose(got[:3], want[:3], rtol=1e-12)
     assert got[3] is not None and got[3] > 0   # the last Linear: its own output's gradient
+
+
+def test_vanishing_gradients_are_measured_below_float32_squares():
+    """Gradients and signals of ~1e-26 (a loss scaled by 1e-25), whose float32 squares
+    underflow (torch 2.x's own p.grad.norm() returns 0 for them): the monitor gives the float64
+    numbers."""
+    model = torch_mlp(width=64)
+    mon = GradientMonitor(model)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
+    loss = torch.nn.functional.cross_entropy(model(x), y) * 1e-25
+    loss.backward()
+    mon.step(loss)
+    h = mon.to_dict()
+    ps = list(model.parameters())
+    ref = [float(torch.sqrt(ps[i].grad.double().pow(2).sum() + ps[i + 1].grad.double().pow(2).sum()))
+           for i in range(0, len(ps), 2)]
+    assert min(ref) > 0
+    np.testing.assert_allclose(h["layer_grad_norm"][-1], ref, rtol=1e-6, atol=0)
+    assert all(s is not None and 1e-30 < s < 1e-20 for s in h["signal_norm"][-1])
+    mon.close()
