@@ -256,8 +256,9 @@ class Optimizer:
             for a, runs in stats:
                 for r in runs:
                     r.sargs = ()
-                a.step_stats_serial += 1
-                a.step_stats_backward = k
+                stamp = a.step_stats_stamp
+                stamp[0] += 1
+                stamp[1] = k
         for a in self._arenas:
             a.version += 1
         for t, *_ in self._plain.values():

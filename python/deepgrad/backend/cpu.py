@@ -557,6 +557,8 @@ def monitor_norms(params, grads, prev, offsets, diff: bool = False, snapshot: bo
 rows_put = _C.rows_put
 # a GradientMonitor step's row (step, loss, records, step statistics) in one native call
 monitor_put = _C.monitor_put
+# the GradientMonitor's history rows, and its common recorded step in one native call
+MonitorRows = _C.MonitorRows
 
 
 class _HostRing:

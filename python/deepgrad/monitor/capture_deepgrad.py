@@ -54,6 +54,9 @@ from .sinks import _close_writer, _tensorboard_record, _tensorboard_writer, hist
 from ..functional import LayerStats as _LS, layer_record
 
 from ..autograd import _BACKWARDS as _backwards
+# the layout epoch (bumped by every arena and parameter change): model.arena is unchanged while
+# it is
+from ..nn.module import _STRUCT as _EPOCH
 
 _FUSED = "step statistics"  # marks a record's norms as the arena's step statistics
 _RING = "device ring"  # marks a record whose numbers wait in the device ring
@@ -66,37 +69,6 @@ _NO_ROWS = object()  # no history rows made yet (an arena may be None: a model w
 # lists of the records they alone read, and so switch on and off, are then rebuilt
 _READERS_EPOCH = [0]
 
-
-class _Rows:
-    """Rows of one width filled per recorded step into preallocated blocks (no Python object
-    per step, and no copy of what is stored when more room is needed: a growing history touches
-    each byte of fresh memory once); take() hands the rows over as one array and starts again."""
-
-    def __init__(self, width: int, block_bytes: int = 1 << 19):
-        self.width = int(width)
-        self._block = max(8, block_bytes // max(8, 8 * self.width))  # rows per block
-        self._full: list = []  # filled blocks
-        self._a = np.empty((self._block, self.width))
-        self._n = 0
-
-    def __len__(self) -> int:
-        return self._n + self._block * len(self._full)
-
-    def slot(self) -> tuple:
-        """(block, row index) of a new row, for the caller to fill (native rows_put)."""
-        if self._n == self._block:
-            self._full.append(self._a)
-            self._a = np.empty_like(self._a)
-            self._n = 0
-        self._n += 1
-        return self._a, self._n - 1
-
-    def take(self) -> np.ndarray:
-        out = np.concatenate(self._full + [self._a[:self._n]]) if self._full else \
-            self._a[:self._n].copy()
-        self._full = []
-        self._n = 0
-        return out
 
 # ---------------------------------------------------------------------------------------------
 # the monitor
@@ -296,14 +268,15 @@ class GradientMonitor:
         # their records, per step: the slots a forward or backward writes (the request slots and
         # the readers' count do not change), put back in place when read
         # (and, where the optimizer's pass gave the step statistics, their 6 columns per arena
-        # segment after the records): one row per recorded step (_Rows.slot, filled in step())
+        # segment after the records): one row per recorded step (MonitorRows.slot, or its
+        # record() for the common case, filled in step())
         self._rec_w = len(self._rec_layers) * (_REC_HI - _REC_LO)
-        self._rec_rows = _Rows(_HEAD + self._rec_w)
+        self._rec_rows = _monitor_rows(_HEAD + self._rec_w)
         self._rows_arena = _NO_ROWS  # the arena whose step statistics fit the rows (_new_rows)
         self._params: list[str] = []
-        # time spent in step() and in the hooks (for overhead reports); a skipped step that is not
-        # the one before a recorded step only counts itself and is not timed
-        self.seconds = 0.0
+        # time spent in step() and in the hooks (for overhead reports, see seconds); a skipped
+        # step that is not the one before a recorded step only counts itself and is not timed
+        self._seconds = 0.0
 
     def _setup_records(self, out_mod) -> None:
         """Give the CPU Dense layers their layer statistics records (see the module docstring):
@@ -537,6 +510,7 @@ class GradientMonitor:
         for h in self._handles:
             h.remove()
         self._detach_all_records()
+        self._rec_rows.disarm()
         for i in self._watching:
             m = self.layers[i]
             if m.time_signal_readers:
@@ -568,7 +542,7 @@ class GradientMonitor:
             self._pending_time[i] = m.last_time_signal or []
         if j is not None and args:
             self._pending_stats[j] = self._stat_item(m, args[0], y)
-        self.seconds += time.perf_counter() - t0
+        self._seconds += time.perf_counter() - t0
 
     def _signal_hook(self, i: int, g) -> None:
         # Keep the gradient (backward never writes into an incoming gradient: sums are out of
@@ -666,13 +640,56 @@ class GradientMonitor:
             self._prev_params = (arena, arena.be.copy(arena.params))
         self._prev_for = self._n  # the step about to run (step() has counted this one)
 
+    @property
+    def seconds(self) -> float:
+        """Seconds this monitor spent in step() and its hooks so far (the native part of a
+        recorded step that MonitorRows.record takes whole: its own clock)."""
+        rows = self.__dict__.get("_rec_rows")
+        return self._seconds + (rows.seconds if rows is not None else 0.0)
+
+    @seconds.setter
+    def seconds(self, v: float) -> None:
+        rows = self.__dict__.get("_rec_rows")
+        self._seconds = float(v) - (rows.seconds if rows is not None else 0.0)
+
+    @property
+    def _stats_serial(self) -> int:
+        """The serial of the arena step statistics last taken into the history (the rows keep
+        it: their native record() takes them too)."""
+        return self._rec_rows.last_serial
+
+    @_stats_serial.setter
+    def _stats_serial(self, v: int) -> None:
+        rows = self.__dict__.get("_rec_rows")
+        if rows is not None:
+            rows.last_serial = v
+
+    def _flush_at(self) -> int:
+        """The raw-record count at which step() turns them into history (-1: at reads only)."""
+        return -1 if self.max_records is None else max(8, self.max_records // 4)
+
     def step(self, loss=None) -> bool:
         """Record this step if it is one of every ``every``; returns True when it recorded."""
         n = self._n
         self._n = n + 1
         every = self.every
-        if n % every and (n + 1) % every:
-            return False  # neither recorded nor the one before: nothing to do (nor to time)
+        if n % every:
+            if (n + 1) % every:
+                return False  # neither recorded nor the one before: nothing to do (nor to time)
+        else:
+            # The common recorded step in one native call, no Python work (armed by the first
+            # such step taken below; it declines, writing nothing, when anything changed: the
+            # model's layout, no optimizer step since this step's backward, another loss)
+            r = self._rec_rows.record(n, loss, _EPOCH[0], _backwards[0])
+            if r:
+                if every != 1:
+                    self._attach_records(False)
+                    self._want_step_stats(False)
+                if r == 2:
+                    self._flush()
+                if self.warn or self._tb is not None:
+                    self._after_record()
+                return True
         t0 = time.perf_counter()
         arena = self.model.arena
         if arena is not self._stats_arena:
@@ -684,7 +701,7 @@ class GradientMonitor:
                     if not self._fused_last:  # else the optimizer's pass gives the update norm
                         self._snapshot(arena)
                     self._want_step_stats(True)
-            self.seconds += time.perf_counter() - t0
+            self._seconds += time.perf_counter() - t0
             return False
         # The layer records: one copy of all rows (their forward/backward counts say, when read,
         # which of them this step filled: _flush compares each row's counts with the previous).
@@ -709,9 +726,14 @@ class GradientMonitor:
             if every != 1:
                 self._attach_records(False)
                 self._want_step_stats(False)
-            if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
+            if not (self._wrapped or self._rec_closed) and (self._rec_fast or not self._rec_w):
+                # the next such steps: MonitorRows.record (above), while this layout lasts
+                self._rec_rows.arm(self._recs if self._rec_w else None, _REC_LO, _REC_HI,
+                                   arena.step_stats, arena.step_stats_stamp, _EPOCH[0],
+                                   self._raw, _IN_ROW, self._flush_at())
+            if 0 <= self._flush_at() <= len(self._raw):
                 self._flush()
-            self.seconds += time.perf_counter() - t0
+            self._seconds += time.perf_counter() - t0
             if self.warn or self._tb is not None:
                 self._after_record()
             return True
@@ -726,7 +748,7 @@ class GradientMonitor:
             self._raw.append((n, None, (_RING, arena), fresh) + _NO_HOOKS)
             self._pending_signal = [None] * L
             self._pending_stats = [None] * L
-            self.seconds += time.perf_counter() - t0
+            self._seconds += time.perf_counter() - t0
             self._after_record()
             return True
         lossv = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
@@ -773,19 +795,23 @@ class GradientMonitor:
             self._pending_time = {}
         else:
             self._raw.append((n, lossv, norms, fresh) + _NO_HOOKS)
-        if self.max_records is not None and len(self._raw) >= max(8, self.max_records // 4):
+        if 0 <= self._flush_at() <= len(self._raw):
             self._flush()  # keeps the raw list short and applies the cap
-        self.seconds += time.perf_counter() - t0
+        self._seconds += time.perf_counter() - t0
         self._after_record()
         return True
 
     def _new_rows(self, arena) -> None:
         """Rows for the steps over this arena (the first, or the model was laid out anew: more
         segments, wider rows): the rows kept so far are turned into history first."""
-        if len(self._rec_rows):
+        old = self._rec_rows
+        if len(old):
             self._flush()
         nseg = len(arena.segments) if arena is not None and arena.be.HOST_MEMORY else 0
-        self._rec_rows = _Rows(_HEAD + self._rec_w + 6 * nseg)
+        self._rec_rows = _monitor_rows(_HEAD + self._rec_w + 6 * nseg)
+        self._rec_rows.last_serial = old.last_serial
+        self._seconds += old.seconds
+        old.disarm()
         self._rows_arena = arena
         if arena is not None:
             self._seg_layers(arena)  # the parameter names of the history (self._params)
@@ -817,7 +843,8 @@ class GradientMonitor:
 
     def _flush(self) -> dict:
         """Turn the raw records of the steps since the last read into the history lists."""
-        raw, self._raw = self._raw, []
+        raw = self._raw[:]  # (the same list object stays: MonitorRows.record appends to it)
+        self._raw.clear()
         kept = self._rec_rows.take()
         L_rec = len(self._rec_layers)
         recs_all = np.zeros((len(kept), L_rec, _LS.SIZE))
@@ -975,6 +1002,15 @@ def _l2_norms(arrays: list) -> np.ndarray:
     from ..backend import get_backend
     _l2_norms = get_backend("cpu").l2_norms
     return _l2_norms(arrays)
+
+
+def _monitor_rows(width: int):
+    """deepgrad.backend.cpu.MonitorRows (native history rows of `width` columns), bound on
+    first use."""
+    global _monitor_rows
+    from ..backend import get_backend
+    _monitor_rows = get_backend("cpu").MonitorRows
+    return _monitor_rows(width)
 
 
 def _monitor_put(dst, i, step, loss, recs, lo, hi, stats):

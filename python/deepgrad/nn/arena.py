@@ -98,11 +98,11 @@ class Arena:
         # native steps over this arena also fill step_stats (S, 8) per segment, from the same
         # pass that updates the parameters: ||grad|| (NaN when non-finite), L-inf of the finite
         # gradient values, non-finite count, index of the first non-finite value (-1: none),
-        # ||param|| after the step, ||update||, 1 (filled), 0. step_stats_serial counts the steps
-        # that filled every row; step_stats_backward is autograd.backward_calls() at that step.
+        # ||param|| after the step, ||update||, 1 (filled), 0. step_stats_stamp (int64, read
+        # natively by the monitor's rows) holds [step_stats_serial, step_stats_backward]: the
+        # count of steps that filled every row, and autograd.backward_calls() at the last one.
         self.step_stats = None
-        self.step_stats_serial = 0
-        self.step_stats_backward = -1
+        self.step_stats_stamp = np.array([0, -1], dtype=np.int64)
         self.step_stats_readers = 0
         old = set()
         for i, ((_, p), s) in enumerate(zip(named_params, segs)):
@@ -128,6 +128,16 @@ class Arena:
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    @property
+    def step_stats_serial(self) -> int:
+        """How many optimizer steps filled step_stats (every row) so far."""
+        return int(self.step_stats_stamp[0])
+
+    @property
+    def step_stats_backward(self) -> int:
+        """autograd.backward_calls() at the last optimizer step that filled step_stats."""
+        return int(self.step_stats_stamp[1])
 
     def request_step_stats(self, on: bool = True) -> bool:
         """Ask the optimizer steps over this arena to fill ``step_stats`` (on) or stop asking

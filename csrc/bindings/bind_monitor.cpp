@@ -1,0 +1,264 @@
+// The GradientMonitor's history rows (python/deepgrad/monitor/capture_deepgrad.py): one float64
+// row per recorded step, [step, loss (NaN: none), 1 when a loss was given, the layer records'
+// step slots, the optimizer's step statistics], kept in preallocated blocks; and the monitor's
+// common recorded step (host arena, step statistics from the optimizer's own pass, records all
+// in one matrix) in ONE native call with no Python work: after a training step's GEMMs every
+// Python bytecode and pybind argument conversion runs cold, and that step() spent ~7 us of a
+// 0.32 ms step in them (benchmarks/RESULTS.md, issue 13).
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "bindings/check.h"
+#include "bindings/registry.h"
+
+namespace dg::bind {
+namespace {
+
+// The value of a loss the fast path can read without calling into Python code: None, a Python
+// number, a one-element float32/float64 numpy array, or an object whose `data` is one (a host
+// Tensor). false: anything else (the caller takes the general path).
+bool plain_loss(py::handle loss, double* v, double* given) {
+  *v = std::numeric_limits<double>::quiet_NaN();
+  *given = 0.0;
+  if (loss.is_none()) return true;
+  *given = 1.0;
+  if (PyFloat_Check(loss.ptr())) {
+    *v = PyFloat_AS_DOUBLE(loss.ptr());
+    return true;
+  }
+  py::object arr = py::reinterpret_borrow<py::object>(loss);
+  if (!py::isinstance<py::array>(arr)) {
+    if (PyLong_Check(loss.ptr())) {
+      *v = PyLong_AsDouble(loss.ptr());
+      if (*v == -1.0 && PyErr_Occurred()) {  // beyond a double: the general path says so
+        PyErr_Clear();
+        return false;
+      }
+      return true;
+    }
+    if (!PyObject_HasAttrString(loss.ptr(), "data")) return false;
+    PyObject* d = PyObject_GetAttrString(loss.ptr(), "data");
+    if (d == nullptr) {
+      PyErr_Clear();
+      return false;
+    }
+    arr = py::reinterpret_steal<py::object>(d);
+    if (!py::isinstance<py::array>(arr)) return false;
+  }
+  py::array a = py::reinterpret_borrow<py::array>(arr);
+  if (a.size() != 1) return false;
+  if (is_f64(a)) *v = *static_cast<const double*>(a.data());
+  else if (is_f32(a)) *v = double(*static_cast<const float*>(a.data()));
+  else return false;
+  return true;
+}
+
+py::array c_array(py::handle o, const char* fn, const char* name, bool f64, int ndim) {
+  if (!py::isinstance<py::array>(o))
+    fail_type(fn, std::string(name) + " must be a numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(o);
+  const bool dt = f64 ? is_f64(a) : a.dtype().is(py::dtype::of<std::int64_t>());
+  if (!dt || a.ndim() != ndim || !(a.flags() & py::array::c_style))
+    fail_type(fn, std::string(name) + " must be a C-contiguous " + std::to_string(ndim) + "-D " +
+                      (f64 ? "float64" : "int64") + " array, got " + dtype_str(a) + " " +
+                      shape_str(a));
+  return a;
+}
+
+class MonitorRows {
+ public:
+  MonitorRows(index_t width, index_t block_bytes) : width_(width) {
+    const char* fn = "MonitorRows";
+    if (width < 3) fail_value(fn, "a row needs at least 3 columns, got " + std::to_string(width));
+    if (block_bytes < 1) fail_value(fn, "block_bytes must be positive");
+    block_ = std::max<index_t>(8, block_bytes / std::max<index_t>(8, 8 * width));
+    cur_ = fresh_block();
+  }
+
+  index_t size() const { return n_ + block_ * static_cast<index_t>(full_.size()); }
+  index_t width() const { return width_; }
+
+  // (block, row index) of a new row, for the caller to fill.
+  py::tuple slot() {
+    next_row();
+    return py::make_tuple(cur_, n_ - 1);
+  }
+
+  // All rows so far as one (rows, width) array; starts again.
+  py::array take() {
+    py::array_t<double> out({size(), width_});
+    double* o = out.mutable_data();
+    const std::size_t blk = static_cast<std::size_t>(block_ * width_);
+    for (const py::array_t<double>& b : full_) {
+      std::memcpy(o, b.data(), blk * sizeof(double));
+      o += blk;
+    }
+    std::memcpy(o, cur_.data(), static_cast<std::size_t>(n_ * width_) * sizeof(double));
+    full_.clear();
+    n_ = 0;
+    return std::move(out);
+  }
+
+  // Arms record(): recs (R, C) float64 whose columns [lo, hi) a step writes (None: no records),
+  // stats (S, >=6) float64 and stamp int64 (2,) [serial, backward count] of the arena whose step
+  // statistics fill the rows, valid while the layout epoch stays `epoch`; record() appends
+  // `marker` to `raw` for each step it records and asks for a flush once raw holds flush_at
+  // (-1: never).
+  void arm(py::handle recs, index_t lo, index_t hi, py::handle stats, py::handle stamp,
+           std::int64_t epoch, py::list raw, py::object marker, index_t flush_at) {
+    const char* fn = "MonitorRows.arm";
+    disarm();
+    index_t cols = 3;
+    if (!recs.is_none()) {
+      py::array r = c_array(recs, fn, "recs", true, 2);
+      if (lo < 0 || hi < lo || hi > r.shape(1))
+        fail_value(fn, "columns [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                           ") do not fit recs " + shape_str(r));
+      recs_ = r;
+      recs_p_ = static_cast<const double*>(r.data());
+      rec_rows_ = r.shape(0);
+      rec_cols_ = r.shape(1);
+      lo_ = lo;
+      hi_ = hi;
+      cols += rec_rows_ * (hi - lo);
+    }
+    py::array s = c_array(stats, fn, "stats", true, 2);
+    if (s.shape(1) < 6) fail_value(fn, "stats must have at least 6 columns, got " + shape_str(s));
+    py::array st = c_array(stamp, fn, "stamp", false, 1);
+    if (st.shape(0) != 2) fail_value(fn, "stamp must hold 2 values, got " + shape_str(st));
+    cols += s.shape(0) * 6;
+    if (cols != width_)
+      fail_value(fn, "the records and statistics fill " + std::to_string(cols) +
+                         " columns but a row has " + std::to_string(width_));
+    stats_ = s;
+    stats_p_ = static_cast<const double*>(s.data());
+    nseg_ = s.shape(0);
+    stats_cols_ = s.shape(1);
+    stamp_ = st;
+    stamp_p_ = static_cast<const std::int64_t*>(st.data());
+    epoch_ = epoch;
+    raw_ = std::move(raw);
+    marker_ = std::move(marker);
+    flush_at_ = flush_at;
+    armed_ = true;
+  }
+
+  void disarm() {
+    armed_ = false;
+    recs_ = py::object();
+    stats_ = py::object();
+    stamp_ = py::object();
+    raw_ = py::object();
+    marker_ = py::object();
+    rec_rows_ = 0;
+  }
+
+  bool armed() const { return armed_; }
+
+  // The recorded step `step` when the armed case holds: the layout epoch unchanged, the arena's
+  // step statistics filled by an optimizer step after this step's backward (`backwards`: the
+  // backward count now) and not yet taken, a loss plain_loss() reads. Returns 0 (not this case:
+  // nothing written), 1 (recorded) or 2 (recorded, raw is due for a flush).
+  int record(index_t step, py::handle loss, std::int64_t epoch, std::int64_t backwards) {
+    if (!armed_ || epoch != epoch_) return 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::int64_t* st = stamp_p_;
+    if (st[0] == last_serial_ || st[1] != backwards) return 0;
+    double lv, given;
+    if (!plain_loss(loss, &lv, &given)) return 0;
+    double* row = next_row();
+    row[0] = double(step);
+    row[1] = lv;
+    row[2] = given;
+    double* d = row + 3;
+    if (rec_rows_) {
+      const double* r = recs_p_;
+      const index_t w = hi_ - lo_;
+      for (index_t i = 0; i < rec_rows_; ++i, d += w)
+        std::memcpy(d, r + i * rec_cols_ + lo_, static_cast<std::size_t>(w) * sizeof(double));
+    }
+    for (index_t i = 0; i < nseg_; ++i, d += 6)
+      std::memcpy(d, stats_p_ + i * stats_cols_, 6 * sizeof(double));
+    last_serial_ = st[0];
+    if (PyList_Append(raw_.ptr(), marker_.ptr()) != 0) throw py::error_already_set();
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return flush_at_ >= 0 && PyList_GET_SIZE(raw_.ptr()) >= flush_at_ ? 2 : 1;
+  }
+
+  std::int64_t last_serial_ = -1;  // the arena's step-statistics serial last taken
+  double seconds_ = 0.0;           // time spent in record()'s recorded steps
+
+ private:
+  // A new block, its pages touched now, together: on a VM a first touch of fresh memory costs
+  // ~2 us a 4 KB page (the host maps it), and one such fault inside a training step costs ~2x
+  // that again in the cold caches around it; a block faulted at once costs only the first.
+  py::array_t<double> fresh_block() {
+    py::array_t<double> b({block_, width_});
+    std::memset(b.mutable_data(), 0, static_cast<std::size_t>(block_ * width_) * sizeof(double));
+    return b;
+  }
+
+  double* next_row() {
+    if (n_ == block_) {
+      full_.push_back(cur_);
+      cur_ = fresh_block();
+      n_ = 0;
+    }
+    return cur_.mutable_data() + (n_++) * width_;
+  }
+
+  index_t width_, block_ = 8, n_ = 0;
+  py::array_t<double> cur_;
+  std::vector<py::array_t<double>> full_;
+  bool armed_ = false;
+  // the armed arrays (held: their data stay valid) and their data pointers and shapes
+  py::object recs_, stats_, stamp_;
+  const double* recs_p_ = nullptr;
+  const double* stats_p_ = nullptr;
+  const std::int64_t* stamp_p_ = nullptr;
+  index_t rec_rows_ = 0, rec_cols_ = 0, lo_ = 0, hi_ = 0, nseg_ = 0, stats_cols_ = 0;
+  std::int64_t epoch_ = -1;
+  py::object raw_, marker_;
+  index_t flush_at_ = -1;
+};
+
+void bind_monitor(py::module_& m) {
+  py::class_<MonitorRows>(m, "MonitorRows",
+                          "The GradientMonitor's history rows: one float64 row of `width` "
+                          "columns per recorded step, in preallocated blocks of about "
+                          "`block_bytes`, and its common recorded step in one call (record).")
+      .def(py::init<index_t, index_t>(), py::arg("width"), py::arg("block_bytes") = 1 << 19)
+      .def("__len__", &MonitorRows::size)
+      .def_property_readonly("width", &MonitorRows::width)
+      .def("slot", &MonitorRows::slot, "(block, row index) of a new row for the caller to fill.")
+      .def("take", &MonitorRows::take, "All rows so far as one (rows, width) array; starts again.")
+      .def("arm", &MonitorRows::arm, py::arg("recs"), py::arg("lo"), py::arg("hi"),
+           py::arg("stats"), py::arg("stamp"), py::arg("epoch"), py::arg("raw"),
+           py::arg("marker"), py::arg("flush_at"),
+           "Arm record(): recs (R, C) float64 or None (columns [lo, hi) per step), the arena's "
+           "step statistics (S, >=6) float64 and its stamp int64 [serial, backward count], valid "
+           "while the layout epoch is `epoch`; each recorded step appends `marker` to the list "
+           "`raw`, and record() returns 2 once raw holds flush_at entries (-1: never).")
+      .def("disarm", &MonitorRows::disarm)
+      .def_property_readonly("armed", &MonitorRows::armed)
+      .def("record", &MonitorRows::record, py::arg("step"), py::arg("loss"), py::arg("epoch"),
+           py::arg("backwards"),
+           "Write the row of recorded step `step` when the armed case holds (same layout epoch, "
+           "step statistics filled after this step's backward and not yet taken, a loss that is "
+           "None, a number or a host tensor): 0 when it does not (nothing written), 1 recorded, "
+           "2 recorded and raw is due for a flush.")
+      .def_readwrite("last_serial", &MonitorRows::last_serial_,
+                     "The arena step-statistics serial last taken into a row (-1: none).")
+      .def_readonly("seconds", &MonitorRows::seconds_,
+                    "Seconds spent in record() on the steps it recorded.");
+}
+
+}  // namespace
+
+DG_REGISTER_BINDINGS(bind_monitor);
+
+}  // namespace dg::bind
