@@ -336,3 +336,54 @@ def test_matches_torch():
         np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", sorted(ACTS))
+@pytest.mark.parametrize("n,o", [(3, 5), (64, 64), (70, 33)])  # 15, 4096 and 2310 elements
+def test_backward_signal_of_the_record_changes_no_gradient_bit(act, dtype, n, o):
+    # A layer statistics record changes no bit of dx, dw or db (with z and y, or with only the
+    # one the activation needs), and its signal ||dy||^2 is the float64 sum.
+    rng = np.random.default_rng(11)
+    x, w, b = layer(rng, n, 7, o, dtype)
+    y, z = _C.dense_forward(x, w, b, act, ALPHA, True)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dw0, db0 = np.zeros_like(w), np.zeros_like(b)
+    dx0 = _C.dense_backward(dy, x, w, z, y, dw0, db0, act, ALPHA)
+    zz, yy = (z, None) if act in NEEDS_Z else (None, y)  # one of them: the other recomputed
+    for zi, yi in ((z, y), (zz, yy)):
+        rec = deepgrad.functional.layer_record(False)
+        dw, db = np.zeros_like(w), np.zeros_like(b)
+        dx = _C.dense_backward(dy, x, w, zi, yi, dw, db, act, ALPHA, True, rec)
+        dxr = _C.dense_backward(dy, x, w, zi, yi, np.zeros_like(w), np.zeros_like(b), act, ALPHA)
+        np.testing.assert_array_equal(dx, dxr)
+        if zi is z and yi is y:
+            np.testing.assert_array_equal(dx, dx0)
+            np.testing.assert_array_equal(dw, dw0)
+            np.testing.assert_array_equal(db, db0)
+        ref = (dy.astype(np.float64) ** 2).sum()
+        assert rec[deepgrad.functional.LayerStats.SIGNAL_SQ] == pytest.approx(
+            ref, rel=1e-6 if dtype == np.float32 else 1e-13, abs=0)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid", "gelu"])
+@pytest.mark.parametrize("scale", [1e-30, 1e-21, 1e21, 1e30])
+def test_backward_signal_over_the_float32_range_and_nonfinite(act, scale):
+    # the float32 squares of a vanishing (or exploding) dL/dy under- (over-) flow: the record's
+    # signal is still the float64 sum; a NaN or an Inf anywhere in dy (here in the last element,
+    # a tail) gives NaN
+    S = deepgrad.functional.LayerStats
+    rng = np.random.default_rng(5)
+    x, w, b = layer(rng, 70, 6, 33, np.float32)
+    y, z = _C.dense_forward(x, w, b, act, ALPHA, True)
+    dy = (rng.standard_normal(y.shape) * scale).astype(np.float32)
+    rec = deepgrad.functional.layer_record(False)
+    _C.dense_backward(dy, x, w, z, y, np.zeros_like(w), np.zeros_like(b), act, ALPHA, True, rec)
+    ref = (dy.astype(np.float64) ** 2).sum()
+    assert ref > 0 and rec[S.SIGNAL_SQ] == pytest.approx(ref, rel=1e-6, abs=0)
+    for bad in (np.nan, np.inf):
+        d2 = dy.copy()
+        d2[69, 32] = bad  # the last element: the tail chunk
+        _C.dense_backward(d2, x, w, z, y, np.zeros_like(w), np.zeros_like(b), act, ALPHA, True,
+                          rec)
+        assert math.isnan(rec[S.SIGNAL_SQ])
