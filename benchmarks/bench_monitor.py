@@ -14,6 +14,17 @@ epilogue and backward), what the optimizer adds (the arena's step statistics: gr
 weight and update norms taken in the Adam pass), and the rest (the monitor's ``step()``: one
 copy of the records and of the step statistics into the history arrays).
 
+The "one model" table times each monitor configuration against its own paused rounds: one
+model, optimizer and monitor per configuration, rounds of ``--steps`` steps taking turns between
+``monitor.paused()`` (the model runs as without a monitor: plain kernels, no statistics in the
+optimizer's pass, step() only counts) and the monitor recording. The step with and the step
+without monitoring then run on the same parameters, optimizer state and buffers in the same
+caches, as in a training run; the six-model table above also pays each model's return to the
+caches after the others ran (at width 256 six models of ~21 MB each evict each other from the
+last-level cache, and its medians scatter by +-5%). The first active step of a round pays the
+resume (records attached again, statistics asked for again) and the return of this model to the
+caches: each batch starts with one untimed step, and the two sides take turns going first.
+
 ``--torch`` adds the PyTorch section (when torch is installed): a torch MLP (depth 20, width 64,
 batch 64, tanh) and a torch LSTM (batch 32, 50 steps, 16 inputs, 128 units), each as the plain
 torch step, with only the hooks the monitor needs doing nothing ("hooks only": the floor torch's
@@ -138,7 +149,39 @@ def main():
     print(f"{'model':18s} {'total':>8s} {'records':>8s} {'step stats':>10s} {'step()':>8s}")
     for label, tot, rec, st, own in breakdown:
         print(f"{label:18s} {tot:8.1f} {rec:8.1f} {st:10.1f} {own:8.1f}")
+    same_model_section(args, clock)
     print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+def same_model_section(args, clock) -> None:
+    """Each monitor configuration against its own paused rounds on one model (module doc)."""
+    configs = [(n, kw) for n, kw in CONFIGS if kw is not None]
+    print(f"\none model: each configuration against its own paused rounds, medians of "
+          f"{args.rounds} rounds of {args.steps} steps, ms per step (overhead vs paused)")
+    print(f"{'model':18s} " + " ".join(f"{n + ' paused/on':>28s}" for n, _ in configs))
+    for width in (int(w) for w in args.widths.split(",")):
+        for act, init in (("tanh", "xavier"), ("relu", "he")):
+            runs = {n: make(kw, act, init, width, args.batch) for n, kw in configs}
+            times = {n: ([], []) for n, _ in configs}
+            for r in range(args.rounds):
+                for n, _ in configs:
+                    step, mon = runs[n]
+                    for on in ((False, True) if r % 2 == 0 else (True, False)):
+                        if not on:
+                            mon.pause()
+                        step()  # untimed: this model back in the caches (and the resume)
+                        t0 = clock()
+                        for _ in range(args.steps):
+                            step()
+                        times[n][on].append((clock() - t0) / args.steps)
+                        if not on:
+                            mon.resume()
+            cells = []
+            for n, _ in configs:
+                off, on = (statistics.median(v) for v in times[n])
+                cells.append(f"{1e3 * off:7.3f}/{1e3 * on:7.3f} ({100 * (on / off - 1):+5.1f}%)")
+            label = f"d20 w{width} b{args.batch} {act}"
+            print(f"{label:18s} " + " ".join(f"{c:>28s}" for c in cells))
 
 
 def torch_section(args) -> None:

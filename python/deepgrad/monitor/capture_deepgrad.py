@@ -38,6 +38,7 @@ same statistics, and ``close()`` removes only the closing monitor's hooks and re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -240,6 +241,7 @@ class GradientMonitor:
         for m in targets.values():
             self._wrap(m)
         self._watching = set(self._recurrent)
+        self._paused = False
         for i in self._recurrent:  # a count: each monitor watching the layer adds one
             m = self.layers[i]
             m.time_signal_readers = int(m.time_signal_readers) + 1
@@ -500,13 +502,65 @@ class GradientMonitor:
         mon = self
 
         def after(mod, args, out):
-            if mon._n % mon.every == 0:
+            if mon._n % mon.every == 0 and not mon._paused:
                 mon._on_forward(mod, args, out)
         self._handles.append(m.register_forward_hook(after))
         self._wrapped.append(m)
 
+    # -- pausing ---------------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop recording until resume(): the model runs as without a monitor (its layers the
+        plain kernels, no statistics in the optimizer's pass) and step() only counts the steps,
+        so the history keeps training-step numbers. For evaluation or a phase of training the
+        monitor should not see, and for measuring the monitor's cost on one model."""
+        if self._paused:
+            return
+        self._paused = True
+        self._quiet(True)
+
+    def resume(self) -> None:
+        """Record again from the next step that ``every`` selects."""
+        if not self._paused:
+            return
+        self._paused = False
+        self._quiet(False)
+
+    @contextlib.contextmanager
+    def paused(self):
+        """``with monitor.paused(): ...``: pause() for the block, resume() after it."""
+        self.pause()
+        try:
+            yield self
+        finally:
+            self.resume()
+
+    def _quiet(self, on: bool) -> None:
+        """pause() (on) / resume(): take the monitor's work out of the model's step, or put
+        back what the next step needs (what step() does on the step before a recorded one)."""
+        if self._rec_closed:
+            return
+        for i in self._watching:  # recurrent layers stop (restart) taking dL/dh_t norms
+            m = self.layers[i]
+            m.time_signal_readers = max(0, int(m.time_signal_readers) + (-1 if on else 1))
+        if on:
+            self._attach_records(False)
+            self._want_step_stats(False)
+            return
+        if self._n % self.every == 0:  # the next step is recorded
+            self._attach_records(True)
+            arena = self.model.arena
+            if arena is not self._stats_arena:
+                self._ask_step_stats(arena)
+            if arena is not None:
+                if not self._fused_last:
+                    self._snapshot(arena)
+                self._want_step_stats(True)
+
     def close(self) -> None:
         """Remove the monitor's hooks and records from the model (recorded history stays)."""
+        if self._paused:
+            self._paused = False
+            self._quiet(False)  # (the readers' counts back; close() takes them away)
         for h in self._handles:
             h.remove()
         self._detach_all_records()
@@ -674,8 +728,10 @@ class GradientMonitor:
         self._n = n + 1
         every = self.every
         if n % every:
-            if (n + 1) % every:
+            if (n + 1) % every or self._paused:
                 return False  # neither recorded nor the one before: nothing to do (nor to time)
+        elif self._paused:
+            return False
         else:
             # The common recorded step in one native call, no Python work (armed by the first
             # such step taken below; it declines, writing nothing, when anything changed: the

@@ -138,6 +138,7 @@ class TorchGradientMonitor(GradientMonitor):
                     self._hook_specs.append((m, self._on_activation))
         self._grad_enabled = torch.is_grad_enabled
         self._closed = False
+        self._paused = False
         self._attached = False
         self._slots = None
         self._attach()   # step 0 is recorded
@@ -196,6 +197,26 @@ class TorchGradientMonitor(GradientMonitor):
                 if d is not None:
                     d.pop(key, None)
         self._attached = False
+
+    def _quiet(self, on: bool) -> None:
+        """pause() (on): the hooks off; resume(): back on, with the parameters kept for the
+        update norm, when the next step is recorded (what step() does the step before)."""
+        if self._closed:
+            return
+        if on:
+            self._detach()
+        elif self._n % self.every == 0:
+            self._keep_for_update()
+            self._attach()
+
+    def _keep_for_update(self) -> None:
+        """Keep the parameters for the next recorded step's update norm."""
+        params = self._param_list
+        views = self._host_views(params)
+        if views is not None:
+            self._cpu_param_norms(views, diff=False, snapshot=True)
+        else:
+            self._prev = [p.detach().clone() for p in params]
 
     def _make_layer_hook(self, i: int):
         keep = self._keeps[i]
@@ -278,14 +299,12 @@ class TorchGradientMonitor(GradientMonitor):
         t0 = time.perf_counter()
         n = self._n
         self._n += 1
+        if self._paused:
+            return False
         params = self._param_list
         if n % self.every != 0:
             if (n + 1) % self.every == 0:   # the next step is recorded: keep w for its update
-                views = self._host_views(params)
-                if views is not None:
-                    self._cpu_param_norms(views, diff=False, snapshot=True)
-                else:
-                    self._prev = [p.detach().clone() for p in params]
+                self._keep_for_update()
                 self._attach()              # and the hooks on for its forward and backward
             self.seconds += time.perf_counter() - t0
             return False
