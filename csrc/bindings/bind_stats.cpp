@@ -1,5 +1,6 @@
 // Checked entry point for the GradientMonitor's per-layer activation statistics
 // (csrc/cpu/act_stats.cpp).
+#include <algorithm>
 #include <limits>
 #include <string>
 
@@ -30,6 +31,24 @@ py::tuple record_sums(py::handle x_o, const std::string& isa, py::object center_
     fail_value(fn, "this build or CPU has no " + isa + " loop");
   if (counted) return py::make_tuple(s, q, count);
   return py::make_tuple(s, q);
+}
+
+// Test hook: (sum z, sum z^2, column maxima starting from -inf) of a 2-D float32 array through
+// one loop of the ReLU record's fused sums ('double' or 'avx512').
+py::tuple record_sums_colmax(py::handle z_o, const std::string& isa) {
+  const char* fn = "_record_sums_colmax";
+  py::array z = float_input(z_o, fn, "z");
+  if (!is_f32(z)) fail_type(fn, "z must be float32");
+  ndim_is(fn, z, "z", 2);
+  const int k = isa == "double" ? 0 : isa == "avx512" ? 2 : -1;
+  if (k < 0) fail_value(fn, "isa must be 'double' or 'avx512', got '" + isa + "'");
+  const index_t R = z.shape(0), C = z.shape(1);
+  py::array_t<float> cm(C);
+  std::fill(cm.mutable_data(), cm.mutable_data() + C, -std::numeric_limits<float>::infinity());
+  double s = 0, q = 0;
+  if (!cpu::add_sums_colmax_isa(k, &s, &q, cm.mutable_data(), cdata_of<float>(z), R, C))
+    fail_value(fn, "this build or CPU has no " + isa + " loop");
+  return py::make_tuple(s, q, cm);
 }
 
 // dst[i, at : at + r * (c1 - c0)] = src[:, c0:c1] (row by row): one step of the monitor's history,
@@ -328,6 +347,10 @@ void bind_stats(py::module_& m) {
         py::arg("loss"), py::arg("recs"), py::arg("lo"), py::arg("hi"), py::arg("stats"),
         "A GradientMonitor step in one call: dst[i] = [step, loss (NaN: None), loss given, "
         "recs[:, lo:hi] row by row (recs may be None), stats[:, :6] row by row (may be None)].");
+  m.def("_record_sums_colmax", &record_sums_colmax, py::arg("z"), py::arg("isa"),
+        "Test hook: (sum z, sum z^2, column maxima from -inf) of a 2-D float32 array through one "
+        "loop of the ReLU layer record's fused pass ('double' or 'avx512'); ValueError when this "
+        "build or CPU lacks it.");
   m.def("_record_sums", &record_sums, py::arg("x"), py::arg("isa"), py::arg("center") = py::none(),
         py::arg("bound") = py::none(),
         "Test hook: (sum x, sum x^2) of a float32 array through one loop of the layer record's "

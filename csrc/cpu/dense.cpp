@@ -78,6 +78,9 @@ struct FwdStats {
   int sat = 0;  // 0: none, 1: on y, 2: on z
   T center = 0, bound = 0;
   bool dead = false;
+  // the alive columns taken on z with its sums (some y > 0 exactly when some z > 0: ReLU, leaky
+  // ReLU with a slope >= 0, identity), not in a pass over y
+  bool alive_on_z = false;
   index_t out = 0;
   int parts = 0;
   // per part: s, q (sum z, sum z^2), saturated count, then per part and column the maximum of y:
@@ -88,7 +91,7 @@ struct FwdStats {
   index_t* saturated = nullptr;
   T* colmax = nullptr;
 
-  FwdStats(const double* rec, index_t out_, int parts_, Act act)
+  FwdStats(const double* rec, index_t out_, int parts_, Act act, T alpha)
       : sat(static_cast<int>(rec[layer_stats::kSatMode])), center(T(rec[layer_stats::kCenter])),
         bound(T(rec[layer_stats::kBound])), dead(rec[layer_stats::kDead] != 0), out(out_),
         parts(parts_) {
@@ -107,6 +110,8 @@ struct FwdStats {
       center = T(0);
       bound = T(b < 0 ? -1.0 : 2 * b < 1 ? 2 * std::atanh(2 * b) : inf);
     }
+    alive_on_z = dead && sat == 0 &&
+                 (act == Act::relu || act == Act::identity || (act == Act::leaky_relu && alpha >= 0));
     thread_local std::vector<double> buf;
     const size_t cols = dead ? (size_t(parts) * out * sizeof(T) + sizeof(double) - 1) / sizeof(double) : 0;
     const size_t need = 3 * size_t(parts) + cols;
@@ -121,12 +126,13 @@ struct FwdStats {
   // rows [i0, i1) of z (pre), before the activation
   void on_pre(const T* z, index_t rows, int part) {
     if (sat == 2) cpu::add_sums_count<T>(&s[part], &q[part], &saturated[part], z, rows * out, center, bound);
+    else if (alive_on_z) cpu::add_sums_colmax<T>(&s[part], &q[part], colmax + size_t(part) * out, z, rows, out);
     else cpu::add_sums<T>(&s[part], &q[part], z, rows * out);
   }
   // the same rows of y, after the activation
   void on_out(const T* y, index_t rows, int part) {
     if (sat == 1) saturated[part] += cpu::count_outside<T>(y, rows * out, center, bound);
-    if (dead) cpu::col_max<T>(colmax + size_t(part) * out, y, rows, out);
+    if (dead && !alive_on_z) cpu::col_max<T>(colmax + size_t(part) * out, y, rows, out);
   }
   void write(double* rec, index_t n) const {
     double ts = 0.0, tq = 0.0;
@@ -206,7 +212,7 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   const int nt = mid_fork_threads(n * in * out);
   if (nt > 1 && mid_fork_allowed()) {
     std::optional<FwdStats<T>> st;
-    if (want) st.emplace(stats, out, nt, act);
+    if (want) st.emplace(stats, out, nt, act, alpha);
     fork_team(nt, [&](int t, int nteam) {
       index_t r0, r1;
       split_units(n, nteam, t, GemmTile<T>::MR, &r0, &r1);
@@ -227,7 +233,7 @@ void dense_forward(T* y, T* z, const T* x, const T* w, const T* b, index_t n, in
   const index_t rb = epilogue_rows(out);
   const index_t nblocks = (n + rb - 1) / rb;
   std::optional<FwdStats<T>> st;
-  if (want) st.emplace(stats, out, static_cast<int>(nblocks), act);
+  if (want) st.emplace(stats, out, static_cast<int>(nblocks), act, alpha);
   parallel_for(nblocks, threads_for(n * out * (simple ? 1 : 8) / 16), [&](index_t k) {
     bias_act_rows(y, pre, b, k * rb, std::min(n, (k + 1) * rb), out, act, alpha, st ? &*st : nullptr,
                   static_cast<int>(k));

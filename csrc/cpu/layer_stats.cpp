@@ -140,6 +140,34 @@ bool add_sums_isa(int isa, double* s, double* q, index_t* count, const float* x,
 }
 
 template <class T>
+void add_sums_colmax(double* s, double* q, T* colmax, const T* z, index_t R, index_t C) {
+#ifdef DG_HAVE_AVX2_BUILD
+  if constexpr (std::is_same_v<T, float>) {
+    static const bool avx512 = cpu_has_avx2_fma() && cpu_has_avx512f();
+    if (avx512) return avx512::sums_colmax_f32(s, q, colmax, z, R, C);
+  }
+#endif
+  sums_impl<T, true>(s, q, z, R * C);
+  col_max_impl(colmax, z, R, C);
+}
+
+bool add_sums_colmax_isa(int isa, double* s, double* q, float* colmax, const float* z, index_t R,
+                         index_t C) {
+  if (isa == 0) {
+    sums_portable<float, true>(s, q, z, R * C);
+    col_max_impl(colmax, z, R, C);
+    return true;
+  }
+#ifdef DG_HAVE_AVX2_BUILD
+  if (isa == 2 && cpu_has_avx2_fma() && cpu_has_avx512f()) {
+    avx512::sums_colmax_f32(s, q, colmax, z, R, C);
+    return true;
+  }
+#endif
+  return false;
+}
+
+template <class T>
 index_t count_outside(const T* a, index_t n, T center, T bound) {
   return count_outside_impl(a, n, center, bound);
 }
@@ -162,6 +190,7 @@ double sumsq_or_nan(const T* x, index_t n) {
 #define DG_INST(T)                                                        \
   template void add_sums<T>(double*, double*, const T*, index_t);         \
   template void add_sums_count<T>(double*, double*, index_t*, const T*, index_t, T, T); \
+  template void add_sums_colmax<T>(double*, double*, T*, const T*, index_t, index_t); \
   template index_t count_outside<T>(const T*, index_t, T, T);              \
   template void col_max<T>(T*, const T*, index_t, index_t);               \
   template double sumsq_or_nan<T>(const T*, index_t);

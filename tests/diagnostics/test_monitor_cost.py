@@ -165,12 +165,78 @@ def test_record_sums_of_every_loop_over_the_whole_float32_range(isa, n, scale):
         assert np.isnan(s2) and np.isnan(q2)
 
 
+def _colmax_isas() -> list:
+    from deepgrad import _C
+    out = []
+    for isa in ("double", "avx512"):
+        try:
+            _C._record_sums_colmax(np.ones((1, 1), np.float32), isa)
+            out.append(isa)
+        except ValueError:
+            pass
+    return out
+
+
+@pytest.mark.parametrize("isa", _colmax_isas())
+@pytest.mark.parametrize("rows,cols", [(0, 5), (1, 1), (3, 15), (64, 64), (33, 65), (70, 200),
+                                       (5, 257), (100, 17)])
+@pytest.mark.parametrize("scale", [1.0, 1e-25, 1e30])
+def test_relu_record_pass_sums_and_column_maxima(isa, rows, cols, scale):
+    """The ReLU layer record's fused pass (sums of z and column maxima of z from the same loads)
+    equals float64 numpy and np.max for column tails, chunks of rows, tiny and huge values, and
+    a NaN (it never enters a maximum); column maxima start from what colmax held."""
+    from deepgrad import _C
+    rng = np.random.default_rng(rows * 1000 + cols)
+    z = (rng.normal(size=(rows, cols)) * scale).astype(np.float32)
+    if rows > 4:
+        z[:, 0] = -np.abs(z[:, 0])       # a dead column
+        z[2, min(2, cols - 1)] = np.nan
+        z[:, -1] = rng.normal(size=rows).astype(np.float32)  # ordinary values among tiny ones
+    s, q, cm = _C._record_sums_colmax(z, isa)
+    fin = np.nan_to_num(z.astype(np.float64), nan=0.0)
+    if np.isnan(z).any():
+        assert np.isnan(s) and np.isnan(q)
+    else:
+        assert abs(s - fin.sum()) <= 1e-5 * np.abs(fin).sum()
+        assert q == pytest.approx((fin ** 2).sum(), rel=1e-5, abs=0)
+    want = np.where(np.isnan(z), -np.inf, z).max(axis=0) if rows else np.full(cols, -np.inf)
+    np.testing.assert_array_equal(cm, want.astype(np.float32))
+
+
+@pytest.mark.parametrize("act,alpha", [("relu", 0.01), ("leaky_relu", 0.2), ("identity", 0.01),
+                                       ("leaky_relu", -0.5), ("elu", 1.0)])
+@pytest.mark.parametrize("n,c", [(64, 64), (7, 33), (300, 200)])
+def test_dense_record_alive_columns(act, alpha, n, c):
+    """The record's alive count (columns with some y > 0) equals numpy on y, whether the kernel
+    takes it on z with the sums (ReLU, leaky ReLU with a slope >= 0, identity) or on y."""
+    S = F.LayerStats
+    rng = np.random.default_rng(c)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    w = rng.normal(size=(5, c)).astype(np.float32)
+    b = rng.normal(size=c).astype(np.float32) - 1.5  # some columns never positive
+    b[: c // 4] = -100.0
+    rec = F.layer_record(True, 0, 0.0, 0.0, True)
+    y = F.dense(dg.tensor(x), dg.tensor(w, requires_grad=True), dg.tensor(b), act, alpha,
+                stats=rec)
+    yv = y.numpy()
+    z64 = x.astype(np.float64) @ w + b
+    assert rec[S.ALIVE] == np.count_nonzero((yv > 0).any(axis=0))
+    if alpha >= 0:  # (a negative slope makes every column with a negative z alive)
+        assert 0 < rec[S.ALIVE] < c
+    assert rec[S.SUM] == pytest.approx(z64.sum(), rel=1e-4, abs=1e-3 * np.abs(z64).sum() / z64.size)
+    assert rec[S.SUM_SQ] == pytest.approx((z64 ** 2).sum(), rel=1e-4)
+
+
 def test_record_sums_hook_checks_its_arguments():
     from deepgrad import _C
     with pytest.raises(TypeError, match="float32"):
         _C._record_sums(np.ones(3), "double")
     with pytest.raises(ValueError, match="isa must be"):
         _C._record_sums(np.ones(3, np.float32), "sse9")
+    with pytest.raises(ValueError, match="isa must be"):
+        _C._record_sums_colmax(np.ones((2, 3), np.float32), "avx2")
+    with pytest.raises(TypeError, match="float32"):
+        _C._record_sums_colmax(np.ones((2, 3)), "double")
 
 
 def test_dense_record_nan_empty_no_grad_and_bad_records():

@@ -33,4 +33,10 @@ void sums_f32(double* s, double* q, const float* x, index_t n);
 // (NaN never counts).
 void sums_count_f32(double* s, double* q, index_t* count, const float* x, index_t n,
                     float center, float bound);
+// z (rows, cols), row stride cols: *s += sum z, *q += sum z^2 (as sums_f32: float lanes over
+// chunks of at most 2048 elements, a chunk whose squares under- or overflowed summed again in
+// double) and colmax[j] = max(colmax[j], z[r, j]) (NaN never enters), from the same loads: the
+// ReLU layer's record (alive columns: some z > 0, the same as some y > 0) without a pass over y.
+void sums_colmax_f32(double* s, double* q, float* colmax, const float* z, index_t rows,
+                     index_t cols);
 }  // namespace dg::avx512

@@ -15,6 +15,7 @@
 namespace dg::avx512 {
 namespace {
 
+
 inline __m512d lo_pd(__m512 v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
 inline __m512d hi_pd(__m512 v) {
   return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
@@ -103,7 +104,94 @@ void sums_impl(double* s, double* q, index_t* count, const float* x, index_t n, 
   *q += tq;
 }
 
+// sums_colmax_f32 (stats_avx2.h): column blocks of 64 (4 vectors, the last one masked), the
+// maxima of a block in registers over all rows, the sums in 8 chains (4 vectors x row parity)
+// folded per chunk of kRows rows (<= 2048 elements).
+void sums_colmax_impl(double* s, double* q, float* colmax, const float* z, index_t rows,
+                      index_t cols) {
+  constexpr index_t kBlock = 64, kRows = 32;
+  double ts = 0, tq = 0;
+  __m512d S = _mm512_setzero_pd(), Q = S;
+  for (index_t j0 = 0; j0 < cols; j0 += kBlock) {
+    const index_t w = std::min(kBlock, cols - j0);
+    __mmask16 m[4];
+    for (int k = 0; k < 4; ++k) {
+      const index_t left = w - 16 * k;
+      m[k] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0)
+                                                         : __mmask16((1u << left) - 1u);
+    }
+    __m512 cm[4];
+    for (int k = 0; k < 4; ++k) cm[k] = _mm512_maskz_loadu_ps(m[k], colmax + j0 + 16 * k);
+    for (index_t r0 = 0; r0 < rows; r0 += kRows) {
+      const index_t r1 = std::min(rows, r0 + kRows);
+      __m512 sa[8], qa[8];
+      for (int k = 0; k < 8; ++k) sa[k] = qa[k] = _mm512_setzero_ps();
+      // two rows an iteration, each into its own 4 chains (registers: named, not indexed)
+      __m512 c0 = cm[0], c1 = cm[1], c2 = cm[2], c3 = cm[3];
+      __m512 s0 = sa[0], s1 = sa[1], s2 = sa[2], s3 = sa[3], s4 = sa[4], s5 = sa[5], s6 = sa[6],
+             s7 = sa[7];
+      __m512 q0 = qa[0], q1 = qa[1], q2 = qa[2], q3 = qa[3], q4 = qa[4], q5 = qa[5], q6 = qa[6],
+             q7 = qa[7];
+      const __mmask16 m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];
+#define DG_ROW_VEC(zr, k, S, Q, C, M)                 \
+  {                                                   \
+    const __m512 v = _mm512_maskz_loadu_ps(M, (zr) + 16 * (k)); \
+    S = _mm512_add_ps(S, v);                          \
+    Q = _mm512_fmadd_ps(v, v, Q);                     \
+    C = _mm512_mask_max_ps(C, M, v, C);               \
+  }
+      index_t r = r0;
+      for (; r + 2 <= r1; r += 2) {
+        const float* za = z + r * cols + j0;
+        const float* zb = za + cols;
+        DG_ROW_VEC(za, 0, s0, q0, c0, m0)
+        DG_ROW_VEC(za, 1, s1, q1, c1, m1)
+        DG_ROW_VEC(za, 2, s2, q2, c2, m2)
+        DG_ROW_VEC(za, 3, s3, q3, c3, m3)
+        DG_ROW_VEC(zb, 0, s4, q4, c0, m0)
+        DG_ROW_VEC(zb, 1, s5, q5, c1, m1)
+        DG_ROW_VEC(zb, 2, s6, q6, c2, m2)
+        DG_ROW_VEC(zb, 3, s7, q7, c3, m3)
+      }
+      if (r < r1) {
+        const float* za = z + r * cols + j0;
+        DG_ROW_VEC(za, 0, s0, q0, c0, m0)
+        DG_ROW_VEC(za, 1, s1, q1, c1, m1)
+        DG_ROW_VEC(za, 2, s2, q2, c2, m2)
+        DG_ROW_VEC(za, 3, s3, q3, c3, m3)
+      }
+#undef DG_ROW_VEC
+      cm[0] = c0, cm[1] = c1, cm[2] = c2, cm[3] = c3;
+      sa[0] = s0, sa[1] = s1, sa[2] = s2, sa[3] = s3, sa[4] = s4, sa[5] = s5, sa[6] = s6,
+      sa[7] = s7;
+      qa[0] = q0, qa[1] = q1, qa[2] = q2, qa[3] = q3, qa[4] = q4, qa[5] = q5, qa[6] = q6,
+      qa[7] = q7;
+      for (int wd = 4; wd >= 1; wd /= 2)
+        for (int k = 0; k < wd; ++k) {
+          sa[k] = _mm512_add_ps(sa[k], sa[k + wd]);
+          qa[k] = _mm512_add_ps(qa[k], qa[k + wd]);
+        }
+      const __m512d qd = _mm512_add_pd(lo_pd(qa[0]), hi_pd(qa[0]));
+      const double cq = _mm512_reduce_add_pd(qd);
+      if (std::isfinite(cq) && cq >= double(avx2::kSumSafeLow)) {
+        Q = _mm512_add_pd(Q, qd);
+        S = _mm512_add_pd(S, _mm512_add_pd(lo_pd(sa[0]), hi_pd(sa[0])));
+      } else {
+        for (index_t r = r0; r < r1; ++r) sums_double(ts, tq, z + r * cols + j0, 0, w);
+      }
+    }
+    for (int k = 0; k < 4; ++k) _mm512_mask_storeu_ps(colmax + j0 + 16 * k, m[k], cm[k]);
+  }
+  *s += ts + _mm512_reduce_add_pd(S);
+  *q += tq + _mm512_reduce_add_pd(Q);
+}
+
 }  // namespace
+
+void sums_colmax_f32(double* s, double* q, float* colmax, const float* z, index_t rows,
+                     index_t cols) {
+  sums_colmax_impl(s, q, colmax, z, rows, cols);
+}
 
 void sums_f32(double* s, double* q, const float* x, index_t n) {
   if (s) sums_impl<true, false>(s, q, nullptr, x, n, 0.0f, 0.0f);
