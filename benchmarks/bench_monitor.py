@@ -23,7 +23,9 @@ caches, as in a training run; the six-model table above also pays each model's r
 caches after the others ran (at width 256 six models of ~21 MB each evict each other from the
 last-level cache, and its medians scatter by +-5%). The first active step of a round pays the
 resume (records attached again, statistics asked for again) and the return of this model to the
-caches: each batch starts with one untimed step, and the two sides take turns going first.
+caches: each batch starts with one untimed step, and the two sides take turns going first. The
+configurations run one after the other (all rounds of one, then the next), so only one model is
+in the caches.
 
 ``--torch`` adds the PyTorch section (when torch is installed): a torch MLP (depth 20, width 64,
 batch 64, tanh) and a torch LSTM (batch 32, 50 steps, 16 inputs, 128 units), each as the plain
@@ -161,15 +163,14 @@ def same_model_section(args, clock) -> None:
     print(f"{'model':18s} " + " ".join(f"{n + ' paused/on':>28s}" for n, _ in configs))
     for width in (int(w) for w in args.widths.split(",")):
         for act, init in (("tanh", "xavier"), ("relu", "he")):
-            runs = {n: make(kw, act, init, width, args.batch) for n, kw in configs}
             times = {n: ([], []) for n, _ in configs}
-            for r in range(args.rounds):
-                for n, _ in configs:
-                    step, mon = runs[n]
+            for n, kw in configs:  # one configuration at a time: only its model in the caches
+                step, mon = make(kw, act, init, width, args.batch)
+                for r in range(args.rounds):
                     for on in ((False, True) if r % 2 == 0 else (True, False)):
                         if not on:
                             mon.pause()
-                        step()  # untimed: this model back in the caches (and the resume)
+                        step()  # untimed: the first step after a pause or a resume
                         t0 = clock()
                         for _ in range(args.steps):
                             step()
