@@ -5,11 +5,13 @@
 // in one matrix) in ONE native call with no Python work: after a training step's GEMMs every
 // Python bytecode and pybind argument conversion runs cold, and that step() spent ~7 us of a
 // 0.32 ms step in them (benchmarks/RESULTS.md, issue 13).
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/check.h"
@@ -147,7 +149,45 @@ class MonitorRows {
     armed_ = true;
   }
 
+  // With every > 1 the monitor hands its layer records to their layers (and asks the arena for
+  // step statistics) on the step before a recorded one and takes them away after it. Armed here
+  // (the records just taken away: `pairs` [(layer __dict__, record)], `arena`, the readers epoch
+  // of the monitors' shared records), switch_on() and record() do it natively from then on.
+  void arm_switch(py::list pairs, py::object arena, std::int64_t readers_epoch) {
+    disarm_switch();
+    for (py::handle t : pairs) {
+      py::tuple pr = py::reinterpret_borrow<py::tuple>(t);
+      if (pr.size() != 2 || !PyDict_Check(pr[0].ptr()))
+        fail_type("MonitorRows.arm_switch", "pairs must be (dict, record) tuples");
+      switch_.emplace_back(py::reinterpret_borrow<py::object>(pr[0]),
+                           py::reinterpret_borrow<py::object>(pr[1]));
+    }
+    switch_arena_ = std::move(arena);
+    readers_epoch_ = readers_epoch;
+    switch_armed_ = true;
+    switched_on_ = false;
+  }
+
+  void disarm_switch() {
+    switch_armed_ = false;
+    switch_.clear();
+    switch_arena_ = py::object();
+  }
+
+  // The step before a recorded one: records on, statistics asked for; false (nothing done)
+  // unless armed, off, and the layout and readers epochs are the armed ones.
+  bool switch_on(std::int64_t epoch, std::int64_t readers_epoch) {
+    if (!switch_armed_ || switched_on_ || !armed_ || epoch != epoch_ ||
+        readers_epoch != readers_epoch_)
+      return false;
+    const auto t0 = std::chrono::steady_clock::now();
+    set_switch(true);
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return true;
+  }
+
   void disarm() {
+    disarm_switch();
     armed_ = false;
     recs_ = py::object();
     stats_ = py::object();
@@ -163,7 +203,8 @@ class MonitorRows {
   // step statistics filled by an optimizer step after this step's backward (`backwards`: the
   // backward count now) and not yet taken, a loss plain_loss() reads. Returns 0 (not this case:
   // nothing written), 1 (recorded) or 2 (recorded, raw is due for a flush).
-  int record(index_t step, py::handle loss, std::int64_t epoch, std::int64_t backwards) {
+  int record(index_t step, py::handle loss, std::int64_t epoch, std::int64_t backwards,
+             std::int64_t readers_epoch) {
     if (!armed_ || epoch != epoch_) return 0;
     const auto t0 = std::chrono::steady_clock::now();
     const std::int64_t* st = stamp_p_;
@@ -185,8 +226,14 @@ class MonitorRows {
       std::memcpy(d, stats_p_ + i * stats_cols_, 6 * sizeof(double));
     last_serial_ = st[0];
     if (PyList_Append(raw_.ptr(), marker_.ptr()) != 0) throw py::error_already_set();
+    int out = 1;
+    if (flush_at_ >= 0 && PyList_GET_SIZE(raw_.ptr()) >= flush_at_) out |= 2;
+    if (switch_armed_ && switched_on_ && readers_epoch == readers_epoch_) {
+      set_switch(false);
+      out |= 4;
+    }
     seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return flush_at_ >= 0 && PyList_GET_SIZE(raw_.ptr()) >= flush_at_ ? 2 : 1;
+    return out;
   }
 
   std::int64_t last_serial_ = -1;  // the arena's step-statistics serial last taken
@@ -200,6 +247,20 @@ class MonitorRows {
     py::array_t<double> b({block_, width_});
     std::memset(b.mutable_data(), 0, static_cast<std::size_t>(block_ * width_) * sizeof(double));
     return b;
+  }
+
+  // layer.__dict__["stats"] = record (on) or None, for each pair; the arena's step-statistics
+  // readers + 1 (on) or - 1 (not below 0), as Arena.request_step_stats
+  void set_switch(bool on) {
+    static PyObject* key = PyUnicode_InternFromString("stats");
+    for (auto& [d, rec] : switch_)
+      if (PyDict_SetItem(d.ptr(), key, on ? rec.ptr() : Py_None) != 0)
+        throw py::error_already_set();
+    if (!switch_arena_.is_none() && switch_arena_) {
+      const long r = py::cast<long>(switch_arena_.attr("step_stats_readers"));
+      switch_arena_.attr("step_stats_readers") = on ? r + 1 : std::max(0L, r - 1);
+    }
+    switched_on_ = on;
   }
 
   double* next_row() {
@@ -224,6 +285,11 @@ class MonitorRows {
   std::int64_t epoch_ = -1;
   py::object raw_, marker_;
   index_t flush_at_ = -1;
+  // the every > 1 switch (arm_switch)
+  std::vector<std::pair<py::object, py::object>> switch_;
+  py::object switch_arena_;
+  std::int64_t readers_epoch_ = -1;
+  bool switch_armed_ = false, switched_on_ = false;
 };
 
 void bind_monitor(py::module_& m) {
@@ -246,11 +312,21 @@ void bind_monitor(py::module_& m) {
       .def("disarm", &MonitorRows::disarm)
       .def_property_readonly("armed", &MonitorRows::armed)
       .def("record", &MonitorRows::record, py::arg("step"), py::arg("loss"), py::arg("epoch"),
-           py::arg("backwards"),
+           py::arg("backwards"), py::arg("readers_epoch"),
            "Write the row of recorded step `step` when the armed case holds (same layout epoch, "
            "step statistics filled after this step's backward and not yet taken, a loss that is "
-           "None, a number or a host tensor): 0 when it does not (nothing written), 1 recorded, "
-           "2 recorded and raw is due for a flush.")
+           "None, a number or a host tensor): 0 when it does not (nothing written), else 1 | 2 "
+           "when raw is due for a flush | 4 when the armed switch took the records away and "
+           "stopped asking for statistics (switch_on() had put them on).")
+      .def("arm_switch", &MonitorRows::arm_switch, py::arg("pairs"), py::arg("arena"),
+           py::arg("readers_epoch"),
+           "Arm switch_on() and record()'s switch off: pairs [(layer __dict__, record)] whose "
+           "'stats' they set, the arena whose step_stats_readers they count (None: none), valid "
+           "while the records' readers epoch is readers_epoch. The records must be off now.")
+      .def("disarm_switch", &MonitorRows::disarm_switch)
+      .def("switch_on", &MonitorRows::switch_on, py::arg("epoch"), py::arg("readers_epoch"),
+           "The step before a recorded one: the records on and one more statistics reader; "
+           "False (nothing done) unless armed (both), off, and the epochs are the armed ones.")
       .def_readwrite("last_serial", &MonitorRows::last_serial_,
                      "The arena step-statistics serial last taken into a row (-1: none).")
       .def_readonly("seconds", &MonitorRows::seconds_,

@@ -31,8 +31,12 @@ def _run(python_path: bool, every: int, max_records=None, steps: int = 23):
         loss.backward()
         opt.step()
         before = mon._rec_rows.seconds
-        mon.step(loss)
-        native += mon._rec_rows.seconds != before
+        recorded = mon.step(loss)
+        native += recorded and mon._rec_rows.seconds != before  # (its clock: native work)
+        if every > 1 and not python_path:  # the layers' records: on for the recorded steps only
+            on = (mon._n % every) == 0
+            assert [m.__dict__.get("stats") is not None for m in model] == [on] * 4
+            assert model.arena.step_stats_readers == int(on)
     return mon.to_dict(), native
 
 
@@ -80,31 +84,31 @@ def _armed(width_recs=2, nseg=3, flush_at=-1, block_bytes=1 << 19):
 def test_record_rows_and_refusals():
     rows, recs, stats, stamp, raw = _armed()
     stamp[0] = 1
-    assert rows.record(4, 2.5, 11, 7) == 1
+    assert rows.record(4, 2.5, 11, 7, 0) == 1
     row = rows.take()[0]
     assert row[0] == 4 and row[1] == 2.5 and row[2] == 1
     np.testing.assert_array_equal(row[3:21], recs[:, 5:14].ravel())
     np.testing.assert_array_equal(row[21:], stats[:, :6].ravel())
     assert raw == ["marker"] and rows.last_serial == 1
     # the same statistics again (no optimizer step since): declined, nothing written
-    assert rows.record(5, 2.5, 11, 7) == 0
+    assert rows.record(5, 2.5, 11, 7, 0) == 0
     stamp[0] = 2
-    assert rows.record(5, 2.5, 11, 8) == 0   # a backward ran after the optimizer step
-    assert rows.record(5, 2.5, 12, 7) == 0   # the layout changed
-    assert rows.record(5, "loss", 11, 7) == 0  # a loss it cannot read without Python
-    assert rows.record(5, np.zeros(2, np.float32), 11, 7) == 0
+    assert rows.record(5, 2.5, 11, 8, 0) == 0   # a backward ran after the optimizer step
+    assert rows.record(5, 2.5, 12, 7, 0) == 0   # the layout changed
+    assert rows.record(5, "loss", 11, 7, 0) == 0  # a loss it cannot read without Python
+    assert rows.record(5, np.zeros(2, np.float32), 11, 7, 0) == 0
     assert len(rows) == 0 and len(raw) == 1
     # None, an int, a float32 one-element array and an object with such .data are read
     for loss, want, given in ((None, float("nan"), 0), (3, 3.0, 1),
                               (np.array([0.25], np.float32), 0.25, 1),
                               (dg.tensor(np.float64(-1.5)), -1.5, 1)):
         stamp[0] += 1
-        assert rows.record(6, loss, 11, 7) == 1
+        assert rows.record(6, loss, 11, 7, 0) == 1
         r = rows.take()[0]
         assert (math.isnan(r[1]) if math.isnan(want) else r[1] == want) and r[2] == given
     rows.disarm()
     stamp[0] += 1
-    assert rows.record(7, 1.0, 11, 7) == 0 and not rows.armed
+    assert rows.record(7, 1.0, 11, 7, 0) == 0 and not rows.armed
 
 
 def test_rows_grow_over_blocks_and_ask_for_flushes():
@@ -113,8 +117,8 @@ def test_rows_grow_over_blocks_and_ask_for_flushes():
     for n in range(21):
         stamp[0] += 1
         recs[0, 5] = n
-        codes.append(rows.record(n, float(n), 11, 7))
-    assert codes == [1] * 4 + [2] * 17
+        codes.append(rows.record(n, float(n), 11, 7, 0))
+    assert codes == [1] * 4 + [1 | 2] * 17  # recorded, and from the 5th on a flush is due
     assert len(rows) == 21
     out = rows.take()
     assert out.shape == (21, rows.width)
@@ -142,3 +146,32 @@ def test_arm_checks_its_arrays():
     with pytest.raises(ValueError, match="at least 3 columns"):
         cpu.MonitorRows(2)
     assert not rows.armed
+
+
+def test_switch_puts_records_on_and_takes_them_away():
+    class Arena:
+        step_stats_readers = 0
+    rows, recs, stats, stamp, raw = _armed()
+    layers = [{"stats": None}, {"stats": None}]
+    arena = Arena()
+    own = [recs[0], recs[1]]  # the records (views kept: identity is checked)
+    rows.arm_switch(list(zip(layers, own)), arena, 5)
+    assert not rows.switch_on(11, 6)        # another readers epoch: declined
+    assert not rows.switch_on(12, 5)        # another layout epoch: declined
+    assert layers[0]["stats"] is None and arena.step_stats_readers == 0
+    assert rows.switch_on(11, 5)
+    assert layers[1]["stats"] is own[1] and arena.step_stats_readers == 1
+    assert not rows.switch_on(11, 5)        # already on
+    stamp[0] += 1
+    assert rows.record(3, 1.0, 11, 7, 5) == 1 | 4  # recorded, and switched off
+    assert layers[0]["stats"] is None and arena.step_stats_readers == 0
+    stamp[0] += 1
+    assert rows.record(4, 1.0, 11, 7, 5) == 1  # (off already: nothing to switch)
+    assert rows.switch_on(11, 5)
+    stamp[0] += 1
+    assert rows.record(5, 1.0, 11, 7, 6) == 1  # another readers epoch: not switched off here
+    assert layers[0]["stats"] is own[0] and arena.step_stats_readers == 1
+    rows.disarm_switch()
+    assert not rows.switch_on(11, 5)
+    with pytest.raises(TypeError, match="pairs"):
+        rows.arm_switch([(1, 2)], None, 0)

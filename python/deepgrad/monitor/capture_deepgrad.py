@@ -418,7 +418,19 @@ class GradientMonitor:
         if arena is not None and not self._rec_closed and (self.every == 1 or self._n == 0):
             self._stats_asked = arena.request_step_stats(True)
 
+    def _switch_off(self) -> None:
+        """After a recorded step of every > 1: the records away, no statistics asked for; and,
+        when the rows are armed, the native switch for the next cycles (MonitorRows.switch_on
+        on the step before a recorded one, record() taking them away after it)."""
+        self._attach_records(False)
+        self._want_step_stats(False)
+        rows = self._rec_rows
+        if rows.armed and not self._attached and not self._stats_asked \
+                and self._toggle_epoch == _READERS_EPOCH[0] and self._fused_last:
+            rows.arm_switch(self._toggle, self._stats_arena, _READERS_EPOCH[0])
+
     def _want_step_stats(self, on: bool) -> None:
+        self._rec_rows.disarm_switch()  # (the Python side switches: the native one re-arms)
         a = self._stats_arena
         if a is not None and on != self._stats_asked and not self._rec_closed:
             ok = a.request_step_stats(on)
@@ -427,6 +439,7 @@ class GradientMonitor:
     def _attach_records(self, on: bool) -> None:
         """Hand this monitor's own records to their layers (on) or take them away (skipped
         steps of every > 1 then run the plain kernels)."""
+        self._rec_rows.disarm_switch()  # (the Python side switches: the native one re-arms)
         if on != self._attached and not self._rec_closed:
             if self._toggle_epoch != _READERS_EPOCH[0]:
                 # a record another monitor also reads stays attached
@@ -446,6 +459,7 @@ class GradientMonitor:
         (The rows stay for the history of the steps recorded but not yet read.)"""
         if self._rec_closed:
             return
+        self._rec_rows.disarm_switch()
         if self._stats_arena is not None and self._stats_asked:
             self._stats_arena.request_step_stats(False)
             self._stats_asked = False
@@ -730,18 +744,23 @@ class GradientMonitor:
         if n % every:
             if (n + 1) % every or self._paused:
                 return False  # neither recorded nor the one before: nothing to do (nor to time)
+            if self._rec_rows.switch_on(_EPOCH[0], _READERS_EPOCH[0]):
+                # the step before a recorded one, natively: records on, statistics asked for
+                self._attached = self._stats_asked = True
+                return False
         elif self._paused:
             return False
         else:
             # The common recorded step in one native call, no Python work (armed by the first
             # such step taken below; it declines, writing nothing, when anything changed: the
             # model's layout, no optimizer step since this step's backward, another loss)
-            r = self._rec_rows.record(n, loss, _EPOCH[0], _backwards[0])
+            r = self._rec_rows.record(n, loss, _EPOCH[0], _backwards[0], _READERS_EPOCH[0])
             if r:
-                if every != 1:
-                    self._attach_records(False)
-                    self._want_step_stats(False)
-                if r == 2:
+                if r & 4:  # (every > 1) it also took the records away, as _switch_off
+                    self._attached = self._stats_asked = False
+                elif every != 1:
+                    self._switch_off()
+                if r & 2:
                     self._flush()
                 if self.warn or self._tb is not None:
                     self._after_record()
@@ -779,14 +798,13 @@ class GradientMonitor:
                          recs, _REC_LO, _REC_HI, arena.step_stats)
             self._raw.append(_IN_ROW)
             self._fused_last = True
-            if every != 1:
-                self._attach_records(False)
-                self._want_step_stats(False)
             if not (self._wrapped or self._rec_closed) and (self._rec_fast or not self._rec_w):
                 # the next such steps: MonitorRows.record (above), while this layout lasts
                 self._rec_rows.arm(self._recs if self._rec_w else None, _REC_LO, _REC_HI,
                                    arena.step_stats, arena.step_stats_stamp, _EPOCH[0],
                                    self._raw, _IN_ROW, self._flush_at())
+            if every != 1:
+                self._switch_off()
             if 0 <= self._flush_at() <= len(self._raw):
                 self._flush()
             self._seconds += time.perf_counter() - t0
