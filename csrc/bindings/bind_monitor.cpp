@@ -151,9 +151,10 @@ class MonitorRows {
 
   // With every > 1 the monitor hands its layer records to their layers (and asks the arena for
   // step statistics) on the step before a recorded one and takes them away after it. Armed here
-  // (the records just taken away: `pairs` [(layer __dict__, record)], `arena`, the readers epoch
-  // of the monitors' shared records), switch_on() and record() do it natively from then on.
-  void arm_switch(py::list pairs, py::object arena, std::int64_t readers_epoch) {
+  // (`pairs` [(layer __dict__, record)], `arena`, the readers epoch of the monitors' shared
+  // records; `on`: whether the records are on now), switch_on() and record() do it natively from
+  // then on.
+  void arm_switch(py::list pairs, py::object arena, std::int64_t readers_epoch, bool on) {
     disarm_switch();
     for (py::handle t : pairs) {
       py::tuple pr = py::reinterpret_borrow<py::tuple>(t);
@@ -165,7 +166,7 @@ class MonitorRows {
     switch_arena_ = std::move(arena);
     readers_epoch_ = readers_epoch;
     switch_armed_ = true;
-    switched_on_ = false;
+    switched_on_ = on;
   }
 
   void disarm_switch() {
@@ -319,10 +320,10 @@ void bind_monitor(py::module_& m) {
            "when raw is due for a flush | 4 when the armed switch took the records away and "
            "stopped asking for statistics (switch_on() had put them on).")
       .def("arm_switch", &MonitorRows::arm_switch, py::arg("pairs"), py::arg("arena"),
-           py::arg("readers_epoch"),
+           py::arg("readers_epoch"), py::arg("on") = false,
            "Arm switch_on() and record()'s switch off: pairs [(layer __dict__, record)] whose "
            "'stats' they set, the arena whose step_stats_readers they count (None: none), valid "
-           "while the records' readers epoch is readers_epoch. The records must be off now.")
+           "while the records' readers epoch is readers_epoch; `on`: whether they are on now.")
       .def("disarm_switch", &MonitorRows::disarm_switch)
       .def("switch_on", &MonitorRows::switch_on, py::arg("epoch"), py::arg("readers_epoch"),
            "The step before a recorded one: the records on and one more statistics reader; "

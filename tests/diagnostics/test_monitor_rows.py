@@ -173,5 +173,9 @@ def test_switch_puts_records_on_and_takes_them_away():
     assert layers[0]["stats"] is own[0] and arena.step_stats_readers == 1
     rows.disarm_switch()
     assert not rows.switch_on(11, 5)
+    rows.arm_switch(list(zip(layers, own)), arena, 5, True)  # armed with the records on
+    stamp[0] += 1
+    assert rows.record(6, 1.0, 11, 7, 5) == 1 | 4
+    assert layers[1]["stats"] is None and arena.step_stats_readers == 0
     with pytest.raises(TypeError, match="pairs"):
         rows.arm_switch([(1, 2)], None, 0)

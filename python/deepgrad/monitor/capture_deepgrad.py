@@ -424,10 +424,16 @@ class GradientMonitor:
         on the step before a recorded one, record() taking them away after it)."""
         self._attach_records(False)
         self._want_step_stats(False)
+        self._arm_switch()
+
+    def _arm_switch(self) -> None:
+        """Arm the rows' native switch for every > 1 when the records and the statistics request
+        are both on or both off and the rows are armed (see MonitorRows.arm_switch)."""
         rows = self._rec_rows
-        if rows.armed and not self._attached and not self._stats_asked \
-                and self._toggle_epoch == _READERS_EPOCH[0] and self._fused_last:
-            rows.arm_switch(self._toggle, self._stats_arena, _READERS_EPOCH[0])
+        on = self._attached
+        if self.every != 1 and rows.armed and on == self._stats_asked and self._fused_last \
+                and self._toggle_epoch == _READERS_EPOCH[0] and not self._rec_closed:
+            rows.arm_switch(self._toggle, self._stats_arena, _READERS_EPOCH[0], on)
 
     def _want_step_stats(self, on: bool) -> None:
         self._rec_rows.disarm_switch()  # (the Python side switches: the native one re-arms)
@@ -569,6 +575,7 @@ class GradientMonitor:
                 if not self._fused_last:
                     self._snapshot(arena)
                 self._want_step_stats(True)
+        self._arm_switch()
 
     def close(self) -> None:
         """Remove the monitor's hooks and records from the model (recorded history stays)."""
