@@ -179,3 +179,29 @@ def test_switch_puts_records_on_and_takes_them_away():
     assert layers[1]["stats"] is None and arena.step_stats_readers == 0
     with pytest.raises(TypeError, match="pairs"):
         rows.arm_switch([(1, 2)], None, 0)
+
+
+def test_a_step_without_an_optimizer_step_then_the_native_path_again():
+    # every=2: one recorded step comes without an optimizer step (the general path takes it,
+    # norms from its own pass); the next recorded steps go native again, switch included
+    dg.manual_seed(3)
+    model = nn.Sequential(nn.Dense(4, 8, "tanh"), nn.Dense(8, 3))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    mon = GradientMonitor(model, every=2)
+    rng = np.random.default_rng(1)
+    for n in range(14):
+        x = dg.tensor(rng.standard_normal((5, 4)).astype(np.float32))
+        loss = losses.cross_entropy(model(x), rng.integers(0, 3, 5))
+        opt.zero_grad()
+        loss.backward()
+        if n != 6:
+            opt.step()
+        mon.step(loss)
+        on = mon._n % 2 == 0
+        assert [m.__dict__.get("stats") is not None for m in model] == [on, on], n
+        assert model.arena.step_stats_readers == int(on), n
+    h = mon.to_dict()
+    assert h["steps"] == list(range(0, 14, 2))
+    assert h["update_norm"][3] is None or all(v == 0 for v in h["update_norm"][3])  # step 6
+    assert all(v > 0 for v in h["update_norm"][-1])
+    assert mon._rec_rows.armed

@@ -766,6 +766,7 @@ class GradientMonitor:
                 if r & 4:  # (every > 1) it also took the records away, as _switch_off
                     self._attached = self._stats_asked = False
                 elif every != 1:
+                    self._fused_last = True  # (the update norm came from the optimizer's pass)
                     self._switch_off()
                 if r & 2:
                     self._flush()
@@ -822,6 +823,8 @@ class GradientMonitor:
         fresh = None
         if self.every != 1:
             self._attach_records(False)
+            self._want_step_stats(False)  # (asked for on the step before: the optimizer's pass
+            # did not fill them this step, and the steps until the next one skip them)
         L = len(self.layers)
         if arena is not None and not arena.be.HOST_MEMORY:
             # a device arena: everything of this step goes into the device ring, no sync
