@@ -567,15 +567,20 @@ class GradientMonitor:
             self._want_step_stats(False)
             return
         if self._n % self.every == 0:  # the next step is recorded
-            self._attach_records(True)
             arena = self.model.arena
             if arena is not self._stats_arena:
                 self._ask_step_stats(arena)
-            if arena is not None:
-                if not self._fused_last:
-                    self._snapshot(arena)
-                self._want_step_stats(True)
+            self._ready_next(arena)
         self._arm_switch()
+
+    def _ready_next(self, arena) -> None:
+        """The next step is recorded: the records on, the step statistics asked for, and the
+        parameters kept for its update norm unless the optimizer's pass gives it."""
+        self._attach_records(True)
+        if arena is not None:
+            if not self._fused_last:
+                self._snapshot(arena)
+            self._want_step_stats(True)
 
     def close(self) -> None:
         """Remove the monitor's hooks and records from the model (recorded history stays)."""
@@ -779,11 +784,7 @@ class GradientMonitor:
             self._ask_step_stats(arena)
         if n % self.every != 0:
             if (n + 1) % self.every == 0:
-                self._attach_records(True)  # the next forward is recorded
-                if arena is not None:
-                    if not self._fused_last:  # else the optimizer's pass gives the update norm
-                        self._snapshot(arena)
-                    self._want_step_stats(True)
+                self._ready_next(arena)  # the next forward is recorded
             self._seconds += time.perf_counter() - t0
             return False
         # The layer records: one copy of all rows (their forward/backward counts say, when read,
