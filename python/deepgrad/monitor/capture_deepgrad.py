@@ -18,7 +18,9 @@ Cost (see benchmarks/RESULTS.md): a Dense layer (the hot path of an MLP) gets a 
 statistics record (``Dense.stats``, see deepgrad.functional.LayerStats): its fused forward kernel
 adds the pre-activation sums and the saturated/dead counts while it applies the activation, its
 backward kernel adds ||dL/dy||^2, so those layers cost no extra pass over the data and no Python per
-layer; ``step()`` copies the records of all layers in one numpy operation. Other layers
+layer; a recorded ``step()`` is one native call (MonitorRows.record: the records, the optimizer's
+step statistics and the loss into the step's history row), and with every > 1 the records go on
+and off natively too. ``pause()``/``resume()`` take the monitor out of the step entirely. Other layers
 (activation modules, RNNs, custom modules) are watched through their forward hooks and a tensor
 hook on their output. Parameter, gradient and update norms come from one native pass over the
 parameter arena. Steps skipped by ``every`` cost nothing in the layers (their records are
