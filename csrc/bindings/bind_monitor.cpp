@@ -2,7 +2,8 @@
 // row per recorded step, [step, loss (NaN: none), 1 when a loss was given, the layer records'
 // step slots, the optimizer's step statistics], kept in preallocated blocks; and the monitor's
 // common recorded step (host arena, step statistics from the optimizer's own pass, records all
-// in one matrix) in ONE native call with no Python work: after a training step's GEMMs every
+// in one matrix) in ONE native call with no Python work (and monitor_put / rows_put, the same
+// row written by the general path): after a training step's GEMMs every
 // Python bytecode and pybind argument conversion runs cold, and that step() spent ~7 us of a
 // 0.32 ms step in them (benchmarks/RESULTS.md, issue 13).
 #include <algorithm>
@@ -57,6 +58,63 @@ bool plain_loss(py::handle loss, double* v, double* given) {
   else if (is_f32(a)) *v = double(*static_cast<const float*>(a.data()));
   else return false;
   return true;
+}
+
+// dst[i, at : at + r * (c1 - c0)] = src[:, c0:c1] (row by row): one step of the monitor's history,
+// its layer records and the optimizer's step statistics, copied in one call each (numpy slicing
+// and assignment cost ~1 us a step). Returns the column after the copied values.
+index_t rows_put(py::handle dst_o, index_t i, py::handle src_o, index_t c0, index_t c1,
+                 index_t at) {
+  const char* fn = "rows_put";
+  if (!py::isinstance<py::array>(dst_o) || !py::isinstance<py::array>(src_o))
+    fail_type(fn, "dst and src must be numpy arrays");
+  py::array dst = py::reinterpret_borrow<py::array>(dst_o);
+  py::array src = py::reinterpret_borrow<py::array>(src_o);
+  if (!is_f64(dst) || !is_f64(src) || dst.ndim() != 2 || src.ndim() != 2)
+    fail_type(fn, "dst and src must be 2-D float64 arrays, got " + shape_str(dst) + " and " +
+                      shape_str(src));
+  if (!(dst.flags() & py::array::c_style) || !(src.flags() & py::array::c_style) ||
+      !dst.writeable())
+    fail_value(fn, "dst must be C-contiguous and writeable and src C-contiguous");
+  const index_t rows = src.shape(0), cols = src.shape(1), w = c1 - c0;
+  if (c0 < 0 || c1 > cols || w < 0 || i < 0 || i >= dst.shape(0) || at < 0 ||
+      at + rows * w > dst.shape(1))
+    fail_value(fn, "columns [" + std::to_string(c0) + ", " + std::to_string(c1) + ") of src " +
+                       shape_str(src) + " do not fit row " + std::to_string(i) + " of dst " +
+                       shape_str(dst) + " at column " + std::to_string(at));
+  const double* s = static_cast<const double*>(src.data());
+  double* d = static_cast<double*>(dst.mutable_data()) + i * dst.shape(1) + at;
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t c = 0; c < w; ++c) d[r * w + c] = s[r * cols + c0 + c];
+  return at + rows * w;
+}
+
+// A recorded step of the GradientMonitor in one call (its common case: host arena, step
+// statistics from the optimizer's pass): row i of dst gets [step, loss (NaN: none), 1 when a loss
+// was given, recs[:, lo:hi] row by row, stats[:, :6] row by row]. The loss is a Python number or a
+// one-element float array (a host tensor's data); anything else: float(loss.item()).
+void monitor_put(py::handle dst_o, index_t i, index_t step, py::handle loss, py::handle recs_o,
+                 index_t lo, index_t hi, py::handle stats_o) {
+  const char* fn = "monitor_put";
+  double lv, given;  // a loss plain_loss cannot read: float(loss.item())
+  if (!plain_loss(loss, &lv, &given))
+    lv = py::float_(py::hasattr(loss, "item") ? loss.attr("item")()
+                                              : py::reinterpret_borrow<py::object>(loss))
+             .cast<double>();
+  py::array dst = py::reinterpret_borrow<py::array>(dst_o);
+  if (!py::isinstance<py::array>(dst_o) || !is_f64(dst) || dst.ndim() != 2 ||
+      !(dst.flags() & py::array::c_style) || !dst.writeable() || i < 0 || i >= dst.shape(0) ||
+      dst.shape(1) < 3)
+    fail_value(fn, "dst must be a writeable C-contiguous 2-D float64 array with row " +
+                       std::to_string(i) + " and 3 head columns, got " +
+                       (py::isinstance<py::array>(dst_o) ? shape_str(dst) : std::string("?")));
+  double* row = static_cast<double*>(dst.mutable_data()) + i * dst.shape(1);
+  row[0] = double(step);
+  row[1] = lv;
+  row[2] = given;
+  index_t at = 3;
+  if (!recs_o.is_none()) at = rows_put(dst_o, i, recs_o, lo, hi, at);
+  if (!stats_o.is_none()) rows_put(dst_o, i, stats_o, 0, 6, at);
 }
 
 py::array c_array(py::handle o, const char* fn, const char* name, bool f64, int ndim) {
@@ -294,6 +352,14 @@ class MonitorRows {
 };
 
 void bind_monitor(py::module_& m) {
+  m.def("rows_put", &rows_put, py::arg("dst"), py::arg("i"), py::arg("src"), py::arg("c0"),
+        py::arg("c1"), py::arg("at"),
+        "dst[i, at : at + rows * (c1 - c0)] = src[:, c0:c1] (2-D float64, row by row); returns "
+        "the column after them. The monitor's per-step history append.");
+  m.def("monitor_put", &monitor_put, py::arg("dst"), py::arg("i"), py::arg("step"),
+        py::arg("loss"), py::arg("recs"), py::arg("lo"), py::arg("hi"), py::arg("stats"),
+        "A GradientMonitor step in one call: dst[i] = [step, loss (NaN: None), loss given, "
+        "recs[:, lo:hi] row by row (recs may be None), stats[:, :6] row by row (may be None)].");
   py::class_<MonitorRows>(m, "MonitorRows",
                           "The GradientMonitor's history rows: one float64 row of `width` "
                           "columns per recorded step, in preallocated blocks of about "

@@ -51,72 +51,6 @@ py::tuple record_sums_colmax(py::handle z_o, const std::string& isa) {
   return py::make_tuple(s, q, cm);
 }
 
-// dst[i, at : at + r * (c1 - c0)] = src[:, c0:c1] (row by row): one step of the monitor's history,
-// its layer records and the optimizer's step statistics, copied in one call each (numpy slicing
-// and assignment cost ~1 us a step). Returns the column after the copied values.
-index_t rows_put(py::handle dst_o, index_t i, py::handle src_o, index_t c0, index_t c1,
-                 index_t at) {
-  const char* fn = "rows_put";
-  if (!py::isinstance<py::array>(dst_o) || !py::isinstance<py::array>(src_o))
-    fail_type(fn, "dst and src must be numpy arrays");
-  py::array dst = py::reinterpret_borrow<py::array>(dst_o);
-  py::array src = py::reinterpret_borrow<py::array>(src_o);
-  if (!is_f64(dst) || !is_f64(src) || dst.ndim() != 2 || src.ndim() != 2)
-    fail_type(fn, "dst and src must be 2-D float64 arrays, got " + shape_str(dst) + " and " +
-                      shape_str(src));
-  if (!(dst.flags() & py::array::c_style) || !(src.flags() & py::array::c_style) ||
-      !dst.writeable())
-    fail_value(fn, "dst must be C-contiguous and writeable and src C-contiguous");
-  const index_t rows = src.shape(0), cols = src.shape(1), w = c1 - c0;
-  if (c0 < 0 || c1 > cols || w < 0 || i < 0 || i >= dst.shape(0) || at < 0 ||
-      at + rows * w > dst.shape(1))
-    fail_value(fn, "columns [" + std::to_string(c0) + ", " + std::to_string(c1) + ") of src " +
-                       shape_str(src) + " do not fit row " + std::to_string(i) + " of dst " +
-                       shape_str(dst) + " at column " + std::to_string(at));
-  const double* s = static_cast<const double*>(src.data());
-  double* d = static_cast<double*>(dst.mutable_data()) + i * dst.shape(1) + at;
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t c = 0; c < w; ++c) d[r * w + c] = s[r * cols + c0 + c];
-  return at + rows * w;
-}
-
-// A recorded step of the GradientMonitor in one call (its common case: host arena, step
-// statistics from the optimizer's pass): row i of dst gets [step, loss (NaN: none), 1 when a loss
-// was given, recs[:, lo:hi] row by row, stats[:, :6] row by row]. The loss is a Python number or a
-// one-element float array (a host tensor's data); anything else: float(loss.item()).
-void monitor_put(py::handle dst_o, index_t i, index_t step, py::handle loss, py::handle recs_o,
-                 index_t lo, index_t hi, py::handle stats_o) {
-  const char* fn = "monitor_put";
-  double lv = std::numeric_limits<double>::quiet_NaN(), given = 0.0;
-  if (!loss.is_none()) {
-    given = 1.0;
-    if (py::isinstance<py::array>(loss)) {
-      py::array a = py::reinterpret_borrow<py::array>(loss);
-      if (a.size() == 1 && is_f64(a)) lv = *static_cast<const double*>(a.data());
-      else if (a.size() == 1 && is_f32(a)) lv = double(*static_cast<const float*>(a.data()));
-      else lv = py::float_(loss.attr("item")()).cast<double>();
-    } else if (PyFloat_Check(loss.ptr()) || PyLong_Check(loss.ptr())) {
-      lv = py::float_(py::reinterpret_borrow<py::object>(loss)).cast<double>();
-    } else {
-      lv = py::float_(loss.attr("item")()).cast<double>();
-    }
-  }
-  py::array dst = py::reinterpret_borrow<py::array>(dst_o);
-  if (!py::isinstance<py::array>(dst_o) || !is_f64(dst) || dst.ndim() != 2 ||
-      !(dst.flags() & py::array::c_style) || !dst.writeable() || i < 0 || i >= dst.shape(0) ||
-      dst.shape(1) < 3)
-    fail_value(fn, "dst must be a writeable C-contiguous 2-D float64 array with row " +
-                       std::to_string(i) + " and 3 head columns, got " +
-                       (py::isinstance<py::array>(dst_o) ? shape_str(dst) : std::string("?")));
-  double* row = static_cast<double*>(dst.mutable_data()) + i * dst.shape(1);
-  row[0] = double(step);
-  row[1] = lv;
-  row[2] = given;
-  index_t at = 3;
-  if (!recs_o.is_none()) at = rows_put(dst_o, i, recs_o, lo, hi, at);
-  if (!stats_o.is_none()) rows_put(dst_o, i, stats_o, 0, 6, at);
-}
-
 py::tuple act_stats(py::handle z_o, py::handle y_o, int saturation, double center, double bound,
                     bool dead) {
   const char* fn = "act_stats";
@@ -339,14 +273,6 @@ void bind_stats(py::module_& m) {
         "prev[:] = params afterwards when snapshot. health=True adds a fifth item, float64 (S, 3): "
         "per segment the gradient's L-inf, NaN+Inf count and first non-finite index (-1), from "
         "the same pass.");
-  m.def("rows_put", &rows_put, py::arg("dst"), py::arg("i"), py::arg("src"), py::arg("c0"),
-        py::arg("c1"), py::arg("at"),
-        "dst[i, at : at + rows * (c1 - c0)] = src[:, c0:c1] (2-D float64, row by row); returns "
-        "the column after them. The monitor's per-step history append.");
-  m.def("monitor_put", &monitor_put, py::arg("dst"), py::arg("i"), py::arg("step"),
-        py::arg("loss"), py::arg("recs"), py::arg("lo"), py::arg("hi"), py::arg("stats"),
-        "A GradientMonitor step in one call: dst[i] = [step, loss (NaN: None), loss given, "
-        "recs[:, lo:hi] row by row (recs may be None), stats[:, :6] row by row (may be None)].");
   m.def("_record_sums_colmax", &record_sums_colmax, py::arg("z"), py::arg("isa"),
         "Test hook: (sum z, sum z^2, column maxima from -inf) of a 2-D float32 array through one "
         "loop of the ReLU layer record's fused pass ('double' or 'avx512'); ValueError when this "
