@@ -5,7 +5,8 @@
 Times, in the same process, the plain training step (forward, backward, Adam) and the same step
 with a monitor recording every step, every step without activation statistics, and every 10th
 step. The configurations take turns in each round (fair on a shared machine) and each reports
-the median of its rounds. "own us" is the monitor's own clock per recorded step
+the median of its rounds and, as its overhead, the median over the rounds of its batch's ratio
+to the plain batch of the same round. "own us" is the monitor's own clock per recorded step
 (``GradientMonitor.seconds``: ``step()`` and any hooks).
 
 The breakdown table splits the every=1 cost, in the same rounds, into what the kernels add
@@ -25,7 +26,9 @@ last-level cache, and its medians scatter by +-5%). The first active step of a r
 resume (records attached again, statistics asked for again) and the return of this model to the
 caches: each batch starts with one untimed step, and the two sides take turns going first. The
 configurations run one after the other (all rounds of one, then the next), so only one model is
-in the caches.
+in the caches. Its overhead is the median over the rounds of each round's ratio of its two batches
+(taken back to back, so a slow stretch of the shared machine moves both sides of a ratio);
+the two medians are printed beside it.
 
 ``--torch`` adds the PyTorch section (when torch is installed): a torch MLP (depth 20, width 64,
 batch 64, tanh) and a torch LSTM (batch 32, 50 steps, 16 inputs, 128 units), each as the plain
@@ -114,7 +117,7 @@ def main():
     print(f"deepgrad, {dg.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f} "
           f"at start; medians of {args.rounds} rounds of {args.steps} steps, ms per step "
           f"({'process CPU time' if clock is time.process_time else 'wall clock'}; overhead "
-          "vs plain)")
+          "vs plain: median of the rounds' ratios)")
     names = [n for n, _ in CONFIGS] + ["records", "step stats"]
     shown = [n for n, _ in CONFIGS]
     print(f"{'model':18s} " + " ".join(f"{n:>17s}" for n in shown) + f" {'own us':>8s}")
@@ -138,14 +141,18 @@ def main():
                         own.append((mon.seconds - s0) / args.steps)
             med = {n: statistics.median(v) for n, v in times.items()}
             base = med["plain"]
+            # the overhead: the median of the rounds' own ratios to that round's plain batch
+            ratio = {n: statistics.median(a / b for a, b in zip(times[n], times["plain"]))
+                     for n in names}
             cells = [f"{1e3 * base:8.3f}{'':9s}"] + [
-                f"{1e3 * med[n]:8.3f} ({100 * (med[n] / base - 1):+5.1f}%)" for n in shown[1:]]
+                f"{1e3 * med[n]:8.3f} ({100 * (ratio[n] - 1):+5.1f}%)" for n in shown[1:]]
             label = f"d20 w{width} b{args.batch} {act}"
             print(f"{label:18s} " + " ".join(f"{c:>17s}" for c in cells)
                   + f" {1e6 * statistics.median(own):8.1f}")
-            total = med["every=1"] - base
-            breakdown.append((label, 1e6 * total, 1e6 * (med["records"] - base),
-                              1e6 * (med["step stats"] - base), 1e6 * statistics.median(own)))
+            total = (ratio["every=1"] - 1) * base
+            breakdown.append((label, 1e6 * total, 1e6 * (ratio["records"] - 1) * base,
+                              1e6 * (ratio["step stats"] - 1) * base,
+                              1e6 * statistics.median(own)))
     print("\nevery=1 cost per step, us (records: the layer statistics in the dense kernels; step "
           "stats: the norms in the Adam pass; step(): the monitor's own clock)")
     print(f"{'model':18s} {'total':>8s} {'records':>8s} {'step stats':>10s} {'step()':>8s}")
@@ -159,7 +166,8 @@ def same_model_section(args, clock) -> None:
     """Each monitor configuration against its own paused rounds on one model (module doc)."""
     configs = [(n, kw) for n, kw in CONFIGS if kw is not None]
     print(f"\none model: each configuration against its own paused rounds, medians of "
-          f"{args.rounds} rounds of {args.steps} steps, ms per step (overhead vs paused)")
+          f"{args.rounds} rounds of {args.steps} steps, ms per step (overhead: median of the "
+          "rounds' on/paused ratios)")
     print(f"{'model':18s} " + " ".join(f"{n + ' paused/on':>28s}" for n, _ in configs))
     for width in (int(w) for w in args.widths.split(",")):
         for act, init in (("tanh", "xavier"), ("relu", "he")):
@@ -180,7 +188,10 @@ def same_model_section(args, clock) -> None:
             cells = []
             for n, _ in configs:
                 off, on = (statistics.median(v) for v in times[n])
-                cells.append(f"{1e3 * off:7.3f}/{1e3 * on:7.3f} ({100 * (on / off - 1):+5.1f}%)")
+                # the overhead: the median of the rounds' own ratios (each round's two batches
+                # ran back to back, so a slow stretch of the machine moves both)
+                paired = statistics.median(b / a for a, b in zip(*times[n]))
+                cells.append(f"{1e3 * off:7.3f}/{1e3 * on:7.3f} ({100 * (paired - 1):+5.1f}%)")
             label = f"d20 w{width} b{args.batch} {act}"
             print(f"{label:18s} " + " ".join(f"{c:>28s}" for c in cells))
 
