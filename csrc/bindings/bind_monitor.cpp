@@ -36,6 +36,7 @@ bool plain_loss(py::handle loss, double* v, double* given) {
   py::object arr = py::reinterpret_borrow<py::object>(loss);
   if (!py::isinstance<py::array>(arr)) {
     if (PyLong_Check(loss.ptr())) {
+      if (PyBool_Check(loss.ptr())) return false;  // not a loss: the general path refuses it
       *v = PyLong_AsDouble(loss.ptr());
       if (*v == -1.0 && PyErr_Occurred()) {  // beyond a double: the general path says so
         PyErr_Clear();

@@ -51,7 +51,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .core import (Finding, GradientWarning, Thresholds, _jsonable, diagnose,
+from .core import (Finding, GradientWarning, Thresholds, _jsonable, diagnose, loss_value,
                    new_history, thin, window)
 from .sinks import _close_writer, _tensorboard_record, _tensorboard_writer, history_to_csv
 from ..functional import LayerStats as _LS, layer_record
@@ -751,7 +751,10 @@ class GradientMonitor:
         return -1 if self.max_records is None else max(8, self.max_records // 4)
 
     def step(self, loss=None) -> bool:
-        """Record this step if it is one of every ``every``; returns True when it recorded."""
+        """Record this step if it is one of every ``every``; returns True when it recorded.
+        ``loss``: None, a real number or a one-element tensor or array, read on the recorded
+        steps only; anything else raises TypeError/ValueError there before the monitor changes
+        anything (the step is not counted: the call can be repeated with the right loss)."""
         n = self._n
         self._n = n + 1
         every = self.every
@@ -789,6 +792,19 @@ class GradientMonitor:
                 self._ready_next(arena)  # the next forward is recorded
             self._seconds += time.perf_counter() - t0
             return False
+        # The loss, read (or refused, naming the problem) before anything of this step changes:
+        # a refused call leaves the monitor as it was, the step not counted
+        lbe = getattr(loss, "_be", None)
+        try:
+            if lbe is not None and not lbe.HOST_MEMORY:   # a device tensor: its size, no sync
+                if loss.numel() != 1:
+                    loss_value(loss.data)   # raises, naming the shape
+                lossv = None
+            else:
+                lossv = loss_value(loss)
+        except (TypeError, ValueError):
+            self._n = n
+            raise
         # The layer records: one copy of all rows (their forward/backward counts say, when read,
         # which of them this step filled: _flush compares each row's counts with the previous).
         if arena is not self._rows_arena:
@@ -804,9 +820,7 @@ class GradientMonitor:
             # and gradients; the step, the loss, the records and those statistics go into the
             # row (the per-layer aggregates are derived when read, in _flush).
             self._stats_serial = arena.step_stats_serial
-            be = getattr(loss, "_be", None)  # a host tensor: its array, read natively
-            _monitor_put(block, slot, n, loss.data if be is not None and be.HOST_MEMORY else loss,
-                         recs, _REC_LO, _REC_HI, arena.step_stats)
+            _monitor_put(block, slot, n, lossv, recs, _REC_LO, _REC_HI, arena.step_stats)
             self._raw.append(_IN_ROW)
             self._fused_last = True
             if not (self._wrapped or self._rec_closed) and (self._rec_fast or not self._rec_w):
@@ -838,7 +852,6 @@ class GradientMonitor:
             self._seconds += time.perf_counter() - t0
             self._after_record()
             return True
-        lossv = None if loss is None else float(loss.item() if hasattr(loss, "item") else loss)
         norms = None
         if arena is not None and arena.step_stats_serial != self._stats_serial \
                 and arena is self._stats_arena and arena.step_stats_backward == _backwards[0]:

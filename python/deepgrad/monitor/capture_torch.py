@@ -50,7 +50,7 @@ import numpy as np
 
 from .capture_deepgrad import (_CAPTURES, GradientMonitor, _act_stats_many, _health_rows,
                                _l2_norms, _monitor_norms, _stat_args)
-from .core import Thresholds, new_history
+from .core import Thresholds, loss_value, new_history
 from .sinks import _close_writer
 
 #: torch activation module class name -> deepgrad activation name (for the statistics)
@@ -295,7 +295,9 @@ class TorchGradientMonitor(GradientMonitor):
 
     def step(self, loss=None) -> bool:
         """Record this step if it is one of every ``every`` (call after backward, and after the
-        optimizer step for update ratios); returns True when it recorded."""
+        optimizer step for update ratios); returns True when it recorded. ``loss``: None, a real
+        number or a one-element tensor, read on the recorded steps only; anything else raises
+        TypeError/ValueError there before the monitor changes anything (the step not counted)."""
         t0 = time.perf_counter()
         n = self._n
         self._n += 1
@@ -308,12 +310,13 @@ class TorchGradientMonitor(GradientMonitor):
                 self._attach()              # and the hooks on for its forward and backward
             self.seconds += time.perf_counter() - t0
             return False
+        try:   # refused before anything of this step changes (the step not counted)
+            lossv = loss_value(loss)
+        except (TypeError, ValueError):
+            self._n = n
+            raise
         views = self._host_views(params)
         L = len(self.layers)
-        if loss is None:
-            lossv = None
-        else:
-            lossv = float(loss.item() if hasattr(loss, "item") else loss)
         if views is not None:
             # CPU: zero-copy numpy views; one native call for the gradients' health (L2, L-inf,
             # non-finite counts, first bad index) and one for the weight and update norms that

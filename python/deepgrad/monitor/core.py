@@ -4,6 +4,7 @@ nothing from the rest of deepgrad and never torch: a history is plain lists and 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -28,6 +29,30 @@ def new_history() -> dict:
     h = {k: [] for k in HISTORY_KEYS}
     h["time_signal"] = {}
     return h
+
+
+def loss_value(loss) -> float | None:
+    """The loss handed to ``GradientMonitor.step`` as a float (None stays None): a real number,
+    or anything with ``item()`` holding one (a one-element tensor or array of any framework).
+    Anything else raises, naming what came and what to pass, so the monitor can refuse it before
+    it changes anything."""
+    if loss is None:
+        return None
+    v = loss
+    if hasattr(loss, "item"):
+        try:
+            v = loss.item()
+        except (ValueError, RuntimeError):   # more than one element (numpy, torch, deepgrad)
+            shape = getattr(loss, "shape", None)
+            shape = tuple(shape) if shape is not None else "?"
+            raise ValueError(f"GradientMonitor.step: the loss must be one number, got "
+                             f"{type(loss).__name__} of shape {shape}; pass the scalar loss "
+                             f"(e.g. loss.mean() or loss.sum())") from None
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        got = type(loss).__name__ + ("" if v is loss else f" holding a {type(v).__name__}")
+        raise TypeError(f"GradientMonitor.step: the loss must be None, a real number or a "
+                        f"one-element tensor or array, got {got}")
+    return float(v)
 
 
 def window(h: dict, k: int, layers) -> dict:

@@ -1,0 +1,126 @@
+"""The loss handed to GradientMonitor.step(): any real number or one-element tensor/array is
+recorded as that number; anything else is refused on a recorded step with an exception naming
+the problem, before the monitor changes anything (a retry with the right loss then gives the
+history of a run without the bad call)."""
+import json
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+from deepgrad import losses, nn, optim
+from deepgrad.monitor import GradientMonitor
+from deepgrad.monitor.core import loss_value
+
+STEPS = 9
+
+BAD = [
+    (lambda loss: np.ones(2, np.float32), ValueError, "one number"),
+    (lambda loss: dg.tensor(np.ones(3, np.float32)), ValueError, "shape (3,)"),
+    (lambda loss: "0.5", TypeError, "got str"),
+    (lambda loss: 1j, TypeError, "got complex"),
+    (lambda loss: True, TypeError, "got bool"),
+    (lambda loss: [0.5], TypeError, "got list"),
+    (lambda loss: np.array("x"), TypeError, "holding a str"),
+]
+
+
+def _run(every: int, bad_at=None, bad=None):
+    dg.manual_seed(2)
+    model = nn.Sequential(nn.Dense(3, 10, "tanh"), nn.Dense(10, 10, "relu"), nn.Dense(10, 2))
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    mon = GradientMonitor(model, every=every)
+    rng = np.random.default_rng(5)
+    for n in range(STEPS):
+        x = dg.tensor(rng.standard_normal((6, 3)).astype(np.float32))
+        loss = losses.cross_entropy(model(x), rng.integers(0, 2, 6))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if n == bad_at:
+            make, exc, words = bad
+            with pytest.raises(exc, match="GradientMonitor.step") as info:
+                mon.step(make(loss))
+            assert words in str(info.value)
+        mon.step(loss)
+    return json.dumps(mon.to_dict(), sort_keys=True)
+
+
+@pytest.mark.parametrize("every,bad_at", [(1, 0), (1, 4), (3, 3), (3, 6)])
+@pytest.mark.parametrize("k", range(len(BAD)))
+def test_a_refused_loss_changes_nothing(every, bad_at, k):
+    # bad_at is a recorded step: the loss is read there, refused, and the retry records the step
+    # as if the bad call had not happened (the row, the step count, the every > 1 switch)
+    assert _run(every, bad_at, BAD[k]) == _run(every)
+
+
+def test_the_loss_is_only_read_on_recorded_steps():
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Dense(2, 4, "tanh"), nn.Dense(4, 1))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    mon = GradientMonitor(model, every=2)
+    for n in range(4):
+        loss = losses.mse(model(dg.tensor(np.ones((3, 2), np.float32))),
+                          dg.tensor(np.zeros((3, 1), np.float32)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if n % 2:
+            assert mon.step(np.ones(2)) is False  # not recorded: not read
+        else:
+            assert mon.step(loss) is True
+    assert mon.to_dict()["steps"] == [0, 2]
+
+
+@pytest.mark.parametrize("loss,want", [
+    (None, None), (0.25, 0.25), (3, 3.0), (np.float32(0.5), 0.5), (np.float64(-2.0), -2.0),
+    (np.array(1.5), 1.5), (np.array([2.5], np.float32), 2.5), (np.int64(7), 7.0),
+    (float("nan"), "nan"), (float("inf"), float("inf")),
+])
+def test_loss_value_accepts_numbers_and_one_element_arrays(loss, want):
+    got = loss_value(loss)
+    if want == "nan":
+        assert np.isnan(got)
+    else:
+        assert got == want and (got is None or type(got) is float)
+
+
+def test_every_accepted_form_is_recorded_as_its_number():
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Dense(2, 3, "tanh"), nn.Dense(3, 1))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    mon = GradientMonitor(model)
+    forms = [0.5, 2, np.float32(0.25), np.array(1.5), np.array([[0.75]], np.float32),
+             dg.tensor(np.array([[1.25]], np.float32)), None]
+    for f in forms:
+        out = losses.mse(model(dg.tensor(np.ones((3, 2), np.float32))),
+                         dg.tensor(np.zeros((3, 1), np.float32)))
+        opt.zero_grad()
+        out.backward()
+        opt.step()
+        mon.step(f)
+    assert mon.to_dict()["loss"] == [0.5, 2.0, 0.25, 1.5, 0.75, 1.25, None]
+
+
+def test_torch_monitor_refuses_a_bad_loss_without_changing_anything():
+    torch = pytest.importorskip("torch")
+
+    def run(bad_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        mon = GradientMonitor(model, every=2)
+        g = torch.Generator().manual_seed(1)
+        for n in range(8):
+            x, y = torch.randn(5, 3, generator=g), torch.randint(0, 2, (5,), generator=g)
+            loss = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+            if n == bad_at:
+                with pytest.raises(ValueError, match="one number"):
+                    mon.step(loss)  # the per-sample losses, not reduced
+            mon.step(loss.mean())
+        return json.dumps(mon.to_dict(), sort_keys=True)
+
+    assert run(bad_at=4) == run()
