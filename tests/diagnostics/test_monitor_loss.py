@@ -1,7 +1,8 @@
-"""The loss handed to GradientMonitor.step(): any real number or one-element tensor/array is
-recorded as that number; anything else is refused on a recorded step with an exception naming
-the problem, before the monitor changes anything (a retry with the right loss then gives the
-history of a run without the bad call)."""
+"""The monitor refuses what it cannot use, naming it, before it changes anything. The loss
+handed to GradientMonitor.step(): any real number or one-element tensor/array is recorded as
+that number; anything else is refused on a recorded step (a retry with the right loss then gives
+the history of a run without the bad call). Thresholds and the monitor's arguments outside their
+ranges are refused at construction."""
 import json
 
 import numpy as np
@@ -124,3 +125,36 @@ def test_torch_monitor_refuses_a_bad_loss_without_changing_anything():
         return json.dumps(mon.to_dict(), sort_keys=True)
 
     assert run(bad_at=4) == run()
+
+
+@pytest.mark.parametrize("kw,words", [
+    (dict(vanishing_ratio=-1.0), "vanishing_ratio"), (dict(exploding_ratio=0), "exploding_ratio"),
+    (dict(growth_factor=0.5), "growth_factor"), (dict(growth_window=0), "growth_window"),
+    (dict(growth_window=2.5), "growth_window"), (dict(dead_fraction=2.0), "dead_fraction"),
+    (dict(saturation_fraction=-0.1), "saturation_fraction"),
+    (dict(saturation_derivative=0.0), "saturation_derivative"),
+    (dict(vanishing_ratio=float("nan")), "vanishing_ratio"), (dict(dead_fraction="x"), "dead"),
+])
+def test_thresholds_outside_their_range_are_refused(kw, words):
+    from deepgrad.monitor import Thresholds
+    with pytest.raises(ValueError, match=f"Thresholds: {words}"):
+        Thresholds(**kw)
+
+
+def test_thresholds_at_the_edges_of_their_ranges_are_kept():
+    from deepgrad.monitor import Thresholds
+    t = Thresholds(dead_fraction=0, saturation_fraction=1.0, saturation_derivative=1.0,
+                   growth_window=1, vanishing_ratio=1e-30, exploding_ratio=float("inf"))
+    assert t.growth_window == 1 and t.dead_fraction == 0
+
+
+@pytest.mark.parametrize("kw,words", [
+    (dict(every=None), "every must be a positive int"),
+    (dict(every=float("inf")), "every must be a positive int"),
+    (dict(max_records="x"), "max_records must be None or an int >= 8"),
+    (dict(thresholds={"growth_window": 3}), "thresholds must be a deepgrad.monitor.Thresholds"),
+])
+def test_monitor_arguments_are_refused_by_name(kw, words):
+    model = nn.Sequential(nn.Dense(2, 3, "tanh"), nn.Dense(3, 1))
+    with pytest.raises((ValueError, TypeError), match=words):
+        GradientMonitor(model, **kw)

@@ -80,6 +80,14 @@ _SATURATING = ("sigmoid", "tanh", "softsign")
 _DEAD = ("relu",)
 
 
+def _whole(v, low: int) -> bool:
+    """v is a whole number >= low (an int, or a float holding one; not a bool)."""
+    try:
+        return not isinstance(v, bool) and int(v) == v and v >= low
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def _has_params(m) -> bool:
     return any(True for _ in m._named_parameters_raw())
 
@@ -483,12 +491,14 @@ class GradientMonitor:
         """The arguments both captures share, checked and stored; ``layers`` resolved (names or
         modules of the model, else ``default_layers(model)``) into self.layers and
         self.layer_names. Returns {id(module): qualified name}."""
-        if isinstance(every, bool) or int(every) != every or every < 1:
+        if not _whole(every, 1):
             raise ValueError(f"GradientMonitor: every must be a positive int, got {every!r}")
-        if max_records is not None and (isinstance(max_records, bool) or
-                                        int(max_records) != max_records or max_records < 8):
+        if max_records is not None and not _whole(max_records, 8):
             raise ValueError("GradientMonitor: max_records must be None or an int >= 8, got "
                              f"{max_records!r}")
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            raise TypeError("GradientMonitor: thresholds must be a deepgrad.monitor.Thresholds, "
+                            f"got {type(thresholds).__name__}")
         self.model = model
         self.every = int(every)
         self.thresholds = thresholds or Thresholds()

@@ -113,6 +113,25 @@ class Thresholds:
     saturation_fraction: float = 0.9
     saturation_derivative: float = 1e-3
 
+    def __post_init__(self):
+        # (name, lowest, highest, lowest allowed itself): a threshold outside its range would
+        # make a finding impossible or permanent without saying so
+        for name, lo, hi, lo_ok in (("vanishing_ratio", 0.0, math.inf, False),
+                                    ("exploding_ratio", 0.0, math.inf, False),
+                                    ("growth_factor", 1.0, math.inf, False),
+                                    ("dead_fraction", 0.0, 1.0, True),
+                                    ("saturation_fraction", 0.0, 1.0, True),
+                                    ("saturation_derivative", 0.0, 1.0, False)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (
+                    (v >= lo if lo_ok else v > lo) and v <= hi):
+                rng = f"{'[' if lo_ok else '('}{lo:g}, {hi:g}]"
+                raise ValueError(f"Thresholds: {name} must be a number in {rng}, got {v!r}")
+        w = self.growth_window
+        if isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1:
+            raise ValueError(f"Thresholds: growth_window must be an int >= 1 (recorded steps), "
+                             f"got {w!r}")
+
 
 @dataclass
 class Finding:
