@@ -473,3 +473,43 @@ def test_vanishing_gradients_are_measured_below_float32_squares():
     np.testing.assert_allclose(h["layer_grad_norm"][-1], ref, rtol=1e-6, atol=0)
     assert all(s is not None and 1e-30 < s < 1e-20 for s in h["signal_norm"][-1])
     mon.close()
+
+
+class _InPlaceFunctional(torch.nn.Module):
+    """Linear -> an in-place activation module -> Linear, not a Sequential (the activation is
+    found as the module that ran after the layer)."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.a, self.act, self.b = torch.nn.Linear(4, 8), act, torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(self.act(self.a(x)))
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky", "hardtanh", "functional"])
+@pytest.mark.parametrize("every", [1, 2])
+def test_in_place_activations_give_the_pre_activation_statistics(act, every):
+    # ReLU(inplace=True) overwrites its input, the layer's pre-activation, with its output:
+    # the monitor keeps a copy of that input, so the statistics equal the out-of-place model's
+    made = {"relu": lambda inplace: torch.nn.ReLU(inplace=inplace),
+            "leaky": lambda inplace: torch.nn.LeakyReLU(0.1, inplace=inplace),
+            "hardtanh": lambda inplace: torch.nn.Hardtanh(-0.5, 0.5, inplace=inplace),
+            "functional": lambda inplace: torch.nn.ReLU(inplace=inplace)}[act]
+
+    def run(inplace):
+        torch.manual_seed(3)
+        if act == "functional":
+            model = _InPlaceFunctional(made(inplace))
+        else:
+            model = torch.nn.Sequential(torch.nn.Linear(4, 8), made(inplace),
+                                        torch.nn.Linear(8, 8), made(inplace),
+                                        torch.nn.Linear(8, 3))
+        mon = GradientMonitor(model, every=every)
+        train(model, 4, mon)
+        return mon.to_dict()
+
+    got, want = run(True), run(False)
+    for k in ("act_mean", "act_std", "dead", "saturated", "signal_norm", "layer_grad_norm"):
+        assert got[k] == want[k], k
+    assert any(v is not None and v < 0 for row in got["act_mean"] for v in row or [])

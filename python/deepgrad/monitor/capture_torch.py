@@ -136,6 +136,17 @@ class TorchGradientMonitor(GradientMonitor):
                 if act is not None and not list(m.children()) and id(m) not in paired:
                     self._acts[id(m)] = act
                     self._hook_specs.append((m, self._on_activation))
+        # An activation that works in place (ReLU(inplace=True), ...) overwrites its input, the
+        # layer's pre-activation, with its output before the forward hook sees it: a pre-hook
+        # keeps a copy of the input for the statistics (recorded steps only)
+        self._pre: dict = {}
+        self._pre_hooks = set()
+        if activation_stats:
+            for m, _ in list(self._hook_specs):
+                if getattr(m, "inplace", False) is True and _ACTIVATIONS.get(type(m).__name__):
+                    fn = self._keep_input
+                    self._hook_specs.append((m, fn))
+                    self._pre_hooks.add(len(self._hook_specs) - 1)
         self._grad_enabled = torch.is_grad_enabled
         self._closed = False
         self._paused = False
@@ -172,7 +183,9 @@ class TorchGradientMonitor(GradientMonitor):
         if self._attached or self._closed:
             return
         if not self._handles:
-            self._handles = [m.register_forward_hook(fn) for m, fn in self._hook_specs]
+            self._handles = [m.register_forward_pre_hook(fn) if k in self._pre_hooks
+                             else m.register_forward_hook(fn)
+                             for k, (m, fn) in enumerate(self._hook_specs)]
             self._slots = [(getattr(h, "hooks_dict_ref", None), getattr(h, "id", None), fn)
                            for h, (_, fn) in zip(self._handles, self._hook_specs)]
             if not all(callable(ref) and key is not None for ref, key, _ in self._slots):
@@ -230,6 +243,12 @@ class TorchGradientMonitor(GradientMonitor):
                 y.register_hook(keep)
         return hook
 
+    def _keep_input(self, module, args):
+        """Forward pre-hook of an in-place activation: a copy of its input (the pre-activation
+        it is about to overwrite) for the statistics of this recorded step."""
+        if args and getattr(args[0], "requires_grad", False) and self._grad_enabled():
+            self._pre[id(module)] = args[0].detach().clone()
+
     def _on_pair(self, i: int, act: str, module, args, out):
         """The activation module paired with layer i: its output's gradient is the layer's
         signal, its input and output give the layer's statistics (kept as references; their
@@ -242,7 +261,8 @@ class TorchGradientMonitor(GradientMonitor):
         else:   # a leaf that requires grad, or not its node's first output
             out.register_hook(self._keeps_act[i])
         if self._activation_stats and args:
-            self._stats[i] = (args[0], out, act)
+            z = self._pre.pop(id(module), None) if self._pre else None
+            self._stats[i] = (args[0] if z is None else z, out, act)
 
     def _on_activation(self, module, args, out):
         i = self._last_layer
@@ -255,7 +275,8 @@ class TorchGradientMonitor(GradientMonitor):
         self._last_layer = None   # one activation per layer
         if getattr(z, "dim", lambda: 0)() < 1 or z.shape != y.shape or z.numel() == 0:
             return
-        self._stats[i] = (z.detach(), y.detach(), self._acts[id(module)])
+        zc = self._pre.pop(id(module), None) if self._pre else None
+        self._stats[i] = ((z if zc is None else zc).detach(), y.detach(), self._acts[id(module)])
         self.seconds += time.perf_counter() - t0
 
     def close(self) -> None:
@@ -268,6 +289,7 @@ class TorchGradientMonitor(GradientMonitor):
         self._signal[:] = [None] * len(self.layers)
         self._signal_act[:] = [None] * len(self.layers)
         self._stats[:] = [None] * len(self.layers)
+        self._pre.clear()
         _close_writer(self)
 
     # -- recording -------------------------------------------------------------------------------
@@ -384,6 +406,7 @@ class TorchGradientMonitor(GradientMonitor):
         self._signal[:] = none
         self._signal_act[:] = none
         self._stats[:] = none
+        self._pre.clear()
         self._last_layer = None
         self._raw.append((n, lossv, gh, pn, un, sig_idx, sig,
                           (st_idx, raw, meta) if items else None))
