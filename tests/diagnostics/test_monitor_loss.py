@@ -158,3 +158,62 @@ def test_monitor_arguments_are_refused_by_name(kw, words):
     model = nn.Sequential(nn.Dense(2, 3, "tanh"), nn.Dense(3, 1))
     with pytest.raises((ValueError, TypeError), match=words):
         GradientMonitor(model, **kw)
+
+
+def _recorded_monitor():
+    dg.manual_seed(0)
+    model = nn.Sequential(nn.Dense(2, 3, "tanh"), nn.Dense(3, 1))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    mon = GradientMonitor(model)
+    for _ in range(3):
+        out = losses.mse(model(dg.tensor(np.ones((3, 2), np.float32))),
+                         dg.tensor(np.zeros((3, 1), np.float32)))
+        opt.zero_grad()
+        out.backward()
+        opt.step()
+        mon.step(out)
+    return mon
+
+
+@pytest.mark.parametrize("kind", ["json", "csv"])
+def test_history_files_are_written_atomically(tmp_path, monkeypatch, kind):
+    # a write that fails half way (here: the disk fills after the first chunk) leaves the file
+    # that was there, whole, and no temporary file beside it
+    mon = _recorded_monitor()
+    path = tmp_path / f"h.{kind}"
+    write = mon.to_json if kind == "json" else mon.to_csv
+    write(path)
+    before = path.read_text()
+    assert len(before) > 50
+
+    import builtins
+    real_open = open
+
+    def failing_open(file, mode="r", *a, **k):
+        fh = real_open(file, mode, *a, **k)
+        if "w" in mode and ".tmp-" in str(file):
+            orig = fh.write
+            calls = [0]
+
+            def write_some(text):
+                calls[0] += 1
+                if calls[0] > 1:
+                    raise OSError(28, "No space left on device")
+                return orig(text[: max(1, len(text) // 2)])
+            fh.write = write_some
+        return fh
+
+    monkeypatch.setattr(builtins, "open", failing_open)
+    with pytest.raises(OSError, match="No space"):
+        write(path)  # json.dump and the csv writer call write() once per chunk or row
+    monkeypatch.undo()
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_history_files_name_a_missing_folder_or_a_directory(tmp_path):
+    mon = _recorded_monitor()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mon.to_json(tmp_path / "nope" / "h.json")
+    with pytest.raises(IsADirectoryError, match="directory"):
+        mon.to_csv(tmp_path)

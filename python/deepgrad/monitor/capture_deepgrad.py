@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 import os
 import time
@@ -53,7 +52,8 @@ import numpy as np
 
 from .core import (Finding, GradientWarning, Thresholds, _jsonable, diagnose, loss_value,
                    new_history, thin, window)
-from .sinks import _close_writer, _tensorboard_record, _tensorboard_writer, history_to_csv
+from .sinks import (_close_writer, _tensorboard_record, _tensorboard_writer, history_to_csv,
+                    history_to_json)
 from ..functional import LayerStats as _LS, layer_record
 
 from ..autograd import _BACKWARDS as _backwards
@@ -1083,10 +1083,7 @@ class GradientMonitor:
         """Write ``to_dict()`` plus the findings as JSON; returns the path."""
         d = self.to_dict()
         d["findings"] = [f.to_dict() for f in diagnose(d, self.thresholds)]
-        path = os.fspath(path)
-        with open(path, "w") as fh:
-            json.dump(_jsonable(d), fh)
-        return path
+        return history_to_json(_jsonable(d), path)  # atomic: never a half file
 
     def to_csv(self, path: str) -> str:
         """One row per (recorded step, layer); returns the path."""

@@ -89,11 +89,46 @@ def _tensorboard_record(w, win: Mapping, findings: list, seen: set) -> None:
             w.add_text(f"findings/{f.kind}", f.message, step)
 
 
-def history_to_csv(history: Mapping, path: str) -> str:
-    """Long format: one row per (step, layer) with every per-layer quantity."""
-    keys = [k for k in _LAYER_KEYS if history.get(k)]
+def write_atomic(path, write) -> str:
+    """write(fh) into a temporary file beside ``path`` (text, newline=''), flushed and
+    fsync'ed, then renamed over ``path``: an interrupted or failed write leaves the old file (or
+    none), never a half one. Returns the path."""
     path = os.fspath(path)
-    with open(path, "w", newline="") as fh:
+    folder = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory; give a file name")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path!r}: the folder {folder!r} does not exist "
+                                "(create it first)")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}-"
+                               f"{os.urandom(4).hex()}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def history_to_json(d: Mapping, path: str) -> str:
+    """The history dict ``d`` (plain data) as JSON, written atomically."""
+    import json
+    return write_atomic(path, lambda fh: json.dump(d, fh))
+
+
+def history_to_csv(history: Mapping, path: str) -> str:
+    """Long format: one row per (step, layer) with every per-layer quantity (written
+    atomically)."""
+    keys = [k for k in _LAYER_KEYS if history.get(k)]
+
+    def write(fh):
         w = csv.writer(fh)
         w.writerow(["step", "layer_index", "layer", "global_grad_norm", "loss"] + keys)
         loss = history.get("loss") or []
@@ -102,4 +137,4 @@ def history_to_csv(history: Mapping, path: str) -> str:
             ls = loss[i] if i < len(loss) else None
             for l, name in enumerate(history["layers"]):
                 w.writerow([s, l + 1, name, gn, ls] + [history[k][i][l] for k in keys])
-    return path
+    return write_atomic(path, write)
