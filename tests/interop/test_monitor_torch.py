@@ -513,3 +513,24 @@ def test_in_place_activations_give_the_pre_activation_statistics(act, every):
     for k in ("act_mean", "act_std", "dead", "saturated", "signal_norm", "layer_grad_norm"):
         assert got[k] == want[k], k
     assert any(v is not None and v < 0 for row in got["act_mean"] for v in row or [])
+
+
+def test_packed_sequence_output_gives_the_layers_signal():
+    # an LSTM fed a PackedSequence returns one: its signal is the gradient of the packed values
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    x, lens = torch.randn(4, 6, 3), torch.tensor([6, 5, 3, 2])
+    mon = GradientMonitor(lstm)
+    opt = torch.optim.SGD(lstm.parameters(), lr=0.1)
+    want = []
+    for _ in range(3):
+        out, _ = lstm(torch.nn.utils.rnn.pack_padded_sequence(x, lens, batch_first=True))
+        out.data.retain_grad()
+        loss = out.data.pow(3).mean()
+        opt.zero_grad()
+        loss.backward()
+        want.append(out.data.grad.double().norm().item())
+        opt.step()
+        mon.step(loss)
+    got = [row[0] for row in mon.to_dict()["signal_norm"]]
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -239,6 +239,8 @@ class TorchGradientMonitor(GradientMonitor):
             if self._n % self.every:
                 return
             y = out[0] if isinstance(out, tuple) else out
+            if isinstance(y, tuple) and hasattr(y, "batch_sizes"):
+                y = y.data   # a PackedSequence: the gradient of its packed values is the signal
             if getattr(y, "requires_grad", False):
                 y.register_hook(keep)
         return hook
