@@ -149,6 +149,14 @@ def _check_n(n, minimum: int, name: str, arg: str = "n") -> int:
     return int(n)
 
 
+def _check_scale(v, name: str, arg: str) -> float:
+    """A noise or spread: a finite real number >= 0 (NaN would fill X with NaN silently)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or \
+            not np.isfinite(v) or v < 0:
+        raise ValueError(f"{name}: {arg} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
 def _split(n: int, parts: int) -> list[int]:
     """n samples split as evenly as possible over `parts` classes."""
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
@@ -174,6 +182,7 @@ def spirals(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int | None
     deviation of the angle jitter."""
     n = _check_n(n, 1, "spirals")
     classes = _check_n(classes, 1, "spirals", "classes")
+    noise = _check_scale(noise, "spirals", "noise")
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for c, m in enumerate(_split(n, classes)):
@@ -188,6 +197,7 @@ def moons(n: int = 200, noise: float = 0.1, seed: int | None = 0,
           dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Two interleaving half circles (as sklearn's make_moons): X (n, 2), y (n,) in {0, 1}."""
     n = _check_n(n, 1, "moons")
+    noise = _check_scale(noise, "moons", "noise")
     rng = np.random.default_rng(seed)
     n0, n1 = _split(n, 2)
     t0, t1 = np.linspace(0, np.pi, n0), np.linspace(0, np.pi, n1)
@@ -202,6 +212,7 @@ def circles(n: int = 200, noise: float = 0.05, factor: float = 0.5, seed: int | 
             dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     """An outer circle (class 0) around an inner one of radius `factor` (class 1): X (n, 2)."""
     n = _check_n(n, 1, "circles")
+    noise = _check_scale(noise, "circles", "noise")
     if not 0.0 < factor < 1.0:
         raise ValueError(f"circles: factor must be in (0, 1), got {factor}")
     rng = np.random.default_rng(seed)
@@ -223,6 +234,8 @@ def gaussian_mixture(n: int = 300, classes: int = 3, dim: int = 2, spread: float
     n = _check_n(n, 1, "gaussian_mixture")
     classes = _check_n(classes, 1, "gaussian_mixture", "classes")
     dim = _check_n(dim, 1, "gaussian_mixture", "dim")
+    spread = _check_scale(spread, "gaussian_mixture", "spread")
+    std = _check_scale(std, "gaussian_mixture", "std")
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((classes, dim)) * spread
     sizes = _split(n, classes)
@@ -271,6 +284,11 @@ def load_arrays(path: str | os.PathLike, label_column: int = -1,
                              "number of rows")
         if X.ndim == 1:
             X = X[:, None]
+        for name, a in (("X", X), ("y", y)):
+            if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+                row = int(np.argwhere(~np.isfinite(a))[0][0])
+                raise ValueError(f"load_arrays: {path!r} has NaN or infinite values in {name} "
+                                 f"(first at row {row}); clean or drop those rows first")
         y = _labels(y.astype(np.float64)) if y.dtype.kind == "f" else y.astype(np.int64)
         return np.ascontiguousarray(X, dtype=dtype), y
     rows = []
@@ -299,7 +317,9 @@ def load_arrays(path: str | os.PathLike, label_column: int = -1,
                          f"{data.shape[1]} columns")
     y = _labels(data[:, lc])
     X = np.delete(data, lc, axis=1)
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"load_arrays: {path!r} has NaN or infinite feature values")
+    if not np.all(np.isfinite(data)):
+        row = int(np.argwhere(~np.isfinite(data))[0][0])
+        raise ValueError(f"load_arrays: {path!r} has NaN or infinite values (first in data row "
+                         f"{row}); clean or drop those rows first")
     return np.ascontiguousarray(X, dtype=dtype), y
 from ._seqdata import ADDING_BASELINE_MSE, adding_problem, temporal_order  # noqa: E402,F401  (sequence tasks)
