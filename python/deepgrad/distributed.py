@@ -131,11 +131,43 @@ def _arena(model):
     return arena
 
 
+def _layout(model, arena) -> tuple:
+    """What every rank's model must share for the broadcast and the all-reduce: the arena's
+    size, dtype and a checksum of its segment offsets, and the buffers' names, shapes, dtypes."""
+    import zlib
+    bufs = []
+    for name, b in model.named_buffers():
+        d = b.data if hasattr(b, "data") else b
+        bufs.append(f"{name}:{tuple(getattr(d, 'shape', ()))}:{getattr(d, 'dtype', '?')}")
+    return (int(arena.params.size), str(arena.params.dtype),
+            zlib.crc32(np.ascontiguousarray(arena.offsets, dtype=np.int64).tobytes()),
+            zlib.crc32(";".join(bufs).encode()))
+
+
 def broadcast_parameters(model, root: int = 0) -> None:
     """Copy rank ``root``'s parameters (one Bcast of the arena) and buffers (running
-    statistics) to every rank."""
+    statistics) to every rank. First checks (one small allgather) that every rank built the
+    same model: a rank whose layout differs raises on every rank, naming the rank and both
+    layouts, instead of MPI failing deep inside the broadcast on some ranks only."""
     comm = _comm()
     arena = _arena(model)
+    mine = _layout(model, arena)
+    every = comm.allgather(mine)
+    if not 0 <= root < len(every):
+        raise ValueError(f"broadcast_parameters: root {root} is not a rank of this job "
+                         f"(0..{len(every) - 1})")
+    odd = [r for r, lay in enumerate(every) if lay != every[root]]
+    if odd:
+        r = odd[0]
+
+        def say(lay):
+            return f"{lay[0]} parameters of {lay[1]}"
+        what = ("the same parameter count and dtype but other layer shapes or buffers"
+                if every[r][:2] == every[root][:2] else
+                f"{say(every[r])} against {say(every[root])}")
+        raise ValueError(f"broadcast_parameters: the model on rank {r} differs from rank "
+                         f"{root}'s ({what}); every rank must build the same model (layers, "
+                         "sizes, dtype) before the broadcast")
     buf, back = _host(arena.be, arena.params)
     comm.Bcast(buf, root=root)
     if back:

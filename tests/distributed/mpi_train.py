@@ -1,6 +1,6 @@
 """Run under mpiexec by test_mpi.py: data-parallel training of a float64 MLP over the ranks
 against single-process training on the same global batches, checked on rank 0 every step.
-Usage: mpi_train.py MODE OUTDIR, MODE one of train, fail."""
+Usage: mpi_train.py MODE OUTDIR, MODE one of train, fail, mismatch, mismatch-shape."""
 import os
 import sys
 
@@ -19,6 +19,19 @@ if mode == "fail":
     if rank == 1:
         raise RuntimeError("planted failure on rank 1")
     dist.barrier()   # rank 0 would wait here forever without the abort
+    sys.exit(0)
+if mode.startswith("mismatch"):   # rank 1 builds another model: every rank must refuse
+    width = 16 + (rank if mode == "mismatch" else 0)
+    layers = [nn.Dense(3, width, "tanh"), nn.Dense(width, 4)]
+    if mode == "mismatch-shape" and rank == 1:   # the same count, other shapes
+        layers = [nn.Dense(4, 12, "tanh"), nn.Dense(12, 4), nn.Dense(4, 4)]
+    model = nn.Sequential(*layers)
+    try:
+        dist.broadcast_parameters(model)
+    except ValueError as e:
+        print(f"rank {rank} refused: {e}", flush=True)
+        sys.exit(0)
+    print(f"rank {rank} broadcast", flush=True)
     sys.exit(0)
 
 

@@ -76,3 +76,20 @@ def test_sharded_batches_cover_each_sample_once():
         data.batches(X, batch_size=4, rank=0, world_size=2)
     with pytest.raises(ValueError, match="rank 2 is not below"):
         data.batches(X, batch_size=4, seed=0, rank=2, world_size=2)
+
+
+@pytest.mark.parametrize("mode,words", [
+    ("mismatch", "the model on rank 1 differs from rank 0's (140 parameters of float32 against "
+                 "132 parameters of float32)"),
+    ("mismatch-shape", "the same parameter count and dtype but other layer shapes"),
+])
+def test_ranks_with_different_models_are_refused_on_every_rank(tmp_path, mode, words):
+    # MPI itself failed deep inside the broadcast on one rank only ("message sizes do not
+    # match"), while the other rank went on with the model it had
+    import re
+    r = mpirun(mode, str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    # (the ranks' lines may arrive interleaved: match each message on its own)
+    said = re.findall(r"rank (\d) refused: (.*?before the broadcast)", r.stdout)
+    assert sorted(k for k, _ in said) == ["0", "1"], r.stdout
+    assert all(words in msg for _, msg in said), said
