@@ -41,9 +41,18 @@ def _act(torch, name: str, alpha: float):
     return [cls()]
 
 
-def to_torch(m):
+def to_torch(m, made: dict | None = None):
     """The torch.nn modules equivalent to deepgrad module ``m`` (a list: a fused Dense becomes
-    Linear + activation), with the parameter names torch_state_dict() uses."""
+    Linear + activation), with the parameter names torch_state_dict() uses. ``made``: when
+    given, {id(deepgrad module): its torch module} for ``m`` and everything inside it (a Dense:
+    its Linear)."""
+    out = _to_torch(m, made)
+    if made is not None:
+        made[id(m)] = out[0]
+    return out
+
+
+def _to_torch(m, made):
     torch = _torch()
     from .nn.layers import Activation, BatchNorm1d, Dense, LayerNorm, Residual, Sequential
     from .nn.rnn import GRU, LSTM, RNN
@@ -59,13 +68,13 @@ def to_torch(m):
     if isinstance(m, Sequential):
         mods = []
         for c in m.children():
-            mods += to_torch(c)
+            mods += to_torch(c, made)
         return [torch.nn.Sequential(*mods)]
     if isinstance(m, Residual):
         if m.projection is not None or m.fixed is not None:
             raise ValueError("--framework torch: residual blocks with a projection are not "
                              "mapped")
-        return [_TorchResidual(to_torch(m.block)[0])]
+        return [_TorchResidual(to_torch(m.block, made)[0])]
     for cls, tcls in ((LSTM, "LSTM"), (GRU, "GRU"), (RNN, "RNN")):
         if isinstance(m, cls):
             kw = {"nonlinearity": m.nonlinearity} if cls is RNN else {}
@@ -104,13 +113,17 @@ def _regressor(cell):
     return Regressor(cell, cell.hidden_size)
 
 
-def torch_model_for(dg_model):
-    """The torch twin of a study model, with the deepgrad model's weights loaded."""
+def torch_model_for(dg_model, made: dict | None = None):
+    """The torch twin of a study model, with the deepgrad model's weights loaded (``made``: see
+    to_torch)."""
     from .study_runs import _Regressor
     if isinstance(dg_model, _Regressor):
-        tm = _regressor(to_torch(dg_model.cell)[0])
+        tm = _regressor(to_torch(dg_model.cell, made)[0])
+        if made is not None:
+            made[id(dg_model.head)] = tm.head
+            made[id(dg_model)] = tm
     else:
-        tm = to_torch(dg_model)[0]
+        tm = to_torch(dg_model, made)[0]
     tm = tm.double() if dg_model.arena.dtype == np.float64 else tm
     tm.load_state_dict(dg_model.torch_state_dict())
     return tm
@@ -138,7 +151,8 @@ def run_one_torch(cfg, progress=None) -> dict:
         classify = False
         dgm = study._build_rnn(cfg)
     dgm(tensor(X[tr[:2]]))       # lay out the arena
-    model = torch_model_for(dgm)
+    made = {}
+    model = torch_model_for(dgm, made)
     F = torch.nn.functional
     loss_fn = F.cross_entropy if classify else F.mse_loss
     params = model.parameters()
@@ -150,7 +164,12 @@ def run_one_torch(cfg, progress=None) -> dict:
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
              if cfg.model == "mlp" else None)
     every = cfg.every or max(1, cfg.steps // 25)
-    mon = GradientMonitor(model, every=every)
+    # the deepgrad run's layers (a Dense: its Linear, paired with the activation after it; a
+    # Dense + BatchNorm + activation block: the block), so the two histories compare layer by
+    # layer
+    from .monitor.capture_deepgrad import _default_layers
+    mon = GradientMonitor(model, every=every,
+                          layers=[made[id(m)] for m in _default_layers(dgm)])
     Xtr = torch.from_numpy(np.ascontiguousarray(X[tr]))
     ytr = torch.from_numpy(np.ascontiguousarray(y[tr]))
     bs = min(cfg.batch_size, len(tr))

@@ -534,3 +534,38 @@ def test_packed_sequence_output_gives_the_layers_signal():
         mon.step(loss)
     got = [row[0] for row in mon.to_dict()["signal_norm"]]
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_block_layers_take_their_own_signal_and_statistics():
+    # layers= naming blocks (Linear + BatchNorm + activation): an activation inside a block
+    # belongs to that block; it used to be given to the block that ran before (the block's hook
+    # runs after everything inside it), shifting every signal and statistic by one layer
+    torch.manual_seed(0)
+
+    def block(i, o):
+        return torch.nn.Sequential(torch.nn.Linear(i, o), torch.nn.BatchNorm1d(o),
+                                   torch.nn.Tanh())
+    model = torch.nn.Sequential(block(4, 8), block(8, 8), block(8, 8), torch.nn.Linear(8, 3))
+    mon = GradientMonitor(model, layers=["0", "1", "2", "3"])
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    outs, pres = [], []
+    def keep_out(m, a, o):
+        o.retain_grad()
+        outs.append(o)
+
+    def keep_pre(m, a, o):
+        pres.append(a[0].detach())
+    hooks = [model[i].register_forward_hook(keep_out) for i in range(3)]
+    hooks += [model[i][2].register_forward_hook(keep_pre) for i in range(3)]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    mon.step(loss)
+    for h in hooks:
+        h.remove()
+    h = mon.to_dict()
+    np.testing.assert_allclose(h["signal_norm"][0][:3],
+                               [o.grad.double().norm().item() for o in outs], rtol=1e-6)
+    np.testing.assert_allclose(h["act_mean"][0][:3],
+                               [p.double().mean().item() for p in pres], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(h["act_std"][0][:3],
+                               [p.double().std(unbiased=False).item() for p in pres], rtol=1e-5)

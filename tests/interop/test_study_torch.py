@@ -34,3 +34,24 @@ def test_framework_is_validated(tmp_path):
     cfg = study.RunConfig(name="x", depth=3, width=4, steps=2, framework="jax")
     with pytest.raises(ValueError, match="framework 'jax'"):
         study.validate([cfg], str(tmp_path))
+
+
+@pytest.mark.parametrize("norm,residual", [("batch", False), ("none", True)])
+def test_block_layers_compare_layer_by_layer(tmp_path, norm, residual):
+    # a Dense + BatchNorm + activation block (or a residual block) is one layer of the deepgrad
+    # run: the torch twin's monitor watches the same blocks, so the histories line up layer by
+    # layer (they were 39 torch layers against 20, the first one a point deepgrad does not watch)
+    grid = dict(steps=4, batch_size=32, every=1)
+    args = ([8], [16], ["sigmoid"], ["xavier"], [norm], [residual])
+    dg_rec = study.run_study(study.build_grid(*args, rnn=False, **grid), str(tmp_path / "dg"),
+                             plots=False, stream=io.StringIO())[0]
+    t_rec = study.run_study(study.build_grid(*args, rnn=False, framework="torch", **grid),
+                            str(tmp_path / "torch"), plots=False, stream=io.StringIO())[0]
+    dh, th = dg_rec["history"], t_rec["history"]
+    assert len(th["layers"]) == len(dh["layers"])   # (names differ: a Dense is Linear + act)
+    for k in ("signal_norm", "layer_grad_norm", "act_mean", "act_std", "saturated"):
+        a = np.array([np.nan if v is None else v for v in dh[k][0]], float)
+        b = np.array([np.nan if v is None else v for v in th[k][0]], float)
+        np.testing.assert_allclose(b, a, rtol=2e-3, atol=1e-6, err_msg=k)
+    assert t_rec["result"]["signal_ratio_init"] == pytest.approx(
+        dg_rec["result"]["signal_ratio_init"], rel=2e-3)

@@ -130,12 +130,22 @@ class TorchGradientMonitor(GradientMonitor):
             else:
                 self._hook_specs.append((m, self._make_layer_hook(i)))
         self._acts = {}
+        # an activation inside a monitored layer (layers= naming a block such as Linear +
+        # BatchNorm + activation) gives that layer its statistics; its signal is the block's
+        # output, taken by the block's own hook (the activation is not the layer that ran last:
+        # the block's hook runs after everything inside it)
+        self._act_owner = {}
         if activation_stats:
-            for m in model.modules():
+            prefixes = [(names[id(m)] + ".", i) for i, m in enumerate(self.layers)
+                        if names[id(m)] and list(m.children())]
+            for qn, m in model.named_modules():
                 act = _ACTIVATIONS.get(type(m).__name__)
                 if act is not None and not list(m.children()) and id(m) not in paired:
                     self._acts[id(m)] = act
                     self._hook_specs.append((m, self._on_activation))
+                    inside = [(len(pre), i) for pre, i in prefixes if qn.startswith(pre)]
+                    if inside:
+                        self._act_owner[id(m)] = max(inside)[1]   # the innermost layer
         # An activation that works in place (ReLU(inplace=True), ...) overwrites its input, the
         # layer's pre-activation, with its output before the forward hook sees it: a pre-hook
         # keeps a copy of the input for the statistics (recorded steps only)
@@ -267,14 +277,16 @@ class TorchGradientMonitor(GradientMonitor):
             self._stats[i] = (args[0] if z is None else z, out, act)
 
     def _on_activation(self, module, args, out):
-        i = self._last_layer
+        owner = self._act_owner.get(id(module)) if self._act_owner else None
+        i = self._last_layer if owner is None else owner
         if i is None or self._n % self.every or not args or not self._grad_enabled():
             return
         t0 = time.perf_counter()
         z, y = args[0], out
-        if getattr(y, "requires_grad", False):
-            y.register_hook(self._keeps_act[i])
-        self._last_layer = None   # one activation per layer
+        if owner is None:
+            if getattr(y, "requires_grad", False):
+                y.register_hook(self._keeps_act[i])
+            self._last_layer = None   # one activation per layer
         if getattr(z, "dim", lambda: 0)() < 1 or z.shape != y.shape or z.numel() == 0:
             return
         zc = self._pre.pop(id(module), None) if self._pre else None
