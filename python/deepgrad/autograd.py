@@ -36,15 +36,17 @@ _S = _State()
 class Node:
     """One recorded op: ``inputs`` (tuple of Tensors), ``backward`` (closure, None once freed),
     ``name`` (op name), ``saved`` ((tensor, version) pairs checked before backward) and
-    ``module`` (innermost module name when recorded in anomaly mode)."""
-    __slots__ = ("inputs", "backward", "name", "saved", "module")
+    ``module`` (innermost module name when recorded in anomaly mode), ``reads_out`` (the
+    backward reads the output's values, so the output must not change in place before it)."""
+    __slots__ = ("inputs", "backward", "name", "saved", "module", "reads_out")
 
-    def __init__(self, inputs, backward, name, saved=None):
+    def __init__(self, inputs, backward, name, saved=None, reads_out=False):
         self.inputs = inputs
         self.backward = backward
         self.name = name
         self.saved = saved
         self.module = _S.modules[-1] if (_S.anomaly and _S.modules) else None
+        self.reads_out = reads_out   # the backward reads the op's own output (exp, sigmoid, ...)
 
     def __repr__(self) -> str:
         return f"<{self.name}Backward>"
@@ -247,14 +249,38 @@ def _dependencies(root) -> dict:
     return deps
 
 
+def _hook_grad(t, r):
+    """A hook's replacement gradient as a backend array of t's device, dtype and shape."""
+    be, dt = t._be, t.data.dtype
+    if isinstance(r, Tensor):
+        if r._be is not be:
+            raise ValueError(f"hook returned a gradient on {r.device} for a tensor on "
+                             f"{t.device}; return it on the tensor's device (.to(device))")
+        g = r.data
+    elif isinstance(r, np.ndarray) and be.HOST_MEMORY:
+        g = r
+    else:
+        a = np.asarray(r) if isinstance(r, (np.ndarray, np.generic, list, tuple, float, int)) \
+            else None
+        if a is None or a.dtype.kind not in "fiu":
+            raise TypeError(f"hook returned {type(r).__name__}; a hook returns None or a "
+                            f"gradient Tensor of the tensor's shape {tuple(t.data.shape)}")
+        g = be.from_numpy(a, dt)
+    if tuple(g.shape) != tuple(t.data.shape):
+        raise ValueError(f"hook returned a gradient of shape {tuple(g.shape)} for a "
+                         f"tensor of shape {tuple(t.data.shape)}")
+    if g.dtype != dt:   # a float64 gradient would turn the float32 leaf's .grad into float64
+        if g.dtype.kind not in "fiu":
+            raise TypeError(f"hook returned a gradient of dtype {g.dtype}")
+        g = be.astype(g, dt)
+    return g
+
+
 def _run_hooks(t, g):
     for fn in list(t._hooks.values()):
         r = fn(_new(g, t._be))
         if r is not None:
-            g = r.data if isinstance(r, Tensor) else r
-            if tuple(g.shape) != tuple(t.data.shape):
-                raise ValueError(f"hook returned a gradient of shape {tuple(g.shape)} for a "
-                                 f"tensor of shape {tuple(t.data.shape)}")
+            g = _hook_grad(t, r)
     return g
 
 
@@ -267,6 +293,14 @@ def _check_saved(node) -> None:
                 f"Hint: use an out-of-place op (x = x + y instead of x += y) or clone() it "
                 f"before modifying it; an optimizer step updates every parameter in place, so "
                 f"call opt.step() after backward, not between the forward and the backward")
+
+
+def _out_modified(t, node) -> RuntimeError:
+    return RuntimeError(
+        f"the output (shape {tuple(t.data.shape)}) of op '{node.name}' was modified in place "
+        f"(version {t._version}) after it was computed, but its backward reads those values, "
+        f"so the gradient would be wrong. Hint: modify a clone() of it, or use an out-of-place "
+        f"op (y = y * 2 instead of y.mul_(2))")
 
 
 def _root_grad(root, grad):
@@ -283,18 +317,23 @@ def _root_grad(root, grad):
             raise ValueError("backward(grad): grad is on another device than the tensor")
         g = grad.data
     else:
-        g = be.from_numpy(np.asarray(grad), root.data.dtype)
+        a = np.asarray(grad)
+        if a.dtype.kind not in "fiu":
+            raise TypeError(f"backward(grad): grad must be a Tensor or an array of numbers, got "
+                            f"{type(grad).__name__} (dtype {a.dtype})")
+        g = be.from_numpy(a, root.data.dtype)
     if tuple(g.shape) != tuple(root.data.shape):
         raise ValueError(f"backward(grad): grad has shape {tuple(g.shape)} but the tensor has "
                          f"shape {tuple(root.data.shape)}")
     return g if g.dtype == root.data.dtype else be.astype(g, root.data.dtype)
 
 
-def record(data, be, inputs, backward, name, saved=None):
+def record(data, be, inputs, backward, name, saved=None, out=False):
     """Wrap an op's output (backend array ``data``) in a Tensor and, when recording is on and an
     input requires grad, attach its tape Node: ``backward(g)`` returns one gradient (or None) per
     input; ``saved`` are the input tensors whose values the backward reads, version-checked
-    when it runs. The only code that creates a tape node (every op calls it)."""
+    when it runs; ``out``: the backward also reads the output's values (checked likewise).
+    The only code that creates a tape node (every op calls it)."""
     t = _new(data, be)
     s = _S
     if s.grad_enabled:
@@ -302,7 +341,7 @@ def record(data, be, inputs, backward, name, saved=None):
             if i.requires_grad:
                 t.requires_grad = True
                 t._node = Node(inputs, backward, name,
-                               tuple([(v, v._version) for v in saved]) if saved else None)
+                               tuple([(v, v._version) for v in saved]) if saved else None, out)
                 break
     if s.anomaly:
         _check_forward(t, name)
@@ -380,6 +419,8 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                     for s, v in saved:
                         if s._version != v:
                             _check_saved(node)
+                if t._version and node.reads_out:
+                    raise _out_modified(t, node)
                 in_grads = fn(g)
                 if anomaly:
                     _check_backward(node, in_grads)

@@ -41,6 +41,20 @@ def as_dtype(dtype) -> np.dtype | None:
     return d
 
 
+def _check_int64(fn, arr) -> None:
+    """ValueError when float or unsigned values cannot be held by int64: NaN, Inf or a value
+    outside its range would silently wrap around (numpy's cast gives -2**63 or a negative)."""
+    if arr.dtype.kind == "u":
+        if int(arr.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"{fn}: the value {int(arr.max())} does not fit in int64")
+        return
+    bad = ~np.isfinite(arr) | (arr < -2.0 ** 63) | (arr >= 2.0 ** 63)
+    if bad.any():
+        i = int(np.argmax(bad.reshape(-1)))
+        raise ValueError(f"{fn}: the value {arr.reshape(-1)[i]!r} (flat index {i}) cannot be "
+                         f"converted to int64 (NaN, Inf or out of range); clean the data first")
+
+
 def _new(data, be) -> "Tensor":
     """A tensor wrapping ``data`` without copying (internal fast path)."""
     t = Tensor.__new__(Tensor)
@@ -84,11 +98,30 @@ def _operand(op, a, b):
         if b.data.dtype != a.data.dtype:
             raise _dtype_mismatch(op, a, b)
         return b
-    if isinstance(b, numbers.Number) and not isinstance(b, bool):
+    if isinstance(b, numbers.Real) and not isinstance(b, (bool, np.bool_)):
         return float(b)
-    if isinstance(b, (np.ndarray, list, tuple)) or isinstance(b, np.generic):
-        return Tensor(b, dtype=a.data.dtype, device=a.device)
-    raise TypeError(f"{op}: unsupported operand type {type(b).__name__}")
+    if isinstance(b, (np.ndarray, list, tuple)) or (isinstance(b, np.generic) and
+                                                     not isinstance(b, np.bool_)):
+        try:
+            return Tensor(b, dtype=a.data.dtype, device=a.device)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{op}: cannot use the {type(b).__name__} operand: {e}") from None
+    raise TypeError(f"{op}: unsupported operand type {type(b).__name__}; use a deepgrad Tensor, "
+                    f"a real number or an array of real numbers"
+                    + (" (convert a bool with float(b))" if isinstance(b, (bool, np.bool_))
+                       else ""))
+
+
+def _broadcast_error(op, a_shape, b_shape, err):
+    """The error for a failed elementwise op: a ValueError naming the op and the shapes when
+    they do not broadcast, else ``err`` itself (called only once the op has failed)."""
+    try:
+        np.broadcast_shapes(tuple(a_shape), tuple(b_shape))
+    except ValueError:
+        return ValueError(f"{op}: shapes {tuple(a_shape)} and {tuple(b_shape)} do not broadcast "
+                          f"(numpy rules: trailing sizes must match or be 1); reshape or "
+                          f"unsqueeze one operand")
+    return err
 
 
 class AxisError(IndexError, ValueError):
@@ -147,11 +180,20 @@ class Tensor:
             keep = True
         else:
             keep = isinstance(data, (np.ndarray, np.generic))
-            arr = np.asarray(data)
+            try:
+                arr = np.asarray(data)
+            except ValueError as e:   # ragged nested lists
+                raise ValueError(f"tensor(): the data is not a rectangular array of numbers "
+                                 f"({e}); give every row the same length") from None
         if dt is None:
-            dt = arr.dtype if keep and arr.dtype in (float32, float64) else float32
+            # a float array keeps its precision whatever its byte order ('>f8' is float64)
+            dt = (float64 if keep and arr.dtype.kind == "f" and arr.dtype.itemsize == 8
+                  else arr.dtype if keep and arr.dtype in (float32, float64) else float32)
         if arr.dtype.kind not in "fiub":
-            raise TypeError(f"tensor(): cannot make a tensor from data of dtype {arr.dtype}")
+            raise TypeError(f"tensor(): cannot make a tensor from data of dtype {arr.dtype}; "
+                            f"deepgrad tensors hold real numbers (float32, float64 or int64)")
+        if dt == int64 and arr.dtype.kind in "fu" and arr.size:
+            _check_int64("tensor()", arr)
         self.data = be.from_numpy(arr, dt)
         self._be = be
         self.grad = None
@@ -309,6 +351,8 @@ class Tensor:
             data = be.astype(self.data, dt)
         else:
             data = be.from_numpy(src_be.to_numpy(self.data), dt)
+        if dt.kind != "f":   # rounding to integers has no gradient (PyTorch: not recorded)
+            return _new(data, be)
 
         def backward(g):
             if be is src_be:
@@ -360,22 +404,32 @@ class Tensor:
         self.grad = None
 
     # ---- in-place updates (version-counted; refused on tensors that record grad) ----------
+    # Each update checks everything that can fail before it writes, and bumps the version only
+    # once the write is done: a refused update leaves the values and the version as they were
+    # (a bumped version would make a later backward report a modification that never happened).
     def _inplace(self, op):
         if self.requires_grad and _S.grad_enabled:
             raise RuntimeError(
                 f"{op}: in-place operation on a tensor that requires grad; do manual updates "
                 f"inside `with deepgrad.no_grad():`, or use the out-of-place op")
-        self._version += 1
 
     def _inplace_arith(self, op, name, other):
         self._inplace(name)
         o = _operand(name, self, other)
         o = o.data if isinstance(o, Tensor) else o
-        res = op(self.data, o)
+        try:
+            res = op(self.data, o)
+        except ValueError as e:
+            raise _broadcast_error(name, self.data.shape, getattr(o, "shape", ()), e) from None
         if tuple(res.shape) != tuple(self.data.shape):
             raise ValueError(f"{name}: result shape {tuple(res.shape)} does not match the "
                              f"tensor's shape {self.shape}")
+        if res.dtype != self.data.dtype:
+            raise TypeError(f"{name}: the result is {res.dtype} but this tensor is "
+                            f"{self.data.dtype} and cannot hold it in place; use the "
+                            f"out-of-place op, or convert first with .float() / .double()")
         self._be.copy_(self.data, res)
+        self._version += 1
         return self
 
     def add_(self, other) -> "Tensor":
@@ -397,7 +451,11 @@ class Tensor:
 
     def fill_(self, value: float) -> "Tensor":
         self._inplace("fill_")
+        if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"fill_: the value must be a real number, got "
+                            f"{type(value).__name__} {value!r}")
         self._be.copy_(self.data, self._be.full(self.shape, float(value), self.data.dtype))
+        self._version += 1
         return self
 
     def zero_(self) -> "Tensor":
@@ -406,28 +464,74 @@ class Tensor:
     def copy_(self, src) -> "Tensor":
         """Copy src's values into this tensor in place (src broadcasts to this shape)."""
         self._inplace("copy_")
-        s = src if isinstance(src, Tensor) else Tensor(src, dtype=self.data.dtype)
+        try:
+            s = src if isinstance(src, Tensor) else Tensor(src, dtype=self.data.dtype)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"copy_: cannot copy from {type(src).__name__}: {e}") from None
+        try:
+            ok = np.broadcast_shapes(tuple(s.data.shape), tuple(self.data.shape)) == self.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"copy_: the source of shape {s.shape} does not broadcast to this "
+                             f"tensor's shape {self.shape}")
         if s._be is not self._be:
             s = s.to(self.device)
         self._be.copy_(self.data, self._be.astype(s.data, self.data.dtype))
+        self._version += 1
         return self
 
     def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
         self._inplace("normal_")
         self._be.copy_(self.data, self._be.normal(self.shape, mean, std, self.data.dtype))
+        self._version += 1
         return self
 
     def uniform_(self, low: float = 0.0, high: float = 1.0) -> "Tensor":
         self._inplace("uniform_")
         self._be.copy_(self.data, self._be.uniform(self.shape, low, high, self.data.dtype))
+        self._version += 1
         return self
 
     def __setitem__(self, index, value) -> None:
         self._inplace("__setitem__")
-        v = value.data if isinstance(value, Tensor) else (
-            float(value) if isinstance(value, numbers.Number) else
-            self._be.from_numpy(np.asarray(value), self.data.dtype))
-        self._be.setitem_(self.data, _index(index, self._be), v)
+        if isinstance(value, Tensor):
+            if value._be is not self._be:
+                raise _device_mismatch("__setitem__", self, value)
+            v = value.data
+        elif isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+            v = float(value)
+        else:
+            a = np.asarray(value)
+            if a.dtype.kind not in "fiub":
+                raise TypeError(f"__setitem__: cannot assign a value of type "
+                                f"{type(value).__name__} (dtype {a.dtype}) to a tensor; assign "
+                                f"a real number, an array or a Tensor")
+            v = self._be.from_numpy(a, self.data.dtype)
+        idx = _index(index, self._be)
+        try:
+            self._be.setitem_(self.data, idx, v)
+        except IndexError as e:
+            raise IndexError(f"__setitem__: index {index!r} into a tensor of shape "
+                             f"{self.shape}: {e}") from None
+        except ValueError as e:
+            raise ValueError(f"__setitem__: cannot assign a value of shape "
+                             f"{tuple(getattr(v, 'shape', ()))} at index {index!r} of a tensor "
+                             f"of shape {self.shape}: {e}") from None
+        self._version += 1
+
+
+class _Mask(Tensor):
+    """The result of a comparison (a > b): a tensor of 1.0 / 0.0 (in the operands' dtype) that
+    indexing reads as a boolean mask, so a[a > 0] selects, as in numpy and PyTorch, instead of
+    gathering the elements at positions 0 and 1. Arithmetic on it gives plain tensors."""
+    __slots__ = ()
+
+
+def _new_mask(data, be) -> "Tensor":
+    t = _new(data, be)
+    t.__class__ = _Mask
+    return t
 
 
 _ag._bind_tensor(Tensor, _new)   # autograd works on Tensors without importing this module
@@ -466,7 +570,7 @@ def _index(index, be):
     for i in items:
         if isinstance(i, Tensor):
             a = i._be.to_numpy(i.data)
-            i = _int_index(a)
+            i = (a != 0) if i.__class__ is _Mask else _int_index(a)
         elif isinstance(i, (list, np.ndarray)):
             i = _int_index(np.asarray(i))
         elif isinstance(i, (bool, np.bool_)):

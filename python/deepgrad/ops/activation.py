@@ -13,6 +13,15 @@ _ALIASES = {"swish": "silu", "linear": "identity", "none": "identity", None: "id
 _DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 
 
+def _kernel_dtype(op, x, err):
+    """A native kernel refused x: for a tensor of a non-float dtype, name the op and the
+    Tensor conversion (the kernel's own message names numpy's); else ``err`` itself."""
+    if isinstance(x, Tensor) and x.data.dtype.kind != "f":
+        return TypeError(f"{op}: the input is a {x.data.dtype} tensor but {op} needs float32 or "
+                         f"float64; convert it with .float() or .double()")
+    return err
+
+
 def activation_name(name) -> str:
     """The native name for an activation spec ("relu", "swish" -> "silu", None -> "identity");
     ValueError listing the choices for an unknown one."""
@@ -37,8 +46,12 @@ def _act(x: Tensor, name: str, alpha: float) -> Tensor:
     except AttributeError:
         raise _not_tensor(name, x) from None
     xd = x.data
-    y = be.act_forward(xd, name, alpha)
-    return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name, (x,))
+    try:
+        y = be.act_forward(xd, name, alpha)
+    except TypeError as e:
+        raise _kernel_dtype(name, x, e) from None
+    return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name, (x,),
+                   out=True)
 
 
 def identity(x: Tensor) -> Tensor:
@@ -117,7 +130,13 @@ def _rowwise(x: Tensor, axis: int, fwd, bwd, name: str) -> Tensor:
     perm = None if ax == nd - 1 else tuple(i for i in range(nd) if i != ax) + (ax,)
     xd = x.data if perm is None else be.transpose(x.data, perm)
     shape = xd.shape
-    y = be.reshape(fwd(be.reshape(xd, (-1, shape[-1]))), shape)
+    if x.data.size == 0:   # no rows, or rows of no element: nothing to normalise
+        return _result(be.zeros(x.data.shape, x.data.dtype), be, (x,),
+                       lambda g: (be.zeros(g.shape, g.dtype),), name)
+    try:
+        y = be.reshape(fwd(be.reshape(xd, (-1, shape[-1]))), shape)
+    except TypeError as e:
+        raise _kernel_dtype(name, x, e) from None
     inv = None if perm is None else tuple(sorted(range(nd), key=lambda i: perm[i]))
 
     def backward(g):
@@ -126,7 +145,7 @@ def _rowwise(x: Tensor, axis: int, fwd, bwd, name: str) -> Tensor:
                         shape)
         return (dx if inv is None else be.transpose(dx, inv),)
     out = y if inv is None else be.transpose(y, inv)
-    return _result(out, be, (x,), backward, name)
+    return _result(out, be, (x,), backward, name, out=inv is None)   # y is the output itself
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:

@@ -3,10 +3,12 @@ where, maximum, minimum (csrc/cpu/elementwise, csrc/cuda/elementwise.cu through 
 Forward and backward side by side; the operators are bound onto Tensor in ops/__init__.py."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..autograd import record as _result
-from ..tensor import Tensor, _new, _operand
+from ..tensor import Tensor, _broadcast_error, _new_mask, _operand
 
 
 def where(cond, a, b) -> Tensor:
@@ -17,12 +19,24 @@ def where(cond, a, b) -> Tensor:
     be = ref._be
     a = _operand("where", ref, a)
     b = _operand("where", ref, b)
+    if isinstance(cond, Tensor) and cond._be is not be:
+        raise ValueError(f"where: cond is on {cond.device} but the values are on {ref.device}; "
+                         f"move it with .to(device)")
     c = cond.data if isinstance(cond, Tensor) else be.from_numpy(np.asarray(cond), ref.data.dtype)
     if isinstance(cond, Tensor) and cond.data.dtype != ref.data.dtype:
         c = be.astype(c, ref.data.dtype)
     ad = a.data if isinstance(a, Tensor) else a
     bd = b.data if isinstance(b, Tensor) else b
-    out = be.where(c, ad, bd)
+    try:
+        out = be.where(c, ad, bd)
+    except ValueError as e:
+        shapes = [tuple(x.shape) for x in (c, ad, bd) if hasattr(x, "shape")]
+        try:
+            np.broadcast_shapes(*shapes)
+        except ValueError:
+            raise ValueError(f"where: the shapes of cond, a and b {tuple(shapes)} do not "
+                             f"broadcast together; reshape one of them") from None
+        raise e
     ins = tuple(t for t in (a, b) if isinstance(t, Tensor))
 
     def backward(g):
@@ -40,12 +54,19 @@ def where(cond, a, b) -> Tensor:
 
 def _minmax(a, b, name, is_max):
     ref = a if isinstance(a, Tensor) else b
+    if not isinstance(ref, Tensor):
+        raise TypeError(f"{name}: a or b must be a deepgrad Tensor, got {type(a).__name__} and "
+                        f"{type(b).__name__}; wrap one with deepgrad.tensor(...)")
     be = ref._be
     a = _operand(name, ref, a)
     b = _operand(name, ref, b)
     ad = a.data if isinstance(a, Tensor) else a
     bd = b.data if isinstance(b, Tensor) else b
-    out = be.maximum(ad, bd) if is_max else be.minimum(ad, bd)
+    try:
+        out = be.maximum(ad, bd) if is_max else be.minimum(ad, bd)
+    except ValueError as e:
+        raise _broadcast_error(name, getattr(ad, "shape", ()), getattr(bd, "shape", ()),
+                               e) from None
     ins = tuple(t for t in (a, b) if isinstance(t, Tensor))
 
     def backward(g):
@@ -81,7 +102,11 @@ def add(self, other):
     def backward(g):
         return (be.sum_to_shape(g, a_shape) if a.requires_grad else None,
                 be.sum_to_shape(g, b_shape) if b.requires_grad else None)
-    return _result(be.add(self.data, o.data), be, (self, o), backward, "add")
+    try:
+        out = be.add(self.data, o.data)
+    except ValueError as e:
+        raise _broadcast_error("add", a_shape, b_shape, e) from None
+    return _result(out, be, (self, o), backward, "add")
 
 
 def sub(self, other):
@@ -95,7 +120,11 @@ def sub(self, other):
     def backward(g):
         return (be.sum_to_shape(g, a_shape) if a.requires_grad else None,
                 be.neg(be.sum_to_shape(g, b_shape)) if b.requires_grad else None)
-    return _result(be.sub(self.data, o.data), be, (self, o), backward, "sub")
+    try:
+        out = be.sub(self.data, o.data)
+    except ValueError as e:
+        raise _broadcast_error("sub", a_shape, b_shape, e) from None
+    return _result(out, be, (self, o), backward, "sub")
 
 
 def rsub(self, other):
@@ -113,7 +142,11 @@ def mul(self, other):
     def backward(g):
         return (be.sum_to_shape(be.mul(g, bd), ad.shape) if a.requires_grad else None,
                 be.sum_to_shape(be.mul(g, ad), bd.shape) if b.requires_grad else None)
-    return _result(be.mul(ad, bd), be, (self, o), backward, "mul", (self, o))
+    try:
+        out = be.mul(ad, bd)
+    except ValueError as e:
+        raise _broadcast_error("mul", ad.shape, bd.shape, e) from None
+    return _result(out, be, (self, o), backward, "mul", (self, o))
 
 
 def truediv(self, other):
@@ -130,7 +163,11 @@ def truediv(self, other):
         if b.requires_grad:
             gb = be.sum_to_shape(be.neg(be.div(be.mul(ga, ad), bd)), bd.shape)
         return (be.sum_to_shape(ga, ad.shape) if a.requires_grad else None, gb)
-    return _result(be.div(ad, bd), be, (self, o), backward, "div", (self, o))
+    try:
+        out = be.div(ad, bd)
+    except ValueError as e:
+        raise _broadcast_error("div", ad.shape, bd.shape, e) from None
+    return _result(out, be, (self, o), backward, "div", (self, o))
 
 
 def rtruediv(self, other):
@@ -141,7 +178,7 @@ def rtruediv(self, other):
     ad = self.data
     out = be.div(o, ad)
     return _result(out, be, (self,), lambda g: (be.neg(be.div(be.mul(g, out), ad)),),
-                   "rdiv", (self,))
+                   "rdiv", (self,), out=True)
 
 
 # d/da a**b = b a**(b-1), taken as 0 where b == 0 (a**0 is constant; 0 * 0**-1 is NaN);
@@ -162,7 +199,10 @@ def tensor_pow(self, other):
         return _result(be.pow(ad, o), be, (self,), backward_s, "pow", (self,))
     a, b = self, o
     bd = o.data
-    out = be.pow(ad, bd)
+    try:
+        out = be.pow(ad, bd)
+    except ValueError as e:
+        raise _broadcast_error("pow", ad.shape, bd.shape, e) from None
 
     def backward(g):
         ga = gb = None
@@ -175,7 +215,7 @@ def tensor_pow(self, other):
                 gb = be.sum_to_shape(
                     be.mul(g, be.where(const, 0.0, be.mul(out, be.log(ad)))), bd.shape)
         return ga, gb
-    return _result(out, be, (self, o), backward, "pow", (self, o))
+    return _result(out, be, (self, o), backward, "pow", (self, o), out=True)
 
 
 def rpow(self, other):
@@ -194,7 +234,7 @@ def rpow(self, other):
             if o == 0.0:  # 0**x is constant where x >= 0 (PyTorch's mask)
                 d = be.where(be.ge(xd, 0.0), 0.0, d)
             return (d,)
-    return _result(out, be, (self,), backward, "rpow", (self,))
+    return _result(out, be, (self,), backward, "rpow", (self,), out=True)
 
 
 def neg(self):
@@ -208,7 +248,12 @@ def pos(self):
 
 def _cmp(self, other, fn):
     o = _operand("compare", self, other)
-    return _new(fn(self.data, o.data if isinstance(o, Tensor) else o), self._be)
+    od = o.data if isinstance(o, Tensor) else o
+    try:
+        out = fn(self.data, od)
+    except ValueError as e:
+        raise _broadcast_error("compare", self.data.shape, getattr(od, "shape", ()), e) from None
+    return _new_mask(out, self._be)   # indexing reads it as a boolean mask
 
 
 def lt(self, other):
@@ -238,7 +283,7 @@ def ne(self, other):
 def exp(self):
     be = self._be
     out = be.exp(self.data)
-    return _result(out, be, (self,), lambda g: (be.mul(g, out),), "exp")
+    return _result(out, be, (self,), lambda g: (be.mul(g, out),), "exp", out=True)
 
 
 def log(self):
@@ -250,7 +295,8 @@ def log(self):
 def sqrt(self):
     be = self._be
     out = be.sqrt(self.data)
-    return _result(out, be, (self,), lambda g: (be.div(be.mul(g, 0.5), out),), "sqrt")
+    return _result(out, be, (self,), lambda g: (be.div(be.mul(g, 0.5), out),), "sqrt",
+                   out=True)
 
 
 def tensor_abs(self):
@@ -262,6 +308,11 @@ def tensor_abs(self):
 
 def clamp(self, min: float | None = None, max: float | None = None):  # noqa: A002
     """Values limited to [min, max]; the gradient passes where the value was inside."""
+    for nm, v in (("min", min), ("max", max)):
+        if v is not None and (not isinstance(v, numbers.Real) or isinstance(v, (bool, np.bool_))):
+            raise TypeError(f"clamp: {nm} must be a real number or None, got "
+                            f"{type(v).__name__}; for tensor bounds use deepgrad.maximum / "
+                            f"deepgrad.minimum")
     be = self._be
     ad = self.data
     out = be.clip(ad, min, max)
@@ -269,4 +320,4 @@ def clamp(self, min: float | None = None, max: float | None = None):  # noqa: A0
     def backward(g):
         m = be.eq(out, ad)
         return (be.mul(g, m),)
-    return _result(out, be, (self,), backward, "clamp", (self,))
+    return _result(out, be, (self,), backward, "clamp", (self,), out=True)

@@ -3,6 +3,7 @@ backend), and the fused dense layer y = act(x W + b), the MLP's hot path (csrc/c
 csrc/cuda/dense.cu), with its layer statistics record."""
 from __future__ import annotations
 
+import numbers
 from functools import partial as _partial
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from ..autograd import _S, grad_sink
 from ..autograd import record as _result
 from ..tensor import Tensor, _device_mismatch, _operand
-from .activation import _ACT_SET, _DEFAULT_ALPHA, activation_name
+from .activation import _ACT_SET, _DEFAULT_ALPHA, _kernel_dtype, activation_name
 from .common import _same
 
 
@@ -34,7 +35,11 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     def backward(g):
         return (be.matmul(g, bd, False, True) if a.requires_grad else None,
                 be.matmul(ad, g, True, False) if b.requires_grad else None)
-    return _result(be.matmul(ad, bd), be, (a, b), backward, "matmul", (a, b))
+    try:
+        out = be.matmul(ad, bd)
+    except TypeError as e:
+        raise _kernel_dtype("matmul", a, e) from None
+    return _result(out, be, (a, b), backward, "matmul", (a, b))
 
 
 def matmul_method(self, other):
@@ -121,6 +126,15 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         activation = activation_name(activation)
     if alpha is None:
         alpha = _DEFAULT_ALPHA.get(activation, 0.01)
+    elif not isinstance(alpha, (float, int)):
+        if not isinstance(alpha, numbers.Real) or isinstance(alpha, (bool, np.bool_)):
+            raise TypeError(f"dense: alpha must be a real number, got {type(alpha).__name__} "
+                            f"{alpha!r}")
+        alpha = float(alpha)
+    if not isinstance(w, Tensor) or not (b is None or isinstance(b, Tensor)):
+        bad = w if not isinstance(w, Tensor) else b
+        raise TypeError(f"dense: w and b must be deepgrad Tensors (parameters), got "
+                        f"{type(bad).__name__}; wrap them with deepgrad.tensor(...)")
     if not isinstance(x, Tensor):
         x = Tensor(x, dtype=w.dtype, device=w.device)
     be = x._be
@@ -130,16 +144,19 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
     bd = None if b is None else b.data
     record = _S.grad_enabled and (x.requires_grad or w.requires_grad or
                                   (b is not None and b.requires_grad))
-    if stats is None or not record:
-        y, z = be.dense_forward(xd, wd, bd, activation, alpha)
-        stats = None
-    else:
-        y, z = be.dense_forward(xd, wd, bd, activation, alpha, False, stats)
+    try:
+        if stats is None or not record:
+            y, z = be.dense_forward(xd, wd, bd, activation, alpha)
+            stats = None
+        else:
+            y, z = be.dense_forward(xd, wd, bd, activation, alpha, False, stats)
+    except TypeError as e:
+        raise _kernel_dtype("dense", x if x.data.dtype.kind != "f" else w, e) from None
     if not record:
         return _result(y, be, (), None, "dense")
     return _result(y, be, (x, w) if b is None else (x, w, b),
                    _partial(_dense_backward, x, w, b, xd, wd, bd, z, y, activation, alpha, be,
-                            stats), "dense", (x, w))
+                            stats), "dense", (x, w), out=True)
 
 
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:

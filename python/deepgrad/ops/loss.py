@@ -16,9 +16,16 @@ def _check_reduction(fn, reduction):
         raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def _float_pred(fn, what, pred: Tensor) -> None:
+    if pred.data.dtype.kind != "f":
+        raise TypeError(f"{fn}: {what} is a {pred.data.dtype} tensor but losses need float32 or "
+                        f"float64 scores; convert it with .float() or .double()")
+
+
 def _as_target(fn, pred: Tensor, target) -> Tensor:
     if not isinstance(pred, Tensor):
         raise TypeError(f"{fn}: pred must be a deepgrad Tensor, got {type(pred).__name__}")
+    _float_pred(fn, "pred", pred)
     if not isinstance(target, Tensor):
         target = Tensor(target, dtype=pred.dtype, device=pred.device)
     elif target._be is not pred._be:
@@ -91,6 +98,7 @@ def _labels(fn, pred: Tensor, labels):
     """Class labels as an int64 array on pred's device, checked against pred (N, C)."""
     if not isinstance(pred, Tensor):
         raise TypeError(f"{fn}: input must be a deepgrad Tensor, got {type(pred).__name__}")
+    _float_pred(fn, "input", pred)
     if pred.data.ndim != 2:
         raise ValueError(f"{fn}: input must be (N, C) scores, got shape {pred.shape}")
     n, c = pred.data.shape
@@ -105,6 +113,12 @@ def _labels(fn, pred: Tensor, labels):
                             f"values of dtype {lab.dtype}")
     elif lab.dtype.kind not in "iu":
         raise TypeError(f"{fn}: labels must be integer class indices, got dtype {lab.dtype}")
+    if c == 0:
+        raise ValueError(f"{fn}: input has shape {pred.shape}: no classes to score")
+    if lab.dtype.kind == "u" and lab.size and int(lab.max()) >= c:   # before the int64 cast
+        bad = int(lab.max())                                          # wraps 2**64-1 to -1
+        raise ValueError(f"{fn}: label {bad} at index {int(np.argmax(lab == lab.max()))} is out "
+                         f"of range for {c} classes (labels must be in [0, {c - 1}])")
     lab = lab.astype(int64, copy=False)
     if lab.ndim == 2 and lab.shape[1] == 1:
         lab = lab.reshape(-1)

@@ -2,8 +2,25 @@
 through the backend) and dropout. Each is one tape node."""
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 from ..autograd import record as _result
-from ..tensor import Tensor
+from ..tensor import Tensor, _device_mismatch, _dtype_mismatch, _not_tensor
+
+
+def _params(op, x, **named):
+    """x must be a Tensor; the Tensors among ``named`` (weight, bias) on x's device with x's
+    dtype (a float64 weight would silently turn a float32 layer's output into float64)."""
+    if not isinstance(x, Tensor):
+        raise _not_tensor(op, x)
+    for t in named.values():
+        if isinstance(t, Tensor):
+            if t._be is not x._be:
+                raise _device_mismatch(op, x, t)
+            if t.data.dtype != x.data.dtype:
+                raise _dtype_mismatch(op, x, t)
 
 
 def _data(t):
@@ -16,6 +33,7 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
     """Batch normalisation of x (N, C) over the batch axis, one tape node. Training: batch
     statistics, and running_mean/running_var (C,) (Tensors or arrays, may be None) are updated
     in place; eval: the running statistics. weight/bias (C,) are the affine scale and shift."""
+    _params("batch_norm", x, weight=weight, bias=bias)
     be = x._be
     if x.data.ndim != 2:
         raise ValueError(f"batch_norm: x must be (N, C), got shape {x.shape}")
@@ -50,6 +68,7 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
 def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = None,
                eps: float = 1e-5) -> Tensor:
     """Layer normalisation over the last axis of x (..., D), one tape node; weight/bias (D,)."""
+    _params("layer_norm", x, weight=weight, bias=bias)
     be = x._be
     d = x.data.shape[-1] if x.data.ndim else 0
     if x.data.ndim == 0 or d == 0:
@@ -75,6 +94,10 @@ def layer_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Inverted dropout: zero each element with probability p and scale the rest by 1/(1-p)
     in training; the identity in eval. Masks come from deepgrad.random."""
+    if not isinstance(x, Tensor):
+        raise _not_tensor("dropout", x)
+    if not isinstance(p, numbers.Real) or isinstance(p, (bool, np.bool_)):
+        raise TypeError(f"dropout: p must be a number in [0, 1], got {type(p).__name__} {p!r}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0.0:

@@ -50,7 +50,7 @@ def tensor_max(self, axis=None, keepdims: bool = False):
         mask = be.eq(ad, be.reshape(out, kshape))
         cnt = be.sum(mask, axes, True)
         return (be.mul(mask, be.div(be.reshape(g, kshape), cnt)),)
-    return _result(out, be, (self,), backward, "max", (self,))
+    return _result(out, be, (self,), backward, "max", (self,), out=True)
 
 
 def argmax(self, axis=None) -> "Tensor":

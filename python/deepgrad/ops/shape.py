@@ -58,6 +58,9 @@ def reshape(self, *shape):
     except ValueError:
         raise ValueError(f"reshape: cannot reshape a tensor of shape {tuple(old)} "
                          f"({self.data.size} elements) into shape {shape}") from None
+    except TypeError:
+        raise TypeError(f"reshape: the shape must be ints (one may be -1), got {shape!r}"
+                        ) from None
     return _result(out, be, (self,), lambda g: (be.reshape(g, old),), "reshape")
 
 

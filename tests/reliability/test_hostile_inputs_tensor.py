@@ -1,0 +1,283 @@
+"""Hostile inputs to the tensor / autograd / ops layer: every bad input gets a Python exception
+that names the op, the problem and the fix; nothing answers silently wrong, and a refused
+in-place update changes nothing (values and version counter as they were)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deepgrad as dg
+import deepgrad.functional as F
+import deepgrad.losses as L
+
+
+# ---------------------------------------------------------------------------------------------
+# boolean masks from comparisons (a[a > 1] used to gather elements 0 and 1: silently wrong)
+
+
+def test_comparison_mask_selects_like_numpy():
+    x = np.array([1.0, 2.0, 3.0], np.float32)
+    a = dg.tensor(x)
+    np.testing.assert_array_equal(a[a > 1].numpy(), x[x > 1])
+    np.testing.assert_array_equal(a[a <= 1].numpy(), x[x <= 1])
+    m = np.arange(6.0).reshape(2, 3)
+    t = dg.tensor(m)
+    np.testing.assert_array_equal(t[t > 2].numpy(), m[m > 2])   # not a (2, 3, 3) gather
+    np.testing.assert_array_equal(t[t[:, 0] > 0].numpy(), m[m[:, 0] > 0])
+
+
+def test_comparison_mask_gradient_and_setitem():
+    a = dg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    a[a > 1].sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0.0, 1.0, 1.0])
+    b = dg.tensor([1.0, 2.0, 3.0])
+    b[b > 1] = 0.0
+    np.testing.assert_array_equal(b.numpy(), [1.0, 0.0, 0.0])
+
+
+def test_float_index_tensor_still_gathers():
+    a = dg.tensor([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(a[dg.tensor([0, 2])].numpy(), [1.0, 3.0])
+    m = a > 1
+    np.testing.assert_array_equal(a[m * 1.0].numpy(), [1.0, 2.0, 2.0])  # arithmetic: indices
+
+
+# ---------------------------------------------------------------------------------------------
+# an op whose backward reads its own output: the output modified in place is caught
+
+
+@pytest.mark.parametrize("op", [
+    lambda x: x.exp(),
+    lambda x: x.sqrt(),
+    lambda x: x.sigmoid(),
+    lambda x: F.tanh(x),
+    lambda x: F.softmax(x.reshape(1, -1)),
+    lambda x: F.log_softmax(x.reshape(1, -1)),
+    lambda x: x.max(),
+    lambda x: x.clamp(0.5, 1.5),
+    lambda x: 2.0 ** x,
+    lambda x: 1.0 / x,
+    lambda x: F.dense(x.reshape(1, -1), dg.ones(3, 2), None, "sigmoid"),
+])
+def test_output_modified_in_place_is_refused(op):
+    x = dg.tensor([0.5, 1.0, 2.0], requires_grad=True)
+    y = op(x * 1.0)
+    z = y.sum()
+    with dg.no_grad():
+        y.mul_(0.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        z.backward()
+
+
+def test_output_of_linear_ops_may_change_in_place():
+    x = dg.tensor([0.5, 1.0], requires_grad=True)
+    y = x * 3.0      # mul by a scalar reads no output
+    z = y.sum()
+    with dg.no_grad():
+        y.mul_(0.0)
+    z.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# refused in-place updates change nothing (no spurious "modified in place" later)
+
+
+def _refused_then_backward(update, exc, phrase):
+    a = dg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    b = dg.tensor([4.0, 5.0, 6.0])
+    z = (a * b).sum()              # b is saved for the backward
+    before = b.numpy().copy()
+    with pytest.raises(exc, match=phrase):
+        update(b)
+    assert b._version == 0
+    np.testing.assert_array_equal(b.numpy(), before)
+    z.backward()
+    np.testing.assert_array_equal(a.grad.numpy(), before)
+
+
+def test_refused_add_broadcast_keeps_version():
+    _refused_then_backward(lambda b: b.add_(dg.ones(2)), ValueError, "add_: shapes")
+
+
+def test_refused_setitem_keeps_version():
+    _refused_then_backward(lambda b: b.__setitem__(5, 1.0), IndexError, "__setitem__: index 5")
+    _refused_then_backward(lambda b: b.__setitem__(slice(None), [1.0, 2.0]), ValueError,
+                           "__setitem__: cannot assign")
+    _refused_then_backward(lambda b: b.__setitem__(0, "x"), TypeError, "__setitem__")
+
+
+def test_refused_fill_and_copy_keep_version():
+    _refused_then_backward(lambda b: b.fill_("x"), TypeError, "fill_")
+    _refused_then_backward(lambda b: b.copy_(np.ones(2)), ValueError, "copy_")
+    _refused_then_backward(lambda b: b.copy_([[1, 2], [3]]), ValueError, "copy_")
+
+
+def test_int_tensor_in_place_float_result_is_refused():
+    a = dg.tensor([1, 2], dtype="int64")
+    with pytest.raises(TypeError, match="add_: the result is float64"):
+        a += 0.5
+    with pytest.raises(TypeError, match="div_"):
+        a /= 2
+    np.testing.assert_array_equal(a.numpy(), [1, 2])
+    assert a._version == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# conversions
+
+
+def test_to_int64_is_not_differentiable():
+    a = dg.tensor([1.5, 2.0], requires_grad=True)
+    b = a.to("int64")
+    assert not b.requires_grad and b.grad_fn is None
+    np.testing.assert_array_equal(b.numpy(), [1, 2])
+
+
+def test_tensor_from_bad_data():
+    with pytest.raises(ValueError, match="tensor\\(\\): the data is not a rectangular"):
+        dg.tensor([[1, 2], [3]])
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        dg.tensor(np.array([2 ** 63 + 5], np.uint64), dtype="int64")
+    with pytest.raises(ValueError, match="cannot be converted to int64"):
+        dg.tensor([np.nan, 1.0], dtype="int64")
+    with pytest.raises(ValueError, match="cannot be converted to int64"):
+        dg.tensor([1e30], dtype="int64")
+    with pytest.raises(TypeError, match="real numbers"):
+        dg.tensor([1 + 2j])
+    np.testing.assert_array_equal(dg.tensor([1.0, -2.0], dtype="int64").numpy(), [1, -2])
+
+
+def test_big_endian_float64_keeps_its_precision():
+    a = np.array([1.0 + 1e-12, 2.0]).astype(">f8")
+    t = dg.tensor(a)
+    assert t.dtype == dg.float64
+    assert t.numpy()[0] == 1.0 + 1e-12
+
+
+def test_bad_scalar_operands_name_the_op():
+    a = dg.tensor([1.0])
+    with pytest.raises(TypeError, match="add: unsupported operand type complex"):
+        a + 1j
+    with pytest.raises(TypeError, match="mul: unsupported operand type bool"):
+        a * True
+    with pytest.raises(TypeError, match="add: unsupported operand type str"):
+        a + "x"
+    with pytest.raises(TypeError, match="clamp: min must be a real number"):
+        a.clamp(dg.tensor([0.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# broadcasting failures name the op and the shapes
+
+
+@pytest.mark.parametrize("name,fn", [
+    ("add", lambda a, b: a + b), ("sub", lambda a, b: a - b), ("mul", lambda a, b: a * b),
+    ("div", lambda a, b: a / b), ("pow", lambda a, b: a ** b),
+    ("maximum", dg.maximum), ("minimum", dg.minimum), ("compare", lambda a, b: a < b),
+])
+def test_broadcast_failure_names_op(name, fn):
+    a, b = dg.ones(2, 3), dg.ones(4)
+    with pytest.raises(ValueError, match=f"{name}: shapes \\(2, 3\\) and \\(4,\\) do not "
+                                         "broadcast"):
+        fn(a, b)
+
+
+def test_where_broadcast_failure():
+    with pytest.raises(ValueError, match="where: the shapes"):
+        dg.where(dg.ones(4), dg.ones(3), 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# empty, reshape, backward arguments, hooks
+
+
+def test_softmax_over_empty_axis():
+    for fn in (F.softmax, F.log_softmax):
+        x = dg.zeros(3, 0, requires_grad=True)
+        y = fn(x)
+        assert y.shape == (3, 0)
+        y.sum().backward()
+        assert x.grad.shape == (3, 0)
+
+
+def test_reshape_non_int_shape():
+    with pytest.raises(TypeError, match="reshape: the shape must be ints"):
+        dg.zeros(2, 3).reshape(3.0, 2)
+
+
+def test_backward_grad_of_wrong_kind():
+    a = dg.ones(2, requires_grad=True)
+    with pytest.raises(TypeError, match="backward\\(grad\\): grad must be a Tensor"):
+        (a * 2).backward("x")
+
+
+def test_hook_replacement_gradient_keeps_dtype():
+    for ret in (lambda g: np.ones(2), lambda g: [1.0, 1.0], lambda g: g.double()):
+        x = dg.tensor([1.0, 5.0], requires_grad=True)
+        y = x * 2
+        y.register_hook(ret)
+        y.sum().backward()
+        assert x.grad.dtype == dg.float32
+        np.testing.assert_array_equal(x.grad.numpy(), [2.0, 2.0])
+    x = dg.tensor([1.0, 5.0], requires_grad=True)
+    x.register_hook(lambda g: g.double())
+    (x * 2).sum().backward()
+    assert x.grad.dtype == dg.float32
+    x = dg.tensor([1.0, 5.0], requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: "no")
+    with pytest.raises(TypeError, match="hook returned str"):
+        y.sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# dtype and type errors of the layers and losses name the op and the Tensor conversion
+
+
+@pytest.mark.parametrize("name,fn", [
+    ("relu", lambda a: a.relu()),
+    ("sigmoid", F.sigmoid),
+    ("softmax", F.softmax),
+    ("matmul", lambda a: a @ a.T),
+    ("dense", lambda a: F.dense(a, dg.ones(2, 2, dtype="int64"))),
+    ("mse", lambda a: L.mse(a, a)),
+    ("cross_entropy", lambda a: L.cross_entropy(a, [0])),
+])
+def test_int64_tensor_into_float_op(name, fn):
+    a = dg.tensor([[1, 2]], dtype="int64")
+    with pytest.raises(TypeError, match=f"{name}: .*int64.*\\.float\\(\\)"):
+        fn(a)
+
+
+def test_dense_argument_types():
+    x = dg.ones(2, 3)
+    with pytest.raises(TypeError, match="dense: w and b must be deepgrad Tensors"):
+        F.dense(x, np.ones((3, 4), np.float32))
+    with pytest.raises(TypeError, match="dense: w and b must be deepgrad Tensors"):
+        F.dense(x, dg.ones(3, 4), np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="dense: alpha must be a real number"):
+        F.dense(x, dg.ones(3, 4), activation="leaky_relu", alpha="x")
+
+
+def test_norm_and_dropout_argument_types():
+    x = dg.randn(4, 3)
+    with pytest.raises(TypeError, match="batch_norm: operands have dtypes float32 and float64"):
+        F.batch_norm(x, dg.ones(3, dtype="float64"))
+    with pytest.raises(TypeError, match="layer_norm: operands have dtypes"):
+        F.layer_norm(x, dg.ones(3, dtype="float64"))
+    with pytest.raises(TypeError, match="batch_norm: expected a deepgrad Tensor"):
+        F.batch_norm(np.ones((4, 3)))
+    with pytest.raises(TypeError, match="layer_norm: expected a deepgrad Tensor"):
+        F.layer_norm(np.ones((4, 3)))
+    with pytest.raises(TypeError, match="dropout: expected a deepgrad Tensor"):
+        F.dropout(np.ones(3), 0.5)
+    with pytest.raises(TypeError, match="dropout: p must be a number"):
+        F.dropout(x, "a")
+
+
+def test_cross_entropy_label_edge_cases():
+    with pytest.raises(ValueError, match="cross_entropy: .*no classes"):
+        L.cross_entropy(dg.zeros(2, 0), [0, 0])
+    with pytest.raises(ValueError, match="label 18446744073709551615 at index 1 is out of range"):
+        L.cross_entropy(dg.zeros(2, 3), np.array([0, 2 ** 64 - 1], np.uint64))
