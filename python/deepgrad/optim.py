@@ -75,7 +75,7 @@ class Optimizer:
                                 f"{', '.join(sorted(unknown))} in a param group")
             group["params"] = g["params"]
             self._check_group(group)
-            self.param_groups.append(group)
+            self.param_groups.append(_ParamGroup(self, group))
         seen: set[int] = set()
         for group in self.param_groups:
             for p in group["params"]:
@@ -92,9 +92,16 @@ class Optimizer:
     # -- hooks for subclasses ------------------------------------------------------------------
 
     def _check_group(self, group: dict) -> None:
-        lr = group["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr >= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be a number >= 0, got {group['lr']!r}")
+        """Every option of `group` valid (ValueError naming the option and its range): checked
+        at construction, add_param_group, load_state_dict and on every assignment to a
+        param_groups entry, so the native step never sees a bad value mid-update."""
+        _real(self, group, "lr", 0.0)
+
+    def _check_bool(self, group: dict, key: str) -> None:
+        v = group[key]
+        if not (isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer))
+                                                     and v in (0, 1))):
+            raise ValueError(f"{type(self).__name__}: {key} must be True or False, got {v!r}")
 
     def _state_names(self, group: dict) -> tuple[str, ...]:
         raise NotImplementedError(f"{type(self).__name__} must define _state_names() (the flat state buffers it keeps)")
@@ -409,14 +416,33 @@ class Optimizer:
 
     def add_param_group(self, group: dict) -> None:
         """Add a group of parameters with its own options (state is rebuilt, carried over)."""
-        carry = self._export()
+        name = f"{type(self).__name__}.add_param_group"
+        if not isinstance(group, dict):
+            raise TypeError(f"{name}: expected a dict with a 'params' entry, got "
+                            f"{type(group).__name__}")
+        unknown = set(group) - set(self.defaults) - {"params", "initial_lr"}
+        if unknown:
+            raise TypeError(f"{name}: unknown option(s) {', '.join(sorted(map(str, unknown)))}; "
+                            f"this optimizer takes {', '.join(self.defaults)}")
         g = dict(self.defaults)
         g.update({k: v for k, v in group.items() if k != "params"})
         g["params"] = _as_groups([group])[0]["params"]
         self._check_group(g)
-        self.param_groups.append(g)
+        have = {id(p) for grp in self.param_groups for p in grp["params"]}
+        if any(id(p) in have for p in g["params"]) or len({id(p) for p in g["params"]}) \
+                != len(g["params"]):
+            raise ValueError(f"{name}: some parameters are already in a param group of this "
+                             "optimizer (or listed twice); each parameter belongs to one group")
+        carry = self._export()
+        groups, steps = list(self.param_groups), list(self._steps)
+        self.param_groups.append(_ParamGroup(self, g))
         self._steps.append(0)
-        self._build(carry)
+        try:
+            self._build(carry)
+        except BaseException:   # all or nothing: the optimizer as it was
+            self.param_groups[:], self._steps = groups, steps
+            self._build(carry)
+            raise
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -426,6 +452,94 @@ class Optimizer:
         return "\n".join(lines + [")"])
 
 
+def _real(opt, group: dict, key: str, lo: float | None = None, hi: float | None = None,
+          hi_open: bool = False) -> float:
+    """group[key] must be a finite real number in [lo, hi] (hi excluded with hi_open)."""
+    v = group[key]
+    rng = " >= %g" % lo if lo is not None and hi is None else (
+        f" in [{lo:g}, {hi:g}{')' if hi_open else ']'}" if lo is not None else "")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ValueError(f"{type(opt).__name__}: {key} must be a finite number{rng}, got "
+                         f"{v!r} ({type(v).__name__})")
+    f = float(v)
+    if not math.isfinite(f) or (lo is not None and f < lo) or \
+            (hi is not None and (f >= hi if hi_open else f > hi)):
+        raise ValueError(f"{type(opt).__name__}: {key} must be a finite number{rng}, got {v!r}")
+    return f
+
+
+class _ParamList(list):
+    """A param group's "params": read like a list, refused edits (the optimizer's flat state is
+    laid out for these parameters at construction; an appended one was silently never
+    stepped)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise TypeError("an optimizer's param_groups[i]['params'] cannot be edited after "
+                        "construction (its state is laid out for those parameters); use "
+                        "optimizer.add_param_group({'params': [...]}) or build a new optimizer")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return (list, (list(self),))       # copies and pickles are plain lists
+
+
+class _ParamGroup(dict):
+    """One entry of ``optimizer.param_groups``: a dict whose option assignments
+    (``group["lr"] = 0.01``, as schedulers and users do) go through the optimizer's checks, so a
+    bad value (a string, NaN, a negative lr) raises there, naming the option, instead of inside
+    the native step (a bare pybind error, with the groups before it already stepped). Costs
+    nothing per step."""
+    __slots__ = ("_opt",)
+
+    def __init__(self, opt, group: dict):
+        dict.__init__(self, group)
+        dict.__setitem__(self, "params", _ParamList(group["params"]))
+        self._opt = opt
+
+    def __setitem__(self, key, value) -> None:
+        self._set({key: value})
+
+    def update(self, *args, **kwargs) -> None:
+        self._set(dict(*args, **kwargs))
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self._set({key: default})
+        return self[key]
+
+    def _set(self, new: dict) -> None:
+        opt = self._opt
+        if "params" in new and new["params"] is not self.get("params"):
+            self["params"]._refuse()
+        trial = dict(self)
+        trial.update(new)
+        opt._check_group(trial)
+        for k, v in new.items():
+            dict.__setitem__(self, k, v)
+
+    def __delitem__(self, key) -> None:
+        if key == "params" or key in self._opt.defaults:
+            raise TypeError(f"{type(self._opt).__name__}: the option {key!r} of a param group "
+                            "cannot be deleted; assign a new value instead")
+        dict.__delitem__(self, key)
+
+    def pop(self, key, *default):
+        if key == "params" or key in self._opt.defaults:
+            self.__delitem__(key)
+        return dict.pop(self, key, *default)
+
+    def popitem(self):
+        raise TypeError("the options of a param group cannot be removed")
+
+    def clear(self) -> None:
+        self.popitem()
+
+    def __reduce__(self):
+        return (dict, (dict(self),))       # copies and pickles are plain dicts
+
+
 def _as_groups(params) -> list[dict]:
     from .nn.module import Module
     if isinstance(params, Module):
@@ -433,6 +547,10 @@ def _as_groups(params) -> list[dict]:
     if isinstance(params, Tensor):
         raise TypeError("optimizer params must be an iterable of Tensors, a Module or a list of "
                         "param-group dicts, not a single Tensor")
+    if isinstance(params, dict):
+        raise TypeError("optimizer params must be an iterable of Tensors, a Module or a list of "
+                        "param-group dicts, not a single dict; wrap it in a list: "
+                        "[{'params': ..., 'lr': ...}]")
     params = list(params)
     if not params:
         raise ValueError("optimizer got an empty parameter list")
@@ -491,8 +609,10 @@ class SGD(Optimizer):
 
     def _check_group(self, group):
         super()._check_group(group)
-        if group["momentum"] < 0 or group["weight_decay"] < 0:
-            raise ValueError("SGD: momentum and weight_decay must be >= 0")
+        _real(self, group, "momentum", 0.0)
+        _real(self, group, "weight_decay", 0.0)
+        _real(self, group, "dampening")
+        self._check_bool(group, "nesterov")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum requires momentum > 0 and dampening = 0")
 
@@ -515,15 +635,19 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(betas, (list, np.ndarray))
+                                      else betas, eps=eps, weight_decay=weight_decay))
 
     def _check_group(self, group):
         super()._check_group(group)
-        b1, b2 = group["betas"]
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"{type(self).__name__}: betas must be in [0, 1), got {group['betas']}")
-        if group["eps"] < 0 or group["weight_decay"] < 0:
-            raise ValueError(f"{type(self).__name__}: eps and weight_decay must be >= 0")
+        betas = group["betas"]
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise ValueError(f"{type(self).__name__}: betas must be a pair (beta1, beta2) of "
+                             f"numbers in [0, 1), e.g. (0.9, 0.999); got {betas!r}")
+        for i, b in enumerate(betas):
+            _real(self, {f"betas[{i}]": b}, f"betas[{i}]", 0.0, 1.0, hi_open=True)
+        _real(self, group, "eps", 0.0)
+        _real(self, group, "weight_decay", 0.0)
 
     def _state_names(self, group):
         return ("exp_avg", "exp_avg_sq")
@@ -554,8 +678,8 @@ class RMSprop(Optimizer):
     def _check_group(self, group):
         super()._check_group(group)
         for k in ("alpha", "eps", "weight_decay", "momentum"):
-            if group[k] < 0:
-                raise ValueError(f"RMSprop: {k} must be >= 0, got {group[k]}")
+            _real(self, group, k, 0.0)
+        self._check_bool(group, "centered")
 
     def _state_names(self, group):
         names = ("square_avg",)

@@ -234,8 +234,23 @@ def _lock(fd: int) -> None:
         pass                       # no flock here: cleaners fall back to the pid
 
 
+def _check_target(path: str) -> None:
+    """A clear error before anything is written: the OS's own errors name the temporary file
+    (``.x.dgtmp-123-ab12``), not the path the user gave."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if path == "":
+        raise ValueError("deepgrad.save: the path is empty; give a file path such as 'model.dg'")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"deepgrad.save: {path!r} is a directory; give a file path such "
+                                f"as {os.path.join(path or '.', 'model.dg')!r}")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"deepgrad.save: the folder {directory!r} of {path!r} does not "
+                                "exist; create it first (os.makedirs(folder, exist_ok=True))")
+
+
 def _write_atomic(path: str, body) -> None:
     directory = os.path.dirname(os.path.abspath(path))
+    _check_target(path)
     _remove_stale_temporaries(path)
     tmp = os.path.join(directory, f"{_tmp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -506,16 +521,61 @@ def _flat_arrays(obj) -> dict:
     return out
 
 
+# The safetensors format has no checksum: a flipped byte in the data block loads as a wrong
+# weight. deepgrad writes one into the metadata, a CRC-32 of the whole file with its own 8 hex
+# digits read as "00000000", and checks it on load (files from other writers have none).
+_ST_CRC_KEY = "deepgrad_crc32"
+_ST_CRC_ZERO = b'"deepgrad_crc32":"00000000"'
+
+
 def _save_safetensors(obj, path: str) -> None:
     stn = _safetensors()
     from .runtime import __version__
     arrays = _flat_arrays(obj)
     blob = stn.save(arrays, metadata={"format": "np", "writer": f"deepgrad {__version__}",
-                                          "deepgrad_version": __version__})
+                                      "deepgrad_version": __version__,
+                                      _ST_CRC_KEY: "00000000"})
+    n = int.from_bytes(blob[:8], "little")
+    head = bytearray(blob[:8 + n])
+    at = head.find(_ST_CRC_ZERO)
+    if at < 0 or head.find(_ST_CRC_ZERO, at + 1) >= 0:   # safetensors changed its JSON writer
+        raise RuntimeError("deepgrad.save(format='safetensors'): cannot place the checksum in "
+                           "the header written by this safetensors version")
+    data = memoryview(blob)[8 + n:]
+    crc = zlib.crc32(data, zlib.crc32(head))
+    digits = at + len(_ST_CRC_ZERO) - 9
+    head[digits:digits + 8] = b"%08x" % crc
 
     def body(w):
-        w.f.write(blob)
+        w.f.write(head)
+        w.f.write(data)
     _write_atomic(path, body)
+
+
+def _verify_safetensors_crc(path: str, f, raw: bytes, metadata) -> None:
+    """Check the CRC-32 deepgrad wrote into the metadata (nothing to check without one)."""
+    want = metadata.get(_ST_CRC_KEY) if isinstance(metadata, dict) else None
+    if want is None:
+        return
+    stored = b'"%s":"%s"' % (_ST_CRC_KEY.encode(), str(want).encode())
+    if len(str(want)) != 8 or raw.count(stored) != 1:
+        raise _bad(path, "is corrupted (its deepgrad checksum entry is malformed)")
+    try:
+        want = int(want, 16)
+    except ValueError:
+        raise _bad(path, "is corrupted (its deepgrad checksum entry is malformed)") from None
+    f.seek(0)
+    crc = zlib.crc32(f.read(8))
+    crc = zlib.crc32(raw.replace(stored, _ST_CRC_ZERO), crc)
+    f.seek(8 + len(raw))
+    while True:
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            break
+        crc = zlib.crc32(chunk, crc)
+    if crc != want:
+        raise _bad(path, "is corrupted (checksum mismatch over header and data; it was written "
+                         "by deepgrad, which stores a CRC-32 in the safetensors metadata)")
 
 
 _ST_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "F16", "U32", "I32", "F32", "U64", "I64", "F64"}
@@ -530,13 +590,14 @@ def _load_safetensors(path: str) -> dict:
         if not 2 <= n <= min(size - 8, _MAX_HEADER * 8):
             raise _bad(path, "is not a safetensors file (bad header length)")
         raw = f.read(n)
-    try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise TypeError("the header is not an object")
-        dtypes = {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
-    except (ValueError, TypeError, KeyError, RecursionError) as e:
-        raise _bad(path, f"is not a valid safetensors file (header: {e})") from None
+        try:
+            header = json.loads(raw)
+            if not isinstance(header, dict):
+                raise TypeError("the header is not an object")
+            dtypes = {k: v["dtype"] for k, v in header.items() if k != "__metadata__"}
+        except (ValueError, TypeError, KeyError, RecursionError) as e:
+            raise _bad(path, f"is not a valid safetensors file (header: {e})") from None
+        _verify_safetensors_crc(path, f, raw, header.get("__metadata__"))
     odd = {k: d for k, d in dtypes.items() if d not in _ST_DTYPES}
     if odd:
         k, d = next(iter(odd.items()))

@@ -22,10 +22,29 @@ def _check_positive_int(layer: str, name: str, v) -> None:
         raise ValueError(f"{layer}: {name} must be a positive int, got {v!r}")
 
 
-def _dtype(dtype) -> np.dtype:
-    dt = np.dtype(dtype if dtype is not None else np.float32)
+def _check_float(layer: str, name: str, v, lo: float = -np.inf, hi: float = np.inf,
+                 hi_open: bool = False) -> float:
+    """v as a finite float in [lo, hi] (or [lo, hi) with hi_open); ValueError naming the layer,
+    the argument and the accepted range otherwise (a NaN slope or eps made every output NaN)."""
+    rng = f" in [{lo:g}, {hi:g}{')' if hi_open else ']'}" if np.isfinite(lo) and np.isfinite(hi) \
+        else (f" >= {lo:g}" if np.isfinite(lo) else "")
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{layer}: {name} must be a finite number{rng}, got {v!r} "
+                         f"({type(v).__name__})")
+    f = float(v)
+    if not (np.isfinite(f) and lo <= f and (f < hi if hi_open else f <= hi)):
+        raise ValueError(f"{layer}: {name} must be a finite number{rng}, got {v!r}")
+    return f
+
+
+def _dtype(dtype, layer: str = "layer") -> np.dtype:
+    try:
+        dt = np.dtype(dtype if dtype is not None else np.float32)
+    except TypeError:
+        raise TypeError(f"{layer}: dtype {dtype!r} is not a dtype; use 'float32' or "
+                        "'float64'") from None
     if dt not in (np.float32, np.float64):
-        raise TypeError(f"parameters must be float32 or float64, got {dt}")
+        raise TypeError(f"{layer}: parameters must be float32 or float64, got {dt}")
     return dt
 
 
@@ -33,7 +52,14 @@ def _as_input(x, layer: str, features: int | None = None, dtype=None) -> Tensor:
     """x as a Tensor with at least one sample, checking the feature axis. Arrays are converted
     (to `dtype`, the layer's parameter dtype, when given)."""
     if not isinstance(x, Tensor):
-        a = np.asarray(x)
+        try:
+            a = np.asarray(x)
+        except (TypeError, ValueError) as e:   # ragged nested lists
+            raise ValueError(f"{layer}: the input must be a Tensor or an array of numbers, got "
+                             f"a {type(x).__name__} numpy cannot read as one ({e})") from None
+        if a.dtype.kind not in "biuf":         # strings, None, objects, complex
+            raise TypeError(f"{layer}: the input must be a Tensor or an array of real numbers, "
+                            f"got a {type(x).__name__} of dtype {a.dtype}")
         if dtype is None and a.dtype.kind in "biu":
             dtype = np.float32
         x = Tensor(a, dtype=dtype)
@@ -72,8 +98,9 @@ class Dense(Module):
             _check_positive_int("Dense", n, v)
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.activation = F.activation_name(activation)
-        self.alpha = float(F._DEFAULT_ALPHA.get(self.activation, 0.01) if alpha is None else alpha)
-        dt = _dtype(dtype)
+        self.alpha = _check_float("Dense", "alpha", F._DEFAULT_ALPHA.get(self.activation, 0.01)
+                                  if alpha is None else alpha)
+        dt = _dtype(dtype, "Dense")
         self.weight = Parameter(np.zeros((self.in_features, self.out_features), dtype=dt))
         _init.get(init, self.activation, self.alpha)(self.weight)
         self.bias = Parameter(np.zeros(self.out_features, dtype=dt)) if bias else None
@@ -129,7 +156,7 @@ class Activation(Module):
     def __init__(self, activation: str, alpha: float = 0.01):
         super().__init__()
         self.activation = F.activation_name(activation)
-        self.alpha = float(alpha)
+        self.alpha = _check_float(type(self).__name__, "alpha", alpha)
 
     def forward(self, x) -> Tensor:
         x = _as_input(x, type(self).__name__)
@@ -281,8 +308,15 @@ class BatchNorm1d(Module):
                  affine: bool = True, dtype=None):
         super().__init__()
         _check_positive_int("BatchNorm1d", "num_features", num_features)
-        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
-        dt = _dtype(dtype)
+        if momentum is None:
+            raise ValueError("BatchNorm1d: momentum=None (PyTorch's cumulative average) is not "
+                             "supported; pass a number in [0, 1] such as 0.1")
+        # eps < 0 makes var + eps negative (NaN outputs) for low-variance features; a momentum
+        # outside [0, 1] makes the running statistics diverge (both silently in PyTorch)
+        self.num_features = int(num_features)
+        self.eps = _check_float("BatchNorm1d", "eps", eps, 0.0)
+        self.momentum = _check_float("BatchNorm1d", "momentum", momentum, 0.0, 1.0)
+        dt = _dtype(dtype, "BatchNorm1d")
         self.weight = Parameter(np.ones(self.num_features, dtype=dt)) if affine else None
         self.bias = Parameter(np.zeros(self.num_features, dtype=dt)) if affine else None
         self.register_buffer("running_mean", Tensor(np.zeros(self.num_features, dtype=dt)))
@@ -315,8 +349,9 @@ class LayerNorm(Module):
                 raise ValueError("LayerNorm: only the last axis can be normalised")
             normalized_shape = normalized_shape[0]
         _check_positive_int("LayerNorm", "normalized_shape", normalized_shape)
-        self.normalized_shape, self.eps = int(normalized_shape), float(eps)
-        dt = _dtype(dtype)
+        self.normalized_shape = int(normalized_shape)
+        self.eps = _check_float("LayerNorm", "eps", eps, 0.0)
+        dt = _dtype(dtype, "LayerNorm")
         self.weight = Parameter(np.ones(self.normalized_shape, dtype=dt)) if elementwise_affine else None
         self.bias = Parameter(np.zeros(self.normalized_shape, dtype=dt)) if elementwise_affine else None
 
@@ -335,9 +370,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p = float(p)
+        self.p = _check_float("Dropout", "p", p, 0.0, 1.0, hi_open=True)
 
     def forward(self, x) -> Tensor:
         x = _as_input(x, "Dropout")

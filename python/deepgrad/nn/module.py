@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy as _copy
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -92,6 +93,12 @@ class Module:
             params[name] = value
             _STRUCT[0] += 1
         elif isinstance(value, Module):
+            if value is self or any(m is self for m in value.modules()):
+                raise ValueError(f"{type(self).__name__}.{name}: cannot register "
+                                 f"{'the module itself' if value is self else 'a module that contains this one'}"
+                                 " as its own submodule (a cycle: calling, printing or copying "
+                                 "the model would recurse forever); use a new module or "
+                                 "copy.deepcopy(module)")
             params.pop(name, None)
             bufs.pop(name, None)
             mods[name] = value
@@ -306,6 +313,10 @@ class Module:
 
     def train(self, mode: bool = True) -> "Module":
         """Training mode (batch statistics, dropout on) for this module and its descendants."""
+        if not isinstance(mode, (bool, np.bool_)):
+            # train("False") or train(0.5) used to switch training ON (any truthy value)
+            raise TypeError(f"{type(self).__name__}.train: mode must be True or False, got "
+                            f"{mode!r}; call .eval() for evaluation mode")
         for m in self.modules():
             m.__dict__["training"] = bool(mode)
         return self
@@ -384,6 +395,8 @@ class Module:
         parameter's dtype always is. The error names every key. All or nothing: every value is
         checked and converted before the first one is copied, so a failure leaves the model
         exactly as it was."""
+        if isinstance(state, Mapping) and not isinstance(state, dict):
+            state = dict(state.items())      # a read-only mapping (MappingProxyType), as torch
         if not isinstance(state, dict):
             raise TypeError(f"load_state_dict: expected a dict, got {type(state).__name__}")
         bad_keys = [k for k in state if not isinstance(k, str)]
@@ -416,7 +429,17 @@ class Module:
                 bad_value.append(f"{k}: values of dtype {v.dtype} cannot be loaded into a "
                                  f"{dtype.name} tensor")
                 continue
-            values[k] = np.array(v, dtype=dtype, copy=True)
+            with np.errstate(over="ignore", invalid="ignore"):
+                conv = np.array(v, dtype=dtype, copy=True)
+            if v.dtype.kind == "f" and conv.size and not np.array_equal(
+                    np.isfinite(conv), np.isfinite(v)):
+                # a float64 checkpoint with values beyond float32's range became inf silently
+                big = float(np.max(np.abs(v[np.isfinite(v) & ~np.isfinite(conv)])))
+                bad_value.append(f"{k}: values up to {big:.3g} overflow {dtype.name} (they "
+                                 "would load as inf); load into a float64 model "
+                                 "(model.double()) or fix the checkpoint")
+                continue
+            values[k] = conv
         problems = []
         if strict and missing:
             problems.append("missing keys: " + ", ".join(missing))

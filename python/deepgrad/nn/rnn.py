@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import init as _init
 from ..ops.recurrent import _gru_sequence, _lstm_sequence, _rnn_sequence
 from ..tensor import Tensor
-from .layers import _check_positive_int
+from .layers import _check_float, _check_positive_int, _dtype
 from .module import Module
 from .parameter import Parameter
 
@@ -41,9 +41,7 @@ class _RecurrentBase(Module):
         for n, v in (("input_size", input_size), ("hidden_size", hidden_size)):
             _check_positive_int(type(self).__name__, n, v)
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
-        dt = np.dtype(dtype if dtype is not None else np.float32)
-        if dt not in (np.float32, np.float64):
-            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {dt}")
+        dt = _dtype(dtype, type(self).__name__)
         G = _GATES[self._kind] * self.hidden_size
         k = 1.0 / math.sqrt(self.hidden_size)
         self.weight_ih = Parameter(np.zeros((self.input_size, G), dtype=dt))
@@ -74,7 +72,7 @@ class _RecurrentBase(Module):
     def _check_input(self, x) -> Tensor:
         name = type(self).__name__
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x, dtype=self.weight_ih.dtype))
+            x = self._as_tensor(x, "input")
         if x.ndim != 3:
             raise ValueError(f"{name}: expected a batch-first input (batch, time, {self.input_size}), "
                              f"got shape {tuple(x.shape)}")
@@ -87,6 +85,20 @@ class _RecurrentBase(Module):
                              f"layer expects input_size={self.input_size}")
         self._like_weights(x, "input")
         return x
+
+    def _as_tensor(self, a, what: str) -> Tensor:
+        """An array-like as a Tensor of the weights' dtype (ValueError naming the layer when it
+        holds no numbers: strings, ragged lists, None)."""
+        name = type(self).__name__
+        try:
+            arr = np.asarray(a)
+        except (TypeError, ValueError) as e:   # ragged nested lists
+            raise ValueError(f"{name}: {what} must be a Tensor or an array of numbers, got a "
+                             f"{type(a).__name__} numpy cannot read as one ({e})") from None
+        if arr.dtype.kind not in "biuf":       # strings, None, objects, complex
+            raise TypeError(f"{name}: {what} must be a Tensor or an array of real numbers, got "
+                            f"a {type(a).__name__} of dtype {arr.dtype}")
+        return Tensor(arr.astype(self.weight_ih.dtype, copy=False))
 
     def _like_weights(self, t: Tensor, what: str) -> None:
         """t must have the weights' dtype and device (TypeError / ValueError naming both)."""
@@ -101,7 +113,7 @@ class _RecurrentBase(Module):
         if h0 is None:
             return Tensor(np.zeros((B, width), dtype=self.weight_ih.dtype), device=self.weight_ih.device)
         if not isinstance(h0, Tensor):
-            h0 = Tensor(np.asarray(h0, dtype=self.weight_ih.dtype))
+            h0 = self._as_tensor(h0, f"initial {what}")
         name = type(self).__name__
         if tuple(h0.shape) != (B, width):
             raise ValueError(f"{name}: initial {what} has shape {tuple(h0.shape)} "
@@ -160,7 +172,7 @@ class LSTM(_RecurrentBase):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  forget_bias: float = 1.0, init=None, recurrent_init=None, dtype=None):
         super().__init__(input_size, hidden_size, bias, init, recurrent_init, dtype)
-        self.forget_bias = float(forget_bias)
+        self.forget_bias = _check_float("LSTM", "forget_bias", forget_bias)
         if self.bias is not None:
             H = self.hidden_size
             self.bias._be.setitem_(self.bias.data, slice(H, 2 * H), self.forget_bias)
