@@ -332,7 +332,8 @@ def record(data, be, inputs, backward, name, saved=None, out=False):
     """Wrap an op's output (backend array ``data``) in a Tensor and, when recording is on and an
     input requires grad, attach its tape Node: ``backward(g)`` returns one gradient (or None) per
     input; ``saved`` are the input tensors whose values the backward reads, version-checked
-    when it runs; ``out``: the backward also reads the output's values (checked likewise).
+    when it runs (a view's through the tensor owning its memory: tensor._alias); ``out``: the
+    backward also reads the output's values (checked likewise).
     The only code that creates a tape node (every op calls it)."""
     t = _new(data, be)
     s = _S
@@ -341,7 +342,9 @@ def record(data, be, inputs, backward, name, saved=None, out=False):
             if i.requires_grad:
                 t.requires_grad = True
                 t._node = Node(inputs, backward, name,
-                               tuple([(v, v._version) for v in saved]) if saved else None, out)
+                               tuple([(v, v._version) if v._base is None else
+                                      (v._base, v._base._version) for v in saved])
+                               if saved else None, out)
                 break
     if s.anomaly:
         _check_forward(t, name)

@@ -66,7 +66,26 @@ def _new(data, be) -> "Tensor":
     t._version = 0
     t._hooks = None
     t._retain = False
+    t._base = None
     return t
+
+
+def _alias(view, base) -> None:
+    """Mark ``view`` (a tensor just made from ``base`` by reshape, basic indexing, a transpose
+    or detach) as sharing base's memory when it does: its ``_base`` is then the tensor that
+    owns the memory, whose version counter every in-place update of either side bumps and
+    every saved-tensor check reads (PyTorch's shared version counter), so modifying x after
+    y = x.reshape(...) was saved, or x.detach() after x was saved, is caught at backward."""
+    a, s = view.data, base.data
+    if a is s:
+        shared = True
+    elif base._be.HOST_MEMORY:
+        b = a.base
+        shared = b is not None and (b is s or b is s.base)
+    else:
+        shared = a.storage_ptr == s.storage_ptr
+    if shared:
+        view._base = base if base._base is None else base._base
 
 
 # the recording rule of every op (kept under its old name for the modules that use it)
@@ -169,7 +188,7 @@ class Tensor:
     """An n-d array with autodiff. ``Tensor(data, dtype=None, device=None, requires_grad=False)``
     is the same as ``deepgrad.tensor``. ``.data`` is the backend array (numpy on "cpu")."""
     __slots__ = ("data", "grad", "requires_grad", "_node", "_be", "_version", "_hooks",
-                 "_retain", "__weakref__")
+                 "_retain", "_base", "__weakref__")
     __array_ufunc__ = None  # numpy defers to our reflected operators (ndarray + Tensor)
 
     def __init__(self, data, dtype=None, device=None, requires_grad: bool = False):
@@ -201,6 +220,7 @@ class Tensor:
         self._version = 0
         self._hooks = None
         self._retain = False
+        self._base = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -323,8 +343,11 @@ class Tensor:
         return bool(self.item())
 
     def detach(self) -> "Tensor":
-        """A tensor sharing this data, cut from the tape."""
-        return _new(self.data, self._be)
+        """A tensor sharing this data, cut from the tape (and its version counter: an in-place
+        update of the detached tensor is seen by the backward of ops that saved this one)."""
+        t = _new(self.data, self._be)
+        t._base = self if self._base is None else self._base
+        return t
 
     def requires_grad_(self, mode: bool = True) -> "Tensor":
         if mode and self.data.dtype.kind != "f":
@@ -413,6 +436,13 @@ class Tensor:
                 f"{op}: in-place operation on a tensor that requires grad; do manual updates "
                 f"inside `with deepgrad.no_grad():`, or use the out-of-place op")
 
+    def _bump(self):
+        """Count one in-place update: this tensor's version and, for a view, its base's."""
+        self._version += 1
+        b = self._base
+        if b is not None:
+            b._version += 1
+
     def _inplace_arith(self, op, name, other):
         self._inplace(name)
         o = _operand(name, self, other)
@@ -429,7 +459,7 @@ class Tensor:
                             f"{self.data.dtype} and cannot hold it in place; use the "
                             f"out-of-place op, or convert first with .float() / .double()")
         self._be.copy_(self.data, res)
-        self._version += 1
+        self._bump()
         return self
 
     def add_(self, other) -> "Tensor":
@@ -455,7 +485,7 @@ class Tensor:
             raise TypeError(f"fill_: the value must be a real number, got "
                             f"{type(value).__name__} {value!r}")
         self._be.copy_(self.data, self._be.full(self.shape, float(value), self.data.dtype))
-        self._version += 1
+        self._bump()
         return self
 
     def zero_(self) -> "Tensor":
@@ -478,19 +508,19 @@ class Tensor:
         if s._be is not self._be:
             s = s.to(self.device)
         self._be.copy_(self.data, self._be.astype(s.data, self.data.dtype))
-        self._version += 1
+        self._bump()
         return self
 
     def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
         self._inplace("normal_")
         self._be.copy_(self.data, self._be.normal(self.shape, mean, std, self.data.dtype))
-        self._version += 1
+        self._bump()
         return self
 
     def uniform_(self, low: float = 0.0, high: float = 1.0) -> "Tensor":
         self._inplace("uniform_")
         self._be.copy_(self.data, self._be.uniform(self.shape, low, high, self.data.dtype))
-        self._version += 1
+        self._bump()
         return self
 
     def __setitem__(self, index, value) -> None:
@@ -518,7 +548,7 @@ class Tensor:
             raise ValueError(f"__setitem__: cannot assign a value of shape "
                              f"{tuple(getattr(v, 'shape', ()))} at index {index!r} of a tensor "
                              f"of shape {self.shape}: {e}") from None
-        self._version += 1
+        self._bump()
 
 
 class _Mask(Tensor):

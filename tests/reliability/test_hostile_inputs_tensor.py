@@ -281,3 +281,66 @@ def test_cross_entropy_label_edge_cases():
         L.cross_entropy(dg.zeros(2, 0), [0, 0])
     with pytest.raises(ValueError, match="label 18446744073709551615 at index 1 is out of range"):
         L.cross_entropy(dg.zeros(2, 3), np.array([0, 2 ** 64 - 1], np.uint64))
+
+
+# ---------------------------------------------------------------------------------------------
+# views share the version counter of the tensor owning the memory (reshape, basic indexing,
+# a copy-free transpose, detach): an in-place update through either side used to go unseen
+
+
+def _saved_b(shape=(2,)):
+    x = dg.ones(*shape, requires_grad=True)
+    b = dg.tensor(np.arange(1.0, 1.0 + int(np.prod(shape)), dtype=np.float32).reshape(shape))
+    return x, b
+
+
+@pytest.mark.parametrize("alias", [
+    lambda b: b.reshape(-1),
+    lambda b: b.detach(),
+    lambda b: b[0],
+    lambda b: b.unsqueeze(0),
+    lambda b: b.detach().reshape(-1)[:1],
+])
+def test_update_through_a_view_of_a_saved_tensor_is_caught(alias):
+    x, b = _saved_b((1, 2))
+    z = (x * b).sum()
+    alias(b).fill_(0.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        z.backward()
+
+
+def test_update_of_the_base_of_a_saved_view_is_caught():
+    x, b = _saved_b((1, 2))
+    z = (x.reshape(-1) * b.reshape(-1)).sum()
+    b.mul_(0.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        z.backward()
+
+
+def test_dense_layer_input_reshaped_then_modified_is_caught():
+    from deepgrad import nn
+    layer = nn.Linear(3, 2) if hasattr(nn, "Linear") else nn.Dense(3, 2)
+    x = dg.randn(2, 4, 3)            # (..., in): the layer reshapes it to (8, 3), a view
+    y = layer(x).sum()
+    x.mul_(0.0)
+    with pytest.raises(RuntimeError, match="saved by op 'dense'"):
+        y.backward()
+
+
+def test_update_of_a_copy_is_not_reported():
+    x, b = _saved_b((2, 2))
+    z = (x * b).sum()
+    b[[0, 1]].fill_(0.0)               # advanced indexing copies
+    b.transpose().fill_(0.0)           # a real transpose copies
+    z.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), b.numpy())
+
+
+def test_output_changed_through_a_view_is_caught():
+    x = dg.tensor([1.0, 2.0], requires_grad=True)
+    y = x.exp()
+    z = y.sum()
+    with dg.no_grad():
+        y.reshape(-1).mul_(0.0)
+    with pytest.raises(RuntimeError, match="output .* of op 'exp' was modified in place"):
+        z.backward()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import record as _result
-from ..tensor import Tensor, _axes, _axis, _index
+from ..tensor import Tensor, _alias, _axes, _axis, _index
 from .common import _same
 
 
@@ -61,7 +61,9 @@ def reshape(self, *shape):
     except TypeError:
         raise TypeError(f"reshape: the shape must be ints (one may be -1), got {shape!r}"
                         ) from None
-    return _result(out, be, (self,), lambda g: (be.reshape(g, old),), "reshape")
+    r = _result(out, be, (self,), lambda g: (be.reshape(g, old),), "reshape")
+    _alias(r, self)   # a view shares the version counter
+    return r
 
 
 def flatten(self, start_dim: int = 0, end_dim: int = -1):
@@ -124,8 +126,10 @@ def permute(self, *dims):
 def _permuted(self, perm):
     inv = tuple(np.argsort(perm).tolist())
     be = self._be
-    return _result(be.transpose(self.data, perm), be, (self,),
-                   lambda g: (be.transpose(g, inv),), "transpose")
+    r = _result(be.transpose(self.data, perm), be, (self,),
+                lambda g: (be.transpose(g, inv),), "transpose")
+    _alias(r, self)   # a transpose that needed no copy is a view
+    return r
 
 
 def T(self):
@@ -145,4 +149,6 @@ def getitem(self, index):
         z = be.zeros(shape, dt)
         be.index_add_(z, idx, g)
         return (z,)
-    return _result(out, be, (self,), backward, "getitem")
+    r = _result(out, be, (self,), backward, "getitem")
+    _alias(r, self)   # basic indexing may give a view
+    return r
