@@ -36,7 +36,8 @@ def calculate_gain(nonlinearity: str | None, param: float | None = None) -> floa
     if nl == "relu":
         return math.sqrt(2.0)
     if nl == "leaky_relu":
-        a = 0.01 if param is None else float(param)
+        a = 0.01 if param is None else param
+        _finite("calculate_gain", param=a)
         return math.sqrt(2.0 / (1.0 + a * a))
     if nl == "selu":
         return 0.75
@@ -61,7 +62,25 @@ def _fill(t, values: np.ndarray):
 
 
 def _shape(t) -> tuple:
+    from .tensor import Tensor
+    if not isinstance(t, Tensor):
+        raise TypeError(f"init: expected a Tensor or Parameter to fill in place, got "
+                        f"{type(t).__name__}; wrap an array with deepgrad.Tensor(a)")
     return tuple(t.data.shape)
+
+
+def _finite(fn: str, **values) -> None:
+    """Each value a finite real number (ValueError naming the function and the argument: a NaN
+    std filled the weights with NaN silently, a NaN bound raised numpy's OverflowError)."""
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(v):
+            raise ValueError(f"{fn}: {k} must be a finite number, got {v!r}")
+
+
+def _empty(t) -> bool:
+    """A zero-element tensor: nothing to fill (fans of 0 divided by zero), as torch."""
+    return math.prod(_shape(t)) == 0
 
 
 def constant_(t, value: float):
@@ -81,6 +100,7 @@ def ones_(t):
 
 def normal_(t, mean: float = 0.0, std: float = 1.0):
     """Samples from N(mean, std²)."""
+    _finite("normal_", mean=mean, std=std)
     if std < 0:
         raise ValueError(f"normal_: std must be >= 0, got {std}")
     return _fill(t, _random.generator().standard_normal(_shape(t)) * std + mean)
@@ -88,6 +108,7 @@ def normal_(t, mean: float = 0.0, std: float = 1.0):
 
 def uniform_(t, a: float = 0.0, b: float = 1.0):
     """Samples from U[a, b)."""
+    _finite("uniform_", a=a, b=b)
     if b < a:
         raise ValueError(f"uniform_: need a <= b, got a={a}, b={b}")
     return _fill(t, _random.generator().uniform(a, b, _shape(t)))
@@ -95,6 +116,9 @@ def uniform_(t, a: float = 0.0, b: float = 1.0):
 
 def xavier_uniform_(t, gain: float = 1.0):
     """Glorot & Bengio (2010): U[-g·sqrt(6/(fan_in+fan_out)), +...]."""
+    _finite("xavier_uniform_", gain=gain)
+    if _empty(t):
+        return t
     fi, fo = _fans(_shape(t))
     bound = gain * math.sqrt(6.0 / (fi + fo))
     return uniform_(t, -bound, bound)
@@ -102,6 +126,9 @@ def xavier_uniform_(t, gain: float = 1.0):
 
 def xavier_normal_(t, gain: float = 1.0):
     """Glorot & Bengio (2010): N(0, g²·2/(fan_in+fan_out))."""
+    _finite("xavier_normal_", gain=gain)
+    if _empty(t):
+        return t
     fi, fo = _fans(_shape(t))
     return normal_(t, 0.0, gain * math.sqrt(2.0 / (fi + fo)))
 
@@ -117,18 +144,24 @@ def _fan(t, mode: str) -> int:
 
 def kaiming_uniform_(t, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "relu"):
     """He et al. (2015): U[-b, b] with b = gain·sqrt(3/fan); `a` is the leaky_relu slope."""
+    if _empty(t):
+        return t
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(t, mode))
     return uniform_(t, -bound, bound)
 
 
 def kaiming_normal_(t, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "relu"):
     """He et al. (2015): N(0, gain²/fan); `a` is the leaky_relu slope."""
+    if _empty(t):
+        return t
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(t, mode))
     return normal_(t, 0.0, std)
 
 
 def lecun_normal_(t):
     """LeCun: N(0, 1/fan_in) (the initialiser SELU networks need; not truncated)."""
+    if _empty(t):
+        return t
     return normal_(t, 0.0, 1.0 / math.sqrt(_fan(t, "fan_in")))
 
 

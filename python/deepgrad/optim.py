@@ -412,6 +412,12 @@ class Optimizer:
             if conv[n].shape != shape:
                 raise ValueError(f"{name}: state {n!r} of parameter {idx} has shape "
                                  f"{conv[n].shape}, the parameter {shape}")
+            if n in _SQUARE_STATES and bool((conv[n] < 0).any()):
+                # a running average of squared gradients; a negative one makes the next step's
+                # sqrt NaN every weight it touches
+                raise ValueError(f"{name}: state {n!r} of parameter {idx} holds negative values "
+                                 f"(min {float(conv[n].min()):.3g}); it averages squared "
+                                 "gradients, so the checkpoint is corrupted")
         return conv
 
     def add_param_group(self, group: dict) -> None:
@@ -450,6 +456,10 @@ class Optimizer:
             opts = ", ".join(f"{k}={v}" for k, v in g.items() if k != "params")
             lines.append(f"  group {i}: {len(g['params'])} tensors, {opts}")
         return "\n".join(lines + [")"])
+
+
+#: optimizer states that average squared gradients (never negative)
+_SQUARE_STATES = ("exp_avg_sq", "square_avg")
 
 
 def _real(opt, group: dict, key: str, lo: float | None = None, hi: float | None = None,

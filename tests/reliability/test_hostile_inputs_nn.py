@@ -286,3 +286,74 @@ def test_safetensors_written_by_deepgrad_verify_their_data(tmp_path):
     import safetensors.numpy as stn
     stn.save_file({"w": np.ones(3, np.float32)}, str(path))
     assert np.array_equal(dg.load(path)["w"], np.ones(3, np.float32))
+
+
+def test_optimizer_load_refuses_negative_squared_averages_unchanged():
+    m = nn.Dense(3, 2)
+    opt = optim.Adam(m.parameters(), lr=0.1)
+    _train_step(m, opt)
+    sd = opt.state_dict()
+    sd["state"][0]["exp_avg_sq"] = -np.abs(sd["state"][0]["exp_avg_sq"]) - 1.0
+    opt2 = optim.Adam(m.parameters(), lr=0.1)
+    _train_step(m, opt2)
+    before = opt2.state_dict()["state"][0]["exp_avg_sq"].copy()
+    with pytest.raises(ValueError, match=r"'exp_avg_sq' of parameter 0 holds negative values"):
+        opt2.load_state_dict(sd)
+    assert np.array_equal(before, opt2.state_dict()["state"][0]["exp_avg_sq"])
+    rms = optim.RMSprop(m.parameters())
+    _train_step(m, rms)
+    bad = rms.state_dict()
+    bad["state"][1]["square_avg"] = bad["state"][1]["square_avg"] - 10.0
+    with pytest.raises(ValueError, match="'square_avg' of parameter 1 holds negative values"):
+        rms.load_state_dict(bad)
+
+
+# -- init --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fill, phrase", [
+    (lambda t: dg.init.normal_(t, 0.0, NAN), "normal_: std must be a finite number"),
+    (lambda t: dg.init.normal_(t, INF, 1.0), "normal_: mean must be a finite number"),
+    (lambda t: dg.init.normal_(t, 0.0, "1"), "normal_: std must be a finite number"),
+    (lambda t: dg.init.uniform_(t, NAN, 1.0), "uniform_: a must be a finite number"),
+    (lambda t: dg.init.uniform_(t, -INF, INF), "uniform_: a must be a finite number"),
+    (lambda t: dg.init.xavier_uniform_(t, gain=NAN), "xavier_uniform_: gain must be a finite"),
+    (lambda t: dg.init.kaiming_normal_(t, a="x", nonlinearity="leaky_relu"),
+     "calculate_gain: param must be a finite number"),
+])
+def test_init_refuses_non_finite_arguments(fill, phrase):
+    p = nn.Parameter(np.zeros((3, 4), np.float32))
+    with pytest.raises(ValueError) as e:
+        fill(p)
+    assert phrase in str(e.value)
+    assert np.array_equal(p.numpy(), np.zeros((3, 4)))
+
+
+def test_init_of_zero_element_tensor_is_a_no_op_and_arrays_are_named():
+    for fn in (dg.init.xavier_uniform_, dg.init.xavier_normal_, dg.init.kaiming_uniform_,
+               dg.init.kaiming_normal_, dg.init.lecun_normal_):
+        p = nn.Parameter(np.zeros((0, 4), np.float32))
+        assert fn(p) is p          # was ZeroDivisionError
+    with pytest.raises(TypeError, match=r"init: expected a Tensor or Parameter.*deepgrad\.Tensor"):
+        dg.init.normal_(np.zeros(3))
+
+
+# -- torch state dicts -----------------------------------------------------------------------
+
+def test_torch_num_batches_tracked_and_bfloat16_are_named():
+    torch = pytest.importorskip("torch")
+    tm = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    m = nn.Sequential(nn.Dense(3, 4), nn.BatchNorm1d(4))
+    before = m.state_dict()
+    for bad in (torch.tensor([1, 2]), torch.tensor(1.5), "abc", torch.tensor(-3)):
+        sd = dict(tm.state_dict())
+        sd["1.num_batches_tracked"] = bad
+        with pytest.raises(ValueError, match=r"'1\.num_batches_tracked' must be a non-negative "
+                                             "integer scalar"):
+            m.load_torch_state_dict(sd)
+    sd = dict(tm.state_dict())
+    sd["0.bias"] = sd["0.bias"].to(torch.bfloat16)
+    with pytest.raises(TypeError, match=r"'0\.bias' is a bfloat16 tensor.*v\.float\(\)"):
+        m.load_torch_state_dict(sd)
+    after = m.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    m.load_torch_state_dict(tm.state_dict())

@@ -36,10 +36,30 @@ import numpy as np
 def _np(v, key: str) -> np.ndarray:
     try:
         if hasattr(v, "detach"):
-            v = v.detach().cpu().numpy()
+            v = v.detach().cpu()
+            if str(getattr(v, "dtype", "")) == "torch.bfloat16":   # numpy has no bfloat16
+                raise TypeError(f"{key!r} is a bfloat16 tensor, which numpy cannot hold; "
+                                "convert the state dict first: {k: v.float() for k, v in "
+                                "sd.items()}")
+            v = v.numpy()
         return np.asarray(v)
+    except TypeError as e:
+        if "bfloat16" in str(e):
+            raise TypeError(f"load_torch_state_dict: {e}") from None
+        raise TypeError(f"load_torch_state_dict: {key!r} is not an array ({e})") from None
     except Exception as e:  # a value neither torch nor numpy can read
         raise TypeError(f"load_torch_state_dict: {key!r} is not an array ({e})") from None
+
+
+def _count(v, key: str) -> int:
+    """torch's num_batches_tracked: a non-negative integer scalar."""
+    a = _np(v, key)
+    if a.shape not in ((), (1,)) or a.dtype.kind not in "iuf" or not np.isfinite(a).all() \
+            or a.reshape(()) != np.floor(a.reshape(())) or a.reshape(()) < 0:
+        raise ValueError(f"{key!r} must be a non-negative integer scalar (torch's "
+                         f"num_batches_tracked), got {a.dtype} of shape {a.shape}"
+                         + (f" = {a.reshape(()).item()!r}" if a.size == 1 else ""))
+    return int(a.reshape(()))
 
 
 def _is(m, name: str) -> bool:
@@ -143,7 +163,10 @@ def load_torch_state_dict(model, state_dict, strict: bool = True):
         used.update(k for k in tkeys if k in sd)
         if dkey is None:                      # num_batches_tracked: optional, kept as metadata
             if not missing:
-                extra[id(mod)] = (mod, "_torch_num_batches", int(_np(sd[tkeys[0]], tkeys[0])))
+                try:
+                    extra[id(mod)] = (mod, "_torch_num_batches", _count(sd[tkeys[0]], tkeys[0]))
+                except (TypeError, ValueError) as e:
+                    problems.append(str(e).replace("load_torch_state_dict: ", ""))
             continue
         if missing:
             if strict:
