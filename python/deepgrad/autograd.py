@@ -494,6 +494,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
         return out
 
+    if not any(isinstance(x, Tensor) and x.requires_grad for x in xs):
+        raise ValueError("gradcheck: no input requires grad, so there is nothing to check; "
+                         "create the float inputs with requires_grad=True")
     out = evaluate()
     r = np.random.default_rng(seed).uniform(0.5, 1.5, out.data.shape)
     proj = Tensor(r.astype(out.data.dtype))

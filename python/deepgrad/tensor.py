@@ -336,6 +336,17 @@ class Tensor:
     def __float__(self) -> float:
         return float(self.item())
 
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __iter__(self):
+        """The sub-tensors along the first axis (a 0-d tensor is not iterable: it used to
+        iterate as empty, silently)."""
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor; use .item() for its value")
+        for i in range(self.data.shape[0]):
+            yield self[i]
+
     def __bool__(self) -> bool:
         if self.data.size != 1:
             raise ValueError(f"the truth value of a tensor with {self.data.size} elements is "
@@ -692,7 +703,7 @@ def _shape(shape) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for n in shape:
-        if not isinstance(n, (int, np.integer)) or n < 0:
+        if not isinstance(n, (int, np.integer)) or isinstance(n, (bool, np.bool_)) or n < 0:
             raise ValueError(f"invalid shape {shape}: sizes must be non-negative ints")
     return tuple(int(n) for n in shape)
 
@@ -700,7 +711,16 @@ def _shape(shape) -> tuple:
 def _make(data_fn, shape, dtype, device, requires_grad) -> Tensor:
     be = get_backend(device) if device is not None else _cpu
     dt = as_dtype(dtype) or float32
-    t = _new(data_fn(be, _shape(shape), dt), be)
+    s = _shape(shape)
+    try:
+        data = data_fn(be, s, dt)
+    except (MemoryError, ValueError) as e:
+        n = 1
+        for k in s:
+            n *= k
+        raise MemoryError(f"cannot allocate a tensor of shape {s} ({n} elements of {dt}, "
+                          f"{n * dt.itemsize / 2 ** 30:.3g} GiB): {e}") from None
+    t = _new(data, be)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -718,6 +738,9 @@ def ones(*shape, dtype=None, device=None, requires_grad: bool = False) -> Tensor
 
 def full(shape, value: float, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """A tensor filled with ``value``."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"full(): the fill value must be a real number, got "
+                        f"{type(value).__name__} {value!r}")
     return _make(lambda be, s, d: be.full(s, float(value), d), (shape,) if not isinstance(
         shape, (tuple, list)) else (tuple(shape),), dtype, device, requires_grad)
 
@@ -761,4 +784,10 @@ def full_like(t: Tensor, value: float, dtype=None, device=None,
 
 def arange(*args, dtype=None, device=None) -> Tensor:
     """Evenly spaced values, like numpy.arange (float32 unless dtype is given)."""
-    return Tensor(np.arange(*args), dtype=dtype, device=device)
+    if len(args) == 3 and args[2] == 0:
+        raise ValueError("arange(): step must be nonzero")
+    try:
+        a = np.arange(*args)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"arange{args}: {e}") from None
+    return Tensor(a, dtype=dtype, device=device)

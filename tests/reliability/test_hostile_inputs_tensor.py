@@ -344,3 +344,39 @@ def test_output_changed_through_a_view_is_caught():
         y.reshape(-1).mul_(0.0)
     with pytest.raises(RuntimeError, match="output .* of op 'exp' was modified in place"):
         z.backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# creation, iteration, max with NaN, gradcheck without inputs to check
+
+
+def test_creation_arguments():
+    with pytest.raises(ValueError, match="invalid shape"):
+        dg.ones(True)
+    with pytest.raises(MemoryError, match="cannot allocate a tensor of shape"):
+        dg.zeros(2 ** 40, 2 ** 40)
+    with pytest.raises(TypeError, match="full\\(\\): the fill value must be a real number"):
+        dg.full((2,), "x")
+    with pytest.raises(ValueError, match="arange\\(\\): step must be nonzero"):
+        dg.arange(0, 1, 0)
+
+
+def test_iteration_and_int():
+    with pytest.raises(TypeError, match="iteration over a 0-d tensor"):
+        list(dg.tensor(1.0))           # used to be [] silently
+    assert [float(v) for v in dg.tensor([1.0, 2.0])] == [1.0, 2.0]
+    assert int(dg.tensor(2.7)) == 2
+
+
+def test_max_with_nan_sends_the_gradient_to_the_nan():
+    a = dg.tensor([1.0, np.nan, 2.0], requires_grad=True)
+    a.max().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [0.0, 1.0, 0.0])   # was [nan, nan, nan]
+    b = dg.tensor([[1.0, 3.0, 3.0], [np.nan, 0.0, 5.0]], requires_grad=True)
+    b.max(1).sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])
+
+
+def test_gradcheck_without_an_input_to_check():
+    with pytest.raises(ValueError, match="gradcheck: no input requires grad"):
+        dg.gradcheck(lambda a: a * 2, dg.tensor([1.0]))

@@ -47,7 +47,10 @@ def tensor_max(self, axis=None, keepdims: bool = False):
     out = be.max(ad, axes, keepdims)
 
     def backward(g):
-        mask = be.eq(ad, be.reshape(out, kshape))
+        o = be.reshape(out, kshape)
+        # NaN != NaN: where the max is NaN the gradient goes to the NaN elements (PyTorch),
+        # not 0/0 = NaN spread over the whole slice
+        mask = be.maximum(be.eq(ad, o), be.mul(be.ne(ad, ad), be.ne(o, o)))
         cnt = be.sum(mask, axes, True)
         return (be.mul(mask, be.div(be.reshape(g, kshape), cnt)),)
     return _result(out, be, (self,), backward, "max", (self,), out=True)
