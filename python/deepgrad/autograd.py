@@ -277,8 +277,13 @@ def _hook_grad(t, r):
 
 
 def _run_hooks(t, g):
+    be = t._be
     for fn in list(t._hooks.values()):
-        r = fn(_new(g, t._be))
+        v = g
+        if be.HOST_MEMORY:   # the engine may hand this array to other inputs too (add's
+            v = g.view()     # backward returns one array for both): a hook modifying it in
+            v.flags.writeable = False   # place would change their gradients, silently
+        r = fn(_new(v, be))
         if r is not None:
             g = _hook_grad(t, r)
     return g
@@ -301,6 +306,22 @@ def _out_modified(t, node) -> RuntimeError:
         f"(version {t._version}) after it was computed, but its backward reads those values, "
         f"so the gradient would be wrong. Hint: modify a clone() of it, or use an out-of-place "
         f"op (y = y * 2 instead of y.mul_(2))")
+
+
+def _bad_grad(t, g, err) -> Exception:
+    """The error when a gradient cannot be accumulated into a leaf's existing ``.grad`` (one
+    assigned by hand with another shape, dtype or type)."""
+    cur = t.grad
+    if not isinstance(cur, Tensor):
+        what = f"a {type(cur).__name__}"
+    else:
+        what = f"a {cur.device} tensor of shape {tuple(cur.data.shape)} and dtype {cur.data.dtype}"
+        if cur._be.HOST_MEMORY and not cur.data.flags.writeable:
+            what += " (read-only)"
+    return TypeError(f"backward(): cannot accumulate the gradient (shape {tuple(g.shape)}, "
+                     f"dtype {g.dtype}) into the .grad of a leaf of shape "
+                     f"{tuple(t.data.shape)}: its .grad is {what} ({err}); set .grad = None (or "
+                     f"a writable Tensor of the leaf's shape and dtype) before backward")
 
 
 def _root_grad(root, grad):
@@ -410,7 +431,13 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                     if t.grad is None:
                         t.grad = _new(t._be.copy(g), t._be)
                     else:
-                        t._be.add_(t.grad.data, g)
+                        try:
+                            gd = t.grad.data
+                            if gd.shape != g.shape:   # numpy would broadcast into a bigger one
+                                raise ValueError("shapes differ")
+                            t._be.add_(gd, g)
+                        except Exception as e:
+                            raise _bad_grad(t, g, e) from None
                     continue
                 if t._retain:
                     t.grad = _new(t._be.copy(g), t._be)
@@ -444,7 +471,13 @@ def backward(root, grad=None, retain_graph: bool = False) -> None:
                         if inp.grad is None:
                             inp.grad = _new(inp._be.copy(ig), inp._be)
                         else:
-                            inp._be.add_(inp.grad.data, ig)
+                            try:
+                                gd = inp.grad.data
+                                if gd.shape != ig.shape:  # numpy would broadcast into it
+                                    raise ValueError("shapes differ")
+                                inp._be.add_(gd, ig)
+                            except Exception as e:
+                                raise _bad_grad(inp, ig, e) from None
                     continue
                 k = id(inp)
                 if ig is not None:

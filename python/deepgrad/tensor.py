@@ -447,6 +447,20 @@ class Tensor:
                 f"{op}: in-place operation on a tensor that requires grad; do manual updates "
                 f"inside `with deepgrad.no_grad():`, or use the out-of-place op")
 
+    def _write(self, op, fn, *args):
+        """Run the backend write ``fn(*args)``; a read-only array (a gradient handed to a hook,
+        a broadcast view) raises an error that says so."""
+        try:
+            fn(*args)
+        except ValueError as e:
+            if self._be.HOST_MEMORY and not self.data.flags.writeable:
+                raise ValueError(
+                    f"{op}: this tensor's memory is read-only (a gradient passed to a hook, "
+                    f"whose array backward may share with other inputs, or a broadcast view); "
+                    f"compute a new tensor instead (a hook returns g * 2 rather than calling "
+                    f"g.mul_(2))") from None
+            raise
+
     def _bump(self):
         """Count one in-place update: this tensor's version and, for a view, its base's."""
         self._version += 1
@@ -469,7 +483,7 @@ class Tensor:
             raise TypeError(f"{name}: the result is {res.dtype} but this tensor is "
                             f"{self.data.dtype} and cannot hold it in place; use the "
                             f"out-of-place op, or convert first with .float() / .double()")
-        self._be.copy_(self.data, res)
+        self._write(name, self._be.copy_, self.data, res)
         self._bump()
         return self
 
@@ -495,7 +509,8 @@ class Tensor:
         if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
             raise TypeError(f"fill_: the value must be a real number, got "
                             f"{type(value).__name__} {value!r}")
-        self._be.copy_(self.data, self._be.full(self.shape, float(value), self.data.dtype))
+        self._write("fill_", self._be.copy_, self.data,
+                    self._be.full(self.shape, float(value), self.data.dtype))
         self._bump()
         return self
 
@@ -518,19 +533,22 @@ class Tensor:
                              f"tensor's shape {self.shape}")
         if s._be is not self._be:
             s = s.to(self.device)
-        self._be.copy_(self.data, self._be.astype(s.data, self.data.dtype))
+        self._write("copy_", self._be.copy_, self.data,
+                    self._be.astype(s.data, self.data.dtype))
         self._bump()
         return self
 
     def normal_(self, mean: float = 0.0, std: float = 1.0) -> "Tensor":
         self._inplace("normal_")
-        self._be.copy_(self.data, self._be.normal(self.shape, mean, std, self.data.dtype))
+        self._write("normal_", self._be.copy_, self.data,
+                    self._be.normal(self.shape, mean, std, self.data.dtype))
         self._bump()
         return self
 
     def uniform_(self, low: float = 0.0, high: float = 1.0) -> "Tensor":
         self._inplace("uniform_")
-        self._be.copy_(self.data, self._be.uniform(self.shape, low, high, self.data.dtype))
+        self._write("uniform_", self._be.copy_, self.data,
+                    self._be.uniform(self.shape, low, high, self.data.dtype))
         self._bump()
         return self
 
@@ -556,6 +574,8 @@ class Tensor:
             raise IndexError(f"__setitem__: index {index!r} into a tensor of shape "
                              f"{self.shape}: {e}") from None
         except ValueError as e:
+            if self._be.HOST_MEMORY and not self.data.flags.writeable:
+                self._write("__setitem__", self._be.setitem_, self.data, idx, v)
             raise ValueError(f"__setitem__: cannot assign a value of shape "
                              f"{tuple(getattr(v, 'shape', ()))} at index {index!r} of a tensor "
                              f"of shape {self.shape}: {e}") from None

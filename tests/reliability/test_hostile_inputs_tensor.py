@@ -380,3 +380,34 @@ def test_max_with_nan_sends_the_gradient_to_the_nan():
 def test_gradcheck_without_an_input_to_check():
     with pytest.raises(ValueError, match="gradcheck: no input requires grad"):
         dg.gradcheck(lambda a: a * 2, dg.tensor([1.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# hooks and hand-set .grad
+
+
+def test_hook_modifying_its_gradient_in_place_is_refused():
+    # add's backward hands one array to both inputs: x2's hook doubling it in place also
+    # changed x1's gradient (a.grad was 10 instead of 1)
+    w = dg.tensor([1.0, 1.0])
+    a = dg.tensor([1.0, 2.0], requires_grad=True)
+    c = dg.tensor([1.0, 2.0], requires_grad=True)
+    x1, x2 = a * 1, c * 1
+    x2.register_hook(lambda g: g.mul_(10))
+    with pytest.raises(ValueError, match="mul_: this tensor's memory is read-only.*g \\* 2"):
+        ((x1 + x2) * w).sum().backward()
+    a.grad = c.grad = None
+    x1, x2 = a * 1, c * 1
+    x2.register_hook(lambda g: g * 10)
+    ((x1 + x2) * w).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(c.grad.numpy(), [10.0, 10.0])
+
+
+@pytest.mark.parametrize("bad", [dg.ones(2, 2), dg.ones(3), np.ones(2),
+                                 dg.ones(2, dtype="int64")])
+def test_hand_set_grad_that_cannot_accumulate(bad):
+    a = dg.tensor([1.0, 2.0], requires_grad=True)
+    a.grad = bad                       # (2, 2) used to broadcast the gradient into it silently
+    with pytest.raises(TypeError, match="cannot accumulate the gradient .* set .grad = None"):
+        (a * 2).sum().backward()

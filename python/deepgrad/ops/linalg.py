@@ -126,20 +126,16 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         activation = activation_name(activation)
     if alpha is None:
         alpha = _DEFAULT_ALPHA.get(activation, 0.01)
-    elif not isinstance(alpha, (float, int)):
-        if not isinstance(alpha, numbers.Real) or isinstance(alpha, (bool, np.bool_)):
-            raise TypeError(f"dense: alpha must be a real number, got {type(alpha).__name__} "
-                            f"{alpha!r}")
-        alpha = float(alpha)
-    if not isinstance(w, Tensor) or not (b is None or isinstance(b, Tensor)):
+    try:   # the checks of w and b's types run only once this fails (the hot path)
+        if not isinstance(x, Tensor):
+            x = Tensor(x, dtype=w.dtype, device=w.device)
+        be = x._be
+        if w._be is not be or (b is not None and b._be is not be):
+            raise _device_mismatch("dense", x, w if w._be is not be else b)
+    except AttributeError:
         bad = w if not isinstance(w, Tensor) else b
         raise TypeError(f"dense: w and b must be deepgrad Tensors (parameters), got "
-                        f"{type(bad).__name__}; wrap them with deepgrad.tensor(...)")
-    if not isinstance(x, Tensor):
-        x = Tensor(x, dtype=w.dtype, device=w.device)
-    be = x._be
-    if w._be is not be or (b is not None and b._be is not be):
-        raise _device_mismatch("dense", x, w if w._be is not be else b)
+                        f"{type(bad).__name__}; wrap them with deepgrad.tensor(...)") from None
     xd, wd = x.data, w.data
     bd = None if b is None else b.data
     record = _S.grad_enabled and (x.requires_grad or w.requires_grad or
@@ -151,6 +147,9 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
         else:
             y, z = be.dense_forward(xd, wd, bd, activation, alpha, False, stats)
     except TypeError as e:
+        if not isinstance(alpha, numbers.Real) or isinstance(alpha, (bool, np.bool_)):
+            raise TypeError(f"dense: alpha must be a real number, got {type(alpha).__name__} "
+                            f"{alpha!r}") from None
         raise _kernel_dtype("dense", x if x.data.dtype.kind != "f" else w, e) from None
     if not record:
         return _result(y, be, (), None, "dense")
