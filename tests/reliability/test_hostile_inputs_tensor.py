@@ -411,3 +411,50 @@ def test_hand_set_grad_that_cannot_accumulate(bad):
     a.grad = bad                       # (2, 2) used to broadcast the gradient into it silently
     with pytest.raises(TypeError, match="cannot accumulate the gradient .* set .grad = None"):
         (a * 2).sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# batch norm's running statistics, eps, momentum; activation alpha; dropout of integers
+
+
+def test_batch_norm_running_statistics_checked_before_any_update():
+    x = dg.randn(4, 3) + 5.0
+    rm = np.zeros(3, np.float32)
+    rv = np.ones(3, np.float32)
+    rv.flags.writeable = False        # running_mean used to be updated before rv failed
+    with pytest.raises(ValueError, match="batch_norm: running_var is read-only"):
+        F.batch_norm(x, running_mean=rm, running_var=rv)
+    np.testing.assert_array_equal(rm, 0.0)
+    with pytest.raises(TypeError, match="running_mean has dtype float64 but x has float32"):
+        F.batch_norm(x, running_mean=dg.zeros(3, dtype="float64"),
+                     running_var=dg.ones(3, dtype="float64"), training=False)
+    with pytest.raises(TypeError, match="running_mean has dtype int64"):
+        F.batch_norm(x, running_mean=np.zeros(3, np.int64), running_var=np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="running_mean must be a Tensor"):
+        F.batch_norm(x, running_mean=[0.0] * 3, running_var=np.ones(3, np.float32))
+
+
+def test_batch_norm_running_update_bumps_the_version():
+    rm, rv = dg.zeros(3), dg.ones(3)
+    F.batch_norm(dg.randn(4, 3), running_mean=rm, running_var=rv)
+    assert rm._version == 1 and rv._version == 1
+    F.batch_norm(dg.randn(4, 3), running_mean=rm, running_var=rv, training=False)
+    assert rm._version == 1
+
+
+def test_norm_eps_momentum_alpha_dropout_arguments():
+    x = dg.randn(4, 3)
+    with pytest.raises(ValueError, match="batch_norm: eps must be a finite number >= 0"):
+        F.batch_norm(x, eps=-1e-5)
+    with pytest.raises(TypeError, match="batch_norm: momentum must be a number"):
+        F.batch_norm(x, momentum="a")
+    with pytest.raises(ValueError, match="batch_norm: momentum must be a finite number in"):
+        F.batch_norm(x, momentum=1.5)
+    with pytest.raises(TypeError, match="layer_norm: eps must be a number"):
+        F.layer_norm(x, eps="x")
+    with pytest.raises(TypeError, match="leaky_relu: alpha must be a number"):
+        F.leaky_relu(x, "x")
+    with pytest.raises(TypeError, match="elu: alpha must be a number"):
+        F.activation(x, "elu", "x")
+    with pytest.raises(TypeError, match="dropout: x is a int64 tensor"):
+        F.dropout(dg.tensor([1, 2], dtype="int64"), 0.5)

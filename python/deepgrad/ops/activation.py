@@ -37,7 +37,7 @@ def activation(x: Tensor, name: str, alpha: float | None = None) -> Tensor:
     """act(x) elementwise for any activation name, as one tape node (``alpha``: leaky_relu slope,
     default 0.01; elu scale, default 1.0)."""
     name = activation_name(name)
-    return _act(x, name, _DEFAULT_ALPHA.get(name, 0.01) if alpha is None else float(alpha))
+    return _act(x, name, _DEFAULT_ALPHA.get(name, 0.01) if alpha is None else _alpha(name, alpha))
 
 
 def _act(x: Tensor, name: str, alpha: float) -> Tensor:
@@ -52,6 +52,12 @@ def _act(x: Tensor, name: str, alpha: float) -> Tensor:
         raise _kernel_dtype(name, x, e) from None
     return _result(y, be, (x,), lambda g: (be.act_backward(g, xd, y, name, alpha),), name, (x,),
                    out=True)
+
+
+def _alpha(op, alpha) -> float:
+    if isinstance(alpha, (str, bytes)) or not hasattr(alpha, "__float__"):
+        raise TypeError(f"{op}: alpha must be a number, got {type(alpha).__name__} {alpha!r}")
+    return float(alpha)
 
 
 def identity(x: Tensor) -> Tensor:
@@ -81,12 +87,12 @@ def relu(x: Tensor) -> Tensor:
 
 def leaky_relu(x: Tensor, alpha: float = 0.01) -> Tensor:
     """x where x > 0, else alpha * x."""
-    return _act(x, "leaky_relu", float(alpha))
+    return _act(x, "leaky_relu", _alpha("leaky_relu", alpha))
 
 
 def elu(x: Tensor, alpha: float = 1.0) -> Tensor:
     """x where x > 0, else alpha * (exp(x) - 1)."""
-    return _act(x, "elu", float(alpha))
+    return _act(x, "elu", _alpha("elu", alpha))
 
 
 def selu(x: Tensor) -> Tensor:
