@@ -121,6 +121,13 @@ def _operand(op, a, b):
         return float(b)
     if isinstance(b, (np.ndarray, list, tuple)) or (isinstance(b, np.generic) and
                                                      not isinstance(b, np.bool_)):
+        if a.data.dtype.kind != "f":   # an int64 tensor: float values would be truncated
+            kind = (b.dtype if isinstance(b, (np.ndarray, np.generic)) else
+                    np.asarray(b).dtype).kind
+            if kind not in "iub":
+                raise TypeError(f"{op}: an {a.data.dtype} tensor with a {type(b).__name__} of "
+                                f"non-integer values (they would be truncated); convert the "
+                                f"tensor with .float() or .double() first")
         try:
             return Tensor(b, dtype=a.data.dtype, device=a.device)
         except (TypeError, ValueError) as e:

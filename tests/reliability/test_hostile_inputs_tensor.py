@@ -458,3 +458,19 @@ def test_norm_eps_momentum_alpha_dropout_arguments():
         F.activation(x, "elu", "x")
     with pytest.raises(TypeError, match="dropout: x is a int64 tensor"):
         F.dropout(dg.tensor([1, 2], dtype="int64"), 0.5)
+
+
+def test_int_tensor_with_float_array_operand_is_not_truncated():
+    a = dg.tensor([1, 2], dtype="int64")
+    with pytest.raises(TypeError, match="add: an int64 tensor with a list of non-integer"):
+        a + [0.5, 0.5]               # used to give [1, 2]: the operand was cast to int64
+    with pytest.raises(TypeError, match="mul: an int64 tensor with a ndarray"):
+        a * np.array([0.5, 0.5])
+    np.testing.assert_array_equal((a + [1, 1]).numpy(), [2, 3])
+    np.testing.assert_array_equal((a + 0.5).numpy(), [1.5, 2.5])
+
+
+def test_compare_with_none_is_false_like_pytorch():
+    t = dg.ones(2)
+    assert (t == None) is False      # noqa: E711
+    assert (t != None) is True       # noqa: E711

@@ -273,10 +273,14 @@ def ge(self, other):
 
 
 def eq(self, other):  # elementwise, like numpy and PyTorch
+    if other is None:    # t == None is False (Python's identity fallback), as in PyTorch
+        return NotImplemented
     return self._cmp(other, self._be.eq)
 
 
 def ne(self, other):
+    if other is None:
+        return NotImplemented
     return self._cmp(other, self._be.ne)
 
 
