@@ -386,9 +386,12 @@ def grad_sink(t, data, be):
             buf = be.zeros(data.shape, data.dtype)
             t.grad = _new(buf, be)
             return buf, True
-        gd = gt.data
-        if gd.shape == data.shape and (gd.dtype is data.dtype or gd.dtype == data.dtype):
-            return gd, True
+        try:
+            gd = gt.data
+            if gd.shape == data.shape and (gd.dtype is data.dtype or gd.dtype == data.dtype):
+                return gd, True
+        except AttributeError:   # a .grad set by hand to a non-Tensor: the engine's
+            pass                 # accumulation names it (_bad_grad)
     return be.zeros(data.shape, data.dtype), False
 
 

@@ -474,3 +474,10 @@ def test_compare_with_none_is_false_like_pytorch():
     t = dg.ones(2)
     assert (t == None) is False      # noqa: E711
     assert (t != None) is True       # noqa: E711
+
+
+def test_hand_set_ndarray_grad_on_the_dense_fast_path():
+    w = dg.ones(3, 4, requires_grad=True)
+    w.grad = np.ones((3, 4), np.float32)   # grad_sink read .grad.data.dtype: AttributeError
+    with pytest.raises(TypeError, match="cannot accumulate the gradient .* ndarray"):
+        F.dense(dg.ones(2, 3), w).sum().backward()
