@@ -448,18 +448,24 @@ class Tensor:
     # Each update checks everything that can fail before it writes, and bumps the version only
     # once the write is done: a refused update leaves the values and the version as they were
     # (a bumped version would make a later backward report a modification that never happened).
-    def _inplace(self, op):
-        if self.requires_grad and _S.grad_enabled:
-            raise RuntimeError(
-                f"{op}: in-place operation on a tensor that requires grad; do manual updates "
-                f"inside `with deepgrad.no_grad():`, or use the out-of-place op")
+    def _inplace(self, op, src=None):
+        if _S.grad_enabled:
+            if self.requires_grad:
+                raise RuntimeError(
+                    f"{op}: in-place operation on a tensor that requires grad; do manual "
+                    f"updates inside `with deepgrad.no_grad():`, or use the out-of-place op")
+            if isinstance(src, Tensor) and src.requires_grad:
+                raise RuntimeError(
+                    f"{op}: the value requires grad, but in-place updates are not recorded on "
+                    f"the tape, so its gradient would be lost silently; compute the result out "
+                    f"of place (x + v, deepgrad.where, concat, stack), or detach() the value")
 
     def _write(self, op, fn, *args):
         """Run the backend write ``fn(*args)``; a read-only array (a gradient handed to a hook,
         a broadcast view) raises an error that says so."""
         try:
             fn(*args)
-        except ValueError as e:
+        except ValueError:
             if self._be.HOST_MEMORY and not self.data.flags.writeable:
                 raise ValueError(
                     f"{op}: this tensor's memory is read-only (a gradient passed to a hook, "
@@ -476,7 +482,7 @@ class Tensor:
             b._version += 1
 
     def _inplace_arith(self, op, name, other):
-        self._inplace(name)
+        self._inplace(name, other)
         o = _operand(name, self, other)
         o = o.data if isinstance(o, Tensor) else o
         try:
@@ -526,7 +532,7 @@ class Tensor:
 
     def copy_(self, src) -> "Tensor":
         """Copy src's values into this tensor in place (src broadcasts to this shape)."""
-        self._inplace("copy_")
+        self._inplace("copy_", src)
         try:
             s = src if isinstance(src, Tensor) else Tensor(src, dtype=self.data.dtype)
         except (TypeError, ValueError) as e:
@@ -560,7 +566,7 @@ class Tensor:
         return self
 
     def __setitem__(self, index, value) -> None:
-        self._inplace("__setitem__")
+        self._inplace("__setitem__", value)
         if isinstance(value, Tensor):
             if value._be is not self._be:
                 raise _device_mismatch("__setitem__", self, value)

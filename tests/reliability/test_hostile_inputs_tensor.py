@@ -481,3 +481,19 @@ def test_hand_set_ndarray_grad_on_the_dense_fast_path():
     w.grad = np.ones((3, 4), np.float32)   # grad_sink read .grad.data.dtype: AttributeError
     with pytest.raises(TypeError, match="cannot accumulate the gradient .* ndarray"):
         F.dense(dg.ones(2, 3), w).sum().backward()
+
+
+def test_in_place_update_from_a_value_that_requires_grad_is_refused():
+    # x[0] = v, x.add_(v), x.copy_(v) kept v's values but not its gradient: a later loss on x
+    # left v.grad None without a word
+    v = dg.tensor([5.0], requires_grad=True)
+    for op, update in (("__setitem__", lambda x: x.__setitem__(slice(0, 1), v)),
+                       ("add_", lambda x: x.add_(v)), ("copy_", lambda x: x.copy_(v))):
+        x = dg.tensor([1.0, 2.0, 3.0])
+        with pytest.raises(RuntimeError, match=f"{op}: the value requires grad"):
+            update(x)
+        np.testing.assert_array_equal(x.numpy(), [1.0, 2.0, 3.0])
+        assert x._version == 0
+        with dg.no_grad():              # a manual update is still allowed
+            update(x)
+        assert x._version == 1
