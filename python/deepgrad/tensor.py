@@ -679,6 +679,10 @@ def from_numpy(a: np.ndarray, requires_grad: bool = False) -> Tensor:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy array, got {type(a).__name__}; "
                         "deepgrad.tensor(x) converts (and copies) other data")
+    if not a.dtype.isnative and a.dtype.newbyteorder("=") in _SHARABLE:
+        # (checked first: the dtype message below suggested float32 for a '>f8' array)
+        raise ValueError(f"from_numpy: the array is not in the machine's byte order; use "
+                         f"a.astype(a.dtype.newbyteorder('=')) (a copy) or deepgrad.tensor(a)")
     if a.dtype not in _SHARABLE:
         raise TypeError(f"from_numpy: arrays of {a.dtype} cannot be shared; convert with "
                         "a.astype(np.float32) (a copy) or use deepgrad.tensor(a)")

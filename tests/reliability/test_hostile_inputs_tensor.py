@@ -497,3 +497,8 @@ def test_in_place_update_from_a_value_that_requires_grad_is_refused():
         with dg.no_grad():              # a manual update is still allowed
             update(x)
         assert x._version == 1
+
+
+def test_from_numpy_byte_swapped_names_the_byte_order():
+    with pytest.raises(ValueError, match="from_numpy: the array is not in the machine's byte"):
+        dg.from_numpy(np.arange(4.0).astype(">f8"))   # said "convert with astype(float32)"
