@@ -37,7 +37,11 @@ def activation(x: Tensor, name: str, alpha: float | None = None) -> Tensor:
     """act(x) elementwise for any activation name, as one tape node (``alpha``: leaky_relu slope,
     default 0.01; elu scale, default 1.0)."""
     name = activation_name(name)
-    return _act(x, name, _DEFAULT_ALPHA.get(name, 0.01) if alpha is None else _alpha(name, alpha))
+    if alpha is None:
+        alpha = _DEFAULT_ALPHA.get(name, 0.01)
+    elif alpha.__class__ is not float:
+        alpha = _alpha(name, alpha)
+    return _act(x, name, alpha)
 
 
 def _act(x: Tensor, name: str, alpha: float) -> Tensor:

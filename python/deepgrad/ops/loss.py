@@ -25,7 +25,8 @@ def _float_pred(fn, what, pred: Tensor) -> None:
 def _as_target(fn, pred: Tensor, target) -> Tensor:
     if not isinstance(pred, Tensor):
         raise TypeError(f"{fn}: pred must be a deepgrad Tensor, got {type(pred).__name__}")
-    _float_pred(fn, "pred", pred)
+    if pred.data.dtype.kind != "f":
+        _float_pred(fn, "pred", pred)
     if not isinstance(target, Tensor):
         target = Tensor(target, dtype=pred.dtype, device=pred.device)
     elif target._be is not pred._be:
@@ -98,7 +99,8 @@ def _labels(fn, pred: Tensor, labels):
     """Class labels as an int64 array on pred's device, checked against pred (N, C)."""
     if not isinstance(pred, Tensor):
         raise TypeError(f"{fn}: input must be a deepgrad Tensor, got {type(pred).__name__}")
-    _float_pred(fn, "input", pred)
+    if pred.data.dtype.kind != "f":
+        _float_pred(fn, "input", pred)
     if pred.data.ndim != 2:
         raise ValueError(f"{fn}: input must be (N, C) scores, got shape {pred.shape}")
     n, c = pred.data.shape
