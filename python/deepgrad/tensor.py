@@ -388,6 +388,8 @@ class Tensor:
         if be is self._be and dt == self.data.dtype:
             return self
         src_be, src_dt = self._be, self.data.dtype
+        if dt == int64 and src_dt.kind == "f" and src_be.HOST_MEMORY and self.data.size:
+            _check_int64("to(int64)", self.data)   # NaN/Inf would become -2**63 silently
         if be is src_be:
             data = be.astype(self.data, dt)
         else:

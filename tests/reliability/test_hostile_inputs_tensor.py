@@ -502,3 +502,9 @@ def test_in_place_update_from_a_value_that_requires_grad_is_refused():
 def test_from_numpy_byte_swapped_names_the_byte_order():
     with pytest.raises(ValueError, match="from_numpy: the array is not in the machine's byte"):
         dg.from_numpy(np.arange(4.0).astype(">f8"))   # said "convert with astype(float32)"
+
+
+def test_to_int64_refuses_nan_and_inf():
+    with pytest.raises(ValueError, match="to\\(int64\\): the value .* cannot be converted"):
+        dg.tensor([np.nan, 1.0]).to("int64")      # was -9223372036854775808 silently
+    np.testing.assert_array_equal(dg.tensor([1.7, -2.2]).to("int64").numpy(), [1, -2])
