@@ -9,6 +9,8 @@ import math
 import os
 from typing import Sequence
 
+from .serialization import write_text_atomic
+
 # What each finding kind means and what fixes it (the lessons the classic runs teach).
 REMEDIES = {
     "vanishing": "the backward signal dies out before it reaches the first layers, so they "
@@ -312,9 +314,5 @@ def write_html(out: str, records: Sequence[dict], theory: bool = False,
     if grid:
         parts.append(f'<h2>Per run: layer × step</h2><div class="grid">{grid}</div>')
     parts.append("</body></html>")
-    path = os.path.join(out, "report.html")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(os.path.join(out, "report.html"), lambda f: f.write("\n".join(parts)),
+                             "deepgrad study report", "report.html")

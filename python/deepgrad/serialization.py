@@ -234,30 +234,42 @@ def _lock(fd: int) -> None:
         pass                       # no flock here: cleaners fall back to the pid
 
 
-def _check_target(path: str) -> None:
+def _check_target(path: str, who: str = "deepgrad.save", example: str = "model.dg") -> None:
     """A clear error before anything is written: the OS's own errors name the temporary file
     (``.x.dgtmp-123-ab12``), not the path the user gave."""
     directory = os.path.dirname(os.path.abspath(path))
     if path == "":
-        raise ValueError("deepgrad.save: the path is empty; give a file path such as 'model.dg'")
+        raise ValueError(f"{who}: the path is empty; give a file path such as {example!r}")
     if os.path.isdir(path):
-        raise IsADirectoryError(f"deepgrad.save: {path!r} is a directory; give a file path such "
-                                f"as {os.path.join(path or '.', 'model.dg')!r}")
+        raise IsADirectoryError(f"{who}: {path!r} is a directory; give a file path such "
+                                f"as {os.path.join(path or '.', example)!r}")
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"deepgrad.save: the folder {directory!r} of {path!r} does not "
+        raise FileNotFoundError(f"{who}: the folder {directory!r} of {path!r} does not "
                                 "exist; create it first (os.makedirs(folder, exist_ok=True))")
 
 
-def _write_atomic(path: str, body) -> None:
+def write_text_atomic(path, write, who: str, example: str) -> str:
+    """The one way the package writes a text file (histories, study records, the report):
+    ``write(fh)`` into a temporary file beside ``path`` (UTF-8, newline=''), fsync'ed and renamed
+    over it, so an interrupted or failed write leaves the old file (or none), never a half one.
+    ``who``/``example`` name the caller and a file name in the errors. Returns the path."""
+    path = os.fspath(path)
+    _write_atomic(path, write, text=True, who=who, example=example)
+    return path
+
+
+def _write_atomic(path: str, body, text: bool = False, who: str = "deepgrad.save",
+                  example: str = "model.dg") -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    _check_target(path)
+    _check_target(path, who, example)
     _remove_stale_temporaries(path)
     tmp = os.path.join(directory, f"{_tmp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         _lock(fd)
-        with os.fdopen(fd, "wb") as f:
-            body(_CrcWriter(f))
+        with (os.fdopen(fd, "w", encoding="utf-8", newline="") if text
+              else os.fdopen(fd, "wb")) as f:
+            body(f if text else _CrcWriter(f))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import optim
+from .serialization import write_text_atomic
 
 __all__ = ["RunConfig", "classic_grid", "build_grid", "run_one", "run_study", "write_report",
            "SUMMARY_FIELDS"]
@@ -327,12 +328,8 @@ def _load_finished(out: str, cfg: RunConfig, key: dict) -> tuple[dict | None, st
 def _save(out: str, rec: dict) -> None:
     path = _run_path(out, rec["config"]["name"])
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(rec, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)  # atomic: an interrupted write never leaves a half file
+    # atomic: an interrupted write never leaves a half file
+    write_text_atomic(path, lambda fh: json.dump(rec, fh), "deepgrad study", "run.json")
 
 
 def _fmt(v, kind="g") -> str:
@@ -473,7 +470,9 @@ def make_client(jobs: int | None = None, scheduler: str | None = None):
     distributed = _dask()
     if scheduler not in (None, "auto"):
         return distributed.Client(scheduler), None
-    kw = {"threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    # the dashboard on a free port (":0"): Dask's None still serves it on 8787, so a second
+    # study (or any other Dask cluster) on the machine warned or failed to start
+    kw = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
     if jobs is not None:
         kw["n_workers"] = int(jobs)
     cluster = distributed.LocalCluster(**kw)

@@ -177,8 +177,9 @@ def _recorded_monitor():
 
 @pytest.mark.parametrize("kind", ["json", "csv"])
 def test_history_files_are_written_atomically(tmp_path, monkeypatch, kind):
-    # a write that fails half way (here: the disk fills after the first chunk) leaves the file
+    # a write that fails after the data went out (here: the disk fills at fsync) leaves the file
     # that was there, whole, and no temporary file beside it
+    import os
     mon = _recorded_monitor()
     path = tmp_path / f"h.{kind}"
     write = mon.to_json if kind == "json" else mon.to_csv
@@ -186,26 +187,11 @@ def test_history_files_are_written_atomically(tmp_path, monkeypatch, kind):
     before = path.read_text()
     assert len(before) > 50
 
-    import builtins
-    real_open = open
-
-    def failing_open(file, mode="r", *a, **k):
-        fh = real_open(file, mode, *a, **k)
-        if "w" in mode and ".tmp-" in str(file):
-            orig = fh.write
-            calls = [0]
-
-            def write_some(text):
-                calls[0] += 1
-                if calls[0] > 1:
-                    raise OSError(28, "No space left on device")
-                return orig(text[: max(1, len(text) // 2)])
-            fh.write = write_some
-        return fh
-
-    monkeypatch.setattr(builtins, "open", failing_open)
+    def full(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "fsync", full)
     with pytest.raises(OSError, match="No space"):
-        write(path)  # json.dump and the csv writer call write() once per chunk or row
+        write(path)
     monkeypatch.undo()
     assert path.read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == [path.name]

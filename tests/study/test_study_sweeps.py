@@ -86,7 +86,7 @@ def test_dask_progress_bar_best_and_failures(tmp_path, monkeypatch):
     grid = _grid()
     try:
         with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                      dashboard_address=None) as cluster, \
+                                      dashboard_address=":0") as cluster, \
                 distributed.Client(cluster) as client:
             term = _Terminal()
             with pytest.raises(RuntimeError, match="1 of 2 run"):
@@ -144,3 +144,30 @@ def test_an_interrupted_study_still_writes_its_report(tmp_path, monkeypatch):
         study.run_study(grid, str(tmp_path), plots=False, stream=io.StringIO())
     text = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert grid[0].name in text and grid[1].name not in text
+
+
+def test_local_cluster_starts_while_port_8787_is_taken():
+    # Dask's dashboard_address=None still served the dashboard on 8787: with that port taken
+    # (another study, a notebook's cluster) the cluster warned, and under warnings-as-errors
+    # failed to start; the study's cluster now takes a free port
+    pytest.importorskip("dask.distributed")
+    import socket
+    import warnings
+    holder = socket.socket()
+    try:
+        holder.bind(("", 8787))
+        holder.listen(1)
+    except OSError:
+        pass   # already taken by something else: the same situation
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            client, cluster = study.make_client(jobs=1)
+        try:
+            assert ":8787" not in cluster.dashboard_link
+            assert client.submit(sum, [1, 2]).result(timeout=60) == 3
+        finally:
+            client.close()
+            cluster.close()
+    finally:
+        holder.close()

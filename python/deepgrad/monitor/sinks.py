@@ -92,7 +92,8 @@ def _tensorboard_record(w, win: Mapping, findings: list, seen: set) -> None:
 def write_atomic(path, write) -> str:
     """write(fh) into a temporary file beside ``path`` (text, newline=''), flushed and
     fsync'ed, then renamed over ``path``: an interrupted or failed write leaves the old file (or
-    none), never a half one. Returns the path."""
+    none), never a half one. Returns the path. (serialization.write_text_atomic does the same
+    for the rest of the package; the sinks import only the monitor's core.)"""
     path = os.fspath(path)
     folder = os.path.dirname(path) or "."
     if os.path.isdir(path):
