@@ -48,18 +48,25 @@ def _dtype(dtype, layer: str = "layer") -> np.dtype:
     return dt
 
 
+def _numbers(x, layer: str, what: str = "the input") -> np.ndarray:
+    """Array-like x as a numpy array of real numbers, or an error naming the layer and ``what``
+    (strings, None, objects, complex, ragged lists)."""
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as e:   # ragged nested lists
+        raise ValueError(f"{layer}: {what} must be a Tensor or an array of numbers, got "
+                         f"a {type(x).__name__} numpy cannot read as one ({e})") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{layer}: {what} must be a Tensor or an array of real numbers, "
+                        f"got a {type(x).__name__} of dtype {a.dtype}")
+    return a
+
+
 def _as_input(x, layer: str, features: int | None = None, dtype=None) -> Tensor:
     """x as a Tensor with at least one sample, checking the feature axis. Arrays are converted
     (to `dtype`, the layer's parameter dtype, when given)."""
     if not isinstance(x, Tensor):
-        try:
-            a = np.asarray(x)
-        except (TypeError, ValueError) as e:   # ragged nested lists
-            raise ValueError(f"{layer}: the input must be a Tensor or an array of numbers, got "
-                             f"a {type(x).__name__} numpy cannot read as one ({e})") from None
-        if a.dtype.kind not in "biuf":         # strings, None, objects, complex
-            raise TypeError(f"{layer}: the input must be a Tensor or an array of real numbers, "
-                            f"got a {type(x).__name__} of dtype {a.dtype}")
+        a = _numbers(x, layer)
         if dtype is None and a.dtype.kind in "biu":
             dtype = np.float32
         x = Tensor(a, dtype=dtype)

@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import init as _init
 from ..ops.recurrent import _gru_sequence, _lstm_sequence, _rnn_sequence
 from ..tensor import Tensor
-from .layers import _check_float, _check_positive_int, _dtype
+from .layers import _check_float, _check_positive_int, _dtype, _numbers
 from .module import Module
 from .parameter import Parameter
 
@@ -89,15 +89,7 @@ class _RecurrentBase(Module):
     def _as_tensor(self, a, what: str) -> Tensor:
         """An array-like as a Tensor of the weights' dtype (ValueError naming the layer when it
         holds no numbers: strings, ragged lists, None)."""
-        name = type(self).__name__
-        try:
-            arr = np.asarray(a)
-        except (TypeError, ValueError) as e:   # ragged nested lists
-            raise ValueError(f"{name}: {what} must be a Tensor or an array of numbers, got a "
-                             f"{type(a).__name__} numpy cannot read as one ({e})") from None
-        if arr.dtype.kind not in "biuf":       # strings, None, objects, complex
-            raise TypeError(f"{name}: {what} must be a Tensor or an array of real numbers, got "
-                            f"a {type(a).__name__} of dtype {arr.dtype}")
+        arr = _numbers(a, type(self).__name__, what)
         return Tensor(arr.astype(self.weight_ih.dtype, copy=False))
 
     def _like_weights(self, t: Tensor, what: str) -> None:
