@@ -288,9 +288,11 @@ void bind_gemm(py::module_& m) {
       "_fma_peak_probe",
       [](long long iters, int threads, const std::string& isa_s) {
         const char* fn = "_fma_peak_probe";
-        if (iters < 1 || threads < 1)
-          fail_value(fn, "iters and threads must be >= 1, got iters=" + std::to_string(iters) +
-                             ", threads=" + std::to_string(threads));
+        // (a probe of 10^10 iterations already takes seconds: a larger count is a mistake that
+        // would hold the caller for hours, not a measurement)
+        if (iters < 1 || threads < 1 || iters > 10000000000LL || threads > 1024)
+          fail_value(fn, "iters must be in [1, 1e10] and threads in [1, 1024], got iters=" +
+                             std::to_string(iters) + ", threads=" + std::to_string(threads));
         GemmIsa isa = gemm_best_isa();
         if (isa_s != "best") {
           if (isa_s == "portable") isa = GemmIsa::portable;

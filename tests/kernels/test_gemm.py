@@ -236,7 +236,9 @@ def test_fma_peak_probe():
     for isa in ISAS:
         assert _C._fma_peak_probe(10, 2, isa)[0] == 2 * 12 * {"portable": 1, "avx2": 8,
                                                                 "avx512": 16}[isa] * 10 * 2
-    with pytest.raises(ValueError, match="iters and threads"):
-        _C._fma_peak_probe(0, 1)
+    for iters, threads in ((0, 1), (10, 0), (2**63 - 1, 1), (10, 5000)):
+        # (a huge count held the caller for hours: the fuzzer found it)
+        with pytest.raises(ValueError, match=r"iters must be in \[1, 1e10\] and threads"):
+            _C._fma_peak_probe(iters, threads)
     with pytest.raises(ValueError, match="isa must be"):
         _C._fma_peak_probe(10, 1, "sse9")
