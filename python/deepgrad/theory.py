@@ -21,7 +21,10 @@ the ReLU family's and SELU's derivatives jump at 0, where Gauss-Hermite converge
 1/n (2e-3 relative error at 200 nodes for ELU); with the split the convergence is spectral
 for every activation here. 2-D expectations of the c map split the inner integral where the
 second pre-activation changes sign, so the arc-cosine kernel of ReLU comes out exact to
-rounding. Results move by less than 1e-10 when the number of nodes doubles.
+rounding. For q > 1 both rules use geometric panels around the kink (widths 1/sqrt(q),
+4/sqrt(q), ...), so that a saturating activation's narrow derivative at large q* (tanh at
+sigma_w^2 = 1e4 and beyond) is resolved too. Results move by less than 1e-10 when the number
+of nodes doubles.
 
 What the monitor measures, the gradient norm of a layer's output ||dL/dy_l||, obeys the
 third bullet, so ``predict(...)["ratio_per_layer"]`` is sqrt(chi_1) (not chi_1, which is the
@@ -84,24 +87,72 @@ def _rule1(n: int):
     return z.ravel(), w.ravel()
 
 
+_NP = 32      # Gauss-Legendre nodes per panel of the scaled rules (q > 1)
+
+
+def _panels(s: float):
+    """Breakpoints 0, 1/s, 4/s, 16/s, ... below _L, then _L: the panels of the positive half
+    line for E[g(s z)] with s > 1. g's features sit at |s z| ~ 1, i.e. |z| ~ 1/s, far inside
+    the first node of the plain rule when s is large (tanh's chi_1 at q* = 1e4 came out 1%
+    low, at 1e6 ten times too low), while the density's sit at |z| ~ 1: geometric panels
+    resolve both."""
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"theory: no quadrature for sqrt(q) = {s!r}; q must be finite")
+    ks = [0.0]
+    k = 1.0 / s
+    while k < _L:
+        ks.append(k)
+        k *= 4.0
+    ks.append(_L)
+    return np.asarray(ks)
+
+
+@functools.lru_cache(maxsize=64)
+def _rule_scaled(s: float):
+    """Nodes z and weights w with sum w g(s z) ~ E[g(s z)], z ~ N(0, 1): the plain rule for
+    s <= 1 (g varies on the density's scale or slower), geometric panels (_panels) on each half
+    line for s > 1."""
+    if s <= 1.0:
+        return _rule1(_N1)
+    b = _panels(s)
+    z, w = _normal_rule(_NP, b[:-1], b[1:])
+    z, w = z.ravel(), w.ravel()
+    return np.concatenate([-z[::-1], z]), np.concatenate([w[::-1], w])
+
+
 def _expect(g, q: float) -> float:
     """E[g(sqrt(q) z)], z ~ N(0, 1)."""
-    z, w = _rule1(_N1)
+    z, w = _rule_scaled(math.sqrt(q))
     return float(np.dot(w, g(math.sqrt(q) * z)))
 
 
 def _expect2(g1, g2, q: float, c: float) -> float:
     """E[g1(u1) g2(u2)] for (u1, u2) centred Gaussian with variances q and correlation c:
     u1 = sqrt(q) z1, u2 = sqrt(q) (c z1 + sqrt(1 - c^2) z2). The outer rule splits z1 at 0 and
-    the inner rule splits z2 where u2 = 0, so both kinks sit on interval ends."""
-    z1, w1 = _rule1(_N1)
+    the inner rule splits z2 where u2 = 0, so both kinks sit on interval ends; for large q both
+    use geometric panels around their kink (see _panels), the inner ones on the scale
+    1 / (sqrt(q) sqrt(1 - c^2)) on which g2 varies in z2."""
     s, r = math.sqrt(q), math.sqrt(max(0.0, 1.0 - c * c))
+    z1, w1 = _rule_scaled(s)
     if r == 0.0:
         return float(np.dot(w1, g1(s * z1) * g2(s * c * z1)))
     t = np.clip(-c * z1 / r, -_L, _L)
+    if s * r <= 1.0:
+        ends = [(np.full(t.shape, -_L), t), (t, np.full(t.shape, _L))]
+        n = _N1
+    else:
+        off = _panels(s * r)[1:-1]          # 1, 4, 16, ... / (s r), below _L
+        off = np.concatenate([off, [2.0 * _L]])
+        right = np.clip(t[:, None] + off[None, :], -_L, _L)
+        left = np.clip(t[:, None] - off[None, :], -_L, _L)
+        bps = np.concatenate([left[:, ::-1], t[:, None], right], axis=1)
+        ends = [(bps[:, i], bps[:, i + 1]) for i in range(bps.shape[1] - 1)]
+        ends.insert(0, (np.full(t.shape, -_L), bps[:, 0]))
+        ends.append((bps[:, -1], np.full(t.shape, _L)))
+        n = _NP
     inner = 0.0
-    for a, b in ((-_L, t), (t, _L)):
-        z2, w2 = _normal_rule(_N1, np.broadcast_to(a, t.shape), np.broadcast_to(b, t.shape))
+    for a, b in ends:
+        z2, w2 = _normal_rule(n, a, b)
         inner = inner + np.sum(w2 * g2(s * (c * z1[:, None] + r * z2)), axis=1)
     return float(np.dot(w1, g1(s * z1) * inner))
 
@@ -163,6 +214,9 @@ _HOMOGENEOUS = {"identity", "relu", "leaky_relu"}   # phi(a x) = a phi(x) for a 
 
 
 def _name(activation) -> str:
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(f"theory: the activation must be a name (a str such as 'tanh'), got "
+                        f"{type(activation).__name__} {activation!r}")
     a = activation.lower() if isinstance(activation, str) else activation
     a = _ALIASES.get(a, a)
     if a not in ACTIVATIONS:
@@ -171,8 +225,24 @@ def _name(activation) -> str:
     return a
 
 
+def _real(x) -> bool:
+    """A real scalar (Python or numpy), not a bool."""
+    return (isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, (bool, np.bool_)))
+
+
 def _fns(activation, alpha=None):
     a = _name(activation)
+    if alpha is not None:
+        if a not in ("leaky_relu", "elu"):
+            raise ValueError(f"theory: alpha={alpha!r} applies only to leaky_relu (the negative "
+                             f"slope) and elu; {a} has no alpha, so drop it")
+        if not (_real(alpha) and math.isfinite(alpha)):
+            raise ValueError(f"theory: alpha (the {a} parameter) must be a finite number such "
+                             f"as 0.01, got {alpha!r}")
+        if a == "elu" and abs(alpha) > 100:
+            raise ValueError(f"theory: elu's alpha must lie in [-100, 100] (the q -> inf limits "
+                             f"are evaluated at q = {_Q_INF:g}, where an alpha of size a adds "
+                             f"about a^2 / 2.5e12 to chi_1), got {alpha!r}")
     if alpha is not None and a == "leaky_relu":
         return _leaky(float(alpha))
     if alpha is not None and a == "elu":
@@ -189,20 +259,33 @@ def supports(activation: str) -> bool:
         return False
 
 
+_MAX_VAR = 1e12   # beyond it the fixed-point search cannot tell a large q* from a diverging one
+
+
 def _check(sigma_w2, sigma_b2):
-    if not (isinstance(sigma_w2, (int, float, np.floating, np.integer)) and
-            math.isfinite(sigma_w2) and sigma_w2 > 0):
+    if not (_real(sigma_w2) and math.isfinite(sigma_w2) and sigma_w2 > 0):
         raise ValueError(f"theory: sigma_w2 must be a positive number, got {sigma_w2!r}")
-    if not (isinstance(sigma_b2, (int, float, np.floating, np.integer)) and
-            math.isfinite(sigma_b2) and sigma_b2 >= 0):
+    if not (_real(sigma_b2) and math.isfinite(sigma_b2) and sigma_b2 >= 0):
         raise ValueError(f"theory: sigma_b2 must be a non-negative number, got {sigma_b2!r}")
+    if sigma_w2 > _MAX_VAR or sigma_b2 > _MAX_VAR:
+        raise ValueError(f"theory: sigma_w2 = {sigma_w2!r}, sigma_b2 = {sigma_b2!r}: the formulas "
+                         f"are evaluated up to {_MAX_VAR:g} (beyond it a large fixed point q* "
+                         "cannot be told from a diverging one); use smaller variances")
 
 
 def q_map(q: float, activation: str, sigma_w2: float, sigma_b2: float, alpha=None) -> float:
     """sigma_w^2 E[phi(sqrt(q) z)^2] + sigma_b^2: the variance of the next layer's
     pre-activations when this layer's have variance q (z ~ N(0, 1))."""
+    _check(sigma_w2, sigma_b2)
+    _check_q(q, "q_map")
     f = _fns(activation, alpha)[0]
-    return float(sigma_w2 * _expect(lambda u: f(u) ** 2, max(q, 0.0)) + sigma_b2)
+    return float(sigma_w2 * _expect(lambda u: f(u) ** 2, float(q)) + sigma_b2)
+
+
+def _check_q(q, who: str) -> None:
+    if not (_real(q) and math.isfinite(q) and 0 <= q <= _Q_INF):
+        raise ValueError(f"theory.{who}: q (a pre-activation variance) must be a finite "
+                         f"number in [0, {_Q_INF:g}], got {q!r}")
 
 
 def fixed_point_q(activation: str, sigma_w2: float, sigma_b2: float, alpha=None,
@@ -217,8 +300,7 @@ def fixed_point_q(activation: str, sigma_w2: float, sigma_b2: float, alpha=None,
     activations (identity, ReLU, leaky ReLU) in closed form: q* = sigma_b^2 / (1 - a),
     a = sigma_w^2 E[phi(z)^2]."""
     _check(sigma_w2, sigma_b2)
-    if not (isinstance(q0, (int, float, np.floating, np.integer)) and math.isfinite(q0)
-            and q0 > 0):
+    if not (_real(q0) and math.isfinite(q0) and q0 > 0):
         raise ValueError(f"theory: q0 (the input variance) must be a positive number, got {q0!r}")
     if _name(activation) in _HOMOGENEOUS:
         a = q_map(1.0, activation, sigma_w2, 0.0, alpha)
@@ -288,6 +370,11 @@ def c_map(c: float, activation: str, sigma_w2: float, sigma_b2: float, q: float 
     (default q*): (sigma_w^2 E[phi(u1) phi(u2)] + sigma_b^2) / q_map(q), (u1, u2) with
     variance q and correlation c. c_map(1) = 1."""
     _check(sigma_w2, sigma_b2)
+    if not (_real(c) and -1.0 - 1e-9 <= c <= 1.0 + 1e-9):
+        raise ValueError(f"theory.c_map: c (a correlation) must be a number in [-1, 1], got "
+                         f"{c!r}")
+    if q is not None:
+        _check_q(q, "c_map")
     f = _fns(activation, alpha)[0]
     q = _q_eff(activation, sigma_w2, sigma_b2, alpha) if q is None else float(q)
     c = min(max(float(c), -1.0), 1.0)
@@ -375,7 +462,7 @@ def predict(activation: str, sigma_w2: float, sigma_b2: float, depth: int, alpha
     gradient norms the monitor records; chi1 itself multiplies the squared norm) and
     ``signal`` (depth,): the predicted ||dL/dy_l|| / ||dL/dy_depth|| for l = 1..depth, i.e.
     chi1 ** ((depth - l) / 2)."""
-    if isinstance(depth, bool) or int(depth) != depth or depth < 1:
+    if not (_real(depth) and math.isfinite(depth) and int(depth) == depth and depth >= 1):
         raise ValueError(f"theory.predict: depth must be a positive int, got {depth!r}")
     _check(sigma_w2, sigma_b2)
     x1 = chi1(activation, sigma_w2, sigma_b2, alpha)
@@ -398,6 +485,11 @@ def critical_sigma_w2(activation: str, sigma_b2: float, alpha=None, lo: float = 
     jumps over 1 (GELU and SiLU at small sigma_b^2, where q* leaves its branch for 0 or inf:
     no critical point, the phases meet discontinuously)."""
     _check(1.0, sigma_b2)
+    if not (_real(lo) and _real(hi) and math.isfinite(lo) and math.isfinite(hi)
+            and 0 < lo < hi):
+        raise ValueError(f"theory.critical_sigma_w2: the search range needs finite "
+                         f"0 < lo < hi, got lo={lo!r}, hi={hi!r}")
+    _fns(activation, alpha)
 
     def g(s):
         return chi1(activation, s, sigma_b2, alpha) - 1.0
@@ -433,6 +525,10 @@ def sigma_w2_of_init(init: str | None, activation: str | None = None, fan_in: in
     fan_in * 0.05^2 / 3 (None without fan_in). None for zeros, ones, a callable or an unknown
     name: they have no sigma_w^2."""
     from .init import _gain_name, calculate_gain, default_for
+    for what, n in (("fan_in", fan_in), ("fan_out", fan_out)):
+        if n is not None and not (_real(n) and int(n) == n and n >= 1):
+            raise ValueError(f"theory.sigma_w2_of_init: {what} must be a positive int (the "
+                             f"layer's input/output size) or None, got {n!r}")
     if callable(init):
         return None
     name = default_for(activation) if init in (None, "auto") else str(init).lower()

@@ -1,0 +1,157 @@
+"""Hostile inputs to the theory / phase-diagram / plot / report / study-records layer: bad input
+gets a clear exception naming the problem and the fix, never a silent wrong answer, a crash
+deep in numpy or matplotlib, an unescaped report or a destroyed good file."""
+import math
+
+import numpy as np
+import pytest
+
+from deepgrad import theory as T
+
+
+# ------------------------------------------------------------------------------------ theory
+
+def _tanh_chi1_reference(sw, sb):
+    """chi_1 of tanh by adaptive quadrature in u = sqrt(q) z (independent of theory.py)."""
+    from scipy import integrate
+
+    def expect(g, q):
+        s = math.sqrt(q)
+        f = lambda u: g(u) * math.exp(-0.5 * u * u / q) / math.sqrt(2 * math.pi * q)  # noqa: E731
+        pts = sorted({-12 * s, -min(50.0, 12 * s), -1.0, 0.0, 1.0, min(50.0, 12 * s), 12 * s})
+        return sum(integrate.quad(f, a, b, limit=400, epsabs=0, epsrel=1e-13)[0]
+                   for a, b in zip(pts[:-1], pts[1:]) if b > a)
+    q = 1.0
+    for _ in range(3000):
+        nq = sw * expect(lambda u: math.tanh(u) ** 2, q) + sb
+        if abs(nq - q) < 1e-14 * q:
+            break
+        q = nq
+    def sech2(u):
+        e = math.exp(-2.0 * abs(u))
+        return 4.0 * e / (1.0 + e) ** 2
+    return sw * expect(lambda u: sech2(u) ** 2, q)
+
+
+@pytest.mark.parametrize("sw", [1e3, 1e4, 1e5, 1e6])
+def test_chi1_of_a_saturating_activation_at_large_variance_is_right(sw):
+    """At large q* tanh' is a spike of width 1/sqrt(q*) that the plain rule missed: chi_1 came
+    out 1% low at sigma_w^2 = 1e4 and ten times too low at 1e6 (0.0 at 1e10)."""
+    pytest.importorskip("scipy")
+    assert T.chi1("tanh", sw, 0.3) == pytest.approx(_tanh_chi1_reference(sw, 0.3), rel=1e-8)
+
+
+def test_chi1_at_huge_variance_follows_the_asymptote():
+    # q* ~ sigma_w^2 and E[sech^4(sqrt(q) z)] ~ (4/3) phi(0) / sqrt(q)
+    assert T.chi1("tanh", 1e10, 0.05) == pytest.approx(4 / 3 / math.sqrt(2 * math.pi) * 1e5,
+                                                       rel=1e-4)
+
+
+def test_c_map_at_large_variance_is_right():
+    pytest.importorskip("scipy")
+    from scipy import integrate
+    q, c = 1e4, 0.3
+    s, r = math.sqrt(q), math.sqrt(1 - c * c)
+
+    def inner(z1):
+        f = lambda z2: math.tanh(s * (c * z1 + r * z2)) * math.exp(-z2 * z2 / 2)  # noqa: E731
+        t = -c * z1 / r
+        pts = sorted({-12.0, 12.0} | {min(12.0, max(-12.0, t + k / (s * r))) for k in (-10, 0, 10)})
+        return sum(integrate.quad(f, a, b, limit=200, epsrel=1e-12)[0]
+                   for a, b in zip(pts[:-1], pts[1:]) if b > a) / math.sqrt(2 * math.pi)
+    g = lambda z1: math.tanh(s * z1) * inner(z1) * math.exp(-z1 * z1 / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    pts = [-12.0, -10 / s, 0.0, 10 / s, 12.0]
+    exact = sum(integrate.quad(g, a, b, limit=200, epsrel=1e-11)[0]
+                for a, b in zip(pts[:-1], pts[1:]))
+    f = T.ACTIVATIONS["tanh"][0]
+    assert T._expect2(f, f, q, c) == pytest.approx(exact, abs=1e-10)
+
+
+@pytest.mark.parametrize("kw,phrase", [
+    ({"sigma_w2": 1e30}, "use smaller variances"),
+    ({"sigma_b2": 1e300}, "use smaller variances"),
+    ({"sigma_w2": True}, "sigma_w2 must be a positive number"),
+    ({"sigma_b2": True}, "sigma_b2 must be a non-negative number"),
+])
+def test_absurd_variances_are_refused(kw, phrase):
+    args = {"sigma_w2": 1.5, "sigma_b2": 0.05, **kw}
+    with pytest.raises(ValueError, match=phrase):
+        T.chi1("tanh", args["sigma_w2"], args["sigma_b2"])
+
+
+@pytest.mark.parametrize("act", [["tanh"], 3, {"tanh": 1}])
+def test_activation_that_is_not_a_name(act):
+    with pytest.raises(TypeError, match="must be a name"):
+        T.chi1(act, 1.5, 0.05)
+    assert T.supports(act) is False
+
+
+@pytest.mark.parametrize("q", [-1.0, float("nan"), float("inf"), "1", None])
+def test_q_map_refuses_a_bad_variance(q):
+    # -1 was silently taken as 0; inf ran out of memory
+    with pytest.raises(ValueError, match=r"q_map: q \(a pre-activation variance\)"):
+        T.q_map(q, "tanh", 1.5, 0.05)
+
+
+def test_q_map_checks_the_variances():
+    with pytest.raises(ValueError, match="sigma_w2 must be a positive number"):
+        T.q_map(1.0, "tanh", -1.0, 0.05)
+
+
+@pytest.mark.parametrize("c", [2.0, -2.0, float("nan"), float("inf"), None])
+def test_c_map_refuses_a_correlation_outside_minus1_1(c):
+    # 2 was clamped to 1, nan gave nan
+    with pytest.raises(ValueError, match=r"c_map: c \(a correlation\) must be a number in"):
+        T.c_map(c, "tanh", 1.5, 0.05)
+
+
+@pytest.mark.parametrize("q", [-1.0, float("nan")])
+def test_c_map_refuses_a_bad_variance(q):
+    with pytest.raises(ValueError, match=r"c_map: q \(a pre-activation variance\)"):
+        T.c_map(0.5, "tanh", 1.5, 0.05, q=q)
+
+
+def test_c_map_keeps_a_correlation_rounded_past_1():
+    assert T.c_map(1.0 + 1e-12, "tanh", 1.5, 0.05) == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), "x"])
+def test_bad_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha .* must be a finite number"):
+        T.chi1("leaky_relu", 2.0, 0.0, alpha=alpha)
+
+
+def test_alpha_for_an_activation_without_one_is_refused():
+    # silently ignored before
+    with pytest.raises(ValueError, match="tanh has no alpha, so drop it"):
+        T.chi1("tanh", 2.0, 0.1, alpha=0.5)
+
+
+def test_huge_elu_alpha_is_refused():
+    with pytest.raises(ValueError, match=r"elu's alpha must lie in \[-100, 100\]"):
+        T.chi1("elu", 2.0, 0.1, alpha=1e10)
+
+
+@pytest.mark.parametrize("depth", [float("inf"), float("nan"), 2.5, True, "3", 0])
+def test_predict_depth(depth):
+    with pytest.raises(ValueError, match="depth must be a positive int"):
+        T.predict("tanh", 1.5, 0.05, depth)
+
+
+def test_predict_depth_numpy_int_is_fine():
+    assert T.predict("tanh", 1.5, 0.05, np.int64(3))["signal"].shape == (3,)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 1), (-1, 1), (10, 1), (1, 1), (float("nan"), 1),
+                                   (1e-3, float("inf"))])
+def test_critical_sigma_w2_search_range(lo, hi):
+    # (10, 1) and (1, 1) gave nan silently, lo = 0 a numpy error
+    with pytest.raises(ValueError, match="critical_sigma_w2: the search range needs finite"):
+        T.critical_sigma_w2("tanh", 0.05, lo=lo, hi=hi)
+
+
+@pytest.mark.parametrize("fan_in,fan_out", [(-5, None), (0, 0), (5, -5), (2.5, None)])
+def test_sigma_w2_of_init_fans(fan_in, fan_out):
+    # fan_in -5 gave a negative variance, 0 a ZeroDivisionError
+    with pytest.raises(ValueError, match="must be a positive int"):
+        T.sigma_w2_of_init("normal" if fan_out is None else "xavier", "relu", fan_in, fan_out)
