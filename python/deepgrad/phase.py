@@ -20,6 +20,7 @@ import numpy as np
 from . import study, theory
 
 TRAINABLE = 0.8   # test accuracy that counts as trained (spirals: 3 classes, chance 1/3)
+MAX_POINTS = 10_000   # values per axis of a grid (each cell is a training run)
 
 
 def parse_range(text: str, what: str) -> list[float]:
@@ -28,17 +29,41 @@ def parse_range(text: str, what: str) -> list[float]:
         parts = [float(p) for p in str(text).split(":")]
     except ValueError:
         raise ValueError(f"{what}: expected START:STOP:STEP or a number, got {text!r}") from None
+    if any(not math.isfinite(v) for v in parts):
+        raise ValueError(f"{what}: values must be finite, got {text!r}")
     if len(parts) == 1:
         vals = parts
     elif len(parts) == 3 and parts[2] > 0 and parts[1] >= parts[0]:
-        n = int(math.floor((parts[1] - parts[0]) / parts[2] + 1e-9)) + 1
+        n = (parts[1] - parts[0]) / parts[2] + 1e-9
+        if not n < MAX_POINTS:
+            raise ValueError(f"{what}: {text!r} has about {n:.3g} values (at most {MAX_POINTS}, "
+                             "each is a training run); use a larger STEP")
+        n = int(math.floor(n)) + 1
         vals = [round(parts[0] + i * parts[2], 10) for i in range(n)]
     else:
         raise ValueError(f"{what}: expected START:STOP:STEP with STEP > 0 and STOP >= START, "
                          f"got {text!r}")
-    if any(not math.isfinite(v) for v in vals):
-        raise ValueError(f"{what}: values must be finite, got {text!r}")
     return vals
+
+
+def _values(vals, what: str, big: float) -> list:
+    """``vals`` as a list of numbers, or a ValueError naming the bad one. The values themselves
+    (sign, depth >= 2, ...) are study.validate's to check, which lists every bad cell once;
+    here only what would break the grid or the theory drawn after the runs: non-numbers (a str
+    was iterated character by character) and values beyond ``big``."""
+    if isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
+        raise ValueError(f"phase_grid: {what} must be a list of numbers such as [1.0, 2.0], got "
+                         f"{vals!r}")
+    out = []
+    for v in vals:
+        if not (isinstance(v, (int, float, np.integer, np.floating))
+                and not isinstance(v, (bool, np.bool_))):
+            raise ValueError(f"phase_grid: every value of {what} must be a number, got {v!r}")
+        if v > big:
+            raise ValueError(f"phase_grid: {what} holds {v!r}; the mean-field theory drawn over "
+                             f"the results is evaluated up to {big:g}; use smaller values")
+        out.append(v)
+    return out
 
 
 def phase_grid(activation: str = "tanh", sigma_w2s: Sequence[float] = (1.0,),
@@ -49,12 +74,22 @@ def phase_grid(activation: str = "tanh", sigma_w2s: Sequence[float] = (1.0,),
     if not theory.supports(activation):
         raise ValueError(f"phase: activation {activation!r} has no mean-field theory; use one "
                          f"of {', '.join(sorted(theory.ACTIVATIONS))}")
-    runs = []
+    sigma_w2s = _values(sigma_w2s, "sigma_w2s", theory._MAX_VAR)
+    sigma_b2s = _values(sigma_b2s, "sigma_b2s", theory._MAX_VAR)
+    depths = _values(depths, "depths", math.inf)
+    runs, names = [], {}
     for sb in sigma_b2s:
         for sw in sigma_w2s:
             for d in depths:
+                name = f"phase-{activation}-sw{sw:g}-sb{sb:g}-d{d}"
+                if name in names:    # two cells would share one record: one run silently lost
+                    raise ValueError(
+                        f"phase_grid: the cells (sigma_w2, sigma_b2, depth) = {names[name]} and "
+                        f"{(sw, sb, d)} would both be the run {name!r} (values are named to 6 "
+                        "significant digits); drop the duplicate or space the values further")
+                names[name] = (sw, sb, d)
                 runs.append(study.RunConfig(
-                    name=f"phase-{activation}-sw{sw:g}-sb{sb:g}-d{d}", dataset=dataset, depth=d,
+                    name=name, dataset=dataset, depth=d,
                     width=width, activation=activation, init="meanfield", sigma_w2=float(sw),
                     sigma_b2=float(sb), optimizer="adam", lr=lr, steps=steps,
                     batch_size=batch_size, seed=seed, device=device, every=max(1, steps // 10)))
@@ -65,6 +100,10 @@ def plot_phase(records, path: str, activation: str, sigma_b2: float) -> str:
     """Accuracy per (sigma_w^2, depth) cell, the 6 xi_c line and the critical sigma_w^2."""
     from . import plot as P
     recs = [r for r in records if r["config"]["sigma_b2"] == sigma_b2]
+    if not recs:
+        have = sorted({r["config"]["sigma_b2"] for r in records})
+        raise ValueError(f"plot_phase: no record has sigma_b2 = {sigma_b2!r} (the records have "
+                         f"{have or 'none'}); pass one of those")
     sws = sorted({r["config"]["sigma_w2"] for r in recs})
     ds = sorted({r["config"]["depth"] for r in recs})
     acc = np.full((len(ds), len(sws)), np.nan)

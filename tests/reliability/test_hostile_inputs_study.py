@@ -155,3 +155,121 @@ def test_sigma_w2_of_init_fans(fan_in, fan_out):
     # fan_in -5 gave a negative variance, 0 a ZeroDivisionError
     with pytest.raises(ValueError, match="must be a positive int"):
         T.sigma_w2_of_init("normal" if fan_out is None else "xavier", "relu", fan_in, fan_out)
+
+
+# ------------------------------------------------------------------------------------- phase
+
+from deepgrad import phase  # noqa: E402
+
+
+@pytest.mark.parametrize("text,phrase", [("0:inf:1", "values must be finite"),
+                                         ("0:1e9:1e-9", "use a larger STEP")])
+def test_parse_range_refuses_infinite_or_huge_ranges(text, phrase):
+    # '0:inf:1' raised OverflowError; '0:1e9:1e-9' built 1e18 floats (killed for memory)
+    with pytest.raises(ValueError, match=phrase):
+        phase.parse_range(text, "--sigma-w")
+
+
+@pytest.mark.parametrize("kw,phrase", [
+    ({"sigma_w2s": [1e13]}, "evaluated up to 1e\\+12"),
+    ({"sigma_b2s": [1e13]}, "evaluated up to 1e\\+12"),
+    ({"sigma_w2s": "1.0"}, "must be a list of numbers"),     # was iterated per character
+    ({"sigma_w2s": ["1.0"]}, "must be a number, got '1.0'"),
+    ({"depths": [None]}, "must be a number, got None"),
+])
+def test_phase_grid_checks_its_cells(kw, phrase):
+    with pytest.raises(ValueError, match=phrase):
+        phase.phase_grid("tanh", **{"sigma_w2s": [1.0], "sigma_b2s": [0.05], "depths": [10], **kw})
+
+
+@pytest.mark.parametrize("sws", [[1.0, 1.0], [1.0000001, 1.0000002]])
+def test_phase_grid_refuses_cells_that_share_a_run_name(sws):
+    # both cells became one record: one run's result silently lost on resume
+    with pytest.raises(ValueError, match="would both be the run"):
+        phase.phase_grid("tanh", sws, [0.05], [10])
+
+
+def _phase_rec(sw, sb, d, acc):
+    return {"config": {"sigma_w2": sw, "sigma_b2": sb, "depth": d, "name": f"r{sw}-{d}"},
+            "result": {"accuracy": acc}}
+
+
+@pytest.mark.parametrize("records", [[], [_phase_rec(1.0, 0.05, 10, 0.9)]])
+def test_plot_phase_without_records_for_that_sigma_b2(tmp_path, records):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="plot_phase: no record has sigma_b2 = 0.1"):
+        phase.plot_phase(records, str(tmp_path / "p.png"), "tanh", 0.1)
+
+
+# -------------------------------------------------------------------------------------- plot
+
+from deepgrad import plot as P  # noqa: E402
+
+
+def _hist(rows, steps=None):
+    return {"signal_norm": rows, "steps": list(range(len(rows))) if steps is None else steps,
+            "layers": [f"l{i}" for i in range(len(rows[0]) if rows else 0)],
+            "global_grad_norm": [1.0] * len(rows)}
+
+
+def test_failed_save_leaves_the_old_png(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    path = tmp_path / "flow.png"
+    P.plot_heatmap(_hist([[1.0, 2.0], [3.0, 4.0]]), str(path))
+    good = path.read_bytes()
+
+    def broken(self, fh, **kw):
+        fh.write(b"\x89PNG half")
+        raise OSError("disk full")
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        P.plot_heatmap(_hist([[5.0, 6.0]]), str(path))
+    assert path.read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.png"]
+
+
+def test_save_path_checks(tmp_path):
+    pytest.importorskip("matplotlib")
+    h = _hist([[1.0, 2.0]])
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        P.plot_heatmap(h, str(tmp_path))
+    with pytest.raises(ValueError, match="output path is empty"):
+        P.plot_heatmap(h, "")
+    with pytest.raises(ValueError, match="no image format 'foo'"):
+        P.plot_heatmap(h, str(tmp_path / "x.foo"))
+    # no extension: a PNG exactly at the path returned (matplotlib wrote 'noext.png' and the
+    # function returned 'noext')
+    out = P.plot_heatmap(h, str(tmp_path / "noext"))
+    assert out == str(tmp_path / "noext")
+    assert (tmp_path / "noext").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "noext.png").exists()
+
+
+@pytest.mark.parametrize("fn", [P.plot_heatmap, P.plot_layer_norms])
+@pytest.mark.parametrize("hist,phrase", [
+    (_hist([[1.0, 2.0], [1.0]]), "all of one length"),
+    (_hist([["a", "b"]]), "non-numeric"),
+    ({"signal_norm": [[1.0]]}, "history has no 'steps'"),
+    (_hist([[1.0], [2.0]], steps=[0]), "1 'steps' but 2 rows"),
+])
+def test_malformed_histories(tmp_path, fn, hist, phrase):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match=phrase):
+        fn(hist, str(tmp_path / "x.png"))
+
+
+def test_layer_norms_step_out_of_range(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="step=99 is not one of the 1 recorded steps"):
+        P.plot_layer_norms(_hist([[1.0, 2.0]]), str(tmp_path / "x.png"), step=99)
+
+
+def test_global_norm_and_loss_curves_malformed(tmp_path):
+    pytest.importorskip("matplotlib")
+    with pytest.raises(ValueError, match="history has no 'global_grad_norm'"):
+        P.plot_global_norm({"steps": [0]}, str(tmp_path / "g.png"))
+    with pytest.raises(ValueError, match="1 'steps' but 2 values"):
+        P.plot_global_norm({"global_grad_norm": [1.0, 2.0], "steps": [0]}, str(tmp_path / "g.png"))
+    with pytest.raises(ValueError, match="the curve 'a' must be a list of numbers"):
+        P.plot_loss_curves({"a": ["x"]}, str(tmp_path / "l.png"))
