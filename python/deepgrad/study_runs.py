@@ -97,6 +97,11 @@ def build_grid(depths, widths, activations, inits, norms, residuals, rnn: bool =
     """Every combination of the given options; ``inits`` may contain "auto" (He for the ReLU
     family, Xavier otherwise)."""
     from .init import default_for
+    for what, v in (("depths", depths), ("widths", widths), ("activations", activations),
+                    ("inits", inits), ("norms", norms), ("residuals", residuals)):
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+            raise ValueError(f"build_grid: {what} must be a list of values (e.g. [{v!r}]), got "
+                             f"{v!r}; a string would be taken character by character")
     runs, seen = [], set()
     rnn_opts = {k: common.pop(k) for k in ("rnn_steps", "rnn_lr") if k in common}
     for d, w, act, init, norm, res in itertools.product(depths, widths, activations, inits,

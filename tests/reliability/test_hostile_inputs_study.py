@@ -273,3 +273,15 @@ def test_global_norm_and_loss_curves_malformed(tmp_path):
         P.plot_global_norm({"global_grad_norm": [1.0, 2.0], "steps": [0]}, str(tmp_path / "g.png"))
     with pytest.raises(ValueError, match="the curve 'a' must be a list of numbers"):
         P.plot_loss_curves({"a": ["x"]}, str(tmp_path / "l.png"))
+
+
+# -------------------------------------------------------------------------------- study_runs
+
+@pytest.mark.parametrize("pos,value", [(0, "12"), (2, "tanh"), (1, 8)])
+def test_build_grid_refuses_a_bare_value_for_a_list(pos, value):
+    # "12" gave depths 1 and 2, "tanh" the activations t, a, n, h
+    from deepgrad import study_runs
+    args = [[4], [8], ["tanh"], ["he"], ["none"], [False]]
+    args[pos] = value
+    with pytest.raises(ValueError, match="must be a list of values"):
+        study_runs.build_grid(*args, rnn=False)
