@@ -60,6 +60,13 @@ SUMMARY_FIELDS = ("name", "model", "dataset", "depth", "width", "activation", "i
 THEORY_TOLERANCE = 0.2   # relative disagreement of the per-layer ratio that gets flagged
 
 
+def _findings(result: dict) -> list:
+    """A record's findings as a list of messages (one message given as a string, as a hand
+    edit may leave it, is one finding, not one per character)."""
+    fs = result.get("findings") or []
+    return [fs] if isinstance(fs, str) else [str(f) for f in fs]
+
+
 def theory_comparison(rec: dict) -> dict:
     """Mean-field prediction vs measurement at initialisation for one run record: the predicted
     per-layer backward-signal ratio sqrt(chi_1) (deepgrad.theory), the measured one (geometric
@@ -87,7 +94,11 @@ def theory_comparison(rec: dict) -> dict:
     if sw is None or sw <= 0:
         out["why"] = f"init {c['init']!r} has no sigma_w^2"
         return out
-    p = theory.predict(c["activation"], sw, sb, c["depth"])
+    try:
+        p = theory.predict(c["activation"], sw, sb, c["depth"])
+    except (ValueError, TypeError) as e:   # a record the theory cannot take: said in its row,
+        out["why"] = f"no prediction ({e})"   # not an error for the whole report
+        return out
     out["sigma_b2"] = sb
     out["predicted"], out["sigma_w2"], out["chi1"] = p["ratio_per_layer"], sw, p["chi1"]
     rows = rec["history"].get("signal_norm") or []
@@ -137,7 +148,7 @@ def summary_rows(records: Sequence[dict]) -> list[dict]:
                                           "accuracy", "test_mse", "seconds")})
         sec = r.get("seconds") or 0.0
         row["monitor_overhead"] = (r.get("monitor_seconds", 0.0) / sec) if sec > 0 else None
-        row["findings"] = "; ".join(r.get("findings", []))
+        row["findings"] = "; ".join(_findings(r))
         rows.append(row)
     return rows
 
@@ -210,7 +221,7 @@ def _findings_html(records, theory: bool = False) -> str:
                        f"runs</span>: {html.escape(', '.join(ok))}.</p>")
     for rec in records:
         name = rec["config"]["name"]
-        fs = rec["result"].get("findings") or []
+        fs = _findings(rec["result"])
         if brief and not fs:
             continue
         c = rec["config"]

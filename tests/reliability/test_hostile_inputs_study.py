@@ -300,3 +300,27 @@ def test_build_grid_refuses_a_bare_value_for_a_list(pos, value):
     args[pos] = value
     with pytest.raises(ValueError, match="must be a list of values"):
         study_runs.build_grid(*args, rnn=False)
+
+
+def test_report_takes_a_string_finding_and_a_record_the_theory_cannot_take(tmp_path):
+    # a hand-edited record: its findings one string (was listed character by character), and a
+    # mean-field init with a NaN sigma_w^2 (made the whole report fail, every run with it)
+    import copy
+    import io
+    from deepgrad import report, study
+    cfgs = study.build_grid([4], [8], ["tanh"], ["xavier"], ["none"], [False], rnn=False,
+                            steps=3, batch_size=16, every=1)
+    rec = study.run_study(cfgs, str(tmp_path / "a"), plots=False, stream=io.StringIO())[0]
+    odd = copy.deepcopy(rec)
+    odd["config"]["name"] = "odd"
+    odd["config"].update(init="meanfield", sigma_w2=float("nan"))
+    odd["result"]["findings"] = "vanishing: planted"
+    rows = report.summary_rows([rec, odd])
+    assert rows[1]["findings"] == "vanishing: planted"
+    cmp = report.theory_comparison(odd)
+    assert cmp["predicted"] is None and "no prediction" in cmp["why"]
+    (tmp_path / "out").mkdir()
+    path = report.write_html(str(tmp_path / "out"), [rec, odd], theory=True)
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    assert "vanishing: planted" in text and "<li>v</li>" not in text
