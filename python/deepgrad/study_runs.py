@@ -125,7 +125,13 @@ def build_grid(depths, widths, activations, inits, norms, residuals, rnn: bool =
 
 def load_dataset(name: str, seed: int):
     """(X float32 (n, f), y) for a built-in name or a user .npz/.csv path."""
+    import os
     from . import data
+    if isinstance(name, os.PathLike):   # a pathlib.Path: its text
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise TypeError(f"load_dataset: the dataset must be a name ({', '.join(BUILTIN_DATASETS)}) "
+                        f"or a path to a .npz/.csv file, got {type(name).__name__}")
     if name in BUILTIN_DATASETS:
         if name == "xor":
             return data.xor()

@@ -324,3 +324,14 @@ def test_report_takes_a_string_finding_and_a_record_the_theory_cannot_take(tmp_p
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     assert "vanishing: planted" in text and "<li>v</li>" not in text
+
+
+def test_load_dataset_takes_a_path_and_names_what_is_not_a_dataset(tmp_path):
+    import pathlib
+    from deepgrad import study_runs as S
+    np.savez(tmp_path / "d.npz", X=np.ones((4, 2)), y=np.array([0, 1, 0, 1]))
+    X, y = S.load_dataset(pathlib.Path(tmp_path / "d.npz"), 0)   # was AttributeError
+    assert X.shape == (4, 2) and list(y) == [0, 1, 0, 1]
+    for bad in (None, 5):
+        with pytest.raises(TypeError, match="load_dataset: the dataset must be a name"):
+            S.load_dataset(bad, 0)
