@@ -55,17 +55,28 @@ def test_a_refused_loss_changes_nothing(every, bad_at, k):
     assert _run(every, bad_at, BAD[k]) == _run(every)
 
 
-def test_the_loss_is_only_read_on_recorded_steps():
+def _tiny(hidden: int = 3, every: int = 1):
+    """A small regression model's monitor and one training step of it (forward, backward, SGD;
+    returns the loss, not yet handed to the monitor)."""
     dg.manual_seed(0)
-    model = nn.Sequential(nn.Dense(2, 4, "tanh"), nn.Dense(4, 1))
+    model = nn.Sequential(nn.Dense(2, hidden, "tanh"), nn.Dense(hidden, 1))
     opt = optim.SGD(model.parameters(), lr=0.1)
-    mon = GradientMonitor(model, every=2)
-    for n in range(4):
-        loss = losses.mse(model(dg.tensor(np.ones((3, 2), np.float32))),
-                          dg.tensor(np.zeros((3, 1), np.float32)))
+    mon = GradientMonitor(model, every=every)
+    x, t = dg.tensor(np.ones((3, 2), np.float32)), dg.tensor(np.zeros((3, 1), np.float32))
+
+    def train():
+        loss = losses.mse(model(x), t)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        return loss
+    return mon, train
+
+
+def test_the_loss_is_only_read_on_recorded_steps():
+    mon, train = _tiny(hidden=4, every=2)
+    for n in range(4):
+        loss = train()
         if n % 2:
             assert mon.step(np.ones(2)) is False  # not recorded: not read
         else:
@@ -87,18 +98,11 @@ def test_loss_value_accepts_numbers_and_one_element_arrays(loss, want):
 
 
 def test_every_accepted_form_is_recorded_as_its_number():
-    dg.manual_seed(0)
-    model = nn.Sequential(nn.Dense(2, 3, "tanh"), nn.Dense(3, 1))
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    mon = GradientMonitor(model)
+    mon, train = _tiny()
     forms = [0.5, 2, np.float32(0.25), np.array(1.5), np.array([[0.75]], np.float32),
              dg.tensor(np.array([[1.25]], np.float32)), None]
     for f in forms:
-        out = losses.mse(model(dg.tensor(np.ones((3, 2), np.float32))),
-                         dg.tensor(np.zeros((3, 1), np.float32)))
-        opt.zero_grad()
-        out.backward()
-        opt.step()
+        train()
         mon.step(f)
     assert mon.to_dict()["loss"] == [0.5, 2.0, 0.25, 1.5, 0.75, 1.25, None]
 
@@ -161,17 +165,9 @@ def test_monitor_arguments_are_refused_by_name(kw, words):
 
 
 def _recorded_monitor():
-    dg.manual_seed(0)
-    model = nn.Sequential(nn.Dense(2, 3, "tanh"), nn.Dense(3, 1))
-    opt = optim.SGD(model.parameters(), lr=0.1)
-    mon = GradientMonitor(model)
+    mon, train = _tiny()
     for _ in range(3):
-        out = losses.mse(model(dg.tensor(np.ones((3, 2), np.float32))),
-                         dg.tensor(np.zeros((3, 1), np.float32)))
-        opt.zero_grad()
-        out.backward()
-        opt.step()
-        mon.step(out)
+        mon.step(train())
     return mon
 
 
