@@ -357,3 +357,14 @@ def test_torch_num_batches_tracked_and_bfloat16_are_named():
     after = m.state_dict()
     assert all(np.array_equal(before[k], after[k]) for k in before)
     m.load_torch_state_dict(tm.state_dict())
+
+
+def test_rnn_nonlinearity_set_after_construction_is_checked_at_forward():
+    rnn = dg.nn.RNN(3, 4)
+    x = dg.tensor(np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32))
+    rnn.nonlinearity = "sigmoid"   # a valid activation name, not an RNN nonlinearity
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh' or 'relu', got 'sigmoid'"):
+        rnn(x)
+    rnn.nonlinearity = "relu"
+    y, h = rnn(x)
+    assert y.shape == (2, 5, 4) and np.all(y.numpy() >= 0)

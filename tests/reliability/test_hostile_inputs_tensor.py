@@ -508,3 +508,12 @@ def test_to_int64_refuses_nan_and_inf():
     with pytest.raises(ValueError, match="to\\(int64\\): the value .* cannot be converted"):
         dg.tensor([np.nan, 1.0]).to("int64")      # was -9223372036854775808 silently
     np.testing.assert_array_equal(dg.tensor([1.7, -2.2]).to("int64").numpy(), [1, -2])
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+def test_reduction_keepdims_must_be_a_bool(op):
+    t = dg.tensor([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(TypeError, match=rf"{op}\(\): keepdims must be True or False.*'no'"):
+        getattr(t, op)(axis=0, keepdims="no")
+    assert getattr(t, op)(axis=0, keepdims=np.bool_(True)).shape == (1, 2)
+    assert getattr(t, op)(axis=0, keepdims=False).shape == (2,)

@@ -145,6 +145,9 @@ class RNN(_RecurrentBase):
         return super().extra_repr() + f", nonlinearity={self.nonlinearity}"
 
     def forward(self, x, h0=None):
+        if self.nonlinearity not in ("tanh", "relu"):   # an attribute set after construction
+            raise ValueError(f"RNN: nonlinearity must be 'tanh' or 'relu', got "
+                             f"{self.nonlinearity!r}")
         x = self._check_input(x)
         B, T, H = x.shape[0], x.shape[1], self.hidden_size
         h0 = self._state(h0, B, H, "state h0")

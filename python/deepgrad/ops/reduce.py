@@ -8,11 +8,21 @@ from ..autograd import record as _result
 from ..tensor import Tensor, _axis, _keep_shape, _new, _reduce_axes  # noqa: F401
 
 
+def _keepdims(keepdims, op: str) -> bool:
+    """keepdims as a bool: a string or another object would be taken for its truth value
+    ('no' keeps the dimensions) or fail deep in the backend."""
+    if isinstance(keepdims, (bool, np.bool_)):
+        return bool(keepdims)
+    raise TypeError(f"{op}(): keepdims must be True or False, got {type(keepdims).__name__} "
+                    f"{keepdims!r}")
+
+
 def tensor_sum(self, axis=None, keepdims: bool = False):
     """Sum over all elements or ``axis`` (int or tuple)."""
     be = self._be
     shape = self.data.shape
     axes = _reduce_axes(axis, len(shape), "sum")
+    keepdims = _keepdims(keepdims, "sum")
     kshape = _keep_shape(shape, axes)
 
     def backward(g):
@@ -25,6 +35,7 @@ def mean(self, axis=None, keepdims: bool = False):
     be = self._be
     shape = self.data.shape
     axes = _reduce_axes(axis, len(shape), "mean")
+    keepdims = _keepdims(keepdims, "mean")
     kshape = _keep_shape(shape, axes)
     n = self.data.size if axes is None else int(np.prod([shape[a] for a in axes]))
     if n == 0:
@@ -43,6 +54,7 @@ def tensor_max(self, axis=None, keepdims: bool = False):
     if ad.size == 0:
         raise ValueError("max(): empty tensor")
     axes = _reduce_axes(axis, ad.ndim, "max")
+    keepdims = _keepdims(keepdims, "max")
     kshape = _keep_shape(ad.shape, axes)
     out = be.max(ad, axes, keepdims)
 
