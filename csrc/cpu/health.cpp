@@ -94,9 +94,8 @@ DG_CLONES void health_portable(double* out, const T* x, index_t n) {
   out[4] = 0, out[5] = 0, out[6] = -1;
 }
 
-// float32 with AVX2: the intrinsics loop (squares in double lanes, min/max/check in float
-// vectors: two elements per lane per step instead of the portable loop's conversions and
-// spills); otherwise the portable loop.
+// float32 with AVX2: the intrinsics loop (squares in double lanes, min and max in float vectors,
+// no per-element check: a NaN or Inf shows in the sum); otherwise the portable loop.
 template <class T>
 void health_one(double* out, const T* x, index_t n) {
 #ifdef DG_HAVE_AVX2_BUILD
@@ -105,7 +104,7 @@ void health_one(double* out, const T* x, index_t n) {
     if (avx2) {
       double r[4];
       avx2::health_f32(r, x, n);
-      if (r[3] != 0.0 || !std::isfinite(r[0])) {  // NaN z: a NaN or an Inf in the segment
+      if (r[3] != 0.0 || !std::isfinite(r[0])) {  // a NaN or an Inf in the segment
         health_slow<T>(out, x, n);
         return;
       }

@@ -20,11 +20,15 @@ template <class T>
 DG_CLONES double sumsq_range(const T* x, index_t n) {
   double acc[kLanes] = {};
   index_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
+  for (; i + kLanes <= n; i += kLanes) {
+    // 4 KiB ahead: one core's hardware prefetch alone left the pass at ~80% of its read rate
+    // (Zen 1: 9.9 -> 11.5 GB/s for the health pass with the same prefetch)
+    __builtin_prefetch(reinterpret_cast<const char*>(x + i) + 4096);
     for (int j = 0; j < kLanes; ++j) {
       const double v = double(x[i + j]);
       acc[j] += v * v;
     }
+  }
   for (int j = 0; i < n; ++i, ++j) {
     const double v = double(x[i]);
     acc[j] += v * v;

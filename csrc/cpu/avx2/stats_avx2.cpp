@@ -140,13 +140,18 @@ void sums_f32_exact(double* s, double* q, const float* x, const float* p, index_
 
 void health_f32(double* out, const float* x, index_t n) {
   // squares in double (each float32 is exact in double: the sum matches a float64 reference to
-  // rounding), min, max and the x - x check in float vectors
+  // rounding), min and max in float vectors. A NaN or an Inf makes the sum NaN or Inf (float
+  // squares cannot overflow double), which sends the caller to the exact path: no separate
+  // x - x check (it cost a fifth of the loop's operations, on cores with 128-bit units the
+  // difference between the conversions' rate and the core's read bandwidth).
   const float inf = __builtin_inff();
   __m256d Q0 = _mm256_setzero_pd(), Q1 = Q0, Q2 = Q0, Q3 = Q0;
   __m256 mn0 = _mm256_set1_ps(inf), mn1 = mn0, mx0 = _mm256_set1_ps(-inf), mx1 = mx0;
-  __m256 z0 = _mm256_setzero_ps(), z1 = z0;
   index_t i = 0;
   for (; i + 16 <= n; i += 16) {
+    // 4 KiB ahead: the hardware prefetch alone left the pass at 9.4-9.9 GB/s on a Zen 1 core,
+    // 49-55% of the copy bandwidth (11.3-11.8 GB/s, 64-68%, with it)
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 4096, _MM_HINT_T0);
     const __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + i + 8);
     const __m256d a0 = lo_pd(a), a1 = hi_pd(a), b0 = lo_pd(b), b1 = hi_pd(b);
     Q0 = _mm256_fmadd_pd(a0, a0, Q0);
@@ -157,34 +162,28 @@ void health_f32(double* out, const float* x, index_t n) {
     mn1 = _mm256_min_ps(mn1, b);
     mx0 = _mm256_max_ps(mx0, a);
     mx1 = _mm256_max_ps(mx1, b);
-    z0 = _mm256_add_ps(z0, _mm256_sub_ps(a, a));
-    z1 = _mm256_add_ps(z1, _mm256_sub_ps(b, b));
   }
   double q = hsum(_mm256_add_pd(_mm256_add_pd(Q0, Q1), _mm256_add_pd(Q2, Q3)));
-  alignas(32) float a[8], b[8], c[8], d[8], e[8], f[8];
+  alignas(32) float a[8], b[8], c[8], d[8];
   _mm256_store_ps(a, mn0);
   _mm256_store_ps(b, mn1);
   _mm256_store_ps(c, mx0);
   _mm256_store_ps(d, mx1);
-  _mm256_store_ps(e, z0);
-  _mm256_store_ps(f, z1);
-  float mn = inf, mx = -inf, z = 0.0f;
+  float mn = inf, mx = -inf;
   for (int j = 0; j < 8; ++j) {
     mn = std::min(mn, std::min(a[j], b[j]));
     mx = std::max(mx, std::max(c[j], d[j]));
-    z += e[j] + f[j];
   }
   for (; i < n; ++i) {
     const float v = x[i];
     q += double(v) * double(v);
     mn = v < mn ? v : mn;
     mx = v > mx ? v : mx;
-    z += v - v;
   }
   out[0] = q;
   out[1] = mn;
   out[2] = mx;
-  out[3] = z;
+  out[3] = 0.0;  // kept for the caller's check; a non-finite value shows in out[0]
 }
 
 }  // namespace dg::avx2
