@@ -110,7 +110,9 @@ void add_sums_count(double* s, double* q, index_t* count, const T* x, index_t n,
 #ifdef DG_HAVE_AVX2_BUILD
   if constexpr (std::is_same_v<T, float>) {
     static const bool avx512 = cpu_has_avx2_fma() && cpu_has_avx512f();
+    static const bool avx2 = cpu_has_avx2_fma();
     if (avx512) return avx512::sums_count_f32(s, q, count, x, n, center, bound);
+    if (avx2) return avx2::sums_count_f32(s, q, count, x, n, center, bound);
   }
 #endif
   sums_impl<T, true>(s, q, x, n);
@@ -126,8 +128,8 @@ bool add_sums_isa(int isa, double* s, double* q, index_t* count, const float* x,
   }
 #ifdef DG_HAVE_AVX2_BUILD
   if (isa == 1 && cpu_has_avx2_fma()) {
-    avx2::sums_f32(s, q, x, n);
-    if (count) *count += count_outside_impl(x, n, center, bound);
+    if (count) avx2::sums_count_f32(s, q, count, x, n, center, bound);
+    else avx2::sums_f32(s, q, x, n);
     return true;
   }
   if (isa == 2 && cpu_has_avx2_fma() && cpu_has_avx512f()) {

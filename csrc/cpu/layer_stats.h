@@ -16,7 +16,7 @@ template <class T> void add_sums(double* s, double* q, const T* x, index_t n);
 bool add_sums_isa(int isa, double* s, double* q, index_t* count, const float* x, index_t n,
                   float center, float bound);
 // add_sums and *count += the count of |x[i] - center| > bound (NaN never counts), one pass with
-// AVX-512
+// AVX-512 or AVX2
 template <class T>
 void add_sums_count(double* s, double* q, index_t* count, const T* x, index_t n, T center, T bound);
 // add_sums over z (R, C) and col_max(colmax, z, R, C), one pass with AVX-512 (float32)

@@ -11,10 +11,14 @@ namespace dg::avx2 {
 // in double from L1.
 constexpr float kSumSafeLow = 2.64697796e-23f;  // 2^-75
 
-// x (n) -> *s += sum x (when s is not null), *q += sum x^2: 64 float lanes over chunks of 512
+// x (n) -> *s += sum x (when s is not null), *q += sum x^2: 32 float lanes over chunks of 256
 // elements (8 terms per lane), each chunk converted and added to double lanes (or summed again
 // in double, see kSumSafeLow), folded at the end.
 void sums_f32(double* s, double* q, const float* x, index_t n);
+// sums_f32 (s not null) and, from the same loads, *count += the number of |x - center| > bound
+// (NaN never counts).
+void sums_count_f32(double* s, double* q, index_t* count, const float* x, index_t n,
+                    float center, float bound);
 // *s += sum v (when s is not null), *q += sum v^2 for v = x - p (p not null, the difference in
 // float) or x, every term in double lanes (~1e-16 relative: the monitor's norms and statistics of
 // other frameworks' tensors, compared with float64 references)
