@@ -34,14 +34,14 @@ py::tuple record_sums(py::handle x_o, const std::string& isa, py::object center_
 }
 
 // Test hook: (sum z, sum z^2, column maxima starting from -inf) of a 2-D float32 array through
-// one loop of the ReLU record's fused sums ('double' or 'avx512').
+// one loop of the ReLU record's fused sums ('double', 'avx2' or 'avx512').
 py::tuple record_sums_colmax(py::handle z_o, const std::string& isa) {
   const char* fn = "_record_sums_colmax";
   py::array z = float_input(z_o, fn, "z");
   if (!is_f32(z)) fail_type(fn, "z must be float32");
   ndim_is(fn, z, "z", 2);
-  const int k = isa == "double" ? 0 : isa == "avx512" ? 2 : -1;
-  if (k < 0) fail_value(fn, "isa must be 'double' or 'avx512', got '" + isa + "'");
+  const int k = isa == "double" ? 0 : isa == "avx2" ? 1 : isa == "avx512" ? 2 : -1;
+  if (k < 0) fail_value(fn, "isa must be 'double', 'avx2' or 'avx512', got '" + isa + "'");
   const index_t R = z.shape(0), C = z.shape(1);
   py::array_t<float> cm(C);
   std::fill(cm.mutable_data(), cm.mutable_data() + C, -std::numeric_limits<float>::infinity());
@@ -275,8 +275,8 @@ void bind_stats(py::module_& m) {
         "the same pass.");
   m.def("_record_sums_colmax", &record_sums_colmax, py::arg("z"), py::arg("isa"),
         "Test hook: (sum z, sum z^2, column maxima from -inf) of a 2-D float32 array through one "
-        "loop of the ReLU layer record's fused pass ('double' or 'avx512'); ValueError when this "
-        "build or CPU lacks it.");
+        "loop of the ReLU layer record's fused pass ('double', 'avx2' or 'avx512'); ValueError when "
+        "this build or CPU lacks it.");
   m.def("_record_sums", &record_sums, py::arg("x"), py::arg("isa"), py::arg("center") = py::none(),
         py::arg("bound") = py::none(),
         "Test hook: (sum x, sum x^2) of a float32 array through one loop of the layer record's "

@@ -146,7 +146,9 @@ void add_sums_colmax(double* s, double* q, T* colmax, const T* z, index_t R, ind
 #ifdef DG_HAVE_AVX2_BUILD
   if constexpr (std::is_same_v<T, float>) {
     static const bool avx512 = cpu_has_avx2_fma() && cpu_has_avx512f();
+    static const bool avx2 = cpu_has_avx2_fma();
     if (avx512) return avx512::sums_colmax_f32(s, q, colmax, z, R, C);
+    if (avx2) return avx2::sums_colmax_f32(s, q, colmax, z, R, C);
   }
 #endif
   sums_impl<T, true>(s, q, z, R * C);
@@ -161,6 +163,10 @@ bool add_sums_colmax_isa(int isa, double* s, double* q, float* colmax, const flo
     return true;
   }
 #ifdef DG_HAVE_AVX2_BUILD
+  if (isa == 1 && cpu_has_avx2_fma()) {
+    avx2::sums_colmax_f32(s, q, colmax, z, R, C);
+    return true;
+  }
   if (isa == 2 && cpu_has_avx2_fma() && cpu_has_avx512f()) {
     avx512::sums_colmax_f32(s, q, colmax, z, R, C);
     return true;

@@ -19,10 +19,10 @@ bool add_sums_isa(int isa, double* s, double* q, index_t* count, const float* x,
 // AVX-512 or AVX2
 template <class T>
 void add_sums_count(double* s, double* q, index_t* count, const T* x, index_t n, T center, T bound);
-// add_sums over z (R, C) and col_max(colmax, z, R, C), one pass with AVX-512 (float32)
+// add_sums over z (R, C) and col_max(colmax, z, R, C), one pass with AVX-512 or AVX2 (float32)
 template <class T>
 void add_sums_colmax(double* s, double* q, T* colmax, const T* z, index_t R, index_t C);
-// the same through one given loop (0: add_sums and col_max in double lanes, 2: AVX-512), for the
+// the same through one given loop (0: add_sums and col_max in double lanes, 1: AVX2, 2: AVX-512), for the
 // tests of each path; false when this build or this CPU lacks it
 bool add_sums_colmax_isa(int isa, double* s, double* q, float* colmax, const float* z, index_t R,
                          index_t C);

@@ -168,7 +168,7 @@ def test_record_sums_of_every_loop_over_the_whole_float32_range(isa, n, scale):
 def _colmax_isas() -> list:
     from deepgrad import _C
     out = []
-    for isa in ("double", "avx512"):
+    for isa in ("double", "avx2", "avx512"):
         try:
             _C._record_sums_colmax(np.ones((1, 1), np.float32), isa)
             out.append(isa)
@@ -179,7 +179,7 @@ def _colmax_isas() -> list:
 
 @pytest.mark.parametrize("isa", _colmax_isas())
 @pytest.mark.parametrize("rows,cols", [(0, 5), (1, 1), (3, 15), (64, 64), (33, 65), (70, 200),
-                                       (5, 257), (100, 17)])
+                                       (5, 257), (100, 17), (17, 32), (40, 96)])
 @pytest.mark.parametrize("scale", [1.0, 1e-25, 1e30])
 def test_relu_record_pass_sums_and_column_maxima(isa, rows, cols, scale):
     """The ReLU layer record's fused pass (sums of z and column maxima of z from the same loads)
@@ -234,7 +234,7 @@ def test_record_sums_hook_checks_its_arguments():
     with pytest.raises(ValueError, match="isa must be"):
         _C._record_sums(np.ones(3, np.float32), "sse9")
     with pytest.raises(ValueError, match="isa must be"):
-        _C._record_sums_colmax(np.ones((2, 3), np.float32), "avx2")
+        _C._record_sums_colmax(np.ones((2, 3), np.float32), "sse9")
     with pytest.raises(TypeError, match="float32"):
         _C._record_sums_colmax(np.ones((2, 3)), "double")
 

@@ -120,6 +120,61 @@ void sums_count_f32(double* s, double* q, index_t* count, const float* x, index_
   sums_f32_impl<true, true>(s, q, count, x, n, center, bound);
 }
 
+void sums_colmax_f32(double* s, double* q, float* colmax, const float* z, index_t rows,
+                     index_t cols) {
+  // Column blocks of 32 (4 vectors): per row one load of each vector feeds its sum, its sum of
+  // squares and its column maxima (12 accumulators in the 16 ymm registers); the float sums of
+  // kRows rows (16 terms per lane) are converted and added to double lanes, or that block of rows
+  // taken again in double (see kSumSafeLow). The last cols % 32 columns: double sums and scalar
+  // maxima. NaN never enters a maximum (max keeps the accumulator when the value is NaN).
+  constexpr index_t kBlock = 32, kRows = 16;
+  double ts = 0, tq = 0;
+  __m256d S0 = _mm256_setzero_pd(), S1 = S0, Q0 = S0, Q1 = S0;
+  const index_t cv = cols - cols % kBlock;
+  for (index_t j0 = 0; j0 < cv; j0 += kBlock) {
+    __m256 cm[4];
+    for (int k = 0; k < 4; ++k) cm[k] = _mm256_loadu_ps(colmax + j0 + 8 * k);
+    for (index_t r0 = 0; r0 < rows; r0 += kRows) {
+      const index_t r1 = std::min(rows, r0 + kRows);
+      __m256 sa[4], qa[4];
+      for (int k = 0; k < 4; ++k) sa[k] = qa[k] = _mm256_setzero_ps();
+      for (index_t r = r0; r < r1; ++r) {
+        const float* zr = z + r * cols + j0;
+        for (int k = 0; k < 4; ++k) {
+          const __m256 v = _mm256_loadu_ps(zr + 8 * k);
+          sa[k] = _mm256_add_ps(sa[k], v);
+          qa[k] = _mm256_fmadd_ps(v, v, qa[k]);
+          cm[k] = _mm256_max_ps(v, cm[k]);  // NaN in v: cm[k] kept
+        }
+      }
+      const __m256 ss = _mm256_add_ps(_mm256_add_ps(sa[0], sa[1]), _mm256_add_ps(sa[2], sa[3]));
+      const __m256 qs = _mm256_add_ps(_mm256_add_ps(qa[0], qa[1]), _mm256_add_ps(qa[2], qa[3]));
+      const __m256d qlo = lo_pd(qs), qhi = hi_pd(qs);
+      const double cq = hsum(_mm256_add_pd(qlo, qhi));
+      if (std::isfinite(cq) && cq >= double(kSumSafeLow)) {
+        S0 = _mm256_add_pd(S0, lo_pd(ss));
+        S1 = _mm256_add_pd(S1, hi_pd(ss));
+        Q0 = _mm256_add_pd(Q0, qlo);
+        Q1 = _mm256_add_pd(Q1, qhi);
+      } else {  // these rows of the block again, in double
+        for (index_t r = r0; r < r1; ++r) sums_double(ts, tq, z + r * cols + j0, 0, kBlock);
+      }
+    }
+    for (int k = 0; k < 4; ++k) _mm256_storeu_ps(colmax + j0 + 8 * k, cm[k]);
+  }
+  for (index_t r = 0; r < rows && cv < cols; ++r) {
+    const float* zr = z + r * cols;
+    for (index_t j = cv; j < cols; ++j) {
+      const double v = zr[j];
+      ts += v;
+      tq += v * v;
+      colmax[j] = zr[j] > colmax[j] ? zr[j] : colmax[j];
+    }
+  }
+  *s += ts + hsum(_mm256_add_pd(S0, S1));
+  *q += tq + hsum(_mm256_add_pd(Q0, Q1));
+}
+
 void sums_f32_exact(double* s, double* q, const float* x, const float* p, index_t n) {
   // 16 elements per iteration, each 4-wide double group in its own chain for both sums
   __m256d S[4], Q[4];

@@ -19,6 +19,10 @@ void sums_f32(double* s, double* q, const float* x, index_t n);
 // (NaN never counts).
 void sums_count_f32(double* s, double* q, index_t* count, const float* x, index_t n,
                     float center, float bound);
+// z (rows, cols), row stride cols: *s += sum z, *q += sum z^2 and colmax[j] = max(colmax[j],
+// z[r, j]) (NaN never enters) from the same loads, as avx512::sums_colmax_f32.
+void sums_colmax_f32(double* s, double* q, float* colmax, const float* z, index_t rows,
+                     index_t cols);
 // *s += sum v (when s is not null), *q += sum v^2 for v = x - p (p not null, the difference in
 // float) or x, every term in double lanes (~1e-16 relative: the monitor's norms and statistics of
 // other frameworks' tensors, compared with float64 references)
