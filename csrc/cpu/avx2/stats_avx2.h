@@ -28,8 +28,8 @@ void sums_colmax_f32(double* s, double* q, float* colmax, const float* z, index_
 // other frameworks' tensors, compared with float64 references)
 void sums_f32_exact(double* s, double* q, const float* x, const float* p, index_t n);
 // The fast path of the tensor health kernel (cpu/health.cpp) for float32: out[0] = sum x^2
-// (in double lanes; NaN or Inf when x holds a NaN or an Inf), out[1] = min, out[2] = max,
-// out[3] = 0. The caller takes the exact path when out[3] != 0 or the sum is not finite.
+// (in double lanes; NaN or Inf when x holds a NaN or an Inf), out[1] = min, out[2] = max.
+// The caller takes the exact path when the sum is not finite.
 void health_f32(double* out, const float* x, index_t n);
 }  // namespace dg::avx2
 
