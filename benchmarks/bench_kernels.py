@@ -72,7 +72,11 @@ def median_times(fns, min_time: float, rounds: int | None = None) -> list[float]
     every fn in turn (the order alternates between rounds), about min_time/rounds per fn per
     round. Side by side in rounds, so a neighbour's burst of load hits both sides alike. Each
     batch is timed after a pause of SETTLE seconds: OpenBLAS's worker threads keep spinning for a
-    while after a call, and would otherwise steal a core from whatever is timed next."""
+    while after a call, and would otherwise steal a core from whatever is timed next. After the
+    pause each side makes one untimed call: the pause lets both libraries' worker threads go to
+    sleep, and on a VM waking a sleeping vCPU takes up to milliseconds (a 2-thread 256^3 gemm:
+    0.75 ms back to back, 1.8 ms after 50 ms idle, on the Zen 1 VM), which would be counted in a
+    batch of a few calls; the tables measure back-to-back calls, as in a training loop."""
     rounds = rounds or ROUNDS
     reps = []
     for fn in fns:
@@ -86,6 +90,7 @@ def median_times(fns, min_time: float, rounds: int | None = None) -> list[float]
         for i in order:
             if SETTLE:
                 time.sleep(SETTLE)
+                fns[i]()
             fn, n = fns[i], reps[i]
             t0 = time.perf_counter()
             for _ in range(n):
