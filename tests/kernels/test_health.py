@@ -76,3 +76,22 @@ def test_bad_offsets_are_refused(offsets, msg):
         _C.segment_health(np.ones(5, np.float32), np.array(offsets, dtype=np.int64))
     with pytest.raises(TypeError):
         _C.segment_health(np.ones(5, np.int32), np.array([0, 5]))
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 47, 300])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_anywhere_takes_the_exact_path(n, bad):
+    """The float32 fast path has no per-element finiteness check: a single NaN or +-Inf at any
+    position (a vector's lanes, the tail after the last whole vector) must still show in the
+    sum of squares and send the segment to the exact path: counts and first index exact, the
+    norms of the finite values."""
+    rng = np.random.default_rng(n)
+    base = rng.standard_normal(n).astype(np.float32) * 1e20   # squares overflow float32
+    offsets = np.array([0, n], dtype=np.int64)
+    for pos in sorted({0, n // 2, n - 1}):
+        x = base.copy()
+        x[pos] = bad
+        got = _C.segment_health(x, offsets)
+        ref = reference(x, offsets)
+        np.testing.assert_array_equal(got[:, 4:], ref[:, 4:])
+        np.testing.assert_allclose(got[:, :4], ref[:, :4], rtol=1e-6, equal_nan=True)
