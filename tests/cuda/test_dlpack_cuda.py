@@ -25,9 +25,10 @@ _SHAPES = [(7,), (3, 4), (2, 3, 5), (), (0, 4)]
 
 
 def _rand(rng, shape, np_dtype):
+    """An array of `shape` (a 0-d ndarray for (), not a numpy scalar)."""
     if np_dtype == np.int64:
-        return rng.integers(-1000, 1000, size=shape).astype(np.int64)
-    return (rng.standard_normal(shape) * 3 + 0.5).astype(np_dtype)
+        return np.asarray(rng.integers(-1000, 1000, size=shape), dtype=np.int64)
+    return np.asarray(rng.standard_normal(shape) * 3 + 0.5, dtype=np_dtype)
 
 
 @pytest.mark.parametrize("tdt,ndt", _DTYPES)
@@ -147,7 +148,7 @@ def test_export_arguments(rng):
     with pytest.raises(BufferError, match="cannot be exported"):
         t.__dlpack__(dl_device=(1, 0))
     c = torch.from_dlpack(t.__dlpack__(copy=True, max_version=(1, 0)))
-    assert c.data_ptr() != t.data.data_ptr()
+    assert c.data_ptr() != t.data.data_ptr
     np.testing.assert_array_equal(c.cpu().numpy(), host)
     for s in (None, -1, 1, 2):
         np.testing.assert_array_equal(torch.from_dlpack(t.__dlpack__(stream=s)).cpu().numpy(), host)
