@@ -103,7 +103,7 @@ def from_numpy(a, dtype=None):
     arr = np.asarray(a, dtype=dtype)
     if dtype is None and arr.dtype.kind == "b":
         return arr
-    return CudaArray(np.ascontiguousarray(arr))
+    return CudaArray(np.asarray(arr, order="C"))  # (ascontiguousarray makes 0-d 1-d)
 
 
 def to_numpy(a) -> np.ndarray:
