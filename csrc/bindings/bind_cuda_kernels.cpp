@@ -11,8 +11,12 @@
 //   cuda_act_backward(dy, z, y, activation, alpha=0.01) -> dz
 //   cuda_softmax(x), cuda_log_softmax(x), cuda_softmax_backward(dy, y),
 //   cuda_log_softmax_backward(dy, y)                           row-wise over a 2-D array
-//   cuda_loss_forward(kind, pred, target, reduction="mean") -> float (mean/sum) or CudaArray (none)
-//   cuda_loss_backward(kind, pred, target, reduction, grad) -> dpred
+//   cuda_loss_forward(kind, pred, target, reduction="mean", sync=True) -> float (mean/sum) or
+//                       CudaArray (none); sync=True checks the labels (a bad one raises).
+//                       sync=False waits for nothing: the reduced loss comes back as a 0-d
+//                       float32 CudaArray and the labels are the caller's to have checked
+//   cuda_loss_backward(kind, pred, target, reduction, grad) -> dpred; for mean/sum, grad is a
+//                       float or a one-element float32 CudaArray (read on the device)
 //                       cross_entropy targets: int64 CudaArray (N,) of class labels
 //   cuda_segment_norms(buf, offsets) -> (norms numpy float64 (S,), total float, nonfinite int)
 //                       offsets: numpy integer array (S+1,), as for the CPU entry point
@@ -48,6 +52,7 @@
 #include "bindings/registry.h"
 #include "deepgrad/cuda_array.h"
 #include "deepgrad/cuda_kernels.h"
+#include "deepgrad/cuda_ops.h"
 
 namespace dg::bind {
 namespace {
@@ -277,7 +282,7 @@ const float* ftarget_of(const LossArgs& L) {
 }
 
 py::object loss_forward(const std::string& kind, py::handle pred_o, py::handle target_o,
-                        const std::string& reduction) {
+                        const std::string& reduction, bool sync) {
   const char* fn = "cuda_loss_forward";
   LossArgs L = loss_args(fn, kind, pred_o, target_o, reduction);
   cudaStream_t s = dc::current_stream();
@@ -292,6 +297,15 @@ py::object loss_forward(const std::string& kind, py::handle pred_o, py::handle t
   if (L.red != Reduction::none)
     dc::sum_to_double(reinterpret_cast<double*>(scratch.data<std::int64_t>()), terms.data<float>(),
                       L.terms, L.red == Reduction::mean ? 1.0 / double(L.terms) : 1.0, s);
+  if (!sync) {
+    // No host round trip: the reduced loss stays on the device as a 0-d float32 array, and the
+    // labels are not checked here (the caller checked them; a bad label gives a NaN term,
+    // never a read outside the logits).
+    if (L.red == Reduction::none) return py::cast(terms);
+    CudaArray out = CudaArray::empty({});
+    dc::launch_cast(out.raw(), CDType::f32, scratch.raw(), CDType::f64, 1, s);
+    return py::cast(out);
+  }
   if (ce || L.red != Reduction::none) {
     dc::memcpy_d2h(host, scratch.raw(), sizeof(host));
     if (ce && host[1] < L.rows) {
@@ -312,6 +326,7 @@ CudaArray loss_backward(const std::string& kind, py::handle pred_o, py::handle t
   const char* fn = "cuda_loss_backward";
   LossArgs L = loss_args(fn, kind, pred_o, target_o, reduction);
   CudaArray* g = nullptr;
+  const float* gscalar = nullptr;
   double scale = 1.0;
   if (L.red == Reduction::none) {
     g = &cuda_f32(grad_o, fn, "grad");
@@ -319,12 +334,20 @@ CudaArray loss_backward(const std::string& kind, py::handle pred_o, py::handle t
       fail_value(fn, "grad has shape " + shape_str(*g) + " but the per-sample losses have shape " +
                          CudaArray::shape_str(L.terms_shape));
   } else {
-    if (py::isinstance<CudaArray>(grad_o))
-      fail_type(fn, "with reduction '" + reduction + "', grad must be a float (the loss's gradient)");
-    try {
-      scale = py::cast<double>(grad_o);
-    } catch (const py::cast_error&) {
-      fail_type(fn, "with reduction '" + reduction + "', grad must be a float");
+    if (py::isinstance<CudaArray>(grad_o)) {
+      const CudaArray& ga = cuda_f32(grad_o, fn, "grad");
+      if (ga.numel() != 1)
+        fail_value(fn, "with reduction '" + reduction + "', grad must be a float or a "
+                       "one-element float32 CudaArray (the loss's gradient), got shape " +
+                       shape_str(ga));
+      gscalar = ga.data<float>();
+    } else {
+      try {
+        scale = py::cast<double>(grad_o);
+      } catch (const py::cast_error&) {
+        fail_type(fn, "with reduction '" + reduction + "', grad must be a float or a "
+                      "one-element float32 CudaArray");
+      }
     }
     if (L.red == Reduction::mean) scale /= double(L.terms);
   }
@@ -332,7 +355,7 @@ CudaArray loss_backward(const std::string& kind, py::handle pred_o, py::handle t
   // Labels were checked by cuda_loss_forward; a bad label here yields a NaN row, never a read
   // outside the logits.
   dc::loss_backward(d.data<float>(), L.kind, L.pred->data<float>(), ftarget_of(L), labels_of(L),
-                    ptr(g), float(scale), L.rows, L.cols, dc::current_stream());
+                    ptr(g), gscalar, float(scale), L.rows, L.cols, dc::current_stream());
   return d;
 }
 
@@ -540,7 +563,7 @@ void bind_cuda_kernels(py::module_& m) {
         [](py::handle dy, py::handle y) { return softmax_bwd("cuda_log_softmax_backward", dy, y, true); },
         py::arg("dy"), py::arg("y"));
   m.def("cuda_loss_forward", &loss_forward, py::arg("kind"), py::arg("pred"), py::arg("target"),
-        py::arg("reduction") = "mean");
+        py::arg("reduction") = "mean", py::arg("sync") = true);
   m.def("cuda_loss_backward", &loss_backward, py::arg("kind"), py::arg("pred"), py::arg("target"),
         py::arg("reduction"), py::arg("grad"));
   m.def("cuda_segment_norms", &segment_norms, py::arg("buf"), py::arg("offsets"),

@@ -92,7 +92,9 @@ __global__ void elementwise_terms_kernel(float* __restrict__ terms, Loss kind,
 
 __global__ void elementwise_grad_kernel(float* __restrict__ dp, Loss kind,
                                         const float* __restrict__ p, const float* __restrict__ t,
-                                        const float* __restrict__ gterms, float scale, index_t n) {
+                                        const float* __restrict__ gterms,
+                                        const float* __restrict__ gscalar, float scale, index_t n) {
+  if (gscalar) scale *= *gscalar;
   for (index_t i = blockIdx.x * (index_t)blockDim.x + threadIdx.x; i < n;
        i += (index_t)gridDim.x * blockDim.x) {
     const float a = p[i], b = t[i];
@@ -130,7 +132,8 @@ __global__ void ce_terms_kernel(float* __restrict__ terms, std::int64_t* bad_row
 
 __global__ void ce_grad_kernel(float* __restrict__ dx, const float* __restrict__ x,
                                const std::int64_t* __restrict__ labels,
-                               const float* __restrict__ gterms, float scale, index_t rows,
+                               const float* __restrict__ gterms,
+                               const float* __restrict__ gscalar, float scale, index_t rows,
                                int cols) {
   const index_t r = blockIdx.x * (index_t)kWarpsPerBlock + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -142,7 +145,7 @@ __global__ void ce_grad_kernel(float* __restrict__ dx, const float* __restrict__
     for (int j = lane; j < cols; j += 32) dxr[j] = NAN;
     return;
   }
-  const float g = gterms ? gterms[r] : scale;
+  const float g = gterms ? gterms[r] : gscalar ? scale * *gscalar : scale;
   float m, s;
   row_max_sumexp(xr, cols, lane, &m, &s);
   const float inv = 1.f / s;
@@ -212,19 +215,19 @@ void sum_to_double(double* out, const float* x, index_t n, double scale, cudaStr
 }
 
 void loss_backward(float* dpred, Loss kind, const float* pred, const float* target,
-                   const std::int64_t* labels, const float* grad_terms, float scale, index_t rows,
-                   index_t cols, cudaStream_t stream) {
+                   const std::int64_t* labels, const float* grad_terms, const float* grad_scalar,
+                   float scale, index_t rows, index_t cols, cudaStream_t stream) {
   if (kind == Loss::cross_entropy) {
     if (rows == 0 || cols == 0) return;
     check_rows(rows, "cuda loss_backward");
     ce_grad_kernel<<<row_blocks(rows), kWarpsPerBlock * 32, 0, stream>>>(dpred, pred, labels,
-                                                                         grad_terms, scale, rows,
-                                                                         (int)cols);
+                                                                         grad_terms, grad_scalar,
+                                                                         scale, rows, (int)cols);
   } else {
     const index_t n = rows * cols;
     if (n == 0) return;
     elementwise_grad_kernel<<<flat_blocks(n), 256, 0, stream>>>(dpred, kind, pred, target,
-                                                               grad_terms, scale, n);
+                                                               grad_terms, grad_scalar, scale, n);
   }
   check_launch("cuda loss_backward");
 }

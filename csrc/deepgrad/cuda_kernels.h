@@ -77,12 +77,13 @@ void loss_terms(float* terms, std::int64_t* bad_row, Loss kind, const float* pre
                 cudaStream_t stream);
 // Deterministic sum of x (n) in double -> *out (one block, fixed order); scale multiplies it.
 void sum_to_double(double* out, const float* x, index_t n, double scale, cudaStream_t stream);
-// dpred (same shape as pred) = d loss / d pred times the upstream gradient: either the scalar
-// `scale` (mean: grad / count, sum: grad) when grad_terms is null, or grad_terms (count) for
-// reduction none.
+// dpred (same shape as pred) = d loss / d pred times the upstream gradient: grad_terms (count)
+// for reduction none; else `scale` (mean: 1 / count, sum: 1) times *grad_scalar when that
+// device pointer is given (the loss's gradient read on the device: no host round trip), or
+// `scale` alone (mean: grad / count, sum: grad) when it is null.
 void loss_backward(float* dpred, Loss kind, const float* pred, const float* target,
-                   const std::int64_t* labels, const float* grad_terms, float scale, index_t rows,
-                   index_t cols, cudaStream_t stream);
+                   const std::int64_t* labels, const float* grad_terms, const float* grad_scalar,
+                   float scale, index_t rows, index_t cols, cudaStream_t stream);
 
 // ---- norms.cu ---------------------------------------------------------------------------------
 // buf (n) with segment offsets (S + 1, on the device; offsets[0] = 0, offsets[S] = n) ->

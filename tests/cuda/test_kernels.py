@@ -92,8 +92,17 @@ def test_losses_match_cpu(kind, reduction, shape):
         assert got == pytest.approx(ref, rel=1e-5, abs=1e-6)  # both accumulate in double
         grad, g_dev = 0.7, 0.7
     d = _C.cuda_loss_backward(kind, dev(pred), target_dev(kind, target), reduction, g_dev).numpy()
-    np.testing.assert_allclose(d, _C.loss_backward(kind, pred, target, reduction, grad),
-                               rtol=1e-5, atol=1e-7)
+    d_ref = _C.loss_backward(kind, pred, target, reduction, grad)
+    np.testing.assert_allclose(d, d_ref, rtol=1e-5, atol=1e-7)
+    if reduction != "none":
+        # the no-wait path of a training step: the loss stays a 0-d device array and its
+        # gradient is read on the device
+        got0 = _C.cuda_loss_forward(kind, dev(pred), target_dev(kind, target), reduction, False)
+        assert isinstance(got0, _C.CudaArray) and got0.shape == () and got0.dtype == np.float32
+        assert float(got0.numpy()) == pytest.approx(ref, rel=1e-5, abs=1e-6)
+        d0 = _C.cuda_loss_backward(kind, dev(pred), target_dev(kind, target), reduction,
+                                   dev([grad])).numpy()
+        np.testing.assert_allclose(d0, d_ref, rtol=1e-5, atol=1e-7)
 
 
 def test_loss_sum_is_deterministic():
@@ -119,6 +128,12 @@ def test_loss_errors():
         _C.cuda_loss_forward("hinge", pred, pred, "mean")
     with pytest.raises(ValueError, match="unknown reduction"):
         _C.cuda_loss_forward("mse", pred, pred, "avg")
+    with pytest.raises(ValueError, match="one-element"):
+        _C.cuda_loss_backward("mse", pred, pred, "mean", dev([1.0, 2.0]))
+    # sync=False leaves the labels to the caller: a bad one gives NaN, never a wild read
+    bad = _C.cuda_loss_forward("cross_entropy", dev(np.ones((4, 3))), dev([0, 1, 3, 3], np.int64),
+                               "mean", False)
+    assert np.isnan(bad.numpy())
 
 
 # ---- segment norms and in-place ops --------------------------------------------------------------

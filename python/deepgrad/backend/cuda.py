@@ -439,20 +439,20 @@ def log_softmax_backward(dy, y):
 
 
 def loss_forward(kind: str, pred, target, reduction: str):
-    """Loss value: a 0-d array for mean/sum, per-element/per-sample array for none."""
-    out = _C.cuda_loss_forward(kind, _dev(pred, "loss_forward", "pred"),
-                               _dev(target, "loss_forward", "target"), reduction)
-    if isinstance(out, CudaArray):
-        return out
-    return full((), float(out), pred.dtype)
+    """Loss value: a 0-d array for mean/sum, per-element/per-sample array for none. Nothing
+    waits for the device: ops/loss.py checked the labels on the host before they came here."""
+    return _C.cuda_loss_forward(kind, _dev(pred, "loss_forward", "pred"),
+                                _dev(target, "loss_forward", "target"), reduction, False)
 
 
 def loss_backward(kind: str, pred, target, reduction: str, grad):
-    """d loss / d pred scaled by ``grad``."""
-    g = item(grad) if reduction != "none" and not _is_scalar(grad) else grad
-    if _is_scalar(g):
-        g = float(g)
-    return _C.cuda_loss_backward(kind, pred, target, reduction, g)
+    """d loss / d pred scaled by ``grad`` (for mean/sum a number, or a one-element device array
+    that the kernel reads on the device: no host round trip)."""
+    if _is_scalar(grad):
+        grad = float(grad)
+    elif reduction != "none" and grad.dtype != np.float32:
+        grad = astype(grad, np.float32)
+    return _C.cuda_loss_backward(kind, pred, target, reduction, grad)
 
 
 # ---------------------------------------------------------------------------------------------
