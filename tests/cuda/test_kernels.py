@@ -212,6 +212,11 @@ def run_steps(fn_name, n, steps, kwargs, state_names, extra=lambda i: {}):
     states = {k: (np.abs(r.standard_normal(n)) if k in ("square_avg", "v") else
                   r.standard_normal(n)).astype(np.float32) * (0 if k in ("m", "v") else 1)
               for k in state_names}
+    if "grad_avg" in states:
+        # centered RMSprop's state has square_avg >= grad_avg**2 (the running variance is never
+        # negative; the updates keep it so); an invalid state puts sqrt at a cancellation
+        states["square_avg"] = (states["grad_avg"].astype(np.float64) ** 2 + 0.1
+                                + np.abs(r.standard_normal(n))).astype(np.float32)
     cpu = {"param": p.copy(), **{k: v.copy() for k, v in states.items()}}
     gpu = {"param": dev(p), **{k: dev(v) for k, v in states.items()}}
     for i in range(steps):
