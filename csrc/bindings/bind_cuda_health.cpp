@@ -6,6 +6,8 @@
 //       so CPU-only test runs check the device math against numpy
 //   cuda_segment_health(buf, offsets) -> float64 numpy (S, 7)      segment_health on CUDA
 //   cuda_tensors_health(arrays) -> float64 numpy (K, 7)             tensors_health on CUDA
+//   cuda_act_stats(z, y, saturation, center, bound, dead) -> float64 CudaArray (4,)
+//       act_stats on the device, nothing waits: [sum z, sum z^2, saturated, live columns]
 //   cuda_monitor_norms(params, grads, prev, offsets, diff=False, snapshot=False, health=False)
 //       the CPU's monitor_norms on the device (same results), one host synchronisation
 //   CudaStatRing(slots, width)                            K slots x W float64 on the device
@@ -344,6 +346,41 @@ py::tuple ring_read(dc::StatRing& ring) {
   return py::make_tuple(st, out);
 }
 
+CudaArray act_stats(py::handle z_o, py::handle y_o, int saturation, double center, double bound,
+                    bool dead) {
+  const char* fn = "cuda_act_stats";
+  const CudaArray& z = cuda_arg(z_o, fn, "z");
+  if (z.dtype == CDType::i64)
+    fail_type(fn, "z has dtype int64 but the statistics take float32 or float64");
+  cuda_ndim_is(fn, z, "z", 2);
+  if (saturation < 0 || saturation > 2)
+    fail_value(fn, "saturation must be 0 (none), 1 (on y) or 2 (on z), got " +
+                       std::to_string(saturation));
+  const bool need_y = saturation == 1 || dead;
+  const CudaArray* y = nullptr;
+  if (need_y) {
+    if (y_o.is_none()) fail_value(fn, "y is needed for saturation=1 or dead=True but is None");
+    y = &cuda_arg(y_o, fn, "y", z.dtype);
+    if (y->shape != z.shape)
+      fail_value(fn, "y has shape " + shape_str(*y) + " but z has shape " + shape_str(z) +
+                         "; they must match");
+  }
+  const index_t rows = z.shape[0], cols = z.shape[1];
+  CudaArray out = CudaArray::empty({4}, CDType::f64);
+  CudaArray part = CudaArray::empty({4 * (index_t)dc::act_stats_blocks(rows, cols, dead)},
+                                    CDType::f64);
+  cudaStream_t s = dc::current_stream();
+  if (z.dtype == CDType::f32)
+    dc::act_stats<float>(out.data<double>(), part.data<double>(), z.data<float>(),
+                         y ? y->data<float>() : nullptr, rows, cols, saturation, float(center),
+                         float(bound), dead, s);
+  else
+    dc::act_stats<double>(out.data<double>(), part.data<double>(), z.data<double>(),
+                          y ? y->data<double>() : nullptr, rows, cols, saturation, center, bound,
+                          dead, s);
+  return out;
+}
+
 #endif  // DG_HAVE_CUDA
 
 void bind_cuda_health(py::module_& m) {
@@ -356,6 +393,11 @@ void bind_cuda_health(py::module_& m) {
         "segment_health on CUDA: float64 numpy (S, 7) per segment of a 1-D float32/float64 "
         "CudaArray: [L2, L-inf, min, max] of the finite elements, NaN count, Inf count, first "
         "non-finite index (-1); two launches, deterministic; returns to the host (synchronises).");
+  m.def("cuda_act_stats", &act_stats, py::arg("z"), py::arg("y"), py::arg("saturation") = 0,
+        py::arg("center") = 0.0, py::arg("bound") = 0.0, py::arg("dead") = false,
+        "act_stats on CUDA: a float64 CudaArray (4,) = [sum z, sum z^2, saturated count, live "
+        "columns] of z, y (N, C) float32/float64 CudaArrays; two launches, no host "
+        "synchronisation, deterministic.");
   m.def("cuda_tensors_health", &tensors_health, py::arg("arrays"),
         "tensors_health on CUDA: float64 numpy (K, 7), segment_health's row for each of K float "
         "CudaArrays of one dtype (read flat), one pair of launches per 64 arrays; synchronises.");

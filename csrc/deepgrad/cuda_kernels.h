@@ -106,6 +106,16 @@ void scale_(float* buf, index_t n, float factor, cudaStream_t stream);
 void clip_value_(float* buf, index_t n, float clip, cudaStream_t stream);
 void fill_(float* buf, index_t n, float value, cudaStream_t stream);
 
+// ---- act_stats.cu -----------------------------------------------------------------------------
+// A layer's activation statistics for the monitor, as dg::cpu::act_stats: z, y (rows, cols) ->
+// out (4) float64 on the device = [sum z, sum z^2, saturated count, live columns] (counts as
+// doubles; y may be null when saturation != 1 and !dead). part: act_stats_blocks(...) x 4
+// float64 of device workspace. Two launches, no host synchronisation, deterministic.
+int act_stats_blocks(index_t rows, index_t cols, bool dead);
+template <class T>
+void act_stats(double* out, double* part, const T* z, const T* y, index_t rows, index_t cols,
+               int saturation, T center, T bound, bool dead, cudaStream_t stream);
+
 // ---- health.cu --------------------------------------------------------------------------------
 // buf (n) float32 or float64 (t) with segment offsets (S + 1, on the device; offsets[0] = 0,
 // offsets[S] = n) -> out (S, 7) float64 on the device: per segment the row of deepgrad/health.h

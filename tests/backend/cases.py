@@ -541,6 +541,13 @@ def _seg_norms64(b, offs):
     return [norms, np.sqrt(np.sum(b ** 2)), np.array(int((~np.isfinite(b)).sum()))]
 
 
+def _dead_cols(y):
+    """relu-like outputs with every third column dead (never positive)."""
+    y = np.maximum(y, 0)
+    y[:, ::3] = 0
+    return y
+
+
 def _act_stats64(z, y, sat, center, bound, dead):
     a = y if sat == 1 else z
     cnt = int((np.abs(a - center) > bound).sum()) if sat else 0
@@ -744,6 +751,15 @@ def build_cases() -> list[Case]:
              lambda a, k, e: _act_stats64(*a), rtol=1e-6, atol=1e-5),
         Case("act_stats", lambda r: ((_r(r, 6, 4), _r(r, 6, 4), 2, 0.1, 1.0, False), {}, None),
              lambda a, k, e: _act_stats64(*a), rtol=1e-6, atol=1e-5, label="z"),
+        Case("act_stats_array", lambda r: ((_r(r, 6, 4), np.tanh(_r(r, 6, 4)), 1, 0.0, 0.5,
+                                            True), {}, None),
+             lambda a, k, e: np.array([float(v) for v in _act_stats64(*a)]), rtol=1e-6,
+             atol=1e-5),
+        # more columns than one block of threads (256) and dead columns among them
+        Case("act_stats_array", lambda r: ((_r(r, 33, 300), _dead_cols(_r(r, 33, 300)), 2, 0.1,
+                                            1.0, True), {}, None),
+             lambda a, k, e: np.array([float(v) for v in _act_stats64(*a)]), rtol=1e-6,
+             atol=1e-4, label="wide"),
         Case("act_stats_many",
              lambda r: (([(_r(r, 6, 4), _r(r, 6, 4), 1, 0.0, 0.5, True),
                           (_r(r, 3, 2), _r(r, 3, 2), 2, 0.0, 0.3, False)],), {}, None),

@@ -38,15 +38,18 @@ def _stand_in(calls):
     return be
 
 
-def _run(ring: bool, steps=5):
+def _run(ring: bool, steps=5, stats=False, monkeypatch=None, act="tanh"):
     dg.manual_seed(7)
     rng = np.random.default_rng(7)
     # Dense then an activation module: the signal is taken by a tensor hook (the hook path that
-    # a CUDA model takes), activation statistics off (they need host copies on a device)
-    m = nn.Sequential(nn.Dense(3, 8, dtype=np.float64), nn.Activation("tanh"),
+    # a CUDA model takes). With stats, the layers' activation statistics take the device path
+    # (_stat_item_device: act_stats_array left in the backend's memory, then a ring value)
+    m = nn.Sequential(nn.Dense(3, 8, dtype=np.float64), nn.Activation(act),
                       nn.Dense(8, 2, dtype=np.float64))
     opt = optim.SGD(m.parameters(), lr=0.1)
-    mon = GradientMonitor(m, activation_stats=False)
+    if stats and ring:
+        monkeypatch.setattr(GradientMonitor, "_stat_item", GradientMonitor._stat_item_device)
+    mon = GradientMonitor(m, activation_stats=stats)
     calls = []
     if ring:
         m.arena.be = _stand_in(calls)
@@ -80,3 +83,24 @@ def test_device_arena_steps_only_enqueue_and_the_history_is_the_same():
     np.testing.assert_allclose(np.array(d["update_norm"][1:], dtype=float),
                                np.array(ref["update_norm"][1:], dtype=float), rtol=1e-9)
     assert d["update_norm"][0] is None
+
+
+@pytest.mark.parametrize("act,frac", [("tanh", "saturated"), ("relu", "dead")])
+def test_device_activation_statistics_go_through_the_ring(monkeypatch, act, frac):
+    """On a device the layers' statistics (pre-activation mean and std, saturated and dead
+    fractions) are computed where the data is and read with the ring: the history equals the
+    host path's, and a step still makes only enqueue-only calls on the arena's backend."""
+    d, per_step, at_read = _run(True, stats=True, monkeypatch=monkeypatch, act=act)
+    monkeypatch.undo()
+    ref, _, _ = _run(False, stats=True, act=act)
+    for calls in per_step:
+        assert set(calls) <= ENQUEUE_ONLY, calls
+        assert calls.count("record_stats") == 1
+    assert at_read.count("read_stats") == 1
+    for k in ("act_mean", "act_std", frac):
+        got = np.array([[np.nan if v is None else v for v in row] for row in d[k]])
+        want = np.array([[np.nan if v is None else v for v in row] for row in ref[k]])
+        assert np.isfinite(want).any(), k
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=k)
+    other = "dead" if frac == "saturated" else "saturated"   # None where the activation has none
+    assert d[other] == ref[other]

@@ -523,6 +523,12 @@ def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0
     return _C.act_stats(z, y, saturation, center, bound, dead)
 
 
+def act_stats_array(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
+                    dead: bool = False) -> np.ndarray:
+    """act_stats as a float64 numpy array (4,) (the host's memory)."""
+    return np.array(act_stats(z, y, saturation, center, bound, dead), dtype=np.float64)
+
+
 def act_stats_many(items):
     """act_stats over a sequence of (z, y, saturation, center, bound, dead) tuples in one call
     (GradientMonitor: all layers of a step); a list of their results."""

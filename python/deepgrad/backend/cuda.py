@@ -955,15 +955,27 @@ def _host(a):
     return None if a is None else _dev(a, "statistics", "array").numpy()
 
 
+def act_stats_array(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
+                     dead: bool = False):
+    """act_stats left on the device: a float64 device array (4,) = [sum z, sum z^2, saturated
+    count, live columns], two launches and no host synchronisation (the monitor puts it in its
+    ring)."""
+    fn = "act_stats"
+    return _C.cuda_act_stats(_dev(z, fn, "z"), None if y is None else _dev(y, fn, "y"),
+                             int(saturation), float(center), float(bound), bool(dead))
+
+
 def act_stats(z, y, saturation: int = 0, center: float = 0.0, bound: float = 0.0,
               dead: bool = False):
-    """(sum z, sum z^2, saturated count, live columns) of a layer (computed on the host)."""
-    return _C.act_stats(_host(z), _host(y), saturation, center, bound, dead)
+    """(sum z, sum z^2, saturated count, live columns) of a layer: the CUDA kernel, then one
+    read of its four values."""
+    s, q, sat, alive = act_stats_array(z, y, saturation, center, bound, dead).numpy().tolist()
+    return s, q, int(sat), int(alive)
 
 
 def act_stats_many(items):
-    """act_stats over (z, y, saturation, center, bound, dead) tuples (computed on the host)."""
-    return _C.act_stats_many([(_host(z), _host(y)) + tuple(rest) for z, y, *rest in items])
+    """act_stats over (z, y, saturation, center, bound, dead) tuples."""
+    return [act_stats(*it) for it in items]
 
 
 def l2_norms(arrays):

@@ -339,6 +339,12 @@ class Backend(Protocol):
         z for saturation=2 (0 for saturation=0), number of columns where some y > 0 when dead
         (else 0))."""
 
+    def act_stats_array(self, z, y, saturation: int = 0, center: float = 0.0,
+                        bound: float = 0.0, dead: bool = False) -> Any:
+        """act_stats as a float64 array (4,) in the backend's memory: [sum z, sum z^2,
+        saturated count, live columns]. On CUDA it stays on the device (nothing waits), so a
+        monitor can put it in its device ring."""
+
     def act_stats_many(self, items) -> list:
         """act_stats over a sequence of (z, y, saturation, center, bound, dead) tuples in one
         call; the list of their results."""

@@ -63,6 +63,7 @@ from ..nn.module import _STRUCT as _EPOCH
 
 _FUSED = "step statistics"  # marks a record's norms as the arena's step statistics
 _RING = "device ring"  # marks a record whose numbers wait in the device ring
+_DEVICE_STATS = "device statistics"  # marks a layer's act_stats left on its device
 _NO_HOOKS = (([], []), None)  # (signal, statistics) of a step when no layer is hooked
 _REC_LO, _REC_HI = _LS.FWD_COUNT, _LS.SIGNAL_SQ + 1  # the record slots a step writes
 _HEAD = 3  # a history row starts with [step, loss (NaN: none), 1 when a loss was given]
@@ -351,9 +352,10 @@ class GradientMonitor:
     # -- device arenas: the per-step statistics in a device ring (no host synchronisation) -----
     def _ring_layout(self, arena) -> tuple:
         """(S, columns): per record, the health rows (7 values) of the gradient, parameter and
-        update segments, the loss, and the health row of each layer's dL/d(output)."""
+        update segments, the loss, the health row of each layer's dL/d(output) and each layer's
+        activation statistics (4 values: act_stats_array)."""
         S = len(arena.segments)
-        return S, 21 * S + 1 + 7 * len(self.layers)
+        return S, 21 * S + 1 + 11 * len(self.layers)
 
     def _ring_record(self, arena, n: int, loss) -> None:
         """One ring record for step n: one native call that only enqueues device work."""
@@ -383,6 +385,10 @@ class GradientMonitor:
                 flat = be.reshape(g, (int(g.size),))
                 health.append((21 * S + 1 + 7 * i, flat, np.array([0, g.size], dtype=np.int64)))
         values = []
+        base = 21 * S + 1 + 7 * len(self.layers)
+        for j, it in enumerate(self._pending_stats):
+            if it is not None and it[0] is _DEVICE_STATS:
+                values.append((base + 4 * j, it[2]))
         if loss is not None:
             ld = getattr(loss, "data", None)
             on_device = ld is not None and not loss._be.HOST_MEMORY
@@ -398,12 +404,14 @@ class GradientMonitor:
         out.update(zip(np.asarray(steps).tolist(), np.asarray(rows)))
         return out
 
-    def _ring_unpack(self, row, arena) -> tuple:
-        """(loss, norms as the host path keeps them, (layers, signal norms)) from a ring row."""
+    def _ring_unpack(self, row, arena, stats_meta=()) -> tuple:
+        """(loss, norms as the host path keeps them, (layers, signal norms), the layers' raw
+        statistics as _layer_stats gives them or None) from a ring row; stats_meta: (layer,
+        (size, saturation mode, dead, columns)) of the layers whose statistics the row holds."""
         S, _ = self._ring_layout(arena)
         L = len(self.layers)
         if row is None:
-            return None, None, ([], [])
+            return None, None, ([], []), None
         g7, p7, u7 = (row[k * 7 * S:(k + 1) * 7 * S].reshape(S, 7) for k in range(3))
         bad = g7[:, 4] + g7[:, 5]
         gn = np.where(bad > 0, np.nan, g7[:, 0])
@@ -412,10 +420,16 @@ class GradientMonitor:
         seg_layer, member = self._seg_layers(arena)
         norms = (int(bad.sum()), None, None, gn, p7[:, 0], un, member, gh, seg_layer)
         loss = None if np.isnan(row[21 * S]) else float(row[21 * S])
-        s7 = row[21 * S + 1:].reshape(L, 7)
+        s7 = row[21 * S + 1:21 * S + 1 + 7 * L].reshape(L, 7)
         got = [i for i in range(L) if not np.isnan(s7[i, 4])]
         sig = [float("nan") if s7[i, 4] + s7[i, 5] else float(s7[i, 0]) for i in got]
-        return loss, norms, (got, sig)
+        stats = None
+        if stats_meta:
+            a4 = row[21 * S + 1 + 7 * L:].reshape(L, 4)
+            idx = [j for j, _ in stats_meta]
+            res = [(float(a4[j, 0]), float(a4[j, 1]), int(a4[j, 2]), int(a4[j, 3])) for j in idx]
+            stats = (idx, res, [meta for _, meta in stats_meta])
+        return loss, norms, (got, sig), stats
 
     def _ask_step_stats(self, arena) -> None:
         """Follow the model's arena (a re-layout makes a new one): stop asking the old one for
@@ -660,7 +674,7 @@ class GradientMonitor:
         be = y._be
         yd = y.data
         if not be.HOST_MEMORY:
-            yd = _host(be, yd)
+            return self._stat_item_device(m, x, y)
         if yd.ndim != 2 or yd.shape[0] == 0 or yd.shape[1] == 0:
             return None
         if z is not None:
@@ -676,6 +690,29 @@ class GradientMonitor:
             return None
         return (z, yd) + _stat_args(_act_of(m), self.thresholds.saturation_derivative)
 
+    def _stat_item_device(self, m, x, y):
+        """A layer on a device: z recomputed there (one matmul and the bias, with this
+        forward's weights) and its statistics left there, (_DEVICE_STATS, backend, float64
+        (4,) device array, (z.size, saturation mode, dead, columns)); the step's ring record
+        takes them without a host synchronisation. None when the output is not (N, C)."""
+        be = y._be
+        yd = y.data
+        if yd.ndim != 2 or yd.shape[0] == 0 or yd.shape[1] == 0:
+            return None
+        xd = getattr(x, "data", x)
+        if getattr(m, "in_features", None) is not None and getattr(m, "weight", None) is not None:
+            z = be.matmul(xd, m.weight.data)
+            if getattr(m, "bias", None) is not None:
+                z = be.add(z, m.bias.data)
+        else:
+            z = xd
+        if tuple(z.shape) != tuple(yd.shape) or z.dtype != yd.dtype:
+            return None
+        args = _stat_args(_act_of(m), self.thresholds.saturation_derivative)
+        sat, dead = args[0], args[3]
+        return (_DEVICE_STATS, be, be.act_stats_array(z, yd, *args),
+                (int(z.size), sat, dead, int(yd.shape[1])))
+
     def _layer_stats(self) -> tuple | None:
         """The raw per-layer statistics of this step: (layer indices, act_stats_many results
         (sum z, sum z^2, saturated count, alive-column count), (z.size, saturation mode, dead,
@@ -686,7 +723,19 @@ class GradientMonitor:
         if not got:
             return None
         its = [items[i] for i in got]
-        return got, _act_stats_many(its), [(it[0].size, it[2], it[5], it[1].shape[1]) for it in its]
+        if not any(it[0] is _DEVICE_STATS for it in its):
+            return got, _act_stats_many(its), [(it[0].size, it[2], it[5], it[1].shape[1])
+                                               for it in its]
+        res, meta = [], []
+        for it in its:   # (a device model without an arena: each layer's four values read)
+            if it[0] is _DEVICE_STATS:
+                s, q, c, a = np.asarray(_host(it[1], it[2])).tolist()
+                res.append((s, q, int(c), int(a)))
+                meta.append(it[3])
+            else:
+                res.extend(_act_stats_many([it]))
+                meta.append((it[0].size, it[2], it[5], it[1].shape[1]))
+        return got, res, meta
 
     @staticmethod
     def _stats_row(raw, L: int) -> list:
@@ -856,7 +905,9 @@ class GradientMonitor:
         if arena is not None and not arena.be.HOST_MEMORY:
             # a device arena: everything of this step goes into the device ring, no sync
             self._ring_record(arena, n, loss)
-            self._raw.append((n, None, (_RING, arena), fresh) + _NO_HOOKS)
+            meta = [(j, it[3]) for j, it in enumerate(self._pending_stats)
+                    if it is not None and it[0] is _DEVICE_STATS]
+            self._raw.append((n, None, (_RING, arena, meta), fresh) + _NO_HOOKS)
             self._pending_signal = [None] * L
             self._pending_stats = [None] * L
             self._seconds += time.perf_counter() - t0
@@ -983,7 +1034,8 @@ class GradientMonitor:
                          None) + _NO_HOOKS
             n, loss, norms, fresh, (got, sig), stats = entry
             if norms is not None and norms[0] is _RING:
-                loss, norms, (got, sig) = self._ring_unpack(ring_rows.get(n), norms[1])
+                loss, norms, (got, sig), stats = self._ring_unpack(ring_rows.get(n), norms[1],
+                                                                   norms[2])
             h["steps"].append(n)
             h["loss"].append(loss)
             if norms is not None and norms[0] is _FUSED:
