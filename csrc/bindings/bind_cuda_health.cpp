@@ -6,6 +6,8 @@
 //       so CPU-only test runs check the device math against numpy
 //   cuda_segment_health(buf, offsets) -> float64 numpy (S, 7)      segment_health on CUDA
 //   cuda_tensors_health(arrays) -> float64 numpy (K, 7)             tensors_health on CUDA
+//   cuda_tensors_health_at(ptrs, sizes, dtype) -> float64 numpy (K, 7)   the same over device
+//       addresses (another framework's tensors), each checked to be device memory
 //   cuda_act_stats(z, y, saturation, center, bound, dead) -> float64 CudaArray (4,)
 //       act_stats on the device, nothing waits: [sum z, sum z^2, saturated, live columns]
 //   cuda_monitor_norms(params, grads, prev, offsets, diff=False, snapshot=False, health=False)
@@ -238,6 +240,60 @@ py::array_t<double> tensors_health(py::handle arrays) {
   return out;
 }
 
+// tensors_health over raw device addresses of another framework's tensors (the torch monitor:
+// t.data_ptr() and t.numel() cost ~0.5 us a tensor in Python where a DLPack export and import
+// cost ~8 us). Each address is checked with the runtime's pointer attributes (device memory of
+// deepgrad's device) before anything is launched; the caller keeps the tensors alive and
+// contiguous for the call, which synchronises before it returns.
+py::array_t<double> tensors_health_at(py::handle ptrs_o, py::handle sizes_o,
+                                      const std::string& dtype) {
+  const char* fn = "cuda_tensors_health_at";
+  CDType t;
+  if (dtype == "float32") t = CDType::f32;
+  else if (dtype == "float64") t = CDType::f64;
+  else fail_value(fn, "dtype must be 'float32' or 'float64', got '" + dtype + "'");
+  if (!py::isinstance<py::list>(ptrs_o) || !py::isinstance<py::list>(sizes_o))
+    fail_type(fn, "ptrs and sizes must be lists of ints");
+  const py::list ptr_list = py::reinterpret_borrow<py::list>(ptrs_o);
+  const py::list size_list = py::reinterpret_borrow<py::list>(sizes_o);
+  if (ptr_list.size() != size_list.size())
+    fail_value(fn, "ptrs has " + std::to_string(ptr_list.size()) + " entries but sizes has " +
+                       std::to_string(size_list.size()));
+  const index_t K = (index_t)ptr_list.size();
+  auto int_at = [&](const py::list& l, index_t k, const char* name) -> std::int64_t {
+    try {
+      return py::cast<std::int64_t>(l[(std::size_t)k]);
+    } catch (const py::cast_error&) {
+      fail_type(fn, std::string(name) + "[" + std::to_string(k) + "] is not an int");
+    }
+  };
+  py::array_t<double> out({K, index_t(kHealthStats)});
+  if (K == 0) return out;
+  std::vector<const void*> ptrs((std::size_t)K);
+  std::vector<index_t> sizes((std::size_t)K);
+  for (index_t k = 0; k < K; ++k) {
+    const std::int64_t n = int_at(size_list, k, "sizes");
+    const std::uintptr_t a = static_cast<std::uintptr_t>(int_at(ptr_list, k, "ptrs"));
+    if (n < 0) fail_value(fn, "sizes[" + std::to_string(k) + "] is negative");
+    ptrs[(std::size_t)k] = reinterpret_cast<const void*>(a);
+    sizes[(std::size_t)k] = n;
+  }
+  dc::require_device(fn);
+  const int dev = dc::current_device();
+  for (index_t k = 0; k < K; ++k)
+    if (sizes[(std::size_t)k] > 0 && !dc::is_device_pointer(ptrs[(std::size_t)k], dev))
+      fail_value(fn, "ptrs[" + std::to_string(k) + "] is not an address in the device memory of "
+                     "CUDA device " + std::to_string(dev) + " (pass t.data_ptr() of a CUDA "
+                     "tensor on that device)");
+  const std::size_t ws = dc::tensors_health_workspace(sizes.data(), K, t);
+  CudaArray work = CudaArray::empty({(index_t)((ws + 7) / 8)}, CDType::f64);
+  CudaArray rows = CudaArray::empty({K, index_t(kHealthStats)}, CDType::f64);
+  dc::tensors_health(rows.data<double>(), work.raw(), ptrs.data(), sizes.data(), K, t,
+                     dc::current_stream());
+  dc::memcpy_d2h(out.mutable_data(), rows.raw(), rows.nbytes());  // the one synchronisation
+  return out;
+}
+
 index_t col_arg(const char* fn, py::handle o, index_t need, index_t width, const char* what) {
   const index_t col = o.cast<index_t>();
   if (col < 0 || col + need > width)
@@ -398,6 +454,12 @@ void bind_cuda_health(py::module_& m) {
         "act_stats on CUDA: a float64 CudaArray (4,) = [sum z, sum z^2, saturated count, live "
         "columns] of z, y (N, C) float32/float64 CudaArrays; two launches, no host "
         "synchronisation, deterministic.");
+  m.def("cuda_tensors_health_at", &tensors_health_at, py::arg("ptrs"), py::arg("sizes"),
+        py::arg("dtype"),
+        "cuda_tensors_health over K contiguous tensors given as device addresses and element "
+        "counts (one dtype, 'float32' or 'float64'), e.g. torch's t.data_ptr() and t.numel(): "
+        "each address is checked to be device memory of deepgrad's device; the caller keeps "
+        "the tensors alive for the call. float64 numpy (K, 7); synchronises.");
   m.def("cuda_tensors_health", &tensors_health, py::arg("arrays"),
         "tensors_health on CUDA: float64 numpy (K, 7), segment_health's row for each of K float "
         "CudaArrays of one dtype (read flat), one pair of launches per 64 arrays; synchronises.");

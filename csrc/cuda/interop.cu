@@ -1,5 +1,6 @@
 // CUDA runtime calls behind DLPack interop (bindings/bind_cuda_dlpack.cpp): the current device,
-// and the stream ordering a consumer asks for with __dlpack__(stream=...).
+// the stream ordering a consumer asks for with __dlpack__(stream=...), and the pointer check of
+// cuda_tensors_health_at.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -12,6 +13,15 @@ int current_device() {
   int d = 0;
   check_status(cudaGetDevice(&d), "cudaGetDevice");
   return d;
+}
+
+bool is_device_pointer(const void* p, int device) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();  // an address the runtime does not know: not ours to read
+    return false;
+  }
+  return (a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged) && a.device == device;
 }
 
 void consumer_stream_wait(std::intptr_t stream) {

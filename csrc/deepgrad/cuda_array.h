@@ -57,6 +57,10 @@ void check_status(int status, const char* what);
 void synchronize();
 // The device deepgrad's launches run on (cudaGetDevice; csrc/cuda/interop.cu).
 int current_device();
+// True when `p` points into device memory (or managed memory) of `device`, as the runtime's
+// pointer attributes say; false for host memory, another device or an address the runtime does
+// not know (csrc/cuda/interop.cu). It cannot say how many bytes follow `p`.
+bool is_device_pointer(const void* p, int device);
 // DLPack export (csrc/cuda/interop.cu): makes the consumer's stream wait for the work enqueued
 // so far on current_stream(), without a host synchronisation. `stream` is the consumer's value
 // from the Python protocol: 1 the legacy default stream (deepgrad's own: nothing to do), 2 the

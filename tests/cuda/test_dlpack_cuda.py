@@ -270,3 +270,24 @@ def test_torch_monitor_cuda_norms_use_deepgrad_kernel(rng):
     # the same few host synchronisations per step whatever the depth (none per layer)
     assert max(syncs) <= 2, syncs
     mon.close()
+
+
+def test_tensors_health_at_reads_torch_tensors_and_refuses_host_addresses(rng):
+    """The torch monitor's address route: rows equal the CPU kernel's over the same values
+    (offset views and empty tensors included); a host address or a freed-looking one is refused
+    by name before any launch."""
+    from deepgrad.backend import cpu as cpu_be
+    host = [_rand(rng, s, np.float32) for s in [(7,), (33, 5), (0,), (1000,)]]
+    ts = [torch.from_numpy(h).cuda() for h in host]
+    big = torch.from_numpy(_rand(rng, (50,), np.float32)).cuda()
+    ts.append(big[10:30])                                   # a view at an offset
+    host.append(big[10:30].cpu().numpy())
+    got = _C.cuda_tensors_health_at([t.data_ptr() for t in ts], [t.numel() for t in ts],
+                                    "float32")
+    ref = cpu_be.tensors_health([h.reshape(-1) for h in host])
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=0)
+    cpu_arr = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match=r"ptrs\[1\] is not an address in the device memory"):
+        _C.cuda_tensors_health_at([ts[0].data_ptr(), cpu_arr.ctypes.data], [7, 8], "float32")
+    with pytest.raises(ValueError, match=r"ptrs\[0\] is not an address"):
+        _C.cuda_tensors_health_at([12345], [1], "float64")

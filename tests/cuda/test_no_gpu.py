@@ -72,3 +72,23 @@ def test_build_without_cuda_message(monkeypatch):
 @pytest.mark.skipif(not cuda.is_built(), reason="the counter exists in CUDA builds only")
 def test_host_sync_counter_needs_no_device():
     assert _C.cuda_host_syncs() == 0
+
+
+@pytest.mark.skipif(not cuda.is_built(), reason="a CUDA build's entry point")
+def test_tensors_health_at_checks_arguments_before_the_device():
+    """The address route of the torch monitor refuses bad arguments by name before it asks for
+    a device, and then says there is none (never reads an address)."""
+    f = _C.cuda_tensors_health_at
+    assert f([], [], "float32").shape == (0, 7)
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        f([1], [1], "int64")
+    with pytest.raises(TypeError, match="lists of ints"):
+        f((1,), [1], "float32")
+    with pytest.raises(ValueError, match="ptrs has 2 entries but sizes has 1"):
+        f([1, 2], [1], "float32")
+    with pytest.raises(TypeError, match=r"sizes\[0\] is not an int"):
+        f([1], ["x"], "float32")
+    with pytest.raises(ValueError, match=r"sizes\[0\] is negative"):
+        f([1], [-1], "float32")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        f([np.ones(4, np.float32).ctypes.data], [4], "float32")

@@ -621,17 +621,22 @@ def _cuda_health(tensors):
     for t in tensors:
         if t.device.type != "cuda" or (t.device.index or 0) != index:
             return None
-        t = t.detach()
-        ts.append(t if str(t.dtype) in _TORCH_FLOATS else t.float())
+        ts.append(t if str(t.dtype) in _TORCH_FLOATS else t.detach().float())
     if len({t.dtype for t in ts}) > 1:   # the kernel takes one dtype per call
-        ts = [t.double() for t in ts]
-    ts = [t if t.is_contiguous() else t.contiguous() for t in ts]
+        ts = [t.detach().double() for t in ts]
+    ts = [t if t.is_contiguous() else t.detach().contiguous() for t in ts]
     # deepgrad reads on the legacy default stream: order it after torch's current stream once
-    # (an event, no host sync), then export each tensor without its per-call stream logic
+    # (an event, no host sync)
     import torch
     cur = torch.cuda.current_stream(index)
     if cur.cuda_stream != 0:
         torch.cuda.default_stream(index).wait_stream(cur)
+    at = getattr(be, "_tensors_health_at", None)
+    if at is not None:
+        # the tensors' addresses (checked native-side to be device memory): ts holds them alive
+        # until the call, which synchronises, returns
+        dtype = "float64" if ts and ts[0].dtype == torch.float64 else "float32"
+        return at([t.data_ptr() for t in ts], [t.numel() for t in ts], dtype)
     return be.tensors_health([be.from_dlpack(t.__dlpack__(stream=-1, max_version=(1, 1)))
                               for t in ts])
 
