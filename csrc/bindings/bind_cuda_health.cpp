@@ -9,6 +9,8 @@
 //   cuda_tensors_health_at(ptrs, sizes, dtype) -> float64 numpy (K, 7)   the same over device
 //       addresses (another framework's tensors), each checked to be device memory
 //   cuda_act_stats(z, y, saturation, center, bound, dead) -> float64 CudaArray (4,)
+//   cuda_act_stats_at(items) -> float64 numpy (K, 4)   the same for K layers given as device
+//       addresses (another framework's tensors), each checked; one synchronisation
 //       act_stats on the device, nothing waits: [sum z, sum z^2, saturated, live columns]
 //   cuda_monitor_norms(params, grads, prev, offsets, diff=False, snapshot=False, health=False)
 //       the CPU's monitor_norms on the device (same results), one host synchronisation
@@ -437,6 +439,82 @@ CudaArray act_stats(py::handle z_o, py::handle y_o, int saturation, double cente
   return out;
 }
 
+// act_stats of K layers of another framework (the torch monitor on CUDA), given as device
+// addresses: items (z_ptr, y_ptr, rows, cols, dtype, saturation, center, bound, dead), z and y
+// contiguous (rows, cols) of dtype 'float32' or 'float64' (y_ptr may be 0 when saturation != 1
+// and not dead). Every address is checked to be device memory before anything is launched;
+// the caller keeps the tensors alive for the call. float64 numpy (K, 4), one synchronisation.
+py::array_t<double> act_stats_at(py::handle items_o) {
+  const char* fn = "cuda_act_stats_at";
+  if (!py::isinstance<py::list>(items_o)) fail_type(fn, "items must be a list of tuples");
+  const py::list items = py::reinterpret_borrow<py::list>(items_o);
+  struct Item { const void *z, *y; index_t rows, cols; CDType t; int sat; double center, bound;
+                bool dead; };
+  std::vector<Item> its;
+  for (std::size_t k = 0; k < items.size(); ++k) {
+    const std::string at = "items[" + std::to_string(k) + "]";
+    if (!py::isinstance<py::tuple>(items[k]) || py::len(items[k]) != 9)
+      fail_type(fn, at + " must be a tuple (z_ptr, y_ptr, rows, cols, dtype, saturation, "
+                         "center, bound, dead)");
+    const py::tuple it = py::reinterpret_borrow<py::tuple>(items[k]);
+    Item m{};
+    try {
+      m.z = reinterpret_cast<const void*>(static_cast<std::uintptr_t>(it[0].cast<std::int64_t>()));
+      m.y = reinterpret_cast<const void*>(static_cast<std::uintptr_t>(it[1].cast<std::int64_t>()));
+      m.rows = it[2].cast<index_t>();
+      m.cols = it[3].cast<index_t>();
+      const std::string dt = it[4].cast<std::string>();
+      if (dt == "float32") m.t = CDType::f32;
+      else if (dt == "float64") m.t = CDType::f64;
+      else fail_value(fn, at + ": dtype must be 'float32' or 'float64', got '" + dt + "'");
+      m.sat = it[5].cast<int>();
+      m.center = it[6].cast<double>();
+      m.bound = it[7].cast<double>();
+      m.dead = it[8].cast<bool>();
+    } catch (const py::cast_error&) {
+      fail_type(fn, at + " holds a value of the wrong type (ints, a dtype string, floats, bool)");
+    }
+    if (m.rows < 0 || m.cols < 0) fail_value(fn, at + ": rows and cols must be >= 0");
+    if (m.sat < 0 || m.sat > 2)
+      fail_value(fn, at + ": saturation must be 0 (none), 1 (on y) or 2 (on z), got " +
+                         std::to_string(m.sat));
+    its.push_back(m);
+  }
+  const index_t K = (index_t)its.size();
+  py::array_t<double> out({K, index_t(4)});
+  if (K == 0) return out;
+  dc::require_device(fn);
+  const int dev = dc::current_device();
+  int blocks = 1;
+  for (index_t k = 0; k < K; ++k) {
+    const Item& m = its[(std::size_t)k];
+    if (m.rows * m.cols == 0) continue;
+    const bool need_y = m.sat == 1 || m.dead;
+    if (!dc::is_device_pointer(m.z, dev) || (need_y && !dc::is_device_pointer(m.y, dev)))
+      fail_value(fn, "items[" + std::to_string(k) + "]: z_ptr or y_ptr is not an address in the "
+                     "device memory of CUDA device " + std::to_string(dev));
+    blocks = std::max(blocks, dc::act_stats_blocks(m.rows, m.cols, m.dead));
+  }
+  CudaArray rows = CudaArray::empty({K, index_t(4)}, CDType::f64);
+  // one workspace for all: the launches of one item run before the next item's on the stream
+  CudaArray part = CudaArray::empty({4 * (index_t)blocks}, CDType::f64);
+  cudaStream_t s = dc::current_stream();
+  for (index_t k = 0; k < K; ++k) {
+    const Item& m = its[(std::size_t)k];
+    double* o = rows.data<double>() + 4 * k;
+    if (m.t == CDType::f32)
+      dc::act_stats<float>(o, part.data<double>(), static_cast<const float*>(m.z),
+                           static_cast<const float*>(m.y), m.rows, m.cols, m.sat,
+                           float(m.center), float(m.bound), m.dead, s);
+    else
+      dc::act_stats<double>(o, part.data<double>(), static_cast<const double*>(m.z),
+                            static_cast<const double*>(m.y), m.rows, m.cols, m.sat, m.center,
+                            m.bound, m.dead, s);
+  }
+  dc::memcpy_d2h(out.mutable_data(), rows.raw(), rows.nbytes());  // the one synchronisation
+  return out;
+}
+
 #endif  // DG_HAVE_CUDA
 
 void bind_cuda_health(py::module_& m) {
@@ -460,6 +538,11 @@ void bind_cuda_health(py::module_& m) {
         "counts (one dtype, 'float32' or 'float64'), e.g. torch's t.data_ptr() and t.numel(): "
         "each address is checked to be device memory of deepgrad's device; the caller keeps "
         "the tensors alive for the call. float64 numpy (K, 7); synchronises.");
+  m.def("cuda_act_stats_at", &act_stats_at, py::arg("items"),
+        "act_stats of K layers given as device addresses: items (z_ptr, y_ptr, rows, cols, "
+        "dtype, saturation, center, bound, dead) of contiguous (rows, cols) tensors; each "
+        "address checked to be device memory; float64 numpy (K, 4) = [sum z, sum z^2, "
+        "saturated, live columns]; synchronises once.");
   m.def("cuda_tensors_health", &tensors_health, py::arg("arrays"),
         "tensors_health on CUDA: float64 numpy (K, 7), segment_health's row for each of K float "
         "CudaArrays of one dtype (read flat), one pair of launches per 64 arrays; synchronises.");

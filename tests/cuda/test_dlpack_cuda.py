@@ -291,3 +291,28 @@ def test_tensors_health_at_reads_torch_tensors_and_refuses_host_addresses(rng):
         _C.cuda_tensors_health_at([ts[0].data_ptr(), cpu_arr.ctypes.data], [7, 8], "float32")
     with pytest.raises(ValueError, match=r"ptrs\[0\] is not an address"):
         _C.cuda_tensors_health_at([12345], [1], "float64")
+
+
+def test_act_stats_at_matches_the_cpu_kernel(rng):
+    """The torch monitor's activation statistics on CUDA: K layers of torch CUDA tensors given as
+    addresses, in one call, equal the CPU kernel's (sums to float64 rounding, counts exactly)."""
+    from deepgrad.backend import cpu as cpu_be
+    cases = []
+    for rows, cols, sat, center, bound, dead, dt in [(33, 300, 1, 0.0, 0.5, True, np.float32),
+                                                     (64, 10, 2, 0.1, 1.0, False, np.float64),
+                                                     (1, 1, 0, 0.0, 0.0, True, np.float32)]:
+        z = _rand(rng, (rows, cols), dt)
+        y = np.maximum(_rand(rng, (rows, cols), dt), 0)
+        y[:, ::3] = 0   # dead columns
+        cases.append((z, y, sat, center, bound, dead))
+    tz = [(torch.from_numpy(z).cuda(), torch.from_numpy(y).cuda()) for z, y, *_ in cases]
+    items = [(a.data_ptr(), b.data_ptr(), a.shape[0], a.shape[1], str(a.dtype)[6:], *c[2:])
+             for (a, b), c in zip(tz, cases)]
+    got = _C.cuda_act_stats_at(items)
+    for k, c in enumerate(cases):
+        s, q, n_sat, alive = cpu_be.act_stats(*c)
+        np.testing.assert_allclose(got[k, :2], [s, q], rtol=1e-12, atol=1e-9)
+        assert got[k, 2] == n_sat and got[k, 3] == alive, k
+    with pytest.raises(ValueError, match=r"items\[0\]: z_ptr or y_ptr is not an address"):
+        _C.cuda_act_stats_at([(np.ones(4, np.float32).ctypes.data, items[0][1], 2, 2,
+                               "float32", 0, 0.0, 0.0, False)])

@@ -92,3 +92,21 @@ def test_tensors_health_at_checks_arguments_before_the_device():
         f([1], [-1], "float32")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         f([np.ones(4, np.float32).ctypes.data], [4], "float32")
+
+
+@pytest.mark.skipif(not cuda.is_built(), reason="a CUDA build's entry point")
+def test_act_stats_at_checks_items_before_the_device():
+    f = _C.cuda_act_stats_at
+    assert f([]).shape == (0, 4)
+    with pytest.raises(TypeError, match="list of tuples"):
+        f((1,))
+    with pytest.raises(TypeError, match=r"items\[0\] must be a tuple"):
+        f([(1, 2, 3)])
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        f([(1, 1, 2, 2, "int8", 0, 0.0, 0.0, False)])
+    with pytest.raises(ValueError, match="saturation must be 0"):
+        f([(1, 1, 2, 2, "float32", 3, 0.0, 0.0, False)])
+    with pytest.raises(TypeError, match="wrong type"):
+        f([(1, 1, "2", 2, "float32", 0, 0.0, 0.0, False)])
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        f([(1, 1, 2, 2, "float32", 0, 0.0, 0.0, False)])

@@ -196,6 +196,10 @@ def test_monitor_cuda_health_hands_the_kernel_addresses(monkeypatch):
         def __init__(self, t):
             self.t = t
         device, dtype = cuda0, property(lambda self: self.t.dtype)
+        shape = property(lambda self: self.t.shape)
+
+        def dim(self):
+            return self.t.dim()
 
         def data_ptr(self):
             return self.t.data_ptr()
@@ -234,6 +238,14 @@ def test_monitor_cuda_health_hands_the_kernel_addresses(monkeypatch):
     ct._cuda_health([AsCuda(strided)])
     assert calls[-1][1] == [12] and calls[-1][0][0] != strided.data_ptr()
     assert ct._cuda_health([AsCuda(a), a]) is None   # a tensor off the device: the other route
+    # the activation statistics' items: addresses and the (rows, last dim) view of the host route
+    z, y = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    assert ct._device_stat_item(AsCuda(z), AsCuda(y)) == (z.data_ptr(), y.data_ptr(), 8, 5,
+                                                          "float32")
+    assert ct._device_stat_item(AsCuda(z[:, ::2]), AsCuda(y[:, ::2])) is None   # strided
+    assert ct._device_stat_item(AsCuda(z), AsCuda(y.double())) is None          # two dtypes
+    assert ct._device_stat_item(AsCuda(z.half()), AsCuda(y.half())) is None    # float16
+    assert ct._device_stat_item(z, y) is None                                    # on the CPU
 
 
 def test_monitor_device_branch_bookkeeping_matches_the_cpu_path(monkeypatch):
@@ -256,7 +268,27 @@ def test_monitor_device_branch_bookkeeping_matches_the_cpu_path(monkeypatch):
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         mon = GradientMonitor(model)
         calls = []
+        calls_at = []
         if device_branch:
+            # the activation statistics' address route, every other layer: the stand-in passes
+            # the tensors themselves for addresses and computes with the CPU kernel
+            def item(z, y):
+                if item.k % 2:
+                    item.k += 1
+                    return None
+                item.k += 1
+                c = z.shape[-1]
+                return (z.detach(), y.detach(), z.numel() // c, c, "float32")
+            item.k = 0
+
+            def at(items):
+                calls_at.append(len(items))
+                return [cpu_be.act_stats(z.numpy().reshape(r, c), y.numpy().reshape(r, c), *a)
+                        for z, y, r, c, _, *a in items]
+            monkeypatch.setattr(ct, "_cuda_act_stats_route", lambda: at)
+            monkeypatch.setattr(ct, "_device_stat_item", item)
+            monkeypatch.setattr(ct, "_device_act_stats", lambda f, items: f(items))
+
             def health(tensors):
                 calls.append(len(tensors))
                 return cpu_be.tensors_health([t.detach().numpy().reshape(-1) for t in tensors])
@@ -271,10 +303,14 @@ def test_monitor_device_branch_bookkeeping_matches_the_cpu_path(monkeypatch):
             opt.step()
             mon.step(loss)
         monkeypatch.undo()
+        assert not device_branch or calls_at == [1] * 4   # one device layer of two, each step
         return mon.to_dict(), calls
 
     ref, _ = run(False)
     got, calls = run(True)
+    assert any(v is not None for row in ref["act_mean"] for v in row)
+    assert got["act_mean"] == ref["act_mean"] and got["saturated"] == ref["saturated"]
+    assert got["dead"] == ref["dead"] and got["act_std"] == ref["act_std"]
     P = 6   # 3 Linear layers x (weight, bias)
     # one call per recorded step: gradients + weights (+ updates after the first)
     assert calls == [2 * P, 3 * P, 3 * P, 3 * P]

@@ -1004,6 +1004,13 @@ def _tensors_health_at(ptrs, sizes, dtype: str):
     return _C.cuda_tensors_health_at(list(ptrs), list(sizes), dtype)
 
 
+def _act_stats_at(items):
+    """act_stats of layers of another framework given as device addresses: items (z_ptr,
+    y_ptr, rows, cols, dtype, saturation, center, bound, dead) of contiguous tensors the caller
+    keeps alive; float64 (K, 4), one synchronisation (_C.cuda_act_stats_at)."""
+    return _C.cuda_act_stats_at(list(items))
+
+
 def tensors_param_norms(arrays, prev, diff: bool = False, snapshot: bool = False):
     """(||a|| per array, ||a - prev segment|| or None); computed on the host, prev (a device
     buffer) refreshed from the arrays when snapshot."""

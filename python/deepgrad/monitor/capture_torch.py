@@ -388,11 +388,21 @@ class TorchGradientMonitor(GradientMonitor):
                 sig_t.append(g)
         sig = self._norms(sig_t)
         st_idx, items, meta = [], [], []
+        dev_items = []   # CUDA tensors: their addresses, all layers in one native call
+        at = _cuda_act_stats_route() if views is None else None
         lim = self.thresholds.saturation_derivative
         for i, s in enumerate(self._stats):
             if s is None:
                 continue
             z, y, act = s
+            d = _device_stat_item(z, y) if at is not None else None
+            if d is not None:
+                a = _stat_args(act, lim)
+                st_idx.append(i)
+                items.append(None)   # (its result comes from the device call)
+                dev_items.append(d + a)
+                meta.append((d[2] * d[3], a[0], a[3], d[3]))
+                continue
             try:   # the common case: 2-D CPU float32/float64 tensors of one dtype and shape
                 # force=True: detach (and resolve a view) in one call, ~0.5 us less than
                 # detach().numpy(); a view of the same memory for a plain CPU tensor
@@ -415,7 +425,10 @@ class TorchGradientMonitor(GradientMonitor):
             st_idx.append(i)
             items.append((z, y) + a)
             meta.append((z.size, a[0], a[3], y.shape[1]))
-        raw = _act_stats_many(items) if items else []
+        host_items = [it for it in items if it is not None]
+        host_raw = iter(_act_stats_many(host_items) if host_items else [])
+        dev_raw = iter(_device_act_stats(at, dev_items) if dev_items else [])
+        raw = [next(host_raw) if it is not None else next(dev_raw) for it in items]
         none = [None] * L
         self._signal[:] = none
         self._signal_act[:] = none
@@ -602,18 +615,23 @@ def _sequential_pairs(model, layers) -> dict:
 _CUDA_BACKEND = []   # [deepgrad's CUDA backend, or None without CUDA kernels or a GPU]
 
 
-def _cuda_health(tensors):
-    """float64 (K, 7) health rows (tensors_health) of torch CUDA tensors from deepgrad's CUDA
-    kernel, read through zero-copy DLPack views (a float32 copy for other float dtypes, float64
-    copies when float32 and float64 mix, a contiguous copy for strided ones); None when deepgrad has no CUDA or a tensor is not on
-    deepgrad's device (the caller then uses torch._foreach_norm)."""
+def _cuda_backend():
+    """deepgrad's CUDA backend, resolved once; None without CUDA kernels or a GPU."""
     if not _CUDA_BACKEND:
         from ..backend import get_backend
         try:
             _CUDA_BACKEND.append(get_backend("cuda"))
         except RuntimeError:
             _CUDA_BACKEND.append(None)
-    be = _CUDA_BACKEND[0]
+    return _CUDA_BACKEND[0]
+
+
+def _cuda_health(tensors):
+    """float64 (K, 7) health rows (tensors_health) of torch CUDA tensors from deepgrad's CUDA
+    kernel, read through zero-copy DLPack views (a float32 copy for other float dtypes, float64
+    copies when float32 and float64 mix, a contiguous copy for strided ones); None when deepgrad has no CUDA or a tensor is not on
+    deepgrad's device (the caller then uses torch._foreach_norm)."""
+    be = _cuda_backend()
     if be is None:
         return None
     index = be.DLPACK_DEVICE[1]
@@ -639,6 +657,44 @@ def _cuda_health(tensors):
         return at([t.data_ptr() for t in ts], [t.numel() for t in ts], dtype)
     return be.tensors_health([be.from_dlpack(t.__dlpack__(stream=-1, max_version=(1, 1)))
                               for t in ts])
+
+
+def _cuda_act_stats_route():
+    """deepgrad's CUDA backend's address route for activation statistics, or None."""
+    be = _cuda_backend()
+    return None if be is None else getattr(be, "_act_stats_at", None)
+
+
+def _device_stat_item(z, y):
+    """(z address, y address, rows, cols, dtype) of a layer's pre-activation and output when
+    both are contiguous float32/float64 CUDA tensors of one shape on deepgrad's device (read as
+    (numel / last dim, last dim), as the host route reshapes them), else None (that layer then
+    takes the host route)."""
+    try:
+        dev = z.device
+        if dev.type != "cuda" or y.device != dev or (dev.index or 0) != \
+                _CUDA_BACKEND[0].DLPACK_DEVICE[1]:
+            return None
+        dt = str(z.dtype)
+        if dt not in _TORCH_FLOATS or y.dtype != z.dtype or z.shape != y.shape or z.dim() < 1:
+            return None
+        n, cols = z.numel(), z.shape[-1]
+        if n == 0 or not (z.is_contiguous() and y.is_contiguous()):
+            return None
+    except (AttributeError, TypeError):
+        return None
+    return (z.data_ptr(), y.data_ptr(), n // cols, cols, dt[len("torch."):])
+
+
+def _device_act_stats(at, items) -> list:
+    """The address route's (sum z, sum z^2, saturated, live columns) per item, ordered after
+    torch's current stream (an event, no host sync) and read with one synchronisation."""
+    import torch
+    index = _CUDA_BACKEND[0].DLPACK_DEVICE[1]
+    cur = torch.cuda.current_stream(index)
+    if cur.cuda_stream != 0:
+        torch.cuda.default_stream(index).wait_stream(cur)
+    return [(s, q, int(c), int(a)) for s, q, c, a in np.asarray(at(items)).tolist()]
 
 
 def _l2_of(rows: np.ndarray) -> np.ndarray:
