@@ -239,7 +239,7 @@ class TorchGradientMonitor(GradientMonitor):
         if views is not None:
             self._cpu_param_norms(views, diff=False, snapshot=True)
         else:
-            self._prev = [p.detach().clone() for p in params]
+            self._prev = _snapshot(self._prev, params)
 
     def _make_layer_hook(self, i: int):
         keep = self._keeps[i]
@@ -365,7 +365,11 @@ class TorchGradientMonitor(GradientMonitor):
             import torch
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             has_prev = self._prev is not None and len(self._prev) == len(params)
-            diffs = [p.detach() - q for p, q in zip(params, self._prev)] if has_prev else []
+            if has_prev:   # one foreach call, not a subtraction per parameter
+                with torch.no_grad():
+                    diffs = list(torch._foreach_sub(params, self._prev))
+            else:
+                diffs = []
             # deepgrad's CUDA health kernel over zero-copy DLPack views of all of them: one
             # native call, one synchronisation (torch._foreach_norm without deepgrad's CUDA)
             rows = _cuda_health(grads + list(params) + diffs)
@@ -377,7 +381,8 @@ class TorchGradientMonitor(GradientMonitor):
                 gh = (self._norms(grads), None)
                 pn = self._norms(params)
                 un = self._norms(diffs) if has_prev else None
-            self._prev = [p.detach().clone() for p in params] if self.every == 1 else None
+            self._prev = _snapshot(self._prev if has_prev else None, params) \
+                if self.every == 1 else None
         sig_idx, sig_t = [], []
         for i, (a, g) in enumerate(zip(self._signal_act, self._signal)):
             if a is not None:
@@ -613,6 +618,20 @@ def _sequential_pairs(model, layers) -> dict:
 
 
 _CUDA_BACKEND = []   # [deepgrad's CUDA backend, or None without CUDA kernels or a GPU]
+
+
+def _snapshot(prev, params) -> list:
+    """Copies of the parameters for the next update norm: into the previous copies with one
+    foreach call when they still match (shape, dtype, device), else fresh clones."""
+    import torch
+    same = prev is not None and len(prev) == len(params) and all(
+        q.shape == p.shape and q.dtype == p.dtype and q.device == p.device
+        for q, p in zip(prev, params))
+    if same and hasattr(torch, "_foreach_copy_"):
+        with torch.no_grad():
+            torch._foreach_copy_(prev, params)
+        return prev
+    return [p.detach().clone() for p in params]
 
 
 def _cuda_backend():
