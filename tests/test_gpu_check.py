@@ -131,3 +131,43 @@ def test_a_failing_step_does_not_stop_the_rest(tmp_path):
         assert f"| {step} | FAILED (exit 1)" in summary
     assert "| build | skipped: --skip-build" in summary
     assert (out / "env.txt").exists() and (out / "tests-cuda.log").exists()
+
+
+def test_a_crash_runs_the_tests_again_file_by_file(tmp_path):
+    """pytest killed by a signal on tests/cuda: gpu-check runs each test file in its own process,
+    sums their reports (a file that crashes again counts as one failure) and says so."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    _fake_smi(str(bin_), "NVIDIA Test GPU, 1, 9.0, 1 MiB")
+    py = tmp_path / "fakepy"
+    # a stand-in interpreter: the whole-folder run segfaults; a file run writes a JUnit report
+    # (test_memory.py crashes again); anything else succeeds
+    py.write_text("""#!/bin/sh
+xml=""; target=""
+for a in "$@"; do
+  case "$a" in
+    --junitxml=*) xml="${a#--junitxml=}" ;;
+    tests/cuda) target=dir ;;
+    tests/cuda/test_memory.py) target=crash ;;
+    tests/cuda/*.py) target=file ;;
+  esac
+done
+if [ "$target" = dir ] || [ "$target" = crash ]; then kill -SEGV $$; fi
+if [ "$target" = file ]; then
+  printf '<testsuite tests="3" failures="0" errors="0" skipped="1"/>' > "$xml"
+fi
+exit 0
+""")
+    os.chmod(py, 0o755)
+    out = tmp_path / "o"
+    r = _run(["--python", str(py), "--skip-build", "--out", str(out)], [str(bin_), "/bin",
+                                                                         "/usr/bin"], tmp_path)
+    assert "again file by file" in r.stdout
+    assert "tests/cuda/test_memory.py left no report (crashed)" in r.stdout
+    nfiles = len([f for f in os.listdir(os.path.join(ROOT, "tests", "cuda"))
+                  if f.startswith("test_") and f.endswith(".py")])
+    summary = (out / "summary.md").read_text().splitlines()[0]
+    good = nfiles - 1
+    assert summary.startswith(f"tests/cuda on NVIDIA Test GPU: {2 * good} passed, 1 failed, "
+                              f"{good} skipped"), summary
+    assert r.returncode == 1
