@@ -224,12 +224,10 @@ void tensor_list(const char* fn, py::handle seq, std::vector<const void*>& ptrs,
   }
 }
 
-py::array_t<double> tensors_health(py::handle arrays) {
-  const char* fn = "cuda_tensors_health";
-  std::vector<const void*> ptrs;
-  std::vector<index_t> sizes;
-  CDType t;
-  tensor_list(fn, arrays, ptrs, sizes, t);
+// The health rows (K, 7) of K device arrays of one dtype: one pair of launches per 64 arrays,
+// then one copy to the host (the one synchronisation).
+py::array_t<double> health_rows_of(const std::vector<const void*>& ptrs,
+                                   const std::vector<index_t>& sizes, CDType t) {
   const index_t K = (index_t)ptrs.size();
   py::array_t<double> out({K, index_t(kHealthStats)});
   if (K == 0) return out;
@@ -238,8 +236,17 @@ py::array_t<double> tensors_health(py::handle arrays) {
   CudaArray rows = CudaArray::empty({K, index_t(kHealthStats)}, CDType::f64);
   dc::tensors_health(rows.data<double>(), work.raw(), ptrs.data(), sizes.data(), K, t,
                      dc::current_stream());
-  dc::memcpy_d2h(out.mutable_data(), rows.raw(), rows.nbytes());  // the one synchronisation
+  dc::memcpy_d2h(out.mutable_data(), rows.raw(), rows.nbytes());
   return out;
+}
+
+py::array_t<double> tensors_health(py::handle arrays) {
+  const char* fn = "cuda_tensors_health";
+  std::vector<const void*> ptrs;
+  std::vector<index_t> sizes;
+  CDType t;
+  tensor_list(fn, arrays, ptrs, sizes, t);
+  return health_rows_of(ptrs, sizes, t);
 }
 
 // tensors_health over raw device addresses of another framework's tensors (the torch monitor:
@@ -269,8 +276,6 @@ py::array_t<double> tensors_health_at(py::handle ptrs_o, py::handle sizes_o,
       fail_type(fn, std::string(name) + "[" + std::to_string(k) + "] is not an int");
     }
   };
-  py::array_t<double> out({K, index_t(kHealthStats)});
-  if (K == 0) return out;
   std::vector<const void*> ptrs((std::size_t)K);
   std::vector<index_t> sizes((std::size_t)K);
   for (index_t k = 0; k < K; ++k) {
@@ -280,6 +285,7 @@ py::array_t<double> tensors_health_at(py::handle ptrs_o, py::handle sizes_o,
     ptrs[(std::size_t)k] = reinterpret_cast<const void*>(a);
     sizes[(std::size_t)k] = n;
   }
+  if (K == 0) return health_rows_of(ptrs, sizes, t);
   dc::require_device(fn);
   const int dev = dc::current_device();
   for (index_t k = 0; k < K; ++k)
@@ -287,13 +293,7 @@ py::array_t<double> tensors_health_at(py::handle ptrs_o, py::handle sizes_o,
       fail_value(fn, "ptrs[" + std::to_string(k) + "] is not an address in the device memory of "
                      "CUDA device " + std::to_string(dev) + " (pass t.data_ptr() of a CUDA "
                      "tensor on that device)");
-  const std::size_t ws = dc::tensors_health_workspace(sizes.data(), K, t);
-  CudaArray work = CudaArray::empty({(index_t)((ws + 7) / 8)}, CDType::f64);
-  CudaArray rows = CudaArray::empty({K, index_t(kHealthStats)}, CDType::f64);
-  dc::tensors_health(rows.data<double>(), work.raw(), ptrs.data(), sizes.data(), K, t,
-                     dc::current_stream());
-  dc::memcpy_d2h(out.mutable_data(), rows.raw(), rows.nbytes());  // the one synchronisation
-  return out;
+  return health_rows_of(ptrs, sizes, t);
 }
 
 index_t col_arg(const char* fn, py::handle o, index_t need, index_t width, const char* what) {
