@@ -14,6 +14,18 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_fma() {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("fma") != 0;
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
 bool cpu_has_avx512f() {
 #if defined(DG_HAVE_AVX2_BUILD) && (defined(__GNUC__) || defined(__clang__))
   // libgcc's check includes XCR0's opmask/zmm bits, i.e. the OS saves the AVX-512 state.

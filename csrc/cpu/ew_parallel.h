@@ -16,9 +16,13 @@
 // Also a 512-bit clone (the optimizer steps: compute-bound in L2 once they take statistics). No
 // clone enables FMA, so every clone rounds each operation the same way: the same bits on any CPU.
 #define DG_CLONES512 __attribute__((target_clones("avx512f", "avx2", "default")))
+// The optimizer steps with statistics (optim.cpp, built without contraction): an "fma" clone
+// (AVX + FMA) in place of "avx2", for the statistics' explicit fused multiply-adds.
+#define DG_STATS_CLONES __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define DG_CLONES
 #define DG_CLONES512
+#define DG_STATS_CLONES
 #endif
 
 namespace dg::cpu {
