@@ -645,11 +645,21 @@ def _cuda_backend():
     return _CUDA_BACKEND[0]
 
 
+def _after_torch_stream(index: int) -> None:
+    """deepgrad reads on the legacy default stream: order it after torch's current stream on
+    device `index` (an event, no host sync; nothing when torch is on that stream already)."""
+    import torch
+    cur = torch.cuda.current_stream(index)
+    if cur.cuda_stream != 0:
+        torch.cuda.default_stream(index).wait_stream(cur)
+
+
 def _cuda_health(tensors):
     """float64 (K, 7) health rows (tensors_health) of torch CUDA tensors from deepgrad's CUDA
-    kernel, read through zero-copy DLPack views (a float32 copy for other float dtypes, float64
-    copies when float32 and float64 mix, a contiguous copy for strided ones); None when deepgrad has no CUDA or a tensor is not on
-    deepgrad's device (the caller then uses torch._foreach_norm)."""
+    kernel, read in place at their device addresses (through DLPack views where the backend has
+    no address route), with a float32 copy for other float dtypes, float64 copies when float32
+    and float64 mix and a contiguous copy for strided ones; None when deepgrad has no CUDA or a
+    tensor is not on deepgrad's device (the caller then uses torch._foreach_norm)."""
     be = _cuda_backend()
     if be is None:
         return None
@@ -662,12 +672,8 @@ def _cuda_health(tensors):
     if len({t.dtype for t in ts}) > 1:   # the kernel takes one dtype per call
         ts = [t.detach().double() for t in ts]
     ts = [t if t.is_contiguous() else t.detach().contiguous() for t in ts]
-    # deepgrad reads on the legacy default stream: order it after torch's current stream once
-    # (an event, no host sync)
     import torch
-    cur = torch.cuda.current_stream(index)
-    if cur.cuda_stream != 0:
-        torch.cuda.default_stream(index).wait_stream(cur)
+    _after_torch_stream(index)
     at = getattr(be, "_tensors_health_at", None)
     if at is not None:
         # the tensors' addresses (checked native-side to be device memory): ts holds them alive
@@ -708,11 +714,7 @@ def _device_stat_item(z, y):
 def _device_act_stats(at, items) -> list:
     """The address route's (sum z, sum z^2, saturated, live columns) per item, ordered after
     torch's current stream (an event, no host sync) and read with one synchronisation."""
-    import torch
-    index = _CUDA_BACKEND[0].DLPACK_DEVICE[1]
-    cur = torch.cuda.current_stream(index)
-    if cur.cuda_stream != 0:
-        torch.cuda.default_stream(index).wait_stream(cur)
+    _after_torch_stream(_CUDA_BACKEND[0].DLPACK_DEVICE[1])
     return [(s, q, int(c), int(a)) for s, q, c, a in np.asarray(at(items)).tolist()]
 
 
