@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "bindings/check.h"
+#include "bindings/host_input.h"
 #include "bindings/registry.h"
 #include "cpu/layer_stats.h"
 #include "deepgrad/kernels.h"
@@ -94,6 +95,64 @@ py::list act_stats_many(const py::sequence& items) {
   return out;
 }
 
+// act_stats over K layers whose z and y are numpy arrays or DLPack capsules of CPU tensors
+// (host_input.h), each read as (elements / last dim, last dim) as the torch monitor reshapes
+// them: float64 (K, 6) rows [sum z, sum z^2, saturated count, live columns, elements, columns].
+// A layer with no elements gets a row of zeros (the caller skips it).
+py::array_t<double> act_stats_rows(const py::sequence& items) {
+  const char* fn = "act_stats_rows";
+  const py::ssize_t K = static_cast<py::ssize_t>(items.size());
+  py::array_t<double> out({K, py::ssize_t(6)});
+  double* po = out.mutable_data();
+  for (py::ssize_t k = 0; k < K; ++k) {
+    py::handle it = items[k];
+    const std::string at = "items[" + std::to_string(k) + "]";
+    if (!py::isinstance<py::tuple>(it) || py::len(it) != 6)
+      fail_value(fn, at + " must be a (z, y, saturation, center, bound, dead) tuple");
+    py::tuple t = py::reinterpret_borrow<py::tuple>(it);
+    const int saturation = t[2].cast<int>();
+    if (saturation < 0 || saturation > 2)
+      fail_value(fn, at + ": saturation must be 0 (none), 1 (on y) or 2 (on z), got " +
+                         std::to_string(saturation));
+    const double center = t[3].cast<double>(), bound = t[4].cast<double>();
+    const bool dead = t[5].cast<bool>();
+    const HostIn z = host_input(t[0], fn, at + " z");
+    if (z.ndim < 1) fail_value(fn, at + " z must have at least one dimension, got a 0-d input");
+    const bool need_y = saturation == 1 || dead;
+    HostIn y;
+    if (need_y) {
+      y = host_input(t[1], fn, at + " y");
+      if (y.f64 != z.f64) fail_type(fn, at + ": z and y must have the same dtype");
+      if (y.n != z.n || y.cols != z.cols)
+        fail_value(fn, at + ": y has " + std::to_string(y.n) + " elements in rows of " +
+                           std::to_string(y.cols) + " but z " + std::to_string(z.n) + " in rows of " +
+                           std::to_string(z.cols) + "; they must match");
+    }
+    double* row = po + 6 * k;
+    if (z.n == 0) {
+      for (int j = 0; j < 6; ++j) row[j] = 0.0;
+      continue;
+    }
+    const index_t c = z.cols, n = z.n / c;
+    double sums[2];
+    index_t counts[2];
+    dispatch_in(z, [&](auto tag) {
+      using T = decltype(tag);
+      py::gil_scoped_release nogil;
+      cpu::act_stats<T>(sums, counts, cdata_of<T>(z), need_y ? cdata_of<T>(y) : nullptr, n, c,
+                        saturation, T(center), T(bound), dead);
+      return 0;
+    });
+    row[0] = sums[0];
+    row[1] = sums[1];
+    row[2] = static_cast<double>(counts[0]);
+    row[3] = static_cast<double>(counts[1]);
+    row[4] = static_cast<double>(z.n);
+    row[5] = static_cast<double>(c);
+  }
+  return out;
+}
+
 py::tuple monitor_norms(py::handle params_o, py::handle grads_o, py::handle prev_o,
                         py::handle offsets_o, bool diff, bool snapshot, bool health) {
   const char* fn = "monitor_norms";
@@ -144,10 +203,10 @@ py::array_t<double> l2_norms(const py::sequence& arrays) {
   py::array_t<double> out(K);
   double* po = out.mutable_data();
   for (py::ssize_t k = 0; k < K; ++k) {
-    py::array a = float_input(arrays[k], fn, "arrays[k]");
-    po[k] = dispatch_float(a, [&](auto tag) {
+    const HostIn a = host_input(arrays[k], fn, "arrays[" + std::to_string(k) + "]");
+    po[k] = dispatch_in(a, [&](auto tag) {
       using T = decltype(tag);
-      return cpu::l2_norm<T>(cdata_of<T>(a), static_cast<index_t>(a.size()));
+      return cpu::l2_norm<T>(cdata_of<T>(a), a.n);
     });
   }
   return out;
@@ -195,10 +254,10 @@ py::array_t<double> tensors_health(const py::sequence& arrays) {
   py::array_t<double> out({K, py::ssize_t(7)});
   double* po = out.mutable_data();
   for (py::ssize_t k = 0; k < K; ++k) {
-    py::array a = float_input(arrays[k], fn, "arrays[k]");
-    dispatch_float(a, [&](auto tag) {
+    const HostIn a = host_input(arrays[k], fn, "arrays[" + std::to_string(k) + "]");
+    dispatch_in(a, [&](auto tag) {
       using T = decltype(tag);
-      cpu::health<T>(po + 7 * k, cdata_of<T>(a), static_cast<index_t>(a.size()));
+      cpu::health<T>(po + 7 * k, cdata_of<T>(a), a.n);
       return 0;
     });
   }
@@ -258,13 +317,20 @@ void bind_stats(py::module_& m) {
         "float64 (S, 7) per segment of a flat float buffer: [L2, L-inf, min, max] of the finite "
         "elements, NaN count, Inf count, index of the first non-finite (-1: none); one pass.");
   m.def("tensors_health", &tensors_health, py::arg("arrays"),
-        "float64 (K, 7): segment_health's row for each of K float arrays, in one call.");
+        "float64 (K, 7): segment_health's row for each of K float arrays (numpy arrays or DLPack "
+        "capsules of C-contiguous CPU tensors, borrowed), in one call.");
   m.def("l2_norms", &l2_norms, py::arg("arrays"),
-        "float64 (K,): the L2 norm of each of K float arrays (double sums; NaN for an array "
-        "holding NaN or Inf), in one call.");
+        "float64 (K,): the L2 norm of each of K float arrays (numpy arrays or DLPack capsules of "
+        "C-contiguous CPU tensors, borrowed; double sums; NaN for an array holding NaN or Inf), "
+        "in one call.");
   m.def("act_stats_many", &act_stats_many, py::arg("items"),
         "act_stats over a sequence of (z, y, saturation, center, bound, dead) tuples, in one call; "
         "a list of their results.");
+  m.def("act_stats_rows", &act_stats_rows, py::arg("items"),
+        "act_stats over (z, y, saturation, center, bound, dead) tuples whose z and y are numpy "
+        "arrays or DLPack capsules of C-contiguous CPU tensors (read as (elements / last dim, last "
+        "dim), borrowed, not consumed): float64 (K, 6) rows [sum z, sum z^2, saturated, live "
+        "columns, elements, columns], in one call.");
   m.def("monitor_norms", &monitor_norms, py::arg("params"), py::arg("grads"), py::arg("prev"),
         py::arg("offsets"), py::arg("diff") = false, py::arg("snapshot") = false,
         py::arg("health") = false,

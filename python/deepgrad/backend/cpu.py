@@ -535,6 +535,14 @@ def act_stats_many(items):
     return _C.act_stats_many(items)
 
 
+def act_stats_rows(items):
+    """act_stats over (z, y, saturation, center, bound, dead) tuples whose z and y are numpy
+    arrays or borrowed DLPack capsules of C-contiguous CPU tensors (the torch monitor), each read
+    as (elements / last dim, last dim): float64 (K, 6) rows [sum z, sum z^2, saturated count,
+    live columns, elements, columns], in one native call."""
+    return _C.act_stats_rows(items)
+
+
 def l2_norms(arrays):
     """float64 (K,): the L2 norm of each of K float arrays (NaN where one holds NaN or Inf), in
     one native call (GradientMonitor's per-layer signal norms)."""
