@@ -535,7 +535,7 @@ def act_stats_many(items):
     return _C.act_stats_many(items)
 
 
-def act_stats_rows(items):
+def _act_stats_rows(items):
     """act_stats over (z, y, saturation, center, bound, dead) tuples whose z and y are numpy
     arrays or borrowed DLPack capsules of C-contiguous CPU tensors (the torch monitor), each read
     as (elements / last dim, last dim): float64 (K, 6) rows [sum z, sum z^2, saturated count,

@@ -692,7 +692,7 @@ def _stats_capsules(stats: list, lim: float):
 
 def _act_stats_rows(items):
     from ..backend import get_backend
-    return get_backend("cpu").act_stats_rows(items)
+    return get_backend("cpu")._act_stats_rows(items)
 
 
 def _cpu_arrays(tensors) -> list | None:
