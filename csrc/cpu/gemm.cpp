@@ -29,6 +29,8 @@ template <> struct Blocking<double> { static constexpr index_t MC = 72, KC = 512
 // Problems up to kSmallWork multiply-adds (e.g. 32x512x512, 128x256x256) skip packing A: the
 // micro-kernel reads it in place, and packing would cost as much as it saves. Measured on Zen 4.
 constexpr index_t kSmallWork = index_t(1) << 23, kTinyWork = index_t(1) << 21;
+// The most rows of an A^T B that gemm_at_panels takes in place of the packed path.
+constexpr index_t kAtPanelsRows = 32;
 
 // ---- scratch buffers: grown on demand, kept per calling thread --------------------------------
 struct AlignedBuffer {
@@ -202,6 +204,43 @@ void gemm_unpacked(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m,
   }
 }
 
+// ---- A^T B over many rows: B packed panel by panel into L1 -----------------------------------
+// A weight gradient x^T dz over many rows with few columns of x (the input projection of a
+// recurrent layer: K = T*B rows, M = 8-32 input features) on the small-problem path, B larger than
+// 64 KiB. Packing all
+// of B first (megabytes: it does not stay in L2) and then sweeping it once per row tile read B
+// from memory three times for the few row tiles that use it. Here K goes in KC chunks, each
+// chunk's NR-wide panel is packed into an L1 buffer and read there by every row tile, so B comes
+// from memory once. The row tiles are 6 rows, with 7-8 left as 4 + 3 or 4 + 4 (a 2-row tile runs
+// the AVX2 kernel at half speed). gemm_packed sums K in the same KC chunks with the same
+// micro-kernel: the results are its bits.
+template <class T>
+void gemm_at_panels(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n,
+                    index_t k, index_t lda, index_t ldb, index_t ldc, T alpha, T beta) {
+  constexpr int MR = GemmTile<T>::MR;
+  constexpr index_t KC = Blocking<T>::KC;
+  const int NR = uk.nr;
+  const index_t npn = (n + NR - 1) / NR;
+  T* bp = scratch<T>(0, std::size_t(std::min(k, KC)) * NR);
+  for (index_t p0 = 0; p0 < k; p0 += KC) {
+    const index_t kc = std::min(KC, k - p0);
+    const T beta_eff = p0 == 0 ? beta : T(1);
+    for (index_t jp = 0; jp < npn; ++jp) {
+      const int nr = static_cast<int>(std::min<index_t>(NR, n - jp * NR));
+      pack_b(bp, b + p0 * ldb + jp * NR, ldb, 1, kc, nr, NR);
+      for (index_t r = 0; r < m;) {
+        const index_t left = m - r;
+        const int mr = left > MR + 2 || left == MR ? MR
+                       : left > MR                 ? static_cast<int>(left + 1) / 2
+                                                   : static_cast<int>(left);
+        uk.fn(kc, a + r + p0 * lda, 1, lda, bp, NR, c + r * ldc + jp * NR, ldc, alpha, beta_eff,
+              mr, nr);
+        r += mr;
+      }
+    }
+  }
+}
+
 // ---- the packed path ------------------------------------------------------------------------
 template <class T>
 void gemm_packed(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n,
@@ -246,12 +285,26 @@ void gemm_serial(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, i
                  T alpha, T beta) {
   const index_t rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
   const index_t work = m * n * k;
-  if (work <= kSmallWork && n * k <= (index_t(1) << 20)) {
+  const bool small = work <= kSmallWork && n * k <= (index_t(1) << 20);
+  // A^T B with B over 64 KiB: on the small path (below), and in place of the packed path for A^T
+  // of at most kAtPanelsRows rows, whose packed B block (KC x NC, up to 4 MiB) is read by only a
+  // few row tiles; the same bits as the packed path (gemm_at_panels)
+  if (trans_a && !trans_b && !small && m <= kAtPanelsRows &&
+      n * k * index_t(sizeof(T)) > (64 << 10)) {
+    gemm_at_panels(uk, c, a, b, m, n, k, lda, ldb, ldc, alpha, beta);
+    return;
+  }
+  if (small) {
     // B is read in place only when its rows are contiguous and it fits in L1/L2 comfortably
     // (wide row strides alias in L1); otherwise its panels are packed once for all of M.
     const bool pack_all_b = trans_b || n * k * index_t(sizeof(T)) > (64 << 10) ||
                             (trans_a && work > kTinyWork);
-    gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, pack_all_b, alpha, beta);
+    // (gemm_k_chunk in rnn_seq.cpp mirrors this choice; it depends on B's size only, not on the
+    // work, so that a block of rows on another thread takes the same path)
+    if (trans_a && !trans_b && n * k * index_t(sizeof(T)) > (64 << 10))
+      gemm_at_panels(uk, c, a, b, m, n, k, lda, ldb, ldc, alpha, beta);
+    else
+      gemm_unpacked(uk, c, a, b, m, n, k, rsa, csa, ldb, ldc, trans_b, pack_all_b, alpha, beta);
   } else {
     const index_t rsb = trans_b ? 1 : ldb, csb = trans_b ? ldb : 1;
     gemm_packed(uk, c, a, b, m, n, k, rsa, csa, rsb, csb, ldc, alpha, beta);

@@ -173,10 +173,14 @@ Kernel<T> fast_kernel() {
 
 // The chunks along K in which gemm() on one thread sums an (m, n, k) product: all of K at once on
 // its small-problem path (m n k <= 2^23 and n k <= 2^20), else blocks of its KC = 512, each added
-// to C in turn. The fast path sums in the same chunks, so its results equal the reference's.
-inline index_t gemm_k_chunk(index_t m, index_t n, index_t k) {
+// to C in turn; an A^T B (trans_a, B not transposed) on the small path goes in KC blocks too when
+// B is larger than 64 KiB (gemm.cpp's gemm_at_panels).
+// The fast path sums in the same chunks, so its results equal the reference's.
+template <class T>
+inline index_t gemm_k_chunk(index_t m, index_t n, index_t k, bool trans_a = false) {
   const bool small = m * n * k <= (index_t(1) << 23) && n * k <= (index_t(1) << 20);
-  return small ? k : index_t(512);
+  const bool at_panels = trans_a && n * k * index_t(sizeof(T)) > (64 << 10);
+  return small && !at_panels ? k : index_t(512);
 }
 
 // B (K, N) with B(p, j) = b[p * rs + j * cs] -> nr-wide panels [jp0, jp1), p-major, zero padded
@@ -414,7 +418,7 @@ struct Chains {
 template <class T>
 void weight_grad(const Kernel<T>& kn, T* c, const T* a, const T* d, index_t M, index_t N,
                  index_t K) {
-  const index_t kc = gemm_k_chunk(M, N, K);
+  const index_t kc = gemm_k_chunk<T>(M, N, K, true);
   const int nr = kn.nr;
   const index_t npn = (N + nr - 1) / nr;
   const int nt = sequence_threads(M * N * K, npn);
@@ -582,7 +586,7 @@ void lstm_sequence_forward(T* y, T* hs, T* cs, T* acts, const T* xw, const T* w,
                            index_t steps, index_t H) {
   const Kernel<T> kn = fast_kernel<T>();
   if (!kn.uk) return lstm_sequence_forward_stepwise(y, hs, cs, acts, xw, w, B, steps, H);
-  const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk(B, G, H), ld = (steps + 1) * H;
+  const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk<T>(B, G, H), ld = (steps + 1) * H;
   Panels<T> wp(w, H, G, false, kn.nr);
   const Chains<T> ch(B, B * G * H * steps);
   std::vector<T> gbuf(static_cast<size_t>(ch.nt * ch.rows * G));
@@ -612,7 +616,7 @@ void lstm_sequence_backward(T* dxw, T* dw, T* dh0, T* dc0, double* norms, const 
   if (!kn.uk)
     return lstm_sequence_backward_stepwise(dxw, dw, dh0, dc0, norms, gy, hs, cs, acts, w, B,
                                            steps, H);
-  const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk(B, H, G), ld = (steps + 1) * H;
+  const index_t G = 4 * H, BH = B * H, kc = gemm_k_chunk<T>(B, H, G), ld = (steps + 1) * H;
   Panels<T> wt(w, G, H, true, kn.nr);  // W^T (4H, H)
   const Chains<T> ch(B, B * G * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dcs(static_cast<size_t>(2 * BH)),
@@ -651,7 +655,7 @@ void rnn_sequence_forward(T* y, T* hs, T* zs, const T* xw, const T* w, index_t B
                           index_t H, Act act) {
   const Kernel<T> kn = fast_kernel<T>();
   if (!kn.uk) return rnn_sequence_forward_stepwise(y, hs, zs, xw, w, B, steps, H, act);
-  const index_t BH = B * H, kc = gemm_k_chunk(B, H, H);
+  const index_t BH = B * H, kc = gemm_k_chunk<T>(B, H, H);
   Panels<T> wp(w, H, H, false, kn.nr);
   const Chains<T> ch(B, B * H * H * steps);
   ch.run(wp, [&](int, index_t r0, index_t r1) {
@@ -674,7 +678,7 @@ void rnn_sequence_backward(T* dxw, T* dw, T* dh0, double* norms, const T* gy, co
   const Kernel<T> kn = fast_kernel<T>();
   if (!kn.uk)
     return rnn_sequence_backward_stepwise(dxw, dw, dh0, norms, gy, hs, zs, w, B, steps, H, act);
-  const index_t BH = B * H, kc = gemm_k_chunk(B, H, H);
+  const index_t BH = B * H, kc = gemm_k_chunk<T>(B, H, H);
   Panels<T> wt(w, H, H, true, kn.nr);
   const Chains<T> ch(B, B * H * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(ch.nt * kTileRows * H));
@@ -703,7 +707,7 @@ void gru_sequence_forward(T* y, T* hs, T* acts, const T* xw, const T* w, const T
                           index_t steps, index_t H) {
   const Kernel<T> kn = fast_kernel<T>();
   if (!kn.uk) return gru_sequence_forward_stepwise(y, hs, acts, xw, w, bh, B, steps, H);
-  const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk(B, G, H);
+  const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk<T>(B, G, H);
   Panels<T> wp(w, H, G, false, kn.nr);
   const Chains<T> ch(B, B * G * H * steps);
   std::vector<T> gbuf(static_cast<size_t>(ch.nt * ch.rows * G));
@@ -732,7 +736,7 @@ void gru_sequence_backward(T* dxw, T* dw, T* dbh, T* dh0, double* norms, const T
   if (!kn.uk)
     return gru_sequence_backward_stepwise(dxw, dw, dbh, dh0, norms, gy, hs, acts, w, B, steps,
                                           H);
-  const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk(B, H, G);
+  const index_t G = 3 * H, BH = B * H, kc = gemm_k_chunk<T>(B, H, G);
   Panels<T> wt(w, G, H, true, kn.nr);  // W^T (3H, H)
   const Chains<T> ch(B, B * G * H * steps);
   std::vector<T> dhn(static_cast<size_t>(BH)), dhbuf(static_cast<size_t>(ch.nt * kTileRows * H));

@@ -16,6 +16,9 @@ KERNELS.update({isa: getattr(_C, f"_gemm_{isa}") for isa in ("avx2", "avx512") i
 SHAPES = [(1, 1, 1), (7, 33, 5), (33, 7, 257), (257, 1, 33), (6, 16, 8), (65, 130, 97)]
 # Mid-size (packs only B) and large shapes that cross the cache blocks MC, KC, NC.
 BIG_SHAPES = [(40, 300, 250), (150, 300, 530), (257, 33, 1100), (7, 4100, 300)]
+# A^T B with B over 64 KiB on the small-problem path: K in 512-row chunks, each panel of B packed
+# into L1 (gemm_at_panels; the weight gradient of a recurrent layer's input projection).
+AT_PANEL_SHAPES = [(8, 256, 3200), (7, 33, 700), (1, 17, 4000), (9, 40, 1025), (16, 100, 513)]
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 
@@ -51,6 +54,20 @@ def test_gemm_matches_numpy(kernel, dtype, ta, tb, shape):
     out = KERNELS[kernel](a, b, trans_a=ta, trans_b=tb)
     assert out.dtype == dtype and out.shape == (m, n)
     check(out, reference(a, b, ta, tb), dtype, k)
+
+
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if k != "gemm_naive"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", AT_PANEL_SHAPES)
+def test_transposed_a_over_many_rows(kernel, dtype, shape):
+    rng = np.random.default_rng(zlib.crc32(repr((kernel, dtype, shape)).encode()))
+    m, n, k = shape
+    a, b = operands(rng, m, n, k, True, False, dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    c = c0.copy()
+    KERNELS[kernel](a, b, out=c, trans_a=True, alpha=0.5, beta=-2.0)
+    check(c, reference(a, b, True, False, 0.5, -2.0, c0), dtype, k)
+    check(KERNELS[kernel](a, b, trans_a=True), reference(a, b, True, False), dtype, k)
 
 
 @pytest.mark.parametrize("kernel", [k for k in KERNELS if k != "gemm_naive"])
@@ -177,7 +194,8 @@ def test_bad_inputs(kernel):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("m,n,k", [(64, 256, 64), (32, 512, 128), (6, 1024, 128), (97, 61, 300)])
+@pytest.mark.parametrize("m,n,k", [(64, 256, 64), (32, 512, 128), (6, 1024, 128), (97, 61, 300),
+                                   (8, 256, 3200)])
 def test_mid_size_gemm_is_bitwise_thread_independent(dtype, ta, tb, m, n, k):
     # 0.5M-4M multiply-adds: one fork, blocks of whole row tiles (or column tiles when there is
     # a single row tile, as for m = 6); beta != 0 reads C in the split too
