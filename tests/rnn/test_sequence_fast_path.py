@@ -66,6 +66,23 @@ def test_fast_sequence_matches_the_stepwise_reference(kind, shape, dtype, tol):
         assert _rel_err(a, b) <= (1e-13 if i == len(fast) - 1 else tol), (i, _rel_err(a, b))
 
 
+@pytest.mark.parametrize("kind,shape", [("lstm", (32, 100, 16)), ("gru", (64, 50, 8)),
+                                        ("rnn", (40, 30, 20)), ("lstm", (9, 2, 600))])
+def test_fast_sequence_gives_the_reference_bits(kind, shape):
+    # dW_hh over T*B > 512 rows with B^T over 64 KiB: gemm() sums K in 512-row chunks there
+    # (gemm_at_panels) and the fast path's weight gradient must chunk alike (gemm_k_chunk), so
+    # every output but the double norms is the reference's, bit for bit, on one thread
+    saved = deepgrad.get_num_threads()
+    try:
+        deepgrad.set_num_threads(1)
+        args = _inputs(kind, *shape, np.float32, seed=5)
+        fast, ref = _run(kind, args, False), _run(kind, args, True)
+    finally:
+        deepgrad.set_num_threads(saved)
+    for i, (a, b) in enumerate(zip(fast[:-1], ref[:-1])):
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")
+
+
 @pytest.mark.parametrize("kind", ["gru", "rnn"])
 def test_fast_sequence_variants_match_the_reference(kind):
     # GRU without b_hh, RNN with relu (float32; a relu recurrence can grow, so relative error)
