@@ -14,6 +14,7 @@
 #include <new>
 
 #include "cpu/mid_fork.h"
+#include "cpu/row_tiles.h"
 #include "deepgrad/cpu_features.h"
 #include "deepgrad/gemm.h"
 
@@ -211,8 +212,8 @@ void gemm_unpacked(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m,
 // of B first (megabytes: it does not stay in L2) and then sweeping it once per row tile read B
 // from memory three times for the few row tiles that use it. Here K goes in KC chunks, each
 // chunk's NR-wide panel is packed into an L1 buffer and read there by every row tile, so B comes
-// from memory once. The row tiles are 6 rows, with 7-8 left as 4 + 3 or 4 + 4 (a 2-row tile runs
-// the AVX2 kernel at half speed). gemm_packed sums K in the same KC chunks with the same
+// from memory once. The row tiles are row_tiles' (7-8 rows left go as 4 + 3 or 4 + 4: a 2-row tile
+// runs the AVX2 kernel at half speed). gemm_packed sums K in the same KC chunks with the same
 // micro-kernel: the results are its bits.
 template <class T>
 void gemm_at_panels(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m, index_t n,
@@ -228,15 +229,10 @@ void gemm_at_panels(const Kernel<T>& uk, T* c, const T* a, const T* b, index_t m
     for (index_t jp = 0; jp < npn; ++jp) {
       const int nr = static_cast<int>(std::min<index_t>(NR, n - jp * NR));
       pack_b(bp, b + p0 * ldb + jp * NR, ldb, 1, kc, nr, NR);
-      for (index_t r = 0; r < m;) {
-        const index_t left = m - r;
-        const int mr = left > MR + 2 || left == MR ? MR
-                       : left > MR                 ? static_cast<int>(left + 1) / 2
-                                                   : static_cast<int>(left);
+      cpu::row_tiles(0, m, MR, [&](index_t r, int mr) {
         uk.fn(kc, a + r + p0 * lda, 1, lda, bp, NR, c + r * ldc + jp * NR, ldc, alpha, beta_eff,
               mr, nr);
-        r += mr;
-      }
+      });
     }
   }
 }
