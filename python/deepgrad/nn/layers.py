@@ -8,6 +8,8 @@ import numpy as np
 
 from .. import functional as F
 from .. import init as _init
+from ..autograd import _S
+from ..ops.linalg import dense_stack as _dense_stack
 from ..tensor import Tensor
 from .module import Module
 from .parameter import Parameter
@@ -249,9 +251,70 @@ class Sequential(Module):
             raise IndexError(f"Sequential index {idx} out of range for {len(mods)} modules") from None
 
     def forward(self, x):
-        for m in self._modules.values():
+        mods = self._modules
+        if len(mods) < 2 or _S.anomaly:  # anomaly mode names the failing layer: one by one
+            for m in mods.values():
+                x = m(x)
+            return x
+        mods = list(mods.values())
+        i, n = 0, len(mods)
+        while i < n:
+            m = mods[i]
+            j = i
+            while j < n and _plain_dense(mods[j]):
+                j += 1
+            if j - i >= 2:
+                y = _dense_run(mods[i:j], x)
+                if y is not None:
+                    x, i = y, j
+                    continue
+                for m in mods[i:j]:
+                    x = m(x)
+                i = j
+                continue
             x = m(x)
+            i += 1
         return x
+
+
+def _plain_dense(m) -> bool:
+    """m runs as F.dense with nothing around it: a Dense (not a subclass), no forward hooks
+    (a GradientMonitor hooks only layers its kernel records cannot serve), forward not
+    replaced on the instance."""
+    return (type(m) is Dense and not m._forward_pre_hooks and not m._forward_hooks
+            and "forward" not in m.__dict__)
+
+
+def _dense_run(layers: list, x):
+    """Consecutive plain Dense layers as one F.dense_stack node (the same values, gradients and
+    statistics records as calling them one by one, less the Python per layer), or None when
+    the input or the layers are not what every layer's F.dense would take as is (an array, a
+    shape or dtype mismatch, mixed devices): the caller then calls them one by one, and the
+    failing layer reports the problem."""
+    d = getattr(x, "data", None)
+    if not isinstance(x, Tensor) or d.ndim != 2 or d.shape[0] == 0:
+        return None
+    be, dt, width = x._be, d.dtype, d.shape[1]
+    ws, bs, acts, alphas, stats = [], [], [], [], []
+    for m in layers:
+        w, b = m.weight, m.bias
+        wd = w.data
+        if (w._be is not be or wd.dtype != dt or wd.ndim != 2 or wd.shape[0] != width
+                or m.in_features != width):
+            return None
+        if b is not None and (b._be is not be or b.data.dtype != dt
+                              or b.data.shape != (wd.shape[1],)):
+            return None
+        act, alpha = m.activation, m.alpha
+        if act not in F._ACT_SET or type(alpha) is not float:  # F.dense normalizes these
+            return None
+        width = wd.shape[1]
+        ws.append(w)
+        bs.append(b)
+        acts.append(act)
+        alphas.append(alpha)
+        stats.append(m.stats)
+    return _dense_stack(x, ws, bs, acts, alphas, stats)
 
 
 class Residual(Module):

@@ -158,6 +158,94 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
                             stats), "dense", (x, w), out=True)
 
 
+def _dense_stack_backward(x, ws, bs, xds, wds, bds, zs, ys, acts, alphas, stats, k, slots, nin,
+                          be, g):
+    """The backward of dense_stack's node: each layer's dense_backward from the last to layer
+    k (the first one a gradient is needed for), as the per-layer nodes would run them, each
+    weight and bias gradient through grad_sink. slots[i]: where layer i's weight and bias
+    gradients go in the returned tuple (its positions in the node's inputs)."""
+    out = [None] * nin
+    for i in range(len(ws) - 1, k - 1, -1):
+        w, b = ws[i], bs[i]
+        dw, w_direct = grad_sink(w, wds[i], be)
+        db, b_direct = (None, True) if b is None else grad_sink(b, bds[i], be)
+        need_dx = i > k or x.requires_grad
+        st = stats[i]
+        if st is None:
+            g = be.dense_backward(g, xds[i], wds[i], zs[i], ys[i], dw, db, acts[i], alphas[i],
+                                  need_dx)
+        else:
+            g = be.dense_backward(g, xds[i], wds[i], zs[i], ys[i], dw, db, acts[i], alphas[i],
+                                  need_dx, st)
+        wpos, bpos = slots[i]
+        if not w_direct:
+            out[wpos] = dw
+        if b is not None and not b_direct:
+            out[bpos] = db
+    if x.requires_grad:
+        out[0] = g
+    return tuple(out)
+
+
+def dense_stack(x: Tensor, ws: list, bs: list, acts: list, alphas: list, stats: list) -> Tensor:
+    """A chain of fused dense layers h_{i+1} = act_i(h_i W_i + b_i), h_0 = x, as ONE tape node:
+    the same native calls, in the same order, as one dense() per layer (the same values and
+    gradients, bit for bit, and each layer's statistics record filled alike), without a node,
+    a module call and a Python backward per layer (nn.Sequential runs its runs of Dense layers
+    through it). The caller has checked what dense() would: Tensors on one device and of one
+    dtype, x (N, IN_0) with N > 0, W_i (IN_i, OUT_i) with OUT_i = IN_{i+1}, activation names
+    and alphas normalized; ``stats[i]``: None or layer i's record (see dense)."""
+    be = x._be
+    n = len(ws)
+    k = n  # the first layer whose input or parameters require grad (its backward is needed)
+    if _S.grad_enabled:
+        if x.requires_grad:
+            k = 0
+        else:
+            for i in range(n):
+                b = bs[i]
+                if ws[i].requires_grad or (b is not None and b.requires_grad):
+                    k = i
+                    break
+    h = x.data
+    xds, wds, bds, zs, ys = [], [], [], [], []
+    for i in range(n):
+        wd = ws[i].data
+        b = bs[i]
+        bd = None if b is None else b.data
+        st = stats[i] if i >= k else None
+        if st is None:
+            y, z = be.dense_forward(h, wd, bd, acts[i], alphas[i])
+        else:
+            y, z = be.dense_forward(h, wd, bd, acts[i], alphas[i], False, st)
+        if i >= k:
+            xds.append(h)
+            wds.append(wd)
+            bds.append(bd)
+            zs.append(z)
+            ys.append(y)
+        h = y
+    if k == n:
+        return _result(h, be, (), None, "dense_stack")
+    pad = [None] * k  # layers before k: no backward, nothing kept
+    inputs, slots = [x], pad + []
+    for i in range(k, n):
+        inputs.append(ws[i])
+        wpos = len(inputs) - 1
+        bpos = None
+        if bs[i] is not None:
+            inputs.append(bs[i])
+            bpos = len(inputs) - 1
+        slots.append((wpos, bpos))
+    saved = ([x] if k == 0 else []) + list(ws[k:])
+    return _result(h, be, tuple(inputs),
+                   _partial(_dense_stack_backward, x, ws, bs, pad + xds, pad + wds, pad + bds,
+                            pad + zs, pad + ys, acts, alphas,
+                            [st if i >= k else None for i, st in enumerate(stats)], k, slots,
+                            len(inputs), be),
+                   "dense_stack", tuple(saved), out=True)
+
+
 def linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """x @ w + b (dense without an activation)."""
     return dense(x, w, b, "identity")
