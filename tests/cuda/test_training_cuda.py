@@ -107,3 +107,36 @@ def test_gradient_monitor_matches_cpu():
                                    atol=atol, err_msg=key)
     assert np.isfinite(np.array(hist[0]["saturated"], dtype=np.float64)).any() or \
         np.isfinite(np.array(hist[0]["dead"], dtype=np.float64)).any()
+
+
+def test_sequential_dense_chain_on_cuda_matches_the_per_layer_path_and_the_cpu():
+    # nn.Sequential runs the Dense chain as one node (F.dense_stack) through the CUDA backend's
+    # dense kernels: the same calls as layer by layer, so the same values; and the CPU's to
+    # float32 rounding
+    rng = np.random.default_rng()
+    x, y = spirals(64, seed=int(rng.integers(1 << 30)))
+    cpu, gpu = mlp(4), mlp(4).to("cuda")
+    xg = dg.tensor(x, device="cuda", requires_grad=True)
+    out = gpu(xg)
+    assert out._node.name == "dense_stack"
+    runs = []
+    for fused in (True, False):
+        gpu.zero_grad()
+        xg.grad = None
+        h = xg
+        if fused:
+            h = gpu(h)
+        else:
+            for m in gpu:
+                h = m(h)
+        losses.cross_entropy(h, y).backward()
+        runs.append([h.to("cpu").numpy(), xg.grad.to("cpu").numpy()] +
+                    [p.grad.to("cpu").numpy() for p in gpu.parameters()])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    xc = dg.tensor(x, requires_grad=True)
+    hc = cpu(xc)
+    losses.cross_entropy(hc, y).backward()
+    ref = [hc.numpy(), xc.grad.numpy()] + [p.grad.numpy() for p in cpu.parameters()]
+    for a, b in zip(runs[0], ref):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
