@@ -226,6 +226,56 @@ py::object dense_backward_entry(py::handle dy_o, py::handle x_o, py::handle w_o,
   return need_dx ? py::object(dx) : py::object(py::none());
 }
 
+// A chain of dense layers in one call each way (nn.Sequential's runs of Dense layers, through
+// ops.linalg.dense_stack): each layer through the checked single-layer entry above, so every
+// check, kernel call and result is the per-layer call's; what the chain saves is the Python and
+// the binding dispatch per layer. Lists of one length: ws, bs (None: no bias), activations,
+// alphas, stats (None or a record). Layers before `keep_from` keep nothing (None in the result);
+// the others give (y, z). The result is a list of n entries; the last layer's y is the output.
+py::list dense_chain_forward_entry(py::handle x, py::sequence ws, py::sequence bs,
+                                   py::sequence acts, py::sequence alphas, py::sequence stats,
+                                   py::ssize_t keep_from) {
+  const char* fn = "dense_chain_forward";
+  const py::ssize_t n = static_cast<py::ssize_t>(ws.size());
+  if (n == 0) fail_value(fn, "the chain has no layers");
+  if (static_cast<py::ssize_t>(bs.size()) != n || static_cast<py::ssize_t>(acts.size()) != n ||
+      static_cast<py::ssize_t>(alphas.size()) != n || static_cast<py::ssize_t>(stats.size()) != n)
+    fail_value(fn, "ws, bs, activations, alphas and stats must have one entry per layer");
+  py::list out(n);
+  py::object h = py::reinterpret_borrow<py::object>(x);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    py::tuple yz = dense_forward_entry(h, ws[i], bs[i], acts[i].cast<std::string>(),
+                                       alphas[i].cast<double>(), false, stats[i]);
+    h = yz[0];
+    out[i] = (i >= keep_from || i == n - 1) ? py::object(yz) : py::object(py::none());
+  }
+  return out;
+}
+
+// The chain's backward from the last layer down to layer k: layer i's dense_backward with dy the
+// gradient from layer i + 1 (g for the last), its input xs[i], zs[i], ys[i] as the forward gave
+// them, accumulating into dws[i], dbs[i]; dx is taken for every layer above k, and for layer k
+// when need_dx. Returns layer k's dx (None without need_dx). Lists indexed by layer (entries
+// below k are not read).
+py::object dense_chain_backward_entry(py::handle g, py::sequence xs, py::sequence ws,
+                                      py::sequence zs, py::sequence ys, py::sequence dws,
+                                      py::sequence dbs, py::sequence acts, py::sequence alphas,
+                                      py::sequence stats, py::ssize_t k, bool need_dx) {
+  const char* fn = "dense_chain_backward";
+  const py::ssize_t n = static_cast<py::ssize_t>(ws.size());
+  for (const py::sequence* l : {&xs, &zs, &ys, &dws, &dbs, &acts, &alphas, &stats})
+    if (static_cast<py::ssize_t>(l->size()) != n)
+      fail_value(fn, "xs, ws, zs, ys, dws, dbs, activations, alphas and stats must have one "
+                     "entry per layer");
+  if (k < 0 || k >= n) fail_value(fn, "k must be a layer index in [0, " + std::to_string(n) + ")");
+  py::object dy = py::reinterpret_borrow<py::object>(g);
+  for (py::ssize_t i = n - 1; i >= k; --i)
+    dy = dense_backward_entry(dy, xs[i], ws[i], zs[i], ys[i], dws[i], dbs[i],
+                              acts[i].cast<std::string>(), alphas[i].cast<double>(),
+                              i > k || need_dx, stats[i]);
+  return dy;
+}
+
 void bind_gemm(py::module_& m) {
   m.def(
       "gemm",
@@ -320,6 +370,20 @@ void bind_gemm(py::module_& m) {
         "None when the activation's derivative needs only y and keep_z is false. stats: None "
         "or a layer statistics record (float64, 16 slots, deepgrad.monitor.layer_record) "
         "whose forward slots this call fills.");
+  m.def("dense_chain_forward", &dense_chain_forward_entry, py::arg("x"), py::arg("ws"),
+        py::arg("bs"), py::arg("activations"), py::arg("alphas"), py::arg("stats"),
+        py::arg("keep_from") = 0,
+        "dense_forward through a chain of layers in one call: lists ws, bs (None entries: no "
+        "bias), activations, alphas, stats (None or a record) -> a list with (y, z) per layer "
+        "from keep_from on (None before it, except the last layer); each layer exactly as "
+        "dense_forward.");
+  m.def("dense_chain_backward", &dense_chain_backward_entry, py::arg("g"), py::arg("xs"),
+        py::arg("ws"), py::arg("zs"), py::arg("ys"), py::arg("dws"), py::arg("dbs"),
+        py::arg("activations"), py::arg("alphas"), py::arg("stats"), py::arg("k") = 0,
+        py::arg("need_dx") = true,
+        "dense_backward from the chain's last layer down to layer k in one call (each layer "
+        "exactly as dense_backward, accumulating into dws[i], dbs[i]); returns layer k's dx, or "
+        "None when need_dx is False.");
   m.def("dense_backward", &dense_backward_entry, py::arg("dy"), py::arg("x"), py::arg("w"),
         py::arg("z"), py::arg("y"), py::arg("dw"), py::arg("db"),
         py::arg("activation") = "identity", py::arg("alpha") = 0.01, py::arg("need_dx") = true,

@@ -324,6 +324,77 @@ def _dense_bwd(act, bias=True, need_dx=True):
                 label=f"{act}-bias={bias}-need_dx={need_dx}", rtol=1e-4, atol=1e-5)
 
 
+_CHAIN = (("tanh", True, (5, 4)), ("leaky_relu", False, (4, 6)), ("sigmoid", True, (6, 3)))
+
+
+def _dense_chain_fwd(keep_from):
+    """dense_chain_forward: three layers (a bias-free middle one), against the float64 layers
+    one by one; the layers before keep_from give None."""
+    acts = [a for a, _, _ in _CHAIN]
+    alphas = [_ACT_ALPHA.get(a, 0.01) for a in acts]
+
+    def make(rng):
+        ws = [_r(rng, *shape) * F32(0.5) for _, _, shape in _CHAIN]
+        bs = [_r(rng, shape[1]) if bias else None for _, bias, shape in _CHAIN]
+        return (_r(rng, 7, 5), ws, bs, acts, alphas, [None] * 3, keep_from), {}, None
+
+    def ref(a, k, e):
+        h, out = a[0], []
+        for i, (w, b) in enumerate(zip(a[1], a[2])):
+            z = h @ w + (0 if b is None else b)
+            h = ACT64[acts[i]](z, alphas[i])
+            needs_z = acts[i] not in ("identity", "sigmoid", "tanh")
+            out.append((h, z if needs_z else None) if i >= keep_from or i == 2 else None)
+        return out
+    return Case("dense_chain_forward", make, ref, label=f"keep_from={keep_from}", rtol=1e-5,
+                atol=1e-5)
+
+
+def _dense_chain_bwd(k, need_dx):
+    """dense_chain_backward from the last layer down to layer k, against float64 formulas;
+    observes dws, dbs (accumulated in place) and the returned dx."""
+    acts = [a for a, _, _ in _CHAIN]
+    alphas = [_ACT_ALPHA.get(a, 0.01) for a in acts]
+
+    def make(rng):
+        ws = [_r(rng, *shape) * F32(0.5) for _, _, shape in _CHAIN]
+        bs = [_r(rng, shape[1]) if bias else None for _, bias, shape in _CHAIN]
+        h = _r(rng, 7, 5)
+        xs, zs, ys = [], [], []
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            z64 = h.astype(np.float64) @ w + (0 if b is None else b)
+            y = ACT64[acts[i]](z64, alphas[i]).astype(F32)
+            xs.append(h)
+            zs.append(z64.astype(F32) if acts[i] not in ("sigmoid", "tanh") else None)
+            ys.append(y)
+            h = y
+        dws = [_r(rng, *w.shape) for w in ws]
+        dbs = [_r(rng, b.shape[0]) if b is not None else None for b in bs]
+        for i in range(k):  # entries below k are not read
+            xs[i] = zs[i] = ys[i] = dws[i] = dbs[i] = None
+        return (_r(rng, 7, 3), xs, ws, zs, ys, dws, dbs, acts, alphas, [None] * 3, k,
+                need_dx), {}, None
+
+    def ref(a, kw, e):
+        g, xs, ws, zs, ys, dws, dbs = a[:7]
+        dws, dbs = list(dws), list(dbs)
+        for i in range(2, k - 1, -1):
+            y, act = ys[i], acts[i]
+            if act == "tanh":
+                dz = g * (1 - y * y)
+            elif act == "sigmoid":
+                dz = g * y * (1 - y)
+            else:
+                dz = g * _dact(act, zs[i], alphas[i])
+            dws[i] = dws[i] + xs[i].T @ dz
+            if dbs[i] is not None:
+                dbs[i] = dbs[i] + dz.sum(0)
+            g = dz @ ws[i].T
+        return [dws, dbs, g if need_dx else None]
+    return Case("dense_chain_backward", make, ref, mutates=(5, 6),
+                label=f"k={k}-need_dx={need_dx}", rtol=1e-4, atol=1e-5)
+
+
 def _bn_fwd(training, affine=True):
     def make(rng):
         c = 5
@@ -675,6 +746,8 @@ def build_cases() -> list[Case]:
         _dense_fwd("gelu", False, bias=False),
         *[_dense_bwd(act) for act in ("tanh", "relu", "identity", "gelu")],
         _dense_bwd("sigmoid", bias=False, need_dx=False),
+        _dense_chain_fwd(0), _dense_chain_fwd(2),
+        _dense_chain_bwd(0, True), _dense_chain_bwd(1, False),
         # softmax
         Case("softmax", lambda r: ((_r(r, 4, 6),), {}, None), lambda a, k, e: _softmax(a[0])),
         Case("log_softmax", lambda r: ((_r(r, 4, 6),), {}, None),

@@ -268,3 +268,27 @@ def test_monitor_records_are_those_of_the_per_layer_path():
     assert "signal_norm" in keys
     for k in keys:
         assert repr(ha[k]) == repr(hb[k]), k
+
+
+def test_native_chain_calls_reject_bad_lists():
+    from deepgrad import _C
+    x = np.ones((2, 3), np.float32)
+    w1, w2 = np.ones((3, 4), np.float32), np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        _C.dense_chain_forward(x, [w1], [None, None], ["tanh"], [0.01], [None])
+    with pytest.raises(ValueError, match="no layers"):
+        _C.dense_chain_forward(x, [], [], [], [], [])
+    with pytest.raises(ValueError, match="w expects 5 input features"):  # layer 2 of the chain
+        _C.dense_chain_forward(x, [w1, w2], [None, None], ["tanh", "relu"], [0.01, 0.01],
+                               [None, None])
+    outs = _C.dense_chain_forward(x, [w1, np.ones((4, 2), np.float32)], [None, None],
+                                  ["tanh", "relu"], [0.01, 0.01], [None, None], 1)
+    assert outs[0] is None and outs[1][0].shape == (2, 2)
+    g = np.ones((2, 2), np.float32)
+    with pytest.raises(ValueError, match="k must be"):
+        _C.dense_chain_backward(g, [x, None], [w1, w1], [None, None], [None, None],
+                                [None, None], [None, None], ["tanh", "tanh"], [0.01, 0.01],
+                                [None, None], 2)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        _C.dense_chain_backward(g, [x], [w1, w1], [None, None], [None, None], [None, None],
+                                [None, None], ["tanh", "tanh"], [0.01, 0.01], [None, None], 0)

@@ -312,6 +312,21 @@ def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: 
     return _C.dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx, stats)
 
 
+def dense_chain_forward(x, ws, bs, activations, alphas, stats, keep_from: int = 0):
+    """dense_forward through a chain of layers in one native call (lists with one entry per
+    layer; bs entries may be None, stats entries None or a record): a list with (y, z) per
+    layer from keep_from on, None before it (the last layer's entry is always there)."""
+    return _C.dense_chain_forward(x, ws, bs, activations, alphas, stats, keep_from)
+
+
+def dense_chain_backward(g, xs, ws, zs, ys, dws, dbs, activations, alphas, stats, k: int = 0,
+                         need_dx: bool = True):
+    """dense_backward from the chain's last layer down to layer k in one native call,
+    accumulating into dws[i] and dbs[i]; returns layer k's dx (None when not need_dx)."""
+    return _C.dense_chain_backward(g, xs, ws, zs, ys, dws, dbs, activations, alphas, stats, k,
+                                   need_dx)
+
+
 # ---------------------------------------------------------------------------------------------
 # softmax (native, row-wise over the last axis of a 2-D array)
 

@@ -410,6 +410,26 @@ def dense_backward(dy, x, w, z, y, dw, db, activation: str = "identity", alpha: 
     return _C.cuda_dense_backward(dy, x, w, z, y, dw, db, activation, alpha, need_dx)
 
 
+def dense_chain_forward(x, ws, bs, activations, alphas, stats, keep_from: int = 0):
+    """dense_forward layer by layer (the CPU backend makes the same calls in one native call):
+    (y, z) per layer from keep_from on and for the last layer, None before it."""
+    out, h, n = [], x, len(ws)
+    for i in range(n):
+        yz = dense_forward(h, ws[i], bs[i], activations[i], alphas[i], False, stats[i])
+        h = yz[0]
+        out.append(yz if i >= keep_from or i == n - 1 else None)
+    return out
+
+
+def dense_chain_backward(g, xs, ws, zs, ys, dws, dbs, activations, alphas, stats, k: int = 0,
+                         need_dx: bool = True):
+    """dense_backward from the last layer down to layer k; returns layer k's dx or None."""
+    for i in range(len(ws) - 1, k - 1, -1):
+        g = dense_backward(g, xs[i], ws[i], zs[i], ys[i], dws[i], dbs[i], activations[i],
+                           alphas[i], i > k or need_dx, stats[i])
+    return g
+
+
 # ---------------------------------------------------------------------------------------------
 # softmax
 

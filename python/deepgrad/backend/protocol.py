@@ -225,6 +225,24 @@ class Backend(Protocol):
         place (db may be None); returns dx = dz w^T (N, IN), or None when not need_dx.
         ``stats``: None or the layer's record, which receives ||dy||^2 (STEP_STATS only)."""
 
+    def dense_chain_forward(self, x, ws, bs, activations, alphas, stats,
+                            keep_from: int = 0) -> list:
+        """dense_forward through a chain of layers: ws, bs (None entries: no bias),
+        activations, alphas, stats (None entries or records) have one entry per layer; layer
+        i + 1 takes layer i's y. Returns a list with one entry per layer: (y, z) as
+        dense_forward returns them from layer keep_from on and for the last layer, None for
+        the layers before keep_from (nothing of theirs is kept). The same values as
+        dense_forward called layer by layer (the CPU backend runs the chain in one native
+        call)."""
+
+    def dense_chain_backward(self, g, xs, ws, zs, ys, dws, dbs, activations, alphas, stats,
+                             k: int = 0, need_dx: bool = True) -> Array | None:
+        """The chain's backward from its last layer down to layer k: layer i's dense_backward
+        with dy = g for the last layer, else the dx of layer i + 1, its input xs[i] and the
+        zs[i], ys[i] its forward gave, accumulating into dws[i] and dbs[i] (None: no bias);
+        dx is taken for every layer above k and for layer k when need_dx. Returns layer k's dx,
+        or None when not need_dx. Lists indexed by layer; entries below k are not read."""
+
     # -- softmax (row-wise over the last axis of a 2-D array) -----------------------------------
 
     def softmax(self, x) -> Array:

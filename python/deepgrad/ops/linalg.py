@@ -160,30 +160,30 @@ def dense(x: Tensor, w: Tensor, b: Tensor | None = None, activation: str = "iden
 
 def _dense_stack_backward(x, ws, bs, xds, wds, bds, zs, ys, acts, alphas, stats, k, slots, nin,
                           be, g):
-    """The backward of dense_stack's node: each layer's dense_backward from the last to layer
-    k (the first one a gradient is needed for), as the per-layer nodes would run them, each
-    weight and bias gradient through grad_sink. slots[i]: where layer i's weight and bias
-    gradients go in the returned tuple (its positions in the node's inputs)."""
+    """The backward of dense_stack's node: every layer's gradient sink (grad_sink: the
+    parameter's .grad storage, or a fresh buffer returned to the engine), then the backend's
+    chain backward from the last layer down to layer k (the first one a gradient is needed
+    for), the calls the per-layer nodes would make, in their order. slots[i]: where layer i's
+    weight and bias gradients go in the returned tuple (their positions in the node's inputs)."""
+    n = len(ws)
+    dws, dbs = [None] * n, [None] * n
     out = [None] * nin
-    for i in range(len(ws) - 1, k - 1, -1):
-        w, b = ws[i], bs[i]
-        dw, w_direct = grad_sink(w, wds[i], be)
-        db, b_direct = (None, True) if b is None else grad_sink(b, bds[i], be)
-        need_dx = i > k or x.requires_grad
-        st = stats[i]
-        if st is None:
-            g = be.dense_backward(g, xds[i], wds[i], zs[i], ys[i], dw, db, acts[i], alphas[i],
-                                  need_dx)
-        else:
-            g = be.dense_backward(g, xds[i], wds[i], zs[i], ys[i], dw, db, acts[i], alphas[i],
-                                  need_dx, st)
+    for i in range(k, n):
+        dw, w_direct = grad_sink(ws[i], wds[i], be)
+        dws[i] = dw
         wpos, bpos = slots[i]
         if not w_direct:
             out[wpos] = dw
-        if b is not None and not b_direct:
-            out[bpos] = db
+        b = bs[i]
+        if b is not None:
+            db, b_direct = grad_sink(b, bds[i], be)
+            dbs[i] = db
+            if not b_direct:
+                out[bpos] = db
+    dx = be.dense_chain_backward(g, xds, wds, zs, ys, dws, dbs, acts, alphas, stats, k,
+                                 x.requires_grad)
     if x.requires_grad:
-        out[0] = g
+        out[0] = dx
     return tuple(out)
 
 
@@ -192,9 +192,10 @@ def dense_stack(x: Tensor, ws: list, bs: list, acts: list, alphas: list, stats: 
     the same native calls, in the same order, as one dense() per layer (the same values and
     gradients, bit for bit, and each layer's statistics record filled alike), without a node,
     a module call and a Python backward per layer (nn.Sequential runs its runs of Dense layers
-    through it). The caller has checked what dense() would: Tensors on one device and of one
-    dtype, x (N, IN_0) with N > 0, W_i (IN_i, OUT_i) with OUT_i = IN_{i+1}, activation names
-    and alphas normalized; ``stats[i]``: None or layer i's record (see dense)."""
+    through it; the CPU backend runs the chain in one native call each way). The caller has
+    checked what dense() would: Tensors on one device and of one dtype, x (N, IN_0) with N > 0,
+    W_i (IN_i, OUT_i) with OUT_i = IN_{i+1}, activation names and alphas normalized;
+    ``stats[i]``: None or layer i's record (see dense)."""
     be = x._be
     n = len(ws)
     k = n  # the first layer whose input or parameters require grad (its backward is needed)
@@ -207,28 +208,22 @@ def dense_stack(x: Tensor, ws: list, bs: list, acts: list, alphas: list, stats: 
                 if ws[i].requires_grad or (b is not None and b.requires_grad):
                     k = i
                     break
-    h = x.data
-    xds, wds, bds, zs, ys = [], [], [], [], []
-    for i in range(n):
-        wd = ws[i].data
-        b = bs[i]
-        bd = None if b is None else b.data
-        st = stats[i] if i >= k else None
-        if st is None:
-            y, z = be.dense_forward(h, wd, bd, acts[i], alphas[i])
-        else:
-            y, z = be.dense_forward(h, wd, bd, acts[i], alphas[i], False, st)
-        if i >= k:
-            xds.append(h)
-            wds.append(wd)
-            bds.append(bd)
-            zs.append(z)
-            ys.append(y)
-        h = y
+    wds = [w.data for w in ws]
+    bds = [None if b is None else b.data for b in bs]
+    if k:  # layers before k are not recorded: no statistics, as dense() does for them
+        stats = [st if i >= k else None for i, st in enumerate(stats)]
+    # layer k's input is layer k - 1's output: keep from there
+    outs = be.dense_chain_forward(x.data, wds, bds, acts, alphas, stats, max(k - 1, 0))
+    h = outs[-1][0]
     if k == n:
         return _result(h, be, (), None, "dense_stack")
-    pad = [None] * k  # layers before k: no backward, nothing kept
-    inputs, slots = [x], pad + []
+    xds = [None] * n
+    zs = [None] * n
+    ys = [None] * n
+    for i in range(k, n):
+        xds[i] = x.data if i == 0 else outs[i - 1][0]
+        ys[i], zs[i] = outs[i]
+    inputs, slots = [x], [None] * k
     for i in range(k, n):
         inputs.append(ws[i])
         wpos = len(inputs) - 1
@@ -239,10 +234,8 @@ def dense_stack(x: Tensor, ws: list, bs: list, acts: list, alphas: list, stats: 
         slots.append((wpos, bpos))
     saved = ([x] if k == 0 else []) + list(ws[k:])
     return _result(h, be, tuple(inputs),
-                   _partial(_dense_stack_backward, x, ws, bs, pad + xds, pad + wds, pad + bds,
-                            pad + zs, pad + ys, acts, alphas,
-                            [st if i >= k else None for i, st in enumerate(stats)], k, slots,
-                            len(inputs), be),
+                   _partial(_dense_stack_backward, x, ws, bs, xds, wds, bds, zs, ys, acts,
+                            alphas, stats, k, slots, len(inputs), be),
                    "dense_stack", tuple(saved), out=True)
 
 
