@@ -232,6 +232,22 @@ py::object dense_backward_entry(py::handle dy_o, py::handle x_o, py::handle w_o,
 // the binding dispatch per layer. Lists of one length: ws, bs (None: no bias), activations,
 // alphas, stats (None or a record). Layers before `keep_from` keep nothing (None in the result);
 // the others give (y, z). The result is a list of n entries; the last layer's y is the output.
+// Entry i of a chain's activations (a str) or alphas (a real number), or a TypeError naming it.
+std::string chain_act(const char* fn, const py::sequence& acts, py::ssize_t i) {
+  py::object a = acts[i];
+  if (!py::isinstance<py::str>(a))
+    fail_type(fn, "activations[" + std::to_string(i) + "] must be an activation name (str), got " +
+                      std::string(py::str(py::type::of(a).attr("__name__"))));
+  return a.cast<std::string>();
+}
+double chain_alpha(const char* fn, const py::sequence& alphas, py::ssize_t i) {
+  py::object a = alphas[i];
+  if (!py::isinstance<py::float_>(a) && !py::isinstance<py::int_>(a))
+    fail_type(fn, "alphas[" + std::to_string(i) + "] must be a real number, got " +
+                      std::string(py::str(py::type::of(a).attr("__name__"))));
+  return a.cast<double>();
+}
+
 py::list dense_chain_forward_entry(py::handle x, py::sequence ws, py::sequence bs,
                                    py::sequence acts, py::sequence alphas, py::sequence stats,
                                    py::ssize_t keep_from) {
@@ -244,8 +260,8 @@ py::list dense_chain_forward_entry(py::handle x, py::sequence ws, py::sequence b
   py::list out(n);
   py::object h = py::reinterpret_borrow<py::object>(x);
   for (py::ssize_t i = 0; i < n; ++i) {
-    py::tuple yz = dense_forward_entry(h, ws[i], bs[i], acts[i].cast<std::string>(),
-                                       alphas[i].cast<double>(), false, stats[i]);
+    py::tuple yz = dense_forward_entry(h, ws[i], bs[i], chain_act(fn, acts, i),
+                                       chain_alpha(fn, alphas, i), false, stats[i]);
     h = yz[0];
     out[i] = (i >= keep_from || i == n - 1) ? py::object(yz) : py::object(py::none());
   }
@@ -271,7 +287,7 @@ py::object dense_chain_backward_entry(py::handle g, py::sequence xs, py::sequenc
   py::object dy = py::reinterpret_borrow<py::object>(g);
   for (py::ssize_t i = n - 1; i >= k; --i)
     dy = dense_backward_entry(dy, xs[i], ws[i], zs[i], ys[i], dws[i], dbs[i],
-                              acts[i].cast<std::string>(), alphas[i].cast<double>(),
+                              chain_act(fn, acts, i), chain_alpha(fn, alphas, i),
                               i > k || need_dx, stats[i]);
   return dy;
 }

@@ -292,3 +292,14 @@ def test_native_chain_calls_reject_bad_lists():
     with pytest.raises(ValueError, match="one entry per layer"):
         _C.dense_chain_backward(g, [x], [w1, w1], [None, None], [None, None], [None, None],
                                 [None, None], ["tanh", "tanh"], [0.01, 0.01], [None, None], 0)
+
+
+def test_native_chain_calls_name_a_bad_activation_or_alpha():
+    from deepgrad import _C
+    x = np.ones((2, 3), np.float32)
+    w = np.ones((3, 3), np.float32)
+    with pytest.raises(TypeError, match=r"activations\[1\] must be an activation name"):
+        _C.dense_chain_forward(x, [w, w], [None, None], ["tanh", 3], [0.01, 0.01], [None, None])
+    with pytest.raises(TypeError, match=r"alphas\[0\] must be a real number"):
+        _C.dense_chain_forward(x, [w, w], [None, None], ["tanh", "relu"], ["a", 0.01],
+                               [None, None])
