@@ -258,8 +258,7 @@ class Sequential(Module):
             return x
         mods = list(mods.values())
         i, n = 0, len(mods)
-        while i < n:
-            m = mods[i]
+        while i < n:  # [i, j): a run of plain Dense layers (one chain node), else one module
             j = i
             while j < n and _plain_dense(mods[j]):
                 j += 1
@@ -268,12 +267,11 @@ class Sequential(Module):
                 if y is not None:
                     x, i = y, j
                     continue
-                for m in mods[i:j]:
-                    x = m(x)
-                i = j
-                continue
-            x = m(x)
-            i += 1
+            else:
+                j = i + 1
+            for m in mods[i:j]:
+                x = m(x)
+            i = j
         return x
 
 
